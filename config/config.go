@@ -1,0 +1,501 @@
+// Package config reads keydesk.yaml and partners.yaml into typed structs.
+//
+// Invariants: ${VAR} is expanded in values only, after parsing, so an
+// environment variable can never change the document's shape; every secret
+// may come from "<name>_file"; secrets are keydesk.Secret from the moment
+// they are decoded; an unknown key is an error; validation collects every
+// problem, each naming the file and the key, so `keydesk check` can show
+// them all at once.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/buildmarkets/keydesk"
+)
+
+// Config is keydesk.yaml.
+type Config struct {
+	// DataDir holds the embedded NATS store and local state. Default ./data.
+	DataDir string `yaml:"data_dir"`
+	// NATS: empty URL starts an embedded JetStream server.
+	NATS NATS `yaml:"nats"`
+	// IMAP is the support mailbox that intake reads.
+	IMAP IMAP `yaml:"imap"`
+	// SMTP is the submission server delivery sends through.
+	SMTP SMTP `yaml:"smtp"`
+	// API holds the Buildmarkets API endpoint of each environment.
+	API API `yaml:"api"`
+	// SigningKey is keydesk's own OpenPGP key; every delivery is signed with it.
+	SigningKey SigningKey `yaml:"signing_key"`
+	// SenderAuth says whose Authentication-Results count and who forwards.
+	SenderAuth SenderAuth `yaml:"sender_auth"`
+	// Batch is when approved requests are turned into keys.
+	Batch Batch `yaml:"batch"`
+	// Review is the support team's web UI and JSON API.
+	Review Review `yaml:"review"`
+	// Delivery is how long outgoing mail is retried.
+	Delivery Delivery `yaml:"delivery"`
+	// Templates: a directory whose files override the embedded templates.
+	Templates Templates `yaml:"templates"`
+	// Log: level (debug, info, warn, error) and format (text, json; empty:
+	// text on a terminal, JSON otherwise).
+	Log Log `yaml:"log"`
+	// PartnersFile is the partner registry. Default partners.yaml beside this file.
+	PartnersFile string `yaml:"partners_file"`
+
+	// File is the path the config was read from; relative paths in it are
+	// taken relative to its directory.
+	File string `yaml:"-"`
+}
+
+// NATS is the JetStream connection.
+type NATS struct {
+	// URL of the NATS cluster; empty runs an embedded server under data_dir.
+	URL string `yaml:"url"`
+	// CredsFile is a NATS credentials (.creds) file.
+	CredsFile string `yaml:"creds_file"`
+	// Replicas of every stream and bucket: 1 embedded, 3 on a cluster.
+	Replicas int `yaml:"replicas"`
+	// Listen makes the embedded server listen on this address (host:port)
+	// too; by default it is reached in process only.
+	Listen string `yaml:"listen"`
+	// TLSCAFile verifies the cluster's certificate; TLSCert/TLSKey is a client certificate.
+	TLSCAFile string `yaml:"tls_ca_file"`
+	TLSCert   string `yaml:"tls_cert"`
+	TLSKey    string `yaml:"tls_key"`
+}
+
+// Security is how a mail connection is protected.
+type Security string
+
+const (
+	SecurityTLS      Security = "tls"
+	SecurityStartTLS Security = "starttls"
+	SecurityNone     Security = "none" // loopback only
+)
+
+// MailServer is what the IMAP and SMTP sections share.
+type MailServer struct {
+	// Address is host:port.
+	Address string `yaml:"address"`
+	// Security: tls (implicit), starttls, or none (refused unless loopback).
+	Security Security `yaml:"security"`
+	// Username and Password authenticate with LOGIN/PLAIN.
+	Username string         `yaml:"username"`
+	Password keydesk.Secret `yaml:"password"`
+	// Auth: plain (default), login, oauthbearer or xoauth2.
+	Auth string `yaml:"auth"`
+	// OAuth2TokenFile or OAuth2TokenCommand supply the access token for
+	// oauthbearer/xoauth2; read again whenever the server refuses it.
+	OAuth2TokenFile    string `yaml:"oauth2_token_file"`
+	OAuth2TokenCommand string `yaml:"oauth2_token_command"`
+	// TLSCAFile adds a private CA; InsecureSkipVerify is for test servers only.
+	TLSCAFile          string `yaml:"tls_ca_file"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+	// Timeout bounds each network operation. Default 60s.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// IMAP is the mailbox intake reads.
+type IMAP struct {
+	MailServer `yaml:",inline"`
+	// Mailbox is read for requests. Default INBOX.
+	Mailbox string `yaml:"mailbox"`
+	// ProcessedMailbox receives mail whose requests are queued. Default Processed.
+	ProcessedMailbox string `yaml:"processed_mailbox"`
+	// RejectedMailbox receives mail set aside, with the reason recorded. Default Rejected.
+	RejectedMailbox string `yaml:"rejected_mailbox"`
+	// PollInterval is the scan interval when the server has no IDLE, and
+	// the safety rescan when it has. Default 60s.
+	PollInterval time.Duration `yaml:"poll_interval"`
+	// MaxMessageBytes: larger messages are set aside unread. Default 10 MiB.
+	MaxMessageBytes Size `yaml:"max_message_bytes"`
+}
+
+// SMTP is the outgoing mail server.
+type SMTP struct {
+	MailServer `yaml:",inline"`
+	// From is keydesk's sender address, e.g. "Buildmarkets Support <support@buildmarkets.ai>".
+	From string `yaml:"from"`
+	// SupportAddress receives batch reports and alerts.
+	SupportAddress string `yaml:"support_address"`
+	// HeloName is the name given in EHLO. Default: the host name.
+	HeloName string `yaml:"helo_name"`
+}
+
+// API is the Buildmarkets API per environment.
+type API struct {
+	Sandbox    APIEnv `yaml:"sandbox"`
+	Production APIEnv `yaml:"production"`
+}
+
+// Env returns the settings of one environment.
+func (a *API) Env(e keydesk.Environment) *APIEnv {
+	if e == keydesk.Production {
+		return &a.Production
+	}
+	return &a.Sandbox
+}
+
+// APIEnv is one environment's endpoint.
+type APIEnv struct {
+	// BaseURL, e.g. https://dev-tapp-api.tappengine.com (paths start /v1/).
+	BaseURL string `yaml:"base_url"`
+	// Timeout of each API call. Default 30s.
+	Timeout time.Duration `yaml:"timeout"`
+	// RateLimit in requests per second, across all partners. Default 5.
+	RateLimit float64 `yaml:"rate_limit"`
+}
+
+// SigningKey is keydesk's OpenPGP signing key.
+type SigningKey struct {
+	// File holds the armored private key.
+	File string `yaml:"file"`
+	// Passphrase unlocks it (or passphrase_file).
+	Passphrase keydesk.Secret `yaml:"passphrase"`
+}
+
+// SenderAuth is the sender authentication policy.
+type SenderAuth struct {
+	// TrustedAuthservIDs: only Authentication-Results headers stamped by
+	// these (our own MTA) count.
+	TrustedAuthservIDs []string `yaml:"trusted_authserv_ids"`
+	// RequireDMARC refuses mail without a trusted dmarc=pass. Default true.
+	RequireDMARC *bool `yaml:"require_dmarc"`
+	// InternalDomains are Buildmarkets' own: Relationship Managers forward from there.
+	InternalDomains []string `yaml:"internal_domains"`
+}
+
+// DMARCRequired reports the effective require_dmarc.
+func (s SenderAuth) DMARCRequired() bool { return s.RequireDMARC == nil || *s.RequireDMARC }
+
+// Batch is the key-generation schedule.
+type Batch struct {
+	// Schedule: cron with an optional CRON_TZ= prefix, or @every 5m.
+	// Default "CRON_TZ=UTC 0 10,16 * * 1-5".
+	Schedule string `yaml:"schedule"`
+	// Concurrency bounds API calls in flight per batch. Default 8.
+	Concurrency int `yaml:"concurrency"`
+}
+
+// Review is the web UI and JSON API.
+type Review struct {
+	// Listen address. Default 127.0.0.1:8080.
+	Listen string `yaml:"listen"`
+	// UsersFile holds the staff (users.yaml). Default users.yaml beside this file.
+	UsersFile string `yaml:"users_file"`
+	// FourEyes: requests matching any of these (an environment or a scope)
+	// need two approvers. Default [production, keys:manage].
+	FourEyes []string `yaml:"four_eyes"`
+	// TLSCert and TLSKey serve HTTPS when both are set.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// SessionIdle logs a session out after this long unused. Default 30m.
+	SessionIdle time.Duration `yaml:"session_idle"`
+	// BaseURL is the UI's public address, for links in emails.
+	BaseURL string `yaml:"base_url"`
+}
+
+// Delivery is the outgoing mail policy.
+type Delivery struct {
+	// RetryFor: temporary failures are retried this long. Default 48h.
+	RetryFor time.Duration `yaml:"retry_for"`
+	// RevokeUndeliveredAfter: a key not delivered by then is revoked. Default 72h.
+	RevokeUndeliveredAfter time.Duration `yaml:"revoke_undelivered_after"`
+}
+
+// Templates overrides the embedded templates.
+type Templates struct {
+	// Dir holds files named like the embedded ones.
+	Dir string `yaml:"dir"`
+}
+
+// Log is the logging setup.
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Size is a byte count written as a number or with a unit (10MiB, 20MB).
+type Size int64
+
+// UnmarshalText reads 10485760, 10MiB, 10MB, 512KiB.
+func (s *Size) UnmarshalText(b []byte) error {
+	v, err := ParseSize(string(b))
+	*s = v
+	return err
+}
+
+// ParseSize reads a byte count with an optional unit.
+func ParseSize(str string) (Size, error) {
+	t := strings.TrimSpace(str)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if n, ok := strings.CutSuffix(t, u.suffix); ok {
+			t, mult = strings.TrimSpace(n), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a size: write a number of bytes or e.g. 10MiB", str)
+	}
+	return Size(n * mult), nil
+}
+
+// Defaults are the values of keys left out.
+func (c *Config) applyDefaults() {
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	defDur := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.DataDir, "./data")
+	if c.NATS.Replicas == 0 {
+		c.NATS.Replicas = 1
+	}
+	def(&c.IMAP.Mailbox, "INBOX")
+	def(&c.IMAP.ProcessedMailbox, "Processed")
+	def(&c.IMAP.RejectedMailbox, "Rejected")
+	def((*string)(&c.IMAP.Security), string(SecurityTLS))
+	def((*string)(&c.SMTP.Security), string(SecurityStartTLS))
+	def(&c.IMAP.Auth, "plain")
+	def(&c.SMTP.Auth, "plain")
+	defDur(&c.IMAP.PollInterval, 60*time.Second)
+	defDur(&c.IMAP.Timeout, 60*time.Second)
+	defDur(&c.SMTP.Timeout, 60*time.Second)
+	if c.IMAP.MaxMessageBytes == 0 {
+		c.IMAP.MaxMessageBytes = 10 << 20
+	}
+	for _, e := range []*APIEnv{&c.API.Sandbox, &c.API.Production} {
+		defDur(&e.Timeout, 30*time.Second)
+		if e.RateLimit == 0 {
+			e.RateLimit = 5
+		}
+	}
+	if c.SenderAuth.InternalDomains == nil {
+		c.SenderAuth.InternalDomains = []string{"buildmarkets.ai"}
+	}
+	def(&c.Batch.Schedule, "CRON_TZ=UTC 0 10,16 * * 1-5")
+	if c.Batch.Concurrency == 0 {
+		c.Batch.Concurrency = 8
+	}
+	def(&c.Review.Listen, "127.0.0.1:8080")
+	def(&c.Review.UsersFile, "users.yaml")
+	if c.Review.FourEyes == nil {
+		c.Review.FourEyes = []string{string(keydesk.Production), string(keydesk.ScopeKeysManage)}
+	}
+	defDur(&c.Review.SessionIdle, 30*time.Minute)
+	defDur(&c.Delivery.RetryFor, 48*time.Hour)
+	defDur(&c.Delivery.RevokeUndeliveredAfter, 72*time.Hour)
+	def(&c.Log.Level, "info")
+	def(&c.PartnersFile, "partners.yaml")
+}
+
+// Default returns a config with every default applied and nothing else.
+func Default() *Config {
+	c := &Config{}
+	c.applyDefaults()
+	return c
+}
+
+// Load reads, expands, defaults and validates keydesk.yaml. The error lists
+// every problem found (errors.Join), each naming the file and the key.
+func Load(path string) (*Config, error) {
+	return load(path, os.Getenv)
+}
+
+func load(path string, getenv func(string) string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c := &Config{File: path}
+	if err := decode(filepath.Base(path), filepath.Dir(path), data, c, getenv); err != nil {
+		return nil, err
+	}
+	c.File = path
+	c.applyDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Path resolves p relative to the config file's directory.
+func (c *Config) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) || c.File == "" {
+		return p
+	}
+	return filepath.Join(filepath.Dir(c.File), p)
+}
+
+// Validate checks every key and returns all problems joined.
+func (c *Config) Validate() error {
+	f := filepath.Base(c.File)
+	if f == "." || f == "" {
+		f = "keydesk.yaml"
+	}
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s: %s", f, key, fmt.Sprintf(format, args...)))
+	}
+	if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
+		bad("nats.replicas", "%d is out of range: use 1 (embedded) or 3 (cluster)", c.NATS.Replicas)
+	}
+	if c.NATS.URL == "" && c.NATS.Replicas != 1 {
+		bad("nats.replicas", "the embedded server (nats.url empty) is a single node: replicas must be 1")
+	}
+	if c.NATS.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.NATS.Listen); err != nil {
+			bad("nats.listen", "%q is not host:port", c.NATS.Listen)
+		}
+	}
+	checkFile := func(key, p string) {
+		if p == "" {
+			return
+		}
+		if _, err := os.Stat(c.Path(p)); err != nil {
+			bad(key, "%v", err)
+		}
+	}
+	checkFile("nats.creds_file", c.NATS.CredsFile)
+	checkFile("nats.tls_ca_file", c.NATS.TLSCAFile)
+	for _, ms := range []struct {
+		name string
+		s    *MailServer
+	}{{"imap", &c.IMAP.MailServer}, {"smtp", &c.SMTP.MailServer}} {
+		p, s := ms.name, ms.s
+		if s.Address == "" {
+			continue // the role that needs it says so when it starts
+		}
+		host, _, err := net.SplitHostPort(s.Address)
+		if err != nil {
+			bad(p+".address", "%q is not host:port (e.g. mail.example.com:993)", s.Address)
+		}
+		switch s.Security {
+		case SecurityTLS, SecurityStartTLS:
+		case SecurityNone:
+			if err == nil && !IsLoopback(host) {
+				bad(p+".security", "none sends the password in clear text: it is allowed only to a loopback address, not %s; use tls or starttls", host)
+			}
+		default:
+			bad(p+".security", "%q is not one of tls, starttls, none", s.Security)
+		}
+		switch s.Auth {
+		case "plain", "login":
+			if s.Username == "" {
+				bad(p+".username", "is required")
+			}
+		case "oauthbearer", "xoauth2":
+			if s.OAuth2TokenFile == "" && s.OAuth2TokenCommand == "" {
+				bad(p+".oauth2_token_file", "%s needs oauth2_token_file or oauth2_token_command", s.Auth)
+			}
+		case "none":
+		default:
+			bad(p+".auth", "%q is not one of plain, login, oauthbearer, xoauth2", s.Auth)
+		}
+		checkFile(p+".tls_ca_file", s.TLSCAFile)
+		checkFile(p+".oauth2_token_file", s.OAuth2TokenFile)
+	}
+	if c.IMAP.Address != "" {
+		if c.IMAP.PollInterval < time.Second {
+			bad("imap.poll_interval", "%s is too short: at least 1s", c.IMAP.PollInterval)
+		}
+		if c.IMAP.MaxMessageBytes < 64<<10 {
+			bad("imap.max_message_bytes", "%d is too small: at least 64KiB", c.IMAP.MaxMessageBytes)
+		}
+		if c.IMAP.ProcessedMailbox == c.IMAP.Mailbox || c.IMAP.RejectedMailbox == c.IMAP.Mailbox {
+			bad("imap.processed_mailbox", "processed and rejected mailboxes must differ from imap.mailbox %q", c.IMAP.Mailbox)
+		}
+	}
+	if c.SMTP.Address != "" && c.SMTP.From == "" {
+		bad("smtp.from", "is required to send mail")
+	}
+	for _, e := range keydesk.Environments {
+		a := c.API.Env(e)
+		key := "api." + string(e)
+		if a.BaseURL != "" && !strings.HasPrefix(a.BaseURL, "https://") && !strings.HasPrefix(a.BaseURL, "http://") {
+			bad(key+".base_url", "%q must start with https://", a.BaseURL)
+		}
+		if strings.HasPrefix(a.BaseURL, "http://") && !urlIsLoopback(a.BaseURL) {
+			bad(key+".base_url", "%q sends API secrets in clear text: use https:// (http:// only to loopback)", a.BaseURL)
+		}
+		if a.RateLimit < 0 {
+			bad(key+".rate_limit", "must be positive")
+		}
+	}
+	checkFile("signing_key.file", c.SigningKey.File)
+	if c.Batch.Concurrency < 1 || c.Batch.Concurrency > 256 {
+		bad("batch.concurrency", "%d is out of range 1..256", c.Batch.Concurrency)
+	}
+	if _, _, err := net.SplitHostPort(c.Review.Listen); err != nil {
+		bad("review.listen", "%q is not host:port", c.Review.Listen)
+	}
+	if (c.Review.TLSCert == "") != (c.Review.TLSKey == "") {
+		bad("review.tls_cert", "give both tls_cert and tls_key, or neither")
+	}
+	checkFile("review.tls_cert", c.Review.TLSCert)
+	checkFile("review.tls_key", c.Review.TLSKey)
+	for i, fe := range c.Review.FourEyes {
+		if _, err := keydesk.ParseEnvironment(fe); err == nil {
+			continue
+		}
+		if !keydesk.Scope(fe).Valid() {
+			bad(fmt.Sprintf("review.four_eyes[%d]", i), "%q is neither an environment nor a scope", fe)
+		}
+	}
+	if c.Delivery.RevokeUndeliveredAfter < c.Delivery.RetryFor {
+		bad("delivery.revoke_undelivered_after", "%s is shorter than delivery.retry_for %s", c.Delivery.RevokeUndeliveredAfter, c.Delivery.RetryFor)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "", "text", "json":
+	default:
+		bad("log.format", "%q is not text or json", c.Log.Format)
+	}
+	if c.Templates.Dir != "" {
+		checkFile("templates.dir", c.Templates.Dir)
+	}
+	return errors.Join(errs...)
+}
+
+// IsLoopback reports whether host is a loopback name or address.
+func IsLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func urlIsLoopback(u string) bool {
+	rest := strings.TrimPrefix(strings.TrimPrefix(u, "http://"), "https://")
+	hostport, _, _ := strings.Cut(rest, "/")
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	return IsLoopback(strings.Trim(host, "[]"))
+}

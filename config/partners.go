@@ -1,0 +1,196 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/mail"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/buildmarkets/keydesk"
+)
+
+// PartnersFile is partners.yaml.
+type PartnersFile struct {
+	Partners []PartnerConfig `yaml:"partners"`
+}
+
+// PartnerConfig is one partner as written in partners.yaml.
+type PartnerConfig struct {
+	// ID is short and stable (acme); it names the partner in records.
+	ID   string `yaml:"id"`
+	Name string `yaml:"name"`
+	// Requesters may ask for keys: exact addresses or *@domain.
+	Requesters []string `yaml:"requesters"`
+	// TechnicalContact receives the keys, encrypted to the pinned key.
+	TechnicalContact ContactConfig `yaml:"technical_contact"`
+	// AllowedScopes: scopes outside it are flagged for review. Empty: all twelve.
+	AllowedScopes []string `yaml:"allowed_scopes"`
+	// Environments holds the partner's keys:manage credentials per environment.
+	Environments map[string]PartnerEnvConfig `yaml:"environments"`
+}
+
+// ContactConfig is a technical contact.
+type ContactConfig struct {
+	Email      string `yaml:"email"`
+	PGPKeyFile string `yaml:"pgp_key_file"`
+	// Fingerprint is the full OpenPGP fingerprint, verified out of band.
+	Fingerprint string `yaml:"fingerprint"`
+}
+
+// PartnerEnvConfig is one environment's credentials and policy.
+type PartnerEnvConfig struct {
+	APIKey      string         `yaml:"api_key"`
+	APISecret   keydesk.Secret `yaml:"api_secret"`
+	AutoApprove bool           `yaml:"auto_approve"`
+}
+
+// ContactKeyChecker inspects a contact's armored public key: that its
+// fingerprint is the pinned one and that it can be used to encrypt now. It
+// returns the key's expiry (zero if none). The crypto package implements it;
+// config takes it as an interface so that it stays free of OpenPGP code.
+type ContactKeyChecker interface {
+	CheckContactKey(armored []byte, fingerprint string, now time.Time) (expires time.Time, err error)
+}
+
+var partnerIDRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,39}$`)
+var fingerprintRE = regexp.MustCompile(`^[0-9A-F]{40}$|^[0-9A-F]{64}$`)
+
+// NormalizeFingerprint drops spaces and a 0x prefix and upper-cases.
+func NormalizeFingerprint(s string) string {
+	s = strings.ToUpper(strings.ReplaceAll(strings.TrimSpace(s), " ", ""))
+	return strings.TrimPrefix(s, "0X")
+}
+
+// LoadPartners reads and validates partners.yaml. With a checker, every
+// contact key is loaded and checked against its pinned fingerprint. The
+// error lists every problem, each naming the file and the key.
+func LoadPartners(path string, checker ContactKeyChecker, now time.Time) (*keydesk.Registry, error) {
+	return loadPartners(path, checker, now, os.Getenv)
+}
+
+func loadPartners(path string, checker ContactKeyChecker, now time.Time, getenv func(string) string) (*keydesk.Registry, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read partners: %w", err)
+	}
+	f := filepath.Base(path)
+	dir := filepath.Dir(path)
+	var pf PartnersFile
+	if err := decode(f, dir, data, &pf, getenv); err != nil {
+		return nil, err
+	}
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s: %s", f, key, fmt.Sprintf(format, args...)))
+	}
+	if len(pf.Partners) == 0 {
+		bad("partners", "no partner is registered")
+	}
+	reg := &keydesk.Registry{}
+	ids := map[string]bool{}
+	owners := map[string]string{}
+	for i, pc := range pf.Partners {
+		key := fmt.Sprintf("partners[%d]", i)
+		p := &keydesk.Partner{ID: pc.ID, Name: pc.Name, Environments: map[keydesk.Environment]keydesk.PartnerEnvironment{}}
+		if !partnerIDRE.MatchString(pc.ID) {
+			bad(key+".id", "%q must be 1-40 lower-case letters, digits, - or _", pc.ID)
+		} else if ids[pc.ID] {
+			bad(key+".id", "%q is used twice", pc.ID)
+		}
+		ids[pc.ID] = true
+		if pc.Name == "" {
+			p.Name = pc.ID
+		}
+		if len(pc.Requesters) == 0 {
+			bad(key+".requesters", "list at least one address or *@domain")
+		}
+		for j, r := range pc.Requesters {
+			r = strings.ToLower(strings.TrimSpace(r))
+			rk := fmt.Sprintf("%s.requesters[%d]", key, j)
+			addr := r
+			if d, ok := strings.CutPrefix(r, "*@"); ok {
+				addr = "x@" + d
+				if !strings.Contains(d, ".") {
+					bad(rk, "%q: the domain must be a full domain name", r)
+				}
+			}
+			if a, err := mail.ParseAddress(addr); err != nil || a.Address != addr || strings.Count(addr, "@") != 1 {
+				bad(rk, "%q is neither an address nor *@domain", r)
+				continue
+			}
+			if other, dup := owners[r]; dup && other != pc.ID {
+				bad(rk, "%q is also a requester of partner %s: a sender must name one partner", r, other)
+			}
+			owners[r] = pc.ID
+			p.Requesters = append(p.Requesters, r)
+		}
+		tc := pc.TechnicalContact
+		ck := key + ".technical_contact"
+		if a, err := mail.ParseAddress(tc.Email); err != nil || a.Address != tc.Email {
+			bad(ck+".email", "%q is not an email address", tc.Email)
+		}
+		fp := NormalizeFingerprint(tc.Fingerprint)
+		if !fingerprintRE.MatchString(fp) {
+			bad(ck+".fingerprint", "%q is not a full fingerprint (40 hex digits): pin the whole fingerprint, verified with the contact out of band", tc.Fingerprint)
+		}
+		p.TechnicalContact = keydesk.TechnicalContact{Email: tc.Email, KeyFile: tc.PGPKeyFile, Fingerprint: fp}
+		if tc.PGPKeyFile == "" {
+			bad(ck+".pgp_key_file", "is required: the contact's armored public key")
+		} else {
+			kp := tc.PGPKeyFile
+			if !filepath.IsAbs(kp) {
+				kp = filepath.Join(dir, kp)
+			}
+			armored, err := os.ReadFile(kp)
+			switch {
+			case err != nil:
+				bad(ck+".pgp_key_file", "%v", err)
+			case checker != nil && fingerprintRE.MatchString(fp):
+				exp, err := checker.CheckContactKey(armored, fp, now)
+				if err != nil {
+					bad(ck+".fingerprint", "key in %s: %v", tc.PGPKeyFile, err)
+				}
+				p.TechnicalContact.KeyExpires = exp
+				p.TechnicalContact.ArmoredKey = string(armored)
+			default:
+				p.TechnicalContact.ArmoredKey = string(armored)
+			}
+		}
+		for j, s := range pc.AllowedScopes {
+			sc, err := keydesk.ParseScope(s)
+			if err != nil {
+				bad(fmt.Sprintf("%s.allowed_scopes[%d]", key, j), "%v", err)
+				continue
+			}
+			p.AllowedScopes = append(p.AllowedScopes, sc)
+		}
+		keydesk.SortScopes(p.AllowedScopes)
+		if len(pc.Environments) == 0 {
+			bad(key+".environments", "configure sandbox and/or production credentials")
+		}
+		for name, ec := range pc.Environments {
+			ek := key + ".environments." + name
+			env, err := keydesk.ParseEnvironment(name)
+			if err != nil || string(env) != name {
+				bad(ek, "%q is not an environment: use sandbox or production", name)
+				continue
+			}
+			if ec.APIKey == "" {
+				bad(ek+".api_key", "is required: the partner's key with keys:manage")
+			}
+			if ec.APISecret.IsZero() {
+				bad(ek+".api_secret", "is required (or api_secret_file)")
+			}
+			p.Environments[env] = keydesk.PartnerEnvironment{APIKey: ec.APIKey, APISecret: ec.APISecret, AutoApprove: ec.AutoApprove}
+		}
+		reg.Partners = append(reg.Partners, p)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return reg, nil
+}

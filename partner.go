@@ -1,0 +1,116 @@
+package keydesk
+
+import (
+	"slices"
+	"strings"
+	"time"
+)
+
+// Partner is a Buildmarkets partner allowed to request keys by email.
+type Partner struct {
+	ID               string
+	Name             string
+	Requesters       []string // exact addresses or *@domain
+	TechnicalContact TechnicalContact
+	AllowedScopes    []Scope
+	Environments     map[Environment]PartnerEnvironment
+}
+
+// TechnicalContact is where a partner's keys go, and the only place.
+type TechnicalContact struct {
+	Email       string
+	KeyFile     string
+	Fingerprint string // the pinned full fingerprint, upper-case hex
+	// Filled when the registry is loaded (by the crypto package through the
+	// config loader): the armored key and its expiry, if any.
+	ArmoredKey string
+	KeyExpires time.Time
+}
+
+// PartnerEnvironment holds a partner's manager credentials (a key with
+// keys:manage) for one environment, and its approval policy.
+type PartnerEnvironment struct {
+	APIKey      string
+	APISecret   Secret
+	AutoApprove bool
+}
+
+// Allows reports whether the partner may hold scope s.
+func (p *Partner) Allows(s Scope) bool {
+	return len(p.AllowedScopes) == 0 || slices.Contains(p.AllowedScopes, s)
+}
+
+// MatchesRequester reports whether addr is one of the partner's requesters.
+func (p *Partner) MatchesRequester(addr string) bool {
+	for _, pat := range p.Requesters {
+		if MatchAddress(pat, addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// MatchAddress matches an address against an exact address or *@domain.
+// The domain must match whole: *@acme.example matches neither
+// x@acme.example.evil.test nor x@evil-acme.example nor x@sub.acme.example.
+func MatchAddress(pattern, addr string) bool {
+	pattern = strings.ToLower(strings.TrimSpace(pattern))
+	addr = strings.ToLower(strings.TrimSpace(addr))
+	at := strings.LastIndexByte(addr, '@')
+	if at <= 0 || at == len(addr)-1 || strings.Count(addr, "@") != 1 {
+		return false
+	}
+	if dom, ok := strings.CutPrefix(pattern, "*@"); ok {
+		return addr[at+1:] == dom
+	}
+	return pattern == addr
+}
+
+// AddressDomain returns the domain of an address, lower-cased.
+func AddressDomain(addr string) string {
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		return ""
+	}
+	return strings.ToLower(addr[at+1:])
+}
+
+// Registry is the set of partners, read from partners.yaml.
+type Registry struct {
+	Partners []*Partner
+}
+
+// Partner returns the partner with that ID.
+func (r *Registry) Partner(id string) (*Partner, bool) {
+	if r == nil {
+		return nil, false
+	}
+	for _, p := range r.Partners {
+		if p.ID == id {
+			return p, true
+		}
+	}
+	return nil, false
+}
+
+// ByRequester returns the partner whose requesters include addr. An exact
+// address wins over a domain pattern, so a holding company's CTO listed by
+// address on one partner is not claimed by another's *@domain.
+func (r *Registry) ByRequester(addr string) (*Partner, bool) {
+	if r == nil {
+		return nil, false
+	}
+	for _, p := range r.Partners {
+		for _, pat := range p.Requesters {
+			if !strings.HasPrefix(pat, "*@") && MatchAddress(pat, addr) {
+				return p, true
+			}
+		}
+	}
+	for _, p := range r.Partners {
+		if p.MatchesRequester(addr) {
+			return p, true
+		}
+	}
+	return nil, false
+}

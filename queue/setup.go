@@ -1,0 +1,140 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Names of streams and buckets: part of the deployment interface (the NATS
+// permissions in deploy/ name them). Never rename one.
+const (
+	BucketRequests   = "requests"   // one record per request, the source of truth
+	BucketLocks      = "locks"      // leases
+	BucketBatches    = "batches"    // batch records
+	BucketDeliveries = "deliveries" // one record per sent message: sent once, even across crashes
+	BucketIntake     = "intake"     // mailbox state (UIDVALIDITY) and per-message intake outcomes
+	BucketSessions   = "sessions"   // review UI sessions
+	StreamAudit      = "AUDIT"
+	StreamOutbox     = "OUTBOX"
+	StreamDeadLetter = "DEADLETTER"
+	ObjectMail       = "mail"
+
+	// SubjectAudit prefixes audit subjects: audit.request.<id> (sourced by
+	// the server from the requests bucket), audit.batch.<id>, audit.staff.<name>.
+	SubjectAudit  = "audit"
+	SubjectOutbox = "outbox"
+)
+
+// requestsHistory is how many revisions of a request the bucket keeps (the
+// most JetStream allows); the AUDIT stream keeps all of them for good.
+const requestsHistory = 64
+
+func (c *Conn) setup(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	r := c.opts.Replicas
+	kvCfgs := []jetstream.KeyValueConfig{
+		{Bucket: BucketRequests, Description: "keydesk requests", History: requestsHistory, Storage: jetstream.FileStorage, Replicas: r},
+		{Bucket: BucketLocks, Description: "keydesk leases", History: 1, Storage: jetstream.FileStorage, Replicas: r, LimitMarkerTTL: time.Second},
+		{Bucket: BucketBatches, Description: "keydesk batch records", History: 1, Storage: jetstream.FileStorage, Replicas: r},
+		{Bucket: BucketDeliveries, Description: "keydesk sent messages", History: 1, Storage: jetstream.FileStorage, Replicas: r},
+		{Bucket: BucketIntake, Description: "keydesk mailbox state", History: 1, Storage: jetstream.FileStorage, Replicas: r},
+		{Bucket: BucketSessions, Description: "keydesk review sessions", History: 1, Storage: jetstream.FileStorage, Replicas: r, LimitMarkerTTL: time.Second},
+	}
+	for _, cfg := range kvCfgs {
+		var kv jetstream.KeyValue
+		var err error
+		if c.opts.SkipSetup {
+			kv, err = c.JS.KeyValue(ctx, cfg.Bucket)
+		} else {
+			kv, err = c.JS.CreateOrUpdateKeyValue(ctx, cfg)
+		}
+		if err != nil {
+			return fmt.Errorf("queue: bucket %s: %w", cfg.Bucket, err)
+		}
+		c.kvs[cfg.Bucket] = kv
+	}
+	c.requests = c.kvs[BucketRequests]
+	c.locks = c.kvs[BucketLocks]
+
+	streams := []jetstream.StreamConfig{
+		{
+			Name:        StreamAudit,
+			Description: "keydesk audit trail: every request revision, batch and staff action",
+			Subjects:    []string{SubjectAudit + ".batch.>", SubjectAudit + ".staff.>", SubjectAudit + ".system.>"},
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     jetstream.FileStorage,
+			Replicas:    r,
+			DenyDelete:  true,
+			DenyPurge:   true,
+			Duplicates:  time.Hour,
+			Sources: []*jetstream.StreamSource{{
+				Name: "KV_" + BucketRequests,
+				SubjectTransforms: []jetstream.SubjectTransformConfig{{
+					Source:      "$KV." + BucketRequests + ".>",
+					Destination: SubjectAudit + ".request.>",
+				}},
+			}},
+		},
+		{
+			Name:        StreamOutbox,
+			Description: "keydesk outgoing mail (key deliveries hold ciphertext only)",
+			Subjects:    []string{SubjectOutbox + ".>"},
+			Retention:   jetstream.WorkQueuePolicy,
+			Storage:     jetstream.FileStorage,
+			Replicas:    r,
+			Duplicates:  time.Hour,
+		},
+		{
+			Name:        StreamDeadLetter,
+			Description: "keydesk outbox messages that ran out of deliveries or were terminated",
+			Subjects: []string{
+				"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + StreamOutbox + ".>",
+				"$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED." + StreamOutbox + ".>",
+			},
+			Retention: jetstream.LimitsPolicy,
+			Storage:   jetstream.FileStorage,
+			Replicas:  r,
+		},
+	}
+	if !c.opts.SkipSetup {
+		for _, cfg := range streams {
+			if _, err := c.JS.CreateOrUpdateStream(ctx, cfg); err != nil {
+				return fmt.Errorf("queue: stream %s: %w", cfg.Name, err)
+			}
+		}
+	}
+	var err error
+	if c.opts.SkipSetup {
+		c.mail, err = c.JS.ObjectStore(ctx, ObjectMail)
+	} else {
+		c.mail, err = c.JS.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+			Bucket: ObjectMail, Description: "keydesk raw source mail", Storage: jetstream.FileStorage, Replicas: r,
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("queue: object store %s: %w", ObjectMail, err)
+	}
+	return nil
+}
+
+// KV returns one of the buckets named above.
+func (c *Conn) KV(name string) jetstream.KeyValue {
+	kv, ok := c.kvs[name]
+	if !ok {
+		panic("queue: no bucket " + name)
+	}
+	return kv
+}
+
+// Mail is the object store of raw source mail.
+func (c *Conn) Mail() jetstream.ObjectStore { return c.mail }
+
+func isNotFound(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) ||
+		errors.Is(err, jetstream.ErrObjectNotFound) || errors.Is(err, jetstream.ErrMsgNotFound)
+}

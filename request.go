@@ -1,0 +1,186 @@
+package keydesk
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/binary"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Flag marks a request for a person's attention. Flags never reject: they
+// keep a request from auto-approval and show on the review queue.
+type Flag string
+
+const (
+	FlagProduction         Flag = "production"
+	FlagKeysManage         Flag = "keys-manage"
+	FlagForwarded          Flag = "forwarded"
+	FlagScopeNotAllowed    Flag = "scope-not-allowed"
+	FlagDMARCNotPassed     Flag = "dmarc-not-passed"
+	FlagUnknownSender      Flag = "unknown-sender"
+	FlagContactKeyExpiring Flag = "contact-key-expiring"
+	FlagNeedsReview        Flag = "needs-review" // mail that is not a clear key request
+)
+
+// ReasonCode is the fixed vocabulary of why an email was not accepted as is.
+type ReasonCode string
+
+const (
+	ReasonMissingEnvironment     ReasonCode = "missing-environment"
+	ReasonInvalidEnvironment     ReasonCode = "invalid-environment"
+	ReasonMissingScopes          ReasonCode = "missing-scopes"
+	ReasonUnknownScope           ReasonCode = "unknown-scope"
+	ReasonMissingLabel           ReasonCode = "missing-label"
+	ReasonInvalidLabel           ReasonCode = "invalid-label"
+	ReasonUnknownSender          ReasonCode = "unknown-sender"
+	ReasonSenderNotAuthenticated ReasonCode = "sender-not-authenticated"
+	ReasonContactKeyUnusable     ReasonCode = "contact-key-unusable"
+	ReasonTooLarge               ReasonCode = "too-large"
+	ReasonMalformed              ReasonCode = "malformed"
+	ReasonAutoReply              ReasonCode = "auto-reply"
+	ReasonBounce                 ReasonCode = "bounce"
+	ReasonDuplicate              ReasonCode = "duplicate"
+)
+
+// Reason is one problem with a request email, in words the partner can act on.
+type Reason struct {
+	Code       ReasonCode `json:"code"`
+	Message    string     `json:"message"`
+	Suggestion string     `json:"suggestion,omitempty"`
+}
+
+// Approval is one staff member's approval of a request.
+type Approval struct {
+	By string    `json:"by"`
+	At time.Time `json:"at"`
+}
+
+// Attempt is one try at creating the request's key. It is written before
+// the API is called, so that after a crash the batch knows to reconcile.
+type Attempt struct {
+	ID        string    `json:"id"`
+	StartedAt time.Time `json:"started_at"`
+}
+
+// Event is what changed in one step of a request's life: the audit trail.
+type Event struct {
+	Ref      string    `json:"ref,omitempty"` // the request, batch or staff member it concerns
+	Revision uint64    `json:"revision,omitempty"`
+	At       time.Time `json:"at"`
+	Actor    string    `json:"actor"`
+	Action   string    `json:"action"`
+	From     State     `json:"from,omitempty"`
+	To       State     `json:"to,omitempty"`
+	Change   string    `json:"change,omitempty"`
+}
+
+// Request is one key request: one environment, its scopes and a label, from
+// one source email. It is the record support reviews and batches act on.
+type Request struct {
+	ID          string      `json:"id"`
+	State       State       `json:"state"`
+	Partner     string      `json:"partner,omitempty"` // partner ID; empty for an unknown sender
+	Environment Environment `json:"environment,omitempty"`
+	Scopes      []Scope     `json:"scopes,omitempty"`
+	Label       string      `json:"label,omitempty"`
+	Flags       []Flag      `json:"flags,omitempty"`
+	Requester   string      `json:"requester"` // the From address of the source email
+
+	SourceMessageID string    `json:"source_message_id,omitempty"`
+	SourceDate      time.Time `json:"source_date"` // the email's Date, which the ID's date comes from
+	SourceKey       string    `json:"source_key"`  // what the ID is derived from
+	Index           int       `json:"index"`       // position of this request in its email
+	MailRef         string    `json:"mail_ref,omitempty"`
+	Subject         string    `json:"subject,omitempty"`
+	Reasons         []Reason  `json:"reasons,omitempty"`
+	Warnings        []string  `json:"warnings,omitempty"`
+
+	Approvals []Approval `json:"approvals,omitempty"`
+	Attempt   *Attempt   `json:"attempt,omitempty"`
+	KeyID     string     `json:"key_id,omitempty"`
+	APIKey    string     `json:"api_key,omitempty"` // the public half only; the secret is never stored
+	Problem   string     `json:"problem,omitempty"` // why it is rejected, blocked, failed or undeliverable
+
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+	LastEvent *Event    `json:"last_event,omitempty"`
+
+	// Revision is the store's revision of this record, for compare-and-set.
+	Revision uint64 `json:"-"`
+}
+
+// HasFlag reports whether the request carries f.
+func (r *Request) HasFlag(f Flag) bool { return slices.Contains(r.Flags, f) }
+
+// AddFlag adds f once.
+func (r *Request) AddFlag(f Flag) {
+	if !r.HasFlag(f) {
+		r.Flags = append(r.Flags, f)
+	}
+}
+
+// ApprovedBy reports whether name has approved the request already.
+func (r *Request) ApprovedBy(name string) bool {
+	return slices.ContainsFunc(r.Approvals, func(a Approval) bool { return a.By == name })
+}
+
+// Clone returns a deep copy, so that a change function can be retried.
+func (r *Request) Clone() *Request {
+	c := *r
+	c.Scopes = slices.Clone(r.Scopes)
+	c.Flags = slices.Clone(r.Flags)
+	c.Reasons = slices.Clone(r.Reasons)
+	c.Warnings = slices.Clone(r.Warnings)
+	c.Approvals = slices.Clone(r.Approvals)
+	if r.Attempt != nil {
+		a := *r.Attempt
+		c.Attempt = &a
+	}
+	if r.LastEvent != nil {
+		e := *r.LastEvent
+		c.LastEvent = &e
+	}
+	return &c
+}
+
+// crockford is Crockford's base32 alphabet: no I, L, O or U, so an ID read
+// out on the phone cannot be misheard as another.
+var crockford = base32.NewEncoding("0123456789ABCDEFGHJKMNPQRSTVWXYZ").WithPadding(base32.NoPadding)
+
+// RequestID derives the ID of the index-th request of a source email:
+// KR-YYYYMMDD-XXXX, the date the email was written (UTC) and four base32
+// characters of a hash of its source key and the index. The same email
+// always yields the same IDs, so a rescan creates nothing twice. salt is 0
+// unless two emails of one day collide on the four characters; the store
+// then asks for salt 1, 2, ….
+func RequestID(date time.Time, sourceKey string, index, salt int) string {
+	h := sha256.New()
+	h.Write([]byte(sourceKey))
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(index))
+	binary.BigEndian.PutUint64(b[8:], uint64(salt))
+	h.Write(b[:])
+	sum := h.Sum(nil)
+	return fmt.Sprintf("KR-%s-%s", date.UTC().Format("20060102"), crockford.EncodeToString(sum[:5])[:4])
+}
+
+var requestIDRE = regexp.MustCompile(`^KR-[0-9]{8}-[0-9A-HJKMNP-TV-Z]{4}$`)
+
+// ValidRequestID reports whether id has the shape of a request ID. Input
+// is upper-cased first: people type IDs in any case.
+func ValidRequestID(id string) bool { return requestIDRE.MatchString(strings.ToUpper(id)) }
+
+// SourceKey is what identifies an email for deduplication: the sender and
+// its Message-ID, or, without one, a digest of the raw message.
+func SourceKey(from, messageID string, raw []byte) string {
+	from = strings.ToLower(strings.TrimSpace(from))
+	if id := strings.Trim(strings.TrimSpace(messageID), "<>"); id != "" {
+		return from + "\x00" + id
+	}
+	sum := sha256.Sum256(raw)
+	return from + "\x00sha256:" + fmt.Sprintf("%x", sum)
+}
