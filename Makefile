@@ -1,0 +1,30 @@
+# keydesk: the README's commands, and the checks CI runs.
+GO ?= go
+
+.PHONY: test check fuzz bench demo build
+
+## test: the whole suite, race detector on, in random order, then the demo end to end.
+test:
+	$(GO) test -race -shuffle=on -timeout 20m ./...
+	$(GO) run ./cmd/keydesk demo --once
+
+## check: vet and static analysis.
+check:
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
+
+## fuzz: run each fuzz target for a while (FUZZTIME=30s).
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test ./intake/parse -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
+
+## bench: Go benchmarks and the ratio scripts of bench/.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+	./bench/run
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o keydesk ./cmd/keydesk
+
+demo:
+	$(GO) run ./cmd/keydesk demo

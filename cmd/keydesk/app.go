@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/config"
+	"github.com/buildmarkets/keydesk/metrics"
+	"github.com/buildmarkets/keydesk/queue"
+)
+
+// app holds what the roles are built from. It is made once per serve (or
+// demo) and passed to each role's constructor: there are no globals.
+type app struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	q        *queue.Conn
+	metrics  *metrics.Registry
+	partners *partnerSource
+	// mux serves /healthz, /readyz and /metrics, and the review UI and API
+	// when that role runs.
+	mux *http.ServeMux
+	// holder names this instance in leases and audit events.
+	holder string
+
+	mu     sync.Mutex
+	checks map[string]func(ctx context.Context) error
+	// closers run after the roles stop, in reverse order.
+	closers []func() error
+}
+
+// role is one of intake, review, batch, delivery. start builds it and
+// returns the function that runs it until ctx ends.
+type role struct {
+	name  string
+	start func(ctx context.Context, a *app) (run func(ctx context.Context) error, err error)
+}
+
+// roleTable holds the roles; files add to it in init.
+var roleTable = map[string]role{}
+
+// roleOrder is the order roles start in (and stop in reverse).
+var roleOrder = []string{"delivery", "batch", "review", "intake"}
+
+func registerRole(r role) { roleTable[r.name] = r }
+
+// contactKeyChecker makes the checker that loads and checks contact keys;
+// the crypto wiring sets it. Without one, keys are only read, not checked.
+var contactKeyChecker func() config.ContactKeyChecker
+
+// addCheck registers a readiness check shown on /readyz.
+func (a *app) addCheck(name string, fn func(ctx context.Context) error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.checks[name] = fn
+}
+
+// onClose runs fn when the app shuts down, after the roles have stopped.
+func (a *app) onClose(fn func() error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.closers = append(a.closers, fn)
+}
+
+func instanceName() string {
+	h, _ := os.Hostname()
+	if h == "" {
+		h = "keydesk"
+	}
+	return fmt.Sprintf("%s-%d", h, os.Getpid())
+}
+
+// newApp opens the queue and loads the partners.
+func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, error) {
+	a := &app{
+		cfg: cfg, log: log, metrics: metrics.New(), mux: http.NewServeMux(),
+		holder: instanceName(), checks: map[string]func(context.Context) error{},
+	}
+	ps, err := newPartnerSource(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	a.partners = ps
+	q, err := queue.Open(ctx, queue.Options{
+		URL: cfg.NATS.URL, CredsFile: cfg.Path(cfg.NATS.CredsFile), Replicas: cfg.NATS.Replicas,
+		DataDir: cfg.Path(cfg.DataDir), Listen: cfg.NATS.Listen, Name: "keydesk " + a.holder, Logger: log,
+		TLSCAFile: cfg.Path(cfg.NATS.TLSCAFile), TLSCert: cfg.Path(cfg.NATS.TLSCert), TLSKey: cfg.Path(cfg.NATS.TLSKey),
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.q = q
+	a.addCheck("nats", q.Ready)
+	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	a.mux.HandleFunc("GET /readyz", a.serveReady)
+	a.mux.Handle("GET /metrics", a.metrics)
+	a.metrics.Gauge("keydesk_up", "1 while keydesk runs.").Set(1)
+	return a, nil
+}
+
+func (a *app) serveReady(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	a.mu.Lock()
+	names := make([]string, 0, len(a.checks))
+	for n := range a.checks {
+		names = append(names, n)
+	}
+	checks := a.checks
+	a.mu.Unlock()
+	sort.Strings(names)
+	var b strings.Builder
+	ok := true
+	for _, n := range names {
+		if err := checks[n](ctx); err != nil {
+			ok = false
+			fmt.Fprintf(&b, "%s: %v\n", n, err)
+		} else {
+			fmt.Fprintf(&b, "%s: ok\n", n)
+		}
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if !ok {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	fmt.Fprint(w, b.String())
+}
+
+// close runs the closers in reverse and closes the queue last.
+func (a *app) close() error {
+	a.mu.Lock()
+	closers := a.closers
+	a.closers = nil
+	a.mu.Unlock()
+	var errs []error
+	for i := len(closers) - 1; i >= 0; i-- {
+		errs = append(errs, closers[i]())
+	}
+	if a.q != nil {
+		errs = append(errs, a.q.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// partnerSource holds the current partner registry; SIGHUP reloads it.
+type partnerSource struct {
+	cfg *config.Config
+	log *slog.Logger
+	cur atomic.Pointer[keydesk.Registry]
+}
+
+func newPartnerSource(cfg *config.Config, log *slog.Logger) (*partnerSource, error) {
+	ps := &partnerSource{cfg: cfg, log: log}
+	reg, err := ps.load()
+	if err != nil {
+		return nil, err
+	}
+	ps.cur.Store(reg)
+	return ps, nil
+}
+
+func (ps *partnerSource) load() (*keydesk.Registry, error) {
+	var checker config.ContactKeyChecker
+	if contactKeyChecker != nil {
+		checker = contactKeyChecker()
+	}
+	return config.LoadPartners(ps.cfg.Path(ps.cfg.PartnersFile), checker, time.Now())
+}
+
+// Current returns the registry in force.
+func (ps *partnerSource) Current() *keydesk.Registry { return ps.cur.Load() }
+
+// Reload reads partners.yaml again. A file with problems is refused, its
+// problems logged, and the registry in force kept.
+func (ps *partnerSource) Reload() error {
+	reg, err := ps.load()
+	if err != nil {
+		ps.log.Error("partners reload refused: keeping the registry in force", "file", ps.cfg.PartnersFile, "err", err)
+		return err
+	}
+	ps.cur.Store(reg)
+	ps.log.Info("partners reloaded", "file", ps.cfg.PartnersFile, "partners", len(reg.Partners))
+	return nil
+}

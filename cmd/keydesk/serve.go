@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/buildmarkets/keydesk/config"
+)
+
+// shutdownGrace is how long roles get to finish in-flight work after a
+// stop signal before their context is cancelled.
+const shutdownGrace = 30 * time.Second
+
+func init() {
+	register(command{
+		name: "serve", args: "--config keydesk.yaml [--roles intake,review,batch,delivery]",
+		summary: "run keydesk's roles",
+		run:     cmdServe,
+	})
+}
+
+func cmdServe(ctx context.Context, args []string) error {
+	fs := newFlags("serve", "--config keydesk.yaml [--roles intake,review,batch,delivery]",
+		"Run the given roles (default: all) until SIGTERM or SIGINT. SIGHUP reloads partners.yaml.")
+	cfgPath := fs.String("config", "keydesk.yaml", "config `file`")
+	rolesFlag := fs.String("roles", strings.Join(roleOrder, ","), "comma-separated roles to run: "+strings.Join(roleOrder, ", "))
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return errUsage
+	}
+	roles, err := parseRoles(*rolesFlag)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return fmt.Errorf("config has problems; 'keydesk check --config %s' lists them all:\n%w", *cfgPath, err)
+	}
+	log := newLogger(os.Stderr, cfg.Log.Level, cfg.Log.Format)
+	return serveRoles(ctx, cfg, log, roles, nil)
+}
+
+func parseRoles(s string) ([]string, error) {
+	var out []string
+	for r := range strings.SplitSeq(s, ",") {
+		r = strings.TrimSpace(r)
+		if r == "" {
+			continue
+		}
+		if !slices.Contains(roleOrder, r) {
+			return nil, fmt.Errorf("--roles: unknown role %q: the roles are %s", r, strings.Join(roleOrder, ", "))
+		}
+		if _, ok := roleTable[r]; !ok {
+			return nil, fmt.Errorf("--roles: role %q is not built into this keydesk", r)
+		}
+		if !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("--roles: name at least one role")
+	}
+	slices.SortFunc(out, func(a, b string) int { return slices.Index(roleOrder, a) - slices.Index(roleOrder, b) })
+	return out, nil
+}
+
+// serveRoles runs roles until ctx ends, then shuts down in two phases:
+// roles get shutdownGrace to finish what they are doing, then their
+// context is cancelled; parts stop in reverse start order. ready, if not
+// nil, is called with the app once everything runs (the demo uses it).
+func serveRoles(ctx context.Context, cfg *config.Config, log *slog.Logger, roles []string, ready func(*app) error) error {
+	a, err := newApp(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := a.close(); err != nil {
+			log.Warn("shutdown", "err", err)
+		}
+	}()
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	// Roles run on their own context: a stop signal first only stops them
+	// taking new work (runCtx's parent), and hard-cancels after the grace.
+	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRun()
+	type running struct {
+		name string
+		run  func(context.Context) error
+	}
+	var started []running
+	for _, name := range roles {
+		run, err := roleTable[name].start(ctx, a)
+		if err != nil {
+			return fmt.Errorf("start %s: %w", name, err)
+		}
+		started = append(started, running{name, run})
+	}
+	ln, err := net.Listen("tcp", cfg.Review.Listen)
+	if err != nil {
+		return fmt.Errorf("review.listen %s: %w", cfg.Review.Listen, err)
+	}
+	srv := &http.Server{Handler: a.mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	httpErr := make(chan error, 1)
+	go func() {
+		if cfg.Review.TLSCert != "" {
+			httpErr <- srv.ServeTLS(ln, cfg.Path(cfg.Review.TLSCert), cfg.Path(cfg.Review.TLSKey))
+		} else {
+			httpErr <- srv.Serve(ln)
+		}
+	}()
+	log.Info("keydesk serving", "roles", strings.Join(roles, ","), "http", ln.Addr().String(), "instance", a.holder, "nats", natsDesc(cfg))
+
+	// stopCtx ends on the signal; each role sees it through its run
+	// context only after the grace period, so a role must watch stopping()
+	// itself to stop taking work. Roles here take the simple path: their
+	// context is cancelled at the signal and they finish the item in hand
+	// with a context of their own where they must (see each role).
+	var wg sync.WaitGroup
+	errs := make(chan error, len(started))
+	roleCtx, cancelRoles := context.WithCancel(runCtx)
+	defer cancelRoles()
+	for _, r := range started {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.run(roleCtx); err != nil && !errors.Is(err, context.Canceled) {
+				errs <- fmt.Errorf("%s: %w", r.name, err)
+			}
+		}()
+	}
+	if ready != nil {
+		if err := ready(a); err != nil {
+			cancelRoles()
+			wg.Wait()
+			return err
+		}
+	}
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("stopping: finishing work in hand", "grace", shutdownGrace)
+			break loop
+		case <-hup:
+			_ = a.partners.Reload()
+		case err := <-errs:
+			runErr = err
+			log.Error("role stopped", "err", err)
+			break loop
+		case err := <-httpErr:
+			runErr = fmt.Errorf("http: %w", err)
+			break loop
+		}
+	}
+	cancelRoles()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(shutdownGrace):
+		log.Warn("roles did not stop within the grace period; cancelling")
+		cancelRun()
+		<-done
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	_ = srv.Shutdown(sctx)
+	log.Info("stopped")
+	return runErr
+}
+
+func natsDesc(cfg *config.Config) string {
+	if cfg.NATS.URL == "" {
+		return "embedded"
+	}
+	return cfg.NATS.URL
+}

@@ -1,0 +1,157 @@
+// Package templates holds every text keydesk writes for people: the emails
+// (text/template, under mail/) and the review UI's pages (html/template,
+// under web/), embedded in the binary and overridable file by file from a
+// directory named in config (templates.dir).
+//
+// Invariants: a mail template defines "subject" and "body"; a subject is
+// one line (line breaks are refused, so no data can inject a header); data
+// passed to templates never holds a secret except the key-delivery body,
+// which is rendered in memory and encrypted at once.
+package templates
+
+import (
+	"bytes"
+	"embed"
+	"errors"
+	"fmt"
+	htmltemplate "html/template"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+	"text/template"
+	"time"
+)
+
+//go:embed mail web
+var embedded embed.FS
+
+// Set is the loaded templates.
+type Set struct {
+	fsys fs.FS
+	mail map[string]*template.Template
+}
+
+// overlay reads a file from dir first, then from the embedded files.
+type overlay struct {
+	dir  fs.FS
+	base fs.FS
+}
+
+func (o overlay) Open(name string) (fs.File, error) {
+	if o.dir != nil {
+		if f, err := o.dir.Open(name); err == nil {
+			return f, nil
+		}
+	}
+	return o.base.Open(name)
+}
+
+// Load returns the embedded templates, each overridden by a file of the
+// same path under dir (mail/acknowledgement.tmpl, web/queue.html) when dir
+// is not empty. Every mail template is parsed now, so a broken override is
+// reported at start, not when the first email is due.
+func Load(dir string) (*Set, error) {
+	o := overlay{base: embedded}
+	if dir != "" {
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			return nil, fmt.Errorf("templates: dir %s is not a directory", dir)
+		}
+		o.dir = os.DirFS(dir)
+	}
+	s := &Set{fsys: o, mail: map[string]*template.Template{}}
+	names, err := fs.Glob(embedded, "mail/*.tmpl")
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, n := range names {
+		b, err := fs.ReadFile(o, n)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("templates: %s: %w", n, err))
+			continue
+		}
+		name := strings.TrimSuffix(path.Base(n), ".tmpl")
+		t, err := template.New(name).Funcs(Funcs).Option("missingkey=error").Parse(string(b))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("templates: %s: %w", n, err))
+			continue
+		}
+		if t.Lookup("subject") == nil || t.Lookup("body") == nil {
+			errs = append(errs, fmt.Errorf("templates: %s must define \"subject\" and \"body\"", n))
+			continue
+		}
+		s.mail[name] = t
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// MustLoadEmbedded returns the embedded templates; for tests and the demo.
+func MustLoadEmbedded() *Set {
+	s, err := Load("")
+	if err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// Mail is a rendered email text.
+type Mail struct {
+	Subject string
+	Body    string
+}
+
+// RenderMail renders mail template name with data.
+func (s *Set) RenderMail(name string, data any) (Mail, error) {
+	t, ok := s.mail[name]
+	if !ok {
+		return Mail{}, fmt.Errorf("templates: no mail template %q", name)
+	}
+	var subj, body bytes.Buffer
+	if err := t.ExecuteTemplate(&subj, "subject", data); err != nil {
+		return Mail{}, fmt.Errorf("templates: %s subject: %w", name, err)
+	}
+	if err := t.ExecuteTemplate(&body, "body", data); err != nil {
+		return Mail{}, fmt.Errorf("templates: %s body: %w", name, err)
+	}
+	sub := strings.TrimSpace(subj.String())
+	if strings.ContainsAny(sub, "\r\n") {
+		return Mail{}, fmt.Errorf("templates: %s: the subject has a line break", name)
+	}
+	return Mail{Subject: sub, Body: normalizeBody(body.String())}, nil
+}
+
+// normalizeBody trims the template's leading blank lines and ends the body
+// with exactly one newline.
+func normalizeBody(s string) string {
+	return strings.TrimLeft(strings.TrimRight(s, " \t\r\n"), "\r\n") + "\n"
+}
+
+// FS is the overlaid file system (mail/, web/), for the review UI to parse
+// its pages from.
+func (s *Set) FS() fs.FS { return s.fsys }
+
+// ParseWeb parses the web templates matching patterns (e.g. "web/*.html")
+// with html/template, so that every value is escaped for its context.
+func (s *Set) ParseWeb(funcs htmltemplate.FuncMap, patterns ...string) (*htmltemplate.Template, error) {
+	return htmltemplate.New("").Funcs(funcs).ParseFS(s.fsys, patterns...)
+}
+
+// Funcs are the helpers every mail template may use.
+var Funcs = template.FuncMap{
+	"join": strings.Join,
+	"date": func(t time.Time) string {
+		if t.IsZero() {
+			return ""
+		}
+		return t.UTC().Format("Mon 2 Jan 2006 15:04 MST")
+	},
+	"upper": strings.ToUpper,
+	"indent": func(n int, s string) string {
+		pad := strings.Repeat(" ", n)
+		return pad + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n"+pad)
+	},
+}
