@@ -126,6 +126,14 @@ func nearestScope(s string) Scope {
 	if s == "" {
 		return ""
 	}
+	// A bare resource ("marketdata", "keys") suggests its least-privileged scope.
+	if !strings.Contains(s, ":") {
+		for _, sc := range Scopes {
+			if res, _, _ := strings.Cut(string(sc), ":"); res == s || res == s+"s" {
+				return sc
+			}
+		}
+	}
 	best, bestD := Scope(""), 1<<30
 	for _, sc := range Scopes {
 		d := editDistance(s, string(sc))

@@ -1,0 +1,322 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func write(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestLoadDefaultsAndExpansion(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "imap.pass", "s3cret-imap\n")
+	p := write(t, dir, "keydesk.yaml", `
+data_dir: ${DATA:-/var/lib/keydesk}
+imap:
+  address: ${IMAP_HOST}:993
+  username: support@buildmarkets.ai
+  password_file: imap.pass
+  poll_interval: 30s
+  max_message_bytes: 20MiB
+smtp:
+  address: smtp.example.com:587
+  username: keydesk
+  password: ${SMTP_PASSWORD}
+  from: support@buildmarkets.ai
+api:
+  sandbox: {base_url: "https://dev-tapp-api.tappengine.com", rate_limit: 10}
+`)
+	c, err := load(p, env(map[string]string{"IMAP_HOST": "imap.example.com", "SMTP_PASSWORD": "s3cret-smtp"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"data_dir default from ${:-}", c.DataDir, "/var/lib/keydesk"},
+		{"imap.address expanded", c.IMAP.Address, "imap.example.com:993"},
+		{"imap.password from file", c.IMAP.Password.Reveal(), "s3cret-imap"},
+		{"smtp.password from env", c.SMTP.Password.Reveal(), "s3cret-smtp"},
+		{"poll_interval", c.IMAP.PollInterval, 30 * time.Second},
+		{"max_message_bytes", c.IMAP.MaxMessageBytes, Size(20 << 20)},
+		{"mailbox default", c.IMAP.Mailbox, "INBOX"},
+		{"imap.security default", c.IMAP.Security, SecurityTLS},
+		{"rate_limit", c.API.Sandbox.RateLimit, 10.0},
+		{"production timeout default", c.API.Production.Timeout, 30 * time.Second},
+		{"schedule default", c.Batch.Schedule, "CRON_TZ=UTC 0 10,16 * * 1-5"},
+		{"four_eyes default", strings.Join(c.Review.FourEyes, ","), "production,keys:manage"},
+		{"require_dmarc default", c.SenderAuth.DMARCRequired(), true},
+		{"internal_domains default", strings.Join(c.SenderAuth.InternalDomains, ","), "buildmarkets.ai"},
+		{"retry_for default", c.Delivery.RetryFor, 48 * time.Hour},
+	}
+	for _, ch := range checks {
+		if fmt.Sprint(ch.got) != fmt.Sprint(ch.want) {
+			t.Errorf("%s = %v, want %v", ch.name, ch.got, ch.want)
+		}
+	}
+}
+
+func TestExpansionCannotInjectYAML(t *testing.T) {
+	dir := t.TempDir()
+	p := write(t, dir, "keydesk.yaml", "smtp:\n  from: ${FROM}\n  address: smtp.example.com:587\n  username: u\n")
+	c, err := load(p, env(map[string]string{"FROM": "a@b.example\n  support_address: evil@x.example"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SMTP.SupportAddress != "" || !strings.Contains(c.SMTP.From, "evil") {
+		t.Fatalf("an environment value changed the document: from=%q support=%q", c.SMTP.From, c.SMTP.SupportAddress)
+	}
+}
+
+// TestValidationNamesFileAndKey checks that every problem is reported, at
+// once, each naming the file and the key.
+func TestValidationNamesFileAndKey(t *testing.T) {
+	dir := t.TempDir()
+	p := write(t, dir, "keydesk.yaml", `
+nats: {replicas: 3}
+imap:
+  address: imap.example.com
+  security: plain
+  username: x
+smtp:
+  address: mail.example.com:25
+  security: none
+  username: x
+api:
+  production: {base_url: "http://api.buildmarkets.example"}
+review: {listen: "nowhere", four_eyes: [production, staging]}
+batch: {concurrency: 1000}
+log: {level: loud}
+signing_key: {file: missing.asc}
+imap_pasword: typo
+`)
+	_, err := load(p, env(nil))
+	if err == nil {
+		t.Fatal("broken config accepted")
+	}
+	for _, want := range []string{
+		"keydesk.yaml: imap_pasword: unknown key (line 17)",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+	// Without the unknown key, the semantic problems are all listed.
+	data, _ := os.ReadFile(p)
+	write(t, dir, "keydesk.yaml", strings.Replace(string(data), "imap_pasword: typo\n", "", 1))
+	_, err = load(p, env(nil))
+	if err == nil {
+		t.Fatal("broken config accepted")
+	}
+	for _, want := range []string{
+		"keydesk.yaml: nats.replicas: the embedded server",
+		"keydesk.yaml: imap.address: \"imap.example.com\" is not host:port",
+		"keydesk.yaml: imap.security: \"plain\" is not one of tls, starttls, none",
+		"keydesk.yaml: smtp.security: none sends the password in clear text",
+		"keydesk.yaml: smtp.from: is required",
+		"keydesk.yaml: api.production.base_url: \"http://api.buildmarkets.example\" sends API secrets in clear text",
+		"keydesk.yaml: review.listen:",
+		"keydesk.yaml: review.four_eyes[1]: \"staging\" is neither",
+		"keydesk.yaml: batch.concurrency: 1000 is out of range",
+		"keydesk.yaml: log.level: \"loud\"",
+		"keydesk.yaml: signing_key.file:",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+}
+
+func TestMissingVariableAndBothSecretForms(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "pw", "x")
+	p := write(t, dir, "keydesk.yaml", "imap:\n  password: ${NOPE}\nsmtp:\n  password: a\n  password_file: pw\n")
+	_, err := load(p, env(nil))
+	for _, want := range []string{
+		"keydesk.yaml: imap.password: environment variable NOPE is not set",
+		"keydesk.yaml: smtp.password_file: give either password or password_file, not both",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in: %v", want, err)
+		}
+	}
+}
+
+type fakeChecker struct{ wrong map[string]string }
+
+func (f fakeChecker) CheckContactKey(armored []byte, fp string, now time.Time) (time.Time, error) {
+	if got, ok := f.wrong[string(armored)]; ok {
+		return time.Time{}, fmt.Errorf("does not match the pinned fingerprint (got %s…)", got[:4])
+	}
+	return now.Add(400 * 24 * time.Hour), nil
+}
+
+const fp1 = "0123456789ABCDEF0123456789ABCDEF01234567"
+
+func TestPartners(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "keys/acme.asc", "ACME KEY")
+	write(t, dir, "keys/globex.asc", "SWAPPED KEY")
+	write(t, dir, "prod.secret", "prod-secret-value\n")
+	p := write(t, dir, "partners.yaml", `
+partners:
+  - id: acme
+    name: Acme Capital
+    requesters: ["*@acme.example", "CTO@acme-holdings.example"]
+    technical_contact: {email: sec@acme.example, pgp_key_file: keys/acme.asc, fingerprint: "0123 4567 89AB CDEF 0123  4567 89ab cdef 0123 4567"}
+    allowed_scopes: [accounts:read, trading:write]
+    environments:
+      sandbox: {api_key: bm_key_sb, api_secret: "${ACME_SB_SECRET}", auto_approve: true}
+      production: {api_key: bm_key_prod, api_secret_file: prod.secret}
+`)
+	reg, err := loadPartners(p, fakeChecker{}, time.Now(), env(map[string]string{"ACME_SB_SECRET": "sb-secret-value"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, ok := reg.Partner("acme")
+	if !ok {
+		t.Fatal("acme missing")
+	}
+	if a.TechnicalContact.Fingerprint != fp1 {
+		t.Errorf("fingerprint not normalized: %s", a.TechnicalContact.Fingerprint)
+	}
+	if a.Environments["production"].APISecret.Reveal() != "prod-secret-value" || !a.Environments["sandbox"].AutoApprove {
+		t.Errorf("environments: %+v", a.Environments)
+	}
+	if p, _ := reg.ByRequester("cto@acme-holdings.example"); p == nil || p.ID != "acme" {
+		t.Error("requester addresses are case-insensitive")
+	}
+	if a.TechnicalContact.KeyExpires.IsZero() {
+		t.Error("key expiry not recorded")
+	}
+
+	bad := write(t, dir, "partners-bad.yaml", `
+partners:
+  - id: acme
+    requesters: ["*@acme.example"]
+    technical_contact: {email: sec@acme.example, pgp_key_file: keys/acme.asc, fingerprint: "`+fp1+`"}
+    environments: {sandbox: {api_key: k, api_secret: s}}
+  - id: Acme!
+    requesters: ["*@acme.example", "not an address", "*@localhost"]
+    technical_contact: {email: "nope", pgp_key_file: keys/missing.asc, fingerprint: "9F3A"}
+    allowed_scopes: [trade:write]
+    environments: {staging: {api_key: k}}
+  - id: globex
+    requesters: ["ops@globex.example"]
+    technical_contact: {email: sec@globex.example, pgp_key_file: keys/globex.asc, fingerprint: "`+fp1+`"}
+    environments: {production: {api_key: k}}
+`)
+	_, err = loadPartners(bad, fakeChecker{wrong: map[string]string{"SWAPPED KEY": "9F3A00"}}, time.Now(), env(nil))
+	if err == nil {
+		t.Fatal("bad partners accepted")
+	}
+	for _, want := range []string{
+		`partners-bad.yaml: partners[1].id: "Acme!" must be`,
+		`partners-bad.yaml: partners[1].requesters[0]: "*@acme.example" is also a requester of partner acme`,
+		`partners-bad.yaml: partners[1].requesters[1]: "not an address" is neither`,
+		`partners-bad.yaml: partners[1].requesters[2]: "*@localhost": the domain must be a full domain name`,
+		`partners-bad.yaml: partners[1].technical_contact.email: "nope" is not an email address`,
+		`partners-bad.yaml: partners[1].technical_contact.fingerprint: "9F3A" is not a full fingerprint`,
+		`partners-bad.yaml: partners[1].technical_contact.pgp_key_file:`,
+		`partners-bad.yaml: partners[1].allowed_scopes[0]: "trade:write" is not a scope: did you mean trading:write?`,
+		`partners-bad.yaml: partners[1].environments.staging: "staging" is not an environment`,
+		`partners-bad.yaml: partners[2].technical_contact.fingerprint: key in keys/globex.asc: does not match the pinned fingerprint (got 9F3A…)`,
+		`partners-bad.yaml: partners[2].environments.production.api_secret: is required`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+}
+
+// TestSecretsNeverFormatted formats the whole loaded config and registry
+// every way a program might, and looks for the secret values.
+func TestSecretsNeverFormatted(t *testing.T) {
+	dir := t.TempDir()
+	secrets := []string{"imap-pass-XYZZY", "smtp-pass-PLUGH", "signing-pass-FROTZ", "sb-secret-GRUE", "prod-secret-ZORK"}
+	write(t, dir, "keys/acme.asc", "KEY")
+	write(t, dir, "keydesk.yaml", fmt.Sprintf(`
+imap: {address: "imap.example.com:993", username: u, password: %q}
+smtp: {address: "smtp.example.com:587", username: u, password: %q, from: a@b.example}
+signing_key: {passphrase: %q}
+`, secrets[0], secrets[1], secrets[2]))
+	write(t, dir, "partners.yaml", fmt.Sprintf(`
+partners:
+  - id: acme
+    requesters: ["*@acme.example"]
+    technical_contact: {email: sec@acme.example, pgp_key_file: keys/acme.asc, fingerprint: %q}
+    environments:
+      sandbox: {api_key: k1, api_secret: %q}
+      production: {api_key: k2, api_secret: %q}
+`, fp1, secrets[3], secrets[4]))
+	c, err := load(filepath.Join(dir, "keydesk.yaml"), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := loadPartners(filepath.Join(dir, "partners.yaml"), nil, time.Now(), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	for _, v := range []any{c, *c, reg, *reg.Partners[0], reg.Partners[0].Environments} {
+		for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x"} {
+			fmt.Fprintf(&out, verb+"\n", v)
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out.Write(b)
+	}
+	slog.New(slog.NewJSONHandler(&out, nil)).Info("config", "cfg", c, "partner", reg.Partners[0], "env", reg.Partners[0].Environments["sandbox"])
+	slog.New(slog.NewTextHandler(&out, nil)).Info("config", "cfg", c, "secret", c.IMAP.Password)
+	fmt.Fprint(&out, errors.New(fmt.Sprint(c.SMTP)))
+	for _, s := range secrets {
+		if bytes.Contains(out.Bytes(), []byte(s)) {
+			t.Errorf("secret %q appears in formatted output", s)
+		}
+		if bytes.Contains(out.Bytes(), []byte(fmt.Sprintf("%x", s))) {
+			t.Errorf("secret %q appears hex-encoded", s)
+		}
+	}
+	if !bytes.Contains(out.Bytes(), []byte("[redacted]")) {
+		t.Error("no [redacted] marker: were the secrets formatted at all?")
+	}
+	if c.IMAP.Password.Reveal() != secrets[0] {
+		t.Error("the secret itself must still be usable")
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]Size{"10485760": 10 << 20, "10MiB": 10 << 20, "20 MB": 20e6, "512KiB": 512 << 10, "1GiB": 1 << 30} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v", in, got, err)
+		}
+	}
+	for _, in := range []string{"", "ten", "-1", "10XB"} {
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) accepted", in)
+		}
+	}
+}
