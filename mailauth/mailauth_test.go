@@ -1,0 +1,463 @@
+package mailauth
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/config"
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+)
+
+func TestCheckSecurity(t *testing.T) {
+	tests := []struct {
+		name    string
+		ms      config.MailServer
+		wantErr string
+	}{
+		{"tls remote", config.MailServer{Address: "mail.example.com:465", Security: config.SecurityTLS}, ""},
+		{"starttls remote", config.MailServer{Address: "mail.example.com:587", Security: config.SecurityStartTLS}, ""},
+		{"none loopback v4", config.MailServer{Address: "127.0.0.1:25", Security: config.SecurityNone}, ""},
+		{"none loopback v6", config.MailServer{Address: "[::1]:25", Security: config.SecurityNone}, ""},
+		{"none localhost", config.MailServer{Address: "localhost:25", Security: config.SecurityNone}, ""},
+		{"none remote", config.MailServer{Address: "mail.example.com:25", Security: config.SecurityNone}, "only to a loopback address, not mail.example.com"},
+		{"none private ip", config.MailServer{Address: "10.0.0.5:25", Security: config.SecurityNone}, "only to a loopback address"},
+		{"unknown", config.MailServer{Address: "mail.example.com:25", Security: "ssl"}, `"ssl" is not one of`},
+		{"bad address", config.MailServer{Address: "mail.example.com", Security: config.SecurityTLS}, "not host:port"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := CheckSecurity(tt.ms)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("CheckSecurity: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("CheckSecurity = %v, want error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+	if err := CheckSecurity(config.MailServer{Address: "mail.example.com:25", Security: config.SecurityNone}); !errors.Is(err, ErrPlainToRemote) {
+		t.Fatalf("error does not match ErrPlainToRemote: %v", err)
+	}
+}
+
+// tokenServer is a go-smtp server that accepts PLAIN, LOGIN, OAUTHBEARER
+// and XOAUTH2 with the current token.
+type tokenServer struct {
+	mu      sync.Mutex
+	token   string
+	user    string
+	pass    string
+	authed  []string // mechanisms that succeeded
+	refused int
+}
+
+func (s *tokenServer) check(user, tok string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if user == s.user && tok == s.token {
+		return true
+	}
+	s.refused++
+	return false
+}
+
+func (s *tokenServer) NewSession(*smtp.Conn) (smtp.Session, error) { return &tokenSession{s: s}, nil }
+
+type tokenSession struct{ s *tokenServer }
+
+func (ss *tokenSession) Reset()                               {}
+func (ss *tokenSession) Logout() error                        { return nil }
+func (ss *tokenSession) Mail(string, *smtp.MailOptions) error { return nil }
+func (ss *tokenSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
+func (ss *tokenSession) Data(r io.Reader) error               { _, err := io.Copy(io.Discard, r); return err }
+func (ss *tokenSession) AuthMechanisms() []string {
+	return []string{sasl.Plain, sasl.Login, sasl.OAuthBearer, XOAuth2}
+}
+func (ss *tokenSession) note(mech string) {
+	ss.s.mu.Lock()
+	ss.s.authed = append(ss.s.authed, mech)
+	ss.s.mu.Unlock()
+}
+
+var errBadCreds = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "credentials refused"}
+
+func (ss *tokenSession) Auth(mech string) (sasl.Server, error) {
+	switch mech {
+	case sasl.Plain:
+		return sasl.NewPlainServer(func(_, user, pass string) error {
+			if user != ss.s.user || pass != ss.s.pass {
+				return errBadCreds
+			}
+			ss.note(mech)
+			return nil
+		}), nil
+	case sasl.Login:
+		return &loginServer{check: func(user, pass string) error {
+			if user != ss.s.user || pass != ss.s.pass {
+				return errBadCreds
+			}
+			ss.note(mech)
+			return nil
+		}}, nil
+	case sasl.OAuthBearer:
+		return sasl.NewOAuthBearerServer(func(o sasl.OAuthBearerOptions) *sasl.OAuthBearerError {
+			if !ss.s.check(o.Username, o.Token) {
+				return &sasl.OAuthBearerError{Status: "invalid_token", Schemes: "bearer"}
+			}
+			ss.note(mech)
+			return nil
+		}), nil
+	case XOAuth2:
+		return &xoauth2Server{check: func(user, tok string) bool {
+			ok := ss.s.check(user, tok)
+			if ok {
+				ss.note(mech)
+			}
+			return ok
+		}}, nil
+	}
+	return nil, errors.New("unsupported")
+}
+
+// loginServer is the server side of LOGIN (go-sasl has only the client).
+type loginServer struct {
+	step  int
+	user  string
+	check func(user, pass string) error
+}
+
+func (l *loginServer) Next(resp []byte) ([]byte, bool, error) {
+	switch l.step {
+	case 0:
+		l.step++
+		if resp != nil {
+			l.user = string(resp)
+			l.step++
+			return []byte("Password:"), false, nil
+		}
+		return []byte("Username:"), false, nil
+	case 1:
+		l.user = string(resp)
+		l.step++
+		return []byte("Password:"), false, nil
+	default:
+		return nil, true, l.check(l.user, string(resp))
+	}
+}
+
+// xoauth2Server is XOAUTH2 as Gmail runs it: a refused token gets a JSON
+// challenge, then a failure once the client answers with an empty line.
+type xoauth2Server struct {
+	check   func(user, tok string) bool
+	refused bool
+}
+
+func (x *xoauth2Server) Next(resp []byte) ([]byte, bool, error) {
+	if x.refused {
+		return nil, true, errBadCreds
+	}
+	if resp == nil {
+		return []byte{}, false, nil
+	}
+	parts := strings.Split(string(resp), "\x01")
+	if len(parts) != 4 || !strings.HasPrefix(parts[0], "user=") || !strings.HasPrefix(parts[1], "auth=Bearer ") || parts[2] != "" || parts[3] != "" {
+		return nil, true, errors.New("malformed xoauth2 response")
+	}
+	if x.check(strings.TrimPrefix(parts[0], "user="), strings.TrimPrefix(parts[1], "auth=Bearer ")) {
+		return nil, true, nil
+	}
+	x.refused = true
+	return []byte(`{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}`), false, nil
+}
+
+func startTokenServer(t *testing.T, ts *tokenServer) string {
+	t.Helper()
+	srv := smtp.NewServer(ts)
+	srv.Domain = "localhost"
+	srv.AllowInsecureAuth = true
+	srv.ErrorLog = nopLogger{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String()
+}
+
+type nopLogger struct{}
+
+func (nopLogger) Printf(string, ...any) {}
+func (nopLogger) Println(...any)        {}
+
+// authenticate dials addr and runs AUTH with the client SASLClient makes.
+func authenticate(ctx context.Context, addr string, ms config.MailServer, tokens TokenSource) error {
+	c, err := SASLClient(ctx, ms, tokens)
+	if err != nil {
+		return err
+	}
+	sc, err := smtp.Dial(addr)
+	if err != nil {
+		return err
+	}
+	defer sc.Close()
+	return sc.Auth(c)
+}
+
+func TestSASLAgainstSMTPServer(t *testing.T) {
+	ctx := context.Background()
+	ts := &tokenServer{user: "keydesk@example.com", pass: "s3cret-pass", token: "tok-1"}
+	addr := startTokenServer(t, ts)
+	dir := t.TempDir()
+	tokFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokFile, []byte("tok-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := config.MailServer{Address: addr, Security: config.SecurityNone, Username: ts.user}
+	tests := []struct {
+		name     string
+		auth     string
+		password string
+		tokens   TokenSource
+		wantErr  bool
+		wantMech string
+	}{
+		{"plain", "plain", ts.pass, nil, false, sasl.Plain},
+		{"plain wrong password", "plain", "nope", nil, true, ""},
+		{"login", "login", ts.pass, nil, false, sasl.Login},
+		{"oauthbearer file", "oauthbearer", "", NewTokens(TokenOptions{File: tokFile}), false, sasl.OAuthBearer},
+		{"xoauth2 file", "xoauth2", "", NewTokens(TokenOptions{File: tokFile}), false, XOAuth2},
+		{"xoauth2 command", "xoauth2", "", NewTokens(TokenOptions{Command: "echo tok-1"}), false, XOAuth2},
+		{"xoauth2 wrong token", "xoauth2", "", NewTokens(TokenOptions{Command: "echo tok-0"}), true, ""},
+		{"oauthbearer wrong token", "oauthbearer", "", NewTokens(TokenOptions{Command: "echo tok-0"}), true, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ts.mu.Lock()
+			ts.authed = nil
+			ts.mu.Unlock()
+			ms := base
+			ms.Auth = tt.auth
+			ms.Password = keydesk.SecretString(tt.password)
+			err := authenticate(ctx, addr, ms, tt.tokens)
+			if tt.wantErr {
+				var se *smtp.SMTPError
+				if !Refused(err) && (!errors.As(err, &se) || se.Code != 535) {
+					t.Fatalf("auth = %v, want a 535 refusal", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("auth: %v", err)
+			}
+			ts.mu.Lock()
+			defer ts.mu.Unlock()
+			if len(ts.authed) != 1 || ts.authed[0] != tt.wantMech {
+				t.Fatalf("server accepted %v, want [%s]", ts.authed, tt.wantMech)
+			}
+		})
+	}
+}
+
+// A refused token is read again after Invalidate, and not before.
+func TestTokenRefreshAfterRefusal(t *testing.T) {
+	ctx := context.Background()
+	ts := &tokenServer{user: "keydesk@example.com", token: "tok-2"}
+	addr := startTokenServer(t, ts)
+	tokFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokFile, []byte("tok-1"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tokens := NewTokens(TokenOptions{File: tokFile, MaxAge: time.Hour})
+	ms := config.MailServer{Address: addr, Security: config.SecurityNone, Username: ts.user, Auth: "xoauth2"}
+	if err := authenticate(ctx, addr, ms, tokens); err == nil {
+		t.Fatal("stale token accepted")
+	}
+	// The sidecar writes a fresh token; the cache still holds the old one.
+	if err := os.WriteFile(tokFile, []byte("tok-2"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := authenticate(ctx, addr, ms, tokens); err == nil {
+		t.Fatal("cached token was re-read without Invalidate")
+	}
+	tokens.Invalidate()
+	if err := authenticate(ctx, addr, ms, tokens); err != nil {
+		t.Fatalf("after Invalidate: %v", err)
+	}
+}
+
+func TestTokenMaxAge(t *testing.T) {
+	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	tokFile := filepath.Join(t.TempDir(), "token")
+	write := func(s string) {
+		if err := os.WriteFile(tokFile, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("a")
+	tokens := NewTokens(TokenOptions{File: tokFile, MaxAge: time.Minute, Now: func() time.Time { return now }})
+	get := func() string {
+		s, err := tokens.Token(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Reveal()
+	}
+	if got := get(); got != "a" {
+		t.Fatalf("token %q", got)
+	}
+	write("b")
+	now = now.Add(59 * time.Second)
+	if got := get(); got != "a" {
+		t.Fatalf("token re-read before MaxAge: %q", got)
+	}
+	now = now.Add(2 * time.Second)
+	if got := get(); got != "b" {
+		t.Fatalf("token not re-read after MaxAge: %q", got)
+	}
+}
+
+func TestTokenErrors(t *testing.T) {
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big")
+	if err := os.WriteFile(big, bytes.Repeat([]byte("x"), maxTokenBytes+10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		o       TokenOptions
+		wantErr string
+	}{
+		{"missing file", TokenOptions{File: filepath.Join(dir, "nope")}, "oauth2_token_file"},
+		{"huge file", TokenOptions{File: big}, "over 65536 bytes"},
+		{"empty command output", TokenOptions{Command: "true"}, "token is empty"},
+		{"two words", TokenOptions{Command: "echo tok en"}, "holds a space"},
+		{"failing command", TokenOptions{Command: "echo 'login expired' >&2; exit 3"}, "login expired"},
+		{"slow command", TokenOptions{Command: "sleep 5", CommandTimeout: 100 * time.Millisecond}, "did not finish within 100ms"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := NewTokens(tt.o).Token(context.Background())
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Token = %v, want error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestNoTokenInErrorsOrLogs(t *testing.T) {
+	tok, err := NewTokens(TokenOptions{Command: "echo very-secret-token"}).Token(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{fmt.Sprint(tok), fmt.Sprintf("%v %+v %#v %s %q", tok, tok, tok, tok, tok)} {
+		if strings.Contains(s, "very-secret-token") {
+			t.Fatalf("token printed: %s", s)
+		}
+	}
+}
+
+func TestTLSConfig(t *testing.T) {
+	dir := t.TempDir()
+	caPEM, cert := selfSigned(t, "mail.test")
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, caPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				_ = c.(*tls.Conn).Handshake()
+				_ = c.Close()
+			}()
+		}
+	}()
+	dial := func(tc *tls.Config) error {
+		c, err := tls.Dial("tcp", ln.Addr().String(), tc)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}
+	tests := []struct {
+		name       string
+		ms         config.MailServer
+		serverName string
+		ok         bool
+	}{
+		{"private CA", config.MailServer{Address: ln.Addr().String(), TLSCAFile: caFile}, "mail.test", true},
+		{"wrong name", config.MailServer{Address: ln.Addr().String(), TLSCAFile: caFile}, "other.test", false},
+		{"no CA", config.MailServer{Address: ln.Addr().String()}, "mail.test", false},
+		{"insecure", config.MailServer{Address: ln.Addr().String(), InsecureSkipVerify: true}, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tc, err := TLSConfig(tt.ms, tt.serverName)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.MinVersion < tls.VersionTLS12 {
+				t.Fatalf("MinVersion %x", tc.MinVersion)
+			}
+			if err := dial(tc); (err == nil) != tt.ok {
+				t.Fatalf("handshake err = %v, want ok=%v", err, tt.ok)
+			}
+		})
+	}
+	bad := filepath.Join(dir, "bad.pem")
+	_ = os.WriteFile(bad, []byte("not pem"), 0o600)
+	if _, err := TLSConfig(config.MailServer{Address: "a:1", TLSCAFile: bad}, ""); err == nil || !strings.Contains(err.Error(), "holds no PEM certificate") {
+		t.Fatalf("bad CA file: %v", err)
+	}
+}
+
+func selfSigned(t *testing.T, name string) ([]byte, tls.Certificate) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, IsCA: true, BasicConstraintsValid: true,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
