@@ -1,0 +1,280 @@
+package batch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/queue"
+)
+
+// reconciled is what reconcileOne did.
+type reconciled struct {
+	note string
+	// next is the record back in approved; nil if it changed meanwhile.
+	next *keydesk.Request
+}
+
+// reconcileOne finishes an interrupted attempt of req (generating): it
+// lists the partner's keys, revokes every key with the request's label
+// made since the attempt started (less the clock skew) that no request
+// records, and moves the request back to approved with no attempt. Only
+// keys of this attempt can match: requests sharing partner, environment
+// and label are never in flight together, and keys of earlier attempts
+// were revoked when those attempts were reconciled.
+func (r *Runner) reconcileOne(ctx context.Context, st *run, api API, req *keydesk.Request) (reconciled, error) {
+	keys, err := api.ListKeys(ctx)
+	if err != nil {
+		return reconciled{}, fmt.Errorf("list keys: %w", err)
+	}
+	since := time.Time{}
+	if req.Attempt != nil {
+		since = req.Attempt.StartedAt.Add(-r.o.ClockSkew)
+	} else {
+		// An attempt is always written with the state; without one, take
+		// the last change as the start.
+		since = req.UpdatedAt.Add(-r.o.ClockSkew)
+	}
+	var revoked []string
+	for _, k := range keys {
+		// A key without a creation time cannot be placed: it counts as
+		// this attempt's, since two live keys are worse than one lost.
+		if k.Label != req.Label || (!k.CreatedAt.IsZero() && k.CreatedAt.Before(since)) || st.isRecorded(k.ID) || st.isRevoked(k.ID) {
+			continue
+		}
+		if err := r.revokeKey(ctx, api, k.ID); err != nil {
+			return reconciled{}, fmt.Errorf("revoke orphan %s: %w", k.ID, err)
+		}
+		st.revoke(k.ID)
+		revoked = append(revoked, k.ID)
+	}
+	note := "reconciled: no key had been created"
+	if len(revoked) > 0 {
+		note = "reconciled: orphan " + strings.Join(revoked, ", ") + " revoked"
+	}
+	next, err := r.q.Apply(ctx, req.ID, queue.Change{
+		Actor: actor, Action: "reconcile", From: keydesk.StateGenerating, To: keydesk.StateApproved, Revision: req.Revision, Note: note,
+		Mutate: func(x *keydesk.Request) error {
+			x.Attempt = nil
+			x.Problem = ""
+			return nil
+		},
+	})
+	if err != nil {
+		if errors.Is(err, keydesk.ErrConflict) {
+			return reconciled{note: note}, nil
+		}
+		return reconciled{}, err
+	}
+	r.log.Info("attempt reconciled", "batch", st.b.ID, "request", req.ID, "revoked", strings.Join(revoked, ","))
+	return reconciled{note: note, next: next}, nil
+}
+
+// reconcileAll reconciles every request left generating by a crash (no
+// other batch can be in flight: the lease is held), and marks batch
+// records left running by a stopped instance as failed.
+func (r *Runner) reconcileAll(ctx context.Context, st *run) error {
+	reqs, err := r.q.List(ctx, queue.Filter{States: []keydesk.State{keydesk.StateGenerating}})
+	if err != nil {
+		return err
+	}
+	for _, req := range reqs {
+		if ctx.Err() != nil {
+			return nil
+		}
+		out := keydesk.BatchOutcome{RequestID: req.ID, Partner: req.Partner, Outcome: OutcomeReconciled}
+		p, ok := r.o.Partners().Partner(req.Partner)
+		if !ok {
+			out.Outcome, out.Detail = OutcomeError, fmt.Sprintf("interrupted attempt, but partner %q is not in partners.yaml: check its keys by hand", req.Partner)
+			st.add(out)
+			continue
+		}
+		api, err := st.account(p, req.Environment)
+		if err == nil {
+			var rec reconciled
+			rec, err = r.reconcileOne(ctx, st, api, req)
+			out.Detail = rec.note
+		}
+		if err != nil {
+			out.Outcome, out.Detail = OutcomeError, fmt.Sprintf("interrupted attempt not reconciled: %v; the next batch tries again", err)
+		}
+		st.add(out)
+	}
+	batches, err := r.q.ListBatches(ctx)
+	if err != nil {
+		return err
+	}
+	for _, b := range batches {
+		if b.State != keydesk.BatchRunning || b.ID == st.b.ID {
+			continue
+		}
+		b.State = keydesk.BatchFailed
+		b.Ended = r.clock.Now().UTC()
+		b.Error = "interrupted: the instance running it stopped; batch " + st.b.ID + " reconciled its requests"
+		if err := r.q.PutBatch(ctx, b); err != nil && !errors.Is(err, keydesk.ErrConflict) {
+			return err
+		}
+		_ = r.audit(ctx, b.ID, "batch-failed", b.Error)
+	}
+	return nil
+}
+
+// Reconcile cleans up after a crash without generating: interrupted
+// attempts are reconciled and stale batch records closed. The batch role
+// runs it when it starts; it does nothing while another instance holds
+// the batch lease (that one reconciles in its batch).
+func (r *Runner) Reconcile(ctx context.Context) error {
+	st := newRun(r, &keydesk.Batch{ID: "startup-" + r.o.Holder})
+	err := r.q.RunExclusive(ctx, LeaseName, r.o.Holder, r.o.LeaseTTL, func(ctx context.Context) error {
+		if err := r.loadRecorded(ctx, st); err != nil {
+			return err
+		}
+		return r.reconcileAll(ctx, st)
+	})
+	if errors.Is(err, queue.ErrLeaseHeld) {
+		r.log.Info("startup reconciliation skipped: a batch is running elsewhere", "err", err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if n := len(st.outcomes); n > 0 {
+		var parts []string
+		for _, o := range st.outcomes {
+			parts = append(parts, o.RequestID+": "+o.Detail)
+		}
+		_ = r.audit(ctx, "startup", "reconcile", strings.Join(parts, "; "))
+	}
+	return nil
+}
+
+// revokeUndelivered revokes keys whose delivery failed, and those of
+// generated requests not delivered within RevokeUndeliveredAfter, and
+// tells each requester.
+func (r *Runner) revokeUndelivered(ctx context.Context, st *run) error {
+	failed, err := r.q.List(ctx, queue.Filter{States: []keydesk.State{keydesk.StateDeliveryFailed}})
+	if err != nil {
+		return err
+	}
+	if r.o.RevokeUndeliveredAfter > 0 {
+		gen, err := r.q.List(ctx, queue.Filter{States: []keydesk.State{keydesk.StateGenerated}})
+		if err != nil {
+			return err
+		}
+		now := r.clock.Now()
+		for _, req := range gen {
+			since := req.UpdatedAt
+			if req.Attempt != nil {
+				since = req.Attempt.StartedAt
+			}
+			if now.Sub(since) < r.o.RevokeUndeliveredAfter {
+				continue
+			}
+			problem := fmt.Sprintf("not delivered within %s", r.o.RevokeUndeliveredAfter)
+			next, err := r.q.Apply(ctx, req.ID, queue.Change{
+				Actor: actor, Action: "undelivered", From: keydesk.StateGenerated, To: keydesk.StateDeliveryFailed, Revision: req.Revision, Note: problem,
+				Mutate: func(x *keydesk.Request) error { x.Problem = problem; return nil },
+			})
+			if err != nil {
+				if !errors.Is(err, keydesk.ErrConflict) {
+					st.add(keydesk.BatchOutcome{RequestID: req.ID, Partner: req.Partner, Outcome: OutcomeError, Detail: err.Error()})
+				}
+				continue // delivered meanwhile, most likely
+			}
+			failed = append(failed, next)
+		}
+	}
+	for _, req := range failed {
+		if ctx.Err() != nil {
+			return nil
+		}
+		r.revokeFailed(ctx, st, req)
+	}
+	return nil
+}
+
+// revokeFailed revokes the key of req (delivery_failed), queues the notice
+// to the requester, then records the request revoked. A crash in between
+// repeats harmlessly: revoking twice is a no-op and the notice's outbox ID
+// is stable.
+func (r *Runner) revokeFailed(ctx context.Context, st *run, req *keydesk.Request) {
+	out := keydesk.BatchOutcome{RequestID: req.ID, Partner: req.Partner, Outcome: OutcomeRevoked, KeyID: req.KeyID}
+	fail := func(detail string) {
+		out.Outcome, out.Detail = OutcomeError, detail
+		st.add(out)
+	}
+	p, ok := r.o.Partners().Partner(req.Partner)
+	if req.KeyID != "" {
+		if !ok {
+			fail(fmt.Sprintf("delivery failed, but partner %q is not in partners.yaml: revoke %s by hand", req.Partner, req.KeyID))
+			return
+		}
+		if why, skip := st.skipped(p.ID, req.Environment); skip {
+			fail(fmt.Sprintf("%s not revoked yet: %s", req.KeyID, why))
+			return
+		}
+		api, err := st.account(p, req.Environment)
+		if err == nil {
+			err = r.revokeKey(ctx, api, req.KeyID)
+		}
+		if err != nil {
+			if kind, _ := r.o.Classify(err); kind == Refused {
+				r.refused(ctx, st, p, req.Environment, fmt.Sprintf("revoking %s: %v", req.KeyID, err))
+			}
+			fail(fmt.Sprintf("revoking %s failed: %v; the next batch tries again", req.KeyID, err))
+			return
+		}
+	}
+	reason := req.Problem
+	if reason == "" {
+		reason = "the encrypted email could not be delivered"
+	}
+	if err := r.notifyRevoked(ctx, req, p, reason); err != nil {
+		r.log.Error("revocation notice not queued", "request", req.ID, "err", err)
+	}
+	note := "key revoked: " + reason
+	if req.KeyID != "" {
+		note = req.KeyID + " revoked: " + reason
+	}
+	_, err := r.q.Apply(ctx, req.ID, queue.Change{Actor: actor, Action: "revoke", From: keydesk.StateDeliveryFailed, To: keydesk.StateRevoked, Revision: req.Revision, Note: note})
+	if err != nil && !errors.Is(err, keydesk.ErrConflict) {
+		fail(fmt.Sprintf("%s revoked, but the record was not updated (%v): the next batch finishes it", req.KeyID, err))
+		return
+	}
+	out.Detail = note
+	st.add(out)
+}
+
+// notifyRevoked tells the requester that the key was revoked and why.
+func (r *Runner) notifyRevoked(ctx context.Context, req *keydesk.Request, p *keydesk.Partner, reason string) error {
+	if req.Requester == "" {
+		return nil
+	}
+	partnerName := req.Partner
+	contact := ""
+	if p != nil {
+		partnerName = p.Name
+		contact = p.TechnicalContact.Email
+	}
+	m, err := r.o.Templates.RenderMail("revocation-notice", map[string]any{
+		"RequestID": req.ID, "Partner": partnerName, "Environment": string(req.Environment), "Label": req.Label,
+		"KeyID": req.KeyID, "APIKey": req.APIKey, "Reason": reason, "Contact": contact,
+	})
+	if err != nil {
+		return err
+	}
+	return r.q.Enqueue(ctx, &keydesk.Outgoing{
+		ID: req.ID + ".revocation." + cmpOr(req.KeyID, "none"), Kind: keydesk.KindRevocationNotice, RequestID: req.ID, Partner: req.Partner,
+		To: []string{req.Requester}, Subject: m.Subject, Text: m.Body, InReplyTo: req.SourceMessageID,
+	})
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
