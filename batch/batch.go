@@ -44,16 +44,16 @@ const LeaseName = "batch"
 // Outcomes of a request in a batch, as counted in the batch record, the
 // report and keydesk_batch_outcomes_total.
 const (
-	OutcomeGenerated  = "generated"   // key created, delivery queued
-	OutcomeRetry      = "retry"       // temporary API trouble: stays approved for the next batch
-	OutcomeBlocked    = "blocked"     // the contact key cannot receive a key
-	OutcomeFailed     = "failed"      // credentials refused, or the API refused the request
-	OutcomeSkipped    = "skipped"     // its partner's credentials were refused earlier in this batch
-	OutcomeReconciled = "reconciled"  // an interrupted attempt cleaned up: orphan keys revoked
-	OutcomeRevoked    = "revoked"     // an undelivered key revoked
-	OutcomeConflict   = "conflict"    // the record changed under the batch (cancelled, say)
-	OutcomeError      = "error"       // the batch could not finish this request; see the detail
-	OutcomeLeft       = "left"        // not reached: the batch stopped first
+	OutcomeGenerated  = "generated"  // key created, delivery queued
+	OutcomeRetry      = "retry"      // temporary API trouble: stays approved for the next batch
+	OutcomeBlocked    = "blocked"    // the contact key cannot receive a key
+	OutcomeFailed     = "failed"     // credentials refused, or the API refused the request
+	OutcomeSkipped    = "skipped"    // its partner's credentials were refused earlier in this batch
+	OutcomeReconciled = "reconciled" // an interrupted attempt cleaned up: orphan keys revoked
+	OutcomeRevoked    = "revoked"    // an undelivered key revoked
+	OutcomeConflict   = "conflict"   // the record changed under the batch (cancelled, say)
+	OutcomeError      = "error"      // the batch could not finish this request; see the detail
+	OutcomeLeft       = "left"       // not reached: the batch stopped first
 )
 
 // Options configure a Runner.
