@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/batch"
+	"github.com/buildmarkets/keydesk/crypto"
+	"github.com/buildmarkets/keydesk/templates"
+)
+
+// failpointEnv names the crash-test hook: KEYDESK_FAILPOINT=step[:n] makes
+// the batch role SIGKILL its own process at the n-th (default first) time
+// a request reaches that step (after-generating, after-create, after-seal,
+// after-enqueue, after-generated). For tests only; never set it in production.
+const failpointEnv = "KEYDESK_FAILPOINT"
+
+func init() {
+	registerRole(role{name: "batch", start: startBatch})
+}
+
+// startBatch wires the batch role: the Buildmarkets API per environment
+// (one rate limiter each, shared by all partners), the signing key, the
+// templates and the metrics.
+func startBatch(ctx context.Context, a *app) (func(context.Context) error, error) {
+	r, err := newBatchRunner(a)
+	if err != nil {
+		return nil, err
+	}
+	return r.Run, nil
+}
+
+func newBatchRunner(a *app) (*batch.Runner, error) {
+	cfg := a.cfg
+	tpl, err := templates.Load(cfg.Path(cfg.Templates.Dir))
+	if err != nil {
+		return nil, err
+	}
+	if cfg.SigningKey.File == "" {
+		return nil, fmt.Errorf("batch: signing_key.file is required: every key delivery is signed")
+	}
+	signer, err := crypto.LoadSigner(cfg.Path(cfg.SigningKey.File), cfg.SigningKey.Passphrase)
+	if err != nil {
+		return nil, fmt.Errorf("batch: signing_key: %w", err)
+	}
+	a.onClose(func() error { signer.Close(); return nil })
+
+	calls := a.metrics.Counter("keydesk_api_requests_total", "Buildmarkets API calls (each try), by environment, method and HTTP status (0: no answer).", "env", "method", "status")
+	secs := a.metrics.Histogram("keydesk_api_seconds", "Buildmarkets API call latency (each try).", nil, "env", "method")
+	envs := map[keydesk.Environment]batch.APIEnv{}
+	for _, e := range keydesk.Environments {
+		c := cfg.API.Env(e)
+		envs[e] = batch.APIEnv{BaseURL: c.BaseURL, Timeout: c.Timeout, Limiter: rate.NewLimiter(rate.Limit(c.RateLimit), 1)}
+	}
+	accounts := batch.NewBMAPI(batch.BMAPIOptions{
+		Envs: envs, Logger: a.log,
+		Observe: func(env keydesk.Environment, method string, status int, d time.Duration) {
+			calls.Inc(string(env), method, strconv.Itoa(status))
+			secs.Observe(d.Seconds(), string(env), method)
+		},
+	})
+	r, err := batch.New(batch.Options{
+		Queue: a.q, Partners: a.partners.Current, Accounts: accounts, Classify: batch.ClassifyBMAPI,
+		Sealer: &batch.PGPSealer{Signer: signer, Templates: tpl}, Templates: tpl,
+		Schedule: cfg.Batch.Schedule, Concurrency: cfg.Batch.Concurrency, SupportAddress: cfg.SMTP.SupportAddress,
+		RevokeUndeliveredAfter: cfg.Delivery.RevokeUndeliveredAfter, Holder: a.holder,
+		Logger: a.log.With("role", "batch"), Metrics: a.metrics, Failpoint: failpointFromEnv(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.metrics.GaugeFunc("keydesk_batch_next_run_timestamp_seconds", "When the next scheduled batch runs (Unix time; 0: no schedule).",
+		func() map[string]float64 {
+			t := r.NextRun(time.Now())
+			if t.IsZero() {
+				return map[string]float64{"": 0}
+			}
+			return map[string]float64{"": float64(t.Unix())}
+		})
+	return r, nil
+}
+
+// failpointFromEnv returns the crash-test hook set by KEYDESK_FAILPOINT, or nil.
+func failpointFromEnv() func(string) {
+	v := os.Getenv(failpointEnv)
+	if v == "" {
+		return nil
+	}
+	step, nth, _ := strings.Cut(v, ":")
+	n, err := strconv.Atoi(nth)
+	if err != nil || n < 1 {
+		n = 1
+	}
+	var hits atomic.Int64
+	fmt.Fprintf(os.Stderr, "keydesk: %s=%s: this process kills itself at that step (a test hook)\n", failpointEnv, v)
+	return func(s string) {
+		if s == step && hits.Add(1) == int64(n) {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // the signal is on its way
+		}
+	}
+}
