@@ -1,0 +1,324 @@
+package parse
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/buildmarkets/keydesk"
+)
+
+// field is one of the three things a request names.
+type field int
+
+const (
+	fieldNone field = iota
+	fieldEnv
+	fieldScopes
+	fieldLabel
+)
+
+// draft is one request as written, before validation.
+type draft struct {
+	env, label       string
+	scopes           []string // words
+	has              [4]bool
+	scopeWordsCapped bool
+}
+
+func (d *draft) any() bool { return d.has[fieldEnv] || d.has[fieldScopes] || d.has[fieldLabel] }
+
+var (
+	// A field line: optional bullet or number, optional markdown emphasis,
+	// the field's name, then ":", "=" or a table bar.
+	fieldRE = regexp.MustCompile(`(?i)^\s*(?:[-*•·+]\s+|\d{1,2}[.)]\s+)?[*_]*\s*(environments?|env|api environment|scopes?|permissions?|permission scopes|api scopes|key scopes|labels?|key label|key name)\s*[*_]*\s*[:=|]\s*[*_]*\s*(.*?)\s*[*_]*\s*$`)
+	// A heading that starts another request: "Request 2", "Key #3:", "2nd key".
+	headingRE  = regexp.MustCompile(`(?i)^\W*((request|key|api key)\s*#?\s*\d{1,2}|(first|second|third|fourth|fifth|\d(st|nd|rd|th))\s+(request|key))\b`)
+	bulletRE   = regexp.MustCompile(`^\s*(?:[-*•·+]|\d{1,2}[.)])\s+`)
+	scopeishRE = regexp.MustCompile(`(?i)^[a-z]+\s*:\s*[a-z]+\b`)
+	parenRE    = regexp.MustCompile(`\([^)]*\)|\[[^\]]*\]`)
+	mdTableSep = regexp.MustCompile(`^[\s|:-]+$`)
+)
+
+func fieldOf(name string) field {
+	n := strings.ToLower(name)
+	switch {
+	case strings.HasPrefix(n, "env") || strings.HasSuffix(n, "environment"):
+		return fieldEnv
+	case strings.Contains(n, "scope") || strings.HasPrefix(n, "permission"):
+		return fieldScopes
+	case strings.Contains(n, "label") || n == "key name":
+		return fieldLabel
+	}
+	return fieldNone
+}
+
+// tableCells splits a table row ("a | b | c", "| a | b |") into cells.
+func tableCells(l string) []string {
+	t := strings.TrimSpace(l)
+	if !strings.Contains(t, "|") {
+		return nil
+	}
+	t = strings.TrimSuffix(strings.TrimPrefix(t, "|"), "|")
+	cells := strings.Split(t, "|")
+	for i, c := range cells {
+		cells[i] = strings.TrimSpace(strings.Trim(strings.TrimSpace(c), "*_"))
+	}
+	return cells
+}
+
+// readDrafts reads the requests in the sender's own lines.
+func readDrafts(lines []string, lim Limits) []*draft {
+	var out []*draft
+	cur := &draft{}
+	flush := func() {
+		if cur.any() {
+			out = append(out, cur)
+		}
+		cur = &draft{}
+	}
+	var cols []field // the columns of a table header row, while in a table
+	inScopes := false
+	for _, l := range lines {
+		t := strings.TrimSpace(l)
+		if cells := tableCells(t); len(cells) >= 2 {
+			if mdTableSep.MatchString(t) {
+				continue
+			}
+			if hdr := tableHeader(cells); hdr != nil {
+				flush()
+				cols, inScopes = hdr, false
+				continue
+			}
+			if cols != nil {
+				flush()
+				for i, c := range cells {
+					if i < len(cols) && cols[i] != fieldNone {
+						cur.set(cols[i], c, lim)
+					}
+				}
+				flush()
+				continue
+			}
+		} else {
+			cols = nil
+		}
+		if m := fieldRE.FindStringSubmatch(l); m != nil {
+			f := fieldOf(m[1])
+			if cur.has[f] {
+				flush()
+			}
+			cur.set(f, m[2], lim)
+			inScopes = f == fieldScopes && (strings.TrimSpace(m[2]) == "" || strings.HasSuffix(strings.TrimSpace(m[2]), ","))
+			continue
+		}
+		if t == "---" || headingRE.MatchString(t) {
+			flush()
+			inScopes = false
+			continue
+		}
+		if inScopes {
+			switch {
+			case t == "" && len(cur.scopes) == 0:
+				continue // a blank line between "Scopes:" and its list
+			case t == "":
+				inScopes = false
+			case bulletRE.MatchString(l) || scopeishRE.MatchString(t):
+				item := bulletRE.ReplaceAllString(l, "")
+				// "- accounts:read – balances and positions": the scope is
+				// before the dash; the rest describes it.
+				for _, sep := range []string{" – ", " — ", " - ", " -- "} {
+					item, _, _ = strings.Cut(item, sep)
+				}
+				cur.addScopes(item, lim)
+			default:
+				inScopes = false
+			}
+		}
+	}
+	flush()
+	return out
+}
+
+// tableHeader returns the columns of a header row naming at least two fields.
+func tableHeader(cells []string) []field {
+	cols := make([]field, len(cells))
+	n := 0
+	for i, c := range cells {
+		if m := fieldRE.FindStringSubmatch(c + ":"); m != nil && strings.TrimSpace(m[2]) == "" {
+			cols[i] = fieldOf(m[1])
+			n++
+		}
+	}
+	if n < 2 {
+		return nil
+	}
+	return cols
+}
+
+func (d *draft) set(f field, v string, lim Limits) {
+	d.has[f] = true
+	switch f {
+	case fieldEnv:
+		d.env = v
+	case fieldLabel:
+		d.label = v
+	case fieldScopes:
+		d.addScopes(v, lim)
+	}
+}
+
+var scopeFiller = map[string]bool{"and": true, "&": true, "plus": true, "only": true, "please": true, "scope": true, "scopes": true, "+": true}
+
+var scopeSplitter = strings.NewReplacer(",", " ", ";", " ", "/", " ", "&", " ", "`", " ", "\"", " ", "“", " ", "”", " ")
+
+// addScopes splits a Scopes value into words, rejoining "accounts : read"
+// and "accounts read" into one scope word.
+func (d *draft) addScopes(v string, lim Limits) {
+	v = parenRE.ReplaceAllString(v, " ")
+	words := strings.Fields(scopeSplitter.Replace(v))
+	var ws []string
+	for i := 0; i < len(words); i++ {
+		w := strings.Trim(words[i], "*_'.")
+		if w == "" || scopeFiller[strings.ToLower(w)] {
+			continue
+		}
+		if i+1 < len(words) {
+			next := strings.ToLower(strings.Trim(words[i+1], "*_'.,"))
+			verb := strings.TrimPrefix(next, ":")
+			switch {
+			case strings.HasSuffix(w, ":") && isVerb(verb):
+				w += verb
+				i++
+			case !strings.Contains(w, ":") && (strings.HasPrefix(next, ":") || isVerb(next)) && isVerb(verb):
+				w += ":" + verb
+				i++
+			case !strings.Contains(w, ":") && next == ":" && i+2 < len(words):
+				w += ":" + strings.Trim(words[i+2], "*_'.")
+				i += 2
+			}
+		}
+		ws = append(ws, w)
+	}
+	for _, w := range ws {
+		if len(d.scopes) >= lim.ScopeWords {
+			d.scopeWordsCapped = true
+			return
+		}
+		d.scopes = append(d.scopes, w)
+	}
+}
+
+func isVerb(s string) bool { return s == "read" || s == "write" || s == "manage" }
+
+var envFiller = map[string]bool{"and": true, "&": true, "or": true, "both": true, "please": true, "only": true, "the": true, "env": true, "environment": true, "environments": true, "+": true}
+
+// parsedRequest is one validated request (one environment).
+type parsedRequest struct {
+	env     keydesk.Environment
+	scopes  []keydesk.Scope
+	label   string
+	reasons []keydesk.Reason
+}
+
+// exampleRequest is the shape every suggestion shows.
+const exampleRequest = "Environment: sandbox\nScopes: accounts:read, trading:read\nLabel: sandbox-backend"
+
+// validate turns a draft into one request per environment it names, each
+// with the reasons it cannot be used as written.
+func validate(d *draft, lim Limits) []parsedRequest {
+	var reasons []keydesk.Reason
+	var envs []keydesk.Environment
+	if !d.has[fieldEnv] || strings.TrimSpace(strings.Trim(d.env, "*_`'\".")) == "" {
+		reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonMissingEnvironment,
+			Message:    "the request does not say which environment the key is for",
+			Suggestion: "add a line such as \"Environment: sandbox\" (or production)"})
+	} else {
+		v := parenRE.ReplaceAllString(d.env, " ")
+		for _, w := range strings.Fields(strings.NewReplacer(",", " ", "/", " ", ";", " ").Replace(v)) {
+			if envFiller[strings.ToLower(strings.Trim(w, "*_`'\"."))] {
+				continue
+			}
+			e, err := keydesk.ParseEnvironment(w)
+			if err != nil {
+				reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonInvalidEnvironment,
+					Message:    fmt.Sprintf("%q is not an environment", oneLine(w, 40)),
+					Suggestion: "write \"Environment: sandbox\" (testing) or \"Environment: production\" (live)"})
+				continue
+			}
+			if !containsEnv(envs, e) {
+				envs = append(envs, e)
+			}
+		}
+		if len(envs) == 0 && len(reasons) == 0 {
+			reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonMissingEnvironment,
+				Message:    "the Environment line names no environment",
+				Suggestion: "write \"Environment: sandbox\" or \"Environment: production\""})
+		}
+	}
+	scopes, errs := keydesk.ParseScopes(d.scopes)
+	for _, err := range errs {
+		var ue *keydesk.UnknownScopeError
+		if errors.As(err, &ue) {
+			r := keydesk.Reason{Code: keydesk.ReasonUnknownScope, Message: fmt.Sprintf("%q is not a scope", oneLine(ue.Input, 40))}
+			if ue.Suggestion != "" {
+				r.Suggestion = "did you mean " + string(ue.Suggestion) + "?"
+			} else {
+				r.Suggestion = "the scopes are " + scopeList()
+			}
+			reasons = append(reasons, r)
+		}
+	}
+	if d.scopeWordsCapped {
+		reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonUnknownScope,
+			Message:    fmt.Sprintf("the Scopes line has more than %d words", lim.ScopeWords),
+			Suggestion: "list only the scopes the key needs, separated by commas: " + scopeList()})
+	}
+	if len(scopes) == 0 && len(errs) == 0 && !d.scopeWordsCapped {
+		reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonMissingScopes,
+			Message:    "the request lists no scopes",
+			Suggestion: "add a line such as \"Scopes: accounts:read, trading:read\" with only the scopes the key needs"})
+	}
+	label := ""
+	if !d.has[fieldLabel] || strings.TrimSpace(d.label) == "" {
+		reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonMissingLabel,
+			Message:    "the request has no label for the key",
+			Suggestion: "add a line such as \"Label: sandbox-backend\""})
+	} else {
+		l := strings.Trim(strings.TrimSpace(d.label), "`\"'“”")
+		l = strings.TrimSuffix(l, ".")
+		var err error
+		label, err = keydesk.ParseLabel(l)
+		if err != nil {
+			reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonInvalidLabel,
+				Message:    oneLine(err.Error(), 200),
+				Suggestion: fmt.Sprintf("use one line of at most %d characters, such as \"Label: sandbox-backend\"", keydesk.MaxLabelLength)})
+		}
+	}
+	if len(envs) == 0 {
+		return []parsedRequest{{scopes: scopes, label: label, reasons: reasons}}
+	}
+	out := make([]parsedRequest, 0, len(envs))
+	for _, e := range envs {
+		out = append(out, parsedRequest{env: e, scopes: scopes, label: label, reasons: reasons})
+	}
+	return out
+}
+
+func containsEnv(es []keydesk.Environment, e keydesk.Environment) bool {
+	for _, x := range es {
+		if x == e {
+			return true
+		}
+	}
+	return false
+}
+
+func scopeList() string {
+	s := make([]string, len(keydesk.Scopes))
+	for i, sc := range keydesk.Scopes {
+		s[i] = string(sc)
+	}
+	return strings.Join(s, ", ")
+}

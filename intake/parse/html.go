@@ -1,0 +1,270 @@
+package parse
+
+import (
+	"io"
+	"strconv"
+	"strings"
+
+	"golang.org/x/net/html"
+	"golang.org/x/net/html/atom"
+)
+
+// maxHTMLTokens bounds the tokens of one HTML part: markup-heavy mail
+// clients emit a few thousand for a short message.
+const maxHTMLTokens = 200_000
+
+// html renders an HTML part as the text a person sees: blocks and <br> as
+// line breaks, list items as "- " or "1. ", table rows as cells joined by
+// " | ", blockquotes as "> " lines (so quoted replies are dropped like plain
+// ones). Script, style, head and hidden elements are dropped, never run or
+// kept: text a reader cannot see must not become a request.
+func (w *walker) html(r io.Reader) string {
+	lr := &io.LimitedReader{R: r, N: w.lim.HTMLBytes + 1}
+	z := html.NewTokenizer(lr)
+	z.SetMaxBuf(64 << 10) // one token (a huge attribute or text run) cannot take more
+	hw := &htmlWriter{max: w.textLeft}
+	var skip atom.Atom  // element whose content is being dropped
+	var skipName string // its name, for unknown atoms
+	skipDepth := 0      // nesting of that element inside itself
+	var lists []int     // per open list: 0 for <ul>, else the next number
+	tokens := 0
+	for {
+		tt := z.Next()
+		tokens++
+		if tt == html.ErrorToken || tokens > maxHTMLTokens || hw.full {
+			if tokens > maxHTMLTokens {
+				w.m.bound("an HTML part has more than %d tokens", maxHTMLTokens)
+			}
+			if z.Err() != nil && z.Err() != io.EOF {
+				if z.Err() == html.ErrBufferExceeded {
+					w.m.bound("an HTML part has a token longer than 64 KiB")
+				} else if z.Err() == errTooLarge {
+					w.m.tooLarge = true
+				}
+			}
+			break
+		}
+		name, hasAttr := z.TagName()
+		a := atom.Lookup(name)
+		if skipDepth > 0 {
+			switch tt {
+			case html.StartTagToken:
+				if a == skip && string(name) == skipName && !voidElement(a) {
+					skipDepth++
+				}
+			case html.EndTagToken:
+				if a == skip && string(name) == skipName {
+					skipDepth--
+				}
+			}
+			continue
+		}
+		switch tt {
+		case html.TextToken:
+			hw.text(string(z.Text()))
+		case html.StartTagToken, html.SelfClosingTagToken:
+			hidden := false
+			for hasAttr {
+				var k, v []byte
+				k, v, hasAttr = z.TagAttr()
+				switch string(k) {
+				case "hidden":
+					hidden = true
+				case "style":
+					st := strings.ToLower(strings.ReplaceAll(string(v), " ", ""))
+					hidden = hidden || strings.Contains(st, "display:none") || strings.Contains(st, "visibility:hidden")
+				}
+			}
+			switch a {
+			case atom.Script, atom.Style, atom.Head, atom.Title, atom.Template, atom.Noscript, atom.Iframe, atom.Object, atom.Svg, atom.Math, atom.Select, atom.Textarea:
+				hidden = true
+			}
+			if hidden && !voidElement(a) && tt == html.StartTagToken {
+				skip, skipName, skipDepth = a, string(name), 1
+				continue
+			}
+			switch a {
+			case atom.Br:
+				hw.newline()
+			case atom.Hr:
+				hw.block()
+				hw.raw("---")
+				hw.block()
+			case atom.Blockquote:
+				hw.block()
+				hw.quote++
+			case atom.Ul, atom.Ol:
+				hw.block()
+				n := 0
+				if a == atom.Ol {
+					n = 1
+				}
+				if len(lists) < 32 {
+					lists = append(lists, n)
+				}
+			case atom.Li:
+				hw.block()
+				if len(lists) > 0 && lists[len(lists)-1] > 0 {
+					hw.raw(strconv.Itoa(lists[len(lists)-1]) + ". ")
+					lists[len(lists)-1]++
+				} else {
+					hw.raw("- ")
+				}
+			case atom.Tr:
+				hw.block()
+				hw.cells = 0
+			case atom.Td, atom.Th:
+				if hw.cells > 0 {
+					hw.raw(" | ")
+				}
+				hw.cells++
+			case atom.Pre:
+				hw.block()
+				hw.pre++
+			case atom.Img:
+				// alt text is what a reader without images sees; it is not a request.
+			default:
+				if blockElement(a) {
+					hw.block()
+				}
+			}
+		case html.EndTagToken:
+			switch a {
+			case atom.Blockquote:
+				hw.block()
+				if hw.quote > 0 {
+					hw.quote--
+				}
+			case atom.Ul, atom.Ol:
+				hw.block()
+				if len(lists) > 0 {
+					lists = lists[:len(lists)-1]
+				}
+			case atom.Pre:
+				hw.block()
+				if hw.pre > 0 {
+					hw.pre--
+				}
+			case atom.Td, atom.Th:
+			default:
+				if blockElement(a) || a == atom.Li || a == atom.Tr || a == atom.Table {
+					hw.block()
+				}
+			}
+		}
+	}
+	if lr.N <= 0 {
+		w.m.bound("an HTML part is larger than %d bytes: the rest was not read", w.lim.HTMLBytes)
+	}
+	if hw.full {
+		w.m.bound("only the first %d bytes of text were read", w.lim.TextBytes)
+	}
+	w.textLeft -= hw.b.Len()
+	return hw.b.String()
+}
+
+func voidElement(a atom.Atom) bool {
+	switch a {
+	case atom.Area, atom.Base, atom.Br, atom.Col, atom.Embed, atom.Hr, atom.Img, atom.Input, atom.Link, atom.Meta, atom.Source, atom.Track, atom.Wbr:
+		return true
+	}
+	return false
+}
+
+func blockElement(a atom.Atom) bool {
+	switch a {
+	case atom.P, atom.Div, atom.H1, atom.H2, atom.H3, atom.H4, atom.H5, atom.H6,
+		atom.Table, atom.Thead, atom.Tbody, atom.Tfoot, atom.Section, atom.Article,
+		atom.Header, atom.Footer, atom.Dl, atom.Dt, atom.Dd, atom.Address, atom.Center,
+		atom.Body, atom.Html, atom.Main, atom.Nav, atom.Aside, atom.Figure, atom.Caption, atom.Form, atom.Fieldset:
+		return true
+	}
+	return false
+}
+
+// htmlWriter collapses white space as a browser does and keeps track of
+// line starts, so blockquote prefixes and list markers land right.
+type htmlWriter struct {
+	b       strings.Builder
+	max     int
+	full    bool
+	quote   int
+	pre     int
+	cells   int
+	lineLen int  // bytes on the current line after its prefix
+	space   bool // a space is pending before the next word
+	nl      int  // newlines just written (0 on a line with content)
+}
+
+func (h *htmlWriter) write(s string) {
+	if h.full {
+		return
+	}
+	if h.b.Len()+len(s) > h.max {
+		h.full = true
+		return
+	}
+	h.b.WriteString(s)
+}
+
+func (h *htmlWriter) startLine() {
+	if h.lineLen == 0 {
+		q := min(h.quote, 20)
+		if q > 0 {
+			h.write(strings.Repeat("> ", q))
+		}
+	}
+}
+
+func (h *htmlWriter) raw(s string) {
+	h.startLine()
+	if h.space && h.lineLen > 0 {
+		h.write(" ")
+	}
+	h.space = false
+	h.write(s)
+	h.lineLen += len(s)
+	h.nl = 0
+}
+
+func (h *htmlWriter) text(s string) {
+	if h.pre > 0 {
+		for i, l := range strings.Split(s, "\n") {
+			if i > 0 {
+				h.newline()
+			}
+			if l != "" {
+				h.raw(l)
+			}
+		}
+		return
+	}
+	for i, f := range strings.FieldsFunc(s, isHTMLSpace) {
+		if i > 0 || (len(s) > 0 && isHTMLSpace(rune(s[0]))) {
+			h.space = true
+		}
+		h.raw(f)
+	}
+	if len(s) > 0 && isHTMLSpace(rune(s[len(s)-1])) {
+		h.space = true
+	}
+}
+
+func isHTMLSpace(r rune) bool {
+	return r == ' ' || r == '\t' || r == '\n' || r == '\r' || r == '\f' || r == '\u00a0'
+}
+
+func (h *htmlWriter) newline() {
+	h.write("\n")
+	h.lineLen, h.space = 0, false
+	h.nl++
+}
+
+// block ends the current line; a block starting after text leaves one
+// blank line at most.
+func (h *htmlWriter) block() {
+	if h.lineLen > 0 {
+		h.newline()
+	}
+	h.space = false
+}

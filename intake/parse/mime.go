@@ -1,0 +1,319 @@
+package parse
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/emersion/go-message"
+	_ "github.com/emersion/go-message/charset" // decode every charset mail clients use, not only UTF-8 and ASCII
+	"github.com/emersion/go-message/mail"
+)
+
+// msg is what the MIME walk found in one email.
+type msg struct {
+	header     message.Header
+	headerOK   bool
+	from       []*mail.Address
+	fromErr    error
+	subject    string
+	messageID  string
+	date       time.Time
+	dateErr    error
+	text       string // the readable body: text parts, HTML rendered, attached forwards inline
+	tooLarge   bool
+	malformed  []string // what could not be read, in words
+	bounds     []string // which limits were hit
+	warnings   []string
+	encrypted  bool
+	report     string // report-type of a multipart/report (delivery-status: a bounce)
+	forwardHdr bool   // the text holds a forward rendered from a message/rfc822 part
+}
+
+func (m *msg) warn(format string, args ...any) {
+	if len(m.warnings) < 20 {
+		m.warnings = append(m.warnings, fmt.Sprintf(format, args...))
+	}
+}
+
+func (m *msg) bound(format string, args ...any) {
+	s := fmt.Sprintf(format, args...)
+	for _, b := range m.bounds {
+		if b == s {
+			return
+		}
+	}
+	m.bounds = append(m.bounds, s)
+}
+
+// readMessage reads the header and walks the body. It never fails: what it
+// cannot read becomes malformed, bounds or warnings on the result.
+func readMessage(r io.Reader, lim Limits) *msg {
+	m := &msg{}
+	br := bufio.NewReader(r)
+	// An mbox "From " line (a saved .eml often has one) is not a header.
+	if b, err := br.Peek(5); err == nil && string(b) == "From " {
+		if _, err := br.ReadSlice('\n'); err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			m.malformed = append(m.malformed, "the message is empty")
+			return m
+		}
+	}
+	e, err := message.ReadWithOptions(br, &message.ReadOptions{MaxHeaderBytes: lim.HeaderBytes})
+	switch {
+	case errors.Is(err, errTooLarge):
+		m.tooLarge = true
+		return m
+	case err != nil && e == nil:
+		if strings.Contains(err.Error(), "header exceeds maximum size") {
+			m.bound("the header is larger than %d bytes", lim.HeaderBytes)
+		} else {
+			m.malformed = append(m.malformed, "the header cannot be read: "+oneLine(err.Error(), 200))
+		}
+		return m
+	case err != nil:
+		m.warn("%s", oneLine(err.Error(), 200))
+	}
+	m.header = e.Header
+	m.headerOK = true
+	h := mail.Header{Header: e.Header}
+	m.from, m.fromErr = h.AddressList("From")
+	if s, err := h.Subject(); err == nil || s != "" {
+		m.subject = oneLine(s, 300)
+	}
+	if id, err := h.MessageID(); err == nil && id != "" {
+		m.messageID = oneLine(id, 250)
+	} else if raw := strings.TrimSpace(e.Header.Get("Message-Id")); raw != "" {
+		m.messageID = oneLine(strings.Trim(raw, "<>"), 250)
+	}
+	if e.Header.Get("Date") != "" {
+		m.date, m.dateErr = h.Date()
+	}
+	if ct, params, err := e.Header.ContentType(); err == nil && ct == "multipart/report" {
+		m.report = strings.ToLower(params["report-type"])
+	}
+	w := &walker{m: m, lim: lim, textLeft: lim.TextBytes}
+	m.text = w.walk(e, 0).text
+	return m
+}
+
+type walker struct {
+	m        *msg
+	lim      Limits
+	parts    int
+	textLeft int
+}
+
+type walked struct {
+	text string
+	html bool
+}
+
+// walk renders entity e as text, depth levels down. It always consumes
+// e.Body, so that the multipart reader above can go on.
+func (w *walker) walk(e *message.Entity, depth int) walked {
+	defer w.drain(e.Body)
+	ct, params, err := e.Header.ContentType()
+	if err != nil || ct == "" {
+		// RFC 2045: without a usable Content-Type, text/plain.
+		ct, params = "text/plain", map[string]string{}
+	}
+	disp, dparams, _ := e.Header.ContentDisposition()
+	if w.m.tooLarge {
+		return walked{}
+	}
+	switch {
+	case strings.HasPrefix(ct, "multipart/"):
+		return w.multipart(e, ct, depth)
+	case ct == "message/rfc822" || ct == "message/global":
+		return w.attachedMessage(e, depth)
+	case disp == "attachment" || (dparams["filename"] != "" && disp != "inline"):
+		return walked{} // a file, not the email's text
+	case ct == "text/plain":
+		return walked{text: w.plain(e.Body, params)}
+	case ct == "text/html":
+		return walked{text: w.html(e.Body), html: true}
+	case ct == "application/pkcs7-mime" || ct == "application/x-pkcs7-mime" || ct == "application/pgp-encrypted":
+		w.m.encrypted = true
+	}
+	return walked{}
+}
+
+func (w *walker) drain(r io.Reader) {
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		if errors.Is(err, errTooLarge) {
+			w.m.tooLarge = true
+			return
+		}
+		w.m.warn("a MIME part could not be decoded (%s): it was skipped", oneLine(err.Error(), 120))
+	}
+}
+
+func (w *walker) multipart(e *message.Entity, ct string, depth int) walked {
+	if ct == "multipart/encrypted" {
+		w.m.encrypted = true
+		return walked{}
+	}
+	if depth+1 > w.lim.Depth {
+		w.m.bound("MIME parts are nested deeper than %d levels", w.lim.Depth)
+		return walked{}
+	}
+	mr := e.MultipartReader()
+	if mr == nil {
+		return walked{}
+	}
+	defer mr.Close()
+	var kids []walked
+	for {
+		p, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil && p == nil {
+			if errors.Is(err, errTooLarge) {
+				w.m.tooLarge = true
+			} else if len(kids) == 0 {
+				w.m.malformed = append(w.m.malformed, "a multipart body has no readable part ("+oneLine(err.Error(), 120)+")")
+			} else {
+				w.m.warn("the MIME structure ends early (%s): the parts before were read", oneLine(err.Error(), 120))
+			}
+			break
+		}
+		if err != nil {
+			w.m.warn("%s", oneLine(err.Error(), 160))
+		}
+		w.parts++
+		if w.parts > w.lim.Parts {
+			w.m.bound("the message has more than %d MIME parts", w.lim.Parts)
+			w.drain(p.Body)
+			break
+		}
+		kids = append(kids, w.walk(p, depth+1))
+	}
+	if ct == "multipart/alternative" {
+		// The sender's client wrote the same text twice: take the plain
+		// one unless it is empty, as some clients leave it.
+		var pick walked
+		for _, k := range kids {
+			if strings.TrimSpace(k.text) == "" {
+				continue
+			}
+			if pick.text == "" || (pick.html && !k.html) {
+				pick = k
+			}
+		}
+		return pick
+	}
+	var b strings.Builder
+	for _, k := range kids {
+		if strings.TrimSpace(k.text) == "" {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteString("\n\n")
+		}
+		b.WriteString(k.text)
+	}
+	return walked{text: b.String()}
+}
+
+// attachedMessage renders a forwarded message/rfc822 part as an inline
+// forward, so that one reader of forwards handles both shapes.
+func (w *walker) attachedMessage(e *message.Entity, depth int) walked {
+	if depth+1 > w.lim.Depth {
+		w.m.bound("MIME parts are nested deeper than %d levels", w.lim.Depth)
+		return walked{}
+	}
+	inner, err := message.ReadWithOptions(e.Body, &message.ReadOptions{MaxHeaderBytes: w.lim.HeaderBytes})
+	if err != nil && inner == nil {
+		if errors.Is(err, errTooLarge) {
+			w.m.tooLarge = true
+		} else {
+			w.m.warn("an attached message cannot be read (%s)", oneLine(err.Error(), 120))
+		}
+		return walked{}
+	}
+	defer w.drain(inner.Body)
+	h := mail.Header{Header: inner.Header}
+	var b strings.Builder
+	b.WriteString("---------- Forwarded message ---------\n")
+	if from, err := h.AddressList("From"); err == nil && len(from) > 0 {
+		b.WriteString("From: " + oneLine(from[0].String(), 300) + "\n")
+	} else if raw := inner.Header.Get("From"); raw != "" {
+		b.WriteString("From: " + oneLine(raw, 300) + "\n")
+	}
+	if d := inner.Header.Get("Date"); d != "" {
+		b.WriteString("Date: " + oneLine(d, 100) + "\n")
+	}
+	if s, _ := h.Subject(); s != "" {
+		b.WriteString("Subject: " + oneLine(s, 300) + "\n")
+	}
+	b.WriteString("\n")
+	b.WriteString(w.walk(inner, depth+1).text)
+	w.m.forwardHdr = true
+	return walked{text: b.String()}
+}
+
+// take reads at most the text budget from r and says whether it stopped short.
+func (w *walker) take(r io.Reader) (string, bool) {
+	if w.textLeft <= 0 {
+		w.m.bound("only the first %d bytes of text were read", w.lim.TextBytes)
+		return "", true
+	}
+	b, err := io.ReadAll(io.LimitReader(r, int64(w.textLeft)+1))
+	if err != nil {
+		if errors.Is(err, errTooLarge) {
+			w.m.tooLarge = true
+		} else {
+			w.m.warn("a text part could not be decoded completely (%s)", oneLine(err.Error(), 120))
+		}
+	}
+	short := false
+	if len(b) > w.textLeft {
+		b = b[:w.textLeft]
+		short = true
+		w.m.bound("only the first %d bytes of text were read", w.lim.TextBytes)
+	}
+	w.textLeft -= len(b)
+	return validUTF8(b), short
+}
+
+func validUTF8(b []byte) string {
+	if utf8.Valid(b) {
+		return string(b)
+	}
+	return strings.ToValidUTF8(string(b), "\uFFFD")
+}
+
+func (w *walker) plain(r io.Reader, params map[string]string) string {
+	s, _ := w.take(r)
+	if strings.EqualFold(params["format"], "flowed") {
+		s = unflow(s, strings.EqualFold(params["delsp"], "yes"))
+	}
+	return s
+}
+
+// unflow joins the soft line breaks of format=flowed (RFC 3676): a line
+// that ends in a space continues on the next one, so a long Scopes line
+// wrapped by the client reads as one line again.
+func unflow(s string, delsp bool) string {
+	lines := strings.Split(strings.ReplaceAll(s, "\r\n", "\n"), "\n")
+	var b strings.Builder
+	for i, l := range lines {
+		if l != "-- " && strings.HasPrefix(l, " ") {
+			l = l[1:] // space-stuffing
+		}
+		soft := strings.HasSuffix(l, " ") && l != "-- " && i < len(lines)-1
+		if soft && delsp {
+			l = l[:len(l)-1]
+		}
+		b.WriteString(l)
+		if !soft && i < len(lines)-1 {
+			b.WriteByte('\n')
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,231 @@
+package parse
+
+import (
+	"net/mail"
+	"regexp"
+	"strings"
+	"unicode/utf8"
+)
+
+// body is the readable text of an email split into what the sender wrote
+// and what they forwarded.
+type body struct {
+	own       []string // the sender's own lines: no quotes, no signature, no history
+	forward   *forward // the first forwarded message, if any
+	truncated bool     // the line limit was hit
+}
+
+// forward is a forwarded message found in the text.
+type forward struct {
+	from    string // the address in its From line; "" when none could be read
+	rawFrom string
+	subject string
+	own     []string // its own lines
+}
+
+// splitLines normalises line ends and invisible characters and applies
+// the line bounds.
+func splitLines(s string, lim Limits) (lines []string, cut, long bool) {
+	s = strings.NewReplacer("\r\n", "\n", "\r", "\n",
+		"\u00a0", " ", "\u2007", " ", "\u202f", " ", "\t", " ",
+		"\u200b", "", "\u200c", "", "\u200d", "", "\ufeff", "", "\u2060", "").Replace(s)
+	for len(s) > 0 {
+		if len(lines) >= lim.Lines {
+			return lines, true, long
+		}
+		l, rest, _ := strings.Cut(s, "\n")
+		s = rest
+		if len(l) > lim.LineBytes {
+			l = l[:lim.LineBytes]
+			for len(l) > 0 && !utf8.ValidString(l) {
+				l = l[:len(l)-1]
+			}
+			long = true
+		}
+		lines = append(lines, strings.TrimRight(l, " "))
+	}
+	return lines, false, long
+}
+
+var (
+	// Reply attributions: "On Mon, 23 Nov 2026 at 10:02, Jane <jane@x> wrote:",
+	// and the German and French forms.
+	wroteRE    = regexp.MustCompile(`(?i)^(on\s.*\bwrote|am\s.*\bschrieb.*|le\s.*\ba\s+écrit\s*)\s*:\s*$`)
+	fwdMarkRE  = regexp.MustCompile(`(?i)^[-\s_=]*(forwarded message|begin forwarded message\s*:?|weitergeleitete nachricht|message transféré|original message|ursprüngliche nachricht|message d'origine)[-\s_=:]*$`)
+	hdrLineRE  = regexp.MustCompile(`^\s*\**\s*(from|sent|date|to|cc|subject|von|gesendet|an|betreff|datum|de|envoyé|à|objet|reply-to)\s*\**\s*:\s*\**\s*(.*)$`)
+	fwdSubjRE  = regexp.MustCompile(`(?i)^\s*(fwd?|fw|wg|tr|vs)\s*:`)
+	mailtoRE   = regexp.MustCompile(`(?i)[<\[(](?:mailto:)?([^\s<>\[\]()]+@[^\s<>\[\]()]+)[>\])]`)
+	bareAddrRE = regexp.MustCompile(`[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}`)
+)
+
+func isSignature(l string) bool {
+	t := strings.TrimSpace(l)
+	if l == "-- " || t == "--" || t == "—" {
+		return true
+	}
+	lt := strings.ToLower(t)
+	return strings.HasPrefix(lt, "sent from my ") || strings.HasPrefix(lt, "get outlook for ") ||
+		strings.HasPrefix(lt, "envoyé de mon ") || strings.HasPrefix(lt, "von meinem ")
+}
+
+// headerKey maps the localized forward-header names to From, Date or Subject.
+func headerKey(l string) (key, value string, ok bool) {
+	m := hdrLineRE.FindStringSubmatch(l)
+	if m == nil {
+		return "", "", false
+	}
+	v := strings.TrimSpace(strings.Trim(strings.TrimSpace(m[2]), "*"))
+	switch strings.ToLower(m[1]) {
+	case "from", "von", "de":
+		return "from", v, true
+	case "sent", "date", "gesendet", "datum", "envoyé":
+		return "date", v, true
+	case "subject", "betreff", "objet":
+		return "subject", v, true
+	}
+	return "other", v, true
+}
+
+// headerBlockAt reports whether lines[i] starts a forward or reply header
+// block (From: then Sent:/Date: within a few lines), the shape Outlook
+// writes with no marker line.
+func headerBlockAt(lines []string, i int) bool {
+	k, _, ok := headerKey(lines[i])
+	if !ok || k != "from" {
+		return false
+	}
+	for j := i + 1; j < len(lines) && j <= i+4; j++ {
+		if k, _, ok := headerKey(lines[j]); ok && k == "date" {
+			return true
+		}
+	}
+	return false
+}
+
+// readHeaderBlock reads "Key: value" lines from lines[i:], skipping blank
+// lines before the first one, and returns the block and where its body starts.
+func readHeaderBlock(lines []string, i int) (f forward, next int) {
+	for i < len(lines) && strings.TrimSpace(lines[i]) == "" {
+		i++
+	}
+	seen := false
+	for ; i < len(lines); i++ {
+		l := lines[i]
+		if strings.TrimSpace(l) == "" {
+			if seen {
+				return f, i + 1
+			}
+			continue
+		}
+		k, v, ok := headerKey(l)
+		if !ok {
+			if !seen {
+				return f, i
+			}
+			continue // a wrapped To: or Cc: list
+		}
+		seen = true
+		switch k {
+		case "from":
+			if f.rawFrom == "" {
+				f.rawFrom = oneLine(v, 300)
+				f.from = addressIn(v)
+			}
+		case "subject":
+			if f.subject == "" {
+				f.subject = oneLine(v, 300)
+			}
+		}
+	}
+	return f, i
+}
+
+// addressIn finds the address in a forward header's From value:
+// "Jane <jane@x>", "Jane [mailto:jane@x]", "jane@x".
+func addressIn(v string) string {
+	if a, err := mail.ParseAddress(v); err == nil {
+		return strings.ToLower(a.Address)
+	}
+	if m := mailtoRE.FindStringSubmatch(v); m != nil {
+		if a, err := mail.ParseAddress(m[1]); err == nil {
+			return strings.ToLower(a.Address)
+		}
+	}
+	if m := bareAddrRE.FindString(v); m != "" {
+		return strings.ToLower(m)
+	}
+	return ""
+}
+
+// unquoteAll removes one level of "> " when every non-blank line has it, as
+// some clients quote a forwarded message.
+func unquoteAll(lines []string) []string {
+	n := 0
+	for _, l := range lines {
+		if strings.TrimSpace(l) == "" {
+			continue
+		}
+		if !strings.HasPrefix(strings.TrimLeft(l, " "), ">") {
+			return lines
+		}
+		n++
+	}
+	if n == 0 {
+		return lines
+	}
+	out := make([]string, len(lines))
+	for i, l := range lines {
+		l = strings.TrimLeft(l, " ")
+		l = strings.TrimPrefix(l, ">")
+		out[i] = strings.TrimPrefix(l, " ")
+	}
+	return out
+}
+
+// splitBody separates the sender's own text from quoted history and finds
+// the first forward. depth bounds forwards inside forwards.
+func splitBody(lines []string, depth int) body {
+	var b body
+	inSig := false
+	for i := 0; i < len(lines); i++ {
+		l := lines[i]
+		t := strings.TrimSpace(l)
+		if strings.HasPrefix(t, ">") {
+			continue
+		}
+		// "On …, Jane <jane@x>" may wrap before "wrote:".
+		if wroteRE.MatchString(t) || (strings.HasPrefix(strings.ToLower(t), "on ") && i+1 < len(lines) && wroteRE.MatchString(t+" "+strings.TrimSpace(lines[i+1]))) {
+			return b // a reply: what follows is history
+		}
+		marker := fwdMarkRE.FindStringSubmatch(t)
+		if marker != nil || headerBlockAt(lines, i) {
+			start := i
+			if marker != nil {
+				start = i + 1
+			}
+			f, next := readHeaderBlock(lines, start)
+			isForward := marker != nil && !strings.Contains(strings.ToLower(marker[1]), "original") &&
+				!strings.Contains(strings.ToLower(marker[1]), "ursprüngliche") && !strings.Contains(strings.ToLower(marker[1]), "d'origine")
+			if !isForward && fwdSubjRE.MatchString(f.subject) {
+				isForward = true
+			}
+			if !isForward || depth >= 3 {
+				return b // quoted history of a reply
+			}
+			inner := splitBody(unquoteAll(lines[next:]), depth+1)
+			f.own = inner.own
+			b.forward = &f
+			return b
+		}
+		if strings.Trim(t, "_") == "" && t != "" {
+			continue // Outlook's rule above a header block
+		}
+		if isSignature(l) {
+			inSig = true
+		}
+		if !inSig {
+			b.own = append(b.own, l)
+		}
+	}
+	return b
+}
