@@ -1,0 +1,653 @@
+package delivery
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"mime"
+	"strings"
+	"time"
+
+	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/metrics"
+	"github.com/buildmarkets/keydesk/queue"
+	"github.com/buildmarkets/keydesk/templates"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ConsumerName is the durable OUTBOX consumer every delivery instance shares.
+const ConsumerName = "delivery"
+
+// Actor names delivery in audit events.
+const Actor = "delivery"
+
+// Options configure New.
+type Options struct {
+	// Queue is the JetStream connection.
+	Queue *queue.Conn
+	// Sender submits composed mail (an *SMTP).
+	Sender Sender
+	// From is smtp.from, the sender of every email.
+	From string
+	// SupportAddress (smtp.support_address) receives an alert when a key
+	// delivery fails for good; empty logs it only.
+	SupportAddress string
+	// Partners returns the registry in force (reloaded on SIGHUP).
+	Partners func() *keydesk.Registry
+	// Templates renders the delivery notice and alerts.
+	Templates *templates.Set
+	// RetryFor: temporary failures are retried this long after the
+	// message was created (delivery.retry_for). Default 48h.
+	RetryFor time.Duration
+	// RetryDelays are the waits after the 1st, 2nd, … temporary failure;
+	// the last repeats. Default 30s, 1m, 2m, 5m, 10m, 20m, 30m.
+	RetryDelays []time.Duration
+	// AckWait is how long a message may go without news before the queue
+	// gives it to another instance; a slow SMTP dialogue reports progress
+	// every AckWait/3. Default 2m.
+	AckWait time.Duration
+	// MaxDeliver bounds deliveries of one message, after which it becomes
+	// a dead letter. Default 1000 (retry_for normally ends it first).
+	MaxDeliver int
+	// Holder names this instance in records and logs.
+	Holder string
+	// Log receives one line per message handled; nil discards.
+	Log *slog.Logger
+	// Metrics receives keydesk_deliveries_total, keydesk_delivery_retries_total
+	// and keydesk_smtp_seconds; nil keeps them private.
+	Metrics *metrics.Registry
+	// Now is the clock; nil is Queue.Now.
+	Now func() time.Time
+	// StopGrace is how long the message in hand may take once Run's
+	// context ends. Default 25s.
+	StopGrace time.Duration
+
+	// afterSent, when set, runs after a message is marked sent and before
+	// anything else: tests stop the consumer there to play a crash.
+	afterSent func(o *keydesk.Outgoing) bool
+}
+
+// Service is the delivery role.
+type Service struct {
+	o        Options
+	q        *queue.Conn
+	kv       jetstream.KeyValue
+	composer *Composer
+	log      *slog.Logger
+
+	deliveries *metrics.Counter
+	retries    *metrics.Counter
+	smtpTime   *metrics.Histogram
+}
+
+// New checks the options and returns the service; Run starts it.
+func New(o Options) (*Service, error) {
+	if o.Queue == nil || o.Sender == nil || o.Partners == nil || o.Templates == nil {
+		return nil, errors.New("delivery: Options need Queue, Sender, Partners and Templates")
+	}
+	if o.Now == nil {
+		o.Now = o.Queue.Now
+	}
+	c, err := NewComposer(o.From, o.Now)
+	if err != nil {
+		return nil, err
+	}
+	if o.RetryFor == 0 {
+		o.RetryFor = 48 * time.Hour
+	}
+	if len(o.RetryDelays) == 0 {
+		o.RetryDelays = []time.Duration{30 * time.Second, time.Minute, 2 * time.Minute, 5 * time.Minute, 10 * time.Minute, 20 * time.Minute, 30 * time.Minute}
+	}
+	if o.AckWait == 0 {
+		o.AckWait = 2 * time.Minute
+	}
+	if o.MaxDeliver == 0 {
+		o.MaxDeliver = 1000
+	}
+	if o.StopGrace == 0 {
+		o.StopGrace = 25 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Metrics == nil {
+		o.Metrics = metrics.New()
+	}
+	s := &Service{o: o, q: o.Queue, kv: o.Queue.KV(queue.BucketDeliveries), composer: c, log: o.Log}
+	s.deliveries = o.Metrics.Counter("keydesk_deliveries_total", "Outgoing messages handled, by kind and outcome (sent, duplicate, stale, failed, expired, malformed).", "kind", "outcome")
+	s.retries = o.Metrics.Counter("keydesk_delivery_retries_total", "Temporary delivery failures that were scheduled for another try.")
+	s.smtpTime = o.Metrics.Histogram("keydesk_smtp_seconds", "Duration of SMTP submissions.", []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}, "result")
+	return s, nil
+}
+
+// consumer creates or updates the durable OUTBOX consumer.
+func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
+	cfg := jetstream.ConsumerConfig{
+		Durable:       ConsumerName,
+		Description:   "keydesk delivery: sends outgoing mail",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       s.o.AckWait,
+		MaxDeliver:    s.o.MaxDeliver,
+		MaxAckPending: 64,
+		// A consumer that died holding a message gets it back after
+		// AckWait, then less and less often.
+		BackOff: []time.Duration{s.o.AckWait, 2 * s.o.AckWait, 5 * s.o.AckWait},
+	}
+	c, err := s.q.JS.CreateOrUpdateConsumer(ctx, queue.StreamOutbox, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("delivery: outbox consumer: %w", err)
+	}
+	return c, nil
+}
+
+// Run consumes the outbox until ctx ends. The message in hand when it
+// ends gets StopGrace to finish.
+func (s *Service) Run(ctx context.Context) error {
+	cons, err := s.consumer(ctx)
+	if err != nil {
+		return err
+	}
+	s.log.Info("delivery started", "consumer", ConsumerName, "holder", s.o.Holder)
+	for ctx.Err() == nil {
+		// One message at a time: a prefetched buffer would sit unacked
+		// while an earlier message's SMTP dialogue runs.
+		batch, err := cons.Fetch(1, jetstream.FetchContext(ctx))
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			s.log.Warn("outbox fetch failed; retrying", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		for msg := range batch.Messages() {
+			s.handleInHand(ctx, msg)
+		}
+		if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
+			s.log.Warn("outbox fetch", "err", err)
+		}
+	}
+	s.log.Info("delivery stopped")
+	return nil
+}
+
+// handleInHand runs handle on a context that outlives ctx by StopGrace.
+func (s *Service) handleInHand(ctx context.Context, msg jetstream.Msg) {
+	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(s.o.StopGrace, cancel)
+		context.AfterFunc(hctx, func() { t.Stop() })
+	})
+	defer stop()
+	s.handle(hctx, msg)
+}
+
+// ack confirms msg, waiting for the server's answer so that a lost ack is
+// seen; the sent mark covers a lost one anyway.
+func ack(ctx context.Context, msg jetstream.Msg) {
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_ = msg.DoubleAck(actx)
+}
+
+func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		s.log.Error("outbox message without metadata", "err", err)
+		_ = msg.Term()
+		return
+	}
+	o, err := queue.DecodeOutgoing(msg.Data())
+	if err == nil && (o.ID == "" || o.Kind == "") {
+		err = errors.New("it has no ID or kind")
+	}
+	if err != nil {
+		s.deliveries.Inc("unknown", "malformed")
+		s.dead(ctx, msg, meta, fmt.Sprintf("undecodable outbox message: %v", err))
+		return
+	}
+	log := s.log.With("msg", o.ID, "kind", string(o.Kind), "delivery", meta.NumDelivered)
+	if o.RequestID != "" {
+		log = log.With("request", o.RequestID)
+	}
+	key := recordKey(o.ID)
+	rec, rev, err := getRecord(ctx, s.kv, key)
+	if err != nil {
+		log.Warn("cannot read the sent record; retrying", "err", err)
+		_ = msg.NakWithDelay(s.delay(meta.NumDelivered))
+		return
+	}
+	if rec != nil {
+		switch rec.State {
+		case stateSent:
+			// Sent before the ack was lost or a crash came: finish what
+			// follows a send (idempotent), and ack.
+			if err := s.afterSent(ctx, o, log); err != nil {
+				log.Warn("after-send steps failed; retrying", "err", err)
+				_ = msg.NakWithDelay(s.delay(meta.NumDelivered))
+				return
+			}
+			log.Info("already sent: acknowledged without sending", "message_id", rec.MessageID)
+			s.deliveries.Inc(string(o.Kind), "duplicate")
+			ack(ctx, msg)
+			return
+		case stateDropped, stateFailed:
+			log.Info("already handled: acknowledged", "state", string(rec.State))
+			ack(ctx, msg)
+			return
+		case stateSending:
+			// The one ambiguous case (see the package comment): sent
+			// again, with the same Message-ID.
+			log.Warn("a previous attempt stopped mid-send: sending again with the same Message-ID", "holder", rec.Holder, "since", rec.At)
+		}
+	}
+
+	to, err := Recipients(o)
+	if err != nil {
+		s.deliveries.Inc(string(o.Kind), "malformed")
+		s.failed(ctx, msg, meta, o, rev, err.Error(), log)
+		return
+	}
+	if o.Kind == keydesk.KindKeyDelivery {
+		v := s.checkKeyDelivery(ctx, o)
+		switch {
+		case v.err != nil:
+			log.Warn("cannot check the request; retrying", "err", v.err)
+			_ = msg.NakWithDelay(s.delay(meta.NumDelivered))
+			return
+		case v.stale != "":
+			log.Info("stale key delivery dropped", "why", v.stale)
+			s.deliveries.Inc(string(o.Kind), "stale")
+			if _, err := putRecord(ctx, s.kv, key, s.newRecord(o, stateDropped, meta, v.stale), rev); err != nil && !errors.Is(err, errClaimed) {
+				log.Warn("cannot record the drop", "err", err)
+			}
+			_ = s.q.Record(ctx, "system", keydesk.Event{Ref: o.RequestID, Actor: Actor, Action: "delivery-dropped", Change: "stale key delivery " + o.ID + ": " + v.stale})
+			ack(ctx, msg)
+			return
+		case v.refuse != "":
+			s.deliveries.Inc(string(o.Kind), "failed")
+			s.failed(ctx, msg, meta, o, rev, v.refuse, log)
+			return
+		}
+	}
+
+	data, err := s.composer.Compose(o)
+	if err != nil {
+		s.deliveries.Inc(string(o.Kind), "malformed")
+		s.failed(ctx, msg, meta, o, rev, err.Error(), log)
+		return
+	}
+	// Claim: a compare-and-set, so two instances holding the same message
+	// (an ack deadline passed) cannot both send it.
+	rev, err = putRecord(ctx, s.kv, key, s.newRecord(o, stateSending, meta, ""), rev)
+	if errors.Is(err, errClaimed) {
+		log.Info("another instance claimed this message; leaving it")
+		_ = msg.NakWithDelay(s.o.AckWait)
+		return
+	}
+	if err != nil {
+		log.Warn("cannot claim the message; retrying", "err", err)
+		_ = msg.NakWithDelay(s.delay(meta.NumDelivered))
+		return
+	}
+
+	reply, err := s.send(ctx, msg, envelopeFrom(s.composer), to, data)
+	if err != nil {
+		var se *SendError
+		if !errors.As(err, &se) {
+			se = &SendError{Phase: "send", Reply: err.Error(), Err: err}
+		}
+		if se.Permanent {
+			log.Warn("refused by the mail server", "reply", se.Summary())
+			s.deliveries.Inc(string(o.Kind), "failed")
+			s.failed(ctx, msg, meta, o, rev, "the mail server refused it: "+se.Summary(), log)
+			return
+		}
+		if age := s.o.Now().Sub(o.CreatedAt); age >= s.o.RetryFor {
+			log.Warn("temporary failures for too long: giving up", "reply", se.Summary(), "age", age.Round(time.Second))
+			s.deliveries.Inc(string(o.Kind), "expired")
+			s.failed(ctx, msg, meta, o, rev, fmt.Sprintf("not accepted within %s (delivery.retry_for); last reply: %s", s.o.RetryFor, se.Summary()), log)
+			return
+		}
+		r := s.newRecord(o, stateRetrying, meta, se.Summary())
+		if _, err := putRecord(ctx, s.kv, key, r, rev); err != nil {
+			log.Warn("cannot record the retry", "err", err)
+		}
+		d := s.delay(meta.NumDelivered)
+		log.Warn("temporary delivery failure; will retry", "reply", se.Summary(), "in", d)
+		s.retries.Inc()
+		_ = msg.NakWithDelay(d)
+		return
+	}
+
+	// Mark sent before anything else: from here on a redelivery must not
+	// send again. A few tries, since failing here means a duplicate.
+	r := s.newRecord(o, stateSent, meta, reply)
+	for i := 0; ; i++ {
+		if _, err = putRecord(ctx, s.kv, key, r, rev); err == nil || i == 4 || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(time.Duration(i+1) * 200 * time.Millisecond)
+	}
+	if err != nil {
+		log.Error("sent, but the sent mark could not be written: a redelivery will send it again", "err", err)
+		return // not acked: the redelivery is the ambiguous case
+	}
+	log.Info("sent", "to", strings.Join(to, ","), "message_id", r.MessageID, "reply", reply)
+	s.deliveries.Inc(string(o.Kind), "sent")
+	if s.o.afterSent != nil && s.o.afterSent(o) {
+		return
+	}
+	if err := s.afterSent(ctx, o, log); err != nil {
+		log.Warn("after-send steps failed; retrying", "err", err)
+		_ = msg.NakWithDelay(s.delay(meta.NumDelivered))
+		return
+	}
+	ack(ctx, msg)
+}
+
+func (s *Service) newRecord(o *keydesk.Outgoing, st state, meta *jetstream.MsgMetadata, reply string) *record {
+	return &record{
+		ID: o.ID, Kind: string(o.Kind), State: st, MessageID: s.composer.MessageID(o),
+		Delivery: meta.NumDelivered, Holder: s.o.Holder, At: s.o.Now().UTC(), Reply: reply,
+	}
+}
+
+// delay is the wait before delivery n+1.
+func (s *Service) delay(n uint64) time.Duration {
+	i := int(n) - 1
+	if i < 0 {
+		i = 0
+	}
+	if i >= len(s.o.RetryDelays) {
+		i = len(s.o.RetryDelays) - 1
+	}
+	return s.o.RetryDelays[i]
+}
+
+// send runs the SMTP submission, telling the queue every AckWait/3 that
+// the message is still in hand.
+func (s *Service) send(ctx context.Context, msg jetstream.Msg, from string, to []string, data []byte) (string, error) {
+	tick := time.NewTicker(s.o.AckWait / 3)
+	defer tick.Stop()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	start := time.Now()
+	reply, err := s.o.Sender.Send(ctx, from, to, data)
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	s.smtpTime.Observe(time.Since(start).Seconds(), result)
+	return reply, err
+}
+
+// failed handles a message that will not be sent: a key delivery's request
+// moves to delivery_failed and support is alerted; the message becomes a
+// dead letter.
+func (s *Service) failed(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, o *keydesk.Outgoing, rev uint64, problem string, log *slog.Logger) {
+	key := recordKey(o.ID)
+	if rev == 0 {
+		if _, r, err := getRecord(ctx, s.kv, key); err == nil {
+			rev = r
+		}
+	}
+	if _, err := putRecord(ctx, s.kv, key, s.newRecord(o, stateFailed, meta, problem), rev); err != nil {
+		log.Warn("cannot record the failure", "err", err)
+	}
+	if o.Kind == keydesk.KindKeyDelivery && o.RequestID != "" {
+		if err := s.markFailed(ctx, o, problem, log); err != nil {
+			log.Warn("cannot mark the request delivery_failed; retrying", "err", err)
+			_ = msg.NakWithDelay(s.delay(meta.NumDelivered))
+			return
+		}
+	}
+	s.dead(ctx, msg, meta, problem)
+}
+
+// dead keeps the message's original and terminates it, which puts an
+// advisory in the DEADLETTER stream.
+func (s *Service) dead(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, reason string) {
+	data := msg.Data()
+	if !json.Valid(data) {
+		data, _ = json.Marshal(map[string]string{"undecodable": fmt.Sprintf("%d bytes", len(data))})
+	}
+	dr := deadRecord{StreamSeq: meta.Sequence.Stream, Subject: msg.Subject(), Reason: reason, At: s.o.Now().UTC(), Data: data}
+	b, err := json.Marshal(dr)
+	if err == nil {
+		_, err = s.kv.Put(ctx, deadKey(dr.StreamSeq), b)
+	}
+	if err != nil {
+		s.log.Warn("cannot keep the dead letter's original", "seq", dr.StreamSeq, "err", err)
+	}
+	if len(reason) > 200 {
+		reason = reason[:200]
+	}
+	if err := msg.TermWithReason(reason); err != nil {
+		s.log.Warn("cannot terminate the message", "seq", dr.StreamSeq, "err", err)
+	}
+}
+
+// keyVerdict is what checkKeyDelivery decided.
+type keyVerdict struct {
+	stale  string // drop it, with this reason
+	refuse string // fail it for good, with this reason
+	err    error  // could not tell: retry
+}
+
+// checkKeyDelivery decides whether a key delivery may go: its request is
+// generated with the same attempt, and it is addressed to the partner's
+// registered technical contact and nobody else.
+func (s *Service) checkKeyDelivery(ctx context.Context, o *keydesk.Outgoing) keyVerdict {
+	req, err := s.q.Get(ctx, o.RequestID)
+	if errors.Is(err, keydesk.ErrNotFound) {
+		return keyVerdict{stale: "request " + o.RequestID + " does not exist"}
+	}
+	if err != nil {
+		return keyVerdict{err: err}
+	}
+	if req.State != keydesk.StateGenerated {
+		return keyVerdict{stale: "request is " + string(req.State) + ", not generated"}
+	}
+	if req.Attempt == nil || req.Attempt.ID != o.AttemptID {
+		return keyVerdict{stale: "the key was created again since (attempt " + o.AttemptID + " is no longer the request's)"}
+	}
+	p, ok := s.o.Partners().Partner(req.Partner)
+	if !ok {
+		return keyVerdict{refuse: "partner " + req.Partner + " is no longer in partners.yaml"}
+	}
+	if o.Partner != "" && o.Partner != req.Partner {
+		return keyVerdict{refuse: "the delivery names partner " + o.Partner + " but the request is " + req.Partner + "'s"}
+	}
+	contact := p.TechnicalContact.Email
+	if len(o.To) != 1 || !keydesk.MatchAddress(contact, bareAddress(o.To[0])) {
+		return keyVerdict{refuse: fmt.Sprintf("the delivery is addressed to %s, not to %s's registered technical contact %s", strings.Join(o.To, ", "), p.ID, contact)}
+	}
+	if !isEncrypted(o.Entity) {
+		return keyVerdict{refuse: "the key delivery is not a multipart/encrypted entity: refusing to send it"}
+	}
+	return keyVerdict{}
+}
+
+// isEncrypted reports whether entity is PGP/MIME (RFC 3156).
+func isEncrypted(entity []byte) bool {
+	if len(entity) == 0 {
+		return false
+	}
+	hdr, _, ok := strings.Cut(string(entity[:min(len(entity), 8192)]), "\n\n")
+	if !ok {
+		hdr, _, ok = strings.Cut(string(entity[:min(len(entity), 8192)]), "\r\n\r\n")
+		if !ok {
+			return false
+		}
+	}
+	for _, line := range strings.Split(unfold(hdr), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || !strings.EqualFold(strings.TrimSpace(k), "Content-Type") {
+			continue
+		}
+		mt, params, err := mime.ParseMediaType(strings.TrimSpace(v))
+		return err == nil && mt == "multipart/encrypted" && strings.EqualFold(params["protocol"], "application/pgp-encrypted")
+	}
+	return false
+}
+
+func unfold(h string) string {
+	h = strings.ReplaceAll(h, "\r\n", "\n")
+	h = strings.ReplaceAll(h, "\n ", " ")
+	return strings.ReplaceAll(h, "\n\t", " ")
+}
+
+func bareAddress(s string) string {
+	if i := strings.LastIndexByte(s, '<'); i >= 0 {
+		s = strings.TrimSuffix(s[i+1:], ">")
+	}
+	return strings.TrimSpace(s)
+}
+
+// markFailed moves the request generated→delivery_failed and alerts support.
+func (s *Service) markFailed(ctx context.Context, o *keydesk.Outgoing, problem string, log *slog.Logger) error {
+	_, err := s.q.Transition(ctx, o.RequestID, keydesk.StateGenerated, keydesk.StateDeliveryFailed, Actor, problem, func(r *keydesk.Request) error {
+		if r.Attempt == nil || r.Attempt.ID != o.AttemptID {
+			return errStale
+		}
+		r.Problem = problem
+		return nil
+	})
+	if errors.Is(err, errStale) || errors.Is(err, keydesk.ErrInvalidTransition) {
+		log.Info("request no longer generated with this attempt: left as it is", "err", err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log.Warn("request marked delivery_failed", "problem", problem)
+	return s.alert(ctx, o.ID+".alert", "Key delivery failed for "+o.RequestID,
+		fmt.Sprintf("The encrypted key for request %s (partner %s) could not be delivered to the technical contact %s:\n\n  %s\n\nThe request is now delivery_failed; the batch role revokes its key.",
+			o.RequestID, o.Partner, strings.Join(o.To, ", "), problem),
+		"Check the contact address and the mail server's reply, fix the cause, then retry the request so a new key is made.")
+}
+
+var errStale = errors.New("delivery: stale attempt")
+
+// alert enqueues an alert to support.
+func (s *Service) alert(ctx context.Context, id, title, text, action string) error {
+	if s.o.SupportAddress == "" {
+		s.log.Warn("alert not sent: smtp.support_address is not set", "title", title)
+		return nil
+	}
+	m, err := s.o.Templates.RenderMail("alert", map[string]string{"Title": title, "Text": text, "Action": action})
+	if err != nil {
+		return err
+	}
+	return s.q.Enqueue(ctx, &keydesk.Outgoing{ID: id, Kind: keydesk.KindAlert, To: []string{s.o.SupportAddress}, Subject: m.Subject, Text: m.Body})
+}
+
+// NoticeData is what the delivery-notice template gets.
+type NoticeData struct {
+	RequestID   string
+	PartnerName string
+	Environment string
+	Label       string
+	Scopes      string
+	KeyID       string
+	// Contact is the technical contact's address, masked: s***@acme.example.
+	Contact   string
+	Delivered time.Time
+}
+
+// afterSent finishes a key delivery: generated→delivered, and the notice
+// to the requester. Both are idempotent, so a redelivery may run it again.
+func (s *Service) afterSent(ctx context.Context, o *keydesk.Outgoing, log *slog.Logger) error {
+	if o.Kind != keydesk.KindKeyDelivery {
+		return nil
+	}
+	contact := ""
+	if len(o.To) > 0 {
+		contact = bareAddress(o.To[0])
+	}
+	var req *keydesk.Request
+	for i := 0; i < 3; i++ {
+		var err error
+		req, err = s.q.Transition(ctx, o.RequestID, keydesk.StateGenerated, keydesk.StateDelivered, Actor,
+			"sent encrypted to "+MaskAddress(contact), func(r *keydesk.Request) error {
+				if r.Attempt == nil || r.Attempt.ID != o.AttemptID {
+					return errStale
+				}
+				r.Problem = ""
+				return nil
+			})
+		if err == nil {
+			log.Info("request delivered")
+			break
+		}
+		if errors.Is(err, keydesk.ErrConflict) {
+			req, _ = s.q.Get(ctx, o.RequestID)
+			if req != nil && req.State == keydesk.StateGenerated {
+				continue // someone else wrote; decide again
+			}
+		}
+		if req == nil {
+			req, _ = s.q.Get(ctx, o.RequestID)
+		}
+		if req == nil {
+			return err
+		}
+		if req.State != keydesk.StateDelivered || req.Attempt == nil || req.Attempt.ID != o.AttemptID {
+			log.Warn("sent, but the request is no longer waiting for this delivery", "state", string(req.State))
+			return nil
+		}
+		break // delivered already, by an earlier run of this
+	}
+	if req == nil || req.Requester == "" {
+		return nil
+	}
+	data := NoticeData{
+		RequestID: req.ID, Environment: string(req.Environment), Label: req.Label, KeyID: req.KeyID,
+		Contact: MaskAddress(contact), Delivered: s.o.Now().UTC(),
+	}
+	var scopes []string
+	for _, sc := range req.Scopes {
+		scopes = append(scopes, string(sc))
+	}
+	data.Scopes = strings.Join(scopes, ", ")
+	data.PartnerName = req.Partner
+	if p, ok := s.o.Partners().Partner(req.Partner); ok && p.Name != "" {
+		data.PartnerName = p.Name
+	}
+	m, err := s.o.Templates.RenderMail(string(keydesk.KindDeliveryNotice), data)
+	if err != nil {
+		return err
+	}
+	return s.q.Enqueue(ctx, &keydesk.Outgoing{
+		ID: req.ID + ".notice." + o.AttemptID, Kind: keydesk.KindDeliveryNotice, RequestID: req.ID, Partner: req.Partner,
+		To: []string{req.Requester}, Subject: m.Subject, Text: m.Body, InReplyTo: req.SourceMessageID,
+	})
+}
+
+// MaskAddress shows an address as its first letter and domain:
+// sec@acme.example → s***@acme.example.
+func MaskAddress(addr string) string {
+	at := strings.LastIndexByte(addr, '@')
+	if at <= 0 {
+		return "***"
+	}
+	r := []rune(addr[:at])
+	return string(r[0]) + "***" + addr[at:]
+}

@@ -1,0 +1,89 @@
+package delivery
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// state is where a message stands in the deliveries bucket.
+type state string
+
+const (
+	stateSending  state = "sending"  // claimed; the SMTP dialogue may have reached the server
+	stateSent     state = "sent"     // the server accepted it
+	stateRetrying state = "retrying" // a temporary failure; the queue redelivers it later
+	stateFailed   state = "failed"   // refused for good, or out of time; in the dead letters
+	stateDropped  state = "dropped"  // a stale key delivery, never sent
+)
+
+// record is one outbox message's sending history.
+type record struct {
+	ID        string    `json:"id"`
+	Kind      string    `json:"kind"`
+	State     state     `json:"state"`
+	MessageID string    `json:"message_id,omitempty"`
+	Delivery  uint64    `json:"delivery"` // the queue's delivery count when written
+	Holder    string    `json:"holder,omitempty"`
+	At        time.Time `json:"at"`
+	Reply     string    `json:"reply,omitempty"`
+}
+
+// recordKey is the deliveries key of an outbox ID.
+func recordKey(id string) string { return "msg." + safeID(id) }
+
+// deadKey is the deliveries key of a dead letter's original, by the OUTBOX
+// sequence it had (a terminated message leaves the work queue).
+func deadKey(streamSeq uint64) string { return fmt.Sprintf("dead.%d", streamSeq) }
+
+// deadRecord keeps a terminated outbox message, so it can be listed and
+// sent again.
+type deadRecord struct {
+	StreamSeq uint64          `json:"stream_seq"`
+	Subject   string          `json:"subject"`
+	Reason    string          `json:"reason"`
+	At        time.Time       `json:"at"`
+	Data      json.RawMessage `json:"data"`
+}
+
+var errClaimed = errors.New("delivery: another instance is handling this message")
+
+func getRecord(ctx context.Context, kv jetstream.KeyValue, key string) (*record, uint64, error) {
+	e, err := kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("delivery: read record %s: %w", key, err)
+	}
+	var r record
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		return nil, 0, fmt.Errorf("delivery: decode record %s: %w", key, err)
+	}
+	return &r, e.Revision(), nil
+}
+
+// putRecord creates (rev 0) or updates the record with a compare-and-set.
+func putRecord(ctx context.Context, kv jetstream.KeyValue, key string, r *record, rev uint64) (uint64, error) {
+	data, err := json.Marshal(r)
+	if err != nil {
+		return 0, err
+	}
+	var nrev uint64
+	if rev == 0 {
+		nrev, err = kv.Create(ctx, key, data)
+	} else {
+		nrev, err = kv.Update(ctx, key, data, rev)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return 0, errClaimed
+	}
+	if err != nil {
+		return 0, fmt.Errorf("delivery: write record %s: %w", key, err)
+	}
+	return nrev, nil
+}
