@@ -465,9 +465,11 @@ func TestHostileServer(t *testing.T) {
 		errHas  string
 	}{
 		{name: "redirect not followed",
-			handler: func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, thief.URL+"/v1/keys", http.StatusFound) },
-			call:    func(c *bmapi.Client) error { _, err := c.ListKeys(context.Background()); return err },
-			kind:    bmapi.ErrBadRequest, errHas: "not followed"},
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				http.Redirect(w, r, thief.URL+"/v1/keys", http.StatusFound)
+			},
+			call: func(c *bmapi.Client) error { _, err := c.ListKeys(context.Background()); return err },
+			kind: bmapi.ErrBadRequest, errHas: "not followed"},
 		{name: "secret echoed in an error body",
 			handler: func(w http.ResponseWriter, r *http.Request) {
 				w.WriteHeader(400)
