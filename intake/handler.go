@@ -1,0 +1,88 @@
+package intake
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/buildmarkets/keydesk"
+)
+
+// Handler decides what one email becomes. It reads the message, makes no
+// change anywhere: the poller stores what it returns and only then moves
+// the email out of the inbox.
+type Handler interface {
+	Handle(ctx context.Context, m *Message) (*Decision, error)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, m *Message) (*Decision, error)
+
+// Handle calls f.
+func (f HandlerFunc) Handle(ctx context.Context, m *Message) (*Decision, error) { return f(ctx, m) }
+
+// Message is one email as the poller hands it to the Handler: spooled to a
+// private file, so that it can be read as often as needed without holding
+// it in memory.
+type Message struct {
+	// Mailbox, UIDValidity and UID say where it was read.
+	Mailbox     string
+	UIDValidity uint32
+	UID         uint32
+	// Size is its size in bytes; InternalDate when the server received it.
+	Size         int64
+	InternalDate time.Time
+	// Digest is the hex SHA-256 of the raw message.
+	Digest string
+
+	open func() (io.ReadCloser, error)
+}
+
+// Open returns a new reader of the raw message; the caller closes it.
+func (m *Message) Open() (io.ReadCloser, error) { return m.open() }
+
+// Disposition is where an email goes once its records are stored.
+type Disposition string
+
+const (
+	// Processed: its requests are queued (or it needs nothing): moved to
+	// processed_mailbox.
+	Processed Disposition = "processed"
+	// Rejected: it was set aside (rejected, malformed, too large): moved
+	// to rejected_mailbox.
+	Rejected Disposition = "rejected"
+)
+
+// Decision is what the Handler made of an email.
+type Decision struct {
+	// Outcome names it for metrics and the intake record: accept, reject,
+	// review, ignore, malformed, too-large.
+	Outcome string
+	// Disposition says which mailbox it goes to.
+	Disposition Disposition
+	// SourceKey identifies the email (keydesk.SourceKey); it names the
+	// stored raw mail and the intake record, so it must be stable.
+	SourceKey string
+	// MessageID, From and Subject describe it in the intake record.
+	MessageID, From, Subject string
+	// Requests are created in the queue (idempotently, by source).
+	Requests []*keydesk.Request
+	// Reply, if not nil, is put in the outbox; its ID must be stable.
+	Reply *keydesk.Outgoing
+	// Reason says, for a person, why it was set aside or ignored.
+	Reason string
+}
+
+// ErrTemporary marks a Handler error as passing: the email stays in the
+// inbox and is tried again. Any other Handler error (and a panic) marks the
+// email as one that cannot be read: it is set aside with the reason.
+var ErrTemporary = errors.New("intake: temporary failure")
+
+// PanicError is a Handler panic, recovered.
+type PanicError struct {
+	Value any
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("intake: handler panicked: %v", e.Value) }

@@ -1,0 +1,330 @@
+// Package intake reads the support mailbox over IMAP and turns each email
+// into request records on the queue.
+//
+// For every message in the inbox, in UID order, the poller reads its size
+// first: one over max_message_bytes is recorded as rejected (too-large,
+// from its header alone) and moved to the rejected mailbox without its body
+// being downloaded. Any other is streamed (BODY.PEEK[], so \Seen is never
+// set) into a private spool file, handed to the Handler (the parser), and
+// what the Handler decides is made durable in JetStream — the raw mail in
+// the object store, each request created (idempotently, by source), the
+// reply put in the outbox (under a stable ID), an intake record naming the
+// outcome — and only then is the email moved to the processed or rejected
+// mailbox.
+//
+// Invariants:
+//   - no request is lost: an email leaves the inbox only after its records
+//     are stored; a crash at any point leaves it in the inbox, and the next
+//     scan stores the same records again, which creates nothing twice;
+//   - bad input breaks nothing: a Handler panic is recovered, and an email
+//     that cannot be read is set aside with its reason recorded, and the
+//     poller goes on with the next one; a temporary failure (the queue is
+//     down) leaves the email in the inbox to be tried again later;
+//   - memory is bounded: a message body never sits whole in memory, it is
+//     streamed to a 0600 file under the spool directory that is removed
+//     after use;
+//   - every network operation is bounded by a watchdog that closes the
+//     connection when it does not complete in time; a lost connection is
+//     re-established with back-off; IDLE is ended and the mailbox rescanned
+//     every poll_interval, so a silently dead IDLE costs at most that long;
+//   - a change of the mailbox's UIDVALIDITY is logged, audited and followed
+//     by a full rescan (which is harmless: creation is idempotent);
+//   - one poller per mailbox runs across instances (the caller holds the
+//     lease LeaseName(mailbox) around Run).
+package intake
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/config"
+	"github.com/buildmarkets/keydesk/metrics"
+	"github.com/buildmarkets/keydesk/queue"
+)
+
+// Queue is what the poller stores through; *queue.Conn is one.
+type Queue interface {
+	Create(ctx context.Context, r *keydesk.Request, actor string) (*keydesk.Request, bool, error)
+	Enqueue(ctx context.Context, m *keydesk.Outgoing) error
+	PutMail(ctx context.Context, ref string, r io.Reader, max int64) error
+	Record(ctx context.Context, kind string, ev keydesk.Event) error
+	KV(name string) jetstream.KeyValue
+}
+
+var _ Queue = (*queue.Conn)(nil)
+
+// Options configure New.
+type Options struct {
+	// IMAP is the mailbox and how to reach it (defaults applied by config).
+	IMAP config.IMAP
+	// TLSConfig for tls and starttls; nil verifies against the system roots
+	// with the host of IMAP.Address.
+	TLSConfig *tls.Config
+	// Auth returns the SASL client to log in with; nil uses LOGIN with
+	// IMAP.Username and IMAP.Password.
+	Auth func(ctx context.Context) (sasl.Client, error)
+	// AuthFailed, if set, is told when the server refuses the credentials
+	// (an OAuth2 token source drops its cached token).
+	AuthFailed func()
+	// Queue stores requests, replies, raw mail and intake records.
+	Queue Queue
+	// Handler decides what each email becomes.
+	Handler Handler
+	// SpoolDir holds messages while they are processed. Required.
+	SpoolDir string
+	// Metrics, if set, receives keydesk_emails_total{outcome},
+	// keydesk_imap_reconnects_total and keydesk_intake_seconds.
+	Metrics *metrics.Registry
+	// Log receives what happens, each email with its UID and Message-ID.
+	Log *slog.Logger
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// NoIdle polls every IMAP.PollInterval even when the server has IDLE.
+	NoIdle bool
+	// BatchSize is how many messages one FETCH reads. Default 32.
+	BatchSize int
+	// Actor names the poller in audit events. Default "intake".
+	Actor string
+	// MaxBackoff bounds the wait between reconnection attempts. Default 1m.
+	MaxBackoff time.Duration
+}
+
+// Poller reads one mailbox. Run it under the mailbox's lease.
+type Poller struct {
+	o   Options
+	log *slog.Logger
+	kv  jetstream.KeyValue
+
+	emails     *metrics.Counter
+	reconnects *metrics.Counter
+	seconds    *metrics.Histogram
+
+	lastContact atomic.Int64 // unix nanoseconds of the last successful IMAP exchange
+	running     atomic.Bool
+
+	mu    sync.Mutex
+	retry map[uint32]retryState // by UID, for the current UIDVALIDITY
+
+	// beforeMove, if set (tests), runs after a chunk's records are durable
+	// and before its messages are moved; an error stops the poller there.
+	beforeMove func(uids []uint32) error
+}
+
+type retryState struct {
+	failures  int
+	notBefore time.Time
+}
+
+// New checks the options and returns a poller.
+func New(o Options) (*Poller, error) {
+	var errs []error
+	if o.IMAP.Address == "" {
+		errs = append(errs, errors.New("intake: imap.address is empty"))
+	}
+	if o.Queue == nil {
+		errs = append(errs, errors.New("intake: no queue"))
+	}
+	if o.Handler == nil {
+		errs = append(errs, errors.New("intake: no handler"))
+	}
+	if o.SpoolDir == "" {
+		errs = append(errs, errors.New("intake: no spool directory"))
+	}
+	if o.IMAP.Mailbox == "" || o.IMAP.ProcessedMailbox == "" || o.IMAP.RejectedMailbox == "" {
+		errs = append(errs, errors.New("intake: imap.mailbox, processed_mailbox and rejected_mailbox must all be set"))
+	} else if o.IMAP.Mailbox == o.IMAP.ProcessedMailbox || o.IMAP.Mailbox == o.IMAP.RejectedMailbox {
+		errs = append(errs, errors.New("intake: processed_mailbox and rejected_mailbox must differ from imap.mailbox"))
+	}
+	if o.IMAP.MaxMessageBytes <= 0 {
+		errs = append(errs, errors.New("intake: imap.max_message_bytes must be positive"))
+	}
+	if o.IMAP.PollInterval <= 0 {
+		errs = append(errs, errors.New("intake: imap.poll_interval must be positive"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if o.IMAP.Timeout <= 0 {
+		o.IMAP.Timeout = 60 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 32
+	}
+	if o.Actor == "" {
+		o.Actor = "intake"
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = time.Minute
+	}
+	if o.Metrics == nil {
+		o.Metrics = metrics.New()
+	}
+	p := &Poller{
+		o:     o,
+		log:   o.Log.With("mailbox", o.IMAP.Mailbox),
+		kv:    o.Queue.KV(queue.BucketIntake),
+		retry: map[uint32]retryState{},
+		emails: o.Metrics.Counter("keydesk_emails_total",
+			"Emails taken out of the inbox, by outcome (accept, reject, review, ignore, malformed, too-large).", "outcome"),
+		reconnects: o.Metrics.Counter("keydesk_imap_reconnects_total", "IMAP connections re-established after a failure."),
+		seconds: o.Metrics.Histogram("keydesk_intake_seconds",
+			"Time to process one email, from the end of its download to its records being stored.", nil),
+	}
+	return p, nil
+}
+
+// Ready reports whether the poller has talked to the server recently
+// (within twice the poll interval). A poller that is not running (standing
+// by for the lease) is ready.
+func (p *Poller) Ready(context.Context) error {
+	if !p.running.Load() {
+		return nil
+	}
+	last := p.lastContact.Load()
+	if last == 0 {
+		return fmt.Errorf("intake: no contact with %s yet", p.o.IMAP.Address)
+	}
+	ago := p.o.Now().Sub(time.Unix(0, last))
+	if limit := 2*p.o.IMAP.PollInterval + p.o.IMAP.Timeout; ago > limit {
+		return fmt.Errorf("intake: last contact with %s was %s ago", p.o.IMAP.Address, ago.Round(time.Second))
+	}
+	return nil
+}
+
+func (p *Poller) contact() { p.lastContact.Store(p.o.Now().UnixNano()) }
+
+// Run reads the mailbox until ctx ends, reconnecting after failures with
+// back-off. It returns ctx's error, or an error that retrying cannot fix
+// (the spool directory cannot be made).
+func (p *Poller) Run(ctx context.Context) error {
+	if err := p.prepareSpool(); err != nil {
+		return err
+	}
+	p.running.Store(true)
+	defer p.running.Store(false)
+	backoff := time.Second
+	for {
+		start := time.Now()
+		err := p.session(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var hook *hookError
+		if errors.As(err, &hook) {
+			return hook.err
+		}
+		if time.Since(start) > 2*p.o.IMAP.PollInterval {
+			backoff = time.Second // it worked for a while: start over
+		}
+		p.log.Warn("imap connection lost; reconnecting", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		p.reconnects.Inc()
+		backoff = min(backoff*2, p.o.MaxBackoff)
+	}
+}
+
+// prepareSpool makes the spool directory private and empties it of files a
+// crash left behind (their emails are still in the inbox).
+func (p *Poller) prepareSpool() error {
+	if err := os.MkdirAll(p.o.SpoolDir, 0o700); err != nil {
+		return fmt.Errorf("intake: spool directory: %w", err)
+	}
+	if err := os.Chmod(p.o.SpoolDir, 0o700); err != nil {
+		return fmt.Errorf("intake: spool directory: %w", err)
+	}
+	old, _ := filepath.Glob(filepath.Join(p.o.SpoolDir, "msg-*"))
+	for _, f := range old {
+		_ = os.Remove(f)
+	}
+	return nil
+}
+
+// hookError is a test hook's error: it stops Run.
+type hookError struct{ err error }
+
+func (e *hookError) Error() string { return e.err.Error() }
+
+// backoffFor says how long a message waits after its n-th temporary failure.
+func (p *Poller) backoffFor(n int) time.Duration {
+	d := time.Second << min(n, 10)
+	return min(d, p.o.IMAP.PollInterval)
+}
+
+func (p *Poller) noteRetry(uid uint32) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.retry[uid]
+	st.failures++
+	d := p.backoffFor(st.failures - 1)
+	st.notBefore = p.o.Now().Add(d)
+	p.retry[uid] = st
+	return d
+}
+
+func (p *Poller) retryLater(uid uint32) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st, ok := p.retry[uid]
+	return ok && p.o.Now().Before(st.notBefore)
+}
+
+func (p *Poller) clearRetry(uid uint32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.retry, uid)
+}
+
+// nextRetry is the earliest time a waiting message may be tried again.
+func (p *Poller) nextRetry() (time.Time, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var t time.Time
+	for _, st := range p.retry {
+		if t.IsZero() || st.notBefore.Before(t) {
+			t = st.notBefore
+		}
+	}
+	return t, !t.IsZero()
+}
+
+func (p *Poller) resetRetries() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	clear(p.retry)
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

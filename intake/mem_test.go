@@ -1,0 +1,342 @@
+package intake
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+
+	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/queue"
+)
+
+// TestBacklogThenIdle: a backlog is processed in order, each email ends in
+// the right mailbox unread, with its requests, reply and intake record
+// stored; then a new email arrives during IDLE and is taken in at once
+// (the poll interval is an hour, so only IDLE can explain it).
+func TestBacklogThenIdle(t *testing.T) {
+	srv := startMem(t, nil)
+	h := newHarness(t, srv.addr, &simpleHandler{})
+	h.cfg.PollInterval = time.Hour
+	c := client(t, srv.addr, testUser, testPass)
+	appendMsg(t, c, "INBOX", email("a1", "accept"))
+	appendMsg(t, c, "INBOX", email("r1", "reject"))
+	appendMsg(t, c, "INBOX", email("a2", "accept"))
+
+	p := h.poller(nil)
+	h.run(p)
+	eventually(t, "backlog moved out of INBOX", func() bool { return count(t, c, "INBOX") == 0 })
+	if got := count(t, c, "Processed"); got != 2 {
+		t.Errorf("Processed holds %d, want 2", got)
+	}
+	if got := count(t, c, "Rejected"); got != 1 {
+		t.Errorf("Rejected holds %d, want 1", got)
+	}
+	rs := h.requests()
+	if got := sourceIDs(rs); !slices.Equal(got, []string{"a1@acme.example", "a2@acme.example", "r1@acme.example"}) {
+		t.Errorf("requests from %v", got)
+	}
+	for _, r := range rs {
+		if r.MailRef == "" || r.MailRef != queue.MailRef(r.SourceKey) {
+			t.Errorf("%s: mail ref %q", r.ID, r.MailRef)
+		}
+		rc, err := h.q.OpenMail(context.Background(), r.MailRef)
+		if err != nil {
+			t.Errorf("%s: raw mail not stored: %v", r.ID, err)
+			continue
+		}
+		rc.Close()
+	}
+	if got := len(h.outbox()); got != 2 {
+		t.Errorf("outbox holds %d replies, want 2", got)
+	}
+	recs := h.records()
+	if len(recs) != 3 {
+		t.Fatalf("%d intake records, want 3", len(recs))
+	}
+	for _, rec := range recs {
+		if len(rec.Requests) != 1 || !rec.Stored || rec.UIDValidity == 0 {
+			t.Errorf("record %+v", rec)
+		}
+	}
+	if v := h.metrics.Counter("keydesk_emails_total", "", "outcome").Value("accept"); v != 2 {
+		t.Errorf("emails_total{accept} = %v, want 2", v)
+	}
+	// Fetched with BODY.PEEK: a person still sees the mail as unread.
+	if _, err := c.Select("Processed", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := c.Fetch(imap.SeqSetNum(1, 2), &imap.FetchOptions{Flags: true}).Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		if slices.Contains(m.Flags, imap.FlagSeen) {
+			t.Errorf("message %d was marked \\Seen", m.SeqNum)
+		}
+	}
+	if err := p.Ready(context.Background()); err != nil {
+		t.Errorf("ready: %v", err)
+	}
+
+	start := time.Now()
+	appendMsg(t, c, "INBOX", email("a3", "accept"))
+	eventually(t, "new mail taken in through IDLE", func() bool { return len(h.requests()) == 4 })
+	t.Logf("append to queued: %s", time.Since(start))
+}
+
+// TestBadMailSetAside: a parser panic and an unreadable email are each
+// set aside with a reason that review shows, and the email after them is
+// still processed.
+func TestBadMailSetAside(t *testing.T) {
+	srv := startMem(t, nil)
+	h := newHarness(t, srv.addr, &simpleHandler{})
+	c := client(t, srv.addr, testUser, testPass)
+	appendMsg(t, c, "INBOX", email("p1", "panic"))
+	appendMsg(t, c, "INBOX", email("g1", "garbage"))
+	appendMsg(t, c, "INBOX", email("a1", "accept"))
+	h.run(h.poller(nil))
+	eventually(t, "all moved", func() bool { return count(t, c, "INBOX") == 0 })
+	if got := count(t, c, "Rejected"); got != 2 {
+		t.Errorf("Rejected holds %d, want 2", got)
+	}
+	if got := count(t, c, "Processed"); got != 1 {
+		t.Errorf("Processed holds %d, want 1", got)
+	}
+	tests := []struct {
+		id, state, reason string
+	}{
+		{"p1@acme.example", "rejected", "handler panicked: parser bug on p1@acme.example"},
+		{"g1@acme.example", "rejected", "no MIME structure"},
+		{"a1@acme.example", "pending_review", ""},
+	}
+	rs := h.requests()
+	for _, tc := range tests {
+		t.Run(tc.id, func(t *testing.T) {
+			i := slices.IndexFunc(rs, func(r *keydesk.Request) bool { return r.SourceMessageID == tc.id })
+			if i < 0 {
+				t.Fatalf("no request from %s", tc.id)
+			}
+			r := rs[i]
+			if string(r.State) != tc.state {
+				t.Errorf("state %s, want %s", r.State, tc.state)
+			}
+			if tc.reason != "" {
+				if len(r.Reasons) != 1 || r.Reasons[0].Code != keydesk.ReasonMalformed || !strings.Contains(r.Problem, tc.reason) {
+					t.Errorf("reasons %+v problem %q, want malformed mentioning %q", r.Reasons, r.Problem, tc.reason)
+				}
+				if r.Requester != "ada@acme.example" || r.MailRef == "" {
+					t.Errorf("requester %q mail ref %q", r.Requester, r.MailRef)
+				}
+			}
+		})
+	}
+	if v := h.metrics.Counter("keydesk_emails_total", "", "outcome").Value("malformed"); v != 2 {
+		t.Errorf("emails_total{malformed} = %v, want 2", v)
+	}
+}
+
+// TestOversizeMovedUnread: an email over max_message_bytes is recorded as
+// too large from its header, moved to Rejected, and its body is never
+// handed to the parser.
+func TestOversizeMovedUnread(t *testing.T) {
+	srv := startMem(t, nil)
+	hd := &simpleHandler{}
+	h := newHarness(t, srv.addr, hd)
+	c := client(t, srv.addr, testUser, testPass)
+	big := email("big", "accept\r\n"+strings.Repeat("x", 100<<10))
+	appendMsg(t, c, "INBOX", big)
+	appendMsg(t, c, "INBOX", email("a1", "accept"))
+	h.run(h.poller(nil))
+	eventually(t, "all moved", func() bool { return count(t, c, "INBOX") == 0 })
+	if got := count(t, c, "Rejected"); got != 1 {
+		t.Errorf("Rejected holds %d, want 1", got)
+	}
+	hd.mu.Lock()
+	seen := slices.Clone(hd.seen)
+	hd.mu.Unlock()
+	if !slices.Equal(seen, []uint32{2}) {
+		t.Errorf("handler saw UIDs %v, want only [2]", seen)
+	}
+	rs := h.requests()
+	i := slices.IndexFunc(rs, func(r *keydesk.Request) bool { return r.SourceMessageID == "big@acme.example" })
+	if i < 0 {
+		t.Fatal("no record of the oversized email in the queue")
+	}
+	r := rs[i]
+	if r.State != keydesk.StateRejected || len(r.Reasons) != 1 || r.Reasons[0].Code != keydesk.ReasonTooLarge {
+		t.Errorf("oversized: state %s reasons %+v", r.State, r.Reasons)
+	}
+	if r.Subject != "API key big" || r.Requester != "ada@acme.example" {
+		t.Errorf("oversized: subject %q requester %q", r.Subject, r.Requester)
+	}
+	if !strings.Contains(r.Problem, "64.0 KiB") {
+		t.Errorf("problem %q does not name the limit", r.Problem)
+	}
+	rec, err := GetRecord(context.Background(), h.q.KV(queue.BucketIntake), queue.MailRef(r.SourceKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Outcome != "too-large" || rec.Stored || rec.Size <= 100<<10 {
+		t.Errorf("record %+v", rec)
+	}
+}
+
+// TestCrashBeforeMove: the poller dies after its records are stored but
+// before the emails are moved; the next one finds them again, creates
+// nothing twice, queues no second reply, and moves them.
+func TestCrashBeforeMove(t *testing.T) {
+	srv := startMem(t, nil)
+	h := newHarness(t, srv.addr, &simpleHandler{})
+	c := client(t, srv.addr, testUser, testPass)
+	appendMsg(t, c, "INBOX", email("a1", "accept"))
+	appendMsg(t, c, "INBOX", email("a2", "accept"))
+
+	crash := errors.New("killed between enqueue and move")
+	p := h.poller(nil)
+	p.beforeMove = func([]uint32) error { return crash }
+	if err := p.Run(context.Background()); !errors.Is(err, crash) {
+		t.Fatalf("Run: %v, want the crash", err)
+	}
+	if got := count(t, c, "INBOX"); got != 2 {
+		t.Fatalf("INBOX holds %d after the crash, want 2", got)
+	}
+	before := h.requests()
+	if len(before) != 2 {
+		t.Fatalf("%d requests after the crash, want 2", len(before))
+	}
+
+	h.run(h.poller(nil))
+	eventually(t, "moved after restart", func() bool { return count(t, c, "INBOX") == 0 })
+	after := h.requests()
+	if len(after) != 2 || after[0].ID != before[0].ID || after[1].ID != before[1].ID {
+		t.Errorf("requests after restart %v, want the same two as before %v", ids(after), ids(before))
+	}
+	for i, r := range after {
+		if r.Revision != before[i].Revision {
+			t.Errorf("%s was written again (revision %d, was %d)", r.ID, r.Revision, before[i].Revision)
+		}
+	}
+	if got := len(h.outbox()); got != 2 {
+		t.Errorf("outbox holds %d replies, want 2 (one per email)", got)
+	}
+}
+
+func ids(rs []*keydesk.Request) []string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.ID)
+	}
+	return out
+}
+
+// TestTemporaryFailureRetried: an email whose processing fails for a
+// passing reason stays in the inbox, the others go on, and it is taken in
+// once the cause is gone.
+func TestTemporaryFailureRetried(t *testing.T) {
+	srv := startMem(t, nil)
+	hd := &simpleHandler{temporary: true}
+	h := newHarness(t, srv.addr, hd)
+	c := client(t, srv.addr, testUser, testPass)
+	appendMsg(t, c, "INBOX", email("t1", "temporary"))
+	appendMsg(t, c, "INBOX", email("a1", "accept"))
+	h.run(h.poller(nil))
+	eventually(t, "the good email processed", func() bool { return count(t, c, "Processed") == 1 })
+	if got := count(t, c, "INBOX"); got != 1 {
+		t.Fatalf("INBOX holds %d, want the failing email still there", got)
+	}
+	hd.setTemporary(false)
+	eventually(t, "the failing email retried", func() bool { return count(t, c, "INBOX") == 0 })
+	if got := sourceIDs(h.requests()); !slices.Equal(got, []string{"a1@acme.example", "t1@acme.example"}) {
+		t.Errorf("requests from %v", got)
+	}
+}
+
+// TestUIDValidityChange: the mailbox is recreated (new UIDVALIDITY) with
+// an email already stored still in it; the poller notices, audits it,
+// rescans, and creates nothing twice.
+func TestUIDValidityChange(t *testing.T) {
+	srv := startMem(t, nil)
+	h := newHarness(t, srv.addr, &simpleHandler{})
+	c := client(t, srv.addr, testUser, testPass)
+	appendMsg(t, c, "INBOX", email("a1", "accept"))
+	stop := h.run(h.poller(nil))
+	eventually(t, "first pass", func() bool { return count(t, c, "INBOX") == 0 })
+	_ = stop()
+	st, err := loadMailboxState(context.Background(), h.q.KV(queue.BucketIntake), "INBOX")
+	if err != nil || st == nil {
+		t.Fatalf("mailbox state %v, %v", st, err)
+	}
+
+	// A restore from backup: the inbox is rebuilt and holds the email again.
+	if err := srv.user.Delete("INBOX"); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.user.Create("INBOX", nil); err != nil {
+		t.Fatal(err)
+	}
+	appendMsg(t, c, "INBOX", email("a1", "accept"))
+	appendMsg(t, c, "INBOX", email("a2", "accept"))
+	h.run(h.poller(nil))
+	eventually(t, "rescan", func() bool { return count(t, c, "INBOX") == 0 })
+	if got := sourceIDs(h.requests()); !slices.Equal(got, []string{"a1@acme.example", "a2@acme.example"}) {
+		t.Errorf("requests from %v, want a1 once and a2", got)
+	}
+	st2, err := loadMailboxState(context.Background(), h.q.KV(queue.BucketIntake), "INBOX")
+	if err != nil || st2 == nil || st2.UIDValidity == st.UIDValidity {
+		t.Fatalf("mailbox state %+v after the change (was %+v), %v", st2, st, err)
+	}
+	evs, err := h.q.Audit(context.Background(), queue.AuditQuery{Kind: "system"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 1 || evs[0].Action != "uidvalidity-changed" {
+		t.Errorf("audit %+v, want one uidvalidity-changed event", evs)
+	}
+}
+
+// TestMoveFallback: servers without MOVE get COPY, STORE \Deleted and
+// UID EXPUNGE; without UIDPLUS a plain EXPUNGE is used only when it cannot
+// remove anyone else's \Deleted message.
+func TestMoveFallback(t *testing.T) {
+	tests := []struct {
+		name        string
+		caps        imap.CapSet
+		otherDelete bool // someone else flagged a message \Deleted
+		wantInbox   int  // messages left in INBOX (flagged or not)
+	}{
+		{"uidplus", imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapUIDPlus: {}}, true, 1},
+		{"no uidplus, nothing else flagged", imap.CapSet{imap.CapIMAP4rev1: {}}, false, 0},
+		{"no uidplus, another message flagged", imap.CapSet{imap.CapIMAP4rev1: {}}, true, 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := startMem(t, tc.caps)
+			h := newHarness(t, srv.addr, &simpleHandler{})
+			c := client(t, srv.addr, testUser, testPass)
+			if tc.otherDelete {
+				appendMsg(t, c, "INBOX", email("x1", "accept"))
+				if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+					t.Fatal(err)
+				}
+				if err := c.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
+					t.Fatal(err)
+				}
+				if err := c.Unselect().Wait(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			appendMsg(t, c, "INBOX", email("a1", "accept"))
+			h.run(h.poller(nil))
+			eventually(t, "copied to Processed", func() bool { return count(t, c, "Processed") == 1 })
+			eventually(t, "inbox settled", func() bool { return count(t, c, "INBOX") == tc.wantInbox })
+			if got := sourceIDs(h.requests()); !slices.Equal(got, []string{"a1@acme.example"}) {
+				t.Errorf("requests from %v (a \\Deleted message must not be taken in)", got)
+			}
+		})
+	}
+}

@@ -1,0 +1,488 @@
+package intake
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/mail"
+	"os"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-message/charset"
+
+	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/queue"
+)
+
+// maxHeaderPeek bounds the header read of a message too large to download.
+const maxHeaderPeek = 64 << 10
+
+// spooled is one message downloaded to a spool file.
+type spooled struct {
+	uid      imap.UID
+	size     int64
+	date     time.Time
+	file     string
+	digest   string
+	tooLarge bool // the server sent more than it announced
+}
+
+type sizeInfo struct {
+	size int64
+	date time.Time
+}
+
+// chunk processes a few messages: their sizes, their bodies into the spool,
+// their records into the queue, then their moves. It reports stop when a
+// temporary failure says to wait before trying more.
+func (s *conn) chunk(ctx context.Context, uids []imap.UID) (stop bool, err error) {
+	p := s.p
+	set := imap.UIDSetNum(uids...)
+	sizes := map[imap.UID]sizeInfo{}
+	err = s.do(ctx, p.o.IMAP.Timeout, "fetch sizes", func() error {
+		msgs, err := s.c.Fetch(set, &imap.FetchOptions{UID: true, RFC822Size: true, InternalDate: true}).Collect()
+		for _, m := range msgs {
+			sizes[m.UID] = sizeInfo{m.RFC822Size, m.InternalDate}
+		}
+		return err
+	})
+	if err != nil {
+		return false, err
+	}
+	var small []imap.UID
+	var bytes int64
+	dest := map[string][]imap.UID{}
+	var done []uint32
+	for _, u := range uids {
+		si, ok := sizes[u]
+		if !ok {
+			continue // expunged meanwhile
+		}
+		if si.size > int64(p.o.IMAP.MaxMessageBytes) {
+			d, err := s.oversize(ctx, u, si)
+			if err != nil {
+				if temporary(ctx, err) {
+					return s.finish(ctx, dest, done, true)
+				}
+				return false, err
+			}
+			dest[d] = append(dest[d], u)
+			done = append(done, uint32(u))
+			continue
+		}
+		small = append(small, u)
+		bytes += si.size
+	}
+	if len(small) > 0 {
+		files, err := s.download(ctx, small, bytes)
+		defer func() {
+			for _, f := range files {
+				_ = os.Remove(f.file)
+			}
+		}()
+		if err != nil {
+			return false, err
+		}
+		for _, u := range small {
+			m, ok := files[u]
+			if !ok {
+				continue // expunged meanwhile
+			}
+			m.date = sizes[u].date
+			d, err := s.process(ctx, m)
+			if err != nil {
+				if temporary(ctx, err) {
+					wait := p.noteRetry(uint32(u))
+					p.log.Warn("email not processed: will try again", "uid", u, "err", err, "retry_in", wait)
+					var se *storeError
+					if errors.As(err, &se) || ctx.Err() != nil {
+						// The queue is failing: every email would; wait.
+						return s.finish(ctx, dest, done, true)
+					}
+					continue
+				}
+				return false, err
+			}
+			dest[d] = append(dest[d], u)
+			done = append(done, uint32(u))
+		}
+	}
+	return s.finish(ctx, dest, done, false)
+}
+
+// finish moves what has been stored: the records are durable, so nothing is
+// lost if this is interrupted; the next scan finds the emails again and
+// stores nothing twice.
+func (s *conn) finish(ctx context.Context, dest map[string][]imap.UID, done []uint32, stop bool) (bool, error) {
+	p := s.p
+	if len(done) == 0 {
+		return stop, nil
+	}
+	if p.beforeMove != nil {
+		if err := p.beforeMove(done); err != nil {
+			return stop, &hookError{err}
+		}
+	}
+	// Moving completes even on shutdown: the work is done, and leaving the
+	// emails would only make the next start process them again.
+	mctx := context.WithoutCancel(ctx)
+	for _, name := range []string{p.o.IMAP.ProcessedMailbox, p.o.IMAP.RejectedMailbox} {
+		if err := s.move(mctx, dest[name], name); err != nil {
+			return stop, err
+		}
+	}
+	for _, u := range done {
+		p.clearRetry(u)
+	}
+	return stop, nil
+}
+
+func temporary(ctx context.Context, err error) bool {
+	return errors.Is(err, ErrTemporary) || ctx.Err() != nil
+}
+
+// download streams the bodies of uids into spool files, one FETCH for all.
+func (s *conn) download(ctx context.Context, uids []imap.UID, total int64) (map[imap.UID]*spooled, error) {
+	p := s.p
+	files := map[imap.UID]*spooled{}
+	// A slow link still gets time in proportion to the bytes (64 KiB/s).
+	timeout := p.o.IMAP.Timeout + time.Duration(total/(64<<10))*time.Second
+	section := &imap.FetchItemBodySection{Peek: true}
+	buf := make([]byte, 64<<10)
+	err := s.do(ctx, timeout, "fetch bodies", func() error {
+		cmd := s.c.Fetch(imap.UIDSetNum(uids...), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{section}})
+		defer cmd.Close()
+		for {
+			msg := cmd.Next()
+			if msg == nil {
+				break
+			}
+			sp, err := p.spool(msg, buf)
+			if sp != nil && sp.uid != 0 {
+				files[sp.uid] = sp
+			} else if sp != nil {
+				_ = os.Remove(sp.file)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return cmd.Close()
+	})
+	return files, err
+}
+
+// spool writes one FETCH response's body to a new spool file, hashing it,
+// reading at most max_message_bytes+1 bytes into the file.
+func (p *Poller) spool(msg *imapclient.FetchMessageData, buf []byte) (*spooled, error) {
+	f, err := os.CreateTemp(p.o.SpoolDir, "msg-*")
+	if err != nil {
+		return nil, fmt.Errorf("intake: spool: %w", err)
+	}
+	sp := &spooled{file: f.Name()}
+	h := sha256.New()
+	limit := int64(p.o.IMAP.MaxMessageBytes)
+	var werr error
+	for {
+		item := msg.Next()
+		if item == nil {
+			break
+		}
+		switch it := item.(type) {
+		case imapclient.FetchItemDataUID:
+			sp.uid = it.UID
+		case imapclient.FetchItemDataBodySection:
+			if it.Literal == nil {
+				continue
+			}
+			n, err := io.CopyBuffer(io.MultiWriter(f, h), io.LimitReader(it.Literal, limit+1), buf)
+			sp.size = n
+			if n > limit {
+				sp.tooLarge = true
+				sp.size = it.Literal.Size()
+			}
+			if err != nil {
+				werr = err
+			}
+		}
+	}
+	if err := f.Close(); err != nil && werr == nil {
+		werr = err
+	}
+	sp.digest = hex.EncodeToString(h.Sum(nil))
+	if werr != nil {
+		return sp, fmt.Errorf("intake: spool uid %d: %w", sp.uid, werr)
+	}
+	return sp, nil
+}
+
+// process stores what one email becomes and says where it goes.
+func (s *conn) process(ctx context.Context, sp *spooled) (string, error) {
+	p := s.p
+	start := time.Now()
+	m := &Message{
+		Mailbox: p.o.IMAP.Mailbox, UIDValidity: s.uidVal, UID: uint32(sp.uid),
+		Size: sp.size, InternalDate: sp.date, Digest: sp.digest,
+		open: func() (io.ReadCloser, error) { return os.Open(sp.file) },
+	}
+	log := p.log.With("uid", sp.uid, "size", sp.size)
+	var dec *Decision
+	if sp.tooLarge {
+		hdr, _ := readHead(sp.file)
+		dec = tooLargeDecision(hdr, m, int64(p.o.IMAP.MaxMessageBytes))
+	} else {
+		var err error
+		dec, err = p.handle(ctx, m)
+		if err != nil {
+			if temporary(ctx, err) {
+				return "", err
+			}
+			log.Warn("email cannot be read: setting it aside", "err", err)
+			hdr, _ := readHead(sp.file)
+			dec = unreadableDecision(hdr, m, err)
+		}
+	}
+	ids, err := p.store(ctx, m, dec, !sp.tooLarge, sp.file)
+	if err != nil {
+		return "", err
+	}
+	p.seconds.Observe(time.Since(start).Seconds())
+	p.emails.Inc(dec.Outcome)
+	log.Info("email taken in", "outcome", dec.Outcome, "message_id", dec.MessageID, "requests", ids, "to", s.moveTo(dec.Disposition))
+	return s.moveTo(dec.Disposition), nil
+}
+
+// handle runs the Handler, turning a panic into an error.
+func (p *Poller) handle(ctx context.Context, m *Message) (dec *Decision, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			dec, err = nil, &PanicError{Value: v}
+		}
+	}()
+	dec, err = p.o.Handler.Handle(ctx, m)
+	if err == nil && (dec == nil || dec.SourceKey == "") {
+		return nil, errors.New("intake: handler returned no decision or no source key")
+	}
+	if err == nil && dec.Disposition != Processed && dec.Disposition != Rejected {
+		return nil, fmt.Errorf("intake: handler returned disposition %q", dec.Disposition)
+	}
+	return dec, err
+}
+
+// store makes a decision durable: the raw mail, the requests, the reply,
+// the intake record. Every step is idempotent, so a retry after a crash
+// stores nothing twice. It runs to completion even when ctx ends (within
+// the operation timeout): a half-stored email would only be redone.
+func (p *Poller) store(ctx context.Context, m *Message, dec *Decision, keepRaw bool, file string) (ids []string, err error) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*p.o.IMAP.Timeout)
+	defer cancel()
+	tmp := func(what string, err error) error {
+		return &storeError{fmt.Errorf("intake: %s: %w: %w", what, ErrTemporary, err)}
+	}
+	ref := queue.MailRef(dec.SourceKey)
+	stored := false
+	if keepRaw {
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, tmp("reopen spool", err)
+		}
+		err = p.o.Queue.PutMail(sctx, ref, f, int64(p.o.IMAP.MaxMessageBytes))
+		_ = f.Close()
+		if err != nil && !errors.Is(err, queue.ErrMailTooLarge) {
+			return nil, tmp("store raw mail", err)
+		}
+		stored = err == nil
+	}
+	for _, r := range dec.Requests {
+		r = r.Clone()
+		if stored {
+			r.MailRef = ref
+		}
+		got, _, err := p.o.Queue.Create(sctx, r, p.o.Actor)
+		if err != nil {
+			return nil, tmp("create request", err)
+		}
+		ids = append(ids, got.ID)
+	}
+	rec := &Record{
+		Ref: ref, Outcome: dec.Outcome, Disposition: string(dec.Disposition), Reason: dec.Reason,
+		Mailbox: m.Mailbox, UIDValidity: m.UIDValidity, UID: m.UID,
+		MessageID: dec.MessageID, From: dec.From, Subject: dec.Subject, Size: m.Size,
+		Stored: stored, Requests: ids, At: p.o.Now().UTC(),
+	}
+	if dec.Reply != nil {
+		if err := p.o.Queue.Enqueue(sctx, dec.Reply); err != nil {
+			return nil, tmp("enqueue reply", err)
+		}
+		rec.Reply = dec.Reply.ID
+	}
+	if err := saveRecord(sctx, p.kv, rec); err != nil {
+		return nil, tmp("intake record", err)
+	}
+	return ids, nil
+}
+
+// storeError is a failure to store in the queue: temporary, and likely to
+// hit every email until the queue is back.
+type storeError struct{ err error }
+
+func (e *storeError) Error() string { return e.err.Error() }
+func (e *storeError) Unwrap() error { return e.err }
+
+// oversize records an email larger than max_message_bytes from its header
+// alone and says where it goes; its body is never downloaded.
+func (s *conn) oversize(ctx context.Context, uid imap.UID, si sizeInfo) (string, error) {
+	p := s.p
+	section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, Peek: true, Partial: &imap.SectionPartial{Offset: 0, Size: maxHeaderPeek}}
+	var hdr []byte
+	err := s.do(ctx, p.o.IMAP.Timeout, "fetch header", func() error {
+		msgs, err := s.c.Fetch(imap.UIDSetNum(uid), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{section}}).Collect()
+		for _, m := range msgs {
+			for _, b := range m.BodySection {
+				hdr = b.Bytes
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	m := &Message{Mailbox: p.o.IMAP.Mailbox, UIDValidity: s.uidVal, UID: uint32(uid), Size: si.size, InternalDate: si.date}
+	dec := tooLargeDecision(hdr, m, int64(p.o.IMAP.MaxMessageBytes))
+	if _, err := p.store(ctx, m, dec, false, ""); err != nil {
+		return "", err
+	}
+	p.emails.Inc(dec.Outcome)
+	p.log.Warn("email too large: set aside unread", "uid", uid, "size", si.size, "limit", int64(p.o.IMAP.MaxMessageBytes), "message_id", dec.MessageID)
+	return s.moveTo(dec.Disposition), nil
+}
+
+// head is what the poller itself reads of a header, for emails the Handler
+// cannot describe.
+type head struct {
+	from, messageID, subject string
+	date                     time.Time
+}
+
+// readHead reads the header of a spool file, bounded.
+func readHead(file string) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxHeaderPeek))
+	if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 {
+		b = b[:i+2]
+	} else if i := bytes.Index(b, []byte("\n\n")); i >= 0 {
+		b = b[:i+1]
+	}
+	return b, err
+}
+
+var wordDecoder = &mime.WordDecoder{CharsetReader: charset.Reader}
+
+// parseHead reads what it can of raw header bytes; a broken header yields
+// empty fields, never an error.
+func parseHead(raw []byte) head {
+	var h head
+	msg, err := mail.ReadMessage(bufio.NewReader(io.MultiReader(bytes.NewReader(raw), strings.NewReader("\r\n\r\n"))))
+	if err != nil {
+		return h
+	}
+	if a, err := mail.ParseAddress(msg.Header.Get("From")); err == nil {
+		h.from = a.Address
+	} else {
+		h.from = oneLine(msg.Header.Get("From"), 200)
+	}
+	h.messageID = strings.Trim(strings.TrimSpace(msg.Header.Get("Message-ID")), "<>")
+	h.messageID = oneLine(h.messageID, 500)
+	subj := msg.Header.Get("Subject")
+	if d, err := wordDecoder.DecodeHeader(subj); err == nil {
+		subj = d
+	}
+	h.subject = oneLine(subj, 200)
+	if t, err := mail.ParseDate(msg.Header.Get("Date")); err == nil {
+		h.date = t
+	}
+	return h
+}
+
+// setAside builds the decision for an email the poller sets aside itself:
+// a rejected request, so that the review queue shows it with its reason.
+func setAside(raw []byte, m *Message, outcome string, code keydesk.ReasonCode, reason string) *Decision {
+	h := parseHead(raw)
+	key := keydesk.SourceKey(h.from, h.messageID, raw)
+	if h.messageID == "" && m.Digest != "" {
+		key = strings.ToLower(h.from) + "\x00sha256:" + m.Digest
+	}
+	date := h.date
+	if date.IsZero() || date.After(time.Now().Add(48*time.Hour)) || date.Year() < 2000 {
+		date = m.InternalDate
+	}
+	if date.IsZero() {
+		date = time.Now()
+	}
+	req := &keydesk.Request{
+		State: keydesk.StateRejected, Requester: h.from, SourceMessageID: h.messageID,
+		SourceDate: date.UTC(), SourceKey: key, Subject: h.subject,
+		Reasons: []keydesk.Reason{{Code: code, Message: reason}},
+		Problem: reason,
+	}
+	req.AddFlag(keydesk.FlagNeedsReview)
+	return &Decision{
+		Outcome: outcome, Disposition: Rejected, SourceKey: key,
+		MessageID: h.messageID, From: h.from, Subject: h.subject,
+		Requests: []*keydesk.Request{req}, Reason: reason,
+	}
+}
+
+func tooLargeDecision(raw []byte, m *Message, limit int64) *Decision {
+	reason := fmt.Sprintf("The email is %s, larger than the %s keydesk accepts; it was set aside unread. Ask the sender to send the request without attachments.",
+		humanBytes(m.Size), humanBytes(limit))
+	return setAside(raw, m, "too-large", keydesk.ReasonTooLarge, reason)
+}
+
+func unreadableDecision(raw []byte, m *Message, cause error) *Decision {
+	reason := "keydesk could not read this email (" + oneLine(cause.Error(), 300) + "); it was set aside. Read it in the rejected mailbox and enter the request by hand if it is one."
+	return setAside(raw, m, "malformed", keydesk.ReasonMalformed, reason)
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+// oneLine makes header text safe to log and store: one line, bounded.
+func oneLine(v string, max int) string {
+	v = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, v)
+	v = strings.Join(strings.Fields(v), " ")
+	if len(v) > max {
+		cut := max
+		for cut > 0 && !utf8.RuneStart(v[cut]) {
+			cut--
+		}
+		v = v[:cut] + "…"
+	}
+	return v
+}
