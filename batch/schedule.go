@@ -24,8 +24,10 @@ func ParseSchedule(spec string) (cron.Schedule, error) {
 	if err != nil {
 		return nil, fmt.Errorf("batch: schedule %q: %w (use five fields: minute hour day-of-month month day-of-week, e.g. \"CRON_TZ=UTC 0 10,16 * * 1-5\")", spec, err)
 	}
-	if e, ok := s.(cron.ConstantDelaySchedule); ok && e.Delay < time.Second {
-		return nil, fmt.Errorf("batch: schedule %q: an interval under one second is not a schedule", spec)
+	if d, ok := strings.CutPrefix(spec, "@every "); ok {
+		if every, err := time.ParseDuration(strings.TrimSpace(d)); err == nil && every < time.Second {
+			return nil, fmt.Errorf("batch: schedule %q: an interval under one second is not a schedule", spec)
+		}
 	}
 	if s.Next(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)).IsZero() {
 		return nil, fmt.Errorf("batch: schedule %q never fires", spec)
