@@ -336,7 +336,7 @@ func attachmentName(label, keyID string) string {
 		for _, r := range norm.NFD.String(strings.ToLower(s)) {
 			switch {
 			case unicode.Is(unicode.Mn, r):
-			case r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' || r == '.':
+			case r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_':
 				b.WriteRune(r)
 				dash = false
 			case !dash && b.Len() > 0:
@@ -347,7 +347,7 @@ func attachmentName(label, keyID string) string {
 				break
 			}
 		}
-		return strings.Trim(b.String(), "-.")
+		return strings.Trim(b.String(), "-")
 	}
 	name := slug(label)
 	if name == "" {
