@@ -1,0 +1,504 @@
+package review
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/queue"
+	"github.com/buildmarkets/keydesk/review/users"
+)
+
+// Error is what a person is told when an action fails: a status, a
+// stable code for scripts and a sentence saying what to do. Err, the
+// cause, is logged and never shown.
+type Error struct {
+	Status int
+	Code   string
+	Msg    string
+	Err    error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return e.Msg + ": " + e.Err.Error()
+	}
+	return e.Msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+func errBadRequest(format string, args ...any) *Error {
+	return &Error{Status: http.StatusBadRequest, Code: "bad_request", Msg: fmt.Sprintf(format, args...)}
+}
+
+func errConflict(code, format string, args ...any) *Error {
+	return &Error{Status: http.StatusConflict, Code: code, Msg: fmt.Sprintf(format, args...)}
+}
+
+func errForbidden(need users.Role) *Error {
+	return &Error{Status: http.StatusForbidden, Code: "forbidden",
+		Msg: fmt.Sprintf("this needs the %s role; ask an admin to change yours in users.yaml", need)}
+}
+
+// asError turns a queue error into one a person can act on.
+func asError(id string, err error) *Error {
+	var e *Error
+	var te *keydesk.TransitionError
+	switch {
+	case errors.As(err, &e):
+		return e
+	case errors.Is(err, keydesk.ErrNotFound):
+		return &Error{Status: http.StatusNotFound, Code: "not_found", Msg: fmt.Sprintf("no request %s", id)}
+	case errors.As(err, &te) && te.Actual != "" && te.Actual != te.From:
+		return errConflict("conflict", "request %s is now %s (someone acted on it first): reload it and decide again", id, te.Actual)
+	case errors.Is(err, keydesk.ErrConflict):
+		return errConflict("conflict", "request %s was changed by someone else since you read it: reload it and decide again", id)
+	case errors.As(err, &te):
+		return errConflict("invalid_state", "request %s is %s: it cannot move to %s", id, te.From, te.To)
+	}
+	return &Error{Status: http.StatusInternalServerError, Code: "internal", Msg: "something went wrong on the server; the log has the details", Err: err}
+}
+
+// action is one staff action on one request.
+type action struct {
+	By       staff
+	ID       string
+	Revision uint64 // the revision the person saw; 0: the current one
+	Reason   string
+	// Correct: the field and its new value.
+	Field, Value string
+	Via          string // "web" or "api", for the audit note
+}
+
+// result is what an action did, in words for the person who took it.
+type result struct {
+	Request *keydesk.Request
+	Message string
+}
+
+const maxReason = 1000
+
+// cleanReason checks a free-text reason: one paragraph of printable text.
+func cleanReason(s string, required bool) (string, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		if required {
+			return "", errBadRequest("give a reason: the requester is told it")
+		}
+		return "", nil
+	}
+	if !utf8.ValidString(s) {
+		return "", errBadRequest("the reason is not valid UTF-8 text")
+	}
+	if n := utf8.RuneCountInString(s); n > maxReason {
+		return "", errBadRequest("the reason is %d characters long: keep it under %d", n, maxReason)
+	}
+	for _, r := range s {
+		if r != '\n' && r != '\r' && r != '\t' && (unicode.IsControl(r) || unicode.Is(unicode.Cf, r)) {
+			return "", errBadRequest("the reason contains the control character %U", r)
+		}
+	}
+	return strings.ReplaceAll(s, "\r\n", "\n"), nil
+}
+
+// load reads the request and checks the revision the person saw.
+func (s *Server) load(ctx context.Context, a action) (*keydesk.Request, error) {
+	if !keydesk.ValidRequestID(a.ID) {
+		return nil, &Error{Status: http.StatusNotFound, Code: "not_found", Msg: "no request " + clip(a.ID, 40) + ": request IDs look like KR-20261127-7QX4"}
+	}
+	r, err := s.o.Queue.Get(ctx, a.ID)
+	if err != nil {
+		return nil, asError(a.ID, err)
+	}
+	if a.Revision != 0 && a.Revision != r.Revision {
+		return nil, errConflict("conflict", "request %s was changed by someone else since you opened it (it is now %s): reload it and decide again", r.ID, r.State)
+	}
+	return r, nil
+}
+
+func (s *Server) note(a action, text string) string {
+	if a.Via == "api" {
+		return text + " (via API)"
+	}
+	return text
+}
+
+// approve adds the staff member's approval; the last approval needed
+// moves the request to approved. Under four eyes the same person cannot
+// count twice.
+func (s *Server) approve(ctx context.Context, a action) (*result, error) {
+	if !a.By.Role.Can(users.Approver) {
+		return nil, errForbidden(users.Approver)
+	}
+	r, err := s.load(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	if r.State != keydesk.StatePendingReview {
+		return nil, errConflict("invalid_state", "request %s is %s: only a request pending review can be approved", r.ID, r.State)
+	}
+	if err := s.approvable(r); err != nil {
+		return nil, err
+	}
+	need := s.approvalsNeeded(r)
+	if r.ApprovedBy(a.By.Name) {
+		return nil, errConflict("already_approved", "you have already approved %s: four eyes needs a second approval from someone else", r.ID)
+	}
+	var others []string
+	for _, ap := range r.Approvals {
+		if !slices.Contains(others, ap.By) {
+			others = append(others, ap.By)
+		}
+	}
+	n := len(others) + 1
+	to := keydesk.StatePendingReview
+	var msg, note string
+	switch {
+	case n >= need && need == 2:
+		to = keydesk.StateApproved
+		note = fmt.Sprintf("approval %d of %d (after %s): approved", n, need, strings.Join(others, ", "))
+		msg = fmt.Sprintf("Approved: second approval after %s. The next batch creates the key.", strings.Join(others, ", "))
+	case n >= need:
+		to = keydesk.StateApproved
+		note = "approved"
+		msg = "Approved. The next batch creates the key."
+	default:
+		note = fmt.Sprintf("approval %d of %d", n, need)
+		msg = fmt.Sprintf("Approval %d of %d recorded: four eyes needs a second approver.", n, need)
+	}
+	out, err := s.o.Queue.Apply(ctx, r.ID, queue.Change{
+		Actor: a.By.Name, Action: "approve", From: keydesk.StatePendingReview, To: to,
+		Revision: r.Revision, Note: s.note(a, note),
+		Mutate: func(x *keydesk.Request) error {
+			x.Approvals = append(x.Approvals, keydesk.Approval{By: a.By.Name, At: s.now().UTC()})
+			return nil
+		},
+	})
+	if err != nil {
+		return nil, asError(r.ID, err)
+	}
+	s.actions.Inc("approve")
+	s.log.Info("review: approve", "request", r.ID, "by", a.By.Name, "state", out.State, "approvals", len(out.Approvals))
+	return &result{Request: out, Message: msg}, nil
+}
+
+// approvable refuses requests a batch could not act on.
+func (s *Server) approvable(r *keydesk.Request) error {
+	var missing []string
+	if !r.Environment.Valid() {
+		missing = append(missing, "environment")
+	}
+	if len(r.Scopes) == 0 {
+		missing = append(missing, "scopes")
+	}
+	if r.Label == "" {
+		missing = append(missing, "label")
+	}
+	if len(missing) > 0 {
+		return errConflict("incomplete", "request %s has no %s: correct it first, or reject it", r.ID, strings.Join(missing, ", "))
+	}
+	if r.Partner == "" {
+		return errConflict("unknown_partner", "request %s comes from a sender of no registered partner: reject or cancel it (add the partner to partners.yaml first if the sender is legitimate)", r.ID)
+	}
+	if _, ok := s.o.Partners().Partner(r.Partner); !ok {
+		return errConflict("unknown_partner", "partner %q of request %s is not in partners.yaml any more", r.Partner, r.ID)
+	}
+	return nil
+}
+
+// reject moves the request to rejected with a reason the requester is
+// told, unless the sender is unknown (no backscatter).
+func (s *Server) reject(ctx context.Context, a action) (*result, error) {
+	if !a.By.Role.Can(users.Approver) {
+		return nil, errForbidden(users.Approver)
+	}
+	reason, err := cleanReason(a.Reason, true)
+	if err != nil {
+		return nil, err
+	}
+	r, err := s.load(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	if r.State != keydesk.StatePendingReview && r.State != keydesk.StateReceived {
+		return nil, errConflict("invalid_state", "request %s is %s: only a request awaiting review can be rejected (cancel it instead)", r.ID, r.State)
+	}
+	out, err := s.o.Queue.Apply(ctx, r.ID, queue.Change{
+		Actor: a.By.Name, Action: "reject", From: r.State, To: keydesk.StateRejected,
+		Revision: r.Revision, Note: s.note(a, "rejected: "+reason),
+		Mutate: func(x *keydesk.Request) error { x.Problem = reason; return nil },
+	})
+	if err != nil {
+		return nil, asError(r.ID, err)
+	}
+	s.actions.Inc("reject")
+	s.log.Info("review: reject", "request", r.ID, "by", a.By.Name)
+	msg := "Rejected. The requester is told why."
+	if out.HasFlag(keydesk.FlagUnknownSender) || out.Partner == "" || out.Requester == "" {
+		msg = "Rejected. The sender is unknown, so no reply is sent."
+	} else if err := s.tellRejection(ctx, out); err != nil {
+		s.log.Error("review: queue rejection email", "request", r.ID, "err", err)
+		msg = "Rejected, but the email to the requester could not be queued (the log has the cause): tell them yourself."
+	}
+	return &result{Request: out, Message: msg}, nil
+}
+
+// rejectionData is what templates/mail/review-rejection.tmpl sees.
+type rejectionData struct {
+	ID, Subject, Label, Reason, Support string
+	Environment                         keydesk.Environment
+	Scopes                              []string
+}
+
+func (s *Server) tellRejection(ctx context.Context, r *keydesk.Request) error {
+	var scopes []string
+	for _, sc := range r.Scopes {
+		scopes = append(scopes, string(sc))
+	}
+	m, err := s.o.Templates.RenderMail("review-rejection", rejectionData{
+		ID: r.ID, Subject: clip(oneLine(r.Subject), 120), Label: r.Label, Reason: r.Problem,
+		Support: s.o.SupportAddress, Environment: r.Environment, Scopes: scopes,
+	})
+	if err != nil {
+		return err
+	}
+	return s.o.Queue.Enqueue(ctx, &keydesk.Outgoing{
+		ID: r.ID + ".rejection", Kind: keydesk.KindRejection, RequestID: r.ID, Partner: r.Partner,
+		To: []string{r.Requester}, Subject: m.Subject, InReplyTo: r.SourceMessageID, Text: m.Body,
+	})
+}
+
+// cancelStates are the states support may cancel from.
+var cancelStates = []keydesk.State{keydesk.StatePendingReview, keydesk.StateApproved, keydesk.StateBlocked, keydesk.StateFailed}
+
+// cancel stops a request before its key is made.
+func (s *Server) cancel(ctx context.Context, a action) (*result, error) {
+	if !a.By.Role.Can(users.Approver) {
+		return nil, errForbidden(users.Approver)
+	}
+	reason, err := cleanReason(a.Reason, false)
+	if err != nil {
+		return nil, err
+	}
+	r, err := s.load(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Contains(cancelStates, r.State) {
+		return nil, errConflict("invalid_state", "request %s is %s: only a request not yet being generated can be cancelled", r.ID, r.State)
+	}
+	note := "cancelled"
+	if reason != "" {
+		note += ": " + reason
+	}
+	out, err := s.o.Queue.Apply(ctx, r.ID, queue.Change{
+		Actor: a.By.Name, Action: "cancel", From: r.State, To: keydesk.StateCancelled,
+		Revision: r.Revision, Note: s.note(a, note),
+		Mutate: func(x *keydesk.Request) error {
+			if reason != "" {
+				x.Problem = reason
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		return nil, asError(r.ID, err)
+	}
+	s.actions.Inc("cancel")
+	s.log.Info("review: cancel", "request", r.ID, "by", a.By.Name)
+	return &result{Request: out, Message: "Cancelled."}, nil
+}
+
+// retry puts a blocked or failed request back to approved once the cause
+// (a contact key, API credentials) is fixed.
+func (s *Server) retry(ctx context.Context, a action) (*result, error) {
+	if !a.By.Role.Can(users.Approver) {
+		return nil, errForbidden(users.Approver)
+	}
+	reason, err := cleanReason(a.Reason, false)
+	if err != nil {
+		return nil, err
+	}
+	r, err := s.load(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	if r.State != keydesk.StateBlocked && r.State != keydesk.StateFailed {
+		return nil, errConflict("invalid_state", "request %s is %s: only a blocked or failed request can be retried", r.ID, r.State)
+	}
+	note := "retry after " + string(r.State)
+	if reason != "" {
+		note += ": " + reason
+	}
+	out, err := s.o.Queue.Apply(ctx, r.ID, queue.Change{
+		Actor: a.By.Name, Action: "retry", From: r.State, To: keydesk.StateApproved,
+		Revision: r.Revision, Note: s.note(a, note),
+	})
+	if err != nil {
+		return nil, asError(r.ID, err)
+	}
+	s.actions.Inc("retry")
+	return &result{Request: out, Message: "Back to approved: the next batch tries again."}, nil
+}
+
+// correct changes one field of what was understood. It is allowed only
+// before approval; earlier approvals were for other content, so they are
+// cleared. The audit note records the old and new value.
+func (s *Server) correct(ctx context.Context, a action) (*result, error) {
+	if !a.By.Role.Can(users.Approver) {
+		return nil, errForbidden(users.Approver)
+	}
+	r, err := s.load(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	if r.State != keydesk.StatePendingReview && r.State != keydesk.StateReceived {
+		return nil, errConflict("invalid_state", "request %s is %s: only a request awaiting review can be corrected", r.ID, r.State)
+	}
+	var mutate func(*keydesk.Request)
+	var note string
+	var drop []keydesk.ReasonCode
+	switch a.Field {
+	case "environment":
+		env, err := keydesk.ParseEnvironment(a.Value)
+		if err != nil {
+			return nil, errBadRequest("%v", err)
+		}
+		if env == r.Environment {
+			return nil, errBadRequest("the environment is already %s", env)
+		}
+		note = fmt.Sprintf("environment: %s → %s", orNone(string(r.Environment)), env)
+		mutate = func(x *keydesk.Request) { x.Environment = env }
+		drop = []keydesk.ReasonCode{keydesk.ReasonMissingEnvironment, keydesk.ReasonInvalidEnvironment}
+	case "scopes":
+		words := strings.FieldsFunc(a.Value, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
+		if len(words) > 2*len(keydesk.Scopes) {
+			return nil, errBadRequest("%d scopes: there are only %d", len(words), len(keydesk.Scopes))
+		}
+		scopes, errs := keydesk.ParseScopes(words)
+		if len(errs) > 0 {
+			return nil, errBadRequest("%v", errors.Join(errs...))
+		}
+		if len(scopes) == 0 {
+			return nil, errBadRequest("name at least one scope, separated by commas or spaces")
+		}
+		if slices.Equal(scopes, r.Scopes) {
+			return nil, errBadRequest("the scopes are already %s", scopeList(scopes))
+		}
+		note = fmt.Sprintf("scopes: %s → %s", orNone(scopeList(r.Scopes)), scopeList(scopes))
+		mutate = func(x *keydesk.Request) { x.Scopes = scopes }
+		drop = []keydesk.ReasonCode{keydesk.ReasonMissingScopes, keydesk.ReasonUnknownScope}
+	case "label":
+		l, err := keydesk.ParseLabel(a.Value)
+		if err != nil {
+			return nil, errBadRequest("%v", err)
+		}
+		if l == r.Label {
+			return nil, errBadRequest("the label is already %q", l)
+		}
+		note = fmt.Sprintf("label: %q → %q", r.Label, l)
+		mutate = func(x *keydesk.Request) { x.Label = l }
+		drop = []keydesk.ReasonCode{keydesk.ReasonMissingLabel, keydesk.ReasonInvalidLabel}
+	default:
+		return nil, errBadRequest("cannot correct %q: the fields are environment, scopes and label", clip(a.Field, 40))
+	}
+	if len(r.Approvals) > 0 {
+		note += " (earlier approvals cleared)"
+	}
+	reg := s.o.Partners()
+	out, err := s.o.Queue.Apply(ctx, r.ID, queue.Change{
+		Actor: a.By.Name, Action: "correct", From: r.State, Revision: r.Revision, Note: s.note(a, note),
+		Mutate: func(x *keydesk.Request) error {
+			mutate(x)
+			x.Approvals = nil
+			x.Reasons = slices.DeleteFunc(x.Reasons, func(re keydesk.Reason) bool { return slices.Contains(drop, re.Code) })
+			refreshFlags(x, reg)
+			return nil
+		},
+	})
+	if err != nil {
+		return nil, asError(r.ID, err)
+	}
+	s.actions.Inc("correct")
+	s.log.Info("review: correct", "request", r.ID, "by", a.By.Name, "field", a.Field)
+	return &result{Request: out, Message: "Corrected: " + note + "."}, nil
+}
+
+// refreshFlags recomputes the flags that follow from the content.
+func refreshFlags(r *keydesk.Request, reg *keydesk.Registry) {
+	content := []keydesk.Flag{keydesk.FlagProduction, keydesk.FlagKeysManage, keydesk.FlagScopeNotAllowed}
+	r.Flags = slices.DeleteFunc(r.Flags, func(f keydesk.Flag) bool { return slices.Contains(content, f) })
+	if r.Environment == keydesk.Production {
+		r.AddFlag(keydesk.FlagProduction)
+	}
+	if slices.Contains(r.Scopes, keydesk.ScopeKeysManage) {
+		r.AddFlag(keydesk.FlagKeysManage)
+	}
+	if p, ok := reg.Partner(r.Partner); ok {
+		for _, sc := range r.Scopes {
+			if !p.Allows(sc) {
+				r.AddFlag(keydesk.FlagScopeNotAllowed)
+			}
+		}
+	}
+}
+
+// runBatch asks the batch role to run now.
+func (s *Server) runBatch(ctx context.Context, by staff) (*result, *keydesk.Batch, error) {
+	if !by.Role.Can(users.Admin) {
+		return nil, nil, errForbidden(users.Admin)
+	}
+	b, err := s.o.Queue.RequestBatch(ctx, by.Name)
+	if err != nil {
+		return nil, nil, &Error{Status: http.StatusInternalServerError, Code: "internal", Msg: "the batch could not be requested; the log has the cause", Err: err}
+	}
+	s.actions.Inc("run-batch")
+	s.audit(ctx, by.Name, "run-batch", b.ID, "asked for a batch run now")
+	s.log.Info("review: batch requested", "batch", b.ID, "by", by.Name)
+	return &result{Message: "Batch " + b.ID + " requested: a batch worker starts it shortly."}, b, nil
+}
+
+// audit records a staff event; a failure is logged, never shown.
+func (s *Server) audit(ctx context.Context, who, what, ref, change string) {
+	if ref == "" {
+		ref = who
+	}
+	err := s.o.Queue.Record(context.WithoutCancel(ctx), "staff", keydesk.Event{Ref: ref, Actor: who, Action: what, Change: change})
+	if err != nil {
+		s.log.Error("review: audit", "action", what, "by", who, "err", err)
+	}
+}
+
+func scopeList(ss []keydesk.Scope) string {
+	parts := make([]string, len(ss))
+	for i, s := range ss {
+		parts[i] = string(s)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+// clip shortens hostile input quoted back in a message.
+func clip(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	return string([]rune(s)[:n]) + "…"
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}

@@ -1,0 +1,234 @@
+package review
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/buildmarkets/keydesk/queue"
+	"github.com/buildmarkets/keydesk/review/users"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
+)
+
+// session is what the sessions bucket holds for one login. The cookie
+// value is never stored: the key is its SHA-256.
+type session struct {
+	User    string    `json:"user"`
+	CSRF    string    `json:"csrf"`
+	Created time.Time `json:"created"`
+	Seen    time.Time `json:"seen"`
+
+	key string
+	rev uint64
+}
+
+// staff is who makes a request, from a session or a token.
+type staff struct {
+	Name string
+	Role users.Role
+	sess *session // nil for API tokens
+}
+
+// maxSessionLife ends even a busy session: a stolen cookie is not good
+// forever.
+const maxSessionLife = 12 * time.Hour
+
+func (s *Server) cookieName() string {
+	if s.o.InsecureCookie {
+		return "keydesk_session"
+	}
+	// __Host- makes browsers insist on Secure, Path=/ and no Domain.
+	return "__Host-keydesk_session"
+}
+
+func randomToken() string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic(fmt.Sprintf("review: crypto/rand: %v", err))
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func sessionKey(cookie string) string {
+	sum := sha256.Sum256([]byte(cookie))
+	return hex.EncodeToString(sum[:])
+}
+
+func (s *Server) sessions() jetstream.KeyValue { return s.o.Queue.KV(queue.BucketSessions) }
+
+// newSession stores a session for user and sets its cookie.
+func (s *Server) newSession(ctx context.Context, w http.ResponseWriter, user string) error {
+	cookie := randomToken()
+	now := s.now().UTC()
+	se := session{User: user, CSRF: randomToken(), Created: now, Seen: now}
+	data, err := json.Marshal(se)
+	if err != nil {
+		return err
+	}
+	if _, err := s.sessions().Create(ctx, sessionKey(cookie), data); err != nil {
+		return fmt.Errorf("review: store session: %w", err)
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: s.cookieName(), Value: cookie, Path: "/",
+		HttpOnly: true, Secure: !s.o.InsecureCookie, SameSite: http.SameSiteStrictMode,
+	})
+	return nil
+}
+
+func (s *Server) clearCookie(w http.ResponseWriter) {
+	http.SetCookie(w, &http.Cookie{
+		Name: s.cookieName(), Value: "", Path: "/", MaxAge: -1,
+		HttpOnly: true, Secure: !s.o.InsecureCookie, SameSite: http.SameSiteStrictMode,
+	})
+}
+
+// sessionStaff returns the signed-in staff member of a UI request, or nil.
+// A session idle too long, too old, or whose user is gone or has no
+// password any more is ended. The role is read from users.yaml each time,
+// so a change of role takes effect at once.
+func (s *Server) sessionStaff(r *http.Request) (*staff, error) {
+	c, err := r.Cookie(s.cookieName())
+	if err != nil || c.Value == "" || len(c.Value) > 128 {
+		return nil, nil
+	}
+	key := sessionKey(c.Value)
+	ctx := r.Context()
+	e, err := s.sessions().Get(ctx, key)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("review: read session: %w", err)
+	}
+	var se session
+	if err := json.Unmarshal(e.Value(), &se); err != nil {
+		_ = s.sessions().Purge(ctx, key)
+		return nil, nil
+	}
+	se.key, se.rev = key, e.Revision()
+	now := s.now().UTC()
+	u, ok := s.o.Users().Lookup(se.User)
+	if now.Sub(se.Seen) > s.o.SessionIdle || now.Sub(se.Created) > maxSessionLife || !ok || u.PasswordHash == "" {
+		_ = s.sessions().Purge(ctx, key)
+		return nil, nil
+	}
+	// Touch at most once a minute (or a tenth of the idle time): a page
+	// load should not cost a write.
+	if now.Sub(se.Seen) > min(time.Minute, s.o.SessionIdle/10) {
+		se.Seen = now
+		if data, err := json.Marshal(se); err == nil {
+			if rev, err := s.sessions().Update(ctx, key, data, se.rev); err == nil {
+				se.rev = rev
+			}
+		}
+	}
+	return &staff{Name: u.Name, Role: u.Role, sess: &se}, nil
+}
+
+// endSession removes the session of the request.
+func (s *Server) endSession(ctx context.Context, st *staff) {
+	if st != nil && st.sess != nil {
+		_ = s.sessions().Purge(ctx, st.sess.key)
+	}
+}
+
+// checkCSRF compares the form's token with the session's.
+func checkCSRF(r *http.Request, st *staff) bool {
+	if st == nil || st.sess == nil {
+		return false
+	}
+	got := r.PostFormValue("csrf")
+	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(st.sess.CSRF)) == 1
+}
+
+// sweepSessions removes sessions past their idle time or life.
+func (s *Server) sweepSessions(ctx context.Context) (int, error) {
+	kv := s.sessions()
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = keys.Stop() }()
+	now := s.now().UTC()
+	n := 0
+	for k := range keys.Keys() {
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		var se session
+		if json.Unmarshal(e.Value(), &se) != nil || now.Sub(se.Seen) > s.o.SessionIdle || now.Sub(se.Created) > maxSessionLife {
+			if kv.Purge(ctx, k) == nil {
+				n++
+			}
+		}
+	}
+	return n, nil
+}
+
+// loginLimiter bounds login attempts per name and per client address,
+// and bad API tokens per address.
+type loginLimiter struct {
+	mu     sync.Mutex
+	byName map[string]*rate.Limiter
+	byIP   map[string]*rate.Limiter
+}
+
+// Login rates: a person mistyping gets a few tries at once, then one
+// every 20 s per name; an address gets 10, then one every 6 s.
+const (
+	maxLimiters = 10000
+	nameBurst   = 5
+	nameEvery   = 20 * time.Second
+	ipBurst     = 10
+	ipEvery     = 6 * time.Second
+)
+
+func newLoginLimiter() *loginLimiter {
+	return &loginLimiter{byName: map[string]*rate.Limiter{}, byIP: map[string]*rate.Limiter{}}
+}
+
+func take(m map[string]*rate.Limiter, key string, every time.Duration, burst int, now time.Time) bool {
+	l, ok := m[key]
+	if !ok {
+		if len(m) >= maxLimiters {
+			clear(m) // bounded memory; an attacker spraying keys resets only their own budget
+		}
+		l = rate.NewLimiter(rate.Every(every), burst)
+		m[key] = l
+	}
+	return l.AllowN(now, 1)
+}
+
+// allow reports whether a login for name from ip may be tried now.
+func (l *loginLimiter) allow(name, ip string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	okIP := take(l.byIP, ip, ipEvery, ipBurst, now)
+	if name == "" {
+		return okIP
+	}
+	okName := take(l.byName, name, nameEvery, nameBurst, now)
+	return okIP && okName
+}
+
+// clientIP is the connection's address. X-Forwarded-For is not trusted:
+// any client could write it (see docs/review.md for proxies).
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

@@ -1,0 +1,731 @@
+package review
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/queue"
+	"github.com/buildmarkets/keydesk/review/users"
+)
+
+// pageData is what every page template sees; each page uses its part.
+type pageData struct {
+	Title  string
+	Nav    string
+	Staff  *staff
+	Error  string
+	Notice string
+	Now    time.Time
+
+	// login
+	Next     string
+	Username string
+
+	// queue
+	Queue *queueView
+
+	// request
+	Req *requestView
+
+	// batches
+	Batches *batchesView
+
+	// audit
+	Audit *auditView
+}
+
+// CSRF is the session's form token.
+func (p pageData) CSRF() string {
+	if p.Staff == nil || p.Staff.sess == nil {
+		return ""
+	}
+	return p.Staff.sess.CSRF
+}
+
+// Can reports whether the signed-in staff member has role need.
+func (p pageData) Can(need string) bool {
+	return p.Staff != nil && p.Staff.Role.Can(users.Role(need))
+}
+
+func (s *Server) render(w http.ResponseWriter, status int, page string, d pageData) {
+	if d.Now.IsZero() {
+		d.Now = s.now()
+	}
+	var buf bytes.Buffer
+	if err := s.pages[page].ExecuteTemplate(&buf, "layout", d); err != nil {
+		s.log.Error("review: render", "page", page, "err", err)
+		http.Error(w, "the page could not be rendered; the log has the cause", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+func (s *Server) funcs() template.FuncMap {
+	return template.FuncMap{
+		"ago": func(t time.Time) string { return ago(s.now(), t) },
+		"when": func(t time.Time) string {
+			if t.IsZero() {
+				return "—"
+			}
+			return t.In(s.o.Location).Format("2006-01-02 15:04 MST")
+		},
+		"whenUTC": func(t time.Time) string {
+			if t.IsZero() {
+				return "—"
+			}
+			return t.UTC().Format("2006-01-02 15:04:05Z")
+		},
+		"fingerprint": groupFingerprint,
+		"grants":      func(sc keydesk.Scope) string { return sc.Grants() },
+		"join":        strings.Join,
+		"stateClass":  stateClass,
+		"scopeList":   scopeList,
+		"add":         func(a, b int) int { return a + b },
+		"until":       func(t time.Time) string { return ago(t, s.now()) },
+		"list":        func(xs ...string) []string { return xs },
+	}
+}
+
+func ago(now, t time.Time) string {
+	if t.IsZero() {
+		return "—"
+	}
+	d := now.Sub(t)
+	switch {
+	case d < 0:
+		return "just now"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh %02dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}
+
+func groupFingerprint(fp string) string {
+	var b strings.Builder
+	for i, r := range fp {
+		if i > 0 && i%4 == 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func stateClass(st keydesk.State) string {
+	switch st {
+	case keydesk.StatePendingReview, keydesk.StateReceived:
+		return "pending"
+	case keydesk.StateApproved, keydesk.StateGenerating, keydesk.StateGenerated:
+		return "progress"
+	case keydesk.StateDelivered:
+		return "ok"
+	case keydesk.StateRejected, keydesk.StateCancelled, keydesk.StateRevoked:
+		return "closed"
+	}
+	return "bad"
+}
+
+// --- login ---
+
+func (s *Server) getLogin(w http.ResponseWriter, r *http.Request) {
+	if st, _ := s.sessionStaff(r); st != nil {
+		http.Redirect(w, r, safeNext(r.URL.Query().Get("next")), http.StatusSeeOther)
+		return
+	}
+	s.render(w, http.StatusOK, "login", pageData{Title: "Sign in", Next: safeNext(r.URL.Query().Get("next"))})
+}
+
+func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) {
+	name := strings.TrimSpace(r.PostFormValue("username"))
+	password := r.PostFormValue("password")
+	next := safeNext(r.PostFormValue("next"))
+	d := pageData{Title: "Sign in", Next: next, Username: clip(name, 64)}
+	if len(name) > 64 {
+		name = name[:64]
+	}
+	if !s.logins.allow(name, clientIP(r), s.now()) {
+		s.actions.Inc("login-throttled")
+		s.audit(r.Context(), "anonymous", "login-throttled", "", fmt.Sprintf("from %s as %q", clientIP(r), clip(name, 64)))
+		w.Header().Set("Retry-After", strconv.Itoa(int(nameEvery.Seconds())))
+		d.Error = "Too many sign-in attempts. Wait a minute and try again."
+		s.render(w, http.StatusTooManyRequests, "login", d)
+		return
+	}
+	u, err := s.o.Users().Authenticate(name, password)
+	if err != nil {
+		s.actions.Inc("login-failed")
+		ref := "anonymous"
+		if _, ok := s.o.Users().Lookup(name); ok {
+			ref = name
+		}
+		s.audit(r.Context(), ref, "login-failed", ref, fmt.Sprintf("from %s as %q", clientIP(r), clip(name, 64)))
+		s.log.Warn("review: login failed", "user", clip(name, 64), "ip", clientIP(r))
+		d.Error = "Wrong name or password."
+		s.render(w, http.StatusUnauthorized, "login", d)
+		return
+	}
+	if err := s.newSession(r.Context(), w, u.Name); err != nil {
+		s.renderError(w, r, nil, asError("", err))
+		return
+	}
+	s.actions.Inc("login")
+	s.audit(r.Context(), u.Name, "login", u.Name, "from "+clientIP(r))
+	s.log.Info("review: login", "user", u.Name, "ip", clientIP(r))
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+func (s *Server) postLogout(w http.ResponseWriter, r *http.Request, st *staff) error {
+	s.endSession(r.Context(), st)
+	s.clearCookie(w)
+	s.audit(r.Context(), st.Name, "logout", st.Name, "")
+	http.Redirect(w, r, "/login", http.StatusSeeOther)
+	return nil
+}
+
+// --- queue ---
+
+type queueView struct {
+	Rows     []rowView
+	Counts   []stateCount
+	Total    int
+	Shown    int
+	State    string
+	Env      string
+	Partner  string
+	Partners []string
+	Envs     []keydesk.Environment
+}
+
+type stateCount struct {
+	State keydesk.State
+	N     int
+}
+
+type rowView struct {
+	R         *keydesk.Request
+	Flags     []flagView
+	Approvals string
+}
+
+// maxRows bounds the queue page.
+const maxRows = 500
+
+func (s *Server) getQueue(w http.ResponseWriter, r *http.Request, st *staff) error {
+	q := r.URL.Query()
+	v := &queueView{State: q.Get("state"), Env: q.Get("environment"), Partner: q.Get("partner"), Envs: keydesk.Environments}
+	if v.State != "" && !keydesk.State(v.State).Valid() {
+		return errBadRequest("state %q is not one of the request states", clip(v.State, 40))
+	}
+	if v.Env != "" && !keydesk.Environment(v.Env).Valid() {
+		return errBadRequest("environment %q is not sandbox or production", clip(v.Env, 40))
+	}
+	all, err := s.o.Queue.List(r.Context(), queue.Filter{})
+	if err != nil {
+		return err
+	}
+	reg := s.o.Partners()
+	counts := map[keydesk.State]int{}
+	partners := map[string]bool{}
+	for _, x := range all {
+		counts[x.State]++
+		if x.Partner != "" {
+			partners[x.Partner] = true
+		}
+	}
+	for _, p := range reg.Partners {
+		partners[p.ID] = true
+	}
+	for p := range partners {
+		v.Partners = append(v.Partners, p)
+	}
+	slices.Sort(v.Partners)
+	for _, stt := range keydesk.States {
+		if counts[stt] > 0 {
+			v.Counts = append(v.Counts, stateCount{stt, counts[stt]})
+		}
+	}
+	v.Total = len(all)
+	var rows []*keydesk.Request
+	for _, x := range all {
+		if (v.State == "" || string(x.State) == v.State) && (v.Env == "" || string(x.Environment) == v.Env) && (v.Partner == "" || x.Partner == v.Partner) {
+			rows = append(rows, x)
+		}
+	}
+	sortQueue(rows)
+	v.Shown = len(rows)
+	if len(rows) > maxRows {
+		rows = rows[:maxRows]
+	}
+	now := s.now()
+	for _, x := range rows {
+		rv := rowView{R: x, Flags: riskFlags(x, reg, now)}
+		if x.State == keydesk.StatePendingReview {
+			rv.Approvals = fmt.Sprintf("%d/%d", len(x.Approvals), s.approvalsNeeded(x))
+		}
+		v.Rows = append(v.Rows, rv)
+	}
+	s.render(w, http.StatusOK, "queue", pageData{Title: "Queue", Nav: "queue", Staff: st, Queue: v})
+	return nil
+}
+
+// sortQueue puts requests awaiting review first, oldest first (the one
+// waiting longest is the next to look at); then the rest, latest change
+// first.
+func sortQueue(rs []*keydesk.Request) {
+	waiting := func(r *keydesk.Request) bool {
+		return r.State == keydesk.StatePendingReview || r.State == keydesk.StateReceived
+	}
+	slices.SortStableFunc(rs, func(a, b *keydesk.Request) int {
+		wa, wb := waiting(a), waiting(b)
+		switch {
+		case wa && !wb:
+			return -1
+		case wb && !wa:
+			return 1
+		case wa:
+			if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+				return c
+			}
+			return strings.Compare(a.ID, b.ID)
+		}
+		if c := b.UpdatedAt.Compare(a.UpdatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+}
+
+// flagView is one risk flag as shown.
+type flagView struct {
+	Code  string
+	Text  string
+	Title string
+	Level string // danger, warn, info
+}
+
+var flagTexts = map[keydesk.Flag]flagView{
+	keydesk.FlagProduction:         {Text: "production", Title: "a live key: four eyes applies if configured", Level: "danger"},
+	keydesk.FlagKeysManage:         {Text: "keys:manage", Title: "this key could create and revoke other keys", Level: "danger"},
+	keydesk.FlagScopeNotAllowed:    {Text: "scope not allowed", Title: "a scope outside the partner's allowed set", Level: "danger"},
+	keydesk.FlagDMARCNotPassed:     {Text: "DMARC not passed", Title: "our MTA did not stamp dmarc=pass: the sender may be forged", Level: "danger"},
+	keydesk.FlagUnknownSender:      {Text: "unknown sender", Title: "the sender is no requester of a registered partner", Level: "danger"},
+	keydesk.FlagForwarded:          {Text: "forwarded by RM", Title: "forwarded by a Relationship Manager: check the original sender", Level: "warn"},
+	keydesk.FlagContactKeyExpiring: {Text: "contact key expiring", Title: "the technical contact's key expires within 30 days", Level: "warn"},
+	keydesk.FlagNeedsReview:        {Text: "needs review", Title: "not a clear key request", Level: "warn"},
+}
+
+// riskFlags are the request's flags and those that follow from the
+// registry now (a key that has started to expire since intake, say).
+func riskFlags(r *keydesk.Request, reg *keydesk.Registry, now time.Time) []flagView {
+	fl := slices.Clone(r.Flags)
+	add := func(f keydesk.Flag) {
+		if !slices.Contains(fl, f) {
+			fl = append(fl, f)
+		}
+	}
+	if r.Environment == keydesk.Production {
+		add(keydesk.FlagProduction)
+	}
+	if slices.Contains(r.Scopes, keydesk.ScopeKeysManage) {
+		add(keydesk.FlagKeysManage)
+	}
+	if r.Partner == "" {
+		add(keydesk.FlagUnknownSender)
+	}
+	if p, ok := reg.Partner(r.Partner); ok {
+		for _, sc := range r.Scopes {
+			if !p.Allows(sc) {
+				add(keydesk.FlagScopeNotAllowed)
+			}
+		}
+		if exp := p.TechnicalContact.KeyExpires; !exp.IsZero() && exp.Sub(now) < 30*24*time.Hour {
+			add(keydesk.FlagContactKeyExpiring)
+		}
+	}
+	order := []keydesk.Flag{keydesk.FlagUnknownSender, keydesk.FlagDMARCNotPassed, keydesk.FlagScopeNotAllowed, keydesk.FlagKeysManage,
+		keydesk.FlagProduction, keydesk.FlagForwarded, keydesk.FlagContactKeyExpiring, keydesk.FlagNeedsReview}
+	slices.SortStableFunc(fl, func(a, b keydesk.Flag) int { return rank(order, a) - rank(order, b) })
+	out := make([]flagView, 0, len(fl))
+	for _, f := range fl {
+		v, ok := flagTexts[f]
+		if !ok {
+			v = flagView{Text: string(f), Level: "info"}
+		}
+		v.Code = string(f)
+		out = append(out, v)
+	}
+	return out
+}
+
+func rank(order []keydesk.Flag, f keydesk.Flag) int {
+	if i := slices.Index(order, f); i >= 0 {
+		return i
+	}
+	return len(order)
+}
+
+// --- request page ---
+
+type requestView struct {
+	R          *keydesk.Request
+	Flags      []flagView
+	Partner    *keydesk.Partner
+	KeyExpiry  string
+	KeyWarn    bool
+	FourEyes   bool
+	Need       int
+	History    []queue.AuditEntry
+	Mail       *mailView
+	CanApprove bool
+	CanReject  bool
+	CanCancel  bool
+	CanRetry   bool
+	CanCorrect bool
+	ApprovedBy bool
+	ScopesText string
+	Form       url.Values // what the person typed, kept after an error
+	AllScopes  []keydesk.Scope
+	Envs       []keydesk.Environment
+}
+
+// done messages after an action, by code, so no text travels in URLs.
+var doneMessages = map[string]string{
+	"approved":  "Approved. The next batch creates the key.",
+	"approval1": "Your approval is recorded: four eyes needs a second approver.",
+	"rejected":  "Rejected.",
+	"cancelled": "Cancelled.",
+	"corrected": "Corrected.",
+	"retried":   "Back to approved: the next batch tries again.",
+}
+
+func (s *Server) getRequest(w http.ResponseWriter, r *http.Request, st *staff) error {
+	notice := doneMessages[r.URL.Query().Get("done")]
+	return s.showRequest(w, r, st, http.StatusOK, notice, "", nil)
+}
+
+func (s *Server) showRequest(w http.ResponseWriter, r *http.Request, st *staff, status int, notice, errMsg string, form url.Values) error {
+	id := strings.ToUpper(r.PathValue("id"))
+	if !keydesk.ValidRequestID(id) {
+		return &Error{Status: http.StatusNotFound, Code: "not_found", Msg: "no request " + clip(id, 40) + ": request IDs look like KR-20261127-7QX4"}
+	}
+	ctx := r.Context()
+	req, err := s.o.Queue.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	v := s.requestView(ctx, st, req)
+	v.Form = form
+	if form != nil {
+		v.ScopesText = form.Get("value")
+	}
+	s.render(w, status, "request", pageData{Title: req.ID, Nav: "queue", Staff: st, Req: v, Notice: notice, Error: errMsg})
+	return nil
+}
+
+func (s *Server) requestView(ctx context.Context, st *staff, req *keydesk.Request) *requestView {
+	now := s.now()
+	reg := s.o.Partners()
+	v := &requestView{
+		R: req, Flags: riskFlags(req, reg, now), FourEyes: s.fourEyes(req), Need: s.approvalsNeeded(req),
+		ScopesText: scopeList(req.Scopes), AllScopes: keydesk.Scopes, Envs: keydesk.Environments,
+		ApprovedBy: req.ApprovedBy(st.Name),
+	}
+	if p, ok := reg.Partner(req.Partner); ok {
+		v.Partner = p
+		if exp := p.TechnicalContact.KeyExpires; exp.IsZero() {
+			v.KeyExpiry = "does not expire"
+		} else {
+			days := int(exp.Sub(now).Hours() / 24)
+			v.KeyExpiry = fmt.Sprintf("%s (in %d days)", exp.In(s.o.Location).Format("2006-01-02"), days)
+			if days < 0 {
+				v.KeyExpiry = fmt.Sprintf("%s (EXPIRED %d days ago)", exp.In(s.o.Location).Format("2006-01-02"), -days)
+			}
+			v.KeyWarn = days < 30
+		}
+	}
+	can := st.Role.Can(users.Approver)
+	waiting := req.State == keydesk.StatePendingReview || req.State == keydesk.StateReceived
+	v.CanApprove = can && req.State == keydesk.StatePendingReview
+	v.CanReject = can && waiting
+	v.CanCorrect = can && waiting
+	v.CanCancel = can && slices.Contains(cancelStates, req.State)
+	v.CanRetry = can && (req.State == keydesk.StateBlocked || req.State == keydesk.StateFailed)
+	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	// The audit stream is filled by the server a moment after a change:
+	// wait briefly so the page shows the action just taken.
+	if h, err := s.o.Queue.History(hctx, req.ID, time.Second); err == nil {
+		v.History = h
+	} else {
+		s.log.Warn("review: history", "request", req.ID, "err", err)
+	}
+	v.Mail = s.loadMail(hctx, req)
+	return v
+}
+
+func (s *Server) postRequest(w http.ResponseWriter, r *http.Request, st *staff) error {
+	a := action{By: *st, ID: strings.ToUpper(r.PathValue("id")), Reason: r.PostFormValue("reason"),
+		Field: r.PostFormValue("field"), Value: r.PostFormValue("value"), Via: "web"}
+	if rev := r.PostFormValue("revision"); rev != "" {
+		n, err := strconv.ParseUint(rev, 10, 64)
+		if err != nil {
+			return errBadRequest("bad revision")
+		}
+		a.Revision = n
+	}
+	var res *result
+	var err error
+	var done string
+	switch r.PathValue("action") {
+	case "approve":
+		res, err = s.approve(r.Context(), a)
+		done = "approved"
+		if err == nil && res.Request.State == keydesk.StatePendingReview {
+			done = "approval1"
+		}
+	case "reject":
+		res, err = s.reject(r.Context(), a)
+		done = "rejected"
+	case "cancel":
+		res, err = s.cancel(r.Context(), a)
+		done = "cancelled"
+	case "correct":
+		res, err = s.correct(r.Context(), a)
+		done = "corrected"
+	case "retry":
+		res, err = s.retry(r.Context(), a)
+		done = "retried"
+	default:
+		return &Error{Status: http.StatusNotFound, Code: "not_found", Msg: "no such action"}
+	}
+	if err != nil {
+		e := asError(a.ID, err)
+		if e.Status == http.StatusNotFound || e.Status >= 500 {
+			return e
+		}
+		// Show the request again, as it is now, with what went wrong.
+		return s.showRequest(w, r, st, e.Status, "", e.Msg, r.PostForm)
+	}
+	if res.Message != doneMessages[done] && done == "rejected" {
+		// Rejection's message varies (reply sent or not): show it directly.
+		return s.showRequest(w, r, st, http.StatusOK, res.Message, "", nil)
+	}
+	http.Redirect(w, r, "/requests/"+url.PathEscape(a.ID)+"?done="+done, http.StatusSeeOther)
+	return nil
+}
+
+// --- batches ---
+
+type batchesView struct {
+	Next     time.Time
+	Location string
+	List     []*keydesk.Batch
+}
+
+const maxBatches = 100
+
+func (s *Server) getBatches(w http.ResponseWriter, r *http.Request, st *staff) error {
+	return s.showBatches(w, r, st, "")
+}
+
+func (s *Server) showBatches(w http.ResponseWriter, r *http.Request, st *staff, notice string) error {
+	v := &batchesView{Location: s.o.Location.String()}
+	if s.o.NextRun != nil {
+		v.Next = s.o.NextRun(s.now())
+	}
+	list, err := s.o.Queue.ListBatches(r.Context())
+	if err != nil {
+		return err
+	}
+	if len(list) > maxBatches {
+		list = list[:maxBatches]
+	}
+	v.List = list
+	s.render(w, http.StatusOK, "batches", pageData{Title: "Batches", Nav: "batches", Staff: st, Batches: v, Notice: notice})
+	return nil
+}
+
+func (s *Server) postBatches(w http.ResponseWriter, r *http.Request, st *staff) error {
+	res, _, err := s.runBatch(r.Context(), *st)
+	if err != nil {
+		return err
+	}
+	return s.showBatches(w, r, st, res.Message)
+}
+
+// --- audit ---
+
+type auditView struct {
+	Entries []queue.AuditEntry
+	Kind    string
+	Ref     string
+	Actor   string
+	Action  string
+	Older   uint64 // the "before" cursor of the next page; 0: none
+	Query   string // the filters, for the export link
+}
+
+// auditWindow bounds how far back one audit page reads.
+const (
+	auditWindow = 5000
+	auditPage   = 300
+)
+
+var auditKinds = []string{"request", "batch", "staff", "system"}
+
+func parseAuditFilter(q url.Values) (*auditView, error) {
+	v := &auditView{Kind: q.Get("kind"), Ref: strings.TrimSpace(q.Get("ref")), Actor: strings.TrimSpace(q.Get("actor")), Action: strings.TrimSpace(q.Get("action"))}
+	if v.Kind != "" && !slices.Contains(auditKinds, v.Kind) {
+		return nil, errBadRequest("kind %q: use request, batch, staff or system", clip(v.Kind, 40))
+	}
+	if v.Ref != "" && v.Kind == "" {
+		if keydesk.ValidRequestID(v.Ref) {
+			v.Kind = "request"
+		} else {
+			return nil, errBadRequest("choose a kind to filter on a reference")
+		}
+	}
+	if v.Kind == "request" && v.Ref != "" {
+		v.Ref = strings.ToUpper(v.Ref)
+	}
+	for _, f := range []string{v.Ref, v.Actor, v.Action} {
+		if len(f) > 100 {
+			return nil, errBadRequest("a filter is longer than 100 characters")
+		}
+	}
+	return v, nil
+}
+
+func (v *auditView) match(e queue.AuditEntry) bool {
+	return (v.Actor == "" || strings.EqualFold(e.Actor, v.Actor)) && (v.Action == "" || strings.EqualFold(e.Action, v.Action))
+}
+
+func (v *auditView) query() queue.AuditQuery {
+	return queue.AuditQuery{Kind: v.Kind, Ref: v.Ref}
+}
+
+func (s *Server) auditLastSeq(ctx context.Context) (uint64, error) {
+	st, err := s.o.Queue.JS.Stream(ctx, queue.StreamAudit)
+	if err != nil {
+		return 0, err
+	}
+	return st.CachedInfo().State.LastSeq, nil
+}
+
+func (s *Server) getAudit(w http.ResponseWriter, r *http.Request, st *staff) error {
+	q := r.URL.Query()
+	v, err := parseAuditFilter(q)
+	if err != nil {
+		return err
+	}
+	ctx := r.Context()
+	before, _ := strconv.ParseUint(q.Get("before"), 10, 64)
+	if before == 0 {
+		last, err := s.auditLastSeq(ctx)
+		if err != nil {
+			return err
+		}
+		before = last + 1
+	}
+	aq := v.query()
+	if before > auditWindow {
+		aq.After = before - 1 - auditWindow
+	}
+	entries, err := s.o.Queue.Audit(ctx, aq)
+	if err != nil {
+		return err
+	}
+	for i := len(entries) - 1; i >= 0 && len(v.Entries) < auditPage; i-- {
+		e := entries[i]
+		if e.Seq < before && v.match(e) {
+			v.Entries = append(v.Entries, e)
+		}
+	}
+	if aq.After > 0 || len(v.Entries) == auditPage {
+		low := aq.After + 1
+		if n := len(v.Entries); n == auditPage {
+			low = v.Entries[n-1].Seq
+		}
+		if low > 1 {
+			v.Older = low
+		}
+	}
+	vals := url.Values{}
+	for k, x := range map[string]string{"kind": v.Kind, "ref": v.Ref, "actor": v.Actor, "action": v.Action} {
+		if x != "" {
+			vals.Set(k, x)
+		}
+	}
+	v.Query = vals.Encode()
+	s.render(w, http.StatusOK, "audit", pageData{Title: "Audit", Nav: "audit", Staff: st, Audit: v})
+	return nil
+}
+
+// auditLine is one exported audit event.
+type auditLine struct {
+	Seq   uint64        `json:"seq"`
+	Kind  string        `json:"kind"`
+	Event keydesk.Event `json:"event"`
+	State keydesk.State `json:"state,omitempty"`
+}
+
+// getAuditExport streams every matching event as JSON lines, oldest
+// first, reading the stream in pages so memory stays bounded.
+func (s *Server) getAuditExport(w http.ResponseWriter, r *http.Request, st *staff) error {
+	v, err := parseAuditFilter(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	ctx := r.Context()
+	aq := v.query()
+	aq.Limit = 1000
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Content-Disposition", `attachment; filename="keydesk-audit.jsonl"`)
+	enc := json.NewEncoder(w)
+	n := 0
+	for {
+		page, err := s.o.Queue.Audit(ctx, aq)
+		if err != nil {
+			if n == 0 {
+				return err
+			}
+			s.log.Error("review: audit export cut short", "err", err)
+			return nil
+		}
+		for _, e := range page {
+			if !v.match(e) {
+				continue
+			}
+			l := auditLine{Seq: e.Seq, Kind: e.Kind, Event: e.Event}
+			if e.Request != nil {
+				l.State = e.Request.State
+			}
+			if err := enc.Encode(l); err != nil {
+				return nil
+			}
+			n++
+		}
+		if len(page) < aq.Limit {
+			break
+		}
+		aq.After = page[len(page)-1].Seq
+	}
+	s.audit(ctx, st.Name, "audit-export", st.Name, fmt.Sprintf("%d events", n))
+	return nil
+}
