@@ -151,7 +151,9 @@ func TestBuildKeyDeliveryRefusals(t *testing.T) {
 		{name: "swapped contact key", partner: &swapped, want: "partner acme", problem: crypto.ProblemFingerprintMismatch},
 		{name: "checked before the key existed", partner: p, opt: crypto.BuildOptions{Now: time.Now().Add(-48 * time.Hour)}, want: "created in the future"},
 		{name: "empty secret", mutate: func(d *crypto.KeyDelivery) { d.APISecret = keydesk.Secret{} }, want: "secret is empty"},
-		{name: "huge secret", mutate: func(d *crypto.KeyDelivery) { d.APISecret = keydesk.NewSecret(bytes.Repeat([]byte("s"), crypto.MaxSecretBytes+1)) }, want: "longer than"},
+		{name: "huge secret", mutate: func(d *crypto.KeyDelivery) {
+			d.APISecret = keydesk.NewSecret(bytes.Repeat([]byte("s"), crypto.MaxSecretBytes+1))
+		}, want: "longer than"},
 		{name: "secret not UTF-8", mutate: func(d *crypto.KeyDelivery) { d.APISecret = keydesk.NewSecret([]byte{0xff, 0xfe}) }, want: "not valid UTF-8"},
 		{name: "subject with a line break", mutate: func(d *crypto.KeyDelivery) { d.Subject = "x\r\nBcc: evil@evil.example" }, want: "line break"},
 		{name: "template puts the secret in the subject", opt: crypto.BuildOptions{Templates: leaky}, want: "must not hold the secret"},
