@@ -260,4 +260,3 @@ func (s *SMTP) Check(ctx context.Context) error {
 
 // envelopeFrom is the bare address of smtp.from.
 func envelopeFrom(c *Composer) string { return c.From.Address }
-

@@ -1,0 +1,309 @@
+package delivery
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"log/slog"
+	"net"
+	"net/mail"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/config"
+	"github.com/buildmarkets/keydesk/metrics"
+	"github.com/buildmarkets/keydesk/queue"
+	"github.com/buildmarkets/keydesk/queue/queuetest"
+	"github.com/buildmarkets/keydesk/templates"
+	"github.com/emersion/go-smtp"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden")
+
+// received is one message as the SMTP server got it.
+type received struct {
+	From string
+	To   []string
+	Data []byte
+}
+
+// mailServer is a go-smtp server that keeps what it accepts. reply, when
+// set, decides the answer to the n-th DATA (1-based) for a recipient list.
+type mailServer struct {
+	Addr string
+
+	mu    sync.Mutex
+	got   []received
+	datas int
+	reply func(n int, to []string) error
+}
+
+func startMailServer(t *testing.T) *mailServer {
+	t.Helper()
+	ms := &mailServer{}
+	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &session{ms: ms}, nil }))
+	srv.Domain = "mx.test"
+	srv.ErrorLog = nopLogger{}
+	srv.MaxMessageBytes = 30 << 20
+	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms.Addr = ln.Addr().String()
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ms
+}
+
+func (ms *mailServer) setReply(f func(n int, to []string) error) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	ms.reply = f
+}
+
+// to returns the messages received for rcpt.
+func (ms *mailServer) to(rcpt string) []received {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	var out []received
+	for _, r := range ms.got {
+		for _, t := range r.To {
+			if t == rcpt {
+				out = append(out, r)
+			}
+		}
+	}
+	return out
+}
+
+func (ms *mailServer) all() []received {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	return append([]received(nil), ms.got...)
+}
+
+func (ms *mailServer) count() int {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	return len(ms.got)
+}
+
+type nopLogger struct{}
+
+func (nopLogger) Printf(string, ...any) {}
+func (nopLogger) Println(...any)        {}
+
+type session struct {
+	ms   *mailServer
+	from string
+	to   []string
+}
+
+func (s *session) Reset()        { s.from, s.to = "", nil }
+func (s *session) Logout() error { return nil }
+func (s *session) Mail(from string, _ *smtp.MailOptions) error {
+	s.from = from
+	return nil
+}
+func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s.to = append(s.to, to)
+	return nil
+}
+func (s *session) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	s.ms.mu.Lock()
+	defer s.ms.mu.Unlock()
+	s.ms.datas++
+	if s.ms.reply != nil {
+		if err := s.ms.reply(s.ms.datas, s.to); err != nil {
+			return err
+		}
+	}
+	s.ms.got = append(s.ms.got, received{From: s.from, To: append([]string(nil), s.to...), Data: b})
+	return nil
+}
+
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// env is a delivery role on a real JetStream and a real SMTP server.
+type env struct {
+	t       *testing.T
+	q       *queue.Conn
+	dataDir string
+	mail    *mailServer
+	reg     *keydesk.Registry
+	metrics *metrics.Registry
+	logs    *syncBuffer
+	opts    Options
+}
+
+const (
+	contactAddr   = "sec@acme.example"
+	requesterAddr = "cto@acme.example"
+	supportAddr   = "support@buildmarkets.ai"
+)
+
+func testPartner() *keydesk.Partner {
+	return &keydesk.Partner{
+		ID: "acme", Name: "Acme Capital", Requesters: []string{"*@acme.example"},
+		TechnicalContact: keydesk.TechnicalContact{Email: contactAddr, Fingerprint: "ABCD"},
+	}
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	dir := t.TempDir()
+	e := &env{t: t, dataDir: dir, q: queuetest.OpenDir(t, dir), mail: startMailServer(t), metrics: metrics.New(), logs: &syncBuffer{}}
+	e.reg = &keydesk.Registry{Partners: []*keydesk.Partner{testPartner()}}
+	sender, err := NewSMTP(SMTPOptions{
+		Server:   config.MailServer{Address: e.mail.Addr, Security: config.SecurityNone, Auth: "none", Timeout: 10 * time.Second},
+		HeloName: "keydesk.test",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.opts = Options{
+		Queue: e.q, Sender: sender, From: "Buildmarkets Support <support@buildmarkets.ai>", SupportAddress: supportAddr,
+		Partners: func() *keydesk.Registry { return e.reg }, Templates: templates.MustLoadEmbedded(),
+		RetryDelays: []time.Duration{20 * time.Millisecond}, AckWait: time.Second,
+		Holder: "test-1", Metrics: e.metrics,
+		Log: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	return e
+}
+
+// start runs a delivery service with opts until the test ends (or stop).
+func (e *env) start(opts Options) (stop func()) {
+	e.t.Helper()
+	s, err := New(opts)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil && !errors.Is(err, context.Canceled) {
+					e.t.Errorf("delivery run: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				e.t.Error("delivery did not stop within 30s")
+			}
+		})
+	}
+	e.t.Cleanup(stop)
+	return stop
+}
+
+// generated stores a request in state generated with attempt att.
+func (e *env) generated(key, att string) *keydesk.Request {
+	e.t.Helper()
+	r, _, err := e.q.Create(context.Background(), &keydesk.Request{
+		State: keydesk.StateGenerated, Partner: "acme", Environment: keydesk.Sandbox,
+		Scopes: []keydesk.Scope{keydesk.ScopeAccountsRead, keydesk.ScopeMarketdataRead}, Label: "sandbox-backend",
+		Requester: requesterAddr, SourceKey: key, SourceMessageID: "<req-" + key + "@acme.example>",
+		SourceDate: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC),
+		Attempt:    &keydesk.Attempt{ID: att, StartedAt: time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)},
+		KeyID:      "key_0123", APIKey: "bm_live_public",
+	}, "test")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r
+}
+
+// fakeEntity is a PGP/MIME-shaped entity whose "ciphertext" is a marker.
+func fakeEntity(marker string) []byte {
+	return []byte("Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\";\n boundary=\"b1\"\n\n" +
+		"--b1\nContent-Type: application/pgp-encrypted\n\nVersion: 1\n\n--b1\nContent-Type: application/octet-stream; name=\"encrypted.asc\"\n\n" +
+		"-----BEGIN PGP MESSAGE-----\n\n" + marker + "\n-----END PGP MESSAGE-----\n\n--b1--\n")
+}
+
+func keyDelivery(r *keydesk.Request, to string) *keydesk.Outgoing {
+	return &keydesk.Outgoing{
+		ID: r.ID + ".key." + r.Attempt.ID, Kind: keydesk.KindKeyDelivery, RequestID: r.ID, Partner: r.Partner,
+		AttemptID: r.Attempt.ID, To: []string{to}, Subject: "Your Buildmarkets API key", Entity: fakeEntity("ciphertext-of-" + r.ID),
+	}
+}
+
+func (e *env) enqueue(o *keydesk.Outgoing) {
+	e.t.Helper()
+	if err := e.q.Enqueue(context.Background(), o); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) state(id string) *keydesk.Request {
+	e.t.Helper()
+	r, err := e.q.Get(context.Background(), id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r
+}
+
+func (e *env) waitState(id string, want keydesk.State) *keydesk.Request {
+	e.t.Helper()
+	queuetest.Eventually(e.t, 20*time.Second, "request "+id+" to be "+string(want), func() bool {
+		return e.state(id).State == want
+	})
+	return e.state(id)
+}
+
+// parse reads a received message's header and body.
+func parse(t *testing.T, r received) *mail.Message {
+	t.Helper()
+	m, err := mail.ReadMessage(bytes.NewReader(r.Data))
+	if err != nil {
+		t.Fatalf("received message does not parse: %v\n%s", err, r.Data)
+	}
+	return m
+}
+
+func body(t *testing.T, m *mail.Message) string {
+	t.Helper()
+	b, err := io.ReadAll(m.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func contains(s string, subs ...string) (missing []string) {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			missing = append(missing, sub)
+		}
+	}
+	return missing
+}
