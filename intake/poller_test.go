@@ -54,7 +54,9 @@ func startMem(t *testing.T, caps imap.CapSet) *memServer {
 		caps = imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}}
 	}
 	srv := imapserver.New(&imapserver.Options{
-		NewSession:   func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) { return mem.NewSession(), nil, nil },
+		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+			return mem.NewSession(), nil, nil
+		},
 		Caps:         caps,
 		InsecureAuth: true,
 		Logger:       testLogger{t},
@@ -324,3 +326,7 @@ func sourceIDs(rs []*keydesk.Request) []string {
 func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
+
+var errKilled = errors.New("killed between enqueue and move")
+
+func secretString(s string) keydesk.Secret { return keydesk.SecretString(s) }
