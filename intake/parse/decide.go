@@ -132,11 +132,11 @@ func decide(m *msg, o Options, digest string) *Result {
 	}
 	if !dmarcOK {
 		flags = append(flags, keydesk.FlagDMARCNotPassed)
-		if o.RequireDMARC {
+		if o.RequireDMARC && headerFrom != "" {
 			reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonSenderNotAuthenticated,
 				Message:    "the sender could not be authenticated: " + dmarcWhy,
 				Suggestion: "send from your organisation's mail server, which signs its mail (DKIM) and publishes DMARC"})
-		} else {
+		} else if headerFrom != "" {
 			warn("the sender is not authenticated (%s): a person reviews the request", dmarcWhy)
 		}
 	}

@@ -126,6 +126,8 @@ func (w *walker) walk(e *message.Entity, depth int) walked {
 		return walked{}
 	}
 	switch {
+	case ct == "application/pkcs7-mime" || ct == "application/x-pkcs7-mime" || ct == "application/pgp-encrypted":
+		w.m.encrypted = true
 	case strings.HasPrefix(ct, "multipart/"):
 		return w.multipart(e, ct, depth)
 	case ct == "message/rfc822" || ct == "message/global":
@@ -136,8 +138,6 @@ func (w *walker) walk(e *message.Entity, depth int) walked {
 		return walked{text: w.plain(e.Body, params)}
 	case ct == "text/html":
 		return walked{text: w.html(e.Body), html: true}
-	case ct == "application/pkcs7-mime" || ct == "application/x-pkcs7-mime" || ct == "application/pgp-encrypted":
-		w.m.encrypted = true
 	}
 	return walked{}
 }

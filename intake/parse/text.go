@@ -52,7 +52,7 @@ var (
 	// and the German and French forms.
 	wroteRE    = regexp.MustCompile(`(?i)^(on\s.*\bwrote|am\s.*\bschrieb.*|le\s.*\ba\s+écrit\s*)\s*:\s*$`)
 	fwdMarkRE  = regexp.MustCompile(`(?i)^[-\s_=]*(forwarded message|begin forwarded message\s*:?|weitergeleitete nachricht|message transféré|original message|ursprüngliche nachricht|message d'origine)[-\s_=:]*$`)
-	hdrLineRE  = regexp.MustCompile(`^\s*\**\s*(from|sent|date|to|cc|subject|von|gesendet|an|betreff|datum|de|envoyé|à|objet|reply-to)\s*\**\s*:\s*\**\s*(.*)$`)
+	hdrLineRE  = regexp.MustCompile(`(?i)^\s*\**\s*(from|sent|date|to|cc|subject|von|gesendet|an|betreff|datum|de|envoyé|à|objet|reply-to)\s*\**\s*:\s*\**\s*(.*)$`)
 	fwdSubjRE  = regexp.MustCompile(`(?i)^\s*(fwd?|fw|wg|tr|vs)\s*:`)
 	mailtoRE   = regexp.MustCompile(`(?i)[<\[(](?:mailto:)?([^\s<>\[\]()]+@[^\s<>\[\]()]+)[>\])]`)
 	bareAddrRE = regexp.MustCompile(`[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}`)

@@ -1,0 +1,112 @@
+package parse
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/buildmarkets/keydesk"
+)
+
+// Summary is the stable JSON shape of a result: one line per email of
+// `keydesk parse --json`, and the corpus's golden files. Fields are never
+// renamed; empty lists are [] rather than null.
+type Summary struct {
+	File      string           `json:"file"`
+	MessageID string           `json:"message_id"`
+	Sender    string           `json:"sender"`
+	Partner   string           `json:"partner"`
+	Verdict   Verdict          `json:"verdict"`
+	Requests  []SummaryRequest `json:"requests"`
+	Reasons   []SummaryReason  `json:"reasons"`
+	Warnings  []string         `json:"warnings"`
+}
+
+// SummaryReason is one reason of a Summary; suggestion is always present.
+type SummaryReason struct {
+	Code       keydesk.ReasonCode `json:"code"`
+	Message    string             `json:"message"`
+	Suggestion string             `json:"suggestion"`
+}
+
+// SummaryRequest is one request of a Summary.
+type SummaryRequest struct {
+	ID          string              `json:"id"`
+	Environment keydesk.Environment `json:"environment"`
+	Scopes      []keydesk.Scope     `json:"scopes"`
+	Label       string              `json:"label"`
+	State       keydesk.State       `json:"state"`
+	Flags       []keydesk.Flag      `json:"flags"`
+}
+
+// Summary returns the stable summary of r, naming the file it was read from.
+func (r *Result) Summary(file string) Summary {
+	s := Summary{File: file, MessageID: r.MessageID, Sender: r.From, Verdict: r.Verdict,
+		Requests: []SummaryRequest{}, Reasons: []SummaryReason{}, Warnings: []string{}}
+	if r.Partner != nil {
+		s.Partner = r.Partner.ID
+	}
+	for _, q := range r.Requests {
+		sr := SummaryRequest{ID: q.ID, Environment: q.Environment, Scopes: q.Scopes, Label: q.Label, State: q.State, Flags: q.Flags}
+		if sr.Scopes == nil {
+			sr.Scopes = []keydesk.Scope{}
+		}
+		if sr.Flags == nil {
+			sr.Flags = []keydesk.Flag{}
+		}
+		s.Requests = append(s.Requests, sr)
+	}
+	for _, rs := range r.Reasons {
+		s.Reasons = append(s.Reasons, SummaryReason(rs))
+	}
+	s.Warnings = append(s.Warnings, r.Warnings...)
+	return s
+}
+
+// ExampleRegistry is the registry `keydesk parse` uses without --config,
+// and the one the corpus under testdata/ is written against: Acme Capital
+// (every acme.example address and its holding's CTO; sandbox auto-approves)
+// and Globex Markets (two addresses; sandbox only).
+func ExampleRegistry() *keydesk.Registry {
+	return &keydesk.Registry{Partners: []*keydesk.Partner{
+		{ID: "acme", Name: "Acme Capital", Requesters: []string{"*@acme.example", "cto@acme-holdings.example"},
+			TechnicalContact: keydesk.TechnicalContact{Email: "sec@acme.example"},
+			AllowedScopes: []keydesk.Scope{keydesk.ScopeAccountsRead, keydesk.ScopeTradingRead, keydesk.ScopeTradingWrite,
+				keydesk.ScopeMarketdataRead, keydesk.ScopeKeysManage},
+			Environments: map[keydesk.Environment]keydesk.PartnerEnvironment{
+				keydesk.Sandbox:    {APIKey: "bm_key_example_sandbox", AutoApprove: true},
+				keydesk.Production: {APIKey: "bm_key_example_production"},
+			}},
+		{ID: "globex", Name: "Globex Markets", Requesters: []string{"ops@globex.example", "dev@globex.example"},
+			TechnicalContact: keydesk.TechnicalContact{Email: "pgp@globex.example"},
+			Environments: map[keydesk.Environment]keydesk.PartnerEnvironment{
+				keydesk.Sandbox: {APIKey: "bm_key_example_globex"},
+			}},
+	}}
+}
+
+// ExampleOptions are the options `keydesk parse` uses without --config:
+// the example registry, mx.buildmarkets.ai as the trusted authserv-id,
+// DMARC required, buildmarkets.ai internal, and the given clock.
+func ExampleOptions(now time.Time) Options {
+	return Options{
+		Registry:           ExampleRegistry(),
+		TrustedAuthservIDs: []string{"mx.buildmarkets.ai"},
+		RequireDMARC:       true,
+		InternalDomains:    []string{"buildmarkets.ai"},
+		Now:                func() time.Time { return now },
+	}
+}
+
+// JSONLine is the summary as `keydesk parse --json` prints it: one line of
+// JSON, HTML characters unescaped, ending in a newline.
+func (s Summary) JSONLine() ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(s); err != nil {
+		return nil, fmt.Errorf("parse: encode summary: %w", err)
+	}
+	return b.Bytes(), nil
+}

@@ -1,0 +1,217 @@
+// Package reply turns a parse result into the email keydesk answers a
+// request with: an acknowledgement that lists what was understood and when
+// it happens, or a rejection that lists each problem with a correct example.
+//
+// Invariants: a reply goes only to the result's ReplyTo, the authenticated
+// sender (never a Reply-To header or an address named in the body); no
+// reply is built for review or ignore verdicts (no backscatter); the
+// subject is one line, capped; the outgoing ID is derived from the request
+// IDs, so building the same reply twice queues it once.
+package reply
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/intake/parse"
+	"github.com/buildmarkets/keydesk/templates"
+)
+
+// MaxSubject is the longest reply subject, in characters.
+const MaxSubject = 150
+
+// RequestLine is one request as the acknowledgement shows it.
+type RequestLine struct {
+	ID          string
+	Environment string
+	Scopes      string
+	Label       string
+	Approved    bool     // auto-approved: it goes into the next batch
+	Why         []string // why a person reviews it first
+}
+
+// AckData is what templates/mail/acknowledgement.tmpl gets.
+type AckData struct {
+	Subject   string // the reply's subject
+	Partner   string // the partner's name
+	Via       string // the Relationship Manager who forwarded the email, if any
+	From      string // the partner's requester
+	Requests  []RequestLine
+	NextBatch time.Time
+}
+
+// ReasonLine is one problem as the rejection shows it.
+type ReasonLine struct {
+	Code       string
+	Message    string
+	Suggestion string
+}
+
+// RejectData is what templates/mail/rejection.tmpl gets.
+type RejectData struct {
+	Subject string
+	Partner string
+	Via     string
+	From    string
+	IDs     []string
+	Reasons []ReasonLine
+	Example string // a correct request, to copy
+	// ShowExample: some reason is about how the request was written, so
+	// the example and the field guide help.
+	ShowExample bool
+	MaxLabel    int
+	Scopes      string // the twelve scopes, wrapped, for reference
+}
+
+// Example is a correct request email body, as the rejection shows it.
+const Example = `Environment: sandbox
+Scopes: accounts:read, trading:read
+Label: sandbox-backend`
+
+// flagWhy says in the partner's words why a flag sends a request to review.
+var flagWhy = map[keydesk.Flag]string{
+	keydesk.FlagProduction:         "production keys are approved by our support team",
+	keydesk.FlagKeysManage:         "a key with keys:manage is approved by our support team",
+	keydesk.FlagForwarded:          "the request was forwarded, so our support team confirms it",
+	keydesk.FlagScopeNotAllowed:    "it asks for a scope outside your agreed scopes",
+	keydesk.FlagDMARCNotPassed:     "your email could not be authenticated, so our support team confirms it",
+	keydesk.FlagContactKeyExpiring: "your technical contact's OpenPGP key expires soon: please send a renewed key to your Relationship Manager",
+}
+
+// Build returns the acknowledgement (accept) or rejection email for r, or
+// nil when no reply is due (ignore, review, no authenticated sender).
+// nextBatch is when the next batch runs (zero: not known).
+func Build(r *parse.Result, t *templates.Set, nextBatch time.Time) (*keydesk.Outgoing, error) {
+	if r == nil || r.ReplyTo == "" || (r.Verdict != parse.Accept && r.Verdict != parse.Reject) {
+		return nil, nil
+	}
+	if t == nil {
+		return nil, errors.New("reply: no templates")
+	}
+	partner := ""
+	partnerID := ""
+	if r.Partner != nil {
+		partner, partnerID = r.Partner.Name, r.Partner.ID
+	}
+	subject := Subject(r.Subject)
+	out := &keydesk.Outgoing{
+		Partner:   partnerID,
+		To:        []string{r.ReplyTo},
+		InReplyTo: r.MessageID,
+	}
+	base := baseID(r)
+	if len(r.Requests) > 0 {
+		out.RequestID = r.Requests[0].ID
+	}
+	var m templates.Mail
+	var err error
+	if r.Verdict == parse.Accept {
+		d := AckData{Subject: subject, Partner: partner, Via: r.Via, From: r.From, NextBatch: nextBatch}
+		for _, q := range r.Requests {
+			l := RequestLine{ID: q.ID, Environment: string(q.Environment), Scopes: joinScopes(q.Scopes), Label: q.Label,
+				Approved: q.State == keydesk.StateApproved}
+			if !l.Approved {
+				for _, f := range q.Flags {
+					if w, ok := flagWhy[f]; ok {
+						l.Why = append(l.Why, w)
+					}
+				}
+				if len(l.Why) == 0 {
+					l.Why = []string{"keys for this environment are approved by our support team"}
+				}
+			}
+			d.Requests = append(d.Requests, l)
+		}
+		out.ID, out.Kind = base+".ack", keydesk.KindAcknowledgement
+		m, err = t.RenderMail("acknowledgement", d)
+	} else {
+		d := RejectData{Subject: subject, Partner: partner, Via: r.Via, From: r.From, Example: Example,
+			MaxLabel: keydesk.MaxLabelLength, Scopes: wrapScopes(keydesk.Scopes, 56, 15)}
+		for _, q := range r.Requests {
+			d.IDs = append(d.IDs, q.ID)
+		}
+		for _, rs := range r.Reasons {
+			d.Reasons = append(d.Reasons, ReasonLine{Code: string(rs.Code), Message: rs.Message, Suggestion: rs.Suggestion})
+			switch rs.Code {
+			case keydesk.ReasonMissingEnvironment, keydesk.ReasonInvalidEnvironment, keydesk.ReasonMissingScopes,
+				keydesk.ReasonUnknownScope, keydesk.ReasonMissingLabel, keydesk.ReasonInvalidLabel:
+				d.ShowExample = true
+			}
+		}
+		out.ID, out.Kind = base+".rejection", keydesk.KindRejection
+		m, err = t.RenderMail("rejection", d)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reply: %w", err)
+	}
+	out.Subject, out.Text = m.Subject, m.Body
+	return out, nil
+}
+
+// baseID is the first request's ID, or a digest of the source.
+func baseID(r *parse.Result) string {
+	if len(r.Requests) > 0 {
+		return r.Requests[0].ID
+	}
+	sum := sha256.Sum256([]byte(r.SourceKey))
+	return "src-" + hex.EncodeToString(sum[:8])
+}
+
+var rePrefix = regexp.MustCompile(`(?i)^\s*(re|aw|sv|antw)\s*:\s*`)
+
+// Subject is "Re: " and their subject, on one line and capped; one "Re:"
+// only, however many their client stacked.
+func Subject(theirs string) string {
+	s := strings.Join(strings.FieldsFunc(theirs, func(r rune) bool {
+		return r < 0x20 || r == 0x7f || r == ' ' || r == '\u2028' || r == '\u2029' || r == '\u0085'
+	}), " ")
+	for rePrefix.MatchString(s) {
+		s = rePrefix.ReplaceAllString(s, "")
+	}
+	if s == "" {
+		s = "your API key request"
+	}
+	s = "Re: " + s
+	if utf8.RuneCountInString(s) > MaxSubject {
+		s = string([]rune(s)[:MaxSubject-1]) + "…"
+	}
+	return s
+}
+
+func joinScopes(ss []keydesk.Scope) string {
+	p := make([]string, len(ss))
+	for i, s := range ss {
+		p[i] = string(s)
+	}
+	return strings.Join(p, ", ")
+}
+
+// wrapScopes lists scopes on lines of at most width bytes, continuation
+// lines indented by indent spaces.
+func wrapScopes(ss []keydesk.Scope, width, indent int) string {
+	var b strings.Builder
+	line := 0
+	for i, s := range ss {
+		w := string(s)
+		if i < len(ss)-1 {
+			w += ","
+		}
+		if line > 0 && line+1+len(w) > width {
+			b.WriteString("\n" + strings.Repeat(" ", indent))
+			line = 0
+		} else if line > 0 {
+			b.WriteByte(' ')
+			line++
+		}
+		b.WriteString(w)
+		line += len(w)
+	}
+	return b.String()
+}
