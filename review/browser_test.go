@@ -1,0 +1,162 @@
+package review
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/internal/testenv"
+	"github.com/chromedp/chromedp"
+)
+
+// sampleMail is a partner's email as Outlook would send it.
+func sampleMail(from, subject, body, authres string) string {
+	return "Return-Path: <" + from + ">\r\n" +
+		"Authentication-Results: mx.buildmarkets.ai; spf=pass smtp.mailfrom=" + keydesk.AddressDomain(from) + "; dkim=pass header.d=" + keydesk.AddressDomain(from) + "; " + authres + "\r\n" +
+		"From: Dana Developer <" + from + ">\r\n" +
+		"To: support@buildmarkets.ai\r\n" +
+		"Subject: " + subject + "\r\n" +
+		"Date: Fri, 27 Nov 2026 08:41:07 +0000\r\n" +
+		"Message-ID: <" + strings.ReplaceAll(subject, " ", ".") + "@" + keydesk.AddressDomain(from) + ">\r\n" +
+		"MIME-Version: 1.0\r\n" +
+		"Content-Type: text/plain; charset=utf-8\r\n\r\n" + strings.ReplaceAll(body, "\n", "\r\n")
+}
+
+// TestBrowser drives the UI in a real headless Chromium: sign in, open
+// the queue, open a request, approve it, see its new state. Screenshots of
+// the queue and the request page land in testdata/artifacts/.
+func TestBrowser(t *testing.T) {
+	chromium := testenv.LookPath(t, "chromium", "chromium")
+	e := newEnv(t)
+	e.reg.Partners = append(e.reg.Partners, &keydesk.Partner{
+		ID: "northwind", Name: "Northwind Markets", Requesters: []string{"*@northwind.example"},
+		TechnicalContact: keydesk.TechnicalContact{Email: "platform@northwind.example", Fingerprint: "A1B2C3D4E5F60718293A4B5C6D7E8F9012345678",
+			KeyExpires: e.clock.Now().Add(12 * 24 * time.Hour)},
+	})
+	e.request(func(r *keydesk.Request) {
+		r.Environment, r.Label = keydesk.Production, "prod-trading-engine"
+		r.Scopes = []keydesk.Scope{keydesk.ScopeAccountsRead, keydesk.ScopeTradingWrite, keydesk.ScopeMarketdataRead}
+		r.Flags = []keydesk.Flag{keydesk.FlagProduction}
+	}, "")
+	target := e.request(func(r *keydesk.Request) {
+		r.Subject = "Sandbox API keys for our backend"
+	}, sampleMail("dana@acme.example", "Sandbox API keys for our backend",
+		"Hi Buildmarkets support,\n\nCould you please generate a key pair for us?\n\nEnvironment: sandbox\nScopes: accounts:read, trading:read\nLabel: sandbox-backend\n\nThanks,\nDana\n", "dmarc=pass header.from=acme.example"))
+	e.request(func(r *keydesk.Request) {
+		r.Partner, r.Requester, r.Label = "northwind", "cto@northwind.example", "nw-keys-admin"
+		r.Scopes = []keydesk.Scope{keydesk.ScopeKeysManage}
+		r.Flags = []keydesk.Flag{keydesk.FlagKeysManage, keydesk.FlagForwarded}
+	}, "")
+	e.request(func(r *keydesk.Request) {
+		r.Partner, r.Requester, r.Label = "", "ceo@acme-payments.example", "urgent-prod"
+		r.Environment = keydesk.Production
+		r.Flags = []keydesk.Flag{keydesk.FlagUnknownSender, keydesk.FlagDMARCNotPassed}
+	}, "")
+	done := e.request(func(r *keydesk.Request) { r.State = keydesk.StateApproved; r.Label = "sandbox-reporting" }, "")
+	_ = done
+	e.clock.Add(3*time.Hour + 17*time.Minute)
+
+	artifacts := filepath.Join("testdata", "artifacts")
+	if err := os.MkdirAll(artifacts, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromium),
+		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("disable-extensions", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1440, 900),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	defer cancelBrowser()
+	// The first Run starts the browser and must not carry a timeout.
+	if err := chromedp.Do(bctx, chromedp.Navigate(e.ts.URL+"/queue")); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(bctx, 60*time.Second)
+	defer cancel()
+
+	shot := func(name string) {
+		t.Helper()
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatalf("screenshot %s: %v", name, err)
+		}
+		if err := os.WriteFile(filepath.Join(artifacts, name), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	text := func(sel string) string {
+		t.Helper()
+		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+		if err != nil {
+			t.Fatalf("read %s: %v", sel, err)
+		}
+		return strings.TrimSpace(s)
+	}
+
+	// Signed out, the queue sends us to the login page.
+	if err := chromedp.Do(ctx,
+		chromedp.WaitVisible(chromedp.CSS(`input[name=username]`)),
+		chromedp.SendKeys(chromedp.CSS(`input[name=username]`), "alice"),
+		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), password("alice")),
+		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS(`table.queue`)),
+	); err != nil {
+		t.Fatalf("sign in: %v", err)
+	}
+	loc, _ := chromedp.Run(ctx, chromedp.Location())
+	if !strings.HasSuffix(loc, "/queue") {
+		t.Fatalf("after sign-in the browser is at %s", loc)
+	}
+	// Pending first, oldest first: the production request heads the queue.
+	if first := text(`table.queue tbody tr:first-child td.label`); first != "prod-trading-engine" {
+		t.Fatalf("first row = %q", first)
+	}
+	shot("queue.png")
+
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`a[href="/requests/`+target.ID+`"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`section.mail pre.body`)),
+	); err != nil {
+		t.Fatalf("open request: %v", err)
+	}
+	if st := text(`h1 .state`); st != "pending_review" {
+		t.Fatalf("state before = %q", st)
+	}
+	if body := text(`section.mail pre.body`); !strings.Contains(body, "Label: sandbox-backend") {
+		t.Fatalf("the email body is not shown: %q", body)
+	}
+	shot("request.png")
+
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`form[action$="/approve"] button`)),
+		chromedp.WaitVisible(chromedp.CSS(`p.notice`)),
+	); err != nil {
+		t.Fatalf("approve: %v", err)
+	}
+	if st := text(`h1 .state`); st != "approved" {
+		t.Fatalf("state after approving = %q", st)
+	}
+	if n := text(`p.notice`); !strings.Contains(n, "Approved") {
+		t.Fatalf("notice = %q", n)
+	}
+	if hist := text(`table.history`); !strings.Contains(hist, "alice") || !strings.Contains(hist, "pending_review → approved") {
+		t.Fatalf("history after approving: %q", hist)
+	}
+	shot("request-approved.png")
+	if got := e.get(target.ID); got.State != keydesk.StateApproved || !got.ApprovedBy("alice") {
+		t.Fatalf("stored: %s %v", got.State, got.Approvals)
+	}
+}
