@@ -270,3 +270,32 @@ func TestDecryptAndVerify(t *testing.T) {
 		})
 	}
 }
+
+// TestBuildConcurrently builds deliveries from several goroutines with one
+// Signer, as the batch does; run it with -race.
+func TestBuildConcurrently(t *testing.T) {
+	p := cryptotest.Partner(t, crypto.Curve25519)
+	s := cryptotest.Signer(t)
+	k := cryptotest.Contact(t, crypto.Curve25519)
+	errs := make(chan error, 8)
+	for i := range 8 {
+		go func() {
+			d := testDelivery()
+			d.KeyID = fmt.Sprintf("key-%03d", i)
+			ent, err := crypto.BuildKeyDelivery(d, p, s, crypto.BuildOptions{})
+			if err == nil {
+				var inner []byte
+				inner, err = crypto.DecryptAndVerify(ent, k.Private, k.Passphrase, s.PublicKey())
+				if err == nil && !bytes.Contains(inner, []byte(d.KeyID)) {
+					err = fmt.Errorf("delivery %d does not hold its key ID", i)
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}

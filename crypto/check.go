@@ -2,10 +2,12 @@ package crypto
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
@@ -185,8 +187,45 @@ func (c Checker) contactKey(data []byte, pinned string, now time.Time) (*contact
 	return ck, nil
 }
 
-// readKeys parses an armored or binary key file, bounded in size and count.
+// parsed memoizes readKeys by the SHA-256 of the key file: parsing checks
+// every self-signature, which is most of a delivery's CPU time, and the
+// result depends on the bytes alone. Validity at a given time (expiry,
+// revocation) is judged afresh on every use. Entities are only read after
+// parsing, so sharing them between goroutines is safe.
+var parsed = struct {
+	sync.Mutex
+	m map[[32]byte]openpgp.EntityList
+}{m: map[[32]byte]openpgp.EntityList{}}
+
+// maxParsed bounds the memo; it is cleared when full (partners are few).
+const maxParsed = 256
+
 func readKeys(data []byte) (openpgp.EntityList, error) {
+	if len(data) > MaxKeyBytes {
+		return parseKeys(data) // refused by size, before any hashing
+	}
+	sum := sha256.Sum256(data)
+	parsed.Lock()
+	el, ok := parsed.m[sum]
+	parsed.Unlock()
+	if ok {
+		return el, nil
+	}
+	el, err := parseKeys(data)
+	if err != nil {
+		return nil, err
+	}
+	parsed.Lock()
+	if len(parsed.m) >= maxParsed {
+		clear(parsed.m)
+	}
+	parsed.m[sum] = el
+	parsed.Unlock()
+	return el, nil
+}
+
+// parseKeys parses an armored or binary key file, bounded in size and count.
+func parseKeys(data []byte) (openpgp.EntityList, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, problemf(ProblemUnreadable, "the key file is empty: export the contact's public key with gpg --armor --export FINGERPRINT")
 	}
