@@ -86,6 +86,10 @@ type Options struct {
 	Holder string
 	// LeaseTTL of the batch lease; renewed at a third of it. Default 30s.
 	LeaseTTL time.Duration
+	// LeaseWait is how long a batch waits for the lease held by another
+	// instance (or one that died) before it is refused. Default LeaseTTL
+	// plus a second; negative: refuse at once.
+	LeaseWait time.Duration
 	// MaxTries bounds the API tries per request in one batch. Default 3.
 	MaxTries int
 	// Backoff is the first wait between tries, doubled each time, at most
@@ -158,6 +162,8 @@ func New(o Options) (*Runner, error) {
 	}
 	o.Concurrency = cmp.Or(o.Concurrency, 8)
 	o.LeaseTTL = cmp.Or(o.LeaseTTL, 30*time.Second)
+	o.LeaseWait = cmp.Or(o.LeaseWait, o.LeaseTTL+time.Second)
+	o.LeaseWait = max(o.LeaseWait, 0)
 	o.MaxTries = cmp.Or(o.MaxTries, 3)
 	o.Backoff = cmp.Or(o.Backoff, 2*time.Second)
 	o.MaxBackoff = cmp.Or(o.MaxBackoff, 30*time.Second)

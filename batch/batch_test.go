@@ -403,7 +403,11 @@ func TestOneBatchAtATime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := h.runner(nil).RunNow(h.ctx, "manual", "alice")
+	start := time.Now()
+	b, err := h.runner(func(o *batch.Options) { o.LeaseWait = 300 * time.Millisecond }).RunNow(h.ctx, "manual", "alice")
+	if took := time.Since(start); took < 300*time.Millisecond {
+		t.Errorf("refused after %s, before waiting for the lease", took)
+	}
 	if !errors.Is(err, queue.ErrLeaseHeld) {
 		t.Fatalf("err = %v, want lease held", err)
 	}

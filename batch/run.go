@@ -75,9 +75,7 @@ func (r *Runner) execute(ctx context.Context, b *keydesk.Batch) error {
 	log.Info("batch starting", "trigger", b.Trigger, "by", b.By)
 	_ = r.audit(ctx, b.ID, "batch-start", fmt.Sprintf("%s batch asked by %s", b.Trigger, b.By))
 	st := newRun(r, b)
-	err := r.q.RunExclusive(ctx, LeaseName, r.o.Holder, r.o.LeaseTTL, func(ctx context.Context) error {
-		return r.runLocked(ctx, st)
-	})
+	err := r.runExclusive(ctx, func(ctx context.Context) error { return r.runLocked(ctx, st) })
 	// The record is written even when the run was cancelled: it must not
 	// stay "running".
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -119,6 +117,26 @@ func (r *Runner) execute(ctx context.Context, b *keydesk.Batch) error {
 		log.Info("batch done", "summary", summary, "seconds", b.Ended.Sub(b.Started).Seconds())
 	}
 	return err
+}
+
+// runExclusive runs fn under the batch lease. While another holder has
+// it, it tries again for up to LeaseWait: a lease left by an instance that
+// died expires within its TTL, so a batch asked for just after a restart
+// still runs. A lease still held after that refuses the batch.
+func (r *Runner) runExclusive(ctx context.Context, fn func(ctx context.Context) error) error {
+	deadline := time.Now().Add(r.o.LeaseWait)
+	for {
+		err := r.q.RunExclusive(ctx, LeaseName, r.o.Holder, r.o.LeaseTTL, fn)
+		if !errors.Is(err, queue.ErrLeaseHeld) || !time.Now().Before(deadline) {
+			return err
+		}
+		// The lease lives in the server's clock, not the injected one.
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(min(time.Second, r.o.LeaseTTL/4, time.Until(deadline)+time.Millisecond)):
+		}
+	}
 }
 
 func summarize(b *keydesk.Batch) string {

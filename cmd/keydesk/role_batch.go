@@ -72,7 +72,7 @@ func newBatchRunner(a *app) (*batch.Runner, error) {
 		Queue: a.q, Partners: a.partners.Current, Accounts: accounts, Classify: batch.ClassifyBMAPI,
 		Sealer: &batch.PGPSealer{Signer: signer, Templates: tpl}, Templates: tpl,
 		Schedule: cfg.Batch.Schedule, Concurrency: cfg.Batch.Concurrency, SupportAddress: cfg.SMTP.SupportAddress,
-		RevokeUndeliveredAfter: cfg.Delivery.RevokeUndeliveredAfter, Holder: a.holder,
+		RevokeUndeliveredAfter: cfg.Delivery.RevokeUndeliveredAfter, Holder: a.holder, LeaseTTL: cfg.Batch.LeaseTTL,
 		Logger: a.log.With("role", "batch"), Metrics: a.metrics, Failpoint: failpointFromEnv(),
 	})
 	if err != nil {

@@ -1,0 +1,252 @@
+package batch_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/bmapi/fake"
+	"github.com/buildmarkets/keydesk/crypto"
+	"github.com/buildmarkets/keydesk/crypto/cryptotest"
+	"github.com/buildmarkets/keydesk/queue"
+	"github.com/buildmarkets/keydesk/queue/queuetest"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// keydeskBinary builds cmd/keydesk once per test process.
+func keydeskBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "keydesk-crash-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "keydesk")
+		out, err := exec.Command("go", "build", "-o", binPath, "github.com/buildmarkets/keydesk/cmd/keydesk").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// TestCrash kills the batch role with SIGKILL at each step of a request's
+// handling (and once with the API dropping the connection after a create),
+// restarts it, and checks in the simulator that every request ends with
+// exactly one live key, the one its record names, and that every other key
+// made on the way is revoked; and that the key delivery in the outbox for
+// each request is of its current attempt.
+func TestCrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the keydesk binary")
+	}
+	bin := keydeskBinary(t)
+	steps := []struct {
+		failpoint string
+		drop      int // DropAfterCreate
+		revoked   int // orphans the restart must revoke
+	}{
+		{failpoint: "after-generating:2"},
+		{failpoint: "after-create:2", revoked: 1},
+		{failpoint: "after-seal:2", revoked: 1},
+		{failpoint: "after-enqueue:2", revoked: 1},
+		{failpoint: "after-generated:2"},
+		// The answer to the first create is lost; the retry's key dies with the process.
+		{failpoint: "after-create:1", drop: 1, revoked: 2},
+	}
+	for _, st := range steps {
+		name := st.failpoint
+		if st.drop > 0 {
+			name += "+dropped-answer"
+		}
+		t.Run(name, func(t *testing.T) {
+			crashRun(t, bin, st.failpoint, st.drop, st.revoked)
+		})
+	}
+}
+
+func crashRun(t *testing.T, bin, failpoint string, drop, wantRevoked int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+
+	// NATS and the simulator live in the test process: they outlive the
+	// killed keydesk, as a cluster and the real API would.
+	q, err := queue.Open(ctx, queue.Options{DataDir: filepath.Join(dir, "nats-test"), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	api, err := fake.New(fake.Options{Seed: &fake.Seed{Accounts: []fake.SeedAccount{
+		{ID: "acme", ManagerKeys: []fake.SeedKey{{APIKey: managerKey, APISecret: managerSecret, Scopes: []keydesk.Scope{keydesk.ScopeKeysManage}}}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api.DropAfterCreate(drop)
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+
+	contact := cryptotest.Contact(t, crypto.Curve25519)
+	signing := cryptotest.SigningKey(t)
+	cryptotest.WriteFile(t, dir, "acme.asc", contact.Public)
+	cryptotest.WriteFile(t, dir, "signing.asc", signing.Private)
+	cryptotest.WriteFile(t, dir, "partners.yaml", fmt.Sprintf(`partners:
+  - id: acme
+    name: Acme Capital
+    requesters: ["*@acme.example"]
+    technical_contact: {email: sec@acme.example, pgp_key_file: acme.asc, fingerprint: "%s"}
+    environments:
+      sandbox: {api_key: %s, api_secret: %s}
+`, contact.Fingerprint, managerKey, managerSecret))
+	cfg := cryptotest.WriteFile(t, dir, "keydesk.yaml", fmt.Sprintf(`data_dir: ./data
+nats: {url: "%s"}
+api:
+  sandbox: {base_url: "%s", timeout: 5s, rate_limit: 100}
+signing_key: {file: signing.asc, passphrase: "%s"}
+batch: {schedule: "@every 1000h", concurrency: 1, lease_ttl: 1s}
+review: {listen: "127.0.0.1:0"}
+smtp: {support_address: support@buildmarkets.example}
+log: {level: debug, format: json}
+partners_file: partners.yaml
+`, q.ClientURL(), srv.URL, cryptotest.Passphrase))
+
+	var ids []string
+	for i, label := range []string{"backend", "backend", "reporting"} {
+		r, _, err := q.Create(ctx, &keydesk.Request{
+			State: keydesk.StateApproved, Partner: "acme", Environment: keydesk.Sandbox, Scopes: []keydesk.Scope{"accounts:read"},
+			Label: label, Requester: "cto@acme.example", SourceKey: fmt.Sprintf("crash-%d", i), SourceDate: time.Now(), Index: i,
+		}, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.ID)
+	}
+
+	// First run: killed at the failpoint.
+	if _, err := q.RequestBatch(ctx, "crash-test"); err != nil {
+		t.Fatal(err)
+	}
+	var log1 bytes.Buffer
+	cmd := exec.CommandContext(ctx, bin, "serve", "--roles", "batch", "--config", cfg)
+	cmd.Env = append(os.Environ(), "KEYDESK_FAILPOINT="+failpoint)
+	cmd.Stdout, cmd.Stderr = &log1, &log1
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("keydesk did not die by SIGKILL at %s: %v\n%s", failpoint, err, log1.String())
+	}
+	if !slices.ContainsFunc(mustList(t, ctx, q), func(r *keydesk.Request) bool {
+		return r.State == keydesk.StateGenerating || r.State == keydesk.StateApproved
+	}) {
+		t.Fatalf("the crash left nothing to do:\n%s", log1.String())
+	}
+
+	// Second run: reconciles on start, then runs a batch asked for.
+	var log2 bytes.Buffer
+	cmd = exec.CommandContext(ctx, bin, "serve", "--roles", "batch", "--config", cfg)
+	cmd.Stdout, cmd.Stderr = &log2, &log2
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	b, err := q.RequestBatch(ctx, "crash-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var final *keydesk.Batch
+	queuetest.Eventually(t, 60*time.Second, "the batch after the restart", func() bool {
+		final, err = q.GetBatch(ctx, b.ID)
+		return err == nil && (final.State == keydesk.BatchDone || final.State == keydesk.BatchFailed)
+	})
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-exited; err != nil {
+		t.Errorf("keydesk did not stop cleanly: %v\n%s", err, log2.String())
+	}
+	if final.State != keydesk.BatchDone {
+		t.Fatalf("batch after restart = %s\n%s", dump(final), log2.String())
+	}
+
+	// Every request: generated, one live key, the one it records.
+	recorded := map[string]string{}
+	for _, id := range ids {
+		r, err := q.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.State != keydesk.StateGenerated || r.KeyID == "" {
+			t.Fatalf("request %s after restart: %s\nfirst run:\n%s\nsecond run:\n%s", id, dump(r), log1.String(), log2.String())
+		}
+		recorded[r.KeyID] = id
+	}
+	var live []string
+	for _, k := range api.LiveKeys("acme") {
+		live = append(live, k.ID)
+		if _, ok := recorded[k.ID]; !ok {
+			t.Errorf("key %s (%s) is live but no request records it: an orphan", k.ID, k.Label)
+		}
+	}
+	if len(live) != len(ids) {
+		t.Errorf("live keys %v, want one per request (%d)", live, len(ids))
+	}
+	created := 0
+	for _, k := range api.Keys("acme") {
+		if !k.Seeded {
+			created++
+		}
+	}
+	if revoked := len(revokedIn(api)); revoked != wantRevoked || created != len(live)+revoked {
+		t.Errorf("created %d, live %d, revoked %d: want %d revoked and no key unaccounted for", created, len(live), revoked, wantRevoked)
+	}
+
+	// The outbox holds, per request, a delivery of its current attempt;
+	// any other delivery of it is of a stale attempt, which delivery drops.
+	h := &harness{t: t, ctx: ctx, q: q}
+	deliveries := kind(h.outbox(), keydesk.KindKeyDelivery)
+	for _, id := range ids {
+		r, _ := q.Get(ctx, id)
+		if !slices.ContainsFunc(deliveries, func(m *keydesk.Outgoing) bool { return m.RequestID == id && m.AttemptID == r.Attempt.ID }) {
+			t.Errorf("no delivery of the current attempt %s of %s", r.Attempt.ID, id)
+		}
+	}
+}
+
+func mustList(t *testing.T, ctx context.Context, q *queue.Conn) []*keydesk.Request {
+	t.Helper()
+	rs, err := q.List(ctx, queue.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}
+
+func revokedIn(api *fake.Server) []string {
+	var out []string
+	for _, k := range api.Keys("acme") {
+		if k.Revoked {
+			out = append(out, k.ID)
+		}
+	}
+	return out
+}
