@@ -184,6 +184,11 @@ type Batch struct {
 	Schedule string `yaml:"schedule"`
 	// Concurrency bounds API calls in flight per batch. Default 8.
 	Concurrency int `yaml:"concurrency"`
+	// LeaseTTL is how long the one-batch-at-a-time lease outlives an
+	// instance that dies while running a batch (it is renewed at a third of
+	// it while the batch runs). A batch asked for while the lease is held
+	// waits up to this long for it. Default 30s.
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
 }
 
 // Review is the web UI and JSON API.
@@ -297,6 +302,7 @@ func (c *Config) applyDefaults() {
 	if c.Batch.Concurrency == 0 {
 		c.Batch.Concurrency = 8
 	}
+	defDur(&c.Batch.LeaseTTL, 30*time.Second)
 	def(&c.Review.Listen, "127.0.0.1:8080")
 	def(&c.Review.UsersFile, "users.yaml")
 	if c.Review.FourEyes == nil {
@@ -445,6 +451,9 @@ func (c *Config) Validate() error {
 	checkFile("signing_key.file", c.SigningKey.File)
 	if c.Batch.Concurrency < 1 || c.Batch.Concurrency > 256 {
 		bad("batch.concurrency", "%d is out of range 1..256", c.Batch.Concurrency)
+	}
+	if c.Batch.LeaseTTL < time.Second || c.Batch.LeaseTTL > time.Hour {
+		bad("batch.lease_ttl", "%s is out of range 1s..1h", c.Batch.LeaseTTL)
 	}
 	if _, _, err := net.SplitHostPort(c.Review.Listen); err != nil {
 		bad("review.listen", "%q is not host:port", c.Review.Listen)
