@@ -153,8 +153,12 @@ func (s *Service) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
 		// One message at a time: a prefetched buffer would sit unacked
 		// while an earlier message's SMTP dialogue runs.
-		batch, err := cons.Fetch(1, jetstream.FetchContext(ctx))
+		// Each pull is bounded, so one lost in a reconnect cannot stall
+		// the loop.
+		fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
 		if err != nil {
+			cancel()
 			if ctx.Err() != nil {
 				break
 			}
@@ -171,6 +175,7 @@ func (s *Service) Run(ctx context.Context) error {
 		if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
 			s.log.Warn("outbox fetch", "err", err)
 		}
+		cancel()
 	}
 	s.log.Info("delivery stopped")
 	return nil

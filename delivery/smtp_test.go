@@ -1,0 +1,292 @@
+package delivery
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/config"
+	"github.com/buildmarkets/keydesk/mailauth"
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+)
+
+// authServer is a go-smtp server that wants XOAUTH2 with its current token
+// (or PLAIN with a password) and counts what it saw.
+type authServer struct {
+	mu       sync.Mutex
+	token    string
+	password string
+	refused  int
+	accepted int
+	messages int
+	helo     string
+	tls      bool
+}
+
+func (a *authServer) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	a.mu.Lock()
+	a.helo = c.Hostname()
+	_, a.tls = c.TLSConnectionState()
+	a.mu.Unlock()
+	return &authSession{a: a}, nil
+}
+
+type authSession struct {
+	a      *authServer
+	authed bool
+}
+
+func (s *authSession) Reset()        {}
+func (s *authSession) Logout() error { return nil }
+func (s *authSession) Mail(string, *smtp.MailOptions) error {
+	if !s.authed {
+		return smtp.ErrAuthRequired
+	}
+	return nil
+}
+func (s *authSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
+func (s *authSession) Data(r io.Reader) error {
+	_, err := io.Copy(io.Discard, r)
+	s.a.mu.Lock()
+	s.a.messages++
+	s.a.mu.Unlock()
+	return err
+}
+func (s *authSession) AuthMechanisms() []string { return []string{sasl.Plain, mailauth.XOAuth2} }
+func (s *authSession) Auth(mech string) (sasl.Server, error) {
+	check := func(ok bool) error {
+		s.a.mu.Lock()
+		defer s.a.mu.Unlock()
+		if !ok {
+			s.a.refused++
+			return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "authentication failed"}
+		}
+		s.a.accepted++
+		s.authed = true
+		return nil
+	}
+	if mech == sasl.Plain {
+		return sasl.NewPlainServer(func(_, _, pass string) error {
+			s.a.mu.Lock()
+			want := s.a.password
+			s.a.mu.Unlock()
+			return check(pass == want)
+		}), nil
+	}
+	return &xoauth2Server{check: func(tok string) error {
+		s.a.mu.Lock()
+		want := s.a.token
+		s.a.mu.Unlock()
+		return check(tok == want)
+	}}, nil
+}
+
+// xoauth2Server answers a refused token with a JSON challenge and then
+// the failure, as Gmail does.
+type xoauth2Server struct {
+	check func(tok string) error
+	err   error
+}
+
+func (x *xoauth2Server) Next(resp []byte) ([]byte, bool, error) {
+	if x.err != nil {
+		return nil, true, x.err
+	}
+	_, rest, _ := strings.Cut(string(resp), "auth=Bearer ")
+	tok, _, _ := strings.Cut(rest, "\x01")
+	if err := x.check(tok); err != nil {
+		x.err = err
+		return []byte(`{"status":"401","schemes":"bearer"}`), false, nil
+	}
+	return nil, true, nil
+}
+
+type tlsMode int
+
+const (
+	plainConn tlsMode = iota
+	startTLS
+	implicitTLS
+)
+
+func startAuthServer(t *testing.T, a *authServer, mode tlsMode, cert *tls.Certificate) string {
+	t.Helper()
+	srv := smtp.NewServer(a)
+	srv.Domain = "mail.test"
+	srv.ErrorLog = nopLogger{}
+	srv.AllowInsecureAuth = mode == plainConn
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cert != nil {
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*cert}}
+	}
+	if mode == implicitTLS {
+		ln = tls.NewListener(ln, srv.TLSConfig)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String()
+}
+
+func TestSMTPSecurityModes(t *testing.T) {
+	dir := t.TempDir()
+	caPEM, cert := selfSigned(t, "mail.test")
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, caPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		mode     tlsMode
+		security config.Security
+		ca       string
+		wantErr  string
+	}{
+		{"implicit tls, private CA", implicitTLS, config.SecurityTLS, caFile, ""},
+		{"starttls, private CA", startTLS, config.SecurityStartTLS, caFile, ""},
+		{"starttls, unknown CA", startTLS, config.SecurityStartTLS, "", "certificate"},
+		{"plain on loopback", plainConn, config.SecurityNone, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := &authServer{password: "pw"}
+			addr := startAuthServer(t, a, tt.mode, &cert)
+			ms := config.MailServer{Address: addr, Security: tt.security, Auth: "plain", Username: "keydesk", Password: keydesk.SecretString("pw"), TLSCAFile: tt.ca, Timeout: 10 * time.Second}
+			s, err := NewSMTP(SMTPOptions{Server: ms, HeloName: "keydesk.test"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The certificate names mail.test; the test dials 127.0.0.1.
+			s.tls.ServerName = "mail.test"
+			_, err = s.Send(context.Background(), "support@buildmarkets.ai", []string{"a@acme.example"}, []byte("Subject: x\r\n\r\nhi\r\n"))
+			if tt.wantErr != "" {
+				var se *SendError
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !errors.As(err, &se) || se.Permanent {
+					t.Fatalf("Send = %v, want a temporary error about %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			if a.messages != 1 || a.helo != "keydesk.test" || a.tls != (tt.mode != plainConn) {
+				t.Fatalf("server saw messages=%d helo=%q tls=%v", a.messages, a.helo, a.tls)
+			}
+		})
+	}
+	if _, err := NewSMTP(SMTPOptions{Server: config.MailServer{Address: "smtp.example.com:25", Security: config.SecurityNone}}); !errors.Is(err, mailauth.ErrPlainToRemote) {
+		t.Fatalf("plain text to a remote server: %v", err)
+	}
+}
+
+// A rotated OAuth2 token: the cached one is refused, the file is read
+// again and the message goes through in the same Send.
+func TestSMTPXOAuth2TokenRotation(t *testing.T) {
+	a := &authServer{token: "tok-1"}
+	addr := startAuthServer(t, a, plainConn, nil)
+	tokFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokFile, []byte("tok-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ms := config.MailServer{Address: addr, Security: config.SecurityNone, Auth: "xoauth2", Username: "keydesk@buildmarkets.ai", OAuth2TokenFile: tokFile, Timeout: 10 * time.Second}
+	s, err := NewSMTP(SMTPOptions{Server: ms})
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func() error {
+		_, err := s.Send(context.Background(), "support@buildmarkets.ai", []string{"a@acme.example"}, []byte("Subject: x\r\n\r\nhi\r\n"))
+		return err
+	}
+	if err := send(); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	a.token = "tok-2"
+	a.mu.Unlock()
+	if err := os.WriteFile(tokFile, []byte("tok-2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := send(); err != nil {
+		t.Fatalf("after rotation: %v", err)
+	}
+	a.mu.Lock()
+	if a.refused != 1 || a.accepted != 2 || a.messages != 2 {
+		t.Errorf("refused=%d accepted=%d messages=%d, want 1, 2, 2", a.refused, a.accepted, a.messages)
+	}
+	a.token = "tok-3" // revoked, and nobody refreshes the file
+	a.mu.Unlock()
+	err = send()
+	var se *SendError
+	if !errors.As(err, &se) || se.Phase != "auth" || se.Code != 535 || se.Permanent {
+		t.Fatalf("refused login: %v, want a temporary auth error with 535", err)
+	}
+	if strings.Contains(err.Error(), "tok-") {
+		t.Fatalf("the token is in the error: %v", err)
+	}
+}
+
+func TestSMTPCheckIsCached(t *testing.T) {
+	a := &authServer{}
+	srvAddr := startAuthServer(t, a, plainConn, nil)
+	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	s, err := NewSMTP(SMTPOptions{Server: config.MailServer{Address: srvAddr, Security: config.SecurityNone, Auth: "none", Timeout: 5 * time.Second}, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := s.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Point it at a closed port: the cached answer holds for 30s.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := ln.Addr().String()
+	ln.Close()
+	s.o.Server.Address = dead
+	if err := s.Check(ctx); err != nil {
+		t.Fatalf("within 30s: %v, want the cached ok", err)
+	}
+	now = now.Add(31 * time.Second)
+	if err := s.Check(ctx); err == nil || !strings.Contains(err.Error(), "connect") {
+		t.Fatalf("after 30s: %v, want a connect error", err)
+	}
+}
+
+func selfSigned(t *testing.T, name string) ([]byte, tls.Certificate) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, IsCA: true, BasicConstraintsValid: true,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
