@@ -17,6 +17,7 @@ check:
 FUZZTIME ?= 30s
 fuzz:
 	$(GO) test ./intake/parse -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
+	$(GO) test ./bmapi -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
 
 ## bench: Go benchmarks and the ratio scripts of bench/.
 bench:
