@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/emersion/go-sasl"
+
+	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/batch"
+	"github.com/buildmarkets/keydesk/config"
+	"github.com/buildmarkets/keydesk/crypto"
+	"github.com/buildmarkets/keydesk/intake"
+	"github.com/buildmarkets/keydesk/intake/parse"
+	"github.com/buildmarkets/keydesk/intake/reply"
+	"github.com/buildmarkets/keydesk/mailauth"
+	"github.com/buildmarkets/keydesk/templates"
+)
+
+// intakeLeaseTTL is how long the mailbox lease outlives a dead holder: a
+// standby instance takes the mailbox over within about this long.
+const intakeLeaseTTL = 30 * time.Second
+
+func init() {
+	registerRole(role{name: "intake", start: startIntake})
+}
+
+// startIntake wires the intake role: the IMAP poller (TLS and SASL from
+// mailauth) with the parser and reply builder as its handler, under the
+// mailbox's lease, with the "imap" readiness check and the intake metrics.
+func startIntake(ctx context.Context, a *app) (func(context.Context) error, error) {
+	cfg := a.cfg
+	if cfg.IMAP.Address == "" {
+		return nil, fmt.Errorf("intake: imap.address is not set: the intake role needs the support mailbox (or leave intake out of --roles)")
+	}
+	p, err := newIntakePoller(a)
+	if err != nil {
+		return nil, err
+	}
+	a.addCheck("imap", p.Ready)
+	return func(ctx context.Context) error {
+		return a.q.Standby(ctx, intake.LeaseName(cfg.IMAP.Mailbox), a.holder, intakeLeaseTTL, p.Run)
+	}, nil
+}
+
+func newIntakePoller(a *app) (*intake.Poller, error) {
+	cfg := a.cfg
+	ms := mailauth.Resolve(cfg.IMAP.MailServer, cfg.Path)
+	if err := mailauth.CheckSecurity(ms); err != nil {
+		return nil, fmt.Errorf("intake: imap: %w", err)
+	}
+	var tc *tls.Config
+	if ms.Security != config.SecurityNone {
+		var err error
+		if tc, err = mailauth.TLSConfig(ms, ""); err != nil {
+			return nil, fmt.Errorf("intake: imap: %w", err)
+		}
+	}
+	tokens := mailauth.NewTokenSource(ms)
+	var authFailed func()
+	if tokens != nil {
+		authFailed = tokens.Invalidate
+	}
+	tpl, err := templates.Load(cfg.Path(cfg.Templates.Dir))
+	if err != nil {
+		return nil, err
+	}
+	schedule := cfg.Batch.Schedule
+	// The same parser options as "keydesk parse" (parseOptionsFromConfig),
+	// with the full contact-key check: a key that cannot be used rejects
+	// the request before any key is made. The registry is taken per email.
+	po := parseOptionsFromConfig(cfg, nil, time.Now)
+	po.ContactKeyProblem = func(p *keydesk.Partner) error { return crypto.CheckPartnerKey(p, time.Now()) }
+	handler := intake.NewParseHandler(intake.ParseOptions{
+		Registry: a.partners.Current,
+		Parse:    po,
+		Reply: func(res *parse.Result) (*keydesk.Outgoing, error) {
+			// The acknowledgement names the next batch; a schedule that
+			// cannot say leaves it out rather than holding the reply.
+			next, err := batch.NextRun(schedule, time.Now())
+			if err != nil {
+				next = time.Time{}
+			}
+			return reply.Build(res, tpl, next)
+		},
+		Log: a.log.With("role", "intake"),
+	})
+	imapCfg := cfg.IMAP
+	imapCfg.MailServer = ms
+	return intake.New(intake.Options{
+		IMAP:       imapCfg,
+		TLSConfig:  tc,
+		Auth:       func(ctx context.Context) (sasl.Client, error) { return mailauth.SASLClient(ctx, ms, tokens) },
+		AuthFailed: authFailed,
+		Queue:      a.q,
+		Handler:    handler,
+		SpoolDir:   filepath.Join(cfg.Path(cfg.DataDir), "intake-spool"),
+		Metrics:    a.metrics,
+		Log:        a.log.With("role", "intake"),
+	})
+}
