@@ -413,15 +413,16 @@ func (s *Service) failed(ctx context.Context, msg jetstream.Msg, meta *jetstream
 			rev = r
 		}
 	}
-	if _, err := putRecord(ctx, s.kv, key, s.newRecord(o, stateFailed, meta, problem), rev); err != nil {
-		log.Warn("cannot record the failure", "err", err)
-	}
+	// The request first: a redelivery finds no failed mark until it is done.
 	if o.Kind == keydesk.KindKeyDelivery && o.RequestID != "" {
 		if err := s.markFailed(ctx, o, problem, log); err != nil {
 			log.Warn("cannot mark the request delivery_failed; retrying", "err", err)
 			_ = msg.NakWithDelay(s.delay(meta.NumDelivered))
 			return
 		}
+	}
+	if _, err := putRecord(ctx, s.kv, key, s.newRecord(o, stateFailed, meta, problem), rev); err != nil {
+		log.Warn("cannot record the failure", "err", err)
 	}
 	s.dead(ctx, msg, meta, problem)
 }
@@ -543,10 +544,15 @@ func (s *Service) markFailed(ctx context.Context, o *keydesk.Outgoing, problem s
 		return err
 	}
 	log.Warn("request marked delivery_failed", "problem", problem)
-	return s.alert(ctx, o.ID+".alert", "Key delivery failed for "+o.RequestID,
+	// The request is failed for good now; a lost alert must not undo
+	// that, so its failure is logged loudly rather than retried.
+	if err := s.alert(ctx, o.ID+".alert", "Key delivery failed for "+o.RequestID,
 		fmt.Sprintf("The encrypted key for request %s (partner %s) could not be delivered to the technical contact %s:\n\n  %s\n\nThe request is now delivery_failed; the batch role revokes its key.",
 			o.RequestID, o.Partner, strings.Join(o.To, ", "), problem),
-		"Check the contact address and the mail server's reply, fix the cause, then retry the request so a new key is made.")
+		"Check the contact address and the mail server's reply, fix the cause, then retry the request so a new key is made."); err != nil {
+		log.Error("the alert to support could not be queued", "err", err)
+	}
+	return nil
 }
 
 var errStale = errors.New("delivery: stale attempt")
@@ -587,10 +593,8 @@ func (s *Service) afterSent(ctx context.Context, o *keydesk.Outgoing, log *slog.
 	if len(o.To) > 0 {
 		contact = bareAddress(o.To[0])
 	}
-	var req *keydesk.Request
-	for i := 0; i < 3; i++ {
-		var err error
-		req, err = s.q.Transition(ctx, o.RequestID, keydesk.StateGenerated, keydesk.StateDelivered, Actor,
+	for i := 0; ; i++ {
+		_, err := s.q.Transition(ctx, o.RequestID, keydesk.StateGenerated, keydesk.StateDelivered, Actor,
 			"sent encrypted to "+MaskAddress(contact), func(r *keydesk.Request) error {
 				if r.Attempt == nil || r.Attempt.ID != o.AttemptID {
 					return errStale
@@ -602,25 +606,29 @@ func (s *Service) afterSent(ctx context.Context, o *keydesk.Outgoing, log *slog.
 			log.Info("request delivered")
 			break
 		}
-		if errors.Is(err, keydesk.ErrConflict) {
-			req, _ = s.q.Get(ctx, o.RequestID)
-			if req != nil && req.State == keydesk.StateGenerated {
-				continue // someone else wrote; decide again
-			}
-		}
-		if req == nil {
-			req, _ = s.q.Get(ctx, o.RequestID)
-		}
-		if req == nil {
+		cur, gerr := s.q.Get(ctx, o.RequestID)
+		if gerr != nil {
 			return err
 		}
-		if req.State != keydesk.StateDelivered || req.Attempt == nil || req.Attempt.ID != o.AttemptID {
-			log.Warn("sent, but the request is no longer waiting for this delivery", "state", string(req.State))
+		ours := cur.Attempt != nil && cur.Attempt.ID == o.AttemptID
+		switch {
+		case cur.State == keydesk.StateDelivered && ours:
+			// Done by an earlier run of this; the notice may not be.
+		case cur.State == keydesk.StateGenerated && ours && errors.Is(err, keydesk.ErrConflict) && i < 3:
+			continue // another writer changed the record: decide again
+		case cur.State != keydesk.StateGenerated || !ours:
+			log.Warn("sent, but the request is no longer waiting for this delivery", "state", string(cur.State))
 			return nil
+		default:
+			return err
 		}
-		break // delivered already, by an earlier run of this
+		break
 	}
-	if req == nil || req.Requester == "" {
+	req, err := s.q.Get(ctx, o.RequestID)
+	if err != nil {
+		return err
+	}
+	if req.Requester == "" {
 		return nil
 	}
 	data := NoticeData{
