@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/buildmarkets/keydesk/batch"
+	"github.com/buildmarkets/keydesk/config"
+	"github.com/buildmarkets/keydesk/review"
+	"github.com/buildmarkets/keydesk/review/users"
+	"github.com/buildmarkets/keydesk/templates"
+)
+
+func init() {
+	registerRole(role{name: "review", start: startReview})
+	extraChecks = append(extraChecks, checkUsersFile)
+}
+
+// startReview serves the support team's UI and JSON API on review.listen
+// (the app's mux, beside /healthz and /metrics).
+func startReview(ctx context.Context, a *app) (func(context.Context) error, error) {
+	cfg := a.cfg
+	tpl, err := templates.Load(cfg.Path(cfg.Templates.Dir))
+	if err != nil {
+		return nil, err
+	}
+	usersPath := cfg.Path(cfg.Review.UsersFile)
+	src, err := users.NewSource(usersPath)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("review: review.users_file %s does not exist: create it with 'keydesk users add NAME --role admin'", usersPath)
+		}
+		return nil, fmt.Errorf("review: %w", err)
+	}
+	log := a.log.With("role", "review")
+	src.OnError = func(err error) {
+		log.Error("users file changed but has problems: keeping the users in force", "file", usersPath, "err", err)
+	}
+	if src.Current().Len() == 0 {
+		log.Warn("users file lists nobody: no one can sign in", "file", usersPath)
+	}
+	tlsOn := cfg.Review.TLSCert != ""
+	host, _, _ := net.SplitHostPort(cfg.Review.Listen)
+	// Browsers refuse a Secure cookie over plain HTTP, except that the
+	// cookie is fine behind a TLS-terminating proxy. So the Secure
+	// attribute is dropped only for plain HTTP on loopback (a developer's
+	// machine, or a proxy on the same host that the docs describe).
+	insecure := !tlsOn && config.IsLoopback(host)
+	if !tlsOn && !insecure {
+		log.Warn("review serves plain HTTP on a non-loopback address: put it behind a TLS proxy or set review.tls_cert and review.tls_key", "listen", cfg.Review.Listen)
+	}
+	schedule := cfg.Batch.Schedule
+	srv, err := review.New(review.Options{
+		Queue: a.q, Users: src.Current, Partners: a.partners.Current, Templates: tpl,
+		FourEyes: cfg.Review.FourEyes, SessionIdle: cfg.Review.SessionIdle,
+		InsecureCookie: insecure, TLS: tlsOn,
+		NextRun: func(now time.Time) time.Time {
+			t, err := batch.NextRun(schedule, now)
+			if err != nil {
+				return time.Time{}
+			}
+			return t
+		},
+		Location:       scheduleLocation(schedule),
+		SupportAddress: cfg.SMTP.SupportAddress,
+		Metrics:        a.metrics, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.mux.Handle("/", srv.Handler())
+	log.Info("review UI and API ready", "listen", cfg.Review.Listen, "tls", tlsOn, "users", src.Current().Len())
+	return srv.Run, nil
+}
+
+// scheduleLocation is the time zone of a cron schedule's CRON_TZ= (or
+// TZ=) prefix, UTC without one.
+func scheduleLocation(schedule string) *time.Location {
+	f := strings.Fields(schedule)
+	if len(f) > 0 {
+		for _, p := range []string{"CRON_TZ=", "TZ="} {
+			if name, ok := strings.CutPrefix(f[0], p); ok {
+				if loc, err := time.LoadLocation(name); err == nil {
+					return loc
+				}
+			}
+		}
+	}
+	return time.UTC
+}
+
+// checkUsersFile validates users.yaml for 'keydesk check' when it exists.
+func checkUsersFile(cfg *config.Config) error {
+	p := cfg.Path(cfg.Review.UsersFile)
+	if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+		return nil // only the review role needs it; it says so when it starts
+	}
+	set, err := users.Load(p)
+	if err != nil {
+		return err
+	}
+	if set.Len() == 0 {
+		return fmt.Errorf("%s: lists nobody: add someone with 'keydesk users add NAME --role admin'", p)
+	}
+	return nil
+}
