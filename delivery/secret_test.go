@@ -82,6 +82,11 @@ func TestSecretIsNowhere(t *testing.T) {
 	if bytes.Contains([]byte(e.logs.String()), secret) {
 		t.Error("the secret is in the logs")
 	}
+	var m bytes.Buffer
+	e.metrics.Write(&m)
+	if bytes.Contains(m.Bytes(), secret) {
+		t.Error("the secret is in the metrics")
+	}
 	var audit []queue.AuditEntry
 	queuetest.Eventually(t, 20*time.Second, "the delivered event in the audit trail", func() bool {
 		audit, _ = e.q.Audit(context.Background(), queue.AuditQuery{})

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/config"
+	"github.com/emersion/go-smtp"
+)
+
+type capture struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (c *capture) NewSession(*smtp.Conn) (smtp.Session, error) { return &captureSession{c: c}, nil }
+
+type captureSession struct{ c *capture }
+
+func (s *captureSession) Reset()                               {}
+func (s *captureSession) Logout() error                        { return nil }
+func (s *captureSession) Mail(string, *smtp.MailOptions) error { return nil }
+func (s *captureSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
+func (s *captureSession) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	s.c.mu.Lock()
+	s.c.msgs = append(s.c.msgs, string(b))
+	s.c.mu.Unlock()
+	return err
+}
+
+// keydesk serve --roles delivery sends what is in the outbox through the
+// configured server, and reports the server on /readyz and /metrics.
+func TestServeDeliveryRole(t *testing.T) {
+	saved := contactKeyChecker
+	contactKeyChecker = nil // placeholder key files; checking them is crypto's test
+	t.Cleanup(func() { contactKeyChecker = saved })
+
+	mails := &capture{}
+	srv := smtp.NewServer(mails)
+	srv.ErrorLog = quietLog{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+
+	dir := t.TempDir()
+	write := func(name, s string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("acme.asc", "key")
+	write("partners.yaml", `partners:
+  - id: acme
+    requesters: ["*@acme.example"]
+    technical_contact: {email: sec@acme.example, pgp_key_file: acme.asc, fingerprint: "0123456789ABCDEF0123456789ABCDEF01234567"}
+    environments: {sandbox: {api_key: k, api_secret: s}}
+`)
+	write("keydesk.yaml", fmt.Sprintf(`data_dir: ./data
+smtp: {address: %q, security: none, auth: none, from: "Buildmarkets Support <support@buildmarkets.ai>", support_address: support@buildmarkets.ai}
+review: {listen: "127.0.0.1:0"}
+`, ln.Addr().String()))
+	cfg, err := config.Load(filepath.Join(dir, "keydesk.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	log := slog.New(slog.DiscardHandler)
+	err = serveRoles(ctx, cfg, log, []string{"delivery"}, func(a *app) error {
+		if err := a.q.Enqueue(ctx, &keydesk.Outgoing{ID: "KR-20261127-DDDD.ack", Kind: keydesk.KindAcknowledgement, To: []string{"cto@acme.example"}, Subject: "We have your request", Text: "Thanks.\n"}); err != nil {
+			return err
+		}
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			mails.mu.Lock()
+			n := len(mails.msgs)
+			mails.mu.Unlock()
+			if n == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				return errors.New("the message did not arrive")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		rec := httptest.NewRecorder()
+		a.serveReady(rec, httptest.NewRequest("GET", "/readyz", nil))
+		if rec.Code != 200 || !strings.Contains(rec.Body.String(), "smtp: ok") {
+			return fmt.Errorf("/readyz %d:\n%s", rec.Code, rec.Body.String())
+		}
+		var m strings.Builder
+		a.metrics.Write(&m)
+		if !strings.Contains(m.String(), `keydesk_deliveries_total{kind="acknowledgement",outcome="sent"} 1`) {
+			return fmt.Errorf("metrics lack the sent message:\n%s", m.String())
+		}
+		cancel()
+		return nil
+	})
+	if err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+	mails.mu.Lock()
+	defer mails.mu.Unlock()
+	if !strings.Contains(mails.msgs[0], "Message-ID: <KR-20261127-DDDD.ack@buildmarkets.ai>") {
+		t.Fatalf("sent:\n%s", mails.msgs[0])
+	}
+}
+
+func TestServeDeliveryNeedsSMTP(t *testing.T) {
+	cfg := config.Default()
+	_, err := startDelivery(context.Background(), &app{cfg: cfg})
+	if err == nil || !strings.Contains(err.Error(), "smtp.address is not set") {
+		t.Fatalf("start without smtp.address: %v", err)
+	}
+}
