@@ -3,10 +3,12 @@ package batch_test
 import (
 	"bytes"
 	"errors"
+	"log/slog"
 	"net/http"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,7 +35,11 @@ func TestGenerate(t *testing.T) {
 	}
 	pending := h.request("later", func(r *keydesk.Request) { r.State = keydesk.StatePendingReview })
 	reg := metrics.New()
-	r := h.runner(func(o *batch.Options) { o.Metrics = reg; o.Concurrency = 4 })
+	var logs syncBuffer
+	r := h.runner(func(o *batch.Options) {
+		o.Metrics, o.Concurrency = reg, 4
+		o.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
 
 	b, err := r.RunNow(h.ctx, "manual", "alice")
 	if err != nil {
@@ -88,6 +94,9 @@ func TestGenerate(t *testing.T) {
 			t.Errorf("the delivered pair of %s does not authenticate", req.ID)
 		}
 		assertNoSecretStored(t, h, secret)
+		if bytes.Contains(logs.Bytes(), secret) {
+			t.Error("a secret is in the log")
+		}
 	}
 	slices.Sort(keyIDs)
 	if live := h.liveKeyIDs("acme"); !slices.Equal(live, keyIDs) {
@@ -458,4 +467,22 @@ func TestRateLimit(t *testing.T) {
 	if min := time.Duration(float64(n-1) / rps * float64(time.Second)); took < min {
 		t.Errorf("took %s, less than the limit allows (%s)", took, min)
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent log writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) Bytes() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bytes.Clone(s.b.Bytes())
 }
