@@ -53,7 +53,7 @@ func TestMailGolden(t *testing.T) {
 	}{
 		{"batch-report", "batch-report", batch.ReportData{
 			Batch: b, Duration: 83 * time.Second, Generated: 41, Revoked: 1, PendingReview: 3, Approved: 2,
-			Counts: []batch.ReportCount{{"blocked", 1}, {"failed", 1}, {"generated", 41}, {"reconciled", 1}, {"revoked", 1}, {"skipped", 2}},
+			Counts:    []batch.ReportCount{{"blocked", 1}, {"failed", 1}, {"generated", 41}, {"reconciled", 1}, {"revoked", 1}, {"skipped", 2}},
 			Attention: b.Outcomes[1:], NextRun: start.Add(6 * time.Hour),
 		}},
 		{"batch-report-empty", "batch-report", batch.ReportData{Batch: &keydesk.Batch{ID: "B-20261127-160000-SCHED", Trigger: "schedule", By: "schedule", State: keydesk.BatchDone, Started: start}}},
