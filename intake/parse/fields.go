@@ -286,8 +286,8 @@ func validate(d *draft, lim Limits) []parsedRequest {
 			Message:    "the request has no label for the key",
 			Suggestion: "add a line such as \"Label: sandbox-backend\""})
 	} else {
-		l := strings.Trim(strings.TrimSpace(d.label), "`\"'“”")
-		l = strings.TrimSuffix(l, ".")
+		l := strings.TrimSuffix(strings.TrimSpace(d.label), ".")
+		l = strings.Trim(l, "`\"'“”")
 		var err error
 		label, err = keydesk.ParseLabel(l)
 		if err != nil {
