@@ -64,11 +64,8 @@ func (r *Runner) Run(ctx context.Context) error {
 			if err := r.runRequested(ctx, b); err != nil && !errors.Is(err, queue.ErrLeaseHeld) && ctx.Err() == nil {
 				r.log.Error("requested batch failed", "batch", b.ID, "err", err)
 			}
-			// A schedule time passed during the run is not caught up:
-			// the run just made covered it.
-			if now := r.clock.Now(); !next.IsZero() && !now.Before(next) {
-				next = r.NextRun(now)
-			}
+			// A scheduled time that passed during this run fires at once:
+			// requests approved meanwhile are not kept waiting a whole period.
 			arm()
 		case <-due:
 			now := r.clock.Now()
