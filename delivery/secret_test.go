@@ -82,9 +82,9 @@ func TestSecretIsNowhere(t *testing.T) {
 	if bytes.Contains([]byte(e.logs.String()), secret) {
 		t.Error("the secret is in the logs")
 	}
-	var m bytes.Buffer
-	e.metrics.Write(&m)
-	if bytes.Contains(m.Bytes(), secret) {
+	var mx bytes.Buffer
+	e.metrics.Write(&mx)
+	if bytes.Contains(mx.Bytes(), secret) {
 		t.Error("the secret is in the metrics")
 	}
 	var audit []queue.AuditEntry
