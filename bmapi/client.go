@@ -215,10 +215,12 @@ func (c *Client) ListKeys(ctx context.Context) ([]Key, error) {
 }
 
 // RevokeKey revokes the key with that id. A key the API no longer knows
-// (404 or 410) counts as revoked: the goal, a key that can no longer be
-// used, holds, and a retried DELETE whose first answer was lost must not
-// fail. The key id must come from ListKeys or CreateKey, since a mistyped
-// id is indistinguishable from a revoked one.
+// (404 or 410 with a JSON or empty body) counts as revoked: the goal, a key
+// that can no longer be used, holds, and a retried DELETE whose first
+// answer was lost must not fail. A 404 page in HTML or text is an error:
+// it comes from a proxy or a wrong base URL, and the key may be live. The
+// key id must come from ListKeys or CreateKey, since a mistyped id is
+// indistinguishable from a revoked one.
 func (c *Client) RevokeKey(ctx context.Context, id string) error {
 	if strings.TrimSpace(id) == "" {
 		return &Error{Kind: ErrBadRequest, Method: http.MethodDelete, Path: "/v1/keys/", Err: errors.New("empty key id")}
@@ -228,6 +230,12 @@ func (c *Client) RevokeKey(ctx context.Context, id string) error {
 	clear(resp)
 	var e *Error
 	if errors.As(err, &e) && (e.Status == http.StatusNotFound || e.Status == http.StatusGone) {
+		if !e.apiAnswer {
+			// An HTML or text 404 comes from a proxy or a wrong base URL,
+			// not from the API about this key: the key may still be live.
+			e.Err = errors.New("the 404 is not the API's JSON answer: check the API base URL")
+			return e
+		}
 		c.log.DebugContext(ctx, "bmapi: key already gone", slog.String("key_id", id), slog.Int("status", e.Status))
 		return nil
 	}
@@ -343,6 +351,7 @@ func (c *Client) once(ctx context.Context, method, path string, body []byte, max
 		Body:       scrub(b, c.o.APISecret.RevealBytes()),
 		RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()),
 		sent:       true,
+		apiAnswer:  looksJSON(resp.Header.Get("Content-Type"), b),
 	}
 	clear(b)
 	if status >= 300 && status < 400 {
@@ -371,6 +380,16 @@ func readLimited(r io.Reader, limit int64) ([]byte, error) {
 		return b, fmt.Errorf("%w (over %d bytes)", errTooLarge, limit)
 	}
 	return b, nil
+}
+
+// looksJSON reports whether an answer is the API's own (JSON, or empty)
+// rather than a proxy's error page.
+func looksJSON(contentType string, body []byte) bool {
+	if strings.Contains(strings.ToLower(contentType), "json") {
+		return true
+	}
+	b := bytes.TrimSpace(body)
+	return len(b) == 0 || b[0] == '{' || b[0] == '['
 }
 
 // transportErr keeps what a person needs from a transport error (timeout,

@@ -500,6 +500,17 @@ func TestHostileServer(t *testing.T) {
 				return err
 			},
 			kind: bmapi.ErrProtocol, unclear: true, errHas: "no api_secret"},
+		{name: "HTML 404 on revoke is not success",
+			handler: func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) },
+			call:    func(c *bmapi.Client) error { return c.RevokeKey(context.Background(), "key-001") },
+			kind:    bmapi.ErrBadRequest, errHas: "check the API base URL"},
+		{name: "JSON 404 on revoke is success",
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/problem+json")
+				w.WriteHeader(404)
+				w.Write([]byte(`{"title":"no such key"}`))
+			},
+			call: func(c *bmapi.Client) error { return c.RevokeKey(context.Background(), "key-001") }},
 		{name: "paginated list",
 			handler: func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(`{"data":[],"has_more":true}`)) },
 			call:    func(c *bmapi.Client) error { _, err := c.ListKeys(context.Background()); return err },
@@ -522,6 +533,12 @@ func TestHostileServer(t *testing.T) {
 			c := bmapi.New(bmapi.Options{BaseURL: srv.URL, APIKey: acmeKey, APISecret: keydesk.SecretString(acmeSecret),
 				MaxAttempts: 1})
 			err := tt.call(c)
+			if tt.kind == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
 			if !errors.Is(err, tt.kind) || bmapi.Unclear(err) != tt.unclear || !strings.Contains(err.Error(), tt.errHas) {
 				t.Fatalf("err = %v (unclear %v), want kind %q unclear %v containing %q", err, bmapi.Unclear(err), tt.kind, tt.unclear, tt.errHas)
 			}

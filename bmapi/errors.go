@@ -59,6 +59,9 @@ type Error struct {
 	// sent is set when the request may have reached the server: for a POST
 	// that is what makes its outcome unknown.
 	sent bool
+	// apiAnswer is set when the body is JSON (or empty): the API's own
+	// answer rather than a proxy's error page.
+	apiAnswer bool
 }
 
 func (e *Error) Error() string {
