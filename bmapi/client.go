@@ -233,7 +233,7 @@ func (c *Client) RevokeKey(ctx context.Context, id string) error {
 		if !e.apiAnswer {
 			// An HTML or text 404 comes from a proxy or a wrong base URL,
 			// not from the API about this key: the key may still be live.
-			e.Err = errors.New("the 404 is not the API's JSON answer: check the API base URL")
+			e.Kind, e.Err = ErrProtocol, errors.New("the 404 is not the API's JSON answer: check the API base URL")
 			return e
 		}
 		c.log.DebugContext(ctx, "bmapi: key already gone", slog.String("key_id", id), slog.Int("status", e.Status))

@@ -503,7 +503,7 @@ func TestHostileServer(t *testing.T) {
 		{name: "HTML 404 on revoke is not success",
 			handler: func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) },
 			call:    func(c *bmapi.Client) error { return c.RevokeKey(context.Background(), "key-001") },
-			kind:    bmapi.ErrBadRequest, errHas: "check the API base URL"},
+			kind:    bmapi.ErrProtocol, errHas: "check the API base URL"},
 		{name: "JSON 404 on revoke is success",
 			handler: func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Content-Type", "application/problem+json")

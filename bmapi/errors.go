@@ -33,9 +33,11 @@ const (
 	// ErrBadRequest: any other 4xx (and 3xx, which the client never
 	// follows): the request itself is wrong. Permanent.
 	ErrBadRequest ErrorKind = "request refused"
-	// ErrProtocol: a 2xx answer the client cannot read (not JSON, or a
-	// created key without its id, api_key or api_secret). For a POST the
-	// key may well exist: the outcome is unknown.
+	// ErrProtocol: an answer the client cannot read or trust: a 2xx that
+	// is not JSON, a created key without its id, api_key or api_secret, a
+	// paginated list, or a 404 page to a DELETE that is not the API's JSON
+	// (a proxy's, or a wrong base URL's). For a POST the key may well
+	// exist: the outcome is unknown.
 	ErrProtocol ErrorKind = "unreadable response"
 )
 
