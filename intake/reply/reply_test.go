@@ -1,0 +1,157 @@
+package reply
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/intake/parse"
+	"github.com/buildmarkets/keydesk/templates"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden replies")
+
+var (
+	now       = time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
+	nextBatch = time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+)
+
+func parseCorpus(t *testing.T, name string) *parse.Result {
+	t.Helper()
+	f, err := os.Open(filepath.Join("..", "parse", "testdata", "mail", name+".eml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := parse.Parse(f, parse.ExampleOptions(now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// render is the outgoing message as a reviewer reads it.
+func render(o *keydesk.Outgoing) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "ID: %s\nKind: %s\nRequest: %s\nPartner: %s\nTo: %s\nIn-Reply-To: %s\nSubject: %s\n\n%s",
+		o.ID, o.Kind, o.RequestID, o.Partner, strings.Join(o.To, ", "), o.InReplyTo, o.Subject, o.Text)
+	return b.Bytes()
+}
+
+// TestBuild builds the reply to corpus emails and compares each with its
+// golden file (testdata/<email>.golden, rewritten by -update).
+func TestBuild(t *testing.T) {
+	set := templates.MustLoadEmbedded()
+	tests := []struct {
+		email string
+		kind  keydesk.MessageKind // "" when no reply is due
+		to    string
+		has   []string // what the partner must read in it
+	}{
+		{"accept-plain-sandbox", keydesk.KindAcknowledgement, "jane.doe@acme.example",
+			[]string{"KR-20261126-SAF2", "sandbox-backend", "accounts:read, trading:read, marketdata:read", "approved", "Fri 27 Nov 2026 10:00 UTC"}},
+		{"accept-two-blocks", keydesk.KindAcknowledgement, "jane.doe@acme.example",
+			[]string{"KR-20261126-32C1", "KR-20261126-0EPD", "production keys are approved by our support team"}},
+		{"accept-rm-forward-gmail-inline", keydesk.KindAcknowledgement, "alex.morgan@buildmarkets.ai",
+			[]string{"from jane.doe@acme.example that you\nforwarded", "the request was forwarded"}},
+		{"reject-scope-typo", keydesk.KindRejection, "jane.doe@acme.example",
+			[]string{`"trading:raed" is not a scope`, "did you mean trading:read?", "did you mean trading:write?", "Environment: sandbox", "nothing was\nqueued"}},
+		{"reject-globex-production-not-enabled", keydesk.KindRejection, "ops@globex.example",
+			[]string{"Globex Markets has no production access set up"}},
+		{"reject-mime-too-deep", keydesk.KindRejection, "jane.doe@acme.example",
+			[]string{"nested deeper than 8 levels", "send the request again as a new email"}},
+		{"review-unknown-sender", "", "", nil},
+		{"review-dmarc-fail-spoof", "", "", nil},
+		{"review-status-question", "", "", nil},
+		{"ignore-out-of-office", "", "", nil},
+		{"ignore-own-loop", "", "", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.email, func(t *testing.T) {
+			r := parseCorpus(t, tt.email)
+			out, err := Build(r, set, nextBatch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.kind == "" {
+				if out != nil {
+					t.Fatalf("a %s to %v for verdict %s: no reply is due", out.Kind, out.To, r.Verdict)
+				}
+				return
+			}
+			if out == nil {
+				t.Fatalf("no reply for verdict %s", r.Verdict)
+			}
+			if out.Kind != tt.kind || len(out.To) != 1 || out.To[0] != tt.to {
+				t.Errorf("%s to %v, want %s to %s", out.Kind, out.To, tt.kind, tt.to)
+			}
+			wantID := r.Requests[0].ID + map[keydesk.MessageKind]string{keydesk.KindAcknowledgement: ".ack", keydesk.KindRejection: ".rejection"}[tt.kind]
+			if out.ID != wantID || out.InReplyTo != r.MessageID || out.RequestID != r.Requests[0].ID {
+				t.Errorf("ID %s in-reply-to %s request %s", out.ID, out.InReplyTo, out.RequestID)
+			}
+			for _, s := range tt.has {
+				if !strings.Contains(out.Text, s) {
+					t.Errorf("the body lacks %q", s)
+				}
+			}
+			golden := filepath.Join("testdata", tt.email+".golden")
+			got := render(out)
+			if *update {
+				if err := os.WriteFile(golden, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test ./intake/reply -update)", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("reply differs from %s:\n%s", golden, got)
+			}
+		})
+	}
+}
+
+func TestSubject(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"API key", "Re: API key"},
+		{"RE: Re: AW: API key", "Re: API key"},
+		{"", "Re: your API key request"},
+		{"line\r\nBcc: evil@x", "Re: line Bcc: evil@x"},
+		{strings.Repeat("é", 300), "Re: " + strings.Repeat("é", MaxSubject-5) + "…"},
+	}
+	for _, tt := range tests {
+		if got := Subject(tt.in); got != tt.want {
+			t.Errorf("Subject(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// TestReplyOnlyToAuthenticatedSender: a Reply-To header never redirects
+// the answer; it goes to the authenticated From.
+func TestReplyOnlyToAuthenticatedSender(t *testing.T) {
+	raw := "Authentication-Results: mx.buildmarkets.ai; dmarc=pass header.from=acme.example\r\n" +
+		"From: jane@acme.example\r\nReply-To: attacker@evil.example\r\nSubject: k\r\nMessage-ID: <rt@acme.example>\r\n" +
+		"Date: Thu, 26 Nov 2026 10:00:00 +0000\r\n\r\nEnvironment: sandbox\r\nScopes: accounts:read\r\nLabel: x\r\n"
+	r, err := parse.Parse(strings.NewReader(raw), parse.ExampleOptions(now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Build(r, templates.MustLoadEmbedded(), time.Time{})
+	if err != nil || out == nil {
+		t.Fatalf("%v %v", out, err)
+	}
+	if len(out.To) != 1 || out.To[0] != "jane@acme.example" {
+		t.Errorf("reply to %v, want jane@acme.example only", out.To)
+	}
+	if strings.Contains(out.Text, "next batch runs on") {
+		t.Errorf("an unknown next batch is dated: %s", out.Text)
+	}
+}
