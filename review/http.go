@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -82,7 +83,7 @@ func (s *Server) web(h func(w http.ResponseWriter, r *http.Request, st *staff) e
 				s.renderError(w, r, nil, &Error{Status: http.StatusUnauthorized, Code: "unauthorized", Msg: "Your session has ended. Sign in again; nothing was changed."})
 				return
 			}
-			http.Redirect(w, r, "/login?next="+safeNext(r.URL.RequestURI()), http.StatusSeeOther)
+			http.Redirect(w, r, "/login?next="+url.QueryEscape(safeNext(r.URL.RequestURI())), http.StatusSeeOther)
 			return
 		}
 		if r.Method == http.MethodPost && !checkCSRF(r, st) {
