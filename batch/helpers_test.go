@@ -242,10 +242,5 @@ func (c *fakeClock) Waiters() int {
 	return len(c.waiters)
 }
 
-// offsetClock is the wall clock moved by a fixed offset.
-type offsetClock struct{ d time.Duration }
-
-func (c offsetClock) Now() time.Time                         { return time.Now().Add(c.d) }
-func (c offsetClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 func newLimiter(rps float64) *rate.Limiter { return rate.NewLimiter(rate.Limit(rps), 1) }
