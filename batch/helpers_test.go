@@ -242,5 +242,4 @@ func (c *fakeClock) Waiters() int {
 	return len(c.waiters)
 }
 
-
 func newLimiter(rps float64) *rate.Limiter { return rate.NewLimiter(rate.Limit(rps), 1) }
