@@ -159,4 +159,21 @@ func TestBrowser(t *testing.T) {
 	if got := e.get(target.ID); got.State != keydesk.StateApproved || !got.ApprovedBy("alice") {
 		t.Fatalf("stored: %s %v", got.State, got.Approvals)
 	}
+
+	// The other pages render for a person too.
+	if _, err := e.q.RequestBatch(context.Background(), "ada"); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []struct{ path, sel, file string }{
+		{"/batches", "table.batches", "batches.png"},
+		{"/audit", "table.audit", "audit.png"},
+	} {
+		if err := chromedp.Do(ctx, chromedp.Navigate(e.ts.URL+p.path), chromedp.WaitVisible(chromedp.CSS(p.sel))); err != nil {
+			t.Fatalf("%s: %v", p.path, err)
+		}
+		shot(p.file)
+	}
+	if hist := text(`table.audit`); !strings.Contains(hist, "login") || !strings.Contains(hist, target.ID) {
+		t.Fatalf("audit page: %q", hist)
+	}
 }

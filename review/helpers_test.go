@@ -35,7 +35,7 @@ func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unloc
 
 // env is a review server on a real embedded JetStream.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	q      *queue.Conn
 	srv    *Server
 	ts     *httptest.Server
@@ -48,7 +48,7 @@ var staffRoles = map[string]users.Role{"viv": users.Viewer, "alice": users.Appro
 
 func password(name string) string { return "pw-" + name + "-correct-horse" }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	q := queuetest.Open(t)
 	e := &env{t: t, q: q, clock: &clock{t: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}, tokens: map[string]string{}}

@@ -675,3 +675,27 @@ func activeContent(page string) string {
 	walk(doc)
 	return found
 }
+
+// TestNoSecretInPages: the partner's manager credentials are in the
+// registry the UI reads; no page or API answer may show them.
+func TestNoSecretInPages(t *testing.T) {
+	e := newEnv(t)
+	const secret = "bm_secret_xyz789_do_not_show"
+	e.reg.Partners[0].Environments = map[keydesk.Environment]keydesk.PartnerEnvironment{
+		keydesk.Sandbox: {APIKey: "bm_key_manager", APISecret: keydesk.SecretString(secret)},
+	}
+	r := e.request(nil, "From: dev@acme.example\r\n\r\nhello\r\n")
+	e.api("alice", "POST", "/api/v1/requests/"+r.ID+"/approve", nil)
+	b := e.login("ada")
+	for _, p := range []string{"/queue", "/requests/" + r.ID, "/batches", "/audit", "/audit/export"} {
+		if _, _, body := b.get(p); strings.Contains(body, secret) || strings.Contains(body, "bm_key_manager") {
+			t.Errorf("%s shows the partner's manager credentials", p)
+		}
+	}
+	for _, p := range []string{"/api/v1/requests", "/api/v1/requests/" + r.ID, "/api/v1/batches"} {
+		_, out := e.api("viv", "GET", p, nil)
+		if b, _ := json.Marshal(out); strings.Contains(string(b), secret) {
+			t.Errorf("%s shows the secret", p)
+		}
+	}
+}
