@@ -3,11 +3,15 @@ package delivery
 import (
 	"bytes"
 	"errors"
+	"io"
+	"mime/quotedprintable"
+	"net/mail"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/buildmarkets/keydesk"
 )
@@ -122,4 +126,57 @@ func TestSafeIDAndMask(t *testing.T) {
 			t.Errorf("MaskAddress(%q) = %q, want %q", addr, got, want)
 		}
 	}
+}
+
+// Whatever a producer copies from a partner's email into the subject, the
+// recipient or the body, the result is one well-formed message whose
+// headers are keydesk's alone.
+func FuzzCompose(f *testing.F) {
+	f.Add("Re: API key for sandbox", "cto@acme.example", "Hello\n", "<a@b>")
+	f.Add("Clé API — production", "Chloé <cto@acme.example>", "line\r\n.\r\nBcc: x@evil.example\n", "")
+	f.Add("x\r\nBcc: evil@example.com", "a@b.example", "", "<x>\r\nBcc: y")
+	f.Add(strings.Repeat("long subject ", 40), "\"quoted, name\" <a@b.example>", strings.Repeat("é", 500), "no-brackets@id")
+	c, err := NewComposer("Buildmarkets Support <support@buildmarkets.ai>", func() time.Time { return time.Unix(0, 0) })
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, subject, to, text, irt string) {
+		o := &keydesk.Outgoing{ID: "m.1", Kind: keydesk.KindAcknowledgement, To: []string{to}, Subject: subject, Text: text, InReplyTo: irt}
+		out, err := c.Compose(o)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error not ErrMalformed: %v", err)
+			}
+			return
+		}
+		m, err := mail.ReadMessage(bytes.NewReader(out))
+		if err != nil {
+			t.Fatalf("composed message does not parse: %v\n%q", err, out)
+		}
+		for k, v := range m.Header {
+			if len(v) != 1 {
+				t.Fatalf("header %s appears %d times", k, len(v))
+			}
+			if !allowedOuter[k] {
+				t.Fatalf("unexpected header %s in %q", k, out)
+			}
+		}
+		if bytes.Contains(bytes.ReplaceAll(out, []byte("\r\n"), nil), []byte("\n")) || bytes.Contains(bytes.ReplaceAll(out, []byte("\r\n"), nil), []byte("\r")) {
+			t.Fatalf("bare CR or LF in %q", out)
+		}
+		got, err := io.ReadAll(quotedprintable.NewReader(m.Body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if utf8.ValidString(text) && !strings.Contains(text, "\r") {
+			if g := strings.ReplaceAll(string(got), "\r\n", "\n"); strings.TrimRight(g, "\n") != strings.TrimRight(text, "\n") {
+				t.Fatalf("body changed: %q → %q", text, got)
+			}
+		}
+	})
+}
+
+var allowedOuter = map[string]bool{
+	"From": true, "To": true, "Subject": true, "Date": true, "Message-Id": true, "In-Reply-To": true, "References": true,
+	"Auto-Submitted": true, "X-Loop": true, "Mime-Version": true, "Content-Type": true, "Content-Transfer-Encoding": true,
 }
