@@ -20,6 +20,7 @@ func decide(m *msg, o Options, digest string) *Result {
 	if m.headerOK && m.fromErr == nil && len(m.from) == 1 {
 		headerFrom = strings.ToLower(strings.TrimSpace(m.from[0].Address))
 	}
+	res.SourceKey = sourceKey(headerFrom, m.messageID, digest)
 	if m.headerOK {
 		if r, ok := automatic(m, headerFrom); ok {
 			res.Verdict = Ignore
@@ -80,8 +81,6 @@ func decide(m *msg, o Options, digest string) *Result {
 		warn("the email is encrypted: keydesk cannot read encrypted requests; send it unencrypted (it holds no secret)")
 	}
 
-	res.SourceKey = sourceKey(headerFrom, m.messageID, digest)
-
 	// Authentication: our MTA's verdict on the From domain.
 	dmarcOK, dmarcWhy := dmarc(m, o.TrustedAuthservIDs, keydesk.AddressDomain(headerFrom))
 
@@ -92,7 +91,7 @@ func decide(m *msg, o Options, digest string) *Result {
 	if long {
 		warn("lines longer than %d bytes were cut", lim.LineBytes)
 	}
-	bd := splitBody(lines, 0)
+	bd := splitBody(lines, fwdSubjRE.MatchString(m.subject), 0)
 
 	var flags []keydesk.Flag
 	var reasons []keydesk.Reason

@@ -183,8 +183,11 @@ func unquoteAll(lines []string) []string {
 }
 
 // splitBody separates the sender's own text from quoted history and finds
-// the first forward. depth bounds forwards inside forwards.
-func splitBody(lines []string, depth int) body {
+// the first forward. forwarded says the email's subject marks it as a
+// forward (Fwd:, FW:, WG:…): Outlook's header block then starts the
+// forwarded message, since that block alone looks the same in a reply.
+// depth bounds forwards inside forwards.
+func splitBody(lines []string, forwarded bool, depth int) body {
 	var b body
 	inSig := false
 	for i := 0; i < len(lines); i++ {
@@ -206,13 +209,13 @@ func splitBody(lines []string, depth int) body {
 			f, next := readHeaderBlock(lines, start)
 			isForward := marker != nil && !strings.Contains(strings.ToLower(marker[1]), "original") &&
 				!strings.Contains(strings.ToLower(marker[1]), "ursprüngliche") && !strings.Contains(strings.ToLower(marker[1]), "d'origine")
-			if !isForward && fwdSubjRE.MatchString(f.subject) {
+			if !isForward && (fwdSubjRE.MatchString(f.subject) || (forwarded && depth == 0)) {
 				isForward = true
 			}
 			if !isForward || depth >= 3 {
 				return b // quoted history of a reply
 			}
-			inner := splitBody(unquoteAll(lines[next:]), depth+1)
+			inner := splitBody(unquoteAll(lines[next:]), fwdSubjRE.MatchString(f.subject), depth+1)
 			f.own = inner.own
 			b.forward = &f
 			return b

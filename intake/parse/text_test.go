@@ -38,28 +38,31 @@ func TestHTMLToText(t *testing.T) {
 
 func TestSplitBody(t *testing.T) {
 	tests := []struct {
-		name    string
-		text    string
-		own     string // own lines joined by |
-		fwdFrom string
+		name       string
+		text       string
+		own        string // own lines joined by |
+		fwdFrom    string
+		fwdSubject bool // the email's subject says Fwd:
 	}{
-		{"signature", "Environment: sandbox\n-- \nLabel: sig", "Environment: sandbox", ""},
-		{"quoted lines", "mine\n> theirs\nmine too", "mine|mine too", ""},
-		{"gmail attribution", "new\n\nOn Wed, 25 Nov 2026 at 16:02, Desk <support@buildmarkets.ai> wrote:\n> Environment: production", "new|", ""},
-		{"wrapped attribution", "new\nOn Wed, 25 Nov 2026 at 16:02, Buildmarkets API key desk <\nsupport@buildmarkets.ai> wrote:\nLabel: old", "new", ""},
-		{"german attribution", "neu\nAm 25.11.2026 um 16:02 schrieb Desk <support@buildmarkets.ai>:\nLabel: alt", "neu", ""},
-		{"outlook reply block", "new\n________________________________\nFrom: Desk <support@buildmarkets.ai>\nSent: Wednesday\nTo: x\nSubject: RE: keys\n\nLabel: old", "new", ""},
-		{"original message", "new\n-----Original Message-----\nFrom: Desk <support@buildmarkets.ai>\nSent: Wednesday\nSubject: keys\n\nLabel: old", "new", ""},
-		{"outlook forward block", "fyi\nFrom: Jane [mailto:jane@acme.example]\nSent: Wednesday\nSubject: FW: keys\n\nLabel: fwd", "fyi", "jane@acme.example"},
-		{"gmail forward", "fyi\n---------- Forwarded message ---------\nFrom: Jane Doe <Jane@Acme.example>\nDate: x\n\nLabel: fwd", "fyi", "jane@acme.example"},
-		{"apple forward", "Begin forwarded message:\n\nFrom: jane@acme.example\nSubject: k\n\nLabel: fwd", "", "jane@acme.example"},
-		{"quoted forward", "---------- Forwarded message ---------\nFrom: <jane@acme.example>\n\n> Label: fwd\n> \n> Jane", "", "jane@acme.example"},
-		{"sent from phone", "Label: x\nSent from my iPhone\nLabel: y", "Label: x", ""},
+		{"signature", "Environment: sandbox\n-- \nLabel: sig", "Environment: sandbox", "", false},
+		{"quoted lines", "mine\n> theirs\nmine too", "mine|mine too", "", false},
+		{"gmail attribution", "new\n\nOn Wed, 25 Nov 2026 at 16:02, Desk <support@buildmarkets.ai> wrote:\n> Environment: production", "new|", "", false},
+		{"wrapped attribution", "new\nOn Wed, 25 Nov 2026 at 16:02, Buildmarkets API key desk <\nsupport@buildmarkets.ai> wrote:\nLabel: old", "new", "", false},
+		{"german attribution", "neu\nAm 25.11.2026 um 16:02 schrieb Desk <support@buildmarkets.ai>:\nLabel: alt", "neu", "", false},
+		{"outlook reply block", "new\n________________________________\nFrom: Desk <support@buildmarkets.ai>\nSent: Wednesday\nTo: x\nSubject: RE: keys\n\nLabel: old", "new", "", false},
+		{"original message", "new\n-----Original Message-----\nFrom: Desk <support@buildmarkets.ai>\nSent: Wednesday\nSubject: keys\n\nLabel: old", "new", "", false},
+		{"outlook forward block", "fyi\nFrom: Jane [mailto:jane@acme.example]\nSent: Wednesday\nSubject: FW: keys\n\nLabel: fwd", "fyi", "jane@acme.example", false},
+		{"gmail forward", "fyi\n---------- Forwarded message ---------\nFrom: Jane Doe <Jane@Acme.example>\nDate: x\n\nLabel: fwd", "fyi", "jane@acme.example", false},
+		{"apple forward", "Begin forwarded message:\n\nFrom: jane@acme.example\nSubject: k\n\nLabel: fwd", "", "jane@acme.example", false},
+		{"quoted forward", "---------- Forwarded message ---------\nFrom: <jane@acme.example>\n\n> Label: fwd\n> \n> Jane", "", "jane@acme.example", false},
+		{"sent from phone", "Label: x\nSent from my iPhone\nLabel: y", "Label: x", "", false},
+		{"outlook block in a forward", "fyi\nFrom: Jane <jane@acme.example>\nSent: Wednesday\nSubject: keys\n\nLabel: fwd", "fyi", "jane@acme.example", true},
+		{"outlook block in a reply", "new\nFrom: Jane <jane@acme.example>\nSent: Wednesday\nSubject: keys\n\nLabel: old", "new", "", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			lines, _, _ := splitLines(tt.text, Limits{}.withDefaults())
-			b := splitBody(lines, 0)
+			b := splitBody(lines, tt.fwdSubject, 0)
 			if got := strings.Join(b.own, "|"); got != tt.own {
 				t.Errorf("own %q, want %q", got, tt.own)
 			}
