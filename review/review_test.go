@@ -403,9 +403,12 @@ func TestRejectTellsRequester(t *testing.T) {
 	if code, _, body := b.post("/requests/"+known.ID+"/reject", url.Values{"reason": {""}}); code != http.StatusBadRequest || !strings.Contains(body, "give a reason") {
 		t.Fatalf("reject without a reason: %d", code)
 	}
-	code, _, body := b.post("/requests/"+known.ID+"/reject", url.Values{"reason": {"keys:manage is not available to partners"}})
-	if code != 200 || !strings.Contains(body, "The requester is told why") {
+	code, h, _ := b.post("/requests/"+known.ID+"/reject", url.Values{"reason": {"keys:manage is not available to partners"}})
+	if code != http.StatusSeeOther {
 		t.Fatalf("reject: %d", code)
+	}
+	if _, _, body := b.get(h.Get("Location")); !strings.Contains(body, "The requester is told why") || !strings.Contains(body, "keys:manage is not available to partners") {
+		t.Fatal("the page after rejecting does not say the requester is told, or lacks the reason")
 	}
 	code, out := e.api("bob", "POST", "/api/v1/requests/"+unknown.ID+"/reject", map[string]string{"reason": "not a partner"})
 	if code != 200 || !strings.Contains(out["message"].(string), "no reply") {

@@ -406,12 +406,14 @@ type requestView struct {
 
 // done messages after an action, by code, so no text travels in URLs.
 var doneMessages = map[string]string{
-	"approved":  "Approved. The next batch creates the key.",
-	"approval1": "Your approval is recorded: four eyes needs a second approver.",
-	"rejected":  "Rejected.",
-	"cancelled": "Cancelled.",
-	"corrected": "Corrected.",
-	"retried":   "Back to approved: the next batch tries again.",
+	"approved":        "Approved. The next batch creates the key.",
+	"approval1":       "Your approval is recorded: four eyes needs a second approver.",
+	"rejected":        "Rejected. The requester is told why.",
+	"rejected-silent": "Rejected. The sender is unknown, so no reply is sent.",
+	"rejected-unsent": "Rejected, but the email to the requester could not be queued (the log has the cause): tell them yourself.",
+	"cancelled":       "Cancelled.",
+	"corrected":       "Corrected.",
+	"retried":         "Back to approved: the next batch tries again.",
 }
 
 func (s *Server) getRequest(w http.ResponseWriter, r *http.Request, st *staff) error {
@@ -522,9 +524,12 @@ func (s *Server) postRequest(w http.ResponseWriter, r *http.Request, st *staff) 
 		// Show the request again, as it is now, with what went wrong.
 		return s.showRequest(w, r, st, e.Status, "", e.Msg, r.PostForm)
 	}
-	if res.Message != doneMessages[done] && done == "rejected" {
-		// Rejection's message varies (reply sent or not): show it directly.
-		return s.showRequest(w, r, st, http.StatusOK, res.Message, "", nil)
+	if done == "rejected" {
+		for code, msg := range doneMessages {
+			if msg == res.Message {
+				done = code
+			}
+		}
 	}
 	http.Redirect(w, r, "/requests/"+url.PathEscape(a.ID)+"?done="+done, http.StatusSeeOther)
 	return nil
