@@ -36,6 +36,8 @@ const (
 type KeyProblem struct {
 	Problem Problem
 	Detail  string
+	// Expires is when the key stopped being usable, for ProblemExpired.
+	Expires time.Time
 }
 
 func (e *KeyProblem) Error() string { return e.Detail }
@@ -74,10 +76,14 @@ var _ config.ContactKeyChecker = Checker{}
 // CheckContactKey reports whether the key in armored (armored or binary
 // OpenPGP) whose fingerprint is the pinned one can be used to encrypt at
 // now, and returns when it stops being usable (zero: never). Errors are
-// *KeyProblem.
+// *KeyProblem; with ProblemExpired, the expiry is returned too.
 func (c Checker) CheckContactKey(armored []byte, fingerprint string, now time.Time) (time.Time, error) {
 	ck, err := c.contactKey(armored, fingerprint, now)
 	if err != nil {
+		var kp *KeyProblem
+		if errors.As(err, &kp) {
+			return kp.Expires, err
+		}
 		return time.Time{}, err
 	}
 	return ck.expires, nil
@@ -166,7 +172,9 @@ func (c Checker) contactKey(data []byte, pinned string, now time.Time) (*contact
 		return nil, problemf(ProblemUnreadable, "was created in the future (%s): check the contact's clock and key", e.PrimaryKey.CreationTime.UTC().Format(time.RFC3339))
 	}
 	if exp, ok := keyExpiry(e.PrimaryKey, selfSig); ok && !now.Before(exp) {
-		return nil, problemf(ProblemExpired, "expired on %s: ask the contact to extend its expiry (gpg --quick-set-expire) and send the updated key", exp.UTC().Format("2006-01-02"))
+		kp := problemf(ProblemExpired, "expired on %s: ask the contact to extend its expiry (gpg --quick-set-expire) and send the updated key", exp.UTC().Format("2006-01-02"))
+		kp.Expires = exp
+		return nil, kp
 	}
 	if selfSig.SigExpired(now) {
 		return nil, problemf(ProblemExpired, "its self-signature expired: ask the contact to refresh the key and send it again")
@@ -264,6 +272,7 @@ func keyExpiry(pk *packet.PublicKey, sig *packet.Signature) (time.Time, bool) {
 // been revoked) get their own problem, not "no encryption key".
 func whyNoEncryptionKey(e *openpgp.Entity, now time.Time) error {
 	var expired, revoked []string
+	var last time.Time
 	for _, sk := range e.Subkeys {
 		if sk.Sig == nil || !sk.Sig.FlagsValid || !sk.Sig.FlagEncryptCommunications || !sk.PublicKey.PubKeyAlgo.CanEncrypt() {
 			continue
@@ -275,11 +284,16 @@ func whyNoEncryptionKey(e *openpgp.Entity, now time.Time) error {
 		case sk.PublicKey.KeyExpired(sk.Sig, now) || sk.Sig.SigExpired(now):
 			exp, _ := keyExpiry(sk.PublicKey, sk.Sig)
 			expired = append(expired, fmt.Sprintf("%s on %s", id, exp.UTC().Format("2006-01-02")))
+			if exp.After(last) {
+				last = exp
+			}
 		}
 	}
 	switch {
 	case len(expired) > 0:
-		return problemf(ProblemExpired, "its encryption subkey expired (%s): ask the contact to extend it (gpg --quick-set-expire FINGERPRINT 1y '*') and send the updated key", strings.Join(expired, ", "))
+		kp := problemf(ProblemExpired, "its encryption subkey expired (%s): ask the contact to extend it (gpg --quick-set-expire FINGERPRINT 1y '*') and send the updated key", strings.Join(expired, ", "))
+		kp.Expires = last
+		return kp
 	case len(revoked) > 0:
 		return problemf(ProblemRevoked, "its encryption subkey %s is revoked and it has no other: ask the contact to add a new encryption subkey", strings.Join(revoked, ", "))
 	}

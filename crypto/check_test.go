@@ -150,8 +150,8 @@ func TestCheckContactKey(t *testing.T) {
 			if kp.Problem != tc.want {
 				t.Fatalf("problem %s (%v), want %s", kp.Problem, err, tc.want)
 			}
-			if !exp.IsZero() {
-				t.Errorf("a refused key reports expiry %v", exp)
+			if (tc.want == crypto.ProblemExpired) != !exp.IsZero() || exp.After(at) {
+				t.Errorf("%s key reports expiry %v", tc.want, exp)
 			}
 			for _, d := range tc.detail {
 				if !strings.Contains(err.Error(), d) {
