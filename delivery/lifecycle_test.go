@@ -1,0 +1,91 @@
+package delivery
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/queue"
+	"github.com/buildmarkets/keydesk/queue/queuetest"
+)
+
+func (e *env) outboxLen() uint64 {
+	e.t.Helper()
+	st, err := e.q.JS.Stream(context.Background(), queue.StreamOutbox)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	info, err := st.Info(context.Background())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+// Two instances share the outbox: every message arrives exactly once.
+func TestTwoInstancesSendEachOnce(t *testing.T) {
+	e := newEnv(t)
+	const n = 30
+	for i := range n {
+		e.enqueue(&keydesk.Outgoing{ID: fmt.Sprintf("KR-20261127-%04d.ack", i), Kind: keydesk.KindAcknowledgement,
+			To: []string{fmt.Sprintf("r%d@acme.example", i)}, Subject: "Received", Text: "ok\n"})
+	}
+	e.start(e.opts)
+	second := e.opts
+	second.Holder = "test-2"
+	e.start(second)
+	queuetest.Eventually(t, 30*time.Second, "all messages", func() bool { return e.mail.count() >= n })
+	queuetest.Eventually(t, 10*time.Second, "an empty outbox", func() bool { return e.outboxLen() == 0 })
+	seen := map[string]int{}
+	for _, r := range e.mail.all() {
+		seen[r.To[0]]++
+	}
+	for i := range n {
+		if c := seen[fmt.Sprintf("r%d@acme.example", i)]; c != 1 {
+			t.Errorf("r%d got %d messages", i, c)
+		}
+	}
+}
+
+// Stopping the role lets the message in hand finish: it is sent once and
+// acknowledged, not left for a resend.
+func TestStopFinishesMessageInHand(t *testing.T) {
+	e := newEnv(t)
+	inData := make(chan struct{})
+	release := make(chan struct{})
+	e.mail.setReply(func(int, []string) error {
+		close(inData)
+		<-release
+		return nil
+	})
+	e.enqueue(&keydesk.Outgoing{ID: "KR-20261127-EEEE.ack", Kind: keydesk.KindAcknowledgement, To: []string{requesterAddr}, Subject: "Received", Text: "ok\n"})
+	stop := e.start(e.opts)
+	select {
+	case <-inData:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the message never reached DATA")
+	}
+	stopped := make(chan struct{})
+	go func() { stop(); close(stopped) }()
+	select {
+	case <-stopped:
+		t.Fatal("Run returned while a message was in hand")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	select {
+	case <-stopped:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return after the message finished")
+	}
+	if n := len(e.mail.to(requesterAddr)); n != 1 {
+		t.Fatalf("%d messages arrived, want 1", n)
+	}
+	rec, _, err := getRecord(context.Background(), e.q.KV(queue.BucketDeliveries), recordKey("KR-20261127-EEEE.ack"))
+	if err != nil || rec == nil || rec.State != stateSent {
+		t.Fatalf("record %+v, %v: want sent", rec, err)
+	}
+	queuetest.Eventually(t, 10*time.Second, "the ack", func() bool { return e.outboxLen() == 0 })
+}
