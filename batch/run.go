@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/queue"
@@ -16,7 +17,10 @@ import (
 
 // maxOutcomes bounds the outcomes listed in one batch record (a KV value);
 // beyond it only the counts grow.
-const maxOutcomes = 5000
+const maxOutcomes = 2000
+
+// maxDetail bounds the detail of one outcome in the record.
+const maxDetail = 240
 
 // actor is the batch's name in the audit trail of requests.
 const actor = "batch"
@@ -26,29 +30,24 @@ const actor = "batch"
 // a refused batch: its record says so, and the error matches queue.ErrLeaseHeld.
 func (r *Runner) RunNow(ctx context.Context, trigger, by string) (*keydesk.Batch, error) {
 	now := r.clock.Now().UTC()
-	b := &keydesk.Batch{ID: r.q.NewBatchID(), Trigger: trigger, By: by, State: keydesk.BatchRunning, Requested: now, Started: now}
-	if err := r.q.PutBatch(ctx, b); err != nil {
-		return nil, err
-	}
-	return b, r.execute(ctx, b)
+	b := &keydesk.Batch{ID: r.q.NewBatchID(), Trigger: trigger, By: by, Requested: now}
+	create := func(ctx context.Context) (bool, error) { return true, r.q.PutBatch(ctx, b) }
+	return b, r.execute(ctx, b, create, create)
 }
 
 // runScheduled runs the batch due at at. Its ID derives from at, so that
 // of several instances sharing a cluster exactly one creates and runs it.
 func (r *Runner) runScheduled(ctx context.Context, at time.Time) (*keydesk.Batch, error) {
-	now := r.clock.Now().UTC()
-	b := &keydesk.Batch{
-		ID: "B-" + at.UTC().Format("20060102-150405") + "-SCHED", Trigger: "schedule", By: "schedule",
-		State: keydesk.BatchRunning, Requested: at.UTC(), Started: now,
-	}
-	if err := r.q.PutBatch(ctx, b); err != nil {
+	b := &keydesk.Batch{ID: "B-" + at.UTC().Format("20060102-150405") + "-SCHED", Trigger: "schedule", By: "schedule", Requested: at.UTC()}
+	create := func(ctx context.Context) (bool, error) {
+		err := r.q.PutBatch(ctx, b)
 		if errors.Is(err, keydesk.ErrConflict) {
 			r.log.Info("scheduled batch taken by another instance", "batch", b.ID)
-			return nil, nil
+			return false, nil
 		}
-		return nil, err
+		return err == nil, err
 	}
-	return b, r.execute(ctx, b)
+	return b, r.execute(ctx, b, create, create)
 }
 
 // runRequested takes a batch asked for through the API (state requested)
@@ -57,37 +56,60 @@ func (r *Runner) runRequested(ctx context.Context, b *keydesk.Batch) error {
 	if b.State != keydesk.BatchRequested {
 		return nil
 	}
-	b.State = keydesk.BatchRunning
-	b.Started = r.clock.Now().UTC()
-	if err := r.q.PutBatch(ctx, b); err != nil {
+	update := func(ctx context.Context) (bool, error) {
+		err := r.q.PutBatch(ctx, b) // a compare-and-set on the revision read
 		if errors.Is(err, keydesk.ErrConflict) {
-			return nil // another instance claimed it
+			return false, nil // another instance took it
 		}
-		return err
+		return err == nil, err
 	}
-	return r.execute(ctx, b)
+	return r.execute(ctx, b, update, update)
 }
 
-// execute runs a claimed batch (state running) under the batch lease and
-// writes its final record, audit event and report.
-func (r *Runner) execute(ctx context.Context, b *keydesk.Batch) error {
+// execute runs batch b under the batch lease. claim, called once the lease
+// is held, writes b in state running (so that a running batch always holds
+// the lease, and one found running by a lease holder is stale); it reports
+// false if another instance took the batch. If the lease stays held
+// elsewhere, b is written failed through refuse. execute then writes the
+// final record, the audit event and the report.
+func (r *Runner) execute(ctx context.Context, b *keydesk.Batch, claim, refuse func(ctx context.Context) (bool, error)) error {
 	log := r.log.With("batch", b.ID)
-	log.Info("batch starting", "trigger", b.Trigger, "by", b.By)
-	_ = r.audit(ctx, b.ID, "batch-start", fmt.Sprintf("%s batch asked by %s", b.Trigger, b.By))
 	st := newRun(r, b)
-	err := r.runExclusive(ctx, func(ctx context.Context) error { return r.runLocked(ctx, st) })
+	claimed := false
+	err := r.runExclusive(ctx, func(ctx context.Context) error {
+		b.State, b.Started = keydesk.BatchRunning, r.clock.Now().UTC()
+		ok, err := claim(ctx)
+		if err != nil || !ok {
+			return err
+		}
+		claimed = true
+		log.Info("batch starting", "trigger", b.Trigger, "by", b.By)
+		_ = r.audit(ctx, b.ID, "batch-start", fmt.Sprintf("%s batch asked by %s", b.Trigger, b.By))
+		return r.runLocked(ctx, st)
+	})
 	// The record is written even when the run was cancelled: it must not
 	// stay "running".
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
+	if !claimed {
+		if !errors.Is(err, queue.ErrLeaseHeld) {
+			return err
+		}
+		b.State, b.Started, b.Ended = keydesk.BatchFailed, time.Time{}, r.clock.Now().UTC()
+		b.Error = "refused: another batch is running (" + err.Error() + "); approved requests wait for the next batch"
+		if ok, rerr := refuse(wctx); rerr != nil {
+			log.Error("batch record not saved", "err", rerr)
+		} else if ok {
+			_ = r.audit(wctx, b.ID, "batch-refused", b.Error)
+		}
+		log.Warn("batch refused", "err", err)
+		return err
+	}
 	st.mu.Lock()
 	b.Ended = r.clock.Now().UTC()
 	b.Counts = st.counts
 	b.Outcomes = st.outcomes
 	switch {
-	case errors.Is(err, queue.ErrLeaseHeld):
-		b.State = keydesk.BatchFailed
-		b.Error = "refused: another batch is running (" + err.Error() + "); approved requests wait for the next batch"
 	case err != nil:
 		b.State = keydesk.BatchFailed
 		b.Error = err.Error()
@@ -103,13 +125,11 @@ func (r *Runner) execute(ctx context.Context, b *keydesk.Batch) error {
 	}
 	summary := summarize(b)
 	_ = r.audit(wctx, b.ID, "batch-"+string(b.State), summary)
-	if r.duration != nil && !b.Started.IsZero() {
+	if r.duration != nil {
 		r.duration.Observe(b.Ended.Sub(b.Started).Seconds())
 	}
-	if !errors.Is(err, queue.ErrLeaseHeld) {
-		if rerr := r.sendReport(wctx, b); rerr != nil {
-			log.Error("batch report not queued", "err", rerr)
-		}
+	if rerr := r.sendReport(wctx, b); rerr != nil {
+		log.Error("batch report not queued", "err", rerr)
 	}
 	if err != nil {
 		log.Warn("batch did not run to the end", "err", err, "summary", summary)
@@ -187,6 +207,13 @@ func newRun(r *Runner, b *keydesk.Batch) *run {
 }
 
 func (st *run) add(o keydesk.BatchOutcome) {
+	if len(o.Detail) > maxDetail {
+		cut := maxDetail
+		for cut > 0 && !utf8.RuneStart(o.Detail[cut]) {
+			cut--
+		}
+		o.Detail = o.Detail[:cut] + "…"
+	}
 	st.mu.Lock()
 	st.counts[o.Outcome]++
 	if len(st.outcomes) < maxOutcomes {
