@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
+	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/delivery"
 	"github.com/buildmarkets/keydesk/mailauth"
 	"github.com/buildmarkets/keydesk/templates"
@@ -11,6 +13,28 @@ import (
 
 func init() {
 	registerRole(role{name: "delivery", start: startDelivery})
+	extraChecks = append(extraChecks, checkSMTP)
+}
+
+// checkSMTP is keydesk check's look at the smtp section beyond what the
+// config loader validates: the CA file is a certificate, smtp.from is an
+// address, plain text goes to loopback only.
+func checkSMTP(cfg *config.Config) error {
+	if cfg.SMTP.Address == "" {
+		return nil
+	}
+	var errs []error
+	ms := mailauth.Resolve(cfg.SMTP.MailServer, cfg.Path)
+	if err := mailauth.CheckSecurity(ms); err != nil {
+		errs = append(errs, fmt.Errorf("smtp.security: %w", err))
+	}
+	if _, err := mailauth.TLSConfig(ms, ""); err != nil {
+		errs = append(errs, fmt.Errorf("smtp.tls_ca_file: %w", err))
+	}
+	if _, err := delivery.NewComposer(cfg.SMTP.From, nil); err != nil {
+		errs = append(errs, fmt.Errorf("smtp.from: %w", err))
+	}
+	return errors.Join(errs...)
 }
 
 // startDelivery wires the delivery role: the SMTP sender (its TLS and

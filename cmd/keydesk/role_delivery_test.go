@@ -129,3 +129,40 @@ func TestServeDeliveryNeedsSMTP(t *testing.T) {
 		t.Fatalf("start without smtp.address: %v", err)
 	}
 }
+
+func TestCheckSMTP(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(notPEM, []byte("nope"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		smtp config.SMTP
+		want []string
+	}{
+		{"none configured", config.SMTP{}, nil},
+		{"good", config.SMTP{MailServer: config.MailServer{Address: "smtp.example.com:587", Security: config.SecurityStartTLS}, From: "Support <support@buildmarkets.ai>"}, nil},
+		{"every problem at once", config.SMTP{MailServer: config.MailServer{Address: "smtp.example.com:25", Security: config.SecurityNone, TLSCAFile: notPEM}, From: "not an address"},
+			[]string{"smtp.security", "loopback", "smtp.tls_ca_file", "smtp.from"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := config.Default()
+			cfg.SMTP = tt.smtp
+			err := checkSMTP(cfg)
+			if tt.want == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("no problem found")
+			}
+			if miss := missing(err.Error(), tt.want...); len(miss) > 0 {
+				t.Fatalf("%v: misses %q", err, miss)
+			}
+		})
+	}
+}
