@@ -74,7 +74,7 @@ func headerKey(l string) (key, value string, ok bool) {
 	if m == nil {
 		return "", "", false
 	}
-	v := strings.TrimSpace(strings.Trim(strings.TrimSpace(m[2]), "*"))
+	v := strings.TrimSpace(strings.Trim(strings.TrimSpace(m[2]), "*|"))
 	switch strings.ToLower(m[1]) {
 	case "from", "von", "de":
 		return "from", v, true
