@@ -2,6 +2,7 @@ package batch_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -485,4 +486,48 @@ func (s *syncBuffer) Bytes() []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return bytes.Clone(s.b.Bytes())
+}
+
+// TestStop: a batch whose context ends (the role stopping) finishes the
+// request in hand, leaves the rest approved and closes its record.
+func TestStop(t *testing.T) {
+	h := newHarness(t)
+	var ids []string
+	for _, l := range []string{"a", "b", "c", "d", "e", "f"} {
+		ids = append(ids, h.request(l, nil).ID)
+	}
+	h.api.Latency(150 * time.Millisecond)
+	ctx, cancel := context.WithCancel(h.ctx)
+	defer cancel()
+	go func() {
+		// Not queuetest.Eventually: this is not the test's goroutine.
+		for h.api.Stats().Creates < 1 && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
+		cancel()
+	}()
+	b, err := h.runner(func(o *batch.Options) { o.Concurrency = 1 }).RunNow(ctx, "manual", "alice")
+	if err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+	got := h.batchRecord(b.ID)
+	if got.State != keydesk.BatchDone || !strings.Contains(got.Error, "stopped") || got.Counts[batch.OutcomeLeft] == 0 {
+		t.Fatalf("batch = %s", dump(got))
+	}
+	generated := 0
+	for _, id := range ids {
+		switch s := h.get(id).State; s {
+		case keydesk.StateGenerated:
+			generated++
+		case keydesk.StateApproved:
+		default:
+			t.Errorf("request %s is %s after the stop", id, s)
+		}
+	}
+	if generated == 0 || generated == len(ids) || generated != got.Counts[batch.OutcomeGenerated] {
+		t.Errorf("%d generated: %s", generated, dump(got))
+	}
+	if live := h.liveKeyIDs("acme"); len(live) != generated {
+		t.Errorf("live keys %v for %d generated", live, generated)
+	}
 }
