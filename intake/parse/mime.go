@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -13,6 +14,9 @@ import (
 	_ "github.com/emersion/go-message/charset" // decode every charset mail clients use, not only UTF-8 and ASCII
 	"github.com/emersion/go-message/mail"
 )
+
+// angleAddrRE is the one address in angle brackets ending a From header.
+var angleAddrRE = regexp.MustCompile(`^[^<>]*<([^<>\s]+@[^<>\s]+)>\s*$`)
 
 // msg is what the MIME walk found in one email.
 type msg struct {
@@ -81,6 +85,17 @@ func readMessage(r io.Reader, lim Limits) *msg {
 	m.headerOK = true
 	h := mail.Header{Header: e.Header}
 	m.from, m.fromErr = h.AddressList("From")
+	if m.fromErr != nil {
+		// Some systems write "jane@acme.example <jane@acme.example>"
+		// unquoted; the address in angle brackets is the one mail
+		// servers, and DMARC, go by.
+		if sm := angleAddrRE.FindStringSubmatch(e.Header.Get("From")); sm != nil {
+			if a, err := mail.ParseAddress(sm[1]); err == nil {
+				m.from, m.fromErr = []*mail.Address{a}, nil
+				m.warn("the From header is malformed: its address %s was used", oneLine(a.Address, 200))
+			}
+		}
+	}
 	if s, err := h.Subject(); err == nil || s != "" {
 		m.subject = oneLine(s, 300)
 	}
