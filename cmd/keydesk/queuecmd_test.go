@@ -3,10 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -71,57 +79,15 @@ func TestQueueCLIEndToEnd(t *testing.T) {
 	if err != nil || set.Len() != 4 {
 		t.Fatalf("users.yaml after four adds: %v %v", set.Len(), err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "acme.asc"), []byte("key"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "partners.yaml"), []byte(`partners:
-  - id: acme
-    name: Acme Capital
-    requesters: ["*@acme.example"]
-    technical_contact: {email: sec@acme.example, pgp_key_file: acme.asc, fingerprint: "0123456789ABCDEF0123456789ABCDEF01234567"}
-    environments: {sandbox: {api_key: k, api_secret: s}, production: {api_key: k, api_secret: s}}
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writePartners(t, dir)
 	cfg := config.Default()
 	cfg.File = filepath.Join(dir, "keydesk.yaml")
 	cfg.DataDir = filepath.Join(dir, "data")
 	cfg.Review.Listen = freeAddr(t)
 	cfg.Review.UsersFile = "users.yaml"
 
-	ctx, cancel := context.WithCancel(context.Background())
-	apps := make(chan *app, 1)
-	served := make(chan error, 1)
-	go func() {
-		served <- serveRoles(ctx, cfg, slog.New(slog.DiscardHandler), []string{"review"}, func(a *app) error { apps <- a; return nil })
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-served:
-			if err != nil {
-				t.Errorf("serve: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("serve did not stop")
-		}
-	})
-	var a *app
-	select {
-	case a = <-apps:
-	case err := <-served:
-		t.Fatalf("serve: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("serve did not start")
-	}
+	a := startServe(t, cfg, "http://"+cfg.Review.Listen, nil)
 	base := "http://" + cfg.Review.Listen
-	queuetest.Eventually(t, 10*time.Second, "the review UI to answer", func() bool {
-		resp, err := http.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil && resp.StatusCode == 200
-	})
 
 	mk := func(env keydesk.Environment, label string) *keydesk.Request {
 		r := &keydesk.Request{State: keydesk.StatePendingReview, Partner: "acme", Environment: env,
@@ -235,4 +201,135 @@ func TestQueueCLIEndToEnd(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "KEYDESK_TOKEN") {
 		t.Fatalf("no token: %v", err)
 	}
+}
+
+// startServe runs 'keydesk serve --roles review' on cfg until the test
+// ends and waits for base/healthz to answer.
+func startServe(t *testing.T, cfg *config.Config, base string, hc *http.Client) *app {
+	t.Helper()
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	apps := make(chan *app, 1)
+	served := make(chan error, 1)
+	go func() {
+		served <- serveRoles(ctx, cfg, slog.New(slog.DiscardHandler), []string{"review"}, func(a *app) error { apps <- a; return nil })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-served:
+			if err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("serve did not stop")
+		}
+	})
+	var a *app
+	select {
+	case a = <-apps:
+	case err := <-served:
+		t.Fatalf("serve: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("serve did not start")
+	}
+	queuetest.Eventually(t, 10*time.Second, "the review UI to answer", func() bool {
+		resp, err := hc.Get(base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == 200
+	})
+	return a
+}
+
+// writePartners writes partners.yaml (one partner, acme) into dir.
+func writePartners(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, "acme.asc"), []byte("key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "partners.yaml"), []byte(`partners:
+  - id: acme
+    name: Acme Capital
+    requesters: ["*@acme.example"]
+    technical_contact: {email: sec@acme.example, pgp_key_file: acme.asc, fingerprint: "0123456789ABCDEF0123456789ABCDEF01234567"}
+    environments: {sandbox: {api_key: k, api_secret: s}, production: {api_key: k, api_secret: s}}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestQueueCLIOverTLS serves the review role over HTTPS (review.tls_cert
+// and tls_key) and calls it with the CLI trusting a private CA.
+func TestQueueCLIOverTLS(t *testing.T) {
+	saved := contactKeyChecker
+	contactKeyChecker = nil
+	t.Cleanup(func() { contactKeyChecker = saved })
+	dir := t.TempDir()
+	writePartners(t, dir)
+	token := addUser(t, filepath.Join(dir, "users.yaml"), "ada", "admin")
+	certPEM, keyPEM := selfSigned(t)
+	for name, b := range map[string][]byte{"cert.pem": certPEM, "key.pem": keyPEM} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := config.Default()
+	cfg.File = filepath.Join(dir, "keydesk.yaml")
+	cfg.DataDir = filepath.Join(dir, "data")
+	cfg.Review.Listen = freeAddr(t)
+	cfg.Review.TLSCert, cfg.Review.TLSKey = "cert.pem", "key.pem"
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(certPEM)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	base := "https://" + cfg.Review.Listen
+	startServe(t, cfg, base, hc)
+
+	env := map[string]string{"KEYDESK_URL": base, "KEYDESK_TOKEN": token}
+	getenv := func(k string) string { return env[k] }
+	err := runBatchCmd(context.Background(), io.Discard, io.Discard, []string{"list"}, getenv)
+	if err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("an untrusted certificate was accepted: %v", err)
+	}
+	env["KEYDESK_CA_FILE"] = filepath.Join(dir, "cert.pem")
+	var out bytes.Buffer
+	if err := runBatchCmd(context.Background(), &out, io.Discard, []string{"run"}, getenv); err != nil || !strings.Contains(out.String(), "requested") {
+		t.Fatalf("batch run over TLS: %v\n%s", err, out.String())
+	}
+	// Over TLS the UI asks browsers to stay on HTTPS.
+	resp, err := hc.Get(base + "/login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Header.Get("Strict-Transport-Security") == "" {
+		t.Fatal("no HSTS over TLS")
+	}
+}
+
+// selfSigned makes a certificate for 127.0.0.1, its own CA.
+func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "keydesk test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb})
 }
