@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	pgp "github.com/ProtonMail/gopenpgp/v2/crypto"
+
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/crypto"
 	"github.com/buildmarkets/keydesk/crypto/cryptotest"
@@ -235,6 +237,25 @@ func TestDecryptAndVerify(t *testing.T) {
 	if bytes.Equal(tamperedEnt, ent) {
 		t.Fatal("the tampered entity is unchanged")
 	}
+	// The same structure around a message encrypted to the contact but not
+	// signed at all.
+	contactKey, err := pgp.NewKeyFromArmored(k.Public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := pgp.NewKeyRing(contactKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unsignedMsg, err := ring.Encrypt(pgp.NewPlainMessage([]byte("Content-Type: text/plain\r\n\r\nhello\r\n")), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unsignedArmored, err := unsignedMsg.GetArmored()
+	if err != nil {
+		t.Fatal(err)
+	}
+	unsignedEnt := bytes.Replace(ent, []byte(armored), []byte(strings.ReplaceAll(unsignedArmored, "\n", "\r\n")+"\r\n"), 1)
 
 	tests := []struct {
 		name      string
@@ -250,6 +271,7 @@ func TestDecryptAndVerify(t *testing.T) {
 		{name: "wrong passphrase", entity: ent, priv: k.Private, pass: []byte("nope"), signerPub: s.PublicKey()},
 		{name: "not PGP/MIME", entity: []byte("Content-Type: text/plain\r\n\r\nhello\r\n"), priv: k.Private, pass: k.Passphrase, signerPub: s.PublicKey(), want: crypto.ErrNotPGPMIME},
 		{name: "tampered", entity: tamperedEnt, priv: k.Private, pass: k.Passphrase, signerPub: s.PublicKey()},
+		{name: "unsigned", entity: unsignedEnt, priv: k.Private, pass: k.Passphrase, signerPub: s.PublicKey()},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -264,6 +286,7 @@ func TestDecryptAndVerify(t *testing.T) {
 			if err == nil {
 				t.Fatalf("opened (%d bytes), want an error", len(inner))
 			}
+			t.Logf("refused: %v", err)
 			if tc.want != nil && !errors.Is(err, tc.want) {
 				t.Errorf("got %v, want %v", err, tc.want)
 			}

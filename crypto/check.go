@@ -233,15 +233,20 @@ func readKeys(data []byte) (openpgp.EntityList, error) {
 }
 
 // parseKeys parses an armored or binary key file, bounded in size and count.
-func parseKeys(data []byte) (openpgp.EntityList, error) {
+// Key files come from partners: a parser panic on a hostile file is turned
+// into a refusal rather than a crash at start.
+func parseKeys(data []byte) (el openpgp.EntityList, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			el, err = nil, problemf(ProblemUnreadable, "is not a readable OpenPGP key (the parser failed: %v)", r)
+		}
+	}()
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, problemf(ProblemUnreadable, "the key file is empty: export the contact's public key with gpg --armor --export FINGERPRINT")
 	}
 	if len(data) > MaxKeyBytes {
 		return nil, problemf(ProblemUnreadable, "the key file is larger than %d KiB: export it with gpg --armor --export-options export-minimal --export FINGERPRINT", MaxKeyBytes>>10)
 	}
-	var el openpgp.EntityList
-	var err error
 	if bytes.Contains(data, []byte("-----BEGIN PGP")) {
 		el, err = openpgp.ReadArmoredKeyRing(bytes.NewReader(data))
 	} else {
