@@ -74,6 +74,12 @@ func startReview(ctx context.Context, a *app) (func(context.Context) error, erro
 		return nil, err
 	}
 	a.mux.Handle("/", srv.Handler())
+	a.addCheck("review-users", func(context.Context) error {
+		if src.Current().Len() == 0 {
+			return fmt.Errorf("%s lists nobody: no one can sign in", usersPath)
+		}
+		return nil
+	})
 	log.Info("review UI and API ready", "listen", cfg.Review.Listen, "tls", tlsOn, "users", src.Current().Len())
 	return srv.Run, nil
 }
