@@ -107,8 +107,11 @@ func TestBrowser(t *testing.T) {
 	}
 
 	// Signed out, the queue sends us to the login page.
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`input[name=username]`))); err != nil {
+		t.Fatalf("login page: %v", err)
+	}
+	shot("login.png")
 	if err := chromedp.Do(ctx,
-		chromedp.WaitVisible(chromedp.CSS(`input[name=username]`)),
 		chromedp.SendKeys(chromedp.CSS(`input[name=username]`), "alice"),
 		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), password("alice")),
 		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
