@@ -131,9 +131,11 @@ func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
 		AckWait:       s.o.AckWait,
 		MaxDeliver:    s.o.MaxDeliver,
 		MaxAckPending: 64,
-		// A consumer that died holding a message gets it back after
-		// AckWait, then less and less often.
-		BackOff: []time.Duration{s.o.AckWait, 2 * s.o.AckWait, 5 * s.o.AckWait},
+		// No BackOff: the server adds BackOff[n]-AckWait to every
+		// NakWithDelay (nats-server consumer.go processNak/checkPending),
+		// which would stretch the retry schedule below. A consumer that
+		// died holding a message gets it back after AckWait; retries after
+		// failures follow RetryDelays exactly.
 	}
 	c, err := s.q.JS.CreateOrUpdateConsumer(ctx, queue.StreamOutbox, cfg)
 	if err != nil {
@@ -217,7 +219,7 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 		s.dead(ctx, msg, meta, fmt.Sprintf("undecodable outbox message: %v", err))
 		return
 	}
-	log := s.log.With("msg", o.ID, "kind", string(o.Kind), "delivery", meta.NumDelivered)
+	log := s.log.With("outbox_id", o.ID, "kind", string(o.Kind), "delivery", meta.NumDelivered)
 	if o.RequestID != "" {
 		log = log.With("request", o.RequestID)
 	}

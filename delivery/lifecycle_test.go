@@ -89,3 +89,37 @@ func TestStopFinishesMessageInHand(t *testing.T) {
 	}
 	queuetest.Eventually(t, 10*time.Second, "the ack", func() bool { return e.outboxLen() == 0 })
 }
+
+// A message that runs out of deliveries is a dead letter too (the original
+// still in the outbox); Retry replaces it with a fresh copy.
+func TestMaxDeliveriesDeadLetter(t *testing.T) {
+	e := newEnv(t)
+	fail := true
+	e.mail.setReply(func(int, []string) error {
+		if fail {
+			return tempFail()
+		}
+		return nil
+	})
+	e.opts.MaxDeliver = 4
+	o := &keydesk.Outgoing{ID: "KR-20261127-FFFF.ack", Kind: keydesk.KindAcknowledgement, To: []string{requesterAddr}, Subject: "Received", Text: "ok\n"}
+	e.enqueue(o)
+	e.start(e.opts)
+	ctx := context.Background()
+	var dead []DeadLetter
+	queuetest.Eventually(t, 20*time.Second, "the max-deliveries dead letter", func() bool {
+		dead, _ = DeadLetters(ctx, e.q)
+		return len(dead) == 1
+	})
+	if d := dead[0]; !d.Found || d.ID != o.ID || d.Deliveries != 4 || d.Why != "no success in 4 deliveries" {
+		t.Fatalf("dead letter %+v", d)
+	}
+	e.mail.mu.Lock()
+	fail = false
+	e.mail.mu.Unlock()
+	if _, err := Retry(ctx, e.q, dead[0].Seq); err != nil {
+		t.Fatal(err)
+	}
+	queuetest.Eventually(t, 20*time.Second, "the retried message", func() bool { return len(e.mail.to(requesterAddr)) == 1 })
+	queuetest.Eventually(t, 10*time.Second, "an empty outbox", func() bool { return e.outboxLen() == 0 })
+}
