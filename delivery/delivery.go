@@ -316,7 +316,11 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 			s.failed(ctx, msg, meta, o, rev, "the mail server refused it: "+se.Summary(), log)
 			return
 		}
-		if age := s.o.Now().Sub(o.CreatedAt); age >= s.o.RetryFor {
+		created := o.CreatedAt
+		if created.IsZero() {
+			created = meta.Timestamp // when it entered the outbox
+		}
+		if age := s.o.Now().Sub(created); age >= s.o.RetryFor {
 			log.Warn("temporary failures for too long: giving up", "reply", se.Summary(), "age", age.Round(time.Second))
 			s.deliveries.Inc(string(o.Kind), "expired")
 			s.failed(ctx, msg, meta, o, rev, fmt.Sprintf("not accepted within %s (delivery.retry_for); last reply: %s", s.o.RetryFor, se.Summary()), log)
