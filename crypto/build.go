@@ -170,6 +170,9 @@ func writeInner(w *wipeBuffer, d KeyDelivery, p *keydesk.Partner, s *Signer, ck 
 		ContactEmail: p.TechnicalContact.Email, ContactFingerprint: FormatFingerprint(fingerprintOf(ck.entity.PrimaryKey)),
 		SignerFingerprint: FormatFingerprint(s.fingerprint), AttachmentName: attachmentName(d.Label, d.KeyID),
 	}
+	if d.PartnerName != "" {
+		data.PartnerName = d.PartnerName
+	}
 	if data.PartnerName == "" {
 		data.PartnerName = p.ID
 	}
@@ -187,6 +190,7 @@ func writeInner(w *wipeBuffer, d KeyDelivery, p *keydesk.Partner, s *Signer, ck 
 	if strings.Contains(subject, placeholder) {
 		return fmt.Errorf("crypto: request %s: the key-delivery subject must not hold the secret", d.RequestID)
 	}
+	subject = truncateRunes(subject, maxSubjectRunes)
 	if boundary == "" {
 		if boundary, err = randomToken(); err != nil {
 			return err
@@ -235,7 +239,10 @@ func writeKeyFile(w *wipeBuffer, d KeyDelivery, p *keydesk.Partner, secret []byt
 	for i, s := range d.Scopes {
 		scopes[i] = string(s)
 	}
-	partner := p.Name
+	partner := d.PartnerName
+	if partner == "" {
+		partner = p.Name
+	}
 	if partner == "" {
 		partner = p.ID
 	}
@@ -357,6 +364,18 @@ func attachmentName(label, keyID string) string {
 		name = "pair"
 	}
 	return "buildmarkets-key-" + name + ".json"
+}
+
+// maxSubjectRunes bounds the protected subject: a subject taken from a
+// partner's email may be long, and a header line must stay well under 998
+// octets once encoded.
+const maxSubjectRunes = 200
+
+func truncateRunes(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	return string([]rune(s)[:n-1]) + "…"
 }
 
 func randomToken() (string, error) {

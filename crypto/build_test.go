@@ -71,6 +71,7 @@ func TestBuildKeyDeliveryGolden(t *testing.T) {
 		{name: "caller-subject", d: func() crypto.KeyDelivery {
 			d := testDelivery()
 			d.Subject = "Re: API keys for the trading engine"
+			d.PartnerName = "Acme Capital Treasury"
 			return d
 		}()},
 	}

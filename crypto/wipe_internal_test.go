@@ -47,3 +47,14 @@ func TestAttachmentName(t *testing.T) {
 		}
 	}
 }
+
+func TestTruncateRunes(t *testing.T) {
+	long := string(bytes.Repeat([]byte("é"), 300))
+	got := truncateRunes(long, maxSubjectRunes)
+	if n := len([]rune(got)); n != maxSubjectRunes || got[len(got)-len("…"):] != "…" {
+		t.Errorf("truncated to %d runes: %q", n, got)
+	}
+	if truncateRunes("short", 10) != "short" {
+		t.Error("a short subject was changed")
+	}
+}
