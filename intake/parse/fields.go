@@ -222,9 +222,6 @@ type parsedRequest struct {
 	reasons []keydesk.Reason
 }
 
-// exampleRequest is the shape every suggestion shows.
-const exampleRequest = "Environment: sandbox\nScopes: accounts:read, trading:read\nLabel: sandbox-backend"
-
 // validate turns a draft into one request per environment it names, each
 // with the reasons it cannot be used as written.
 func validate(d *draft, lim Limits) []parsedRequest {

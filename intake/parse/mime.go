@@ -20,22 +20,21 @@ var angleAddrRE = regexp.MustCompile(`^[^<>]*<([^<>\s]+@[^<>\s]+)>\s*$`)
 
 // msg is what the MIME walk found in one email.
 type msg struct {
-	header     message.Header
-	headerOK   bool
-	from       []*mail.Address
-	fromErr    error
-	subject    string
-	messageID  string
-	date       time.Time
-	dateErr    error
-	text       string // the readable body: text parts, HTML rendered, attached forwards inline
-	tooLarge   bool
-	malformed  []string // what could not be read, in words
-	bounds     []string // which limits were hit
-	warnings   []string
-	encrypted  bool
-	report     string // report-type of a multipart/report (delivery-status: a bounce)
-	forwardHdr bool   // the text holds a forward rendered from a message/rfc822 part
+	header    message.Header
+	headerOK  bool
+	from      []*mail.Address
+	fromErr   error
+	subject   string
+	messageID string
+	date      time.Time
+	dateErr   error
+	text      string // the readable body: text parts, HTML rendered, attached forwards inline
+	tooLarge  bool
+	malformed []string // what could not be read, in words
+	bounds    []string // which limits were hit
+	warnings  []string
+	encrypted bool
+	report    string // report-type of a multipart/report (delivery-status: a bounce)
 }
 
 func (m *msg) warn(format string, args ...any) {
@@ -268,7 +267,6 @@ func (w *walker) attachedMessage(e *message.Entity, depth int) walked {
 	}
 	b.WriteString("\n")
 	b.WriteString(w.walk(inner, depth+1).text)
-	w.m.forwardHdr = true
 	return walked{text: b.String()}
 }
 

@@ -150,7 +150,7 @@ type Result struct {
 	Size int64
 }
 
-// ErrTooLarge is the cause of a read stopped by Options.MaxBytes; Parse
+// errTooLarge is the cause of a read stopped by Options.MaxBytes; Parse
 // turns it into a too-large reason, never returns it.
 var errTooLarge = errors.New("parse: message exceeds the size limit")
 

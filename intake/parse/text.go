@@ -10,9 +10,8 @@ import (
 // body is the readable text of an email split into what the sender wrote
 // and what they forwarded.
 type body struct {
-	own       []string // the sender's own lines: no quotes, no signature, no history
-	forward   *forward // the first forwarded message, if any
-	truncated bool     // the line limit was hit
+	own     []string // the sender's own lines: no quotes, no signature, no history
+	forward *forward // the first forwarded message, if any
 }
 
 // forward is a forwarded message found in the text.
