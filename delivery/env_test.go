@@ -43,7 +43,7 @@ type mailServer struct {
 	reply func(n int, to []string) error
 }
 
-func startMailServer(t *testing.T) *mailServer {
+func startMailServer(t testing.TB) *mailServer {
 	t.Helper()
 	ms := &mailServer{}
 	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &session{ms: ms}, nil }))
@@ -152,7 +152,7 @@ func (s *syncBuffer) String() string {
 
 // env is a delivery role on a real JetStream and a real SMTP server.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	q       *queue.Conn
 	dataDir string
 	mail    *mailServer
@@ -175,7 +175,7 @@ func testPartner() *keydesk.Partner {
 	}
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	dir := t.TempDir()
 	e := &env{t: t, dataDir: dir, q: queuetest.OpenDir(t, dir), mail: startMailServer(t), metrics: metrics.New(), logs: &syncBuffer{}}
