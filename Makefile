@@ -18,6 +18,7 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test ./intake/parse -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	$(GO) test ./bmapi -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
+	$(GO) test ./delivery -run '^$$' -fuzz FuzzCompose -fuzztime $(FUZZTIME)
 
 ## bench: Go benchmarks and the ratio scripts of bench/.
 bench:
