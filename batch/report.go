@@ -70,12 +70,17 @@ func (r *Runner) Report(ctx context.Context, b *keydesk.Batch) ReportData {
 	return d
 }
 
-// sendReport queues the report of b to support.
+// sendReport queues the report of b to support. A scheduled batch that
+// did nothing, with nothing waiting for review or a batch, sends none.
 func (r *Runner) sendReport(ctx context.Context, b *keydesk.Batch) error {
 	if r.o.SupportAddress == "" {
 		return nil
 	}
-	m, err := r.o.Templates.RenderMail("batch-report", r.Report(ctx, b))
+	d := r.Report(ctx, b)
+	if b.Trigger == "schedule" && len(b.Counts) == 0 && b.Error == "" && d.PendingReview == 0 && d.Approved == 0 {
+		return nil // nothing done and nothing waiting: no mail every few minutes for nothing
+	}
+	m, err := r.o.Templates.RenderMail("batch-report", d)
 	if err != nil {
 		return err
 	}
