@@ -2,6 +2,7 @@ package batch_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -132,6 +133,23 @@ func TestRunLoop(t *testing.T) {
 	}
 	if s := h.get(req2.ID).State; s != keydesk.StateGenerated {
 		t.Errorf("request is %s after the requested batch", s)
+	}
+
+	// The next scheduled batch finds nothing to do and nothing waiting:
+	// it is recorded, but support gets no mail about it.
+	queuetest.Eventually(t, 10*time.Second, "both loops waiting", func() bool { return clock.Waiters() == 2 })
+	clock.Advance(second.Sub(clock.Now()))
+	id2 := "B-" + second.UTC().Format("20060102-150405") + "-SCHED"
+	queuetest.Eventually(t, 20*time.Second, "the second scheduled batch done", func() bool {
+		b, err := h.q.GetBatch(h.ctx, id2)
+		return err == nil && b.State == keydesk.BatchDone
+	})
+	var reports []string
+	for _, m := range kind(h.outbox(), keydesk.KindBatchReport) {
+		reports = append(reports, m.ID)
+	}
+	if want := []string{id + ".report", asked.ID + ".report"}; !slices.Equal(reports, want) {
+		t.Errorf("reports %v, want %v", reports, want)
 	}
 }
 
