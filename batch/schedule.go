@@ -12,7 +12,14 @@ import (
 // ParseSchedule reads batch.schedule: a five-field cron expression with an
 // optional CRON_TZ= (or TZ=) prefix, or a descriptor such as @hourly or
 // @every 30m. An expression that never fires is refused.
-func ParseSchedule(spec string) (cron.Schedule, error) {
+func ParseSchedule(spec string) (_ cron.Schedule, err error) {
+	// The cron parser panics on some malformed input ("TZ=" alone): a
+	// schedule typed into the config must not bring keydesk down.
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("batch: schedule %q cannot be read (%v): write e.g. \"CRON_TZ=UTC 0 10,16 * * 1-5\"", spec, p)
+		}
+	}()
 	spec = strings.TrimSpace(spec)
 	if spec == "" {
 		return nil, errors.New("batch: schedule is empty: write a cron expression such as \"CRON_TZ=UTC 0 10,16 * * 1-5\" or \"@every 1h\"")

@@ -32,6 +32,7 @@ func TestNextRun(t *testing.T) {
 		{name: "bad zone", schedule: "CRON_TZ=Mars/Olympus 0 10 * * *", err: "Mars"},
 		{name: "never fires", schedule: "0 0 30 2 *", err: "never fires"},
 		{name: "too fast", schedule: "@every 10ms", err: "under one second"},
+		{name: "zone alone (the cron parser panics on it)", schedule: "TZ=", err: "cannot be read"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -156,4 +157,19 @@ func TestRunLoop(t *testing.T) {
 func nextLocalMidnight(t time.Time) time.Time {
 	y, m, d := t.In(time.Local).Date()
 	return time.Date(y, m, d+1, 0, 0, 0, 0, time.Local)
+}
+
+// FuzzNextRun: no schedule string makes NextRun panic, and a run it
+// returns is in the future.
+func FuzzNextRun(f *testing.F) {
+	for _, s := range []string{"CRON_TZ=UTC 0 10,16 * * 1-5", "@every 1h", "@daily", "TZ=Europe/Paris */5 * * * *", "0 0 30 2 *", "@every 0s", "CRON_TZ= 1 2 3 4 5", "60 24 32 13 8", "*/0 * * * *", "@every -1h", "1-0 * * * *"} {
+		f.Add(s)
+	}
+	now := time.Date(2026, 11, 27, 9, 30, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, s string) {
+		next, err := batch.NextRun(s, now)
+		if err == nil && !next.After(now) {
+			t.Errorf("NextRun(%q) = %s, not after %s", s, next, now)
+		}
+	})
 }
