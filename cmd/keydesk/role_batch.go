@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/batch"
+	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/crypto"
 	"github.com/buildmarkets/keydesk/templates"
 )
@@ -26,6 +28,20 @@ const failpointEnv = "KEYDESK_FAILPOINT"
 
 func init() {
 	registerRole(role{name: "batch", start: startBatch})
+	extraChecks = append(extraChecks, checkBatchSchedule)
+}
+
+// checkBatchSchedule lets `keydesk check` report a schedule the batch role
+// would refuse at start.
+func checkBatchSchedule(cfg *config.Config) error {
+	if _, err := batch.ParseSchedule(cfg.Batch.Schedule); err != nil {
+		f := filepath.Base(cfg.File)
+		if f == "." || f == "" {
+			f = "keydesk.yaml"
+		}
+		return fmt.Errorf("%s: batch.schedule: %v", f, err)
+	}
+	return nil
 }
 
 // startBatch wires the batch role: the Buildmarkets API per environment
