@@ -1,6 +1,7 @@
 package batch
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -267,14 +268,7 @@ func (r *Runner) notifyRevoked(ctx context.Context, req *keydesk.Request, p *key
 		return err
 	}
 	return r.q.Enqueue(ctx, &keydesk.Outgoing{
-		ID: req.ID + ".revocation." + cmpOr(req.KeyID, "none"), Kind: keydesk.KindRevocationNotice, RequestID: req.ID, Partner: req.Partner,
+		ID: req.ID + ".revocation." + cmp.Or(req.KeyID, "none"), Kind: keydesk.KindRevocationNotice, RequestID: req.ID, Partner: req.Partner,
 		To: []string{req.Requester}, Subject: m.Subject, Text: m.Body, InReplyTo: req.SourceMessageID,
 	})
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
