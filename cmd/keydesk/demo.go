@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
+	"mime/multipart"
 	"net"
 	"net/http"
 	"net/mail"
@@ -68,6 +71,9 @@ type demoOptions struct {
 	Keep    bool
 	Timeout time.Duration
 	Out     io.Writer
+	// started, if set, is called once the world runs and before the roles
+	// start: tests use it to look at or break the world.
+	started func(e *demoEnv)
 }
 
 // demoSummary is what --once found.
@@ -135,14 +141,21 @@ func runDemo(ctx context.Context, o demoOptions) (*demoSummary, error) {
 		return nil, err
 	}
 	defer env.close()
+	if o.started != nil {
+		o.started(env)
+	}
 
 	listen := o.Listen
 	if listen == "" {
 		listen = "127.0.0.1:8080"
 		if o.Once || !portFree(listen) {
-			if listen, err = demoFreeAddr(); err != nil {
-				return nil, err
-			}
+			listen = "127.0.0.1:0"
+		}
+	}
+	if host, port, err := net.SplitHostPort(listen); err == nil && port == "0" {
+		// The address is printed before the server listens: pick the port.
+		if listen, err = demoFreeAddr(host); err != nil {
+			return nil, err
 		}
 	}
 	schedule := "@every 30s"
@@ -203,8 +216,8 @@ func portFree(addr string) bool {
 	return true
 }
 
-func demoFreeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func demoFreeAddr(host string) (string, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return "", err
 	}
@@ -294,30 +307,50 @@ func (e *demoEnv) showMail(p *demoPrinter, m *sinkMessage) {
 	}
 }
 
-// innerSummary picks the lines of a decrypted delivery worth showing: the
-// key's ID, label and API key, and the secret cut short (the demo's
-// secrets are throwaway, but the habit of not printing them is not).
-func innerSummary(inner []byte) []string {
-	var out []string
-	for l := range strings.SplitSeq(string(inner), "\n") {
-		l = strings.TrimSpace(strings.TrimSuffix(l, "\r"))
-		low := strings.ToLower(l)
-		switch {
-		case strings.Contains(low, `"api_secret"`):
-			k, v, _ := strings.Cut(l, ":")
-			v = strings.Trim(strings.TrimSpace(v), `",`)
-			if len(v) > 12 {
-				v = v[:12]
-			}
-			out = append(out, k+`: "`+v+`…" (shown cut short)`)
-		case strings.Contains(low, `"key_id"`), strings.Contains(low, `"api_key"`), strings.Contains(low, `"label"`), strings.Contains(low, `"environment"`):
-			out = append(out, l)
+// innerKeyFile reads the JSON attachment of a decrypted delivery: the key
+// pair as the contact imports it.
+func innerKeyFile(inner []byte) (*crypto.KeyFile, error) {
+	msg, err := mail.ReadMessage(bytes.NewReader(inner))
+	if err != nil {
+		return nil, err
+	}
+	mt, params, err := mime.ParseMediaType(msg.Header.Get("Content-Type"))
+	if err != nil || !strings.HasPrefix(mt, "multipart/") {
+		return nil, fmt.Errorf("the decrypted entity is %q, not multipart", mt)
+	}
+	mr := multipart.NewReader(msg.Body, params["boundary"])
+	for {
+		part, err := mr.NextPart()
+		if err != nil {
+			return nil, fmt.Errorf("no JSON attachment: %w", err)
 		}
+		if pt, _, _ := mime.ParseMediaType(part.Header.Get("Content-Type")); pt != "application/json" {
+			continue
+		}
+		var body io.Reader = part
+		if strings.EqualFold(part.Header.Get("Content-Transfer-Encoding"), "base64") {
+			body = base64.NewDecoder(base64.StdEncoding, part)
+		}
+		var kf crypto.KeyFile
+		if err := json.NewDecoder(io.LimitReader(body, 64<<10)).Decode(&kf); err != nil {
+			return nil, fmt.Errorf("the JSON attachment: %w", err)
+		}
+		return &kf, nil
 	}
-	if len(out) == 0 {
-		out = append(out, fmt.Sprintf("(%d bytes of MIME)", len(inner)))
+}
+
+// innerSummary is what the demo shows of a decrypted delivery: the key's
+// ID, label and API key, and that the secret is there, but not the secret
+// itself (the demo's secrets are throwaway; the habit is not).
+func innerSummary(inner []byte) []string {
+	kf, err := innerKeyFile(inner)
+	if err != nil {
+		return []string{fmt.Sprintf("(%d bytes of MIME; %v)", len(inner), err)}
 	}
-	return out
+	return []string{
+		fmt.Sprintf("key_id %s, label %s, %s, scopes %s", kf.KeyID, kf.Label, kf.Environment, strings.Join(kf.Scopes, " ")),
+		fmt.Sprintf("api_key %s, api_secret (%d characters, not shown here)", kf.APIKey, len(kf.APISecret)),
+	}
 }
 
 // drive runs the --once flow: wait for intake, approve and reject as the
@@ -486,16 +519,17 @@ func (e *demoEnv) check(ctx context.Context, a *app, sum *demoSummary) {
 				bad("a key delivery to %v does not open: %v", m.To, err)
 				continue
 			}
-			found := false
-			for k, r := range byAPIKey {
-				if bytes.Contains(inner, []byte(k)) && bytes.Contains(inner, []byte("api_secret")) {
-					found, opened[r.ID] = true, true
-				}
-			}
-			if !found {
-				bad("a key delivery to %v holds no key pair of a delivered request", m.To)
+			kf, err := innerKeyFile(inner)
+			if err != nil {
+				bad("a key delivery to %v: %v", m.To, err)
 				continue
 			}
+			r := byAPIKey[kf.APIKey]
+			if r == nil || r.ID != kf.RequestID || r.KeyID != kf.KeyID || kf.APISecret == "" {
+				bad("a key delivery to %v holds no key pair of a delivered request (%s)", m.To, kf.RequestID)
+				continue
+			}
+			opened[r.ID] = true
 			sum.Decrypted++
 		case "delivery notice":
 			sum.Notices++
