@@ -120,8 +120,10 @@ func decide(m *msg, o Options, digest string) *Result {
 		if len(drafts) == 0 && bd.forward != nil {
 			drafts = readDrafts(bd.forward.own, lim)
 		}
-	} else if len(drafts) == 0 && bd.forward != nil {
-		// A partner forwarding a colleague's request: the partner is the sender.
+	} else if len(drafts) == 0 && bd.forward != nil && !isInternal(bd.forward.from, o.InternalDomains) {
+		// A partner forwarding a colleague's request: the partner is the
+		// sender. A forward of our own mail (an acknowledgement names the
+		// fields too) is never read as a new request.
 		drafts = readDrafts(bd.forward.own, lim)
 	}
 	if res.From != "" {

@@ -72,7 +72,7 @@ func (w *walker) html(r io.Reader) string {
 					hidden = true
 				case "style":
 					st := strings.ToLower(strings.ReplaceAll(string(v), " ", ""))
-					hidden = hidden || strings.Contains(st, "display:none") || strings.Contains(st, "visibility:hidden")
+					hidden = hidden || strings.Contains(st, "display:none") || strings.Contains(st, "visibility:hidden") || strings.Contains(st, "mso-hide:all")
 				}
 			}
 			switch a {

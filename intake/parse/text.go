@@ -197,7 +197,21 @@ func splitBody(lines []string, forwarded bool, depth int) body {
 		}
 		// "On …, Jane <jane@x>" may wrap before "wrote:".
 		if wroteRE.MatchString(t) || (strings.HasPrefix(strings.ToLower(t), "on ") && i+1 < len(lines) && wroteRE.MatchString(t+" "+strings.TrimSpace(lines[i+1]))) {
-			return b // a reply: what follows is history
+			// A reply. When the history is quoted with "> ", lines after it
+			// are the sender's again (bottom or interleaved posting);
+			// unquoted history ends the sender's text here.
+			j := i + 1
+			if !wroteRE.MatchString(t) {
+				j++
+			}
+			for j < len(lines) && strings.TrimSpace(lines[j]) == "" {
+				j++
+			}
+			if j < len(lines) && strings.HasPrefix(strings.TrimSpace(lines[j]), ">") {
+				i = j - 1
+				continue
+			}
+			return b
 		}
 		marker := fwdMarkRE.FindStringSubmatch(t)
 		if marker != nil || headerBlockAt(lines, i) {

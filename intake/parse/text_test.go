@@ -55,6 +55,8 @@ func TestSplitBody(t *testing.T) {
 		{"gmail forward", "fyi\n---------- Forwarded message ---------\nFrom: Jane Doe <Jane@Acme.example>\nDate: x\n\nLabel: fwd", "fyi", "jane@acme.example", false},
 		{"apple forward", "Begin forwarded message:\n\nFrom: jane@acme.example\nSubject: k\n\nLabel: fwd", "", "jane@acme.example", false},
 		{"quoted forward", "---------- Forwarded message ---------\nFrom: <jane@acme.example>\n\n> Label: fwd\n> \n> Jane", "", "jane@acme.example", false},
+		{"bottom posting", "On Wed, 25 Nov 2026, Desk <support@buildmarkets.ai> wrote:\n> Label: old\n>\n\nLabel: new", "|Label: new", "", false},
+		{"interleaved", "On Wed, Desk wrote:\n> Which label?\nLabel: new\n> Thanks", "Label: new", "", false},
 		{"sent from phone", "Label: x\nSent from my iPhone\nLabel: y", "Label: x", "", false},
 		{"outlook block in a forward", "fyi\nFrom: Jane <jane@acme.example>\nSent: Wednesday\nSubject: keys\n\nLabel: fwd", "fyi", "jane@acme.example", true},
 		{"outlook block in a reply", "new\nFrom: Jane <jane@acme.example>\nSent: Wednesday\nSubject: keys\n\nLabel: old", "new", "", false},
