@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"regexp"
@@ -445,8 +446,14 @@ func TestRateLimit(t *testing.T) {
 	h.api.Latency(20 * time.Millisecond)
 	o := h.options()
 	o.Concurrency = 8
+	var mu sync.Mutex
+	observed := map[string]int{}
 	o.Accounts = batch.NewBMAPI(batch.BMAPIOptions{Envs: map[keydesk.Environment]batch.APIEnv{
 		keydesk.Sandbox: {BaseURL: h.url, Timeout: 5 * time.Second, Limiter: newLimiter(rps)},
+	}, Observe: func(env keydesk.Environment, method string, status int, d time.Duration) {
+		mu.Lock()
+		observed[fmt.Sprintf("%s %s %d", env, method, status)]++
+		mu.Unlock()
 	}})
 	r, err := batch.New(o)
 	if err != nil {
@@ -464,6 +471,12 @@ func TestRateLimit(t *testing.T) {
 	if st := h.api.Stats(); st.RateLimited != 0 {
 		t.Errorf("the API refused %d calls for rate: the limiter did not pace them", st.RateLimited)
 	}
+	// The metrics hook saw every call, by environment, method and status.
+	mu.Lock()
+	if len(observed) != 1 || observed["sandbox POST 201"]+observed["sandbox POST 200"] != n {
+		t.Errorf("observed calls %v, want %d sandbox POSTs", observed, n)
+	}
+	mu.Unlock()
 	// n calls at rps with a burst of one take at least (n-1)/rps.
 	if min := time.Duration(float64(n-1) / rps * float64(time.Second)); took < min {
 		t.Errorf("took %s, less than the limit allows (%s)", took, min)
