@@ -126,9 +126,6 @@ func parseFile(stdin io.Reader, name string, o parse.Options) (*parse.Result, er
 		return nil, err
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err == nil {
-		o.ReceivedAt = st.ModTime()
-	}
 	res, err := parse.Parse(f, o)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
