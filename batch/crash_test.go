@@ -29,6 +29,14 @@ var (
 	buildErr  error
 )
 
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		_ = os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
 // keydeskBinary builds cmd/keydesk once per test process.
 func keydeskBinary(t *testing.T) string {
 	t.Helper()
