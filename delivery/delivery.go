@@ -48,6 +48,10 @@ type Options struct {
 	// gives it to another instance; a slow SMTP dialogue reports progress
 	// every AckWait/3. Default 2m.
 	AckWait time.Duration
+	// NotReadyDelay is the first wait before a key delivery whose request
+	// is still being recorded as generated is looked at again; it grows
+	// with each try, up to a minute. Default 500ms.
+	NotReadyDelay time.Duration
 	// MaxDeliver bounds deliveries of one message, after which it becomes
 	// a dead letter. Default 1000 (retry_for normally ends it first).
 	MaxDeliver int
@@ -105,6 +109,9 @@ func New(o Options) (*Service, error) {
 	}
 	if o.MaxDeliver == 0 {
 		o.MaxDeliver = 1000
+	}
+	if o.NotReadyDelay == 0 {
+		o.NotReadyDelay = 500 * time.Millisecond
 	}
 	if o.StopGrace == 0 {
 		o.StopGrace = 25 * time.Second
@@ -267,6 +274,10 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 		case v.err != nil:
 			log.Warn("cannot check the request; retrying", "err", v.err)
 			_ = msg.NakWithDelay(s.delay(meta.NumDelivered))
+			return
+		case v.wait != "":
+			log.Debug("key delivery not ready; retrying shortly", "why", v.wait)
+			_ = msg.NakWithDelay(min(s.o.NotReadyDelay*time.Duration(max(meta.NumDelivered, 1)), time.Minute))
 			return
 		case v.stale != "":
 			log.Info("stale key delivery dropped", "why", v.stale)
@@ -459,6 +470,7 @@ func (s *Service) dead(ctx context.Context, msg jetstream.Msg, meta *jetstream.M
 // keyVerdict is what checkKeyDelivery decided.
 type keyVerdict struct {
 	stale  string // drop it, with this reason
+	wait   string // not yet: ask again shortly
 	refuse string // fail it for good, with this reason
 	err    error  // could not tell: retry
 }
@@ -474,11 +486,19 @@ func (s *Service) checkKeyDelivery(ctx context.Context, o *keydesk.Outgoing) key
 	if err != nil {
 		return keyVerdict{err: err}
 	}
-	if req.State != keydesk.StateGenerated {
-		return keyVerdict{stale: "request is " + string(req.State) + ", not generated"}
-	}
 	if req.Attempt == nil || req.Attempt.ID != o.AttemptID {
 		return keyVerdict{stale: "the key was created again since (attempt " + o.AttemptID + " is no longer the request's)"}
+	}
+	switch req.State {
+	case keydesk.StateGenerated:
+	case keydesk.StateGenerating:
+		// The batch queues the delivery before it records the key as
+		// generated: this attempt is moments from done (or, if the batch
+		// died, reconciliation will give the request a new attempt and
+		// make this message stale). Ask again shortly.
+		return keyVerdict{wait: "request is still generating with this attempt"}
+	default:
+		return keyVerdict{stale: "request is " + string(req.State) + ", not generated"}
 	}
 	p, ok := s.o.Partners().Partner(req.Partner)
 	if !ok {

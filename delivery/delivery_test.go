@@ -358,3 +358,40 @@ func TestSendErrorClasses(t *testing.T) {
 		}
 	}
 }
+
+// The batch queues a key delivery before it records the request as
+// generated: a delivery that finds its request still generating with the
+// same attempt waits for it rather than dropping a good key.
+func TestKeyDeliveryWaitsForGenerated(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	r, _, err := e.q.Create(ctx, &keydesk.Request{
+		State: keydesk.StateGenerating, Partner: "acme", Environment: keydesk.Sandbox,
+		Scopes: []keydesk.Scope{keydesk.ScopeAccountsRead}, Label: "sandbox-backend",
+		Requester: requesterAddr, SourceKey: "wait\x00", SourceDate: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC),
+		Attempt: &keydesk.Attempt{ID: "att-1", StartedAt: time.Now()},
+	}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := e.opts
+	opts.NotReadyDelay = 50 * time.Millisecond
+	e.enqueue(keyDelivery(r, contactAddr))
+	e.start(opts)
+	queuetest.Eventually(t, 20*time.Second, "the delivery to look at the request", func() bool {
+		return strings.Contains(e.logs.String(), "still generating")
+	})
+	if n := len(e.mail.to(contactAddr)); n != 0 {
+		t.Fatalf("%d messages sent before the key was recorded", n)
+	}
+	if _, err := e.q.Transition(ctx, r.ID, keydesk.StateGenerating, keydesk.StateGenerated, "batch", "", func(x *keydesk.Request) error {
+		x.KeyID = "key_0123"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitState(r.ID, keydesk.StateDelivered)
+	if n := len(e.mail.to(contactAddr)); n != 1 {
+		t.Fatalf("%d key messages arrived, want exactly 1", n)
+	}
+}
