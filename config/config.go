@@ -71,6 +71,11 @@ type NATS struct {
 	TLSCAFile string `yaml:"tls_ca_file"`
 	TLSCert   string `yaml:"tls_cert"`
 	TLSKey    string `yaml:"tls_key"`
+	// SkipSetup leaves streams and buckets as they are instead of creating
+	// or updating them at start: for roles whose NATS user may not (the
+	// least-privilege users of deploy/nats); `keydesk setup` makes them
+	// with the admin user. Default false.
+	SkipSetup bool `yaml:"skip_setup"`
 }
 
 // Security is how a mail connection is protected.

@@ -404,6 +404,11 @@ func testRolePermissions(t *testing.T, c *natstest.Cluster, tlsDir string) {
 			}
 		})
 	}
+	// The servers log what they refuse (the cluster demo test relies on it
+	// to show that the real roles are refused nothing).
+	if v := c.LogLines("Violation"); len(v) == 0 {
+		t.Error("the servers logged none of the refusals")
+	}
 	// A client without a certificate of the CA gets nowhere.
 	_, err = nats.Connect(c.URLs(), nats.RootCAs(filepath.Join(tlsDir, "ca.pem")), nats.Timeout(5*time.Second), nats.MaxReconnects(0))
 	if err == nil {

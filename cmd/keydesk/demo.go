@@ -74,6 +74,16 @@ type demoOptions struct {
 	// started, if set, is called once the world runs and before the roles
 	// start: tests use it to look at or break the world.
 	started func(e *demoEnv)
+	// cluster, if set, runs each role with its own connection to this NATS
+	// cluster as its own least-privilege user (deploy/nats), after making
+	// the streams as admin: the deployment's permissions, tried for real.
+	cluster *demoCluster
+}
+
+// demoCluster is a NATS cluster secured as deploy/nats is: TLSDir holds
+// ca.pem and <user>.pem/<user>-key.pem for admin and each role.
+type demoCluster struct {
+	URL, TLSDir string
 }
 
 // demoSummary is what --once found.
@@ -162,14 +172,6 @@ func runDemo(ctx context.Context, o demoOptions) (*demoSummary, error) {
 	if o.Once {
 		schedule = "@every 3s"
 	}
-	cfgPath, err := env.writeConfig(listen, schedule)
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		return nil, fmt.Errorf("demo: generated config: %w", err)
-	}
 	logPath := filepath.Join(dir, "keydesk.log")
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -194,7 +196,15 @@ func runDemo(ctx context.Context, o demoOptions) (*demoSummary, error) {
 		env.showWelcome(p, base)
 		return nil
 	}
-	err = serveRoles(runCtx, cfg, log, roleOrder, ready)
+	if o.cluster != nil {
+		err = env.serveOnCluster(runCtx, stop, o.cluster, listen, schedule, log, ready)
+	} else {
+		var cfg *config.Config
+		if cfg, err = env.loadConfig("keydesk.yaml", listen, schedule, `{url: ""}`); err != nil {
+			return nil, err
+		}
+		err = serveRoles(runCtx, cfg, log, roleOrder, ready)
+	}
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return sum, err
 	}
@@ -205,6 +215,66 @@ func runDemo(ctx context.Context, o demoOptions) (*demoSummary, error) {
 		sum.print(p, time.Since(start))
 	}
 	return sum, nil
+}
+
+// loadConfig writes a config and loads it as keydesk would.
+func (e *demoEnv) loadConfig(name, listen, schedule, nats string) (*config.Config, error) {
+	path, err := e.writeConfigAs(name, listen, schedule, nats)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, fmt.Errorf("demo: generated config: %w", err)
+	}
+	return cfg, nil
+}
+
+// serveOnCluster makes the streams as admin, then runs each role in its
+// own app, connected as its own NATS user; review serves on listen.
+func (e *demoEnv) serveOnCluster(ctx context.Context, stop func(), c *demoCluster, listen, schedule string, log *slog.Logger, ready func(*app) error) error {
+	natsFor := func(user string, skip bool) string {
+		return fmt.Sprintf(`{url: %q, replicas: 3, tls_ca_file: %q, tls_cert: %q, tls_key: %q, skip_setup: %t}`, c.URL,
+			filepath.Join(c.TLSDir, "ca.pem"), filepath.Join(c.TLSDir, user+".pem"), filepath.Join(c.TLSDir, user+"-key.pem"), skip)
+	}
+	adminCfg, err := e.loadConfig("admin.yaml", listen, schedule, natsFor("admin", false))
+	if err != nil {
+		return err
+	}
+	if err := runSetup(ctx, io.Discard, adminCfg); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(roleOrder))
+	for _, r := range roleOrder {
+		l, rready := listen, ready
+		if r != "review" {
+			// Every app serves /healthz and /metrics; only review's is the UI.
+			if l, err = demoFreeAddr("127.0.0.1"); err != nil {
+				return err
+			}
+			rready = nil
+		}
+		cfg, err := e.loadConfig(r+".yaml", l, schedule, natsFor(r, true))
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := serveRoles(ctx, cfg, log.With("app", r), []string{r}, rready); err != nil && !errors.Is(err, context.Canceled) {
+				errs <- fmt.Errorf("%s: %w", r, err)
+				stop()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	var all []error
+	for err := range errs {
+		all = append(all, err)
+	}
+	return errors.Join(all...)
 }
 
 func portFree(addr string) bool {

@@ -294,3 +294,18 @@ func tail(b []byte, n int) string {
 	}
 	return string(b)
 }
+
+// LogLines returns the lines of every node's log that contain s, e.g.
+// "Permissions Violation" to find what a user was refused.
+func (c *Cluster) LogLines(s string) []string {
+	var out []string
+	for _, n := range c.Nodes {
+		b, _ := os.ReadFile(n.log)
+		for l := range strings.SplitSeq(string(b), "\n") {
+			if strings.Contains(l, s) {
+				out = append(out, n.Name+": "+l)
+			}
+		}
+	}
+	return out
+}

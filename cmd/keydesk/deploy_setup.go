@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/buildmarkets/keydesk/config"
+	"github.com/buildmarkets/keydesk/queue"
+)
+
+func init() {
+	register(command{
+		name: "setup", args: "--config admin.yaml",
+		summary: "create or update keydesk's NATS streams and buckets, then exit",
+		run:     cmdSetup,
+	})
+}
+
+func cmdSetup(ctx context.Context, args []string) error {
+	fs := newFlags("setup", "--config admin.yaml",
+		"Connect to NATS as the config says and create (or update to this version's settings) every\n"+
+			"stream and bucket keydesk uses, with nats.replicas replicas, then list them and exit.\n"+
+			"On a cluster with least-privilege role users (deploy/nats), run it with the admin user's\n"+
+			"certificate before the roles start, and after each upgrade; the roles run with\n"+
+			"nats.skip_setup: true. nats.skip_setup is ignored here.")
+	cfgPath := fs.String("config", "keydesk.yaml", "config `file`")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return errUsage
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return fmt.Errorf("config has problems; 'keydesk check --config %s' lists them all:\n%w", *cfgPath, err)
+	}
+	return runSetup(ctx, os.Stdout, cfg)
+}
+
+func runSetup(ctx context.Context, w io.Writer, cfg *config.Config) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	q, err := queue.Open(ctx, queue.Options{
+		URL: cfg.NATS.URL, CredsFile: cfg.Path(cfg.NATS.CredsFile), Replicas: cfg.NATS.Replicas,
+		DataDir: cfg.Path(cfg.DataDir), Name: "keydesk setup",
+		TLSCAFile: cfg.Path(cfg.NATS.TLSCAFile), TLSCert: cfg.Path(cfg.NATS.TLSCert), TLSKey: cfg.Path(cfg.NATS.TLSKey),
+	})
+	if err != nil {
+		return fmt.Errorf("setup: %w", err)
+	}
+	defer q.Close()
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STREAM\tREPLICAS\tMESSAGES\tBYTES")
+	names := []string{queue.StreamAudit, queue.StreamOutbox, queue.StreamDeadLetter, "OBJ_" + queue.ObjectMail}
+	for _, b := range []string{queue.BucketRequests, queue.BucketLocks, queue.BucketBatches, queue.BucketDeliveries, queue.BucketIntake, queue.BucketSessions} {
+		names = append(names, "KV_"+b)
+	}
+	for _, n := range names {
+		s, err := q.JS.Stream(ctx, n)
+		if err != nil {
+			return fmt.Errorf("setup: stream %s: %w", n, err)
+		}
+		info := s.CachedInfo()
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", n, info.Config.Replicas, info.State.Msgs, info.State.Bytes)
+	}
+	return tw.Flush()
+}
