@@ -506,7 +506,8 @@ func (r *Runner) attempt(ctx context.Context, st *run, p *keydesk.Partner, api A
 	entity, err := r.o.Sealer.Seal(Delivery{
 		RequestID: req.ID, PartnerName: p.Name, Environment: req.Environment, Scopes: req.Scopes, Label: req.Label,
 		KeyID: created.ID, APIKey: created.APIKey, APISecret: created.APISecret, CreatedAt: created.CreatedAt,
-		Subject: deliverySubject(req.ID),
+		// No Subject: the protected (inner) subject comes from the
+		// template and names environment and label; the outer one stays generic.
 	}, p)
 	created.APISecret.Wipe()
 	if err != nil {

@@ -94,11 +94,11 @@ func TestRunLoop(t *testing.T) {
 			}
 		}
 	}()
-	queuetest.Eventually(t, 10*time.Second, "both loops waiting", func() bool { return clock.Waiters() == 2 })
+	queuetest.Eventually(t, 30*time.Second, "both loops waiting", func() bool { return clock.Waiters() == 2 })
 	req := h.request("backend", nil)
 	clock.Advance(30 * time.Second)
 	// Nothing runs before its time.
-	queuetest.Eventually(t, 10*time.Second, "both loops waiting again", func() bool { return clock.Waiters() == 2 })
+	queuetest.Eventually(t, 30*time.Second, "both loops waiting again", func() bool { return clock.Waiters() == 2 })
 	if bs, _ := h.q.ListBatches(h.ctx); len(bs) != 0 {
 		t.Fatalf("a batch ran early: %s", dump(bs))
 	}
@@ -111,7 +111,7 @@ func TestRunLoop(t *testing.T) {
 	if s := h.get(req.ID).State; s != keydesk.StateGenerated {
 		t.Errorf("request is %s after the scheduled batch", s)
 	}
-	queuetest.Eventually(t, 10*time.Second, "both loops waiting for the next time", func() bool { return clock.Waiters() == 2 })
+	queuetest.Eventually(t, 30*time.Second, "both loops waiting for the next time", func() bool { return clock.Waiters() == 2 })
 	if bs, _ := h.q.ListBatches(h.ctx); len(bs) != 1 {
 		t.Errorf("batches = %s, want exactly one for the scheduled time", dump(bs))
 	}
@@ -138,7 +138,7 @@ func TestRunLoop(t *testing.T) {
 
 	// The next scheduled batch finds nothing to do and nothing waiting:
 	// it is recorded, but support gets no mail about it.
-	queuetest.Eventually(t, 10*time.Second, "both loops waiting", func() bool { return clock.Waiters() == 2 })
+	queuetest.Eventually(t, 30*time.Second, "both loops waiting", func() bool { return clock.Waiters() == 2 })
 	clock.Advance(second.Sub(clock.Now()))
 	id2 := "B-" + second.UTC().Format("20060102-150405") + "-SCHED"
 	queuetest.Eventually(t, 20*time.Second, "the second scheduled batch done", func() bool {
