@@ -114,6 +114,12 @@ func checkInvariants(t *testing.T, r *Result, o Options) {
 		if q.Environment != "" && !q.Environment.Valid() {
 			t.Errorf("environment %q", q.Environment)
 		}
+		if r.Verdict == Accept && (q.Environment == "" || len(q.Scopes) == 0 || q.Label == "" || len(q.Reasons) > 0) {
+			t.Errorf("accepted an incomplete request %+v", q)
+		}
+		if r.Verdict == Reject && q.Problem == "" {
+			t.Errorf("rejected record without a problem: %+v", q)
+		}
 	}
 	if _, err := r.Summary("fuzz.eml").JSONLine(); err != nil {
 		t.Errorf("summary: %v", err)
