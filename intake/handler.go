@@ -12,7 +12,7 @@ import (
 
 // Handler decides what one email becomes. It reads the message, makes no
 // change anywhere: the poller stores what it returns and only then moves
-// the email out of the inbox.
+// the email out of the inbox. Handle is called for several emails at once.
 type Handler interface {
 	Handle(ctx context.Context, m *Message) (*Decision, error)
 }
@@ -67,10 +67,17 @@ type Decision struct {
 	SourceKey string
 	// MessageID, From and Subject describe it in the intake record.
 	MessageID, From, Subject string
-	// Requests are created in the queue (idempotently, by source).
+	// Requests are created in the queue (idempotently, by source). Their
+	// IDs are derived by the queue from SourceDate, SourceKey and Index; an
+	// ID set here is dropped.
 	Requests []*keydesk.Request
 	// Reply, if not nil, is put in the outbox; its ID must be stable.
 	Reply *keydesk.Outgoing
+	// BuildReply, if set, is used instead of Reply: it is called with the
+	// requests as stored, so the reply quotes the IDs they were given (the
+	// queue salts an ID that collides with another email's). A failure is
+	// recorded and sends nothing: the requests are stored already.
+	BuildReply func(stored []*keydesk.Request) (*keydesk.Outgoing, error)
 	// Reason says, for a person, why it was set aside or ignored.
 	Reason string
 }

@@ -95,8 +95,11 @@ type Options struct {
 	Now func() time.Time
 	// NoIdle polls every IMAP.PollInterval even when the server has IDLE.
 	NoIdle bool
-	// BatchSize is how many messages one FETCH reads. Default 32.
+	// BatchSize is how many messages one FETCH reads. Default 64.
 	BatchSize int
+	// Workers is how many emails of a batch are parsed and stored at once
+	// (the Handler must allow concurrent calls). Default 16.
+	Workers int
 	// Actor names the poller in audit events. Default "intake".
 	Actor string
 	// MaxBackoff bounds the wait between reconnection attempts. Default 1m.
@@ -168,7 +171,10 @@ func New(o Options) (*Poller, error) {
 		o.Now = time.Now
 	}
 	if o.BatchSize <= 0 {
-		o.BatchSize = 32
+		o.BatchSize = 64
+	}
+	if o.Workers <= 0 {
+		o.Workers = 16
 	}
 	if o.Actor == "" {
 		o.Actor = "intake"

@@ -3,7 +3,6 @@ package intake
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"strings"
 
 	"github.com/buildmarkets/keydesk"
@@ -21,16 +20,11 @@ type ParseOptions struct {
 	// Reply builds the acknowledgement or rejection for a result (nil: no
 	// reply due). Nil sends no replies at all.
 	Reply func(res *parse.Result) (*keydesk.Outgoing, error)
-	// Log receives reply-building failures.
-	Log *slog.Logger
 }
 
 // NewParseHandler returns the Handler keydesk runs: the email parser and
 // the reply builder.
 func NewParseHandler(o ParseOptions) Handler {
-	if o.Log == nil {
-		o.Log = slog.New(slog.DiscardHandler)
-	}
 	return &parseHandler{o: o}
 }
 
@@ -73,14 +67,10 @@ func (h *parseHandler) Handle(ctx context.Context, m *Message) (*Decision, error
 	}
 	dec.Reason = strings.Join(why, " ")
 	if h.o.Reply != nil {
-		out, err := h.o.Reply(res)
-		if err != nil {
-			// The records matter more than the reply: store them, and say
-			// in the intake record that no reply went out.
-			h.o.Log.Error("reply not built", "uid", m.UID, "message_id", res.MessageID, "err", err)
-			dec.Reason = strings.TrimSpace(dec.Reason + " No reply was sent: " + oneLine(err.Error(), 300))
-		} else {
-			dec.Reply = out
+		dec.BuildReply = func(stored []*keydesk.Request) (*keydesk.Outgoing, error) {
+			r := *res
+			r.Requests = stored
+			return h.o.Reply(&r)
 		}
 	}
 	return dec, nil

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -112,5 +113,48 @@ func TestWithParser(t *testing.T) {
 				t.Errorf("reply %s to %v (record says %q), want %s to ada", reply.Kind, reply.To, rec.Reply, tc.replyKind)
 			}
 		})
+	}
+}
+
+// TestIDCollisionSalted: two emails of one day whose request IDs collide
+// (c-329 and c-535 from ada hash to the same four characters) are both
+// stored, the second under a salted ID, and each acknowledgement quotes the
+// ID its request was stored under.
+func TestIDCollisionSalted(t *testing.T) {
+	tpl := templates.MustLoadEmbedded()
+	handler := NewParseHandler(ParseOptions{
+		Registry: testRegistry,
+		Parse:    parse.Options{TrustedAuthservIDs: []string{"mx.buildmarkets.ai"}, RequireDMARC: true},
+		Reply:    func(res *parse.Result) (*keydesk.Outgoing, error) { return reply.Build(res, tpl, time.Time{}) },
+	})
+	srv := startMem(t, nil)
+	h := newHarness(t, srv.addr, handler)
+	c := client(t, srv.addr, testUser, testPass)
+	raw, err := os.ReadFile(filepath.Join("testdata", "accept.eml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"c-329@acme.example", "c-535@acme.example"} {
+		appendMsg(t, c, "INBOX", []byte(strings.Replace(string(raw), "accept-1@acme.example", id, 1)))
+	}
+	h.run(h.poller(nil))
+	eventually(t, "inbox emptied", func() bool { return count(t, c, "INBOX") == 0 })
+	rs := h.requests()
+	if len(rs) != 2 || rs[0].ID == rs[1].ID {
+		t.Fatalf("requests %v, want two with distinct IDs", ids(rs))
+	}
+	acks := h.outbox()
+	if len(acks) != 2 {
+		t.Fatalf("%d acknowledgements, want 2", len(acks))
+	}
+	for _, r := range rs {
+		i := slices.IndexFunc(acks, func(o *keydesk.Outgoing) bool { return strings.Contains(o.InReplyTo, r.SourceMessageID) })
+		if i < 0 {
+			t.Errorf("no acknowledgement for %s", r.SourceMessageID)
+			continue
+		}
+		if acks[i].RequestID != r.ID || !strings.Contains(acks[i].Text, r.ID) {
+			t.Errorf("acknowledgement of %s names %q, want the stored ID %s", r.SourceMessageID, acks[i].RequestID, r.ID)
+		}
 	}
 }

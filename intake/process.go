@@ -13,6 +13,7 @@ import (
 	"net/mail"
 	"os"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -93,32 +94,60 @@ func (s *conn) chunk(ctx context.Context, uids []imap.UID) (stop bool, err error
 		if err != nil {
 			return false, err
 		}
-		for _, u := range small {
+		// Storing is bound by the queue's synchronous writes, not by CPU:
+		// several emails are stored at once. Each is independent; the
+		// moves wait for all of them.
+		type result struct {
+			dest string
+			err  error
+		}
+		results := make([]result, len(small))
+		sem := make(chan struct{}, p.o.Workers)
+		var wg sync.WaitGroup
+		for i, u := range small {
 			m, ok := files[u]
 			if !ok {
-				continue // expunged meanwhile
+				results[i].err = errGone // expunged meanwhile
+				continue
 			}
 			m.date = sizes[u].date
-			d, err := s.process(ctx, m)
-			if err != nil {
-				if temporary(ctx, err) {
-					wait := p.noteRetry(uint32(u))
-					p.log.Warn("email not processed: will try again", "uid", u, "err", err, "retry_in", wait)
-					var se *storeError
-					if errors.As(err, &se) || ctx.Err() != nil {
-						// The queue is failing: every email would; wait.
-						return s.finish(ctx, dest, done, true)
-					}
-					continue
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				d, err := s.process(ctx, m)
+				results[i] = result{d, err}
+			}()
+		}
+		wg.Wait()
+		stop := false
+		for i, u := range small {
+			r := results[i]
+			switch {
+			case r.err == errGone:
+			case r.err == nil:
+				dest[r.dest] = append(dest[r.dest], u)
+				done = append(done, uint32(u))
+			case temporary(ctx, r.err):
+				wait := p.noteRetry(uint32(u))
+				p.log.Warn("email not processed: will try again", "uid", u, "err", r.err, "retry_in", wait)
+				var se *storeError
+				if errors.As(r.err, &se) || ctx.Err() != nil {
+					stop = true // the queue is failing: every email would; wait
 				}
-				return false, err
+			default:
+				return false, r.err
 			}
-			dest[d] = append(dest[d], u)
-			done = append(done, uint32(u))
+		}
+		if stop {
+			return s.finish(ctx, dest, done, true)
 		}
 	}
 	return s.finish(ctx, dest, done, false)
 }
+
+var errGone = errors.New("intake: message expunged meanwhile")
 
 // finish moves what has been stored: the records are durable, so nothing is
 // lost if this is interrupted; the next scan finds the emails again and
@@ -252,10 +281,12 @@ func (s *conn) process(ctx context.Context, sp *spooled) (string, error) {
 			dec = unreadableDecision(hdr, m, err)
 		}
 	}
+	handled := time.Since(start)
 	ids, err := p.store(ctx, m, dec, !sp.tooLarge, sp.file)
 	if err != nil {
 		return "", err
 	}
+	log.Debug("email timing", "handle", handled, "store", time.Since(start)-handled)
 	p.seconds.Observe(time.Since(start).Seconds())
 	p.emails.Inc(dec.Outcome)
 	log.Info("email taken in", "outcome", dec.Outcome, "message_id", dec.MessageID, "requests", ids, "to", s.moveTo(dec.Disposition))
@@ -303,8 +334,12 @@ func (p *Poller) store(ctx context.Context, m *Message, dec *Decision, keepRaw b
 		}
 		stored = err == nil
 	}
+	var saved []*keydesk.Request
 	for _, r := range dec.Requests {
 		r = r.Clone()
+		// The queue derives the ID and salts one that collides with
+		// another email's; a preset ID would fail there instead.
+		r.ID = ""
 		if stored {
 			r.MailRef = ref
 		}
@@ -313,6 +348,7 @@ func (p *Poller) store(ctx context.Context, m *Message, dec *Decision, keepRaw b
 			return nil, tmp("create request", err)
 		}
 		ids = append(ids, got.ID)
+		saved = append(saved, got)
 	}
 	rec := &Record{
 		Ref: ref, Outcome: dec.Outcome, Disposition: string(dec.Disposition), Reason: dec.Reason,
@@ -320,16 +356,35 @@ func (p *Poller) store(ctx context.Context, m *Message, dec *Decision, keepRaw b
 		MessageID: dec.MessageID, From: dec.From, Subject: dec.Subject, Size: m.Size,
 		Stored: stored, Requests: ids, At: p.o.Now().UTC(),
 	}
-	if dec.Reply != nil {
-		if err := p.o.Queue.Enqueue(sctx, dec.Reply); err != nil {
+	out := dec.Reply
+	if dec.BuildReply != nil {
+		var err error
+		if out, err = buildReply(dec.BuildReply, saved); err != nil {
+			p.log.Error("reply not built: none sent", "uid", m.UID, "message_id", dec.MessageID, "err", err)
+			rec.Reason = strings.TrimSpace(rec.Reason + " No reply was sent: " + oneLine(err.Error(), 300))
+			out = nil
+		}
+	}
+	if out != nil {
+		if err := p.o.Queue.Enqueue(sctx, out); err != nil {
 			return nil, tmp("enqueue reply", err)
 		}
-		rec.Reply = dec.Reply.ID
+		rec.Reply = out.ID
 	}
 	if err := saveRecord(sctx, p.kv, rec); err != nil {
 		return nil, tmp("intake record", err)
 	}
 	return ids, nil
+}
+
+// buildReply runs a reply builder, turning a panic into an error.
+func buildReply(f func([]*keydesk.Request) (*keydesk.Outgoing, error), stored []*keydesk.Request) (out *keydesk.Outgoing, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			out, err = nil, &PanicError{Value: v}
+		}
+	}()
+	return f(stored)
 }
 
 // storeError is a failure to store in the queue: temporary, and likely to

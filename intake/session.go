@@ -65,7 +65,9 @@ func (s *conn) do(ctx context.Context, d time.Duration, what string, fn func() e
 	wctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	stop := context.AfterFunc(wctx, func() { _ = s.c.Close() })
+	start := time.Now()
 	err := fn()
+	s.p.log.Debug("imap", "op", what, "took", time.Since(start), "err", err)
 	if !stop() {
 		if ctx.Err() != nil {
 			return ctx.Err()

@@ -86,7 +86,6 @@ func newIntakePoller(a *app) (*intake.Poller, error) {
 			}
 			return reply.Build(res, tpl, next)
 		},
-		Log: a.log.With("role", "intake"),
 	})
 	imapCfg := cfg.IMAP
 	imapCfg.MailServer = ms
