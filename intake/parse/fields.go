@@ -212,6 +212,8 @@ func (d *draft) addScopes(v string, lim Limits) {
 
 func isVerb(s string) bool { return s == "read" || s == "write" || s == "manage" }
 
+var envSplitter = strings.NewReplacer(",", " ", "/", " ", ";", " ")
+
 var envFiller = map[string]bool{"and": true, "&": true, "or": true, "both": true, "please": true, "only": true, "the": true, "env": true, "environment": true, "environments": true, "+": true}
 
 // parsedRequest is one validated request (one environment).
@@ -233,7 +235,7 @@ func validate(d *draft, lim Limits) []parsedRequest {
 			Suggestion: "add a line such as \"Environment: sandbox\" (or production)"})
 	} else {
 		v := parenRE.ReplaceAllString(d.env, " ")
-		for _, w := range strings.Fields(strings.NewReplacer(",", " ", "/", " ", ";", " ").Replace(v)) {
+		for _, w := range strings.Fields(envSplitter.Replace(v)) {
 			if envFiller[strings.ToLower(strings.Trim(w, "*_`'\"."))] {
 				continue
 			}

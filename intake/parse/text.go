@@ -22,12 +22,16 @@ type forward struct {
 	own     []string // its own lines
 }
 
+// lineNormalizer unifies line ends and turns invisible and non-breaking
+// spaces into what a reader sees.
+var lineNormalizer = strings.NewReplacer("\r\n", "\n", "\r", "\n",
+	"\u00a0", " ", "\u2007", " ", "\u202f", " ", "\t", " ",
+	"\u200b", "", "\u200c", "", "\u200d", "", "\ufeff", "", "\u2060", "")
+
 // splitLines normalises line ends and invisible characters and applies
 // the line bounds.
 func splitLines(s string, lim Limits) (lines []string, cut, long bool) {
-	s = strings.NewReplacer("\r\n", "\n", "\r", "\n",
-		"\u00a0", " ", "\u2007", " ", "\u202f", " ", "\t", " ",
-		"\u200b", "", "\u200c", "", "\u200d", "", "\ufeff", "", "\u2060", "").Replace(s)
+	s = lineNormalizer.Replace(s)
 	for len(s) > 0 {
 		if len(lines) >= lim.Lines {
 			return lines, true, long
