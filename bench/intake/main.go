@@ -6,13 +6,15 @@
 //     enqueue the acknowledgement, move — as a ratio to a bare go-imap
 //     client fetching the same mailbox (one UID FETCH 1:* BODY.PEEK[]
 //     streamed to nowhere): the limit of that path. Goal: >= 0.5.
+//
 //   - memory: peak RSS of a poller process (embedded JetStream included)
 //     taking in a backlog that holds 20 MB attachments. Goal: < 150 MB.
+//
 //   - latency: an email APPENDed to the inbox until its request is in the
 //     queue, with IDLE. Goal: p50 < 0.5 s.
 //
-//	go run ./bench/intake -n 10000
-//	go run ./bench/intake -n 500 -big 3 -latency-n 20   (a quick run)
+//     go run ./bench/intake -n 10000
+//     go run ./bench/intake -n 500 -big 3 -latency-n 20   (a quick run)
 package main
 
 import (
@@ -465,7 +467,6 @@ func benchLatency(n int) error {
 		n, p50.Round(time.Millisecond), p95.Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond), verdict)
 	return nil
 }
-
 
 var benchLevel = func() slog.Level {
 	if os.Getenv("BENCH_DEBUG") != "" {
