@@ -18,10 +18,15 @@ var exampleNow = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 
 // TestCheckAcceptsExamples runs `keydesk check` on every example config.
 func TestCheckAcceptsExamples(t *testing.T) {
-	for _, name := range []string{"keydesk.yaml", "keydesk-cluster.yaml"} {
+	configs, err := filepath.Glob(filepath.Join(examplesDir, "keydesk*.yaml"))
+	if err != nil || len(configs) < 3 {
+		t.Fatalf("example configs %v (%v): want keydesk.yaml, keydesk-cluster.yaml, keydesk-compose.yaml", configs, err)
+	}
+	for _, path := range configs {
+		name := filepath.Base(path)
 		t.Run(name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
-			if err := runCheck(&out, &errOut, filepath.Join(examplesDir, name), exampleNow); err != nil {
+			if err := runCheck(&out, &errOut, path, exampleNow); err != nil {
 				t.Fatalf("check refused the example: %v\n%s", err, errOut.String())
 			}
 			for _, want := range []string{

@@ -1,0 +1,390 @@
+package deploy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/buildmarkets/keydesk/config"
+	"github.com/buildmarkets/keydesk/crypto"
+	"github.com/buildmarkets/keydesk/internal/testenv"
+	"github.com/buildmarkets/keydesk/review/users"
+)
+
+var roles = []string{"intake", "review", "batch", "delivery"}
+
+// yamlDocs parses every document of a YAML file.
+func yamlDocs(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	var docs []map[string]any
+	for {
+		var d map[string]any
+		err := dec.Decode(&d)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if d == nil {
+			t.Fatalf("%s: document %d is empty", path, len(docs)+1)
+		}
+		docs = append(docs, d)
+	}
+	if len(docs) == 0 {
+		t.Fatalf("%s: no YAML document", path)
+	}
+	return docs
+}
+
+// get walks a parsed document: get(d, "spec", "template", "spec").
+func get(v any, path ...any) any {
+	for _, p := range path {
+		switch k := p.(type) {
+		case string:
+			m, ok := v.(map[string]any)
+			if !ok {
+				return nil
+			}
+			v = m[k]
+		case int:
+			s, ok := v.([]any)
+			if !ok || k >= len(s) {
+				return nil
+			}
+			v = s[k]
+		}
+	}
+	return v
+}
+
+// TestYAMLFilesParse parses every YAML file of the kit.
+func TestYAMLFilesParse(t *testing.T) {
+	n := 0
+	err := filepath.WalkDir(".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && (strings.HasSuffix(p, ".yaml") || strings.HasSuffix(p, ".yml")) {
+			yamlDocs(t, p)
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 15 {
+		t.Fatalf("found only %d YAML files", n)
+	}
+}
+
+// TestKubernetesManifests checks what the kit promises: a Deployment per
+// role, non-root and read-only, with probes and memory limits; a default
+// deny NetworkPolicy; every kustomization resource present.
+func TestKubernetesManifests(t *testing.T) {
+	k := yamlDocs(t, "kubernetes/kustomization.yaml")[0]
+	deployments := map[string]map[string]any{}
+	kinds := map[string]int{}
+	for _, r := range get(k, "resources").([]any) {
+		for _, d := range yamlDocs(t, filepath.Join("kubernetes", r.(string))) {
+			kind, _ := d["kind"].(string)
+			name, _ := get(d, "metadata", "name").(string)
+			if d["apiVersion"] == nil || kind == "" || name == "" {
+				t.Errorf("%s: a document without apiVersion, kind or metadata.name", r)
+				continue
+			}
+			kinds[kind]++
+			if kind == "Deployment" {
+				deployments[name] = d
+			}
+			if kind == "NetworkPolicy" && name == "default-deny" {
+				if pt := get(d, "spec", "policyTypes"); !slices.Contains(pt.([]any), "Ingress") || !slices.Contains(pt.([]any), "Egress") {
+					t.Errorf("default-deny does not deny both directions: %v", pt)
+				}
+			}
+		}
+	}
+	if kinds["NetworkPolicy"] < 2 || kinds["Namespace"] != 1 || kinds["ConfigMap"] != 1 || kinds["Job"] != 1 || kinds["Service"] != 1 {
+		t.Errorf("kinds %v: want a Namespace, a ConfigMap, the setup Job, the review Service and NetworkPolicies", kinds)
+	}
+	for _, role := range roles {
+		d := deployments["keydesk-"+role]
+		if d == nil {
+			t.Errorf("no Deployment keydesk-%s", role)
+			continue
+		}
+		pod := get(d, "spec", "template", "spec")
+		if get(pod, "securityContext", "runAsNonRoot") != true || get(pod, "automountServiceAccountToken") != false {
+			t.Errorf("%s: the pod must run as non-root without a service account token", role)
+		}
+		c := get(pod, "containers", 0)
+		args := strings.Join(toStrings(get(c, "args")), " ")
+		if !strings.Contains(args, "--roles "+role) || !strings.Contains(args, "/etc/keydesk/config/"+role+".yaml") {
+			t.Errorf("%s: args %q do not run the role with its own config", role, args)
+		}
+		sc := get(c, "securityContext")
+		if get(sc, "allowPrivilegeEscalation") != false || get(sc, "readOnlyRootFilesystem") != true || !slices.Contains(toStrings(get(sc, "capabilities", "drop")), "ALL") {
+			t.Errorf("%s: container security context %v", role, sc)
+		}
+		if get(c, "resources", "limits", "memory") == nil || get(c, "resources", "requests", "cpu") == nil {
+			t.Errorf("%s: no resource limits", role)
+		}
+		if get(c, "livenessProbe", "httpGet", "path") != "/healthz" || get(c, "readinessProbe", "httpGet", "path") != "/readyz" {
+			t.Errorf("%s: probes must be /healthz (liveness) and /readyz (readiness)", role)
+		}
+		secrets := map[string]bool{}
+		for _, v := range get(pod, "volumes").([]any) {
+			if s, ok := get(v, "secret", "secretName").(string); ok {
+				secrets[s] = true
+			}
+		}
+		// Least exposure: only batch holds the signing key, only review
+		// the staff hashes, each role its own NATS identity.
+		if secrets["keydesk-signing"] != (role == "batch") || secrets["keydesk-users"] != (role == "review") || !secrets["keydesk-nats-"+role] {
+			t.Errorf("%s mounts secrets %v", role, secrets)
+		}
+	}
+}
+
+func toStrings(v any) []string {
+	var out []string
+	s, _ := v.([]any)
+	for _, x := range s {
+		out = append(out, x.(string))
+	}
+	return out
+}
+
+// TestKubernetesConfigs loads each role's keydesk.yaml from the ConfigMap
+// as keydesk would, with the files it names put in place (example keys
+// and certificates, stand-in secrets): every key is known and valid, the
+// contact key matches its pinned fingerprint, and batch's signing key opens.
+func TestKubernetesConfigs(t *testing.T) {
+	cm := yamlDocs(t, "kubernetes/config.yaml")[0]
+	data := get(cm, "data").(map[string]any)
+	root := t.TempDir()
+	re := strings.NewReplacer("/etc/keydesk/", root+"/etc/keydesk/")
+	put := func(p, content string) {
+		p = re.Replace(p)
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(p string) string {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	for _, f := range []string{"ca.crt", "tls.crt", "tls.key"} {
+		src := map[string]string{"ca.crt": "ca.pem", "tls.crt": "intake.pem", "tls.key": "intake-key.pem"}[f]
+		put("/etc/keydesk/nats/"+f, read("examples/tls/"+src))
+	}
+	for _, f := range []string{"imap-password", "smtp-password"} {
+		put("/etc/keydesk/secrets/"+f, "stand-in")
+	}
+	for _, f := range []string{"acme-sandbox-secret", "acme-production-secret"} {
+		put("/etc/keydesk/partner-credentials/"+f, "stand-in")
+	}
+	put("/etc/keydesk/signing/keydesk-signing.asc", read("examples/keys/keydesk-signing.EXAMPLE.asc"))
+	put("/etc/keydesk/signing/passphrase", "example-only-not-secret")
+	put("/etc/keydesk/users/users.yaml", read("examples/users.yaml"))
+	put("/etc/keydesk/contacts/acme.asc", read("examples/keys/acme.asc"))
+	for name, v := range data {
+		put("/etc/keydesk/config/"+name, re.Replace(v.(string)))
+	}
+	for _, role := range append([]string{"admin"}, roles...) {
+		t.Run(role, func(t *testing.T) {
+			cfg, err := config.Load(re.Replace("/etc/keydesk/config/" + role + ".yaml"))
+			if err != nil {
+				t.Fatalf("%s.yaml: %v", role, err)
+			}
+			if cfg.NATS.SkipSetup != (role != "admin") {
+				t.Errorf("%s.yaml: nats.skip_setup %v: only admin makes streams", role, cfg.NATS.SkipSetup)
+			}
+			if _, err := config.LoadPartners(cfg.Path(cfg.PartnersFile), crypto.Checker{}, time.Now()); err != nil {
+				t.Errorf("partners.yaml: %v", err)
+			}
+			switch role {
+			case "intake":
+				if cfg.IMAP.Address == "" || cfg.IMAP.Security != config.SecurityTLS {
+					t.Errorf("intake.yaml: imap %+v", cfg.IMAP.MailServer)
+				}
+			case "delivery":
+				if cfg.SMTP.Address == "" || cfg.SMTP.Security == config.SecurityNone {
+					t.Errorf("delivery.yaml: smtp %+v", cfg.SMTP.MailServer)
+				}
+			case "batch":
+				s, err := crypto.LoadSigner(cfg.Path(cfg.SigningKey.File), cfg.SigningKey.Passphrase)
+				if err != nil {
+					t.Fatalf("batch.yaml: signing key: %v", err)
+				}
+				s.Close()
+			case "review":
+				if _, err := users.Load(cfg.Path(cfg.Review.UsersFile)); err != nil {
+					t.Errorf("review.yaml: %v", err)
+				}
+			}
+			// A role's config names only the secrets that role needs.
+			if role != "intake" && !cfg.IMAP.Password.IsZero() {
+				t.Errorf("%s.yaml holds the IMAP password", role)
+			}
+			if role != "delivery" && !cfg.SMTP.Password.IsZero() {
+				t.Errorf("%s.yaml holds the SMTP password", role)
+			}
+			if role != "batch" && cfg.SigningKey.File != "" {
+				t.Errorf("%s.yaml names the signing key", role)
+			}
+		})
+	}
+}
+
+// TestComposeFile checks the local stack: the 3-node cluster, each role as
+// its own service with its own NATS identity, the mail servers, and every
+// file it mounts present.
+func TestComposeFile(t *testing.T) {
+	c := yamlDocs(t, "compose.yaml")[0]
+	services := get(c, "services").(map[string]any)
+	for _, s := range []string{"nats-1", "nats-2", "nats-3", "setup", "intake", "review", "batch", "delivery", "fakeapi", "dovecot", "mailpit"} {
+		if services[s] == nil {
+			t.Errorf("compose.yaml: no service %s", s)
+		}
+	}
+	for _, role := range roles {
+		s := services[role]
+		cmd := strings.Join(toStrings(get(s, "command")), " ")
+		if !strings.Contains(cmd, "--roles "+role) {
+			t.Errorf("%s: command %q", role, cmd)
+		}
+		if get(s, "environment", "KEYDESK_NATS_CERT") != "tls/"+role+".pem" {
+			t.Errorf("%s: connects to NATS as %v, not as itself", role, get(s, "environment", "KEYDESK_NATS_CERT"))
+		}
+		if get(s, "depends_on", "setup", "condition") != "service_completed_successfully" {
+			t.Errorf("%s does not wait for setup", role)
+		}
+	}
+	if get(services["setup"], "environment", "KEYDESK_NATS_CERT") != "tls/admin.pem" {
+		t.Error("setup must run as the NATS admin")
+	}
+	for name, s := range services {
+		vols, _ := get(s, "volumes").([]any)
+		for _, v := range vols {
+			src, _, _ := strings.Cut(v.(string), ":")
+			if strings.HasPrefix(src, ".") {
+				if _, err := os.Stat(src); err != nil {
+					t.Errorf("%s mounts %s: %v", name, src, err)
+				}
+			}
+		}
+		for _, a := range toStrings(get(s, "command")) {
+			if strings.HasPrefix(a, "/etc/keydesk/") {
+				if _, err := os.Stat(filepath.Join("examples", strings.TrimPrefix(a, "/etc/keydesk/"))); err != nil {
+					t.Errorf("%s names %s, which deploy/examples lacks", name, a)
+				}
+			}
+		}
+	}
+}
+
+// TestDockerfile checks the image's promises where no container engine
+// runs: a static build, a distroless base, a non-root user.
+func TestDockerfile(t *testing.T) {
+	b, err := os.ReadFile("Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	for _, want := range []string{"CGO_ENABLED=0", "FROM gcr.io/distroless/static", "USER 65532:65532", "-trimpath", "./cmd/keydesk"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("Dockerfile lacks %q", want)
+		}
+	}
+	if strings.Count(s, "\nFROM ") < 1 || !strings.HasPrefix(strings.TrimSpace(s[strings.Index(s, "FROM "):]), "FROM golang:") {
+		t.Error("Dockerfile is not a multi-stage build from a Go image")
+	}
+}
+
+// TestSystemdUnits runs systemd-analyze verify on the units, which must
+// print nothing: systemd only warns, and exits 0, on a bad directive.
+func TestSystemdUnits(t *testing.T) {
+	analyze := testenv.LookPath(t, "systemd-analyze", "systemd")
+	dir := t.TempDir()
+	// The units start /usr/local/bin/keydesk, which verify wants to exist.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []struct{ src, dst string }{
+		{"keydesk.service", "keydesk.service"},
+		{"keydesk@.service", "keydesk@.service"},
+		{"keydesk@.service", "keydesk@intake.service"},
+	} {
+		b, err := os.ReadFile(filepath.Join("systemd", u.src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := strings.ReplaceAll(string(b), "/usr/local/bin/keydesk", self)
+		for _, want := range []string{"ProtectSystem=strict", "NoNewPrivileges=yes", "PrivateTmp=yes", "User=keydesk"} {
+			if !strings.Contains(s, want) {
+				t.Errorf("%s lacks %s", u.src, want)
+			}
+		}
+		if err := os.WriteFile(filepath.Join(dir, u.dst), []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(analyze, "verify", "--man=no", "./keydesk.service", "./keydesk@intake.service")
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+// TestDovecotConfig checks the compose stack's Dovecot config with the
+// real doveconf.
+func TestDovecotConfig(t *testing.T) {
+	doveconf := testenv.LookPath(t, "doveconf", "dovecot-core")
+	wd, _ := os.Getwd()
+	b, err := os.ReadFile("compose/dovecot/dovecot.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.NewReplacer(
+		"/etc/dovecot/tls/", filepath.Join(wd, "examples/tls")+"/",
+		"/etc/dovecot/users", filepath.Join(wd, "compose/dovecot/users"),
+	).Replace(string(b))
+	p := filepath.Join(t.TempDir(), "dovecot.conf")
+	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(doveconf, "-n", "-c", p).CombinedOutput()
+	if err != nil {
+		t.Fatalf("doveconf: %v\n%s", err, out)
+	}
+	for _, want := range []string{"ssl = required", "mailbox Processed", "mailbox Rejected"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("doveconf -n lacks %q:\n%s", want, out)
+		}
+	}
+}
