@@ -100,6 +100,10 @@ type Options struct {
 	// Workers is how many emails of a batch are parsed and stored at once
 	// (the Handler must allow concurrent calls). Default 16.
 	Workers int
+	// InFlightBytes bounds the size of the emails stored at once, and so
+	// the memory storing takes: an email larger than this is stored alone.
+	// Default 4 MiB.
+	InFlightBytes int64
 	// Actor names the poller in audit events. Default "intake".
 	Actor string
 	// MaxBackoff bounds the wait between reconnection attempts. Default 1m.
@@ -118,6 +122,8 @@ type Poller struct {
 
 	lastContact atomic.Int64 // unix nanoseconds of the last successful IMAP exchange
 	running     atomic.Bool
+
+	inFlight *byteBudget
 
 	mu    sync.Mutex
 	retry map[uint32]retryState // by UID, for the current UIDVALIDITY
@@ -176,6 +182,9 @@ func New(o Options) (*Poller, error) {
 	if o.Workers <= 0 {
 		o.Workers = 16
 	}
+	if o.InFlightBytes <= 0 {
+		o.InFlightBytes = 4 << 20
+	}
 	if o.Actor == "" {
 		o.Actor = "intake"
 	}
@@ -186,10 +195,11 @@ func New(o Options) (*Poller, error) {
 		o.Metrics = metrics.New()
 	}
 	p := &Poller{
-		o:     o,
-		log:   o.Log.With("mailbox", o.IMAP.Mailbox),
-		kv:    o.Queue.KV(queue.BucketIntake),
-		retry: map[uint32]retryState{},
+		o:        o,
+		log:      o.Log.With("mailbox", o.IMAP.Mailbox),
+		kv:       o.Queue.KV(queue.BucketIntake),
+		retry:    map[uint32]retryState{},
+		inFlight: newByteBudget(o.InFlightBytes),
 		emails: o.Metrics.Counter("keydesk_emails_total",
 			"Emails taken out of the inbox, by outcome (accept, reject, review, ignore, malformed, too-large).", "outcome"),
 		reconnects: o.Metrics.Counter("keydesk_imap_reconnects_total", "IMAP connections re-established after a failure."),

@@ -113,9 +113,11 @@ func (s *conn) chunk(ctx context.Context, uids []imap.UID) (stop bool, err error
 			m.date = sizes[u].date
 			wg.Add(1)
 			sem <- struct{}{}
+			w := p.inFlight.acquire(m.size)
 			go func() {
 				defer wg.Done()
 				defer func() { <-sem }()
+				defer p.inFlight.release(w)
 				d, err := s.process(ctx, m)
 				results[i] = result{d, err}
 			}()
@@ -145,6 +147,42 @@ func (s *conn) chunk(ctx context.Context, uids []imap.UID) (stop bool, err error
 		}
 	}
 	return s.finish(ctx, dest, done, false)
+}
+
+// byteBudget bounds the bytes of the emails being stored at once: storing
+// holds part of each email in memory (queue client and server buffers), so
+// small emails go many at a time and a large one alone.
+type byteBudget struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	free int64
+	max  int64
+}
+
+func newByteBudget(max int64) *byteBudget {
+	b := &byteBudget{free: max, max: max}
+	b.cond = sync.NewCond(&b.mu)
+	return b
+}
+
+// acquire waits until n bytes (at most the whole budget) are free and
+// takes them; it returns what it took, for release.
+func (b *byteBudget) acquire(n int64) int64 {
+	n = max(min(n, b.max), 1)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for b.free < n {
+		b.cond.Wait()
+	}
+	b.free -= n
+	return n
+}
+
+func (b *byteBudget) release(n int64) {
+	b.mu.Lock()
+	b.free += n
+	b.mu.Unlock()
+	b.cond.Broadcast()
 }
 
 var errGone = errors.New("intake: message expunged meanwhile")
