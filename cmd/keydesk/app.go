@@ -54,6 +54,11 @@ var roleOrder = []string{"delivery", "batch", "review", "intake"}
 
 func registerRole(r role) { roleTable[r.name] = r }
 
+// appHooks run at the end of newApp, for every set of roles: the
+// observability file adds the gauges and alerts that concern the whole
+// deployment. A hook that starts work stops it through a.onClose.
+var appHooks []func(a *app)
+
 // contactKeyChecker makes the checker that loads and checks contact keys;
 // the crypto wiring sets it. Without one, keys are only read, not checked.
 var contactKeyChecker func() config.ContactKeyChecker
@@ -109,6 +114,9 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, er
 	a.mux.HandleFunc("GET /readyz", a.serveReady)
 	a.mux.Handle("GET /metrics", a.metrics)
 	a.metrics.Gauge("keydesk_up", "1 while keydesk runs.").Set(1)
+	for _, h := range appHooks {
+		h(a)
+	}
 	return a, nil
 }
 

@@ -1,0 +1,260 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/queue"
+	"github.com/buildmarkets/keydesk/templates"
+)
+
+// Observability that concerns the whole deployment rather than one role:
+// requests by state and how long the oldest has waited in each waiting
+// state (from the queue, recomputed at most every observeEvery, so a
+// scrape never waits on NATS), the technical contacts' key expiry, and an
+// alert to smtp.support_address for a contact key that expires within
+// keyExpiryWarning — at most once a day per key, whichever instances run.
+
+const (
+	// observeEvery is how often the request gauges are recomputed.
+	observeEvery = 15 * time.Second
+	// keyCheckEvery is how often contact keys are looked at for the alert.
+	keyCheckEvery = time.Hour
+	// keyExpiryWarning is how far ahead an expiring contact key is alerted.
+	keyExpiryWarning = 30 * 24 * time.Hour
+)
+
+// waitingStates are those a request should not stay in for long; each gets
+// an oldest-age gauge.
+var waitingStates = []keydesk.State{
+	keydesk.StatePendingReview, keydesk.StateApproved, keydesk.StateGenerating,
+	keydesk.StateGenerated, keydesk.StateDeliveryFailed, keydesk.StateBlocked, keydesk.StateFailed,
+}
+
+func init() { appHooks = append(appHooks, startObservability) }
+
+// observer computes the gauges and sends the key alerts.
+type observer struct {
+	q        *queue.Conn
+	partners func() *keydesk.Registry
+	support  string
+	tpl      *templates.Set
+	log      *slog.Logger
+	now      func() time.Time
+
+	mu        sync.Mutex
+	counts    map[keydesk.State]int
+	oldest    map[keydesk.State]time.Time
+	refreshed bool
+	// alerted remembers the alert IDs sent by this process; across
+	// processes the outbox and delivery's sent-once records dedupe them.
+	alerted map[string]bool
+}
+
+func startObservability(a *app) {
+	tpl, err := templates.Load(a.cfg.Path(a.cfg.Templates.Dir))
+	if err != nil {
+		a.log.Error("observability: templates: contact key alerts are off", "err", err)
+	}
+	o := &observer{
+		q: a.q, partners: a.partners.Current, support: a.cfg.SMTP.SupportAddress, tpl: tpl,
+		log: a.log.With("part", "observability"), now: time.Now, alerted: map[string]bool{},
+	}
+	o.register(a)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		o.run(ctx)
+	}()
+	a.onClose(func() error {
+		cancel()
+		<-done
+		return nil
+	})
+}
+
+// register declares the gauges; each reads what run computed.
+func (o *observer) register(a *app) {
+	a.metrics.GaugeFunc("keydesk_requests", "Requests by state (recomputed every 15s).", func() map[string]float64 {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		if !o.refreshed {
+			return nil
+		}
+		out := map[string]float64{}
+		for _, s := range keydesk.States {
+			out[string(s)] = float64(o.counts[s])
+		}
+		return out
+	}, "state")
+	a.metrics.GaugeFunc("keydesk_request_oldest_age_seconds",
+		"How long the oldest request in each waiting state has waited: since it arrived for pending_review, since its last change otherwise (0: none waits).",
+		func() map[string]float64 {
+			o.mu.Lock()
+			defer o.mu.Unlock()
+			if !o.refreshed {
+				return nil
+			}
+			now := o.now()
+			out := map[string]float64{}
+			for _, s := range waitingStates {
+				out[string(s)] = 0
+				if t, ok := o.oldest[s]; ok {
+					out[string(s)] = max(0, now.Sub(t).Seconds())
+				}
+			}
+			return out
+		}, "state")
+	a.metrics.GaugeFunc("keydesk_contact_key_expiry_timestamp_seconds",
+		"When each partner's technical-contact key expires (Unix time); keys that never expire are left out.",
+		func() map[string]float64 {
+			out := map[string]float64{}
+			for _, p := range o.partners().Partners {
+				if exp := p.TechnicalContact.KeyExpires; !exp.IsZero() {
+					out[p.ID] = float64(exp.Unix())
+				}
+			}
+			return out
+		}, "partner")
+	a.metrics.GaugeFunc("keydesk_contact_keys_expiring", "Technical-contact keys that expire within 30 days or have expired.",
+		func() map[string]float64 {
+			return map[string]float64{"": float64(len(o.expiring(o.now())))}
+		})
+}
+
+func (o *observer) run(ctx context.Context) {
+	o.refresh(ctx)
+	o.checkKeys(ctx)
+	gauges := time.NewTicker(observeEvery)
+	defer gauges.Stop()
+	keys := time.NewTicker(keyCheckEvery)
+	defer keys.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-gauges.C:
+			o.refresh(ctx)
+		case <-keys.C:
+			o.checkKeys(ctx)
+		}
+	}
+}
+
+// refresh recomputes the request gauges from the queue. On an error the
+// last values stay, and the log says why.
+func (o *observer) refresh(ctx context.Context) {
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	reqs, err := o.q.List(lctx, queue.Filter{})
+	if err != nil {
+		if ctx.Err() == nil { // not shutting down
+			o.log.Warn("request gauges not updated", "err", err)
+		}
+		return
+	}
+	counts := map[keydesk.State]int{}
+	oldest := map[keydesk.State]time.Time{}
+	for _, r := range reqs {
+		counts[r.State]++
+		since := r.UpdatedAt
+		if r.State == keydesk.StatePendingReview {
+			since = r.CreatedAt
+		}
+		if t, ok := oldest[r.State]; !ok || since.Before(t) {
+			oldest[r.State] = since
+		}
+	}
+	o.mu.Lock()
+	o.counts, o.oldest, o.refreshed = counts, oldest, true
+	o.mu.Unlock()
+}
+
+// expiring returns the partners whose contact key expires within
+// keyExpiryWarning of now, or has expired.
+func (o *observer) expiring(now time.Time) []*keydesk.Partner {
+	var out []*keydesk.Partner
+	for _, p := range o.partners().Partners {
+		if exp := p.TechnicalContact.KeyExpires; !exp.IsZero() && exp.Sub(now) < keyExpiryWarning {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// keyAlertID names the alert for one key on one day: the same key on the
+// same day always gives the same ID, so however many instances look,
+// support hears once a day.
+func keyAlertID(p *keydesk.Partner, now time.Time) string {
+	fp := p.TechnicalContact.Fingerprint
+	if len(fp) > 16 {
+		fp = fp[len(fp)-16:]
+	}
+	return fmt.Sprintf("alert.contact-key.%s.%s.%s", p.ID, fp, now.UTC().Format("20060102"))
+}
+
+// checkKeys alerts support about each contact key that expires soon.
+func (o *observer) checkKeys(ctx context.Context) {
+	now := o.now()
+	for _, p := range o.expiring(now) {
+		id := keyAlertID(p, now)
+		o.mu.Lock()
+		done := o.alerted[id]
+		o.mu.Unlock()
+		if done {
+			continue
+		}
+		exp := p.TechnicalContact.KeyExpires
+		log := o.log.With("partner", p.ID, "fingerprint", p.TechnicalContact.Fingerprint, "expires", exp.UTC().Format(time.RFC3339))
+		log.Warn("technical contact key expires soon: keys cannot be delivered to an expired key")
+		if o.support == "" || o.tpl == nil {
+			log.Warn("no alert sent: smtp.support_address is not set")
+			continue
+		}
+		m, err := o.tpl.RenderMail("alert", keyAlert(p, now))
+		if err != nil {
+			log.Error("alert not rendered", "err", err)
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err = o.q.Enqueue(cctx, &keydesk.Outgoing{
+			ID: id, Kind: keydesk.KindAlert, Partner: p.ID, To: []string{o.support},
+			Subject: m.Subject, Text: m.Body, CreatedAt: now,
+		})
+		cancel()
+		if err != nil {
+			log.Error("alert not queued; trying again within the hour", "err", err)
+			continue
+		}
+		o.mu.Lock()
+		o.alerted[id] = true
+		o.mu.Unlock()
+	}
+}
+
+// keyAlertData is what alert.tmpl shows.
+type keyAlertData struct{ Title, Text, Action string }
+
+func keyAlert(p *keydesk.Partner, now time.Time) keyAlertData {
+	tc := p.TechnicalContact
+	exp := tc.KeyExpires.UTC()
+	when := fmt.Sprintf("expires on %s, in %d days", exp.Format("2006-01-02"), int(exp.Sub(now).Hours()/24))
+	if !exp.After(now) {
+		when = "expired on " + exp.Format("2006-01-02")
+	}
+	return keyAlertData{
+		Title: fmt.Sprintf("The key of %s's technical contact %s", p.Name, when),
+		Text: fmt.Sprintf("Partner: %s (%s)\nTechnical contact: %s\nPinned fingerprint: %s\nThe key %s.\n\n"+
+			"keydesk checks the contact's key before it creates a key pair: once the key has\n"+
+			"expired, %s's approved requests are blocked until the key is renewed.",
+			p.Name, p.ID, tc.Email, tc.Fingerprint, when, p.Name),
+		Action: fmt.Sprintf("ask %s for a renewed key (or an extended expiry), verify its fingerprint with them\n"+
+			"out of band, replace %s, update the pinned fingerprint in partners.yaml if it\n"+
+			"changed, run 'keydesk check', and reload keydesk (SIGHUP).", tc.Email, tc.KeyFile),
+	}
+}
