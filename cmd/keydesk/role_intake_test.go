@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
+
+	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/config"
+	"github.com/buildmarkets/keydesk/crypto"
+	"github.com/buildmarkets/keydesk/crypto/cryptotest"
+	"github.com/buildmarkets/keydesk/queue"
+)
+
+// keydesk serve --roles intake reads the configured mailbox (SASL PLAIN,
+// under the mailbox lease), queues a partner's request with its
+// acknowledgement, moves the email, and reports the mailbox on /readyz and
+// /metrics.
+func TestServeIntakeRole(t *testing.T) {
+	mem := imapmemserver.New()
+	u := imapmemserver.NewUser("support@buildmarkets.ai", "s3cret")
+	if err := u.Create("INBOX", nil); err != nil {
+		t.Fatal(err)
+	}
+	mem.AddUser(u)
+	srv := imapserver.New(&imapserver.Options{
+		NewSession:   func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) { return mem.NewSession(), nil, nil },
+		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}},
+		InsecureAuth: true,
+		Logger:       quietLog{},
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+
+	dir := t.TempDir()
+	key := cryptotest.Contact(t, crypto.Curve25519)
+	cryptotest.WriteFile(t, dir, "acme.asc", key.Public)
+	cryptotest.WriteFile(t, dir, "partners.yaml", fmt.Sprintf(`partners:
+  - id: acme
+    name: Acme Capital
+    requesters: ["*@acme.example"]
+    technical_contact: {email: sec@acme.example, pgp_key_file: acme.asc, fingerprint: %q}
+    allowed_scopes: [accounts:read, marketdata:read]
+    environments: {sandbox: {api_key: k, api_secret: s}}
+`, key.Fingerprint))
+	cryptotest.WriteFile(t, dir, "keydesk.yaml", fmt.Sprintf(`data_dir: ./data
+imap: {address: %q, security: none, username: support@buildmarkets.ai, password: s3cret, poll_interval: 1h}
+sender_auth: {trusted_authserv_ids: [mx.buildmarkets.ai]}
+review: {listen: "127.0.0.1:0"}
+`, ln.Addr().String()))
+	cfg, err := config.Load(filepath.Join(dir, "keydesk.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join("..", "..", "intake", "testdata", "accept.eml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := imapclient.DialInsecure(ln.Addr().String(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Login("support@buildmarkets.ai", "s3cret").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	ap := c.Append("INBOX", int64(len(raw)), nil)
+	if _, err := ap.Write(raw); err != nil {
+		t.Fatal(err)
+	}
+	if err := ap.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ap.Wait(); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err = serveRoles(ctx, cfg, slog.New(slog.DiscardHandler), []string{"intake"}, func(a *app) error {
+		var reqs []*keydesk.Request
+		deadline := time.Now().Add(20 * time.Second)
+		for len(reqs) == 0 {
+			if time.Now().After(deadline) {
+				return errors.New("no request was queued")
+			}
+			time.Sleep(20 * time.Millisecond)
+			if reqs, err = a.q.List(ctx, queue.Filter{}); err != nil {
+				return err
+			}
+		}
+		r := reqs[0]
+		if r.Partner != "acme" || r.Environment != keydesk.Sandbox || r.State != keydesk.StatePendingReview || r.Label != "reporting-bot" {
+			return fmt.Errorf("request %+v", r)
+		}
+		if _, err := a.q.KV(queue.BucketLocks).Get(ctx, "intake.INBOX"); err != nil {
+			return fmt.Errorf("mailbox lease not held: %v", err)
+		}
+		for {
+			st, err := c.Status("Processed", &imap.StatusOptions{NumMessages: true}).Wait()
+			if err == nil && *st.NumMessages == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				return errors.New("the email was not moved to Processed")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		rec := httptest.NewRecorder()
+		a.serveReady(rec, httptest.NewRequest("GET", "/readyz", nil))
+		if rec.Code != 200 || !strings.Contains(rec.Body.String(), "imap: ok") {
+			return fmt.Errorf("/readyz %d:\n%s", rec.Code, rec.Body.String())
+		}
+		var m strings.Builder
+		a.metrics.Write(&m)
+		if !strings.Contains(m.String(), `keydesk_emails_total{outcome="accept"} 1`) {
+			return fmt.Errorf("metrics lack the email:\n%s", m.String())
+		}
+		cancel()
+		return nil
+	})
+	if err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+}
