@@ -43,10 +43,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-sasl"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -325,6 +327,17 @@ func (p *Poller) nextRetry() (time.Time, bool) {
 		}
 	}
 	return t, !t.IsZero()
+}
+
+// pruneRetries forgets messages no longer in the mailbox (uids sorted).
+func (p *Poller) pruneRetries(uids []imap.UID) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for u := range p.retry {
+		if _, found := slices.BinarySearch(uids, imap.UID(u)); !found {
+			delete(p.retry, u)
+		}
+	}
 }
 
 func (p *Poller) resetRetries() {

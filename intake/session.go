@@ -323,6 +323,7 @@ func (s *conn) scan(ctx context.Context) error {
 		return err
 	}
 	slices.Sort(uids)
+	p.pruneRetries(uids)
 	uids = slices.DeleteFunc(uids, func(u imap.UID) bool { return p.retryLater(uint32(u)) })
 	for chunk := range slices.Chunk(uids, p.o.BatchSize) {
 		if ctx.Err() != nil {
