@@ -340,3 +340,21 @@ func TestMoveFallback(t *testing.T) {
 		})
 	}
 }
+
+// TestPollingWithoutIdle: without IDLE the mailbox is scanned every
+// poll_interval, and new mail is found by the next scan.
+func TestPollingWithoutIdle(t *testing.T) {
+	srv := startMem(t, nil)
+	h := newHarness(t, srv.addr, &simpleHandler{})
+	h.cfg.PollInterval = 300 * time.Millisecond
+	p := h.poller(func(o *Options) { o.NoIdle = true })
+	h.run(p)
+	eventually(t, "first scan", func() bool { return p.lastContact.Load() != 0 })
+	c := client(t, srv.addr, testUser, testPass)
+	for _, id := range []string{"a1", "a2"} {
+		appendMsg(t, c, "INBOX", email(id, "accept"))
+		eventually(t, id+" found by polling", func() bool {
+			return slices.Contains(sourceIDs(h.requests()), id+"@acme.example")
+		})
+	}
+}
