@@ -64,7 +64,7 @@ func TestDemoOnce(t *testing.T) {
 // answers 500): --once must say so rather than report success.
 func TestDemoOnceFailsWhenSomethingIsWrong(t *testing.T) {
 	var out bytes.Buffer
-	sum, err := runDemo(context.Background(), demoOptions{Once: true, Timeout: 8 * time.Second, Out: &out,
+	sum, err := runDemo(context.Background(), demoOptions{Once: true, Timeout: 5 * time.Second, Out: &out,
 		started: func(e *demoEnv) { e.api.FailNext(1000, http.StatusInternalServerError) }})
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
