@@ -221,14 +221,9 @@ func (e *demoEnv) mailboxCounts() (inbox, processed, rejected int) {
 	return n("INBOX"), n("Processed"), n("Rejected")
 }
 
-// writeConfig writes keydesk.yaml, partners.yaml and users.yaml for the
-// demo and returns keydesk.yaml's path.
-func (e *demoEnv) writeConfig(listen, schedule string) (string, error) {
-	return e.writeConfigAs("keydesk.yaml", listen, schedule, `{url: ""}`)
-}
-
-// writeConfigAs is writeConfig with the config's file name and its nats
-// section (YAML flow mapping) given.
+// writeConfigAs writes a keydesk config called name, with the given nats
+// section (a YAML flow mapping), and partners.yaml and users.yaml beside
+// it, and returns the config's path.
 func (e *demoEnv) writeConfigAs(name, listen, schedule, nats string) (string, error) {
 	var partners strings.Builder
 	partners.WriteString("partners:\n")
