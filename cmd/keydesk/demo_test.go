@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 	"sync"
@@ -134,6 +135,24 @@ func TestDemoInteractive(t *testing.T) {
 	}
 	if !strings.Contains(body, "pending_review") {
 		t.Fatalf("the API shows no pending request: %s", body)
+	}
+	// The printed login opens the review UI, as in a browser.
+	m := regexp.MustCompile(`login alice\s+password (\S+)`).FindStringSubmatch(seen.String())
+	if m == nil {
+		t.Fatalf("no password printed for alice:\n%s", seen.String())
+	}
+	form := url.Values{"username": {"alice"}, "password": {m[1]}, "next": {"/queue"}}
+	req, _ := http.NewRequest("POST", base+"/login", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", base)
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || len(resp.Cookies()) == 0 {
+		t.Fatalf("login as alice with the printed password: %s, cookies %v", resp.Status, resp.Cookies())
 	}
 	cancel()
 	wg.Wait()
