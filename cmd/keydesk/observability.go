@@ -212,8 +212,12 @@ func (o *observer) checkKeys(ctx context.Context) {
 		exp := p.TechnicalContact.KeyExpires
 		log := o.log.With("partner", p.ID, "fingerprint", p.TechnicalContact.Fingerprint, "expires", exp.UTC().Format(time.RFC3339))
 		log.Warn("technical contact key expires soon: keys cannot be delivered to an expired key")
-		if o.support == "" || o.tpl == nil {
+		if o.support == "" {
 			log.Warn("no alert sent: smtp.support_address is not set")
+			continue
+		}
+		if o.tpl == nil {
+			log.Warn("no alert sent: the templates did not load (see the error at start)")
 			continue
 		}
 		m, err := o.tpl.RenderMail("alert", keyAlert(p, now))
