@@ -163,7 +163,10 @@ func testLeaderKill(t *testing.T, c *natstest.Cluster, tlsDir string) {
 			t.Errorf("record %s was written %d times, want once", id, got)
 		}
 	}
-	waitFor(t, 30*time.Second, "the audit stream to source every record", func() bool {
+	// The AUDIT stream's source consumer is re-created with the server's
+	// retry back-off (5s × 2 × failures, up to a minute) after the
+	// leader's death: allow for a few rounds of it.
+	waitFor(t, 150*time.Second, "the audit stream to source every record", func() bool {
 		a, err := q.JS.Stream(ctx, queue.StreamAudit)
 		if err != nil {
 			return false
