@@ -111,7 +111,7 @@ func appendUser(path string, u users.User) error {
 	}
 	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {
-		return fmt.Errorf("%s: the top level is not a mapping with users:", path)
+		return fmt.Errorf("%s: the top level must be a mapping holding a users list", path)
 	}
 	var list *yaml.Node
 	for i := 0; i+1 < len(root.Content); i += 2 {
