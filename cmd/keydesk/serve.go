@@ -96,8 +96,10 @@ func serveRoles(ctx context.Context, cfg *config.Config, log *slog.Logger, roles
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	// Roles run on their own context: a stop signal first only stops them
-	// taking new work (runCtx's parent), and hard-cancels after the grace.
+	// Two phases: at the signal, roleCtx ends and each role stops taking
+	// work, finishing the item in hand on a context of its own (bounded by
+	// the role); if roles are still running after shutdownGrace, runCtx —
+	// the parent of every role's context — is cancelled too.
 	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelRun()
 	type running struct {
@@ -127,11 +129,6 @@ func serveRoles(ctx context.Context, cfg *config.Config, log *slog.Logger, roles
 	}()
 	log.Info("keydesk serving", "roles", strings.Join(roles, ","), "http", ln.Addr().String(), "instance", a.holder, "nats", natsDesc(cfg))
 
-	// stopCtx ends on the signal; each role sees it through its run
-	// context only after the grace period, so a role must watch stopping()
-	// itself to stop taking work. Roles here take the simple path: their
-	// context is cancelled at the signal and they finish the item in hand
-	// with a context of their own where they must (see each role).
 	var wg sync.WaitGroup
 	errs := make(chan error, len(started))
 	roleCtx, cancelRoles := context.WithCancel(runCtx)
