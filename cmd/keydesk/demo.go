@@ -659,7 +659,7 @@ func (s *demoSummary) print(p *demoPrinter, took time.Duration) {
 	p.printf("  requests by outcome:    %s\n", strings.Join(states, ", "))
 	p.printf("  keys created:           %d\n", s.KeysCreated)
 	p.printf("  deliveries:             %d sent encrypted, %d decrypted with the contact's key and signature verified\n", s.KeyDeliveries, s.Decrypted)
-	p.printf("  replies to partners:    %d acknowledgements, %d rejections, %d delivery notices\n", s.Acks, s.Rejections, s.Notices)
+	p.printf("  replies to partners:    %s, %s, %s\n", plural(s.Acks, "acknowledgement"), plural(s.Rejections, "rejection"), plural(s.Notices, "delivery notice"))
 	p.printf("  to support:             %d (batch reports, alerts)\n", s.ToSupport)
 	if s.OK() {
 		p.printf("\nOK: everything expected happened.\n")
@@ -722,4 +722,12 @@ func apiCall(ctx context.Context, base, token, method, path, body string) error 
 		return fmt.Errorf("%s %s: %s %s", method, path, resp.Status, e.Error)
 	}
 	return nil
+}
+
+// plural writes "1 rejection", "3 rejections".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
