@@ -2,6 +2,7 @@ package intake
 
 import (
 	"context"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -159,5 +160,47 @@ func TestDovecotCrashAndUIDValidity(t *testing.T) {
 	}
 	if len(evs) != 1 || evs[0].Action != "uidvalidity-changed" {
 		t.Errorf("audit %+v, want one uidvalidity-changed event", evs)
+	}
+}
+
+// TestDovecotUnreadableFile: the server cannot read one message's file
+// (damaged storage); the poller sets that email aside with the server's
+// answer as the reason and takes in the emails around it.
+func TestDovecotUnreadableFile(t *testing.T) {
+	d, h := dovecotHarness(t)
+	if err := d.Deliver("INBOX", email("a1", "accept")); err != nil {
+		t.Fatal(err)
+	}
+	bad, err := d.DeliverFile("INBOX", email("broken", "accept"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(bad, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Deliver("INBOX", email("a2", "accept")); err != nil {
+		t.Fatal(err)
+	}
+	h.run(h.poller(nil))
+	c := dovecotClient(t, d)
+	eventually(t, "inbox emptied", func() bool { return count(t, c, "INBOX") == 0 })
+	if got := count(t, c, "Rejected"); got != 1 {
+		t.Errorf("Rejected holds %d, want 1", got)
+	}
+	// The set-aside one has no Message-ID: nothing of it could be read.
+	if got := sourceIDs(h.requests()); !slices.Equal(got, []string{"", "a1@acme.example", "a2@acme.example"}) {
+		t.Errorf("requests from %q, want a1, a2 and the set-aside one", got)
+	}
+	var found bool
+	for _, r := range h.records() {
+		if r.Disposition == string(Rejected) {
+			found = true
+			if r.Outcome != "malformed" || !strings.Contains(r.Reason, "connection to the mail server broke") {
+				t.Errorf("record %+v", r)
+			}
+		}
+	}
+	if !found {
+		t.Error("no intake record for the unreadable email")
 	}
 }

@@ -127,8 +127,9 @@ type Poller struct {
 
 	inFlight *byteBudget
 
-	mu    sync.Mutex
-	retry map[uint32]retryState // by UID, for the current UIDVALIDITY
+	mu         sync.Mutex
+	retry      map[uint32]retryState // by UID, for the current UIDVALIDITY
+	fetchFails map[uint32]int        // by UID: downloads that broke the connection
 
 	// beforeMove, if set (tests), runs after a chunk's records are durable
 	// and before its messages are moved; an error stops the poller there.
@@ -197,11 +198,12 @@ func New(o Options) (*Poller, error) {
 		o.Metrics = metrics.New()
 	}
 	p := &Poller{
-		o:        o,
-		log:      o.Log.With("mailbox", o.IMAP.Mailbox),
-		kv:       o.Queue.KV(queue.BucketIntake),
-		retry:    map[uint32]retryState{},
-		inFlight: newByteBudget(o.InFlightBytes),
+		o:          o,
+		log:        o.Log.With("mailbox", o.IMAP.Mailbox),
+		kv:         o.Queue.KV(queue.BucketIntake),
+		retry:      map[uint32]retryState{},
+		fetchFails: map[uint32]int{},
+		inFlight:   newByteBudget(o.InFlightBytes),
 		emails: o.Metrics.Counter("keydesk_emails_total",
 			"Emails taken out of the inbox, by outcome (accept, reject, review, ignore, malformed, too-large).", "outcome"),
 		reconnects: o.Metrics.Counter("keydesk_imap_reconnects_total", "IMAP connections re-established after a failure."),
@@ -240,7 +242,7 @@ func (p *Poller) Run(ctx context.Context) error {
 	}
 	p.running.Store(true)
 	defer p.running.Store(false)
-	backoff := time.Second
+	backoff := min(time.Second, p.o.MaxBackoff)
 	for {
 		start := time.Now()
 		err := p.session(ctx)
@@ -252,7 +254,7 @@ func (p *Poller) Run(ctx context.Context) error {
 			return hook.err
 		}
 		if time.Since(start) > 2*p.o.IMAP.PollInterval {
-			backoff = time.Second // it worked for a while: start over
+			backoff = min(time.Second, p.o.MaxBackoff) // it worked for a while: start over
 		}
 		p.log.Warn("imap connection lost; reconnecting", "err", err, "in", backoff)
 		select {
@@ -314,6 +316,7 @@ func (p *Poller) clearRetry(uid uint32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.retry, uid)
+	delete(p.fetchFails, uid)
 }
 
 // nextRetry is the earliest time a waiting message may be tried again.
@@ -338,12 +341,30 @@ func (p *Poller) pruneRetries(uids []imap.UID) {
 			delete(p.retry, u)
 		}
 	}
+	for u := range p.fetchFails {
+		if _, found := slices.BinarySearch(uids, imap.UID(u)); !found {
+			delete(p.fetchFails, u)
+		}
+	}
+}
+
+func (p *Poller) noteFetchFailure(uid uint32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.fetchFails[uid]++
+}
+
+func (p *Poller) fetchFailures(uid uint32) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.fetchFails[uid]
 }
 
 func (p *Poller) resetRetries() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	clear(p.retry)
+	clear(p.fetchFails)
 }
 
 func isLoopback(addr string) bool {

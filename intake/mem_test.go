@@ -3,12 +3,15 @@ package intake
 import (
 	"context"
 	"errors"
+	"net"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/queue"
@@ -356,5 +359,76 @@ func TestPollingWithoutIdle(t *testing.T) {
 		eventually(t, id+" found by polling", func() bool {
 			return slices.Contains(sourceIDs(h.requests()), id+"@acme.example")
 		})
+	}
+}
+
+// refusingSession is an imapmemserver session whose server answers NO to
+// any download of one message's body, as a server does for a message it
+// cannot read.
+type refusingSession struct {
+	imapserver.Session
+	refuse imap.UID
+}
+
+func (s *refusingSession) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, o *imap.FetchOptions) error {
+	if set, ok := numSet.(imap.UIDSet); ok && set.Contains(s.refuse) {
+		for _, bs := range o.BodySection {
+			if bs.Specifier == imap.PartSpecifierNone {
+				return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeServerBug, Text: "cannot read message file"}
+			}
+		}
+	}
+	return s.Session.Fetch(w, numSet, o)
+}
+
+func (s *refusingSession) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string) error {
+	return s.Session.(imapserver.SessionMove).Move(w, numSet, dest)
+}
+
+// TestServerRefusesOne: the server answers NO for one message's body; the
+// others of the batch are taken in, and that one is set aside, described
+// from its header, with the server's answer as the reason.
+func TestServerRefusesOne(t *testing.T) {
+	mem := imapmemserver.New()
+	u := imapmemserver.NewUser(testUser, testPass)
+	if err := u.Create("INBOX", nil); err != nil {
+		t.Fatal(err)
+	}
+	mem.AddUser(u)
+	srv := imapserver.New(&imapserver.Options{
+		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+			return &refusingSession{Session: mem.NewSession(), refuse: 2}, nil, nil
+		},
+		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapMove: {}, imap.CapUIDPlus: {}},
+		InsecureAuth: true,
+		Logger:       testLogger{t},
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+
+	h := newHarness(t, ln.Addr().String(), &simpleHandler{})
+	c := client(t, ln.Addr().String(), testUser, testPass)
+	for _, id := range []string{"a1", "bad", "a2"} {
+		appendMsg(t, c, "INBOX", email(id, "accept"))
+	}
+	h.run(h.poller(nil))
+	eventually(t, "inbox emptied", func() bool { return count(t, c, "INBOX") == 0 })
+	if got := count(t, c, "Rejected"); got != 1 {
+		t.Errorf("Rejected holds %d, want 1", got)
+	}
+	rs := h.requests()
+	if got := sourceIDs(rs); !slices.Equal(got, []string{"a1@acme.example", "a2@acme.example", "bad@acme.example"}) {
+		t.Fatalf("requests from %v", got)
+	}
+	for _, r := range rs {
+		if r.SourceMessageID == "bad@acme.example" {
+			if r.State != keydesk.StateRejected || !strings.Contains(r.Problem, "cannot read message file") || r.Subject != "API key bad" {
+				t.Errorf("set-aside request: state %s subject %q problem %q", r.State, r.Subject, r.Problem)
+			}
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"net/mail"
 	"os"
@@ -48,6 +49,22 @@ type sizeInfo struct {
 // temporary failure says to wait before trying more.
 func (s *conn) chunk(ctx context.Context, uids []imap.UID) (stop bool, err error) {
 	p := s.p
+	if len(uids) == 1 {
+		if n := p.fetchFailures(uint32(uids[0])); n >= maxFetchFailures {
+			// Every attempt at this message broke the connection: set it
+			// aside without asking the server anything about it.
+			u := uids[0]
+			d, err := s.refused(ctx, u, sizeInfo{}, fmt.Errorf("the connection to the mail server broke each of the %d times keydesk read it", n), false)
+			if err != nil {
+				if temporary(ctx, err) {
+					p.noteRetry(uint32(u))
+					return true, nil
+				}
+				return false, err
+			}
+			return s.finish(ctx, map[string][]imap.UID{d: {u}}, []uint32{uint32(u)}, false)
+		}
+	}
 	set := imap.UIDSetNum(uids...)
 	sizes := map[imap.UID]sizeInfo{}
 	err = s.do(ctx, p.o.IMAP.Timeout, "fetch sizes", func() error {
@@ -61,7 +78,6 @@ func (s *conn) chunk(ctx context.Context, uids []imap.UID) (stop bool, err error
 		return false, err
 	}
 	var small []imap.UID
-	var bytes int64
 	dest := map[string][]imap.UID{}
 	var done []uint32
 	for _, u := range uids {
@@ -82,10 +98,9 @@ func (s *conn) chunk(ctx context.Context, uids []imap.UID) (stop bool, err error
 			continue
 		}
 		small = append(small, u)
-		bytes += si.size
 	}
 	if len(small) > 0 {
-		files, err := s.download(ctx, small, bytes)
+		files, refused, err := s.downloadAll(ctx, small, sizes)
 		defer func() {
 			for _, f := range files {
 				_ = os.Remove(f.file)
@@ -105,6 +120,11 @@ func (s *conn) chunk(ctx context.Context, uids []imap.UID) (stop bool, err error
 		sem := make(chan struct{}, p.o.Workers)
 		var wg sync.WaitGroup
 		for i, u := range small {
+			if r, ok := refused[u]; ok {
+				d, err := s.refused(ctx, u, sizes[u], r.cause, r.header)
+				results[i] = result{d, err}
+				continue
+			}
 			m, ok := files[u]
 			if !ok {
 				results[i].err = errGone // expunged meanwhile
@@ -216,6 +236,53 @@ func (s *conn) finish(ctx context.Context, dest map[string][]imap.UID, done []ui
 
 func temporary(ctx context.Context, err error) bool {
 	return errors.Is(err, ErrTemporary) || ctx.Err() != nil
+}
+
+// maxFetchFailures: a message whose processing, alone, has broken the
+// connection this many times is set aside without being fetched again.
+// Some servers (Dovecot) drop the connection when they cannot read a
+// message's file; without this, one damaged message would stop the inbox.
+const maxFetchFailures = 2
+
+// refusal is why a message is set aside undownloaded; header says whether
+// asking the server for its header is safe.
+type refusal struct {
+	cause  error
+	header bool
+}
+
+// downloadAll spools the bodies of uids in one command. A message the
+// server answers NO for is fetched again alone, and set aside with the
+// server's answer if it is refused again. An error means the connection is
+// gone: nothing has been stored yet, so nothing is lost.
+func (s *conn) downloadAll(ctx context.Context, uids []imap.UID, sizes map[imap.UID]sizeInfo) (map[imap.UID]*spooled, map[imap.UID]refusal, error) {
+	refused := map[imap.UID]refusal{}
+	var total int64
+	for _, u := range uids {
+		total += sizes[u].size
+	}
+	files, err := s.download(ctx, uids, total)
+	if err == nil {
+		return files, refused, nil
+	}
+	var ie *imap.Error
+	if !errors.As(err, &ie) {
+		return files, nil, err
+	}
+	for _, u := range uids {
+		if _, ok := files[u]; ok {
+			continue
+		}
+		one, err := s.download(ctx, []imap.UID{u}, sizes[u].size)
+		maps.Copy(files, one)
+		if err != nil {
+			if !errors.As(err, &ie) {
+				return files, nil, err
+			}
+			refused[u] = refusal{cause: err, header: true}
+		}
+	}
+	return files, refused, nil
 }
 
 // download streams the bodies of uids into spool files, one FETCH for all.
@@ -436,19 +503,13 @@ func (e *storeError) Unwrap() error { return e.err }
 // alone and says where it goes; its body is never downloaded.
 func (s *conn) oversize(ctx context.Context, uid imap.UID, si sizeInfo) (string, error) {
 	p := s.p
-	section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, Peek: true, Partial: &imap.SectionPartial{Offset: 0, Size: maxHeaderPeek}}
-	var hdr []byte
-	err := s.do(ctx, p.o.IMAP.Timeout, "fetch header", func() error {
-		msgs, err := s.c.Fetch(imap.UIDSetNum(uid), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{section}}).Collect()
-		for _, m := range msgs {
-			for _, b := range m.BodySection {
-				hdr = b.Bytes
-			}
-		}
-		return err
-	})
+	hdr, err := s.fetchHeader(ctx, uid)
 	if err != nil {
-		return "", err
+		var ie *imap.Error
+		if !errors.As(err, &ie) {
+			return "", err
+		}
+		hdr = nil // the server will not say: record what is known
 	}
 	m := &Message{Mailbox: p.o.IMAP.Mailbox, UIDValidity: s.uidVal, UID: uint32(uid), Size: si.size, InternalDate: si.date}
 	dec := tooLargeDecision(hdr, m, int64(p.o.IMAP.MaxMessageBytes))
@@ -458,6 +519,49 @@ func (s *conn) oversize(ctx context.Context, uid imap.UID, si sizeInfo) (string,
 	p.emails.Inc(dec.Outcome)
 	p.log.Warn("email too large: set aside unread", "uid", uid, "size", si.size, "limit", int64(p.o.IMAP.MaxMessageBytes), "message_id", dec.MessageID)
 	return s.moveTo(dec.Disposition), nil
+}
+
+// refused records an email the server would not send (a damaged message
+// file, a server bug) and says where it goes: set aside, so that it does
+// not block the emails after it.
+func (s *conn) refused(ctx context.Context, uid imap.UID, si sizeInfo, cause error, header bool) (string, error) {
+	p := s.p
+	var hdr []byte
+	if header {
+		var err error
+		if hdr, err = s.fetchHeader(ctx, uid); err != nil {
+			var ie *imap.Error
+			if !errors.As(err, &ie) {
+				return "", err
+			}
+			hdr = nil
+		}
+	}
+	m := &Message{Mailbox: p.o.IMAP.Mailbox, UIDValidity: s.uidVal, UID: uint32(uid), Size: si.size, InternalDate: si.date}
+	reason := "The mail server would not send this email (" + oneLine(cause.Error(), 300) + "); it was set aside unread. Look at it in the rejected mailbox, or on the server."
+	dec := setAside(hdr, m, "malformed", keydesk.ReasonMalformed, reason)
+	if _, err := p.store(ctx, m, dec, false, ""); err != nil {
+		return "", err
+	}
+	p.emails.Inc(dec.Outcome)
+	p.log.Warn("server refused to send an email: set aside", "uid", uid, "err", cause, "message_id", dec.MessageID)
+	return s.moveTo(dec.Disposition), nil
+}
+
+// fetchHeader reads at most maxHeaderPeek bytes of a message's header.
+func (s *conn) fetchHeader(ctx context.Context, uid imap.UID) ([]byte, error) {
+	section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, Peek: true, Partial: &imap.SectionPartial{Offset: 0, Size: maxHeaderPeek}}
+	var hdr []byte
+	err := s.do(ctx, s.p.o.IMAP.Timeout, "fetch header", func() error {
+		msgs, err := s.c.Fetch(imap.UIDSetNum(uid), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{section}}).Collect()
+		for _, m := range msgs {
+			for _, b := range m.BodySection {
+				hdr = b.Bytes
+			}
+		}
+		return err
+	})
+	return hdr, err
 }
 
 // head is what the poller itself reads of a header, for emails the Handler
@@ -516,8 +620,13 @@ func parseHead(raw []byte) head {
 func setAside(raw []byte, m *Message, outcome string, code keydesk.ReasonCode, reason string) *Decision {
 	h := parseHead(raw)
 	key := keydesk.SourceKey(h.from, h.messageID, raw)
-	if h.messageID == "" && m.Digest != "" {
+	switch {
+	case h.messageID != "":
+	case m.Digest != "":
 		key = strings.ToLower(h.from) + "\x00sha256:" + m.Digest
+	case len(raw) == 0:
+		// Nothing of the email could be read: name it by where it is.
+		key = fmt.Sprintf("\x00imap:%s/%d/%d", m.Mailbox, m.UIDValidity, m.UID)
 	}
 	date := h.date
 	if date.IsZero() || date.After(time.Now().Add(48*time.Hour)) || date.Year() < 2000 {

@@ -325,12 +325,26 @@ func (s *conn) scan(ctx context.Context) error {
 	slices.Sort(uids)
 	p.pruneRetries(uids)
 	uids = slices.DeleteFunc(uids, func(u imap.UID) bool { return p.retryLater(uint32(u)) })
-	for chunk := range slices.Chunk(uids, p.o.BatchSize) {
+	// Messages that were in hand when the connection broke go first, each
+	// on its own, so that one that breaks it again is singled out.
+	suspects := slices.DeleteFunc(slices.Clone(uids), func(u imap.UID) bool { return p.fetchFailures(uint32(u)) == 0 })
+	uids = slices.DeleteFunc(uids, func(u imap.UID) bool { return p.fetchFailures(uint32(u)) > 0 })
+	chunks := make([][]imap.UID, 0, len(suspects)+len(uids)/p.o.BatchSize+1)
+	for _, u := range suspects {
+		chunks = append(chunks, []imap.UID{u})
+	}
+	chunks = slices.AppendSeq(chunks, slices.Chunk(uids, p.o.BatchSize))
+	for _, chunk := range chunks {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		stop, err := s.chunk(ctx, chunk)
 		if err != nil {
+			if ctx.Err() == nil {
+				for _, u := range chunk {
+					p.noteFetchFailure(uint32(u))
+				}
+			}
 			return err
 		}
 		if stop {

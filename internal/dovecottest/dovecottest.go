@@ -381,21 +381,29 @@ func (s *Server) FolderDir(folder string) string {
 // local delivery agent would: much faster than APPEND for filling a
 // mailbox. The folder must exist (INBOX always does).
 func (s *Server) Deliver(folder string, raw []byte) error {
+	_, err := s.DeliverFile(folder, raw)
+	return err
+}
+
+// DeliverFile is Deliver, returning the file's path in new/ (Dovecot
+// renames it into cur/ once it has seen it).
+func (s *Server) DeliverFile(folder string, raw []byte) (string, error) {
 	dir := s.FolderDir(folder)
 	name := fmt.Sprintf("%d.P%dQ%d.dovecottest,S=%d", time.Now().Unix(), os.Getpid(), s.seq.Add(1), len(raw))
 	tmp := filepath.Join(dir, "tmp", name)
 	if err := os.WriteFile(tmp, raw, 0o600); err != nil {
-		return fmt.Errorf("dovecottest: deliver: %w", err)
+		return "", fmt.Errorf("dovecottest: deliver: %w", err)
 	}
 	if os.Geteuid() == 0 {
 		if err := os.Lchown(tmp, s.uid, s.gid); err != nil {
-			return fmt.Errorf("dovecottest: deliver: %w", err)
+			return "", fmt.Errorf("dovecottest: deliver: %w", err)
 		}
 	}
-	if err := os.Rename(tmp, filepath.Join(dir, "new", name)); err != nil {
-		return fmt.Errorf("dovecottest: deliver: %w", err)
+	dst := filepath.Join(dir, "new", name)
+	if err := os.Rename(tmp, dst); err != nil {
+		return "", fmt.Errorf("dovecottest: deliver: %w", err)
 	}
-	return nil
+	return dst, nil
 }
 
 // Count returns how many messages a folder holds on disk (new and cur).
