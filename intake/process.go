@@ -89,6 +89,7 @@ func (s *conn) chunk(ctx context.Context, uids []imap.UID) (stop bool, err error
 			d, err := s.oversize(ctx, u, si)
 			if err != nil {
 				if temporary(ctx, err) {
+					p.log.Warn("email not processed: will try again", "uid", u, "err", err, "retry_in", p.noteRetry(uint32(u)))
 					return s.finish(ctx, dest, done, true)
 				}
 				return false, err
