@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"slices"
@@ -33,6 +34,8 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/config"
@@ -391,12 +394,50 @@ func runChild(spec string) error {
 	return nil
 }
 
+// mailServer is where the latency run appends: Dovecot, or go-imap's
+// in-memory server, which notifies IDLE at once (Dovecot waits 500 ms
+// after a change before telling IDLE sessions, NOTIFY_DELAY_MSECS in its
+// mailbox-watch.c), to show keydesk's own share.
+type mailServer struct {
+	name, addr, user, pass string
+}
+
 func benchLatency(n int) error {
 	d, err := startDovecot()
 	if err != nil {
 		return err
 	}
 	defer d.Close()
+	if err := latency(mailServer{"Dovecot", d.Addr, d.User, d.Password}, n); err != nil {
+		return err
+	}
+	mem := imapmemserver.New()
+	u := imapmemserver.NewUser("keydesk", "bench")
+	if err := u.Create("INBOX", nil); err != nil {
+		return err
+	}
+	mem.AddUser(u)
+	srv := imapserver.New(&imapserver.Options{
+		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+			return mem.NewSession(), nil, nil
+		},
+		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}},
+		InsecureAuth: true,
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	return latency(mailServer{"go-imap in-memory server", ln.Addr().String(), "keydesk", "bench"}, n)
+}
+
+// latency appends n emails one at a time, each once the poller is idle
+// again (in IDLE, the inbox empty), and times each until its request is in
+// the queue.
+func latency(ms mailServer, n int) error {
+	d := &dovecottest.Server{Addr: ms.addr, User: ms.user, Password: ms.pass}
 	dir, err := os.MkdirTemp("", "keydesk-bench-intake-")
 	if err != nil {
 		return err
@@ -420,13 +461,21 @@ func benchLatency(n int) error {
 		return err
 	}
 	defer c.Close()
-	// Let the poller connect and settle into IDLE.
-	for p.Ready(ctx) != nil {
-		time.Sleep(10 * time.Millisecond)
-	}
-	time.Sleep(200 * time.Millisecond)
 	var lat []time.Duration
 	for i := range n {
+		// Wait until the previous email is moved and the poller is back
+		// in IDLE, so that only IDLE can bring the next one in.
+		for {
+			left, err := inboxCount(c)
+			if err != nil {
+				return err
+			}
+			if left == 0 && p.Ready(ctx) == nil {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		time.Sleep(150 * time.Millisecond)
 		raw := requestEmail(i, 0)
 		start := time.Now()
 		cmd := c.Append("INBOX", int64(len(raw)), nil)
@@ -462,8 +511,8 @@ func benchLatency(n int) error {
 	if p50 >= 500*time.Millisecond {
 		verdict = "FAIL"
 	}
-	fmt.Printf("intake latency (APPEND to queued, IDLE): n=%d p50 %s p95 %s max %s (goal p50 < 0.5s) %s\n",
-		n, p50.Round(time.Millisecond), p95.Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond), verdict)
+	fmt.Printf("intake latency (APPEND to queued, IDLE, %s): n=%d p50 %s p95 %s max %s (goal p50 < 0.5s) %s\n",
+		ms.name, n, p50.Round(time.Millisecond), p95.Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond), verdict)
 	return nil
 }
 
