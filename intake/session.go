@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"mime"
 	"net"
 	"slices"
 	"time"
@@ -15,8 +16,6 @@ import (
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/config"
-
-	"mime"
 )
 
 // conn is one IMAP connection with the mailbox selected.
@@ -198,7 +197,15 @@ func (s *conn) close() {
 func (s *conn) open(ctx context.Context) error {
 	p := s.p
 	cfg := p.o.IMAP
-	caps := s.c.Caps()
+	var caps imap.CapSet
+	if err := s.do(ctx, cfg.Timeout, "capability", func() error {
+		if caps = s.c.Caps(); caps == nil {
+			return errors.New("the server did not list its capabilities")
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
 	s.canMove = caps.Has(imap.CapMove)
 	s.uidPlus = caps.Has(imap.CapUIDPlus)
 	s.hasIdle = caps.Has(imap.CapIdle) && !p.o.NoIdle
