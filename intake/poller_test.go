@@ -324,6 +324,9 @@ func sourceIDs(rs []*keydesk.Request) []string {
 }
 
 func TestMain(m *testing.M) {
+	if os.Getenv(killChildEnv) != "" {
+		os.Exit(runKillChild())
+	}
 	os.Exit(m.Run())
 }
 
