@@ -69,6 +69,14 @@ func newBatchRunner(a *app) (*batch.Runner, error) {
 		return nil, fmt.Errorf("batch: signing_key: %w", err)
 	}
 	a.onClose(func() error { signer.Close(); return nil })
+	// keydesk's own key expiring would stop every delivery: say so early,
+	// in the log at start and as a gauge for an alert rule.
+	if exp := signer.Expires(); !exp.IsZero() {
+		a.metrics.Gauge("keydesk_signing_key_expiry_timestamp_seconds", "When keydesk's signing key expires (Unix time).").Set(float64(exp.Unix()))
+		if left := time.Until(exp); left < 30*24*time.Hour {
+			a.log.Warn("keydesk's signing key expires soon: rotate it (docs/operations.md)", "expires", exp.UTC().Format(time.DateOnly), "fingerprint", signer.Fingerprint())
+		}
+	}
 
 	calls := a.metrics.Counter("keydesk_api_requests_total", "Buildmarkets API calls (each try), by environment, method and HTTP status (0: no answer).", "env", "method", "status")
 	secs := a.metrics.Histogram("keydesk_api_seconds", "Buildmarkets API call latency (each try).", nil, "env", "method")
