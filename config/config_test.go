@@ -242,11 +242,96 @@ partners:
 		`partners-bad.yaml: partners[1].allowed_scopes[0]: "trade:write" is not a scope: did you mean trading:write?`,
 		`partners-bad.yaml: partners[1].environments.staging: "staging" is not an environment`,
 		`partners-bad.yaml: partners[2].technical_contact.fingerprint: key in keys/globex.asc: does not match the pinned fingerprint (got 9F3A…)`,
-		`partners-bad.yaml: partners[2].environments.production.api_secret: is required`,
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)
 		}
+	}
+	if strings.Contains(err.Error(), "api_secret") || strings.Contains(err.Error(), "api_key") {
+		t.Errorf("credentials are the batch role's business (CheckCredentials), not the loader's:\n%v", err)
+	}
+}
+
+// TestCheckCredentials: partners.yaml loads without API credentials (the
+// roles other than batch run without them), and CheckCredentials lists
+// each environment that lacks one, naming the file and the key.
+func TestCheckCredentials(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "keys/acme.asc", "KEY")
+	write(t, dir, "acme-prod.secret", "prod-secret-value\n")
+	partner := func(id, envs string) string {
+		return `
+  - id: ` + id + `
+    requesters: ["*@` + id + `.example"]
+    technical_contact: {email: sec@` + id + `.example, pgp_key_file: keys/acme.asc, fingerprint: "` + fp1 + `"}
+    environments:` + envs
+	}
+	full := `
+      sandbox: {api_key: k1, api_secret: s1, auto_approve: true}
+      production: {api_key: k2, api_secret_file: acme-prod.secret}`
+	tests := []struct {
+		name     string
+		partners string
+		vars     map[string]string
+		want     []string // problems, in order; none: the batch role may start
+	}{
+		{name: "every credential given", partners: partner("acme", full) + partner("globex", full)},
+		{name: "auto_approve alone", partners: partner("acme", "\n      sandbox: {auto_approve: true}"), want: []string{
+			"partners.yaml: partners[0].environments.sandbox.api_key: is required by the batch role: the partner's key with keys:manage",
+			"partners.yaml: partners[0].environments.sandbox.api_secret: is required by the batch role (or api_secret_file)",
+		}},
+		{name: "second partner's production secret", partners: partner("acme", full) + partner("globex", `
+      sandbox: {api_key: k3, api_secret: s3}
+      production: {api_key: k4}`), want: []string{
+			"partners.yaml: partners[1].environments.production.api_secret: is required by the batch role (or api_secret_file)",
+		}},
+		{name: "secret file named by an unset variable", partners: partner("acme", `
+      production: {api_key: k2, api_secret_file: "${ACME_PRODUCTION_SECRET_FILE:-}"}`), want: []string{
+			"partners.yaml: partners[0].environments.production.api_secret: is required by the batch role (or api_secret_file)",
+		}},
+		{name: "secret file named by a set variable", partners: partner("acme", `
+      production: {api_key: k2, api_secret_file: "${ACME_PRODUCTION_SECRET_FILE:-}"}`),
+			vars: map[string]string{"ACME_PRODUCTION_SECRET_FILE": "acme-prod.secret"}},
+		{name: "key without secret and secret without key", partners: partner("acme", `
+      sandbox: {api_secret: s1}
+      production: {api_key: k2}`), want: []string{
+			"partners.yaml: partners[0].environments.sandbox.api_key: is required by the batch role",
+			"partners.yaml: partners[0].environments.production.api_secret: is required by the batch role",
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := write(t, dir, "partners.yaml", "partners:"+tc.partners+"\n")
+			reg, err := loadPartners(p, nil, time.Now(), env(tc.vars))
+			if err != nil {
+				t.Fatalf("partners.yaml without credentials refused at load: %v", err)
+			}
+			err = CheckCredentials(p, reg)
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatalf("CheckCredentials: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("CheckCredentials accepted missing credentials; want %q", tc.want)
+			}
+			got := strings.Split(err.Error(), "\n")
+			if len(got) != len(tc.want) {
+				t.Errorf("%d problems, want %d:\n%v", len(got), len(tc.want), err)
+			}
+			for i, w := range tc.want {
+				if i >= len(got) || !strings.HasPrefix(got[i], w) {
+					t.Errorf("problem %d does not start %q:\n%v", i, w, err)
+				}
+			}
+			if strings.Contains(err.Error(), "prod-secret-value") || strings.Contains(err.Error(), "s1") && !strings.Contains(tc.name, "without") {
+				t.Errorf("a secret is quoted:\n%v", err)
+			}
+		})
+	}
+	if err := CheckCredentials("partners.yaml", nil); err != nil {
+		t.Errorf("no registry (it did not load: its own problems are reported) gave %v", err)
 	}
 }
 

@@ -29,7 +29,8 @@ type PartnerConfig struct {
 	TechnicalContact ContactConfig `yaml:"technical_contact"`
 	// AllowedScopes: scopes outside it are flagged for review. Empty: all twelve.
 	AllowedScopes []string `yaml:"allowed_scopes"`
-	// Environments holds the partner's keys:manage credentials per environment.
+	// Environments holds the partner's policy and keys:manage credentials
+	// per environment. The credentials are needed by the batch role only.
 	Environments map[string]PartnerEnvConfig `yaml:"environments"`
 }
 
@@ -41,7 +42,8 @@ type ContactConfig struct {
 	Fingerprint string `yaml:"fingerprint"`
 }
 
-// PartnerEnvConfig is one environment's credentials and policy.
+// PartnerEnvConfig is one environment's credentials and policy. APIKey and
+// APISecret may be empty everywhere but on the batch role (CheckCredentials).
 type PartnerEnvConfig struct {
 	APIKey      string         `yaml:"api_key"`
 	APISecret   keydesk.Secret `yaml:"api_secret"`
@@ -179,12 +181,9 @@ func loadPartners(path string, checker ContactKeyChecker, now time.Time, getenv 
 				bad(ek, "%q is not an environment: use sandbox or production", name)
 				continue
 			}
-			if ec.APIKey == "" {
-				bad(ek+".api_key", "is required: the partner's key with keys:manage")
-			}
-			if ec.APISecret.IsZero() {
-				bad(ek+".api_secret", "is required (or api_secret_file)")
-			}
+			// api_key and api_secret may be left out: only the batch role
+			// uses them, and it checks for them (CheckCredentials), so the
+			// other roles can run without the partners' credentials.
 			p.Environments[env] = keydesk.PartnerEnvironment{APIKey: ec.APIKey, APISecret: ec.APISecret, AutoApprove: ec.AutoApprove}
 		}
 		reg.Partners = append(reg.Partners, p)
@@ -193,4 +192,32 @@ func loadPartners(path string, checker ContactKeyChecker, now time.Time, getenv 
 		return nil, errors.Join(errs...)
 	}
 	return reg, nil
+}
+
+// CheckCredentials lists every partner environment of reg, loaded from
+// path by LoadPartners, that lacks its keys:manage api_key or api_secret,
+// each problem naming the file and the key. Only the batch role calls the
+// Buildmarkets API, so only it (and `keydesk check` for it) requires them.
+func CheckCredentials(path string, reg *keydesk.Registry) error {
+	if reg == nil {
+		return nil
+	}
+	f := filepath.Base(path)
+	var errs []error
+	for i, p := range reg.Partners {
+		for _, env := range keydesk.Environments {
+			pe, ok := p.Environments[env]
+			if !ok {
+				continue
+			}
+			ek := fmt.Sprintf("partners[%d].environments.%s", i, env)
+			if pe.APIKey == "" {
+				errs = append(errs, fmt.Errorf("%s: %s.api_key: is required by the batch role: the partner's key with keys:manage", f, ek))
+			}
+			if pe.APISecret.IsZero() {
+				errs = append(errs, fmt.Errorf("%s: %s.api_secret: is required by the batch role (or api_secret_file)", f, ek))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }

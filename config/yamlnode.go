@@ -56,6 +56,11 @@ func prepare(file, dir string, n *yaml.Node, path string, getenv func(string) st
 			}
 			p := v.Value
 			if p == "" {
+				// An empty "<name>_file" (say "${VAR:-}" with VAR unset)
+				// gives no secret, as an absent key does: a role that is
+				// not given the file runs without the secret.
+				k.Value = name
+				v.Tag = "!!str"
 				continue
 			}
 			if !filepath.IsAbs(p) {
