@@ -186,7 +186,7 @@ func TestFaults(t *testing.T) {
 		}, state: keydesk.StateFailed, problem: "keys:manage"},
 		{name: "no credentials for the environment", inject: func(h *harness) {
 			delete(h.partner.Environments, keydesk.Sandbox)
-		}, state: keydesk.StateFailed, problem: "no api_key and api_secret for sandbox"},
+		}, state: keydesk.StateFailed, problem: "no keys:manage credentials configured for acme sandbox"},
 		{name: "contact key does not match its pin", inject: func(h *harness) {
 			h.partner.TechnicalContact.ArmoredKey = cryptotest.Other(t, crypto.Curve25519).Public
 		}, state: keydesk.StateBlocked, problem: "cannot receive a key"},
@@ -275,6 +275,59 @@ func TestRefusedCredentialsSkipPartner(t *testing.T) {
 	alerts := kind(h.outbox(), keydesk.KindAlert)
 	if len(alerts) != 1 || alerts[0].To[0] != supportAddr || !strings.Contains(alerts[0].Subject, "Acme Capital") {
 		t.Errorf("alerts = %s", dump(alerts))
+	}
+}
+
+// TestMissingCredentials: a partner environment without keys:manage
+// credentials (partners.yaml leaves them to the batch role, which lacks
+// them) fails its first request with a problem that says so, skips the
+// others of that pair, never calls the API, and alerts support once.
+func TestMissingCredentials(t *testing.T) {
+	tests := []struct {
+		name string
+		env  keydesk.Environment
+		pe   *keydesk.PartnerEnvironment // nil: the environment is not in partners.yaml
+	}{
+		{"no secret", keydesk.Sandbox, &keydesk.PartnerEnvironment{APIKey: managerKey, AutoApprove: true}},
+		{"empty secret", keydesk.Sandbox, &keydesk.PartnerEnvironment{APIKey: managerKey, APISecret: keydesk.SecretString("")}},
+		{"no key", keydesk.Sandbox, &keydesk.PartnerEnvironment{APISecret: keydesk.SecretString(managerSecret)}},
+		{"no environment", keydesk.Production, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			p := *h.partner
+			p.Environments = map[keydesk.Environment]keydesk.PartnerEnvironment{}
+			if tc.pe != nil {
+				p.Environments[tc.env] = *tc.pe
+			}
+			h.reg = &keydesk.Registry{Partners: []*keydesk.Partner{&p}}
+			first := h.request("a", func(r *keydesk.Request) { r.Environment = tc.env })
+			second := h.request("b", func(r *keydesk.Request) { r.Environment = tc.env })
+			b, err := h.runner(func(o *batch.Options) { o.Concurrency = 1 }).RunNow(h.ctx, "manual", "alice")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.Counts[batch.OutcomeFailed] != 1 || b.Counts[batch.OutcomeSkipped] != 1 || b.Counts[batch.OutcomeGenerated] != 0 {
+				t.Fatalf("batch = %s", dump(b))
+			}
+			got := h.get(first.ID)
+			want := "no keys:manage credentials configured for acme " + string(tc.env) + ": give the batch role its api_key and api_secret in partners.yaml"
+			if got.State != keydesk.StateFailed || !strings.HasPrefix(got.Problem, want) {
+				t.Errorf("first request: %s %q, want failed %q", got.State, got.Problem, want)
+			}
+			if s := h.get(second.ID).State; s != keydesk.StateApproved {
+				t.Errorf("second request is %s, want approved for the next batch", s)
+			}
+			if n := h.api.Stats().Requests; n != 0 {
+				t.Errorf("%d API calls without credentials", n)
+			}
+			alerts := kind(h.outbox(), keydesk.KindAlert)
+			if len(alerts) != 1 || !strings.Contains(alerts[0].Subject, "No API credentials for Acme Capital ("+string(tc.env)+")") ||
+				!strings.Contains(alerts[0].Text, want) {
+				t.Errorf("alerts = %s", dump(alerts))
+			}
+		})
 	}
 }
 

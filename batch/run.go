@@ -254,7 +254,16 @@ func (st *run) refuse(partner string, env keydesk.Environment, why string) bool 
 	return true
 }
 
+// ErrNoCredentials is account's error when partners.yaml gives the batch
+// role no keys:manage credentials for a partner's environment: the request
+// fails with a problem that says so, rather than reaching the API.
+var ErrNoCredentials = errors.New("no keys:manage credentials configured")
+
 func (st *run) account(p *keydesk.Partner, env keydesk.Environment) (API, error) {
+	// Checked here, whatever Accounts does with empty credentials.
+	if pe, ok := p.Environments[env]; !ok || pe.APIKey == "" || pe.APISecret.IsZero() {
+		return nil, fmt.Errorf("%w for %s %s", ErrNoCredentials, p.ID, env)
+	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	k := pairKey(p.ID, env)
@@ -406,6 +415,9 @@ func (r *Runner) handle(ctx context.Context, st *run, req *keydesk.Request) {
 	api, err := st.account(p, req.Environment)
 	if err != nil {
 		problem := fmt.Sprintf("no usable API credentials for %s %s: %v", p.ID, req.Environment, err)
+		if errors.Is(err, ErrNoCredentials) {
+			problem = err.Error() + ": give the batch role its api_key and api_secret in partners.yaml, reload with SIGHUP, then retry the request"
+		}
 		r.refused(rctx, st, p, req.Environment, problem)
 		r.settle(rctx, req, keydesk.StateFailed, problem, done, OutcomeFailed)
 		return
@@ -628,8 +640,12 @@ func (r *Runner) refused(ctx context.Context, st *run, p *keydesk.Partner, env k
 	if r.o.SupportAddress == "" {
 		return
 	}
+	title := fmt.Sprintf("API credentials of %s (%s) refused", p.Name, env)
+	if strings.HasPrefix(problem, ErrNoCredentials.Error()) {
+		title = fmt.Sprintf("No API credentials for %s (%s)", p.Name, env)
+	}
 	m, err := r.o.Templates.RenderMail("alert", map[string]any{
-		"Title":  fmt.Sprintf("API credentials of %s (%s) refused", p.Name, env),
+		"Title":  title,
 		"Text":   fmt.Sprintf("Batch %s could not create keys for partner %s in %s.\n\n%s", st.b.ID, p.ID, env, problem),
 		"Action": fmt.Sprintf("check the manager key of %s %s in partners.yaml (it needs the keys:manage scope), reload with SIGHUP, then retry the failed requests. The other requests of this partner and environment stay approved for the next batch.", p.ID, env),
 	})
