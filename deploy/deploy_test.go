@@ -113,6 +113,13 @@ func TestKubernetesManifests(t *testing.T) {
 			if kind == "Deployment" {
 				deployments[name] = d
 			}
+			if kind == "Job" {
+				for _, v := range get(d, "spec", "template", "spec", "volumes").([]any) {
+					if get(v, "secret", "secretName") == "keydesk-partner-credentials" {
+						t.Errorf("the %s Job mounts the partners' API credentials", name)
+					}
+				}
+			}
 			if kind == "NetworkPolicy" && name == "default-deny" {
 				if pt := get(d, "spec", "policyTypes"); !slices.Contains(pt.([]any), "Ingress") || !slices.Contains(pt.([]any), "Egress") {
 					t.Errorf("default-deny does not deny both directions: %v", pt)
@@ -159,7 +166,33 @@ func TestKubernetesManifests(t *testing.T) {
 		if secrets["keydesk-signing"] != (role == "batch") || secrets["keydesk-users"] != (role == "review") || !secrets["keydesk-nats-"+role] {
 			t.Errorf("%s mounts secrets %v", role, secrets)
 		}
+		// Only batch calls the Buildmarkets API: only it mounts the
+		// partners' credentials and names them to partners.yaml.
+		if secrets["keydesk-partner-credentials"] != (role == "batch") {
+			t.Errorf("%s mounts secrets %v: the partners' API credentials are batch's alone", role, secrets)
+		}
+		var secretVars []string
+		for _, e := range containerEnv(c) {
+			if strings.HasSuffix(e[0], "_SECRET_FILE") {
+				secretVars = append(secretVars, e[0])
+			}
+		}
+		if (len(secretVars) > 0) != (role == "batch") {
+			t.Errorf("%s sets API secret variables %v", role, secretVars)
+		}
 	}
+}
+
+// containerEnv returns a container's env entries as name, value.
+func containerEnv(c any) [][2]string {
+	var out [][2]string
+	env, _ := get(c, "env").([]any)
+	for _, e := range env {
+		n, _ := get(e, "name").(string)
+		v, _ := get(e, "value").(string)
+		out = append(out, [2]string{n, v})
+	}
+	return out
 }
 
 func toStrings(v any) []string {
@@ -173,8 +206,10 @@ func toStrings(v any) []string {
 
 // TestKubernetesConfigs loads each role's keydesk.yaml from the ConfigMap
 // as keydesk would, with the files it names put in place (example keys
-// and certificates, stand-in secrets): every key is known and valid, the
-// contact key matches its pinned fingerprint, and batch's signing key opens.
+// and certificates, stand-in secrets) and the environment of the role's
+// Deployment: every key is known and valid, the contact key matches its
+// pinned fingerprint, batch's signing key opens and batch has every
+// partner's API credentials, which no other role holds.
 func TestKubernetesConfigs(t *testing.T) {
 	cm := yamlDocs(t, "kubernetes/config.yaml")[0]
 	data := get(cm, "data").(map[string]any)
@@ -215,6 +250,12 @@ func TestKubernetesConfigs(t *testing.T) {
 	}
 	for _, role := range append([]string{"admin"}, roles...) {
 		t.Run(role, func(t *testing.T) {
+			if role != "admin" {
+				d := yamlDocs(t, filepath.Join("kubernetes", role+".yaml"))[0]
+				for _, e := range containerEnv(get(d, "spec", "template", "spec", "containers", 0)) {
+					t.Setenv(e[0], re.Replace(e[1]))
+				}
+			}
 			cfg, err := config.Load(re.Replace("/etc/keydesk/config/" + role + ".yaml"))
 			if err != nil {
 				t.Fatalf("%s.yaml: %v", role, err)
@@ -222,8 +263,19 @@ func TestKubernetesConfigs(t *testing.T) {
 			if cfg.NATS.SkipSetup != (role != "admin") {
 				t.Errorf("%s.yaml: nats.skip_setup %v: only admin makes streams", role, cfg.NATS.SkipSetup)
 			}
-			if _, err := config.LoadPartners(cfg.Path(cfg.PartnersFile), crypto.Checker{}, time.Now()); err != nil {
-				t.Errorf("partners.yaml: %v", err)
+			reg, err := config.LoadPartners(cfg.Path(cfg.PartnersFile), crypto.Checker{}, time.Now())
+			if err != nil {
+				t.Fatalf("partners.yaml: %v", err)
+			}
+			if err := config.CheckCredentials(cfg.Path(cfg.PartnersFile), reg); (err == nil) != (role == "batch") {
+				t.Errorf("%s: partners' API credentials: %v; want them all on batch, none elsewhere", role, err)
+			}
+			for _, p := range reg.Partners {
+				for env, pe := range p.Environments {
+					if role != "batch" && !pe.APISecret.IsZero() {
+						t.Errorf("%s holds %s's %s API secret", role, p.ID, env)
+					}
+				}
 			}
 			switch role {
 			case "intake":
@@ -286,6 +338,34 @@ func TestComposeFile(t *testing.T) {
 	if get(services["setup"], "environment", "KEYDESK_NATS_CERT") != "tls/admin.pem" {
 		t.Error("setup must run as the NATS admin")
 	}
+	// The partners' API secrets are batch's alone: it alone gets batch.env,
+	// and every other keydesk service has an empty directory over them.
+	for _, name := range append([]string{"setup"}, roles...) {
+		s := services[name]
+		envFiles := toStrings(get(s, "env_file"))
+		hidden := slices.Contains(toStrings(get(s, "tmpfs")), "/etc/keydesk/partner-credentials")
+		if name == "batch" {
+			if !slices.Equal(envFiles, []string{"./examples/batch.env"}) || hidden {
+				t.Errorf("batch: env_file %v, tmpfs %v: it needs batch.env and the credentials", envFiles, get(s, "tmpfs"))
+			}
+			continue
+		}
+		if len(envFiles) > 0 || !hidden {
+			t.Errorf("%s: env_file %v, tmpfs %v: the partners' API secrets must be hidden from it", name, envFiles, get(s, "tmpfs"))
+		}
+		for k := range asMap(get(s, "environment")) {
+			if strings.HasSuffix(k, "_SECRET_FILE") {
+				t.Errorf("%s sets %s", name, k)
+			}
+		}
+	}
+	for name, s := range services {
+		for _, f := range toStrings(get(s, "env_file")) {
+			if _, err := os.Stat(f); err != nil {
+				t.Errorf("%s: env_file %s: %v", name, f, err)
+			}
+		}
+	}
 	for name, s := range services {
 		vols, _ := get(s, "volumes").([]any)
 		for _, v := range vols {
@@ -305,6 +385,8 @@ func TestComposeFile(t *testing.T) {
 		}
 	}
 }
+
+func asMap(v any) map[string]any { m, _ := v.(map[string]any); return m }
 
 // TestDockerfile checks the image's promises where no container engine
 // runs: a static build, a distroless base, a non-root user.
