@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -16,28 +17,39 @@ import (
 
 func init() {
 	register(command{
-		name: "check", args: "--config keydesk.yaml",
+		name: "check", args: "--config keydesk.yaml [--roles intake,review,batch,delivery]",
 		summary: "validate config, partners and their PGP keys",
 		run:     cmdCheck,
 	})
 }
 
 func cmdCheck(_ context.Context, args []string) error {
-	fs := newFlags("check", "--config keydesk.yaml",
+	fs := newFlags("check", "--config keydesk.yaml [--roles intake,review,batch,delivery]",
 		"Validate keydesk.yaml and partners.yaml, load every contact key and check it against its pinned\n"+
 			"fingerprint, and print each partner with its contact, fingerprint and key expiry.\n"+
+			"With --roles, check the config as those roles use it (default: all): the batch role needs\n"+
+			"the signing key and every partner environment's API credentials; the others run without.\n"+
 			"Exits 1 with every problem listed.")
 	cfgPath := fs.String("config", "keydesk.yaml", "config `file`")
+	rolesFlag := fs.String("roles", strings.Join(roleOrder, ","), "comma-separated roles the config is for: "+strings.Join(roleOrder, ", "))
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 0 {
 		return errUsage
 	}
-	return runCheck(os.Stdout, os.Stderr, *cfgPath, time.Now())
+	roles, err := parseRoles(*rolesFlag)
+	if err != nil {
+		return err
+	}
+	return runCheck(os.Stdout, os.Stderr, *cfgPath, roles, time.Now())
 }
 
-func runCheck(stdout, stderr io.Writer, cfgPath string, now time.Time) error {
+// runCheck checks cfgPath for roles (nil: every role).
+func runCheck(stdout, stderr io.Writer, cfgPath string, roles []string, now time.Time) error {
+	if roles == nil {
+		roles = roleOrder
+	}
 	var problems []error
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
@@ -55,6 +67,14 @@ func runCheck(stdout, stderr io.Writer, cfgPath string, now time.Time) error {
 		}
 		for _, c := range extraChecks {
 			problems = append(problems, c(cfg))
+		}
+		for _, r := range roles {
+			for _, c := range roleChecks[r] {
+				problems = append(problems, c(cfg))
+			}
+		}
+		if slices.Contains(roles, "batch") {
+			problems = append(problems, config.CheckCredentials(cfg.Path(cfg.PartnersFile), reg))
 		}
 	}
 	if reg != nil {
@@ -88,9 +108,18 @@ func runCheck(stdout, stderr io.Writer, cfgPath string, now time.Time) error {
 		fmt.Fprintf(stderr, "%s\n\n%d problem(s) found.\n", err, n)
 		return exitError{1}
 	}
+	if len(roles) < len(roleOrder) {
+		fmt.Fprintf(stdout, "\n%s: ok for %s\n", cfgPath, strings.Join(roles, ", "))
+		return nil
+	}
 	fmt.Fprintf(stdout, "\n%s: ok\n", cfgPath)
 	return nil
 }
 
-// extraChecks are checks other parts add (the signing key, users.yaml).
+// extraChecks are checks other parts add (contact keys, users.yaml), run
+// for every config.
 var extraChecks []func(cfg *config.Config) error
+
+// roleChecks are checks of what one role alone needs (the batch role's
+// schedule and signing key), run when check is asked for that role.
+var roleChecks = map[string][]func(cfg *config.Config) error{}

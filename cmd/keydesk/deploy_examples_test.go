@@ -2,11 +2,18 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/buildmarkets/keydesk/config"
 )
 
 // examplesDir is deploy/examples, what operators copy to start.
@@ -16,7 +23,33 @@ const examplesDir = "../../deploy/examples"
 // RSA contact key's expiry (2031) stays years away.
 var exampleNow = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 
-// TestCheckAcceptsExamples runs `keydesk check` on every example config.
+// batchEnv sets the variables of dir/batch.env, the batch role's
+// environment, for the rest of the test.
+func batchEnv(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "batch.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{}
+	for line := range strings.Lines(string(b)) {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			t.Fatalf("batch.env: %q is not NAME=value", line)
+		}
+		vars[k] = v
+		t.Setenv(k, v)
+	}
+	return vars
+}
+
+// TestCheckAcceptsExamples runs `keydesk check` on every example config,
+// with the batch role's environment (batch.env), as on a host running
+// every role.
 func TestCheckAcceptsExamples(t *testing.T) {
 	configs, err := filepath.Glob(filepath.Join(examplesDir, "keydesk*.yaml"))
 	if err != nil || len(configs) < 3 {
@@ -25,8 +58,9 @@ func TestCheckAcceptsExamples(t *testing.T) {
 	for _, path := range configs {
 		name := filepath.Base(path)
 		t.Run(name, func(t *testing.T) {
+			batchEnv(t, examplesDir)
 			var out, errOut bytes.Buffer
-			if err := runCheck(&out, &errOut, path, exampleNow); err != nil {
+			if err := runCheck(&out, &errOut, path, nil, exampleNow); err != nil {
 				t.Fatalf("check refused the example: %v\n%s", err, errOut.String())
 			}
 			for _, want := range []string{
@@ -77,14 +111,12 @@ func TestCheckListsEveryProblem(t *testing.T) {
 					{"\"*@acme.example\"", "\"*@acme\""},
 					{"fingerprint: \"6794F55219BBCC11E64CACF6523474A6140DC5DF\"", "fingerprint: \"6794F552\""},
 					{"allowed_scopes: [accounts:read,", "allowed_scopes: [acounts:read,"},
-					{"api_secret_file: secrets/acme-production-secret", "api_secret: \"\""},
 				},
 			},
 			want: []string{
 				"partners.yaml: partners[0].requesters[0]:",
 				"partners.yaml: partners[1].technical_contact.fingerprint:",
 				"partners.yaml: partners[0].allowed_scopes[0]:",
-				"partners.yaml: partners[0].environments.production.api_secret:",
 			},
 		},
 		{
@@ -110,19 +142,30 @@ func TestCheckListsEveryProblem(t *testing.T) {
 			want: []string{"partners.yaml: partners[1].technical_contact.fingerprint:"},
 		},
 		{
-			name: "a missing secret file and key file",
+			name: "a missing secret file",
 			edits: map[string][][2]string{
-				"partners.yaml": {
-					{"api_secret_file: secrets/acme-production-secret", "api_secret_file: secrets/nowhere"},
+				"batch.env": {
+					{"ACME_PRODUCTION_SECRET_FILE=partner-credentials/acme-production-secret", "ACME_PRODUCTION_SECRET_FILE=partner-credentials/nowhere"},
 				},
 			},
 			want: []string{"partners.yaml: partners[0].environments.production.api_secret_file:"},
+		},
+		{
+			name: "a secret the batch role is not given",
+			edits: map[string][][2]string{
+				"batch.env":     {{"GLOBEX_SANDBOX_SECRET_FILE=partner-credentials/globex-sandbox-secret", ""}},
+				"partners.yaml": {{"api_key: \"${ACME_PROD_KEY:-bm_key_acme_production_manager}\"", "api_key: \"\""}},
+			},
+			want: []string{
+				"partners.yaml: partners[0].environments.production.api_key: is required by the batch role",
+				"partners.yaml: partners[1].environments.sandbox.api_secret: is required by the batch role (or api_secret_file)",
+			},
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			if (tc.name == "a key that does not match its pinned fingerprint" && contactKeyChecker == nil) ||
-				(tc.name == "a wrong signing key passphrase" && len(extraChecks) == 0) {
+				(tc.name == "a wrong signing key passphrase" && len(roleChecks["batch"]) < 2) {
 				t.Skip("no OpenPGP checks are wired into this build")
 			}
 			dir := t.TempDir()
@@ -144,8 +187,9 @@ func TestCheckListsEveryProblem(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			batchEnv(t, dir)
 			var out, errOut bytes.Buffer
-			err := runCheck(&out, &errOut, filepath.Join(dir, "keydesk.yaml"), exampleNow)
+			err := runCheck(&out, &errOut, filepath.Join(dir, "keydesk.yaml"), nil, exampleNow)
 			if ee, ok := err.(exitError); !ok || ee.code != 1 {
 				t.Fatalf("check: %v, want exit 1; stderr:\n%s", err, errOut.String())
 			}
@@ -161,6 +205,138 @@ func TestCheckListsEveryProblem(t *testing.T) {
 				t.Errorf("check printed a passphrase:\n%s", errOut.String())
 			}
 		})
+	}
+}
+
+// TestCheckRoles: without the batch role's environment the examples'
+// partners.yaml holds no API secret; check passes for the other roles and
+// lists every missing secret for batch.
+func TestCheckRoles(t *testing.T) {
+	missing := []string{
+		"partners.yaml: partners[0].environments.sandbox.api_secret: is required by the batch role (or api_secret_file)",
+		"partners.yaml: partners[0].environments.production.api_secret: is required by the batch role (or api_secret_file)",
+		"partners.yaml: partners[1].environments.sandbox.api_secret: is required by the batch role (or api_secret_file)",
+	}
+	tests := []struct {
+		roles    string // the --roles flag; empty: the default, all
+		batchEnv bool
+		want     []string // problems; none: check passes
+		ok       string   // the last line when it passes
+	}{
+		{roles: "", want: missing},
+		{roles: "batch", want: missing},
+		{roles: "review,batch", want: missing},
+		{roles: "intake,review,delivery", ok: "keydesk-cluster.yaml: ok for delivery, review, intake"},
+		{roles: "review", ok: "keydesk-cluster.yaml: ok for review"},
+		{roles: "batch", batchEnv: true, ok: "keydesk-cluster.yaml: ok for batch"},
+		{roles: "", batchEnv: true, ok: "keydesk-cluster.yaml: ok"},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprintf("%s/env=%v", tc.roles, tc.batchEnv), func(t *testing.T) {
+			if tc.batchEnv {
+				batchEnv(t, examplesDir)
+			}
+			roles := roleOrder
+			if tc.roles != "" {
+				var err error
+				if roles, err = parseRoles(tc.roles); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var out, errOut bytes.Buffer
+			err := runCheck(&out, &errOut, filepath.Join(examplesDir, "keydesk-cluster.yaml"), roles, exampleNow)
+			if len(tc.want) == 0 {
+				if err != nil || !strings.HasSuffix(strings.TrimSpace(out.String()), tc.ok) {
+					t.Fatalf("check --roles %q: %v\n%s%s", tc.roles, err, out.String(), errOut.String())
+				}
+				return
+			}
+			if ee, ok := err.(exitError); !ok || ee.code != 1 {
+				t.Fatalf("check --roles %q: %v, want exit 1", tc.roles, err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(errOut.String(), w) {
+					t.Errorf("check --roles %q does not report %q; it says:\n%s", tc.roles, w, errOut.String())
+				}
+			}
+			if !strings.Contains(errOut.String(), fmt.Sprintf("%d problem(s) found.", len(tc.want))) {
+				t.Errorf("check --roles %q reports other problems:\n%s", tc.roles, errOut.String())
+			}
+		})
+	}
+
+	// What the roles but batch load: the same partners, no secret.
+	reg, err := config.LoadPartners(filepath.Join(examplesDir, "partners.yaml"), nil, exampleNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range reg.Partners {
+		for env, pe := range p.Environments {
+			if !pe.APISecret.IsZero() {
+				t.Errorf("without batch.env, %s %s carries an API secret", p.ID, env)
+			}
+		}
+	}
+	if err := cmdCheck(context.Background(), []string{"--roles", "review,audit"}); err == nil || !strings.Contains(err.Error(), `unknown role "audit"`) {
+		t.Errorf("check --roles review,audit: %v", err)
+	}
+}
+
+// TestCheckRolesSigningKey: the signing key is the batch role's; a config
+// for another role need not name it.
+func TestCheckRolesSigningKey(t *testing.T) {
+	if len(roleChecks["batch"]) < 2 {
+		t.Skip("no OpenPGP checks are wired into this build")
+	}
+	dir := t.TempDir()
+	copyDir(t, examplesDir, dir)
+	p := filepath.Join(dir, "keydesk-cluster.yaml")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := "signing_key:\n  file: keys/keydesk-signing.EXAMPLE.asc\n"
+	if !bytes.Contains(b, []byte(old)) {
+		t.Fatalf("keydesk-cluster.yaml no longer contains %q: update the test", old)
+	}
+	if err := os.WriteFile(p, bytes.Replace(b, []byte(old), []byte("signing_key:\n"), 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	batchEnv(t, dir)
+	for _, tc := range []struct {
+		roles []string
+		want  string
+	}{
+		{[]string{"review", "intake"}, ""},
+		{[]string{"batch"}, "keydesk-cluster.yaml: signing_key.file: is required"},
+		{nil, "keydesk-cluster.yaml: signing_key.file: is required"},
+	} {
+		var out, errOut bytes.Buffer
+		err := runCheck(&out, &errOut, p, tc.roles, exampleNow)
+		if tc.want == "" && err != nil || tc.want != "" && !strings.Contains(errOut.String(), tc.want) {
+			t.Errorf("check --roles %v: %v\n%s", tc.roles, err, errOut.String())
+		}
+	}
+}
+
+// TestBatchEnvNamesEverySecret: batch.env sets exactly the variables that
+// partners.yaml reads its API secrets from.
+func TestBatchEnvNamesEverySecret(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(examplesDir, "partners.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var used []string
+	for _, m := range regexp.MustCompile(`api_secret_file: "\$\{([A-Z0-9_]+):-\}"`).FindAllStringSubmatch(string(b), -1) {
+		used = append(used, m[1])
+	}
+	if n := len(regexp.MustCompile(`(?m)^\s*api_secret`).FindAllIndex(b, -1)); n != len(used) {
+		t.Errorf("partners.yaml gives an API secret other than through a batch.env variable")
+	}
+	set := slices.Sorted(maps.Keys(batchEnv(t, examplesDir)))
+	slices.Sort(used)
+	if !slices.Equal(set, used) {
+		t.Errorf("batch.env sets %v, partners.yaml reads %v", set, used)
 	}
 }
 

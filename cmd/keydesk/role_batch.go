@@ -28,7 +28,25 @@ const failpointEnv = "KEYDESK_FAILPOINT"
 
 func init() {
 	registerRole(role{name: "batch", start: startBatch})
-	extraChecks = append(extraChecks, checkBatchSchedule)
+	roleChecks["batch"] = append(roleChecks["batch"], checkBatchSchedule)
+}
+
+// requireCredentials makes the batch role's partner registry carry every
+// partner environment's keys:manage credentials, at start and at each
+// reload: only this role holds them (the other roles run without), so a
+// partners.yaml that lacks some is a mistake in the batch role's config.
+func requireCredentials(a *app) error {
+	path := a.cfg.Path(a.cfg.PartnersFile)
+	err := a.partners.require(func(reg *keydesk.Registry) error {
+		if err := config.CheckCredentials(path, reg); err != nil {
+			return fmt.Errorf("the batch role needs every partner environment's API credentials:\n%w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("batch: %w", err)
+	}
+	return nil
 }
 
 // checkBatchSchedule lets `keydesk check` report a schedule the batch role
@@ -57,6 +75,9 @@ func startBatch(ctx context.Context, a *app) (func(context.Context) error, error
 
 func newBatchRunner(a *app) (*batch.Runner, error) {
 	cfg := a.cfg
+	if err := requireCredentials(a); err != nil {
+		return nil, err
+	}
 	tpl, err := templates.Load(cfg.Path(cfg.Templates.Dir))
 	if err != nil {
 		return nil, err

@@ -26,10 +26,11 @@ import (
 //   - `keydesk check` runs the full check on top and lists every unusable
 //     key as a problem.
 //
-// `keydesk check` also proves the signing key unlocks.
+// `keydesk check` (for the batch role) also proves the signing key unlocks.
 func init() {
 	contactKeyChecker = func() config.ContactKeyChecker { return registryKeyChecker{} }
-	extraChecks = append(extraChecks, checkSigningKey, checkContactKeys)
+	extraChecks = append(extraChecks, checkContactKeys)
+	roleChecks["batch"] = append(roleChecks["batch"], checkSigningKey)
 }
 
 // registryKeyChecker refuses only the problems that mean the key file is

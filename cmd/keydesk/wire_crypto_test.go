@@ -62,8 +62,8 @@ func TestCheckSigningKey(t *testing.T) {
 			}
 		})
 	}
-	if !signingCheckRegistered(extraChecks) {
-		t.Error("the signing-key check is not registered in extraChecks")
+	if !signingCheckRegistered(roleChecks["batch"]) {
+		t.Error("the signing-key check is not registered for the batch role")
 	}
 }
 
