@@ -64,9 +64,10 @@ func (r *Runner) Run(ctx context.Context) error {
 			if err := r.runRequested(ctx, b); err != nil && !errors.Is(err, queue.ErrLeaseHeld) && ctx.Err() == nil {
 				r.log.Error("requested batch failed", "batch", b.ID, "err", err)
 			}
-			// A scheduled time that passed during this run fires at once:
-			// requests approved meanwhile are not kept waiting a whole period.
-			arm()
+			// The schedule's timer stays armed: a scheduled time that passed
+			// during this run fires at once (its channel holds the tick), so
+			// requests approved meanwhile are not kept waiting a whole
+			// period. Arming again would leave a second timer pending.
 		case <-due:
 			now := r.clock.Now()
 			if now.Before(next) {
