@@ -328,7 +328,9 @@ func Default() *Config {
 }
 
 // Load reads, expands, defaults and validates keydesk.yaml. The error lists
-// every problem found (errors.Join), each naming the file and the key.
+// every problem found (errors.Join), each naming the file and the key. When
+// only values are wrong, the config is returned with the error (for
+// checking further); a caller that runs must stop at any error.
 func Load(path string) (*Config, error) {
 	return load(path, os.Getenv)
 }
@@ -344,8 +346,11 @@ func load(path string, getenv func(string) string) (*Config, error) {
 	}
 	c.File = path
 	c.applyDefaults()
+	// With problems in values (not in the file's shape), the config is
+	// returned too, so that `keydesk check` can go on to partners.yaml and
+	// list everything at once; whoever runs with it stops at the error.
 	if err := c.Validate(); err != nil {
-		return nil, err
+		return c, err
 	}
 	return c, nil
 }

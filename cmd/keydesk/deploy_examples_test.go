@@ -120,6 +120,17 @@ func TestCheckListsEveryProblem(t *testing.T) {
 			},
 		},
 		{
+			name: "problems in both files at once",
+			edits: map[string][][2]string{
+				"keydesk.yaml":  {{"level: info ", "level: loud "}},
+				"partners.yaml": {{"\"*@acme.example\"", "\"*@acme\""}},
+			},
+			want: []string{
+				"keydesk.yaml: log.level:",
+				"partners.yaml: partners[0].requesters[0]:",
+			},
+		},
+		{
 			name: "a wrong signing key passphrase",
 			edits: map[string][][2]string{
 				"keydesk.yaml": {{"passphrase: \"${KEYDESK_SIGNING_PASSPHRASE:-example-only-not-secret}\"", "passphrase: wrong-passphrase"}},
