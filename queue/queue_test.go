@@ -274,3 +274,28 @@ func TestRunExclusiveRefusesSecond(t *testing.T) {
 		t.Fatalf("after the first finished: %v", err)
 	}
 }
+
+// TestRetention: what only guards against redelivery expires; the request
+// records and the audit trail never do.
+func TestRetention(t *testing.T) {
+	c := queuetest.Open(t)
+	ctx := context.Background()
+	for _, tt := range []struct {
+		stream string
+		maxAge time.Duration
+	}{
+		{"KV_" + queue.BucketDeliveries, 30 * 24 * time.Hour},
+		{queue.StreamDeadLetter, 30 * 24 * time.Hour},
+		{"KV_" + queue.BucketRequests, 0},
+		{queue.StreamAudit, 0},
+		{"KV_" + queue.BucketIntake, 0},
+	} {
+		s, err := c.JS.Stream(ctx, tt.stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.CachedInfo().Config.MaxAge; got != tt.maxAge {
+			t.Errorf("%s keeps messages for %s, want %s", tt.stream, got, tt.maxAge)
+		}
+	}
+}

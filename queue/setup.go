@@ -29,6 +29,13 @@ const (
 	SubjectOutbox = "outbox"
 )
 
+// sentRetention is how long a record of a sent message, a dead letter and
+// its original are kept. Outbox messages end within delivery.retry_for
+// (48h by default) by being sent or dead-lettered, so a month covers every
+// redelivery the sent-once records guard against, with room for support
+// to look at dead letters and retry them.
+const sentRetention = 30 * 24 * time.Hour
+
 // requestsHistory is how many revisions of a request the bucket keeps (the
 // most JetStream allows); the AUDIT stream keeps all of them for good.
 const requestsHistory = 64
@@ -41,7 +48,7 @@ func (c *Conn) setup(ctx context.Context) error {
 		{Bucket: BucketRequests, Description: "keydesk requests", History: requestsHistory, Storage: jetstream.FileStorage, Replicas: r},
 		{Bucket: BucketLocks, Description: "keydesk leases", History: 1, Storage: jetstream.FileStorage, Replicas: r, LimitMarkerTTL: time.Second},
 		{Bucket: BucketBatches, Description: "keydesk batch records", History: 1, Storage: jetstream.FileStorage, Replicas: r},
-		{Bucket: BucketDeliveries, Description: "keydesk sent messages", History: 1, Storage: jetstream.FileStorage, Replicas: r},
+		{Bucket: BucketDeliveries, Description: "keydesk sent messages", History: 1, Storage: jetstream.FileStorage, Replicas: r, TTL: sentRetention},
 		{Bucket: BucketIntake, Description: "keydesk mailbox state", History: 1, Storage: jetstream.FileStorage, Replicas: r},
 		{Bucket: BucketSessions, Description: "keydesk review sessions", History: 1, Storage: jetstream.FileStorage, Replicas: r, LimitMarkerTTL: time.Second},
 	}
@@ -99,6 +106,7 @@ func (c *Conn) setup(ctx context.Context) error {
 			Retention: jetstream.LimitsPolicy,
 			Storage:   jetstream.FileStorage,
 			Replicas:  r,
+			MaxAge:    sentRetention,
 		},
 	}
 	if !c.opts.SkipSetup {
