@@ -49,6 +49,12 @@ type Options struct {
 	// SkipSetup leaves streams and buckets alone: for clients whose NATS
 	// account may not create them (least-privilege roles).
 	SkipSetup bool
+	// InboxPrefix replaces _INBOX as the prefix of every reply subject
+	// (requests, JetStream API answers, KV watchers, ordered consumers,
+	// object store reads), so a role's NATS user can be allowed to
+	// subscribe to its own prefix only and never read another role's
+	// replies. Empty keeps _INBOX. A subject prefix without wildcards.
+	InboxPrefix string
 }
 
 // Conn is a connection to JetStream, and the embedded server if it runs one.
@@ -94,6 +100,12 @@ func Open(ctx context.Context, o Options) (*Conn, error) {
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { o.Logger.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
 	)
+	if o.InboxPrefix != "" {
+		if err := ValidInboxPrefix(o.InboxPrefix); err != nil {
+			return nil, fmt.Errorf("queue: %w", err)
+		}
+		nopts = append(nopts, nats.CustomInboxPrefix(o.InboxPrefix))
+	}
 	url := o.URL
 	if url == "" {
 		srv, err := StartEmbedded(o.DataDir, o.Listen)
