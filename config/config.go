@@ -76,6 +76,11 @@ type NATS struct {
 	// least-privilege users of deploy/nats); `keydesk setup` makes them
 	// with the admin user. Default false.
 	SkipSetup bool `yaml:"skip_setup"`
+	// InboxPrefix replaces _INBOX as the prefix of this instance's reply
+	// subjects, so its NATS user may be allowed to subscribe to
+	// <prefix>.> only and no role reads another's replies (deploy/nats
+	// gives each role user _INBOX_<role>). Default empty: _INBOX.
+	InboxPrefix string `yaml:"inbox_prefix"`
 }
 
 // Security is how a mail connection is protected.
@@ -384,6 +389,11 @@ func (c *Config) Validate() error {
 			bad("nats.listen", "%q is not host:port", c.NATS.Listen)
 		}
 	}
+	if c.NATS.InboxPrefix != "" {
+		if err := checkInboxPrefix(c.NATS.InboxPrefix); err != nil {
+			bad("nats.inbox_prefix", "%v", err)
+		}
+	}
 	checkFile := func(key, p string) {
 		if p == "" {
 			return
@@ -517,4 +527,30 @@ func urlIsLoopback(u string) bool {
 		host = h
 	}
 	return IsLoopback(strings.Trim(host, "[]"))
+}
+
+// checkInboxPrefix accepts what a NATS user can be allowed to subscribe to
+// as <prefix>.>: dot-separated non-empty tokens of printable characters,
+// no wildcards, not a server ($) subject, at most 64 bytes (the queue
+// package checks the same when it connects).
+func checkInboxPrefix(p string) error {
+	const example = "use a plain subject such as _INBOX_intake"
+	if len(p) > 64 {
+		return fmt.Errorf("%d bytes long: use at most 64", len(p))
+	}
+	if strings.HasPrefix(p, "$") {
+		return fmt.Errorf("%q starts with $, which the NATS server reserves: %s", p, example)
+	}
+	for tok := range strings.SplitSeq(p, ".") {
+		if tok == "" {
+			return fmt.Errorf("%q has an empty token (a leading, trailing or double dot): %s", p, example)
+		}
+		if strings.ContainsAny(tok, "*>") {
+			return fmt.Errorf("%q contains a wildcard: %s", p, example)
+		}
+		if strings.ContainsFunc(tok, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+			return fmt.Errorf("%q contains a space or control character: %s", p, example)
+		}
+	}
+	return nil
 }

@@ -69,6 +69,7 @@ api:
 		{"require_dmarc default", c.SenderAuth.DMARCRequired(), true},
 		{"internal_domains default", strings.Join(c.SenderAuth.InternalDomains, ","), "buildmarkets.ai"},
 		{"retry_for default", c.Delivery.RetryFor, 48 * time.Hour},
+		{"inbox_prefix default (_INBOX)", c.NATS.InboxPrefix, ""},
 	}
 	for _, ch := range checks {
 		if fmt.Sprint(ch.got) != fmt.Sprint(ch.want) {
@@ -94,7 +95,7 @@ func TestExpansionCannotInjectYAML(t *testing.T) {
 func TestValidationNamesFileAndKey(t *testing.T) {
 	dir := t.TempDir()
 	p := write(t, dir, "keydesk.yaml", `
-nats: {replicas: 3}
+nats: {replicas: 3, inbox_prefix: "_INBOX.>"}
 imap:
   address: imap.example.com
   security: plain
@@ -131,6 +132,7 @@ imap_pasword: typo
 	}
 	for _, want := range []string{
 		"keydesk.yaml: nats.replicas: the embedded server",
+		"keydesk.yaml: nats.inbox_prefix: \"_INBOX.>\" contains a wildcard",
 		"keydesk.yaml: imap.address: \"imap.example.com\" is not host:port",
 		"keydesk.yaml: imap.security: \"plain\" is not one of tls, starttls, none",
 		"keydesk.yaml: smtp.security: none sends the password in clear text",
@@ -403,5 +405,39 @@ func TestParseSize(t *testing.T) {
 		if _, err := ParseSize(in); err == nil {
 			t.Errorf("ParseSize(%q) accepted", in)
 		}
+	}
+}
+
+func TestInboxPrefix(t *testing.T) {
+	tests := []struct {
+		prefix, wantErr string
+	}{
+		{"_INBOX_intake", ""},
+		{"_INBOX.review", ""},
+		{"_INBOX.>", "contains a wildcard"},
+		{"_INBOX_*", "contains a wildcard"},
+		{"_INBOX_intake.", "empty token"},
+		{"_INBOX intake", "space or control character"},
+		{"$JS.API", "reserves"},
+		{strings.Repeat("i", 65), "use at most 64"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.prefix, func(t *testing.T) {
+			p := write(t, t.TempDir(), "keydesk.yaml", fmt.Sprintf("nats: {inbox_prefix: %q}\n", tc.prefix))
+			c, err := load(p, env(nil))
+			if tc.wantErr == "" {
+				if c == nil || c.NATS.InboxPrefix != tc.prefix {
+					t.Fatalf("inbox_prefix %q not loaded: %v", tc.prefix, err)
+				}
+				if err != nil && strings.Contains(err.Error(), "nats.inbox_prefix") {
+					t.Fatalf("inbox_prefix %q refused: %v", tc.prefix, err)
+				}
+				return
+			}
+			want := "keydesk.yaml: nats.inbox_prefix: "
+			if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("inbox_prefix %q: err %v, want %q ... %q", tc.prefix, err, want, tc.wantErr)
+			}
+		})
 	}
 }
