@@ -234,8 +234,9 @@ func (e *demoEnv) loadConfig(name, listen, schedule, nats string) (*config.Confi
 // own app, connected as its own NATS user; review serves on listen.
 func (e *demoEnv) serveOnCluster(ctx context.Context, stop func(), c *demoCluster, listen, schedule string, log *slog.Logger, ready func(*app) error) error {
 	natsFor := func(user string, skip bool) string {
-		return fmt.Sprintf(`{url: %q, replicas: 3, tls_ca_file: %q, tls_cert: %q, tls_key: %q, skip_setup: %t}`, c.URL,
-			filepath.Join(c.TLSDir, "ca.pem"), filepath.Join(c.TLSDir, user+".pem"), filepath.Join(c.TLSDir, user+"-key.pem"), skip)
+		// Each user may subscribe to its own inbox prefix only (deploy/nats).
+		return fmt.Sprintf(`{url: %q, replicas: 3, tls_ca_file: %q, tls_cert: %q, tls_key: %q, skip_setup: %t, inbox_prefix: %q}`, c.URL,
+			filepath.Join(c.TLSDir, "ca.pem"), filepath.Join(c.TLSDir, user+".pem"), filepath.Join(c.TLSDir, user+"-key.pem"), skip, "_INBOX_"+user)
 	}
 	adminCfg, err := e.loadConfig("admin.yaml", listen, schedule, natsFor("admin", false))
 	if err != nil {
