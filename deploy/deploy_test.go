@@ -263,6 +263,11 @@ func TestKubernetesConfigs(t *testing.T) {
 			if cfg.NATS.SkipSetup != (role != "admin") {
 				t.Errorf("%s.yaml: nats.skip_setup %v: only admin makes streams", role, cfg.NATS.SkipSetup)
 			}
+			// nats/accounts.conf lets each role user subscribe to its own
+			// inbox prefix only.
+			if want := "_INBOX_" + role; cfg.NATS.InboxPrefix != want {
+				t.Errorf("%s.yaml: nats.inbox_prefix %q, want %q", role, cfg.NATS.InboxPrefix, want)
+			}
 			reg, err := config.LoadPartners(cfg.Path(cfg.PartnersFile), crypto.Checker{}, time.Now())
 			if err != nil {
 				t.Fatalf("partners.yaml: %v", err)
@@ -331,12 +336,18 @@ func TestComposeFile(t *testing.T) {
 		if get(s, "environment", "KEYDESK_NATS_CERT") != "tls/"+role+".pem" {
 			t.Errorf("%s: connects to NATS as %v, not as itself", role, get(s, "environment", "KEYDESK_NATS_CERT"))
 		}
+		if get(s, "environment", "KEYDESK_NATS_INBOX_PREFIX") != "_INBOX_"+role {
+			t.Errorf("%s: replies under %v, not its own _INBOX_%s", role, get(s, "environment", "KEYDESK_NATS_INBOX_PREFIX"), role)
+		}
 		if get(s, "depends_on", "setup", "condition") != "service_completed_successfully" {
 			t.Errorf("%s does not wait for setup", role)
 		}
 	}
 	if get(services["setup"], "environment", "KEYDESK_NATS_CERT") != "tls/admin.pem" {
 		t.Error("setup must run as the NATS admin")
+	}
+	if get(services["setup"], "environment", "KEYDESK_NATS_INBOX_PREFIX") != "_INBOX_admin" {
+		t.Error("setup must take its replies under _INBOX_admin")
 	}
 	// The partners' API secrets are batch's alone: it alone gets batch.env,
 	// and every other keydesk service has an empty directory over them.

@@ -35,17 +35,19 @@ func startCluster(t *testing.T) (*natstest.Cluster, string) {
 	return c, tlsDir
 }
 
-// openAs opens the queue as one role's NATS user. Only admin sets up.
+// openAs opens the queue as one role's NATS user, with the role's inbox
+// prefix (the only replies its user may subscribe to). Only admin sets up.
 func openAs(t *testing.T, c *natstest.Cluster, tlsDir, role string) (*queue.Conn, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	q, err := queue.Open(ctx, queue.Options{
 		URL: c.URLs(), Replicas: 3, Name: "test " + role,
-		TLSCAFile: filepath.Join(tlsDir, "ca.pem"),
-		TLSCert:   filepath.Join(tlsDir, role+".pem"),
-		TLSKey:    filepath.Join(tlsDir, role+"-key.pem"),
-		SkipSetup: role != "admin",
+		TLSCAFile:   filepath.Join(tlsDir, "ca.pem"),
+		TLSCert:     filepath.Join(tlsDir, role+".pem"),
+		TLSKey:      filepath.Join(tlsDir, role+"-key.pem"),
+		SkipSetup:   role != "admin",
+		InboxPrefix: "_INBOX_" + role,
 	})
 	if err == nil {
 		t.Cleanup(func() { _ = q.Close() })
@@ -328,6 +330,26 @@ func testRolePermissions(t *testing.T, c *natstest.Cluster, tlsDir string) {
 		}
 	}
 
+	// A subscription to reply subjects: the server refuses a SUB with
+	// -ERR before it answers the flush's PING, so the refusal is known
+	// when the flush returns.
+	subscribe := func(subj string) func(ctx context.Context, q *queue.Conn) error {
+		return func(ctx context.Context, q *queue.Conn) error {
+			sub, err := q.NC.SubscribeSync(subj)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = sub.Unsubscribe() }()
+			if err := q.NC.FlushTimeout(5 * time.Second); err != nil {
+				return err
+			}
+			if err := q.NC.LastError(); errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), `"`+subj+`"`) {
+				return err
+			}
+			return nil
+		}
+	}
+
 	tests := []struct {
 		role, what string
 		op         func(context.Context, *queue.Conn) error
@@ -348,6 +370,9 @@ func testRolePermissions(t *testing.T, c *natstest.Cluster, tlsDir string) {
 		{"intake", "read review sessions", kvGet(queue.BucketSessions), false},
 		{"intake", "write a staff audit event", audit("staff"), false},
 		{"intake", "purge the requests", purgeRequests, false},
+		{"intake", "subscribe to its own replies", subscribe("_INBOX_intake.>"), true},
+		{"intake", "subscribe to every inbox", subscribe("_INBOX.>"), false},
+		{"intake", "subscribe to review's replies", subscribe("_INBOX_review.>"), false},
 
 		{"review", "read a request", getRequest, true},
 		{"review", "read raw mail", readMail, true},
@@ -361,6 +386,9 @@ func testRolePermissions(t *testing.T, c *natstest.Cluster, tlsDir string) {
 			return q.PutMail(ctx, "perm-review", strings.NewReader("x"), 1<<20)
 		}, false},
 		{"review", "delete the requests bucket", deleteStream, false},
+		{"review", "subscribe to every inbox", subscribe("_INBOX.>"), false},
+		{"review", "subscribe to batch's replies", subscribe("_INBOX_batch.>"), false},
+		{"review", "subscribe to admin's replies", subscribe("_INBOX_admin.>"), false},
 
 		{"batch", "read a request", getRequest, true},
 		{"batch", "send a key delivery", enqueue(keydesk.KindKeyDelivery), true},
@@ -369,6 +397,8 @@ func testRolePermissions(t *testing.T, c *natstest.Cluster, tlsDir string) {
 		{"batch", "read raw mail", readMail, false},
 		{"batch", "read review sessions", kvGet(queue.BucketSessions), false},
 		{"batch", "send an acknowledgement", enqueue(keydesk.KindAcknowledgement), false},
+		{"batch", "subscribe to every inbox", subscribe("_INBOX.>"), false},
+		{"batch", "subscribe to delivery's replies", subscribe("_INBOX_delivery.>"), false},
 
 		{"delivery", "consume the outbox", consumeOutbox, true},
 		{"delivery", "record a sent message", kvPut(queue.BucketDeliveries), true},
@@ -379,6 +409,10 @@ func testRolePermissions(t *testing.T, c *natstest.Cluster, tlsDir string) {
 		{"delivery", "send a key delivery", enqueue(keydesk.KindKeyDelivery), false},
 		{"delivery", "record a staff action", audit("staff"), false},
 		{"delivery", "delete the requests bucket", deleteStream, false},
+		{"delivery", "subscribe to its own replies", subscribe("_INBOX_delivery.>"), true},
+		{"delivery", "subscribe to every inbox", subscribe("_INBOX.>"), false},
+		{"delivery", "subscribe to review's replies", subscribe("_INBOX_review.>"), false},
+		{"delivery", "subscribe to intake's replies", subscribe("_INBOX_intake.*"), false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.role+"/"+strings.ReplaceAll(tc.what, " ", "_"), func(t *testing.T) {
