@@ -230,17 +230,18 @@ func TestInboxPrefix(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			for m := range batch.Messages() {
-				o, err := queue.DecodeOutgoing(m.Data())
-				if err != nil {
-					return err
-				}
-				if o.ID != "inbox-out-1" {
-					return fmt.Errorf("fetched %s, want inbox-out-1", o.ID)
-				}
-				return m.DoubleAck(ctx)
+			m, ok := <-batch.Messages()
+			if !ok {
+				return fmt.Errorf("fetched nothing: %v", batch.Error())
 			}
-			return fmt.Errorf("fetched nothing: %v", batch.Error())
+			o, err := queue.DecodeOutgoing(m.Data())
+			if err != nil {
+				return err
+			}
+			if o.ID != "inbox-out-1" {
+				return fmt.Errorf("fetched %s, want inbox-out-1", o.ID)
+			}
+			return m.DoubleAck(ctx)
 		}},
 	}
 	for _, tc := range tests {
