@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -86,28 +85,15 @@ review: {listen: "127.0.0.1:0"}
 		if err := a.q.Enqueue(ctx, &keydesk.Outgoing{ID: "KR-20261127-DDDD.ack", Kind: keydesk.KindAcknowledgement, To: []string{"cto@acme.example"}, Subject: "We have your request", Text: "Thanks.\n"}); err != nil {
 			return err
 		}
-		deadline := time.Now().Add(20 * time.Second)
-		for {
+		if err := poll(20*time.Second, "the message arriving", func() bool {
 			mails.mu.Lock()
-			n := len(mails.msgs)
-			mails.mu.Unlock()
-			if n == 1 {
-				break
-			}
-			if time.Now().After(deadline) {
-				return errors.New("the message did not arrive")
-			}
-			time.Sleep(20 * time.Millisecond)
+			defer mails.mu.Unlock()
+			return len(mails.msgs) == 1
+		}); err != nil {
+			return err
 		}
-		rec := httptest.NewRecorder()
-		a.serveReady(rec, httptest.NewRequest("GET", "/readyz", nil))
-		if rec.Code != 200 || !strings.Contains(rec.Body.String(), "smtp: ok") {
-			return fmt.Errorf("/readyz %d:\n%s", rec.Code, rec.Body.String())
-		}
-		var m strings.Builder
-		a.metrics.Write(&m)
-		if !strings.Contains(m.String(), `keydesk_deliveries_total{kind="acknowledgement",outcome="sent"} 1`) {
-			return fmt.Errorf("metrics lack the sent message:\n%s", m.String())
+		if err := checkServing(a, "smtp", `keydesk_deliveries_total{kind="acknowledgement",outcome="sent"} 1`); err != nil {
+			return err
 		}
 		cancel()
 		return nil

@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -115,25 +113,14 @@ review: {listen: "127.0.0.1:0"}
 		if _, err := a.q.KV(queue.BucketLocks).Get(ctx, "intake.INBOX"); err != nil {
 			return fmt.Errorf("mailbox lease not held: %v", err)
 		}
-		for {
+		if err := poll(time.Until(deadline), "the email moved to Processed", func() bool {
 			st, err := c.Status("Processed", &imap.StatusOptions{NumMessages: true}).Wait()
-			if err == nil && *st.NumMessages == 1 {
-				break
-			}
-			if time.Now().After(deadline) {
-				return errors.New("the email was not moved to Processed")
-			}
-			time.Sleep(20 * time.Millisecond)
+			return err == nil && *st.NumMessages == 1
+		}); err != nil {
+			return err
 		}
-		rec := httptest.NewRecorder()
-		a.serveReady(rec, httptest.NewRequest("GET", "/readyz", nil))
-		if rec.Code != 200 || !strings.Contains(rec.Body.String(), "imap: ok") {
-			return fmt.Errorf("/readyz %d:\n%s", rec.Code, rec.Body.String())
-		}
-		var m strings.Builder
-		a.metrics.Write(&m)
-		if !strings.Contains(m.String(), `keydesk_emails_total{outcome="accept"} 1`) {
-			return fmt.Errorf("metrics lack the email:\n%s", m.String())
+		if err := checkServing(a, "imap", `keydesk_emails_total{outcome="accept"} 1`); err != nil {
+			return err
 		}
 		cancel()
 		return nil
