@@ -213,17 +213,27 @@ func (s *Server) approvable(r *keydesk.Request) error {
 	return nil
 }
 
+// begin starts an approver's action: it checks the role, cleans the
+// reason (required or not) and loads the request the action is about.
+func (s *Server) begin(ctx context.Context, a action, reasonRequired bool) (*keydesk.Request, string, error) {
+	if !a.By.Role.Can(users.Approver) {
+		return nil, "", errForbidden(users.Approver)
+	}
+	reason, err := cleanReason(a.Reason, reasonRequired)
+	if err != nil {
+		return nil, "", err
+	}
+	r, err := s.load(ctx, a)
+	if err != nil {
+		return nil, "", err
+	}
+	return r, reason, nil
+}
+
 // reject moves the request to rejected with a reason the requester is
 // told, unless the sender is unknown (no backscatter).
 func (s *Server) reject(ctx context.Context, a action) (*result, error) {
-	if !a.By.Role.Can(users.Approver) {
-		return nil, errForbidden(users.Approver)
-	}
-	reason, err := cleanReason(a.Reason, true)
-	if err != nil {
-		return nil, err
-	}
-	r, err := s.load(ctx, a)
+	r, reason, err := s.begin(ctx, a, true)
 	if err != nil {
 		return nil, err
 	}
@@ -280,14 +290,7 @@ var cancelStates = []keydesk.State{keydesk.StatePendingReview, keydesk.StateAppr
 
 // cancel stops a request before its key is made.
 func (s *Server) cancel(ctx context.Context, a action) (*result, error) {
-	if !a.By.Role.Can(users.Approver) {
-		return nil, errForbidden(users.Approver)
-	}
-	reason, err := cleanReason(a.Reason, false)
-	if err != nil {
-		return nil, err
-	}
-	r, err := s.load(ctx, a)
+	r, reason, err := s.begin(ctx, a, false)
 	if err != nil {
 		return nil, err
 	}
@@ -319,14 +322,7 @@ func (s *Server) cancel(ctx context.Context, a action) (*result, error) {
 // retry puts a blocked or failed request back to approved once the cause
 // (a contact key, API credentials) is fixed.
 func (s *Server) retry(ctx context.Context, a action) (*result, error) {
-	if !a.By.Role.Can(users.Approver) {
-		return nil, errForbidden(users.Approver)
-	}
-	reason, err := cleanReason(a.Reason, false)
-	if err != nil {
-		return nil, err
-	}
-	r, err := s.load(ctx, a)
+	r, reason, err := s.begin(ctx, a, false)
 	if err != nil {
 		return nil, err
 	}
