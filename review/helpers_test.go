@@ -82,6 +82,7 @@ func newEnv(t testing.TB) *env {
 		SessionIdle: 30 * time.Minute, InsecureCookie: true, Now: e.clock.Now,
 		NextRun:        func(now time.Time) time.Time { return now.Truncate(time.Hour).Add(time.Hour) },
 		SupportAddress: "support@buildmarkets.ai",
+		Mail:           mailFromIntake(q),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -23,6 +23,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /batches", s.web(s.postBatches))
 	mux.HandleFunc("GET /audit", s.web(s.getAudit))
 	mux.HandleFunc("GET /audit/export", s.web(s.getAuditExport))
+	mux.HandleFunc("GET /mail", s.web(s.getMail))
 	mux.HandleFunc("GET /static/{file}", s.getStatic)
 
 	mux.HandleFunc("GET /api/v1/requests", s.api(s.apiListRequests))
@@ -30,6 +31,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /api/v1/requests/{id}/{action}", s.api(s.apiAction))
 	mux.HandleFunc("GET /api/v1/batches", s.api(s.apiListBatches))
 	mux.HandleFunc("POST /api/v1/batches", s.api(s.apiRunBatch))
+	mux.HandleFunc("GET /api/v1/mail", s.api(s.apiListMail))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, &Error{Status: http.StatusNotFound, Code: "not_found", Msg: "no such API endpoint: see docs/review.md"})
 	})

@@ -1,6 +1,6 @@
 // Package review is the support team's face on keydesk: a server-rendered
-// web UI (login, queue, request page, four eyes, batches, audit) and the
-// JSON API the CLI uses, over the same actions and rules.
+// web UI (login, queue, request page, four eyes, batches, audit, mail
+// log) and the JSON API the CLI uses, over the same actions and rules.
 //
 // It changes records only through the queue package, and the roles act on
 // them: it never imports the crypto, bmapi or batch packages (a test holds
@@ -75,6 +75,11 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+	// Mail returns intake's record of every email it took out of the
+	// inbox, for the mail log (GET /mail, /api/v1/mail); nil: the log is
+	// not available. review reads it through this func so that it needs
+	// nothing of the intake package.
+	Mail func(ctx context.Context) ([]MailEntry, error)
 }
 
 // Server serves the UI and the API.
@@ -88,7 +93,7 @@ type Server struct {
 }
 
 // page names: each is templates/web/<name>.html over layout.html.
-var pageNames = []string{"login", "queue", "request", "batches", "audit", "error"}
+var pageNames = []string{"login", "queue", "request", "batches", "audit", "mail", "error"}
 
 // New builds a Server; the templates are parsed now, so a broken override
 // is an error at start.

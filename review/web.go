@@ -42,6 +42,9 @@ type pageData struct {
 
 	// audit
 	Audit *auditView
+
+	// mail log
+	Mail *mailLogView
 }
 
 // CSRF is the session's form token.
@@ -87,14 +90,15 @@ func (s *Server) funcs() template.FuncMap {
 			}
 			return t.UTC().Format("2006-01-02 15:04:05Z")
 		},
-		"fingerprint": groupFingerprint,
-		"grants":      func(sc keydesk.Scope) string { return sc.Grants() },
-		"join":        strings.Join,
-		"stateClass":  stateClass,
-		"scopeList":   scopeList,
-		"add":         func(a, b int) int { return a + b },
-		"until":       func(t time.Time) string { return ago(t, s.now()) },
-		"list":        func(xs ...string) []string { return xs },
+		"fingerprint":  groupFingerprint,
+		"grants":       func(sc keydesk.Scope) string { return sc.Grants() },
+		"join":         strings.Join,
+		"stateClass":   stateClass,
+		"outcomeClass": outcomeClass,
+		"scopeList":    scopeList,
+		"add":          func(a, b int) int { return a + b },
+		"until":        func(t time.Time) string { return ago(t, s.now()) },
+		"list":         func(xs ...string) []string { return xs },
 	}
 }
 
