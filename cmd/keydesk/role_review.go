@@ -11,6 +11,8 @@ import (
 
 	"github.com/buildmarkets/keydesk/batch"
 	"github.com/buildmarkets/keydesk/config"
+	"github.com/buildmarkets/keydesk/intake"
+	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/review"
 	"github.com/buildmarkets/keydesk/review/users"
 	"github.com/buildmarkets/keydesk/templates"
@@ -69,6 +71,7 @@ func startReview(ctx context.Context, a *app) (func(context.Context) error, erro
 		Location:       scheduleLocation(schedule),
 		SupportAddress: cfg.SMTP.SupportAddress,
 		Metrics:        a.metrics, Logger: log,
+		Mail: mailLog(a),
 	})
 	if err != nil {
 		return nil, err
@@ -82,6 +85,33 @@ func startReview(ctx context.Context, a *app) (func(context.Context) error, erro
 	})
 	log.Info("review UI and API ready", "listen", cfg.Review.Listen, "tls", tlsOn, "users", src.Current().Len())
 	return srv.Run, nil
+}
+
+// mailLog reads intake's records of the emails it took out of the inbox
+// (the intake bucket) for the review mail log.
+func mailLog(a *app) func(ctx context.Context) ([]review.MailEntry, error) {
+	moved := map[string]string{
+		string(intake.Processed): a.cfg.IMAP.ProcessedMailbox,
+		string(intake.Rejected):  a.cfg.IMAP.RejectedMailbox,
+	}
+	return func(ctx context.Context) ([]review.MailEntry, error) {
+		recs, err := intake.Records(ctx, a.q.KV(queue.BucketIntake))
+		if err != nil {
+			return nil, err
+		}
+		out := make([]review.MailEntry, 0, len(recs))
+		for _, r := range recs {
+			to := moved[r.Disposition]
+			if to == "" {
+				to = r.Disposition
+			}
+			out = append(out, review.MailEntry{
+				Ref: r.Ref, At: r.At, From: r.From, Subject: r.Subject, MessageID: r.MessageID,
+				Outcome: r.Outcome, Reason: r.Reason, MovedTo: to, UID: r.UID, Size: r.Size, Requests: r.Requests,
+			})
+		}
+		return out, nil
+	}
 }
 
 // scheduleLocation is the time zone of a cron schedule's CRON_TZ= (or
