@@ -27,8 +27,9 @@ func sampleMail(from, subject, body, authres string) string {
 }
 
 // TestBrowser drives the UI in a real headless Chromium: sign in, open
-// the queue, open a request, approve it, see its new state. Screenshots of
-// the queue and the request page land in testdata/artifacts/.
+// the queue, open a request, approve it, see its new state, then the
+// batches, mail and audit pages. Screenshots of each page land in
+// testdata/artifacts/.
 func TestBrowser(t *testing.T) {
 	chromium := testenv.LookPath(t, "chromium", "chromium")
 	e := newEnv(t)
@@ -167,14 +168,25 @@ func TestBrowser(t *testing.T) {
 	if _, err := e.q.RequestBatch(context.Background(), "ada"); err != nil {
 		t.Fatal(err)
 	}
+	mailLogFixture(t, e)
 	for _, p := range []struct{ path, sel, file string }{
 		{"/batches", "table.batches", "batches.png"},
+		{"/mail", "table.mail-log", "mail.png"},
 		{"/audit", "table.audit", "audit.png"},
 	} {
 		if err := chromedp.Do(ctx, chromedp.Navigate(e.ts.URL+p.path), chromedp.WaitVisible(chromedp.CSS(p.sel))); err != nil {
 			t.Fatalf("%s: %v", p.path, err)
 		}
 		shot(p.file)
+		if p.path == "/mail" {
+			// The hostile subject is text on the page, not markup.
+			if subj := text(`table.mail-log tbody tr:nth-child(3) td.subject`); !strings.HasPrefix(subj, `<script>alert("x")</script><b>urgent</b>`) {
+				t.Fatalf("mail page, third row subject: %q", subj)
+			}
+			if n := text(`ul.counts li:first-child`); n != "all 4" {
+				t.Fatalf("mail page count: %q", n)
+			}
+		}
 	}
 	if hist := text(`table.audit`); !strings.Contains(hist, "login") || !strings.Contains(hist, target.ID) {
 		t.Fatalf("audit page: %q", hist)
