@@ -62,7 +62,7 @@ func runKillChild() int {
 // moves them.
 func TestKilledBeforeMove(t *testing.T) {
 	srv := startMem(t, nil)
-	c := client(t, srv.addr, testUser, testPass)
+	c := client(t, srv.Addr, testUser, testPass)
 	appendMsg(t, c, "INBOX", email("k1", "accept"))
 	appendMsg(t, c, "INBOX", email("k2", "accept"))
 	dir := t.TempDir()
@@ -70,7 +70,7 @@ func TestKilledBeforeMove(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), killChildEnv+"="+srv.addr+","+dir)
+	cmd.Env = append(os.Environ(), killChildEnv+"="+srv.Addr+","+dir)
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
@@ -80,7 +80,7 @@ func TestKilledBeforeMove(t *testing.T) {
 		t.Fatalf("INBOX holds %d after the kill, want 2", got)
 	}
 
-	h := newHarness(t, srv.addr, &simpleHandler{})
+	h := newHarness(t, srv.Addr, &simpleHandler{})
 	h.q = queuetest.OpenDir(t, dir)
 	before := h.requests()
 	if got := sourceIDs(before); len(got) != 2 {

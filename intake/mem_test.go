@@ -3,7 +3,6 @@ package intake
 import (
 	"context"
 	"errors"
-	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -11,9 +10,9 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
-	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
 	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/internal/imaptest"
 	"github.com/buildmarkets/keydesk/queue"
 )
 
@@ -23,9 +22,9 @@ import (
 // (the poll interval is an hour, so only IDLE can explain it).
 func TestBacklogThenIdle(t *testing.T) {
 	srv := startMem(t, nil)
-	h := newHarness(t, srv.addr, &simpleHandler{})
+	h := newHarness(t, srv.Addr, &simpleHandler{})
 	h.cfg.PollInterval = time.Hour
-	c := client(t, srv.addr, testUser, testPass)
+	c := client(t, srv.Addr, testUser, testPass)
 	appendMsg(t, c, "INBOX", email("a1", "accept"))
 	appendMsg(t, c, "INBOX", email("r1", "reject"))
 	appendMsg(t, c, "INBOX", email("a2", "accept"))
@@ -97,8 +96,8 @@ func TestBacklogThenIdle(t *testing.T) {
 // still processed.
 func TestBadMailSetAside(t *testing.T) {
 	srv := startMem(t, nil)
-	h := newHarness(t, srv.addr, &simpleHandler{})
-	c := client(t, srv.addr, testUser, testPass)
+	h := newHarness(t, srv.Addr, &simpleHandler{})
+	c := client(t, srv.Addr, testUser, testPass)
 	appendMsg(t, c, "INBOX", email("p1", "panic"))
 	appendMsg(t, c, "INBOX", email("g1", "garbage"))
 	appendMsg(t, c, "INBOX", email("a1", "accept"))
@@ -149,8 +148,8 @@ func TestBadMailSetAside(t *testing.T) {
 func TestOversizeMovedUnread(t *testing.T) {
 	srv := startMem(t, nil)
 	hd := &simpleHandler{}
-	h := newHarness(t, srv.addr, hd)
-	c := client(t, srv.addr, testUser, testPass)
+	h := newHarness(t, srv.Addr, hd)
+	c := client(t, srv.Addr, testUser, testPass)
 	big := email("big", "accept\r\n"+strings.Repeat("x", 100<<10))
 	appendMsg(t, c, "INBOX", big)
 	appendMsg(t, c, "INBOX", email("a1", "accept"))
@@ -194,8 +193,8 @@ func TestOversizeMovedUnread(t *testing.T) {
 // nothing twice, queues no second reply, and moves them.
 func TestCrashBeforeMove(t *testing.T) {
 	srv := startMem(t, nil)
-	h := newHarness(t, srv.addr, &simpleHandler{})
-	c := client(t, srv.addr, testUser, testPass)
+	h := newHarness(t, srv.Addr, &simpleHandler{})
+	c := client(t, srv.Addr, testUser, testPass)
 	appendMsg(t, c, "INBOX", email("a1", "accept"))
 	appendMsg(t, c, "INBOX", email("a2", "accept"))
 
@@ -243,8 +242,8 @@ func ids(rs []*keydesk.Request) []string {
 func TestTemporaryFailureRetried(t *testing.T) {
 	srv := startMem(t, nil)
 	hd := &simpleHandler{temporary: true}
-	h := newHarness(t, srv.addr, hd)
-	c := client(t, srv.addr, testUser, testPass)
+	h := newHarness(t, srv.Addr, hd)
+	c := client(t, srv.Addr, testUser, testPass)
 	appendMsg(t, c, "INBOX", email("t1", "temporary"))
 	appendMsg(t, c, "INBOX", email("a1", "accept"))
 	h.run(h.poller(nil))
@@ -267,8 +266,8 @@ func TestTemporaryFailureRetried(t *testing.T) {
 // rescans, and creates nothing twice.
 func TestUIDValidityChange(t *testing.T) {
 	srv := startMem(t, nil)
-	h := newHarness(t, srv.addr, &simpleHandler{})
-	c := client(t, srv.addr, testUser, testPass)
+	h := newHarness(t, srv.Addr, &simpleHandler{})
+	c := client(t, srv.Addr, testUser, testPass)
 	appendMsg(t, c, "INBOX", email("a1", "accept"))
 	stop := h.run(h.poller(nil))
 	eventually(t, "first pass", func() bool { return count(t, c, "INBOX") == 0 })
@@ -279,10 +278,10 @@ func TestUIDValidityChange(t *testing.T) {
 	}
 
 	// A restore from backup: the inbox is rebuilt and holds the email again.
-	if err := srv.user.Delete("INBOX"); err != nil {
+	if err := srv.User.Delete("INBOX"); err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.user.Create("INBOX", nil); err != nil {
+	if err := srv.User.Create("INBOX", nil); err != nil {
 		t.Fatal(err)
 	}
 	appendMsg(t, c, "INBOX", email("a1", "accept"))
@@ -322,8 +321,8 @@ func TestMoveFallback(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := startMem(t, tc.caps)
-			h := newHarness(t, srv.addr, &simpleHandler{})
-			c := client(t, srv.addr, testUser, testPass)
+			h := newHarness(t, srv.Addr, &simpleHandler{})
+			c := client(t, srv.Addr, testUser, testPass)
 			if tc.otherDelete {
 				appendMsg(t, c, "INBOX", email("x1", "accept"))
 				if _, err := c.Select("INBOX", nil).Wait(); err != nil {
@@ -351,12 +350,12 @@ func TestMoveFallback(t *testing.T) {
 // poll_interval, and new mail is found by the next scan.
 func TestPollingWithoutIdle(t *testing.T) {
 	srv := startMem(t, nil)
-	h := newHarness(t, srv.addr, &simpleHandler{})
+	h := newHarness(t, srv.Addr, &simpleHandler{})
 	h.cfg.PollInterval = 300 * time.Millisecond
 	p := h.poller(func(o *Options) { o.NoIdle = true })
 	h.run(p)
 	eventually(t, "first scan", func() bool { return p.lastContact.Load() != 0 })
-	c := client(t, srv.addr, testUser, testPass)
+	c := client(t, srv.Addr, testUser, testPass)
 	for _, id := range []string{"a1", "a2"} {
 		appendMsg(t, c, "INBOX", email(id, "accept"))
 		eventually(t, id+" found by polling", func() bool {
@@ -392,29 +391,14 @@ func (s *refusingSession) Move(w *imapserver.MoveWriter, numSet imap.NumSet, des
 // others of the batch are taken in, and that one is set aside, described
 // from its header, with the server's answer as the reason.
 func TestServerRefusesOne(t *testing.T) {
-	mem := imapmemserver.New()
-	u := imapmemserver.NewUser(testUser, testPass)
-	if err := u.Create("INBOX", nil); err != nil {
-		t.Fatal(err)
-	}
-	mem.AddUser(u)
-	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return &refusingSession{Session: mem.NewSession(), refuse: 2}, nil, nil
-		},
-		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapMove: {}, imap.CapUIDPlus: {}},
-		InsecureAuth: true,
-		Logger:       testLogger{t},
+	srv := imaptest.Start(t, testUser, testPass, imaptest.Options{
+		Caps:   imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapMove: {}, imap.CapUIDPlus: {}},
+		Wrap:   func(s imapserver.Session) imapserver.Session { return &refusingSession{Session: s, refuse: 2} },
+		Logger: testLogger{t},
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
 
-	h := newHarness(t, ln.Addr().String(), &simpleHandler{})
-	c := client(t, ln.Addr().String(), testUser, testPass)
+	h := newHarness(t, srv.Addr, &simpleHandler{})
+	c := client(t, srv.Addr, testUser, testPass)
 	for _, id := range []string{"a1", "bad", "a2"} {
 		appendMsg(t, c, "INBOX", email(id, "accept"))
 	}

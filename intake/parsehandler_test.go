@@ -36,8 +36,8 @@ func TestWithParser(t *testing.T) {
 		Reply:    func(res *parse.Result) (*keydesk.Outgoing, error) { return reply.Build(res, tpl, next) },
 	})
 	srv := startMem(t, nil)
-	h := newHarness(t, srv.addr, handler)
-	c := client(t, srv.addr, testUser, testPass)
+	h := newHarness(t, srv.Addr, handler)
+	c := client(t, srv.Addr, testUser, testPass)
 	files := []string{"accept.eml", "reject-no-environment.eml", "review-unknown-sender.eml", "ignore-auto-reply.eml"}
 	for _, f := range files {
 		raw, err := os.ReadFile(filepath.Join("testdata", f))
@@ -128,8 +128,8 @@ func TestIDCollisionSalted(t *testing.T) {
 		Reply:    func(res *parse.Result) (*keydesk.Outgoing, error) { return reply.Build(res, tpl, time.Time{}) },
 	})
 	srv := startMem(t, nil)
-	h := newHarness(t, srv.addr, handler)
-	c := client(t, srv.addr, testUser, testPass)
+	h := newHarness(t, srv.Addr, handler)
+	c := client(t, srv.Addr, testUser, testPass)
 	raw, err := os.ReadFile(filepath.Join("testdata", "accept.eml"))
 	if err != nil {
 		t.Fatal(err)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"slices"
 	"strings"
@@ -17,12 +16,11 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
-	"github.com/emersion/go-imap/v2/imapserver"
-	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/config"
+	"github.com/buildmarkets/keydesk/internal/imaptest"
 	"github.com/buildmarkets/keydesk/metrics"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/queue/queuetest"
@@ -33,41 +31,11 @@ const (
 	testPass = "correct horse"
 )
 
-// memServer is go-imap's in-memory server on a loopback port.
-type memServer struct {
-	addr string
-	user *imapmemserver.User
-	srv  *imapserver.Server
-}
-
-// startMem starts an imapmemserver with the given capabilities (nil: the
-// IMAP4rev2 set, which includes MOVE and UIDPLUS).
-func startMem(t *testing.T, caps imap.CapSet) *memServer {
+// startMem starts go-imap's in-memory server with the given capabilities
+// (nil: the IMAP4rev2 set, which includes MOVE and UIDPLUS).
+func startMem(t *testing.T, caps imap.CapSet) *imaptest.Server {
 	t.Helper()
-	mem := imapmemserver.New()
-	u := imapmemserver.NewUser(testUser, testPass)
-	if err := u.Create("INBOX", nil); err != nil {
-		t.Fatal(err)
-	}
-	mem.AddUser(u)
-	if caps == nil {
-		caps = imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}}
-	}
-	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return mem.NewSession(), nil, nil
-		},
-		Caps:         caps,
-		InsecureAuth: true,
-		Logger:       testLogger{t},
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return &memServer{addr: ln.Addr().String(), user: u, srv: srv}
+	return imaptest.Start(t, testUser, testPass, imaptest.Options{Caps: caps, Logger: testLogger{t}})
 }
 
 type testLogger struct{ t *testing.T }

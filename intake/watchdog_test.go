@@ -84,7 +84,7 @@ func (f *freezeProxy) freeze() {
 // in the mail that arrived meanwhile.
 func TestIdleSilentlyDead(t *testing.T) {
 	srv := startMem(t, nil)
-	px := startFreezeProxy(t, srv.addr)
+	px := startFreezeProxy(t, srv.Addr)
 	h := newHarness(t, px.addr(), &simpleHandler{})
 	h.cfg.PollInterval = time.Second
 	h.cfg.Timeout = 500 * time.Millisecond
@@ -92,7 +92,7 @@ func TestIdleSilentlyDead(t *testing.T) {
 	h.run(p)
 	eventually(t, "first contact", func() bool { return p.lastContact.Load() != 0 })
 	px.freeze()
-	c := client(t, srv.addr, testUser, testPass)
+	c := client(t, srv.Addr, testUser, testPass)
 	appendMsg(t, c, "INBOX", email("a1", "accept"))
 	eventually(t, "mail taken in after reconnecting", func() bool { return len(h.requests()) == 1 })
 	if v := h.metrics.Counter("keydesk_imap_reconnects_total", "").Value(); v < 1 {

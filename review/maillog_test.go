@@ -6,22 +6,19 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
-	"github.com/emersion/go-imap/v2/imapserver"
-	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/intake"
 	"github.com/buildmarkets/keydesk/intake/parse"
+	"github.com/buildmarkets/keydesk/internal/imaptest"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/queue/queuetest"
 )
@@ -44,10 +41,6 @@ func mailFromIntake(q *queue.Conn) func(ctx context.Context) ([]MailEntry, error
 	}
 }
 
-type quietIMAPLog struct{}
-
-func (quietIMAPLog) Printf(string, ...any) {}
-
 // intakeMail puts raw emails in an in-memory IMAP inbox and runs intake's
 // poller with the real parser over it until each is taken in: the intake
 // bucket then holds the records intake itself writes. Each email is taken
@@ -55,27 +48,9 @@ func (quietIMAPLog) Printf(string, ...any) {}
 func (e *env) intakeMail(t *testing.T, raws ...string) {
 	t.Helper()
 	const user, pass = "support@buildmarkets.ai", "s3cret"
-	mem := imapmemserver.New()
-	u := imapmemserver.NewUser(user, pass)
-	if err := u.Create("INBOX", nil); err != nil {
-		t.Fatal(err)
-	}
-	mem.AddUser(u)
-	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return mem.NewSession(), nil, nil
-		},
-		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}},
-		InsecureAuth: true,
-		Logger:       quietIMAPLog{},
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	defer func() { _ = srv.Close() }()
-	c, err := imapclient.DialInsecure(ln.Addr().String(), nil)
+	srv := imaptest.Start(t, user, pass, imaptest.Options{})
+	defer srv.Close()
+	c, err := imapclient.DialInsecure(srv.Addr, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +66,7 @@ func (e *env) intakeMail(t *testing.T, raws ...string) {
 	}
 	p, err := intake.New(intake.Options{
 		IMAP: config.IMAP{
-			MailServer: config.MailServer{Address: ln.Addr().String(), Security: config.SecurityNone, Username: user,
+			MailServer: config.MailServer{Address: srv.Addr, Security: config.SecurityNone, Username: user,
 				Password: keydesk.SecretString(pass), Timeout: 10 * time.Second},
 			Mailbox: "INBOX", ProcessedMailbox: "Processed", RejectedMailbox: "Rejected",
 			PollInterval: 200 * time.Millisecond, MaxMessageBytes: 16 << 10,

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -14,15 +13,13 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
-	"github.com/emersion/go-imap/v2/imapserver"
-	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/intake"
 	"github.com/buildmarkets/keydesk/intake/parse"
+	"github.com/buildmarkets/keydesk/internal/imaptest"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/queue/queuetest"
 	"github.com/buildmarkets/keydesk/review"
@@ -51,27 +48,8 @@ func TestMailCLIEndToEnd(t *testing.T) {
 
 	// The IMAP inbox, and intake's poller over it (with the real parser).
 	const user, pass = "support@buildmarkets.ai", "s3cret"
-	mem := imapmemserver.New()
-	u := imapmemserver.NewUser(user, pass)
-	if err := u.Create("INBOX", nil); err != nil {
-		t.Fatal(err)
-	}
-	mem.AddUser(u)
-	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return mem.NewSession(), nil, nil
-		},
-		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}},
-		InsecureAuth: true,
-		Logger:       quietLog{},
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	c, err := imapclient.DialInsecure(ln.Addr().String(), nil)
+	srv := imaptest.Start(t, user, pass, imaptest.Options{})
+	c, err := imapclient.DialInsecure(srv.Addr, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +58,7 @@ func TestMailCLIEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	imapCfg := cfg.IMAP
-	imapCfg.Address, imapCfg.Security, imapCfg.Username, imapCfg.Password = ln.Addr().String(), config.SecurityNone, user, keydesk.SecretString(pass)
+	imapCfg.Address, imapCfg.Security, imapCfg.Username, imapCfg.Password = srv.Addr, config.SecurityNone, user, keydesk.SecretString(pass)
 	imapCfg.PollInterval, imapCfg.Timeout = 200*time.Millisecond, 10*time.Second
 	// Each email is taken in a minute after the one before.
 	var mu sync.Mutex

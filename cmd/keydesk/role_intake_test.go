@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,13 +12,12 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
-	"github.com/emersion/go-imap/v2/imapserver"
-	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/crypto"
 	"github.com/buildmarkets/keydesk/crypto/cryptotest"
+	"github.com/buildmarkets/keydesk/internal/imaptest"
 	"github.com/buildmarkets/keydesk/queue"
 )
 
@@ -28,26 +26,7 @@ import (
 // acknowledgement, moves the email, and reports the mailbox on /readyz and
 // /metrics.
 func TestServeIntakeRole(t *testing.T) {
-	mem := imapmemserver.New()
-	u := imapmemserver.NewUser("support@buildmarkets.ai", "s3cret")
-	if err := u.Create("INBOX", nil); err != nil {
-		t.Fatal(err)
-	}
-	mem.AddUser(u)
-	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return mem.NewSession(), nil, nil
-		},
-		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}},
-		InsecureAuth: true,
-		Logger:       quietLog{},
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
+	srv := imaptest.Start(t, "support@buildmarkets.ai", "s3cret", imaptest.Options{})
 
 	dir := t.TempDir()
 	key := cryptotest.Contact(t, crypto.Curve25519)
@@ -64,7 +43,7 @@ func TestServeIntakeRole(t *testing.T) {
 imap: {address: %q, security: none, username: support@buildmarkets.ai, password: s3cret, poll_interval: 1h}
 sender_auth: {trusted_authserv_ids: [mx.buildmarkets.ai]}
 review: {listen: "127.0.0.1:0"}
-`, ln.Addr().String()))
+`, srv.Addr))
 	cfg, err := config.Load(filepath.Join(dir, "keydesk.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +52,7 @@ review: {listen: "127.0.0.1:0"}
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := imapclient.DialInsecure(ln.Addr().String(), nil)
+	c, err := imapclient.DialInsecure(srv.Addr, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
