@@ -68,17 +68,12 @@ func mailList(ctx context.Context, stdout io.Writer, args []string, getenv func(
 	}
 	q.Set("limit", fmt.Sprint(*limit))
 	var list review.MailList
-	for {
-		var page review.MailList
-		if err := c.do(ctx, "GET", "/api/v1/mail?"+q.Encode(), nil, &page); err != nil {
-			return err
-		}
+	if _, err := getPages(ctx, c, "/api/v1/mail", q, *all, func(page *review.MailList) string {
 		page.Mail = append(list.Mail, page.Mail...)
-		list = page
-		if !*all || page.NextCursor == "" {
-			break
-		}
-		q.Set("cursor", page.NextCursor)
+		list = *page
+		return page.NextCursor
+	}); err != nil {
+		return err
 	}
 	if *asJSON {
 		return printJSON(stdout, list)

@@ -223,18 +223,12 @@ func queueList(ctx context.Context, stdout io.Writer, args []string, getenv func
 	}
 	q.Set("limit", fmt.Sprint(*limit))
 	var reqs []review.Request
-	var next string
-	for {
-		var page review.RequestList
-		if err := c.do(ctx, "GET", "/api/v1/requests?"+q.Encode(), nil, &page); err != nil {
-			return err
-		}
+	next, err := getPages(ctx, c, "/api/v1/requests", q, *all, func(page *review.RequestList) string {
 		reqs = append(reqs, page.Requests...)
-		next = page.NextCursor
-		if !*all || next == "" {
-			break
-		}
-		q.Set("cursor", next)
+		return page.NextCursor
+	})
+	if err != nil {
+		return err
 	}
 	if *asJSON {
 		return printJSON(stdout, review.RequestList{Requests: reqs, NextCursor: next})
@@ -261,6 +255,23 @@ func queueList(ctx context.Context, stdout io.Writer, args []string, getenv func
 		fmt.Fprintf(stdout, "\nMore requests: add --all, or --limit.\n")
 	}
 	return nil
+}
+
+// getPages GETs path with query q, and, with all, every following page by
+// its cursor. add takes each decoded page and returns its next cursor;
+// getPages returns the last one ("" when the list is complete).
+func getPages[T any](ctx context.Context, c *apiClient, path string, q url.Values, all bool, add func(*T) string) (string, error) {
+	for {
+		var page T
+		if err := c.do(ctx, "GET", path+"?"+q.Encode(), nil, &page); err != nil {
+			return "", err
+		}
+		next := add(&page)
+		if !all || next == "" {
+			return next, nil
+		}
+		q.Set("cursor", next)
+	}
 }
 
 func dash(s string) string {
