@@ -195,15 +195,17 @@ type run struct {
 	skip map[string]string
 	// apis caches one API per partner/environment.
 	apis map[string]API
-	// recorded holds every key ID that a request record names: such a key
-	// is never an orphan.
-	recorded map[string]bool
+	// recorded holds every key that a request record names: such a key is
+	// never an orphan. Keys are whole triples: the API numbers them per
+	// partner account and environment, so an ID alone matches keys of
+	// other accounts.
+	recorded map[keydesk.KeyRef]bool
 	// revoked holds the keys this run revoked, which an API may go on listing.
-	revoked map[string]bool
+	revoked map[keydesk.KeyRef]bool
 }
 
 func newRun(r *Runner, b *keydesk.Batch) *run {
-	return &run{r: r, b: b, counts: map[string]int{}, skip: map[string]string{}, apis: map[string]API{}, recorded: map[string]bool{}, revoked: map[string]bool{}}
+	return &run{r: r, b: b, counts: map[string]int{}, skip: map[string]string{}, apis: map[string]API{}, recorded: map[keydesk.KeyRef]bool{}, revoked: map[keydesk.KeyRef]bool{}}
 }
 
 func (st *run) add(o keydesk.BatchOutcome) {
@@ -278,31 +280,27 @@ func (st *run) account(p *keydesk.Partner, env keydesk.Environment) (API, error)
 	return a, nil
 }
 
-func (st *run) record(keyID string) {
-	if keyID == "" {
+func (st *run) record(k keydesk.KeyRef) {
+	if k.IsZero() {
 		return
 	}
 	st.mu.Lock()
-	st.recorded[keyID] = true
+	st.recorded[k] = true
 	st.mu.Unlock()
 }
 
-func (st *run) revoke(keyID string) {
+func (st *run) revoke(k keydesk.KeyRef) {
 	st.mu.Lock()
-	st.revoked[keyID] = true
+	st.revoked[k] = true
 	st.mu.Unlock()
 }
 
-func (st *run) isRevoked(keyID string) bool {
+// known reports whether k is held by a request or was revoked by this run:
+// either way it is no orphan to revoke.
+func (st *run) known(k keydesk.KeyRef) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return st.revoked[keyID]
-}
-
-func (st *run) isRecorded(keyID string) bool {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return st.recorded[keyID]
+	return st.recorded[k] || st.revoked[k]
 }
 
 // runLocked is a batch under the lease: reconcile, revoke what was not
@@ -320,14 +318,14 @@ func (r *Runner) runLocked(ctx context.Context, st *run) error {
 	return r.generate(ctx, st)
 }
 
-// loadRecorded fills the set of key IDs that requests hold.
+// loadRecorded fills the set of keys that requests hold.
 func (r *Runner) loadRecorded(ctx context.Context, st *run) error {
 	all, err := r.q.List(ctx, queue.Filter{})
 	if err != nil {
 		return err
 	}
 	for _, req := range all {
-		st.record(req.KeyID)
+		st.record(req.KeyRef())
 	}
 	return nil
 }
@@ -553,7 +551,7 @@ func (r *Runner) attempt(ctx context.Context, st *run, p *keydesk.Partner, api A
 		// revokes this key, and delivery drops a delivery of a stale attempt.
 		return attemptResult{outcome: OutcomeError, detail: fmt.Sprintf("%s created but not recorded (%v): the next batch revokes it and makes a new one", created.ID, err)}
 	}
-	st.record(created.ID)
+	st.record(keydesk.KeyRef{Partner: p.ID, Environment: req.Environment, ID: created.ID})
 	r.o.Failpoint("after-generated")
 	return attemptResult{outcome: OutcomeGenerated, detail: "delivery queued to " + p.TechnicalContact.Email, keyID: created.ID}
 }
