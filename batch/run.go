@@ -37,21 +37,34 @@ func (r *Runner) RunNow(ctx context.Context, trigger, by string) (*keydesk.Batch
 
 // runScheduled runs the batch due at at. Its ID derives from at, so that
 // of several instances sharing a cluster exactly one creates and runs it.
+// While another instance holds the lease (running another batch), the
+// scheduled batch is left as requested: whichever instance holds the
+// lease next runs it. The instance that finds it taken says nothing.
 func (r *Runner) runScheduled(ctx context.Context, at time.Time) (*keydesk.Batch, error) {
 	b := &keydesk.Batch{ID: "B-" + at.UTC().Format("20060102-150405") + "-SCHED", Trigger: "schedule", By: "schedule", Requested: at.UTC()}
 	create := func(ctx context.Context) (bool, error) {
 		err := r.q.PutBatch(ctx, b)
 		if errors.Is(err, keydesk.ErrConflict) {
-			r.log.Info("scheduled batch taken by another instance", "batch", b.ID)
+			r.log.Debug("scheduled batch taken by another instance", "batch", b.ID)
 			return false, nil
 		}
 		return err == nil, err
 	}
-	return b, r.execute(ctx, b, create, create)
+	leave := func(ctx context.Context) (bool, error) {
+		b.State, b.Started, b.Ended, b.Error = keydesk.BatchRequested, time.Time{}, time.Time{}, ""
+		if _, err := create(ctx); err != nil {
+			return false, err
+		}
+		return false, nil
+	}
+	return b, r.execute(ctx, b, create, leave)
 }
 
 // runRequested takes a batch asked for through the API (state requested)
-// and runs it, unless another instance took it first.
+// and runs it, unless another instance took it first. While another
+// instance holds the lease the record stays requested, untouched: the
+// lease holder runs it after its batch, and this instance looks again
+// later (Run). A lease held elsewhere never fails a batch a person asked for.
 func (r *Runner) runRequested(ctx context.Context, b *keydesk.Batch) error {
 	if b.State != keydesk.BatchRequested {
 		return nil
@@ -63,15 +76,18 @@ func (r *Runner) runRequested(ctx context.Context, b *keydesk.Batch) error {
 		}
 		return err == nil, err
 	}
-	return r.execute(ctx, b, update, update)
+	leave := func(context.Context) (bool, error) { return false, nil }
+	return r.execute(ctx, b, update, leave)
 }
 
 // execute runs batch b under the batch lease. claim, called once the lease
 // is held, writes b in state running (so that a running batch always holds
 // the lease, and one found running by a lease holder is stale); it reports
 // false if another instance took the batch. If the lease stays held
-// elsewhere, b is written failed through refuse. execute then writes the
-// final record, the audit event and the report.
+// elsewhere, refuse decides what becomes of b: it reports whether it wrote
+// b as failed (RunNow, whose caller waits for the answer) or left it for
+// the lease holder. execute then writes the final record, the audit event
+// and the report.
 func (r *Runner) execute(ctx context.Context, b *keydesk.Batch, claim, refuse func(ctx context.Context) (bool, error)) error {
 	log := r.log.With("batch", b.ID)
 	st := newRun(r, b)
@@ -97,12 +113,16 @@ func (r *Runner) execute(ctx context.Context, b *keydesk.Batch, claim, refuse fu
 		}
 		b.State, b.Started, b.Ended = keydesk.BatchFailed, time.Time{}, r.clock.Now().UTC()
 		b.Error = "refused: another batch is running (" + err.Error() + "); approved requests wait for the next batch"
-		if ok, rerr := refuse(wctx); rerr != nil {
+		failed, rerr := refuse(wctx)
+		switch {
+		case rerr != nil:
 			log.Error("batch record not saved", "err", rerr)
-		} else if ok {
+		case failed:
 			_ = r.audit(wctx, b.ID, "batch-refused", b.Error)
+			log.Warn("batch refused", "err", err)
+		default:
+			log.Info("batch waits: another instance holds the batch lease and runs it, or this one does later", "err", err)
 		}
-		log.Warn("batch refused", "err", err)
 		return err
 	}
 	st.mu.Lock()
