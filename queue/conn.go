@@ -75,6 +75,10 @@ type Conn struct {
 	Now func() time.Time
 }
 
+// ErrConfig marks an Open failure that no retry cures: the options
+// themselves (a TLS file, the inbox prefix) are wrong.
+var ErrConfig = errors.New("queue: bad nats configuration")
+
 // Open connects to NATS (starting the embedded server when Options.URL is
 // empty) and makes sure every stream and bucket exists.
 func Open(ctx context.Context, o Options) (*Conn, error) {
@@ -102,7 +106,7 @@ func Open(ctx context.Context, o Options) (*Conn, error) {
 	)
 	if o.InboxPrefix != "" {
 		if err := ValidInboxPrefix(o.InboxPrefix); err != nil {
-			return nil, fmt.Errorf("queue: %w", err)
+			return nil, fmt.Errorf("queue: %w: %w", ErrConfig, err)
 		}
 		nopts = append(nopts, nats.CustomInboxPrefix(o.InboxPrefix))
 	}
@@ -121,11 +125,14 @@ func Open(ctx context.Context, o Options) (*Conn, error) {
 		if o.TLSCAFile != "" || o.TLSCert != "" {
 			tc, err := tlsConfig(o.TLSCAFile, o.TLSCert, o.TLSKey)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 			}
 			nopts = append(nopts, nats.Secure(tc))
 		}
-		nopts = append(nopts, nats.RetryOnFailedConnect(false))
+		// No outbound buffer while reconnecting: a publish the caller was
+		// told had failed must not land later, when the connection is back
+		// (a staff action answered 503 would otherwise happen after all).
+		nopts = append(nopts, nats.RetryOnFailedConnect(false), nats.ReconnectBufSize(-1))
 	}
 	nc, err := nats.Connect(url, nopts...)
 	if err != nil {
