@@ -88,9 +88,11 @@ func Open(ctx context.Context, o Options) (*Conn, error) {
 		o.Name = "keydesk"
 	}
 	c := &Conn{log: o.Logger, opts: o, kvs: map[string]jetstream.KeyValue{}, Now: time.Now}
-	var nopts []nats.Option
+	nopts, err := o.natsOptions()
+	if err != nil {
+		return nil, err
+	}
 	nopts = append(nopts,
-		nats.Name(o.Name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(500*time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -100,12 +102,6 @@ func Open(ctx context.Context, o Options) (*Conn, error) {
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { o.Logger.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
 	)
-	if o.InboxPrefix != "" {
-		if err := ValidInboxPrefix(o.InboxPrefix); err != nil {
-			return nil, fmt.Errorf("queue: %w", err)
-		}
-		nopts = append(nopts, nats.CustomInboxPrefix(o.InboxPrefix))
-	}
 	url := o.URL
 	if url == "" {
 		srv, err := StartEmbedded(o.DataDir, o.Listen)
@@ -114,18 +110,6 @@ func Open(ctx context.Context, o Options) (*Conn, error) {
 		}
 		c.srv = srv
 		nopts = append(nopts, nats.InProcessServer(srv))
-	} else {
-		if o.CredsFile != "" {
-			nopts = append(nopts, nats.UserCredentials(o.CredsFile))
-		}
-		if o.TLSCAFile != "" || o.TLSCert != "" {
-			tc, err := tlsConfig(o.TLSCAFile, o.TLSCert, o.TLSKey)
-			if err != nil {
-				return nil, err
-			}
-			nopts = append(nopts, nats.Secure(tc))
-		}
-		nopts = append(nopts, nats.RetryOnFailedConnect(false))
 	}
 	nc, err := nats.Connect(url, nopts...)
 	if err != nil {
@@ -144,6 +128,33 @@ func Open(ctx context.Context, o Options) (*Conn, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// natsOptions are the connection options Open and Probe share: the
+// name, the inbox prefix and, for an external cluster, its credentials and
+// TLS, with no retry of a failed first connection.
+func (o Options) natsOptions() ([]nats.Option, error) {
+	nopts := []nats.Option{nats.Name(o.Name)}
+	if o.InboxPrefix != "" {
+		if err := ValidInboxPrefix(o.InboxPrefix); err != nil {
+			return nil, fmt.Errorf("queue: %w", err)
+		}
+		nopts = append(nopts, nats.CustomInboxPrefix(o.InboxPrefix))
+	}
+	if o.URL == "" {
+		return nopts, nil
+	}
+	if o.CredsFile != "" {
+		nopts = append(nopts, nats.UserCredentials(o.CredsFile))
+	}
+	if o.TLSCAFile != "" || o.TLSCert != "" {
+		tc, err := tlsConfig(o.TLSCAFile, o.TLSCert, o.TLSKey)
+		if err != nil {
+			return nil, err
+		}
+		nopts = append(nopts, nats.Secure(tc))
+	}
+	return append(nopts, nats.RetryOnFailedConnect(false)), nil
 }
 
 // StartEmbedded starts a single-node JetStream server storing under
