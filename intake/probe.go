@@ -20,6 +20,16 @@ type ProbeResult struct {
 	Missing []string
 }
 
+// ProbeError is a failed Probe: Phase says where (connect, login,
+// examine, list), so that the caller can say what to fix.
+type ProbeError struct {
+	Phase string
+	Err   error
+}
+
+func (e *ProbeError) Error() string { return e.Err.Error() }
+func (e *ProbeError) Unwrap() error { return e.Err }
+
 // Probe connects and logs in as the poller does (o.IMAP, o.TLSConfig,
 // o.Auth), examines the mailbox read-only, looks for the processed and
 // rejected mailboxes, and logs out: `keydesk check --connect`. It reads
@@ -41,7 +51,11 @@ func Probe(ctx context.Context, o Options) (*ProbeResult, error) {
 	p := &Poller{o: o, log: log}
 	s, err := p.connect(ctx)
 	if err != nil {
-		return nil, err
+		phase := "connect"
+		if le := (*loginError)(nil); errors.As(err, &le) {
+			phase = "login"
+		}
+		return nil, &ProbeError{Phase: phase, Err: err}
 	}
 	defer s.close()
 	cfg := o.IMAP
@@ -51,7 +65,7 @@ func Probe(ctx context.Context, o Options) (*ProbeResult, error) {
 		sel, err = s.c.Select(cfg.Mailbox, &imap.SelectOptions{ReadOnly: true}).Wait()
 		return err
 	}); err != nil {
-		return nil, fmt.Errorf("%w (imap.mailbox %q)", err, cfg.Mailbox)
+		return nil, &ProbeError{Phase: "examine", Err: fmt.Errorf("%w (imap.mailbox %q)", err, cfg.Mailbox)}
 	}
 	res.Messages = sel.NumMessages
 	for _, name := range []string{cfg.ProcessedMailbox, cfg.RejectedMailbox} {
@@ -60,7 +74,7 @@ func Probe(ctx context.Context, o Options) (*ProbeResult, error) {
 			found, err = s.c.List("", name, nil).Collect()
 			return err
 		}); err != nil {
-			return nil, err
+			return nil, &ProbeError{Phase: "list", Err: err}
 		}
 		if len(found) == 0 {
 			res.Missing = append(res.Missing, name)

@@ -2,6 +2,7 @@ package intake
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -23,15 +24,16 @@ func TestProbe(t *testing.T) {
 		t.Fatal(err)
 	}
 	tests := []struct {
-		name    string
-		pass    string
-		mailbox string
-		want    ProbeResult
-		wantErr string
+		name      string
+		pass      string
+		mailbox   string
+		want      ProbeResult
+		wantErr   string
+		wantPhase string
 	}{
 		{name: "ok", pass: testPass, mailbox: "INBOX", want: ProbeResult{Mailbox: "INBOX", Messages: 3, Missing: []string{"Rejected"}}},
-		{name: "wrong password", pass: "wrong", mailbox: "INBOX", wantErr: "intake: log in to " + srv.Addr + " as " + testUser},
-		{name: "no such mailbox", pass: testPass, mailbox: "Support", wantErr: `imap examine: `},
+		{name: "wrong password", pass: "wrong", mailbox: "INBOX", wantErr: "intake: log in to " + srv.Addr + " as " + testUser, wantPhase: "login"},
+		{name: "no such mailbox", pass: testPass, mailbox: "Support", wantErr: `imap examine: `, wantPhase: "examine"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -45,8 +47,9 @@ func TestProbe(t *testing.T) {
 				Mailbox: tc.mailbox, ProcessedMailbox: "Processed", RejectedMailbox: "Rejected",
 			}})
 			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("Probe error %v, want %q", err, tc.wantErr)
+				var pe *ProbeError
+				if !errors.As(err, &pe) || pe.Phase != tc.wantPhase || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Probe error %v, want %q at %s", err, tc.wantErr, tc.wantPhase)
 				}
 				if strings.Contains(err.Error(), tc.pass) {
 					t.Errorf("the password is in the error: %v", err)
@@ -61,7 +64,7 @@ func TestProbe(t *testing.T) {
 			}
 		})
 	}
-	// Nothing was read or moved: the three messages are still unseen.
+	// Nothing was moved: the three messages are still there.
 	sel, err := c.Select("INBOX", nil).Wait()
 	if err != nil || sel.NumMessages != 3 {
 		t.Fatalf("INBOX after probes: %+v, %v", sel, err)
