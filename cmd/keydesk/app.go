@@ -96,12 +96,9 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, er
 		return nil, err
 	}
 	a.partners = ps
-	q, err := queue.Open(ctx, queue.Options{
-		URL: cfg.NATS.URL, CredsFile: cfg.Path(cfg.NATS.CredsFile), Replicas: cfg.NATS.Replicas,
-		DataDir: cfg.Path(cfg.DataDir), Listen: cfg.NATS.Listen, Name: "keydesk " + a.holder, Logger: log,
-		TLSCAFile: cfg.Path(cfg.NATS.TLSCAFile), TLSCert: cfg.Path(cfg.NATS.TLSCert), TLSKey: cfg.Path(cfg.NATS.TLSKey),
-		SkipSetup: cfg.NATS.SkipSetup, InboxPrefix: cfg.NATS.InboxPrefix,
-	})
+	qo := queueOptions(cfg, "keydesk "+a.holder)
+	qo.Listen, qo.Logger = cfg.NATS.Listen, log
+	q, err := queue.Open(ctx, qo)
 	if err != nil {
 		return nil, err
 	}
