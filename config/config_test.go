@@ -574,6 +574,14 @@ func TestExampleDigests(t *testing.T) {
 			see(f, strings.TrimRight(string(b), "\r\n"), secret)
 		}
 	}
+	keys, _ := filepath.Glob(filepath.Join(dir, "tls", "*-key.pem"))
+	for _, f := range keys {
+		what, ok := exampleFile(f)
+		if !ok {
+			t.Errorf("%s is published in %s but not in exampleDigests", f, dir)
+		}
+		found[what] = true
+	}
 	configs, _ := filepath.Glob(filepath.Join(dir, "keydesk*.yaml"))
 	for _, f := range configs {
 		b, err := os.ReadFile(f)
@@ -607,5 +615,43 @@ func TestExampleDigests(t *testing.T) {
 	}
 	if _, ok := ExampleSecret(keydesk.SecretString("a-real-password")); ok {
 		t.Error("a secret of one's own is taken for an example")
+	}
+}
+
+// TestExampleSecretsWarn: each kind of published secret in a config is a
+// Warning naming its key; one's own is not.
+func TestExampleSecretsWarn(t *testing.T) {
+	exampleKey, err := filepath.Abs("../deploy/examples/tls/intake-key.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownKey := write(t, t.TempDir(), "own-key.pem", "-----BEGIN PRIVATE KEY-----\nown\n-----END PRIVATE KEY-----\n")
+	tests := []struct {
+		name string
+		cfg  Config
+		want string // empty: no warning
+	}{
+		{"example IMAP password", Config{IMAP: IMAP{MailServer: MailServer{Password: keydesk.SecretString("example-imap-password")}}},
+			"keydesk.yaml: imap.password: is the example IMAP password of deploy/examples/keydesk.yaml, published with keydesk: set your own"},
+		{"example signing passphrase", Config{SigningKey: SigningKey{Passphrase: keydesk.SecretString("example-only-not-secret")}},
+			"keydesk.yaml: signing_key.passphrase: is the example signing key passphrase"},
+		{"example NATS TLS key", Config{NATS: NATS{TLSKey: exampleKey}},
+			"keydesk.yaml: nats.tls_key: " + exampleKey + " is the example TLS key deploy/examples/tls/intake-key.pem"},
+		{"own secrets", Config{IMAP: IMAP{MailServer: MailServer{Password: keydesk.SecretString("own")}}, NATS: NATS{TLSKey: ownKey}}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := ExampleSecrets(&tc.cfg, "partners.yaml", nil)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("warned of one's own: %v", err)
+				}
+				return
+			}
+			var w *Warning
+			if !errors.As(err, &w) || !strings.HasPrefix(err.Error(), tc.want) {
+				t.Fatalf("ExampleSecrets = %v, want a Warning starting %q", err, tc.want)
+			}
+		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -23,7 +24,7 @@ const ExampleSigningKeyFingerprint = "2635A50210293C7C27A49ECE8950DAFEFABC7EE3"
 // compared by its digest. A staff token's digest is what users.yaml holds
 // as token_sha256, so the same table finds the example users; their
 // password_hash lines (not secrets, but published) are here as digests of
-// the whole PHC string. TestExampleDigests holds the table to the files.
+// the whole PHC string, and the TLS private keys as digests of their files. TestExampleDigests holds the table to the files.
 var exampleDigests = map[string]string{
 	"2edcad3db66e30d8e128185ea85ba3e74bfe102308401c369e34c6d60b44880b": "the example IMAP password of deploy/examples/keydesk.yaml",
 	"44bc91b2ab07b57c3828a245087a5bcbb0b2cf2448b1de090fcb4d02383f3af4": "the example SMTP password of deploy/examples/secrets/smtp-password",
@@ -37,6 +38,12 @@ var exampleDigests = map[string]string{
 	"88646edd6a2dc1b1a8e31d6da3cd22a2ae20db496be2b75f9c8dd3c2356eda01": "the example password of alice in deploy/examples/users.yaml",
 	"d2919f21f418f5ae2d73deedbe05d41901033b141f10a73e3a6ffe0a8b7fd69f": "the example password of bob in deploy/examples/users.yaml",
 	"a0d6a5d0451141eb9ee6506b2e2f3df5e9f65151ad2978c2894df36ed24982de": "the example password of carol in deploy/examples/users.yaml",
+	"cfc636ee2679728eb9096620c2e62e9861aab494633f5e3f1905ec9e8fe3c76a": "the example TLS key deploy/examples/tls/admin-key.pem",
+	"fc92fbb12f34a955d4753397b54109ef9155b01a94267bc435530463aebe84b6": "the example TLS key deploy/examples/tls/batch-key.pem",
+	"544bcb8720b54a72f9e3681bbb0ff575dc7a0483d5daf25db5ae1a701b4e8061": "the example TLS key deploy/examples/tls/delivery-key.pem",
+	"e9d6d45cbf40649ba7c9cb3e0b776d4f518a1530cf471e75ec5dbc34806ecd41": "the example TLS key deploy/examples/tls/intake-key.pem",
+	"739bc2db2ab780e1521d3a62c89e761a85e391e726b4310684ff70bc994b0f03": "the example TLS key deploy/examples/tls/review-key.pem",
+	"1575d5595940ff32a427e13498ee1867ee23f47e538d00289a043e138db84c24": "the example TLS key deploy/examples/tls/server-key.pem",
 }
 
 // ExampleSecret reports whether s is a secret published in
@@ -60,6 +67,22 @@ func ExampleDigest(digest string) (string, bool) {
 // password_hash) is the example's.
 func ExampleText(s string) (string, bool) {
 	sum := sha256.Sum256([]byte(s))
+	return ExampleDigest(hex.EncodeToString(sum[:]))
+}
+
+// exampleFile reports whether the file at path (a TLS private key) is one
+// published in deploy/examples. A file that cannot be read is not: its
+// problem is reported where the file is checked.
+func exampleFile(path string) (string, bool) {
+	if path == "" {
+		return "", false
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", false
+	}
+	sum := sha256.Sum256(b)
+	clear(b)
 	return ExampleDigest(hex.EncodeToString(sum[:]))
 }
 
@@ -93,6 +116,11 @@ func ExampleSecrets(c *Config, partnersPath string, reg *keydesk.Registry) error
 		} {
 			if what, ok := ExampleSecret(s.v); ok {
 				errs = append(errs, Warnf("%s: %s: is %s, published with keydesk: set your own", f, s.key, what))
+			}
+		}
+		for _, k := range []struct{ key, file string }{{"nats.tls_key", c.NATS.TLSKey}, {"review.tls_key", c.Review.TLSKey}} {
+			if what, ok := exampleFile(c.Path(k.file)); ok {
+				errs = append(errs, Warnf("%s: %s: %s is %s, published with keydesk: anyone can hold this certificate; make your own (deploy/nats/mkcerts)", f, k.key, k.file, what))
 			}
 		}
 	}
