@@ -88,13 +88,15 @@ func probeIMAP(ctx context.Context, cfg *config.Config, timeout time.Duration) p
 	defer cancel()
 	res, err := intake.Probe(ctx, o)
 	if err != nil {
-		var pe *intake.ProbeError
-		errors.As(err, &pe)
+		phase := ""
+		if pe := (*intake.ProbeError)(nil); errors.As(err, &pe) {
+			phase = pe.Phase
+		}
 		todo := map[string]string{
 			"login":   "check imap.username and imap.password (or the OAuth2 token) and the auth mechanism",
 			"examine": "check imap.mailbox: the account has no such mailbox, or may not read it",
 			"list":    "the server refused to list mailboxes: check the account's rights",
-		}[pe.Phase]
+		}[phase]
 		if todo == "" {
 			todo = "check imap.address, imap.security and imap.tls_ca_file, and that the server is reachable from here"
 		}
@@ -121,13 +123,15 @@ func probeSMTP(ctx context.Context, cfg *config.Config, timeout time.Duration) p
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if err := sender.Probe(ctx); err != nil {
-		var se *delivery.SendError
-		errors.As(err, &se)
+		phase := ""
+		if se := (*delivery.SendError)(nil); errors.As(err, &se) {
+			phase = se.Phase
+		}
 		todo := map[string]string{
 			"tls":   "check smtp.security (tls: implicit, port 465; starttls: port 587) and smtp.tls_ca_file",
 			"hello": "the server refused EHLO: check smtp.helo_name",
 			"auth":  "check smtp.username and smtp.password (or the OAuth2 token) and smtp.auth",
-		}[se.Phase]
+		}[phase]
 		if todo == "" {
 			todo = "check smtp.address and that the server is reachable from here"
 		}
