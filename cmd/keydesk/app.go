@@ -138,12 +138,8 @@ const (
 // start, ends it at once. The app hooks run once the queue is open.
 func (a *app) connect(ctx context.Context) error {
 	cfg := a.cfg
-	o := queue.Options{
-		URL: cfg.NATS.URL, CredsFile: cfg.Path(cfg.NATS.CredsFile), Replicas: cfg.NATS.Replicas,
-		DataDir: cfg.Path(cfg.DataDir), Listen: cfg.NATS.Listen, Name: "keydesk " + a.holder, Logger: a.log,
-		TLSCAFile: cfg.Path(cfg.NATS.TLSCAFile), TLSCert: cfg.Path(cfg.NATS.TLSCert), TLSKey: cfg.Path(cfg.NATS.TLSKey),
-		SkipSetup: cfg.NATS.SkipSetup, InboxPrefix: cfg.NATS.InboxPrefix,
-	}
+	o := queueOptions(cfg, "keydesk "+a.holder)
+	o.Listen, o.Logger = cfg.NATS.Listen, a.log
 	wait := firstConnectWait
 	for try := 1; ; try++ {
 		q, err := queue.Open(ctx, o)
