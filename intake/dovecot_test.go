@@ -101,23 +101,25 @@ func TestDovecotBadMail(t *testing.T) {
 	}
 	h.run(h.poller(nil))
 	c := dovecotClient(t, d)
-	eventually(t, "inbox emptied", func() bool { return count(t, c, "INBOX") == 0 })
-	if got := count(t, c, "Rejected"); got != 2 {
-		t.Errorf("Rejected holds %d, want 2", got)
-	}
-	if got := count(t, c, "Processed"); got != 1 {
-		t.Errorf("Processed holds %d, want 1", got)
-	}
-	outcomes := map[string]string{}
-	for _, r := range h.records() {
-		outcomes[r.MessageID] = r.Outcome
-	}
 	want := map[string]string{"p1@acme.example": "malformed", "big@acme.example": "too-large", "a1@acme.example": "accept"}
-	for id, o := range want {
-		if outcomes[id] != o {
-			t.Errorf("%s: outcome %q, want %q", id, outcomes[id], o)
+	outcomes := func() map[string]string {
+		out := map[string]string{}
+		for _, r := range h.records() {
+			out[r.MessageID] = r.Outcome
 		}
+		return out
 	}
+	// The inbox empties as each email is moved; the last record and move
+	// may land a moment after it: wait for the whole end state.
+	eventually(t, "every email filed", func() bool {
+		got := outcomes()
+		for id, o := range want {
+			if got[id] != o {
+				return false
+			}
+		}
+		return count(t, c, "INBOX") == 0 && count(t, c, "Rejected") == 2 && count(t, c, "Processed") == 1
+	})
 }
 
 // TestDovecotCrashAndUIDValidity: the poller dies after storing and before
