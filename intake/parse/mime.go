@@ -65,10 +65,14 @@ func readMessage(r io.Reader, lim Limits) *msg {
 			return m
 		}
 	}
-	e, err := message.ReadWithOptions(br, &message.ReadOptions{MaxHeaderBytes: lim.HeaderBytes})
+	hb := &headerBudget{lim: lim}
+	e, err := message.ReadWithOptions(hb.guardEntity(br, "the header", 0), &message.ReadOptions{MaxHeaderBytes: lim.HeaderBytes})
 	switch {
 	case errors.Is(err, errTooLarge):
 		m.tooLarge = true
+		return m
+	case err != nil && e == nil && hb.hit != "":
+		m.bound("%s", hb.hit)
 		return m
 	case err != nil && e == nil:
 		if strings.Contains(err.Error(), "header exceeds maximum size") {
@@ -109,8 +113,13 @@ func readMessage(r io.Reader, lim Limits) *msg {
 	if ct, params, err := e.Header.ContentType(); err == nil && ct == "multipart/report" {
 		m.report = strings.ToLower(params["report-type"])
 	}
-	w := &walker{m: m, lim: lim, textLeft: lim.TextBytes}
+	w := &walker{m: m, lim: lim, textLeft: lim.TextBytes, headers: hb}
 	m.text = w.walk(e, 0).text
+	if hb.hit != "" {
+		// A part's header past its bound stops the walk wherever the read
+		// was: the part itself, or one before it reading ahead.
+		m.bound("%s", hb.hit)
+	}
 	return m
 }
 
@@ -119,6 +128,7 @@ type walker struct {
 	lim      Limits
 	parts    int
 	textLeft int
+	headers  *headerBudget // shared by every header block of the message
 }
 
 type walked struct {
@@ -136,14 +146,14 @@ func (w *walker) walk(e *message.Entity, depth int) walked {
 		ct, params = "text/plain", map[string]string{}
 	}
 	disp, dparams, _ := e.Header.ContentDisposition()
-	if w.m.tooLarge {
+	if w.m.tooLarge || w.headers.hit != "" {
 		return walked{}
 	}
 	switch {
 	case ct == "application/pkcs7-mime" || ct == "application/x-pkcs7-mime" || ct == "application/pgp-encrypted":
 		w.m.encrypted = true
 	case strings.HasPrefix(ct, "multipart/"):
-		return w.multipart(e, ct, depth)
+		return w.multipart(e, ct, params["boundary"], depth)
 	case ct == "message/rfc822" || ct == "message/global":
 		return w.attachedMessage(e, depth)
 	case disp == "attachment" || (dparams["filename"] != "" && disp != "inline"):
@@ -162,11 +172,14 @@ func (w *walker) drain(r io.Reader) {
 			w.m.tooLarge = true
 			return
 		}
+		if w.headers.hit != "" {
+			return // named once the walk is over
+		}
 		w.m.warn("a MIME part could not be decoded (%s): it was skipped", oneLine(err.Error(), 120))
 	}
 }
 
-func (w *walker) multipart(e *message.Entity, ct string, depth int) walked {
+func (w *walker) multipart(e *message.Entity, ct, boundary string, depth int) walked {
 	if ct == "multipart/encrypted" {
 		w.m.encrypted = true
 		return walked{}
@@ -175,6 +188,9 @@ func (w *walker) multipart(e *message.Entity, ct string, depth int) walked {
 		w.m.bound("MIME parts are nested deeper than %d levels", w.lim.Depth)
 		return walked{}
 	}
+	// The parts' headers are read by go-message without a bound: the
+	// guard counts them on the way in.
+	e.Body = w.headers.guardParts(e.Body, boundary)
 	mr := e.MultipartReader()
 	if mr == nil {
 		return walked{}
@@ -189,6 +205,8 @@ func (w *walker) multipart(e *message.Entity, ct string, depth int) walked {
 		if err != nil && p == nil {
 			if errors.Is(err, errTooLarge) {
 				w.m.tooLarge = true
+			} else if w.headers.hit != "" {
+				// named once the walk is over
 			} else if len(kids) == 0 {
 				w.m.malformed = append(w.m.malformed, "a multipart body has no readable part ("+oneLine(err.Error(), 120)+")")
 			} else {
@@ -241,10 +259,13 @@ func (w *walker) attachedMessage(e *message.Entity, depth int) walked {
 		w.m.bound("MIME parts are nested deeper than %d levels", w.lim.Depth)
 		return walked{}
 	}
-	inner, err := message.ReadWithOptions(e.Body, &message.ReadOptions{MaxHeaderBytes: w.lim.HeaderBytes})
+	inner, err := message.ReadWithOptions(w.headers.guardEntity(e.Body, "an attached message's header", w.lim.PartHeaderBytes),
+		&message.ReadOptions{MaxHeaderBytes: w.lim.HeaderBytes})
 	if err != nil && inner == nil {
 		if errors.Is(err, errTooLarge) {
 			w.m.tooLarge = true
+		} else if w.headers.hit != "" {
+			// named once the walk is over
 		} else {
 			w.m.warn("an attached message cannot be read (%s)", oneLine(err.Error(), 120))
 		}
@@ -280,7 +301,7 @@ func (w *walker) take(r io.Reader) (string, bool) {
 	if err != nil {
 		if errors.Is(err, errTooLarge) {
 			w.m.tooLarge = true
-		} else {
+		} else if w.headers.hit == "" {
 			w.m.warn("a text part could not be decoded completely (%s)", oneLine(err.Error(), 120))
 		}
 	}
