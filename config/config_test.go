@@ -220,7 +220,7 @@ partners:
     technical_contact: {email: sec@acme.example, pgp_key_file: keys/acme.asc, fingerprint: "`+fp1+`"}
     environments: {sandbox: {api_key: k, api_secret: s}}
   - id: Acme!
-    requesters: ["*@acme.example", "not an address", "*@localhost"]
+    requesters: ["*@acme.example", "not an address", "*@localhost", "cto@acme-holdİngs.example"]
     technical_contact: {email: "nope", pgp_key_file: keys/missing.asc, fingerprint: "9F3A"}
     allowed_scopes: [trade:write]
     environments: {staging: {api_key: k}}
@@ -238,6 +238,7 @@ partners:
 		`partners-bad.yaml: partners[1].requesters[0]: "*@acme.example" is also a requester of partner acme`,
 		`partners-bad.yaml: partners[1].requesters[1]: "not an address" is neither`,
 		`partners-bad.yaml: partners[1].requesters[2]: "*@localhost": the domain must be a full domain name`,
+		`partners-bad.yaml: partners[1].requesters[3]: "cto@acme-holdİngs.example": the domain is not a valid internationalised domain name`,
 		`partners-bad.yaml: partners[1].technical_contact.email: "nope" is not an email address`,
 		`partners-bad.yaml: partners[1].technical_contact.fingerprint: "9F3A" is not a full fingerprint`,
 		`partners-bad.yaml: partners[1].technical_contact.pgp_key_file:`,

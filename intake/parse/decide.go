@@ -18,7 +18,9 @@ func decide(m *msg, o Options, digest string) *Result {
 
 	var headerFrom string
 	if m.headerOK && m.fromErr == nil && len(m.from) == 1 {
-		headerFrom = strings.ToLower(strings.TrimSpace(m.from[0].Address))
+		// As received, ASCII letters lower-cased: never folded, so the
+		// review shows the lookalike a sender used, and it matches nothing.
+		headerFrom = keydesk.ASCIILower(strings.TrimSpace(m.from[0].Address))
 	}
 	res.SourceKey = sourceKey(headerFrom, m.messageID, digest)
 	if m.headerOK {
@@ -329,7 +331,7 @@ func containsFlag(fs []keydesk.Flag, f keydesk.Flag) bool {
 func isInternal(addr string, domains []string) bool {
 	d := keydesk.AddressDomain(addr)
 	for _, x := range domains {
-		if strings.EqualFold(strings.TrimSpace(x), d) {
+		if keydesk.SameDomain(x, d) {
 			return true
 		}
 	}

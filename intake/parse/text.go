@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/buildmarkets/keydesk"
 )
 
 // body is the readable text of an email split into what the sender wrote
@@ -147,15 +149,15 @@ func readHeaderBlock(lines []string, i int) (f forward, next int) {
 // "Jane <jane@x>", "Jane [mailto:jane@x]", "jane@x".
 func addressIn(v string) string {
 	if a, err := mail.ParseAddress(v); err == nil {
-		return strings.ToLower(a.Address)
+		return keydesk.ASCIILower(a.Address)
 	}
 	if m := mailtoRE.FindStringSubmatch(v); m != nil {
 		if a, err := mail.ParseAddress(m[1]); err == nil {
-			return strings.ToLower(a.Address)
+			return keydesk.ASCIILower(a.Address)
 		}
 	}
 	if m := bareAddrRE.FindString(v); m != "" {
-		return strings.ToLower(m)
+		return keydesk.ASCIILower(m)
 	}
 	return ""
 }
