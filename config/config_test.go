@@ -110,6 +110,10 @@ review: {listen: "nowhere", four_eyes: [production, staging]}
 batch: {concurrency: 1000}
 log: {level: loud}
 signing_key: {file: missing.asc}
+sender_auth:
+  trusted_authserv_ids: ["mx.buildmarKets.ai"]
+  internal_domains: ["buildmarketſ.ai"]
+  relationship_managers: ["Ron <rm@buildmarkets.ai>", "*@buildmarkets.ai"]
 imap_pasword: typo
 `)
 	_, err := load(p, env(nil))
@@ -117,7 +121,7 @@ imap_pasword: typo
 		t.Fatal("broken config accepted")
 	}
 	for _, want := range []string{
-		"keydesk.yaml: imap_pasword: unknown key (line 17)",
+		"keydesk.yaml: imap_pasword: unknown key (line 21)",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)
@@ -143,6 +147,10 @@ imap_pasword: typo
 		"keydesk.yaml: batch.concurrency: 1000 is out of range",
 		"keydesk.yaml: log.level: \"loud\"",
 		"keydesk.yaml: signing_key.file:",
+		"keydesk.yaml: sender_auth.trusted_authserv_ids[0]: \"mx.buildmarKets.ai\" must be your MTA's host name in ASCII",
+		"keydesk.yaml: sender_auth.internal_domains[0]: \"buildmarketſ.ai\" is not a domain name",
+		"keydesk.yaml: sender_auth.relationship_managers[0]: \"Ron <rm@buildmarkets.ai>\" is not one email address",
+		"keydesk.yaml: sender_auth.relationship_managers[1]: \"*@buildmarkets.ai\" is not one email address",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)

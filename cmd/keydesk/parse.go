@@ -165,12 +165,13 @@ func parseOptions(cfgPath string, now time.Time) (o parse.Options, schedule, tem
 // within 30 days is flagged).
 func parseOptionsFromConfig(cfg *config.Config, reg *keydesk.Registry, now func() time.Time) parse.Options {
 	return parse.Options{
-		Registry:           reg,
-		TrustedAuthservIDs: cfg.SenderAuth.TrustedAuthservIDs,
-		RequireDMARC:       cfg.SenderAuth.DMARCRequired(),
-		InternalDomains:    cfg.SenderAuth.InternalDomains,
-		MaxBytes:           int64(cfg.IMAP.MaxMessageBytes),
-		Now:                now,
+		Registry:             reg,
+		TrustedAuthservIDs:   cfg.SenderAuth.TrustedAuthservIDs,
+		RequireDMARC:         cfg.SenderAuth.DMARCRequired(),
+		InternalDomains:      cfg.SenderAuth.InternalDomains,
+		RelationshipManagers: cfg.SenderAuth.RelationshipManagers,
+		MaxBytes:             int64(cfg.IMAP.MaxMessageBytes),
+		Now:                  now,
 		ContactKeyProblem: func(p *keydesk.Partner) error {
 			if exp := p.TechnicalContact.KeyExpires; !exp.IsZero() && !exp.After(now()) {
 				return errors.New("it expired on " + exp.UTC().Format("2006-01-02"))

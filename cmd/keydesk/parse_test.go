@@ -146,11 +146,13 @@ func TestParseWithConfig(t *testing.T) {
 func TestParseOptionsFromConfig(t *testing.T) {
 	cfg := config.Default()
 	cfg.SenderAuth.TrustedAuthservIDs = []string{"mx.example"}
+	cfg.SenderAuth.RelationshipManagers = []string{"rm@buildmarkets.ai"}
 	p := func(exp time.Time) *keydesk.Partner {
 		return &keydesk.Partner{ID: "p", TechnicalContact: keydesk.TechnicalContact{KeyExpires: exp}}
 	}
 	o := parseOptionsFromConfig(cfg, &keydesk.Registry{}, func() time.Time { return parseNow })
-	if !o.RequireDMARC || o.MaxBytes != 10<<20 || o.TrustedAuthservIDs[0] != "mx.example" || o.InternalDomains[0] != "buildmarkets.ai" {
+	if !o.RequireDMARC || o.MaxBytes != 10<<20 || o.TrustedAuthservIDs[0] != "mx.example" || o.InternalDomains[0] != "buildmarkets.ai" ||
+		len(o.RelationshipManagers) != 1 || o.RelationshipManagers[0] != "rm@buildmarkets.ai" {
 		t.Errorf("options %+v", o)
 	}
 	tests := []struct {

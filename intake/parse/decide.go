@@ -97,7 +97,10 @@ func decide(m *msg, o Options, digest string) *Result {
 
 	var flags []keydesk.Flag
 	var reasons []keydesk.Reason
-	internal := headerFrom != "" && isInternal(headerFrom, o.InternalDomains)
+	internal := headerFrom != "" && isRelationshipManager(headerFrom, o)
+	if !internal && headerFrom != "" && len(o.RelationshipManagers) > 0 && isInternal(headerFrom, o.InternalDomains) && bd.forward != nil {
+		warn("%s is not one of the listed Relationship Managers: what it forwards is not read as a partner's request", oneLine(headerFrom, 200))
+	}
 	res.From = headerFrom
 	drafts := readDrafts(bd.own, lim)
 	if internal {
@@ -111,6 +114,11 @@ func decide(m *msg, o Options, digest string) *Result {
 			reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonUnknownSender,
 				Message:    "the email comes from " + headerFrom + " but forwards no partner's email",
 				Suggestion: "forward the partner's original email as is (inline or as an attachment)"})
+		case len(bd.forward.several) > 0:
+			res.From = ""
+			reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonUnknownSender,
+				Message:    "the forwarded email's From line names several addresses (" + oneLine(strings.Join(bd.forward.several, ", "), 300) + "): which one sent it is not clear",
+				Suggestion: "support checks who sent it; forward the partner's original email as is (as an attachment keeps its header intact)"})
 		case bd.forward.from == "":
 			res.From = ""
 			reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonUnknownSender,
@@ -326,6 +334,21 @@ func containsFlag(fs []keydesk.Flag, f keydesk.Flag) bool {
 		}
 	}
 	return false
+}
+
+// isRelationshipManager reports whether addr may forward a partner's
+// request: one of the listed Relationship Managers, or, without a list,
+// any address at an internal domain.
+func isRelationshipManager(addr string, o Options) bool {
+	if len(o.RelationshipManagers) > 0 {
+		for _, rm := range o.RelationshipManagers {
+			if !strings.HasPrefix(strings.TrimSpace(rm), "*@") && keydesk.MatchAddress(rm, addr) {
+				return true
+			}
+		}
+		return false
+	}
+	return isInternal(addr, o.InternalDomains)
 }
 
 func isInternal(addr string, domains []string) bool {

@@ -275,7 +275,9 @@ func (w *walker) attachedMessage(e *message.Entity, depth int) walked {
 	h := mail.Header{Header: inner.Header}
 	var b strings.Builder
 	b.WriteString("---------- Forwarded message ---------\n")
-	if from, err := h.AddressList("From"); err == nil && len(from) > 0 {
+	// One address is written as parsed; anything else as it came, so that
+	// the forward reader sees every address a From line names.
+	if from, err := h.AddressList("From"); err == nil && len(from) == 1 {
 		b.WriteString("From: " + oneLine(from[0].String(), 300) + "\n")
 	} else if raw := inner.Header.Get("From"); raw != "" {
 		b.WriteString("From: " + oneLine(raw, 300) + "\n")

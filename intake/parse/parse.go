@@ -124,6 +124,10 @@ type Options struct {
 	// InternalDomains are Buildmarkets' own domains: Relationship Managers
 	// forward partners' requests from there.
 	InternalDomains []string
+	// RelationshipManagers, when set, are the only addresses whose
+	// forwards are read as a partner's request; without them, any address
+	// at an internal domain is taken for a Relationship Manager.
+	RelationshipManagers []string
 	// MaxBytes bounds the whole message (default DefaultMaxBytes).
 	MaxBytes int64
 	// Limits bound the parts of a message.
