@@ -36,7 +36,7 @@ func dmarc(m *msg, trusted []string, fromDomain string) (bool, string) {
 			switch {
 			case d.Value != authres.ResultPass:
 				why = "dmarc=" + string(d.Value) + " for " + oneLine(hf, 100)
-			case !keydesk.SameDomain(hf, fromDomain):
+			case hf != fromDomain && !keydesk.SameDomain(hf, fromDomain):
 				why = "dmarc=pass is for " + oneLine(hf, 100) + ", not the From domain " + oneLine(fromDomain, 100)
 			default:
 				return true, ""
