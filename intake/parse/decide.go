@@ -99,7 +99,7 @@ func decide(m *msg, o Options, digest string) *Result {
 	var reasons []keydesk.Reason
 	internal := headerFrom != "" && isRelationshipManager(headerFrom, o)
 	if !internal && headerFrom != "" && len(o.RelationshipManagers) > 0 && isInternal(headerFrom, o.InternalDomains) && bd.forward != nil {
-		warn("%s is not one of the listed Relationship Managers: what it forwards is not read as a partner's request", oneLine(headerFrom, 200))
+		warn("%s is not one of the listed Relationship Managers: what it forwards is not read as a partner's request", keydesk.SafeLine(headerFrom, 200))
 	}
 	res.From = headerFrom
 	drafts := readDrafts(bd.own, lim)
@@ -112,12 +112,12 @@ func decide(m *msg, o Options, digest string) *Result {
 		case bd.forward == nil:
 			res.From = ""
 			reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonUnknownSender,
-				Message:    "the email comes from " + headerFrom + " but forwards no partner's email",
+				Message:    "the email comes from " + keydesk.SafeLine(headerFrom, 200) + " but forwards no partner's email",
 				Suggestion: "forward the partner's original email as is (inline or as an attachment)"})
 		case len(bd.forward.several) > 0:
 			res.From = ""
 			reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonUnknownSender,
-				Message:    "the forwarded email's From line names several addresses (" + oneLine(strings.Join(bd.forward.several, ", "), 300) + "): which one sent it is not clear",
+				Message:    "the forwarded email's From line names several addresses (" + keydesk.SafeLine(strings.Join(bd.forward.several, ", "), 300) + "): which one sent it is not clear",
 				Suggestion: "support checks who sent it; forward the partner's original email as is (as an attachment keeps its header intact)"})
 		case bd.forward.from == "":
 			res.From = ""
@@ -169,7 +169,7 @@ func decide(m *msg, o Options, digest string) *Result {
 		res.Verdict = Review
 		flags = append(flags, keydesk.FlagUnknownSender)
 		if res.From != "" || !internal {
-			who := res.From
+			who := keydesk.SafeLine(res.From, 200)
 			if who == "" {
 				who = "the sender"
 			}
@@ -193,7 +193,7 @@ func decide(m *msg, o Options, digest string) *Result {
 		if o.ContactKeyProblem != nil {
 			if err := o.ContactKeyProblem(res.Partner); err != nil {
 				reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonContactKeyUnusable,
-					Message:    "the OpenPGP key of your registered technical contact cannot be used: " + oneLine(err.Error(), 200),
+					Message:    "the OpenPGP key of your registered technical contact cannot be used: " + keydesk.SafeLine(err.Error(), 200),
 					Suggestion: "ask your technical contact to send their current public key to your Relationship Manager, then send the request again"})
 			}
 		}

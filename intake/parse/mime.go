@@ -13,6 +13,8 @@ import (
 	"github.com/emersion/go-message"
 	_ "github.com/emersion/go-message/charset" // decode every charset mail clients use, not only UTF-8 and ASCII
 	"github.com/emersion/go-message/mail"
+
+	"github.com/buildmarkets/keydesk"
 )
 
 // angleAddrRE is the one address in angle brackets ending a From header.
@@ -78,11 +80,11 @@ func readMessage(r io.Reader, lim Limits) *msg {
 		if strings.Contains(err.Error(), "header exceeds maximum size") {
 			m.bound("the header is larger than %d bytes", lim.HeaderBytes)
 		} else {
-			m.malformed = append(m.malformed, "the header cannot be read: "+oneLine(err.Error(), 200))
+			m.malformed = append(m.malformed, "the header cannot be read: "+keydesk.SafeLine(err.Error(), 200))
 		}
 		return m
 	case err != nil:
-		m.warn("%s", oneLine(err.Error(), 200))
+		m.warn("%s", keydesk.SafeLine(err.Error(), 200))
 	}
 	m.header = e.Header
 	m.headerOK = true
@@ -95,17 +97,26 @@ func readMessage(r io.Reader, lim Limits) *msg {
 		if sm := angleAddrRE.FindStringSubmatch(e.Header.Get("From")); sm != nil {
 			if a, err := mail.ParseAddress(sm[1]); err == nil {
 				m.from, m.fromErr = []*mail.Address{a}, nil
-				m.warn("the From header is malformed: its address %s was used", oneLine(a.Address, 200))
+				m.warn("the From header is malformed: its address %s was used", keydesk.SafeLine(a.Address, 200))
 			}
 		}
 	}
+	for _, a := range m.from {
+		// An address with a control or bidi character in it would show
+		// as another one: it names no sender.
+		if !keydesk.Inert(a.Address) {
+			m.warn("the From address %s holds control or formatting characters: it names no sender", keydesk.SafeLine(a.Address, 200))
+			m.from, m.fromErr = nil, errors.New("parse: unsafe characters in the From address")
+			break
+		}
+	}
 	if s, err := h.Subject(); err == nil || s != "" {
-		m.subject = oneLine(s, 300)
+		m.subject = keydesk.SafeLine(s, 300)
 	}
 	if id, err := h.MessageID(); err == nil && id != "" {
-		m.messageID = oneLine(id, 250)
+		m.messageID = keydesk.SafeLine(id, 250)
 	} else if raw := strings.TrimSpace(e.Header.Get("Message-Id")); raw != "" {
-		m.messageID = oneLine(strings.Trim(raw, "<>"), 250)
+		m.messageID = keydesk.SafeLine(strings.Trim(raw, "<>"), 250)
 	}
 	if e.Header.Get("Date") != "" {
 		m.date, m.dateErr = h.Date()
@@ -175,7 +186,7 @@ func (w *walker) drain(r io.Reader) {
 		if w.headers.hit != "" {
 			return // named once the walk is over
 		}
-		w.m.warn("a MIME part could not be decoded (%s): it was skipped", oneLine(err.Error(), 120))
+		w.m.warn("a MIME part could not be decoded (%s): it was skipped", keydesk.SafeLine(err.Error(), 120))
 	}
 }
 
@@ -208,14 +219,14 @@ func (w *walker) multipart(e *message.Entity, ct, boundary string, depth int) wa
 			} else if w.headers.hit != "" {
 				// named once the walk is over
 			} else if len(kids) == 0 {
-				w.m.malformed = append(w.m.malformed, "a multipart body has no readable part ("+oneLine(err.Error(), 120)+")")
+				w.m.malformed = append(w.m.malformed, "a multipart body has no readable part ("+keydesk.SafeLine(err.Error(), 120)+")")
 			} else {
-				w.m.warn("the MIME structure ends early (%s): the parts before were read", oneLine(err.Error(), 120))
+				w.m.warn("the MIME structure ends early (%s): the parts before were read", keydesk.SafeLine(err.Error(), 120))
 			}
 			break
 		}
 		if err != nil {
-			w.m.warn("%s", oneLine(err.Error(), 160))
+			w.m.warn("%s", keydesk.SafeLine(err.Error(), 160))
 		}
 		w.parts++
 		if w.parts > w.lim.Parts {
@@ -267,7 +278,7 @@ func (w *walker) attachedMessage(e *message.Entity, depth int) walked {
 		} else if w.headers.hit != "" {
 			// named once the walk is over
 		} else {
-			w.m.warn("an attached message cannot be read (%s)", oneLine(err.Error(), 120))
+			w.m.warn("an attached message cannot be read (%s)", keydesk.SafeLine(err.Error(), 120))
 		}
 		return walked{}
 	}
@@ -278,15 +289,15 @@ func (w *walker) attachedMessage(e *message.Entity, depth int) walked {
 	// One address is written as parsed; anything else as it came, so that
 	// the forward reader sees every address a From line names.
 	if from, err := h.AddressList("From"); err == nil && len(from) == 1 {
-		b.WriteString("From: " + oneLine(from[0].String(), 300) + "\n")
+		b.WriteString("From: " + keydesk.SafeLine(from[0].String(), 300) + "\n")
 	} else if raw := inner.Header.Get("From"); raw != "" {
-		b.WriteString("From: " + oneLine(raw, 300) + "\n")
+		b.WriteString("From: " + keydesk.SafeLine(raw, 300) + "\n")
 	}
 	if d := inner.Header.Get("Date"); d != "" {
-		b.WriteString("Date: " + oneLine(d, 100) + "\n")
+		b.WriteString("Date: " + keydesk.SafeLine(d, 100) + "\n")
 	}
 	if s, _ := h.Subject(); s != "" {
-		b.WriteString("Subject: " + oneLine(s, 300) + "\n")
+		b.WriteString("Subject: " + keydesk.SafeLine(s, 300) + "\n")
 	}
 	b.WriteString("\n")
 	b.WriteString(w.walk(inner, depth+1).text)
@@ -304,7 +315,7 @@ func (w *walker) take(r io.Reader) (string, bool) {
 		if errors.Is(err, errTooLarge) {
 			w.m.tooLarge = true
 		} else if w.headers.hit == "" {
-			w.m.warn("a text part could not be decoded completely (%s)", oneLine(err.Error(), 120))
+			w.m.warn("a text part could not be decoded completely (%s)", keydesk.SafeLine(err.Error(), 120))
 		}
 	}
 	short := false

@@ -32,7 +32,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/buildmarkets/keydesk"
@@ -241,32 +240,4 @@ func Parse(r io.Reader, o Options) (*Result, error) {
 	res := decide(m, o, hex.EncodeToString(cr.h.Sum(nil)))
 	res.Size = cr.n
 	return res, nil
-}
-
-// oneLine makes header text safe to show and to reuse in a subject: line
-// breaks and control characters become spaces, runs of space one.
-func oneLine(s string, max int) string {
-	var b strings.Builder
-	space := false
-	n := 0
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f || r == '\u2028' || r == '\u2029' || r == '\u0085' || r == '\ufeff' {
-			r = ' '
-		}
-		if r == ' ' {
-			if space {
-				continue
-			}
-			space = true
-		} else {
-			space = false
-		}
-		if n >= max {
-			b.WriteString("…")
-			break
-		}
-		b.WriteRune(r)
-		n++
-	}
-	return strings.TrimSpace(b.String())
 }

@@ -137,12 +137,12 @@ func readHeaderBlock(lines []string, i int) (f forward, next int) {
 		switch k {
 		case "from":
 			if f.rawFrom == "" {
-				f.rawFrom = oneLine(v, 300)
+				f.rawFrom = keydesk.SafeLine(v, 300)
 				f.from, f.several = addressIn(v)
 			}
 		case "subject":
 			if f.subject == "" {
-				f.subject = oneLine(v, 300)
+				f.subject = keydesk.SafeLine(v, 300)
 			}
 		}
 	}
@@ -156,6 +156,9 @@ func readHeaderBlock(lines []string, i int) (f forward, next int) {
 // for a person to judge. Taking the first would let the text before the
 // real address name the partner.
 func addressIn(v string) (string, []string) {
+	if !keydesk.Inert(v) {
+		return "", nil // a control or bidi character: what it shows is not what it is
+	}
 	if a, err := mail.ParseAddress(v); err == nil {
 		return keydesk.ASCIILower(a.Address), nil
 	}
