@@ -161,6 +161,28 @@ func TestRequestID(t *testing.T) {
 	}
 }
 
+func TestDomainKey(t *testing.T) {
+	tests := []struct {
+		in, want string
+		ok       bool
+	}{
+		{"Buildmarkets.AI", "buildmarkets.ai", true},
+		{"bücher.example", "xn--bcher-kva.example", true},
+		{"buildmar\u212aets.ai", "", false},
+		{"buildmarket\u017f.ai", "", false},
+		{"acme-hold\u0130ngs.example", "", false},
+		{"", "", false},
+	}
+	for _, tt := range tests {
+		if got, ok := DomainKey(tt.in); got != tt.want || ok != tt.ok {
+			t.Errorf("DomainKey(%q) = %q, %v; want %q, %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+	}
+	if got := ASCIILower("Jane.\u212a\u0130@ACME.example"); got != "jane.\u212a\u0130@acme.example" {
+		t.Errorf("ASCIILower folded beyond ASCII: %q", got)
+	}
+}
+
 func TestMatchAddress(t *testing.T) {
 	tests := []struct {
 		pattern, addr string
@@ -176,6 +198,17 @@ func TestMatchAddress(t *testing.T) {
 		{"*@acme.example", "a@b@acme.example", false},
 		{"cto@acme-holdings.example", "cto@acme-holdings.example", true},
 		{"cto@acme-holdings.example", "cfo@acme-holdings.example", false},
+		// Lookalikes: Unicode case folding would match each of these.
+		{"*@buildmarkets.ai", "rm@buildmar\u212aets.ai", false}, // KELVIN SIGN
+		{"*@buildmarkets.ai", "rm@buildmarket\u017f.ai", false}, // LATIN SMALL LETTER LONG S
+		{"cto@acme-holdings.example", "cto@acme-hold\u0130ngs.example", false},
+		{"cto@acme-holdings.example", "\u212ato@acme-holdings.example", false},
+		{"jane@acme.example", "jane\u017f@acme.example", false},
+		{"ſ@acme.example", "s@acme.example", false},
+		// An internationalised domain matches in either of its forms.
+		{"*@bücher.example", "x@xn--bcher-kva.example", true},
+		{"*@xn--bcher-kva.example", "x@bücher.example", true},
+		{"*@bücher.example", "x@BÜCHER.example", false},
 	}
 	for _, tt := range tests {
 		if got := MatchAddress(tt.pattern, tt.addr); got != tt.want {

@@ -50,29 +50,32 @@ func (p *Partner) MatchesRequester(addr string) bool {
 	return false
 }
 
-// MatchAddress matches an address against an exact address or *@domain.
+// MatchAddress matches an address against an exact address or *@domain,
+// compared as AddressKey and DomainKey say (no Unicode case folding).
 // The domain must match whole: *@acme.example matches neither
 // x@acme.example.evil.test nor x@evil-acme.example nor x@sub.acme.example.
 func MatchAddress(pattern, addr string) bool {
-	pattern = strings.ToLower(strings.TrimSpace(pattern))
-	addr = strings.ToLower(strings.TrimSpace(addr))
-	at := strings.LastIndexByte(addr, '@')
-	if at <= 0 || at == len(addr)-1 || strings.Count(addr, "@") != 1 {
+	key, ok := AddressKey(addr)
+	if !ok {
 		return false
 	}
+	pattern = strings.TrimSpace(pattern)
 	if dom, ok := strings.CutPrefix(pattern, "*@"); ok {
-		return addr[at+1:] == dom
+		d, ok := DomainKey(dom)
+		return ok && key[strings.LastIndexByte(key, '@')+1:] == d
 	}
-	return pattern == addr
+	pk, ok := AddressKey(pattern)
+	return ok && pk == key
 }
 
-// AddressDomain returns the domain of an address, lower-cased.
+// AddressDomain returns the domain of an address, ASCII letters
+// lower-cased: as received, for showing; compare it with SameDomain.
 func AddressDomain(addr string) string {
 	at := strings.LastIndexByte(addr, '@')
 	if at < 0 {
 		return ""
 	}
-	return strings.ToLower(addr[at+1:])
+	return ASCIILower(addr[at+1:])
 }
 
 // Registry is the set of partners, read from partners.yaml.

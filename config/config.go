@@ -12,11 +12,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/mail"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/buildmarkets/keydesk"
 )
@@ -180,8 +182,16 @@ type SenderAuth struct {
 	TrustedAuthservIDs []string `yaml:"trusted_authserv_ids"`
 	// RequireDMARC refuses mail without a trusted dmarc=pass. Default true.
 	RequireDMARC *bool `yaml:"require_dmarc"`
-	// InternalDomains are Buildmarkets' own: Relationship Managers forward from there.
+	// InternalDomains are Buildmarkets' own: Relationship Managers forward
+	// from there, and a forward of mail from there is never a new request.
+	// Default [buildmarkets.ai].
 	InternalDomains []string `yaml:"internal_domains"`
+	// RelationshipManagers, when set, are the only addresses whose
+	// forwards are read as a partner's request (still flagged for a person
+	// to approve). Without it, every address at an internal domain is
+	// trusted so: a shared mailbox, a no-reply sender or one compromised
+	// account there could then vouch for any partner. Exact addresses only.
+	RelationshipManagers []string `yaml:"relationship_managers"`
 }
 
 // DMARCRequired reports the effective require_dmarc.
@@ -445,6 +455,23 @@ func (c *Config) Validate() error {
 		}
 		if c.IMAP.ProcessedMailbox == c.IMAP.Mailbox || c.IMAP.RejectedMailbox == c.IMAP.Mailbox {
 			bad("imap.processed_mailbox", "processed and rejected mailboxes must differ from imap.mailbox %q", c.IMAP.Mailbox)
+		}
+	}
+	for i, id := range c.SenderAuth.TrustedAuthservIDs {
+		if id = strings.TrimSpace(id); id == "" || strings.ContainsFunc(id, func(r rune) bool { return r > unicode.MaxASCII || r <= ' ' }) {
+			bad(fmt.Sprintf("sender_auth.trusted_authserv_ids[%d]", i), "%q must be your MTA's host name in ASCII: a non-ASCII authserv-id is never trusted", id)
+		}
+	}
+	for i, d := range c.SenderAuth.InternalDomains {
+		if _, ok := keydesk.DomainKey(d); !ok || strings.Contains(d, "@") {
+			bad(fmt.Sprintf("sender_auth.internal_domains[%d]", i), "%q is not a domain name (write it in lower case, or in its xn-- form)", d)
+		}
+	}
+	for i, a := range c.SenderAuth.RelationshipManagers {
+		if pa, err := mail.ParseAddress(a); err != nil || pa.Address != strings.TrimSpace(a) || strings.HasPrefix(a, "*") {
+			bad(fmt.Sprintf("sender_auth.relationship_managers[%d]", i), "%q is not one email address (no name, no *@domain)", a)
+		} else if _, ok := keydesk.AddressKey(a); !ok {
+			bad(fmt.Sprintf("sender_auth.relationship_managers[%d]", i), "%q: the domain is not a valid domain name", a)
 		}
 	}
 	if c.SMTP.Address != "" && c.SMTP.From == "" {

@@ -115,6 +115,10 @@ review: {listen: "nowhere", four_eyes: [production, staging]}
 batch: {concurrency: 1000}
 log: {level: loud}
 signing_key: {file: missing.asc}
+sender_auth:
+  trusted_authserv_ids: ["mx.buildmarKets.ai"]
+  internal_domains: ["buildmarketſ.ai"]
+  relationship_managers: ["Ron <rm@buildmarkets.ai>", "*@buildmarkets.ai"]
 imap_pasword: typo
 `)
 	_, err := load(p, env(nil))
@@ -122,7 +126,7 @@ imap_pasword: typo
 		t.Fatal("broken config accepted")
 	}
 	for _, want := range []string{
-		"keydesk.yaml: imap_pasword: unknown key (line 17)",
+		"keydesk.yaml: imap_pasword: unknown key (line 21)",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)
@@ -148,6 +152,10 @@ imap_pasword: typo
 		"keydesk.yaml: batch.concurrency: 1000 is out of range",
 		"keydesk.yaml: log.level: \"loud\"",
 		"keydesk.yaml: signing_key.file:",
+		"keydesk.yaml: sender_auth.trusted_authserv_ids[0]: \"mx.buildmarKets.ai\" must be your MTA's host name in ASCII",
+		"keydesk.yaml: sender_auth.internal_domains[0]: \"buildmarketſ.ai\" is not a domain name",
+		"keydesk.yaml: sender_auth.relationship_managers[0]: \"Ron <rm@buildmarkets.ai>\" is not one email address",
+		"keydesk.yaml: sender_auth.relationship_managers[1]: \"*@buildmarkets.ai\" is not one email address",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)
@@ -225,7 +233,7 @@ partners:
     technical_contact: {email: sec@acme.example, pgp_key_file: keys/acme.asc, fingerprint: "`+fp1+`"}
     environments: {sandbox: {api_key: k, api_secret: s}}
   - id: Acme!
-    requesters: ["*@acme.example", "not an address", "*@localhost"]
+    requesters: ["*@acme.example", "not an address", "*@localhost", "cto@acme-holdİngs.example"]
     technical_contact: {email: "nope", pgp_key_file: keys/missing.asc, fingerprint: "9F3A"}
     allowed_scopes: [trade:write]
     environments: {staging: {api_key: k}}
@@ -243,6 +251,7 @@ partners:
 		`partners-bad.yaml: partners[1].requesters[0]: "*@acme.example" is also a requester of partner acme`,
 		`partners-bad.yaml: partners[1].requesters[1]: "not an address" is neither`,
 		`partners-bad.yaml: partners[1].requesters[2]: "*@localhost": the domain must be a full domain name`,
+		`partners-bad.yaml: partners[1].requesters[3]: "cto@acme-holdİngs.example": the domain is not a valid internationalised domain name`,
 		`partners-bad.yaml: partners[1].technical_contact.email: "nope" is not an email address`,
 		`partners-bad.yaml: partners[1].technical_contact.fingerprint: "9F3A" is not a full fingerprint`,
 		`partners-bad.yaml: partners[1].technical_contact.pgp_key_file:`,

@@ -116,7 +116,9 @@ func loadPartners(path string, checker ContactKeyChecker, now time.Time, getenv 
 			bad(key+".requesters", "list at least one address or *@domain")
 		}
 		for j, r := range pc.Requesters {
-			r = strings.ToLower(strings.TrimSpace(r))
+			// ASCII letters only are lower-cased: senders are matched
+			// without Unicode case folding (see keydesk.MatchAddress).
+			r = keydesk.ASCIILower(strings.TrimSpace(r))
 			rk := fmt.Sprintf("%s.requesters[%d]", key, j)
 			addr := r
 			if d, ok := strings.CutPrefix(r, "*@"); ok {
@@ -129,10 +131,18 @@ func loadPartners(path string, checker ContactKeyChecker, now time.Time, getenv 
 				bad(rk, "%q is neither an address nor *@domain", r)
 				continue
 			}
-			if other, dup := owners[r]; dup && other != pc.ID {
+			owner, ok := keydesk.AddressKey(addr)
+			if !ok {
+				bad(rk, "%q: the domain is not a valid internationalised domain name: write it in lower case, or as its xn-- form", r)
+				continue
+			}
+			if strings.HasPrefix(r, "*@") {
+				owner = "*" + owner[1:]
+			}
+			if other, dup := owners[owner]; dup && other != pc.ID {
 				bad(rk, "%q is also a requester of partner %s: a sender must name one partner", r, other)
 			}
-			owners[r] = pc.ID
+			owners[owner] = pc.ID
 			p.Requesters = append(p.Requesters, r)
 		}
 		tc := pc.TechnicalContact

@@ -288,7 +288,7 @@ func (s *Server) tellRejection(ctx context.Context, r *keydesk.Request) error {
 		scopes = append(scopes, string(sc))
 	}
 	m, err := s.o.Templates.RenderMail("review-rejection", rejectionData{
-		ID: r.ID, Subject: clip(oneLine(r.Subject), 120), Label: r.Label, Reason: r.Problem,
+		ID: r.ID, Subject: keydesk.SafeLine(r.Subject, 120), Label: r.Label, Reason: r.Problem,
 		Support: s.o.SupportAddress, Environment: r.Environment, Scopes: scopes,
 	})
 	if err != nil {
@@ -527,8 +527,4 @@ func clip(s string, n int) string {
 		return s
 	}
 	return string([]rune(s)[:n]) + "…"
-}
-
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
 }

@@ -9,7 +9,6 @@ import (
 	"mime"
 	"net/textproto"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/emersion/go-message/charset"
@@ -128,35 +127,9 @@ func parseMailView(raw []byte) *mailView {
 	return v
 }
 
-// toText makes bytes safe to show as text: valid UTF-8, no control
-// characters except tab and newline (a terminal escape or a bidi override
-// in an email must not reach the page as is).
+// toText makes bytes from an email safe to show as text (keydesk.SafeText):
+// a terminal escape or a bidi override in an email must not reach the page
+// as is.
 func toText(b []byte) string {
-	var sb strings.Builder
-	sb.Grow(len(b))
-	for len(b) > 0 {
-		r, n := utf8.DecodeRune(b)
-		b = b[n:]
-		switch {
-		case r == utf8.RuneError && n == 1:
-			sb.WriteRune('\uFFFD')
-		case r == '\n' || r == '\t':
-			sb.WriteRune(r)
-		case r == '\r':
-		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0):
-			sb.WriteRune('\uFFFD')
-		case r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069, r == 0x200e, r == 0x200f:
-			sb.WriteString("\u27e8U+")
-			sb.WriteString(strings.ToUpper(strings.TrimLeft(hex4(r), "0")))
-			sb.WriteString("\u27e9")
-		default:
-			sb.WriteRune(r)
-		}
-	}
-	return sb.String()
-}
-
-func hex4(r rune) string {
-	const digits = "0123456789abcdef"
-	return string([]byte{digits[(r>>12)&15], digits[(r>>8)&15], digits[(r>>4)&15], digits[r&15]})
+	return keydesk.SafeText(string(b))
 }

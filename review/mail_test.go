@@ -46,6 +46,11 @@ func TestParseMailView(t *testing.T) {
 			text: "Label: \ufffd[2Jprod\u27e8U+202E\u27e9gnp.exe", kind: "text/plain",
 		},
 		{
+			name: "arabic letter mark and C1 controls are neutralised",
+			raw:  "From: a@acme.example\r\nSubject: x\u061cy\r\n\r\nLabel: a\u061cb\u009bc\r\n",
+			text: "Label: a\u27e8U+061C\u27e9b\ufffdc", kind: "text/plain", header: "x\u27e8U+061C\u27e9y",
+		},
+		{
 			name:    "garbage headers",
 			raw:     "\x00\x01 not a header at all",
 			problem: true,
@@ -77,7 +82,7 @@ func TestParseMailView(t *testing.T) {
 			if v.Truncated != tt.truncated || len(v.Raw) > maxMailRead+1024 {
 				t.Errorf("truncated = %v, raw %d bytes", v.Truncated, len(v.Raw))
 			}
-			if strings.ContainsAny(v.Raw+v.Text, "\x00\x1b\u202e") {
+			if strings.ContainsAny(v.Raw+v.Text+headersText(v), "\x00\x1b\u202e\u061c\u009b") {
 				t.Error("a control character reached the page")
 			}
 		})

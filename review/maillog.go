@@ -195,7 +195,7 @@ func cleanMail(e MailEntry) MailEntry {
 
 // toLine is toText on one line.
 func toLine(s string) string {
-	return strings.Join(strings.Fields(toText([]byte(s))), " ")
+	return keydesk.SafeLine(s, 0)
 }
 
 // --- page ---

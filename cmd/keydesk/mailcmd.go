@@ -108,7 +108,7 @@ func mailList(ctx context.Context, stdout io.Writer, args []string, getenv func(
 // (a terminal escape in a subject stays inert), no tab or newline to break
 // the columns, at most n characters.
 func cell(s string, n int) string {
-	s = strings.Join(strings.Fields(clean(strings.NewReplacer("\t", " ", "\n", " ", "\r", " ").Replace(s))), " ")
+	s = clean(s)
 	if utf8.RuneCountInString(s) > n {
 		s = string([]rune(s)[:n-1]) + "…"
 	}

@@ -165,12 +165,13 @@ func parseOptions(cfgPath string, now time.Time) (o parse.Options, schedule, tem
 // within 30 days is flagged).
 func parseOptionsFromConfig(cfg *config.Config, reg *keydesk.Registry, now func() time.Time) parse.Options {
 	return parse.Options{
-		Registry:           reg,
-		TrustedAuthservIDs: cfg.SenderAuth.TrustedAuthservIDs,
-		RequireDMARC:       cfg.SenderAuth.DMARCRequired(),
-		InternalDomains:    cfg.SenderAuth.InternalDomains,
-		MaxBytes:           int64(cfg.IMAP.MaxMessageBytes),
-		Now:                now,
+		Registry:             reg,
+		TrustedAuthservIDs:   cfg.SenderAuth.TrustedAuthservIDs,
+		RequireDMARC:         cfg.SenderAuth.DMARCRequired(),
+		InternalDomains:      cfg.SenderAuth.InternalDomains,
+		RelationshipManagers: cfg.SenderAuth.RelationshipManagers,
+		MaxBytes:             int64(cfg.IMAP.MaxMessageBytes),
+		Now:                  now,
 		ContactKeyProblem: func(p *keydesk.Partner) error {
 			if exp := p.TechnicalContact.KeyExpires; !exp.IsZero() && !exp.After(now()) {
 				return errors.New("it expired on " + exp.UTC().Format("2006-01-02"))
@@ -189,20 +190,21 @@ func printResult(w io.Writer, name string, r *parse.Result) {
 	if r.Partner != nil {
 		partner = "partner " + r.Partner.ID
 	}
-	sender := r.From
+	// Everything printed came in the email: inert on the terminal.
+	sender := keydesk.SafeLine(r.From, 0)
 	if sender == "" {
 		sender = "unknown sender"
 	}
 	fmt.Fprintf(w, "%s: %s — %s, %s", name, strings.ToUpper(string(r.Verdict)), sender, partner)
 	if r.Via != "" {
-		fmt.Fprintf(w, ", forwarded by %s", r.Via)
+		fmt.Fprintf(w, ", forwarded by %s", keydesk.SafeLine(r.Via, 0))
 	}
 	fmt.Fprintln(w)
 	if r.Subject != "" {
-		fmt.Fprintf(w, "  subject:    %s\n", r.Subject)
+		fmt.Fprintf(w, "  subject:    %s\n", keydesk.SafeLine(r.Subject, 0))
 	}
 	if r.MessageID != "" {
-		fmt.Fprintf(w, "  message-id: %s\n", r.MessageID)
+		fmt.Fprintf(w, "  message-id: %s\n", keydesk.SafeLine(r.MessageID, 0))
 	}
 	for _, q := range r.Requests {
 		env := string(q.Environment)
@@ -224,17 +226,17 @@ func printResult(w io.Writer, name string, r *parse.Result) {
 		fmt.Fprintln(w)
 	}
 	for _, rs := range r.Reasons {
-		fmt.Fprintf(w, "  reason:  %s: %s", rs.Code, rs.Message)
+		fmt.Fprintf(w, "  reason:  %s: %s", rs.Code, keydesk.SafeLine(rs.Message, 0))
 		if rs.Suggestion != "" {
 			fmt.Fprintf(w, " (%s)", rs.Suggestion)
 		}
 		fmt.Fprintln(w)
 	}
 	for _, s := range r.Warnings {
-		fmt.Fprintf(w, "  warning: %s\n", s)
+		fmt.Fprintf(w, "  warning: %s\n", keydesk.SafeLine(s, 0))
 	}
 	if r.ReplyTo != "" {
-		fmt.Fprintf(w, "  reply to: %s\n", r.ReplyTo)
+		fmt.Fprintf(w, "  reply to: %s\n", keydesk.SafeLine(r.ReplyTo, 0))
 	} else {
 		fmt.Fprintf(w, "  no reply\n")
 	}

@@ -66,6 +66,9 @@ func TestParseHumanOutput(t *testing.T) {
 			"---- rejection KR-20261126-GZYN.rejection to jane.doe@acme.example", "|     Environment: sandbox"}},
 		{"review has no reply", parseRun{now: parseNow, reply: true}, []string{mail("review-unknown-sender")}, []string{
 			"REVIEW — peter@initech.example, no partner", "no reply"}},
+		{"hostile subject is inert", parseRun{now: parseNow, reply: true}, []string{mail("accept-subject-bidi-controls")}, []string{
+			"subject:    API key request \u27e8U+202E\u27e9exe.txt\u27e8U+202C\u27e9 \ufffd31m \u27e8U+061C\u27e9backend",
+			"Subject: Re: API key request \u27e8U+202E\u27e9exe.txt"}},
 		{"forward", parseRun{now: parseNow}, []string{mail("accept-rm-forward-attached")}, []string{
 			"forwarded by alex.morgan@buildmarkets.ai", "[forwarded production]"}},
 	}
@@ -79,6 +82,9 @@ func TestParseHumanOutput(t *testing.T) {
 				if !strings.Contains(out.String(), w) {
 					t.Errorf("output lacks %q:\n%s", w, out.String())
 				}
+			}
+			if strings.ContainsAny(out.String(), "\u202e\u202c\u061c\u009b\x1b") {
+				t.Errorf("a control or bidi character reaches the terminal:\n%q", out.String())
 			}
 			if tt.name == "review has no reply" && strings.Contains(out.String(), "----") {
 				t.Errorf("a reply was shown for review:\n%s", out.String())
@@ -146,11 +152,13 @@ func TestParseWithConfig(t *testing.T) {
 func TestParseOptionsFromConfig(t *testing.T) {
 	cfg := config.Default()
 	cfg.SenderAuth.TrustedAuthservIDs = []string{"mx.example"}
+	cfg.SenderAuth.RelationshipManagers = []string{"rm@buildmarkets.ai"}
 	p := func(exp time.Time) *keydesk.Partner {
 		return &keydesk.Partner{ID: "p", TechnicalContact: keydesk.TechnicalContact{KeyExpires: exp}}
 	}
 	o := parseOptionsFromConfig(cfg, &keydesk.Registry{}, func() time.Time { return parseNow })
-	if !o.RequireDMARC || o.MaxBytes != 10<<20 || o.TrustedAuthservIDs[0] != "mx.example" || o.InternalDomains[0] != "buildmarkets.ai" {
+	if !o.RequireDMARC || o.MaxBytes != 10<<20 || o.TrustedAuthservIDs[0] != "mx.example" || o.InternalDomains[0] != "buildmarkets.ai" ||
+		len(o.RelationshipManagers) != 1 || o.RelationshipManagers[0] != "rm@buildmarkets.ai" {
 		t.Errorf("options %+v", o)
 	}
 	tests := []struct {

@@ -18,8 +18,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode"
 
+	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/review"
 )
 
@@ -155,15 +155,11 @@ func (c *apiClient) do(ctx context.Context, method, path string, body, out any) 
 	return nil
 }
 
-// clean makes text from a request safe on a terminal: an escape
-// sequence in a label or a subject must not reach the terminal as is.
+// clean makes text from a request safe on a terminal, on one line
+// (keydesk.SafeLine): an escape sequence or a bidi override in a label or
+// a subject must not reach the terminal as is.
 func clean(s string) string {
-	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
-			return '?'
-		}
-		return r
-	}, s)
+	return keydesk.SafeLine(s, 0)
 }
 
 func printJSON(w io.Writer, v any) error {

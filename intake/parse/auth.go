@@ -26,18 +26,18 @@ func dmarc(m *msg, trusted []string, fromDomain string) (bool, string) {
 		if !isTrusted(id, trusted) {
 			continue
 		}
-		why := "no dmarc result from " + id
+		why := "no dmarc result from " + keydesk.SafeLine(id, 100)
 		for _, r := range results {
 			d, ok := r.(*authres.DMARCResult)
 			if !ok {
 				continue
 			}
-			hf := strings.ToLower(strings.TrimSpace(d.From))
+			hf := keydesk.ASCIILower(strings.TrimSpace(d.From))
 			switch {
 			case d.Value != authres.ResultPass:
-				why = "dmarc=" + string(d.Value) + " for " + oneLine(hf, 100)
-			case hf != fromDomain:
-				why = "dmarc=pass is for " + oneLine(hf, 100) + ", not the From domain " + fromDomain
+				why = "dmarc=" + string(d.Value) + " for " + keydesk.SafeLine(hf, 100)
+			case hf != fromDomain && !keydesk.SameDomain(hf, fromDomain):
+				why = "dmarc=pass is for " + keydesk.SafeLine(hf, 100) + ", not the From domain " + keydesk.SafeLine(fromDomain, 100)
 			default:
 				return true, ""
 			}
@@ -47,16 +47,28 @@ func dmarc(m *msg, trusted []string, fromDomain string) (bool, string) {
 	return false, "no Authentication-Results header from a trusted server"
 }
 
+// isTrusted compares authserv-ids as ASCII, case aside: ours are host
+// names, and an ID with any other character is a lookalike, never ours.
 func isTrusted(id string, trusted []string) bool {
-	if id == "" {
+	if id == "" || !isASCII(id) {
 		return false
 	}
+	id = keydesk.ASCIILower(id)
 	for _, t := range trusted {
-		if strings.EqualFold(strings.TrimSpace(t), id) {
+		if keydesk.ASCIILower(strings.TrimSpace(t)) == id {
 			return true
 		}
 	}
 	return false
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // stripComments removes RFC 5322 comments, which authres does not skip:
@@ -129,7 +141,7 @@ func automatic(m *msg, from string) (keydesk.Reason, bool) {
 		return bounce("a message from " + local)
 	}
 	if v := strings.ToLower(strings.TrimSpace(h.Get("Auto-Submitted"))); v != "" && v != "no" {
-		return auto("an automatic message (Auto-Submitted: " + oneLine(v, 40) + ")")
+		return auto("an automatic message (Auto-Submitted: " + keydesk.SafeLine(v, 40) + ")")
 	}
 	for _, k := range []string{"X-Autoreply", "X-Autorespond", "X-Auto-Reply", "X-Autoresponder"} {
 		if h.Has(k) {
@@ -141,7 +153,7 @@ func automatic(m *msg, from string) (keydesk.Reason, bool) {
 	}
 	switch strings.ToLower(strings.TrimSpace(h.Get("Precedence"))) {
 	case "bulk", "junk", "list", "auto_reply":
-		return auto("bulk or list mail (Precedence: " + oneLine(strings.ToLower(h.Get("Precedence")), 20) + ")")
+		return auto("bulk or list mail (Precedence: " + keydesk.SafeLine(strings.ToLower(h.Get("Precedence")), 20) + ")")
 	}
 	if h.Has("List-Id") || h.Has("List-Unsubscribe") {
 		return auto("mailing-list mail (List-Id or List-Unsubscribe)")

@@ -18,7 +18,9 @@ func decide(m *msg, o Options, digest string) *Result {
 
 	var headerFrom string
 	if m.headerOK && m.fromErr == nil && len(m.from) == 1 {
-		headerFrom = strings.ToLower(strings.TrimSpace(m.from[0].Address))
+		// As received, ASCII letters lower-cased: never folded, so the
+		// review shows the lookalike a sender used, and it matches nothing.
+		headerFrom = keydesk.ASCIILower(strings.TrimSpace(m.from[0].Address))
 	}
 	res.SourceKey = sourceKey(headerFrom, m.messageID, digest)
 	if m.headerOK {
@@ -95,7 +97,10 @@ func decide(m *msg, o Options, digest string) *Result {
 
 	var flags []keydesk.Flag
 	var reasons []keydesk.Reason
-	internal := headerFrom != "" && isInternal(headerFrom, o.InternalDomains)
+	internal := headerFrom != "" && isRelationshipManager(headerFrom, o)
+	if !internal && headerFrom != "" && len(o.RelationshipManagers) > 0 && isInternal(headerFrom, o.InternalDomains) && bd.forward != nil {
+		warn("%s is not one of the listed Relationship Managers: what it forwards is not read as a partner's request", keydesk.SafeLine(headerFrom, 200))
+	}
 	res.From = headerFrom
 	drafts := readDrafts(bd.own, lim)
 	if internal {
@@ -107,8 +112,13 @@ func decide(m *msg, o Options, digest string) *Result {
 		case bd.forward == nil:
 			res.From = ""
 			reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonUnknownSender,
-				Message:    "the email comes from " + headerFrom + " but forwards no partner's email",
+				Message:    "the email comes from " + keydesk.SafeLine(headerFrom, 200) + " but forwards no partner's email",
 				Suggestion: "forward the partner's original email as is (inline or as an attachment)"})
+		case len(bd.forward.several) > 0:
+			res.From = ""
+			reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonUnknownSender,
+				Message:    "the forwarded email's From line names several addresses (" + keydesk.SafeLine(strings.Join(bd.forward.several, ", "), 300) + "): which one sent it is not clear",
+				Suggestion: "support checks who sent it; forward the partner's original email as is (as an attachment keeps its header intact)"})
 		case bd.forward.from == "":
 			res.From = ""
 			reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonUnknownSender,
@@ -159,7 +169,7 @@ func decide(m *msg, o Options, digest string) *Result {
 		res.Verdict = Review
 		flags = append(flags, keydesk.FlagUnknownSender)
 		if res.From != "" || !internal {
-			who := res.From
+			who := keydesk.SafeLine(res.From, 200)
 			if who == "" {
 				who = "the sender"
 			}
@@ -183,7 +193,7 @@ func decide(m *msg, o Options, digest string) *Result {
 		if o.ContactKeyProblem != nil {
 			if err := o.ContactKeyProblem(res.Partner); err != nil {
 				reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonContactKeyUnusable,
-					Message:    "the OpenPGP key of your registered technical contact cannot be used: " + oneLine(err.Error(), 200),
+					Message:    "the OpenPGP key of your registered technical contact cannot be used: " + keydesk.SafeLine(err.Error(), 200),
 					Suggestion: "ask your technical contact to send their current public key to your Relationship Manager, then send the request again"})
 			}
 		}
@@ -326,10 +336,25 @@ func containsFlag(fs []keydesk.Flag, f keydesk.Flag) bool {
 	return false
 }
 
+// isRelationshipManager reports whether addr may forward a partner's
+// request: one of the listed Relationship Managers, or, without a list,
+// any address at an internal domain.
+func isRelationshipManager(addr string, o Options) bool {
+	if len(o.RelationshipManagers) > 0 {
+		for _, rm := range o.RelationshipManagers {
+			if !strings.HasPrefix(strings.TrimSpace(rm), "*@") && keydesk.MatchAddress(rm, addr) {
+				return true
+			}
+		}
+		return false
+	}
+	return isInternal(addr, o.InternalDomains)
+}
+
 func isInternal(addr string, domains []string) bool {
 	d := keydesk.AddressDomain(addr)
 	for _, x := range domains {
-		if strings.EqualFold(strings.TrimSpace(x), d) {
+		if keydesk.SameDomain(x, d) {
 			return true
 		}
 	}

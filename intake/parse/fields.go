@@ -242,7 +242,7 @@ func validate(d *draft, lim Limits) []parsedRequest {
 			e, err := keydesk.ParseEnvironment(w)
 			if err != nil {
 				reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonInvalidEnvironment,
-					Message:    fmt.Sprintf("%q is not an environment", oneLine(w, 40)),
+					Message:    fmt.Sprintf("%q is not an environment", keydesk.SafeLine(w, 40)),
 					Suggestion: "write \"Environment: sandbox\" (testing) or \"Environment: production\" (live)"})
 				continue
 			}
@@ -260,7 +260,7 @@ func validate(d *draft, lim Limits) []parsedRequest {
 	for _, err := range errs {
 		var ue *keydesk.UnknownScopeError
 		if errors.As(err, &ue) {
-			r := keydesk.Reason{Code: keydesk.ReasonUnknownScope, Message: fmt.Sprintf("%q is not a scope", oneLine(ue.Input, 40))}
+			r := keydesk.Reason{Code: keydesk.ReasonUnknownScope, Message: fmt.Sprintf("%q is not a scope", keydesk.SafeLine(ue.Input, 40))}
 			if ue.Suggestion != "" {
 				r.Suggestion = "did you mean " + string(ue.Suggestion) + "?"
 			} else {
@@ -291,7 +291,7 @@ func validate(d *draft, lim Limits) []parsedRequest {
 		label, err = keydesk.ParseLabel(l)
 		if err != nil {
 			reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonInvalidLabel,
-				Message:    oneLine(err.Error(), 200),
+				Message:    keydesk.SafeLine(err.Error(), 200),
 				Suggestion: fmt.Sprintf("use one line of at most %d characters, such as \"Label: sandbox-backend\"", keydesk.MaxLabelLength)})
 		}
 	}

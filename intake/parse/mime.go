@@ -13,6 +13,8 @@ import (
 	"github.com/emersion/go-message"
 	_ "github.com/emersion/go-message/charset" // decode every charset mail clients use, not only UTF-8 and ASCII
 	"github.com/emersion/go-message/mail"
+
+	"github.com/buildmarkets/keydesk"
 )
 
 // angleAddrRE is the one address in angle brackets ending a From header.
@@ -65,20 +67,24 @@ func readMessage(r io.Reader, lim Limits) *msg {
 			return m
 		}
 	}
-	e, err := message.ReadWithOptions(br, &message.ReadOptions{MaxHeaderBytes: lim.HeaderBytes})
+	hb := &headerBudget{lim: lim}
+	e, err := message.ReadWithOptions(hb.guardEntity(br, "the header", 0), &message.ReadOptions{MaxHeaderBytes: lim.HeaderBytes})
 	switch {
 	case errors.Is(err, errTooLarge):
 		m.tooLarge = true
+		return m
+	case err != nil && e == nil && hb.hit != "":
+		m.bound("%s", hb.hit)
 		return m
 	case err != nil && e == nil:
 		if strings.Contains(err.Error(), "header exceeds maximum size") {
 			m.bound("the header is larger than %d bytes", lim.HeaderBytes)
 		} else {
-			m.malformed = append(m.malformed, "the header cannot be read: "+oneLine(err.Error(), 200))
+			m.malformed = append(m.malformed, "the header cannot be read: "+keydesk.SafeLine(err.Error(), 200))
 		}
 		return m
 	case err != nil:
-		m.warn("%s", oneLine(err.Error(), 200))
+		m.warn("%s", keydesk.SafeLine(err.Error(), 200))
 	}
 	m.header = e.Header
 	m.headerOK = true
@@ -91,17 +97,26 @@ func readMessage(r io.Reader, lim Limits) *msg {
 		if sm := angleAddrRE.FindStringSubmatch(e.Header.Get("From")); sm != nil {
 			if a, err := mail.ParseAddress(sm[1]); err == nil {
 				m.from, m.fromErr = []*mail.Address{a}, nil
-				m.warn("the From header is malformed: its address %s was used", oneLine(a.Address, 200))
+				m.warn("the From header is malformed: its address %s was used", keydesk.SafeLine(a.Address, 200))
 			}
 		}
 	}
+	for _, a := range m.from {
+		// An address with a control or bidi character in it would show
+		// as another one: it names no sender.
+		if !keydesk.Inert(a.Address) {
+			m.warn("the From address %s holds control or formatting characters: it names no sender", keydesk.SafeLine(a.Address, 200))
+			m.from, m.fromErr = nil, errors.New("parse: unsafe characters in the From address")
+			break
+		}
+	}
 	if s, err := h.Subject(); err == nil || s != "" {
-		m.subject = oneLine(s, 300)
+		m.subject = keydesk.SafeLine(s, 300)
 	}
 	if id, err := h.MessageID(); err == nil && id != "" {
-		m.messageID = oneLine(id, 250)
+		m.messageID = keydesk.SafeLine(id, 250)
 	} else if raw := strings.TrimSpace(e.Header.Get("Message-Id")); raw != "" {
-		m.messageID = oneLine(strings.Trim(raw, "<>"), 250)
+		m.messageID = keydesk.SafeLine(strings.Trim(raw, "<>"), 250)
 	}
 	if e.Header.Get("Date") != "" {
 		m.date, m.dateErr = h.Date()
@@ -109,8 +124,13 @@ func readMessage(r io.Reader, lim Limits) *msg {
 	if ct, params, err := e.Header.ContentType(); err == nil && ct == "multipart/report" {
 		m.report = strings.ToLower(params["report-type"])
 	}
-	w := &walker{m: m, lim: lim, textLeft: lim.TextBytes}
+	w := &walker{m: m, lim: lim, textLeft: lim.TextBytes, headers: hb}
 	m.text = w.walk(e, 0).text
+	if hb.hit != "" {
+		// A part's header past its bound stops the walk wherever the read
+		// was: the part itself, or one before it reading ahead.
+		m.bound("%s", hb.hit)
+	}
 	return m
 }
 
@@ -119,6 +139,7 @@ type walker struct {
 	lim      Limits
 	parts    int
 	textLeft int
+	headers  *headerBudget // shared by every header block of the message
 }
 
 type walked struct {
@@ -136,14 +157,14 @@ func (w *walker) walk(e *message.Entity, depth int) walked {
 		ct, params = "text/plain", map[string]string{}
 	}
 	disp, dparams, _ := e.Header.ContentDisposition()
-	if w.m.tooLarge {
+	if w.m.tooLarge || w.headers.hit != "" {
 		return walked{}
 	}
 	switch {
 	case ct == "application/pkcs7-mime" || ct == "application/x-pkcs7-mime" || ct == "application/pgp-encrypted":
 		w.m.encrypted = true
 	case strings.HasPrefix(ct, "multipart/"):
-		return w.multipart(e, ct, depth)
+		return w.multipart(e, ct, params["boundary"], depth)
 	case ct == "message/rfc822" || ct == "message/global":
 		return w.attachedMessage(e, depth)
 	case disp == "attachment" || (dparams["filename"] != "" && disp != "inline"):
@@ -162,11 +183,14 @@ func (w *walker) drain(r io.Reader) {
 			w.m.tooLarge = true
 			return
 		}
-		w.m.warn("a MIME part could not be decoded (%s): it was skipped", oneLine(err.Error(), 120))
+		if w.headers.hit != "" {
+			return // named once the walk is over
+		}
+		w.m.warn("a MIME part could not be decoded (%s): it was skipped", keydesk.SafeLine(err.Error(), 120))
 	}
 }
 
-func (w *walker) multipart(e *message.Entity, ct string, depth int) walked {
+func (w *walker) multipart(e *message.Entity, ct, boundary string, depth int) walked {
 	if ct == "multipart/encrypted" {
 		w.m.encrypted = true
 		return walked{}
@@ -175,6 +199,9 @@ func (w *walker) multipart(e *message.Entity, ct string, depth int) walked {
 		w.m.bound("MIME parts are nested deeper than %d levels", w.lim.Depth)
 		return walked{}
 	}
+	// The parts' headers are read by go-message without a bound: the
+	// guard counts them on the way in.
+	e.Body = w.headers.guardParts(e.Body, boundary)
 	mr := e.MultipartReader()
 	if mr == nil {
 		return walked{}
@@ -189,15 +216,17 @@ func (w *walker) multipart(e *message.Entity, ct string, depth int) walked {
 		if err != nil && p == nil {
 			if errors.Is(err, errTooLarge) {
 				w.m.tooLarge = true
+			} else if w.headers.hit != "" {
+				// named once the walk is over
 			} else if len(kids) == 0 {
-				w.m.malformed = append(w.m.malformed, "a multipart body has no readable part ("+oneLine(err.Error(), 120)+")")
+				w.m.malformed = append(w.m.malformed, "a multipart body has no readable part ("+keydesk.SafeLine(err.Error(), 120)+")")
 			} else {
-				w.m.warn("the MIME structure ends early (%s): the parts before were read", oneLine(err.Error(), 120))
+				w.m.warn("the MIME structure ends early (%s): the parts before were read", keydesk.SafeLine(err.Error(), 120))
 			}
 			break
 		}
 		if err != nil {
-			w.m.warn("%s", oneLine(err.Error(), 160))
+			w.m.warn("%s", keydesk.SafeLine(err.Error(), 160))
 		}
 		w.parts++
 		if w.parts > w.lim.Parts {
@@ -241,12 +270,15 @@ func (w *walker) attachedMessage(e *message.Entity, depth int) walked {
 		w.m.bound("MIME parts are nested deeper than %d levels", w.lim.Depth)
 		return walked{}
 	}
-	inner, err := message.ReadWithOptions(e.Body, &message.ReadOptions{MaxHeaderBytes: w.lim.HeaderBytes})
+	inner, err := message.ReadWithOptions(w.headers.guardEntity(e.Body, "an attached message's header", w.lim.PartHeaderBytes),
+		&message.ReadOptions{MaxHeaderBytes: w.lim.HeaderBytes})
 	if err != nil && inner == nil {
 		if errors.Is(err, errTooLarge) {
 			w.m.tooLarge = true
+		} else if w.headers.hit != "" {
+			// named once the walk is over
 		} else {
-			w.m.warn("an attached message cannot be read (%s)", oneLine(err.Error(), 120))
+			w.m.warn("an attached message cannot be read (%s)", keydesk.SafeLine(err.Error(), 120))
 		}
 		return walked{}
 	}
@@ -254,16 +286,18 @@ func (w *walker) attachedMessage(e *message.Entity, depth int) walked {
 	h := mail.Header{Header: inner.Header}
 	var b strings.Builder
 	b.WriteString("---------- Forwarded message ---------\n")
-	if from, err := h.AddressList("From"); err == nil && len(from) > 0 {
-		b.WriteString("From: " + oneLine(from[0].String(), 300) + "\n")
+	// One address is written as parsed; anything else as it came, so that
+	// the forward reader sees every address a From line names.
+	if from, err := h.AddressList("From"); err == nil && len(from) == 1 {
+		b.WriteString("From: " + keydesk.SafeLine(from[0].String(), 300) + "\n")
 	} else if raw := inner.Header.Get("From"); raw != "" {
-		b.WriteString("From: " + oneLine(raw, 300) + "\n")
+		b.WriteString("From: " + keydesk.SafeLine(raw, 300) + "\n")
 	}
 	if d := inner.Header.Get("Date"); d != "" {
-		b.WriteString("Date: " + oneLine(d, 100) + "\n")
+		b.WriteString("Date: " + keydesk.SafeLine(d, 100) + "\n")
 	}
 	if s, _ := h.Subject(); s != "" {
-		b.WriteString("Subject: " + oneLine(s, 300) + "\n")
+		b.WriteString("Subject: " + keydesk.SafeLine(s, 300) + "\n")
 	}
 	b.WriteString("\n")
 	b.WriteString(w.walk(inner, depth+1).text)
@@ -280,8 +314,8 @@ func (w *walker) take(r io.Reader) (string, bool) {
 	if err != nil {
 		if errors.Is(err, errTooLarge) {
 			w.m.tooLarge = true
-		} else {
-			w.m.warn("a text part could not be decoded completely (%s)", oneLine(err.Error(), 120))
+		} else if w.headers.hit == "" {
+			w.m.warn("a text part could not be decoded completely (%s)", keydesk.SafeLine(err.Error(), 120))
 		}
 	}
 	short := false

@@ -12,7 +12,9 @@
 // Invariants:
 //   - every input is hostile: the whole message, its header, MIME depth, part
 //     count, decoded text, lines, requests per email and scopes per request
-//     are bounded, and the bound that was hit is named in a reason or warning;
+//     are bounded, and so is every header block (the message's, each part's,
+//     each attached message's: bytes and fields, one and all together);
+//     the bound that was hit is named in a reason or warning;
 //   - Parse returns an error only when reading fails; bad mail is a verdict;
 //   - an address or key named inside an email is never trusted: the sender is
 //     the From of the message as authenticated by a trusted authserv-id, or,
@@ -30,7 +32,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/buildmarkets/keydesk"
@@ -57,14 +58,23 @@ const (
 // Limits bound what one email may cost. Zero fields take the defaults.
 type Limits struct {
 	HeaderBytes int64 // the top-level header block; default 256 KiB
-	Depth       int   // MIME nesting, message/rfc822 included; default 8
-	Parts       int   // MIME parts in all; default 100
-	TextBytes   int   // decoded text examined, all parts together; default 256 KiB
-	HTMLBytes   int64 // raw HTML read from one part; default 2 MiB
-	Lines       int   // lines of text examined; default 2000
-	LineBytes   int   // longer lines are cut; default 2000
-	Requests    int   // requests per email; default 10
-	ScopeWords  int   // words in one request's Scopes; default 32
+	// PartHeaderBytes bounds one MIME part's or attached message's header
+	// block; default 64 KiB.
+	PartHeaderBytes int64
+	// HeaderFields bounds the fields of any one header block; default 1000.
+	HeaderFields int
+	// TotalHeaderBytes and TotalHeaderFields bound all header blocks of
+	// the message together, its own included; default 1 MiB and 5000.
+	TotalHeaderBytes  int64
+	TotalHeaderFields int
+	Depth             int   // MIME nesting, message/rfc822 included; default 8
+	Parts             int   // MIME parts in all; default 100
+	TextBytes         int   // decoded text examined, all parts together; default 256 KiB
+	HTMLBytes         int64 // raw HTML read from one part; default 2 MiB
+	Lines             int   // lines of text examined; default 2000
+	LineBytes         int   // longer lines are cut; default 2000
+	Requests          int   // requests per email; default 10
+	ScopeWords        int   // words in one request's Scopes; default 32
 }
 
 func (l Limits) withDefaults() Limits {
@@ -79,6 +89,14 @@ func (l Limits) withDefaults() Limits {
 	if l.HTMLBytes <= 0 {
 		l.HTMLBytes = 2 << 20
 	}
+	if l.PartHeaderBytes <= 0 {
+		l.PartHeaderBytes = 64 << 10
+	}
+	if l.TotalHeaderBytes <= 0 {
+		l.TotalHeaderBytes = 1 << 20
+	}
+	def(&l.HeaderFields, 1000)
+	def(&l.TotalHeaderFields, 5000)
 	def(&l.Depth, 8)
 	def(&l.Parts, 100)
 	def(&l.TextBytes, 256<<10)
@@ -105,6 +123,10 @@ type Options struct {
 	// InternalDomains are Buildmarkets' own domains: Relationship Managers
 	// forward partners' requests from there.
 	InternalDomains []string
+	// RelationshipManagers, when set, are the only addresses whose
+	// forwards are read as a partner's request; without them, any address
+	// at an internal domain is taken for a Relationship Manager.
+	RelationshipManagers []string
 	// MaxBytes bounds the whole message (default DefaultMaxBytes).
 	MaxBytes int64
 	// Limits bound the parts of a message.
@@ -218,32 +240,4 @@ func Parse(r io.Reader, o Options) (*Result, error) {
 	res := decide(m, o, hex.EncodeToString(cr.h.Sum(nil)))
 	res.Size = cr.n
 	return res, nil
-}
-
-// oneLine makes header text safe to show and to reuse in a subject: line
-// breaks and control characters become spaces, runs of space one.
-func oneLine(s string, max int) string {
-	var b strings.Builder
-	space := false
-	n := 0
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f || r == '\u2028' || r == '\u2029' || r == '\u0085' || r == '\ufeff' {
-			r = ' '
-		}
-		if r == ' ' {
-			if space {
-				continue
-			}
-			space = true
-		} else {
-			space = false
-		}
-		if n >= max {
-			b.WriteString("…")
-			break
-		}
-		b.WriteRune(r)
-		n++
-	}
-	return strings.TrimSpace(b.String())
 }

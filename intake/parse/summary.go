@@ -42,7 +42,8 @@ type SummaryRequest struct {
 
 // Summary returns the stable summary of r, naming the file it was read from.
 func (r *Result) Summary(file string) Summary {
-	s := Summary{File: file, MessageID: r.MessageID, Sender: r.From, Verdict: r.Verdict,
+	// The sender is an address as received: shown inert, as all else is.
+	s := Summary{File: file, MessageID: r.MessageID, Sender: keydesk.SafeLine(r.From, 0), Verdict: r.Verdict,
 		Requests: []SummaryRequest{}, Reasons: []SummaryReason{}, Warnings: []string{}}
 	if r.Partner != nil {
 		s.Partner = r.Partner.ID

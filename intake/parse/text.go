@@ -3,8 +3,11 @@ package parse
 import (
 	"net/mail"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/buildmarkets/keydesk"
 )
 
 // body is the readable text of an email split into what the sender wrote
@@ -18,6 +21,9 @@ type body struct {
 type forward struct {
 	from    string // the address in its From line; "" when none could be read
 	rawFrom string
+	// several is every address of a From line that names more than one
+	// (then from is ""): which one sent the message is not clear.
+	several []string
 	subject string
 	own     []string // its own lines
 }
@@ -131,12 +137,12 @@ func readHeaderBlock(lines []string, i int) (f forward, next int) {
 		switch k {
 		case "from":
 			if f.rawFrom == "" {
-				f.rawFrom = oneLine(v, 300)
-				f.from = addressIn(v)
+				f.rawFrom = keydesk.SafeLine(v, 300)
+				f.from, f.several = addressIn(v)
 			}
 		case "subject":
 			if f.subject == "" {
-				f.subject = oneLine(v, 300)
+				f.subject = keydesk.SafeLine(v, 300)
 			}
 		}
 	}
@@ -144,20 +150,47 @@ func readHeaderBlock(lines []string, i int) (f forward, next int) {
 }
 
 // addressIn finds the address in a forward header's From value:
-// "Jane <jane@x>", "Jane [mailto:jane@x]", "jane@x".
-func addressIn(v string) string {
-	if a, err := mail.ParseAddress(v); err == nil {
-		return strings.ToLower(a.Address)
+// "Jane <jane@x>", "Jane [mailto:jane@x]", "jane@x". A value that is not
+// one RFC 5322 address and names several different addresses, such as
+// "Jane <jane@x> <attacker@y>", is ambiguous: it returns "" and them all,
+// for a person to judge. Taking the first would let the text before the
+// real address name the partner.
+func addressIn(v string) (string, []string) {
+	if !keydesk.Inert(v) {
+		return "", nil // a control or bidi character: what it shows is not what it is
 	}
-	if m := mailtoRE.FindStringSubmatch(v); m != nil {
-		if a, err := mail.ParseAddress(m[1]); err == nil {
-			return strings.ToLower(a.Address)
+	if a, err := mail.ParseAddress(v); err == nil {
+		return keydesk.ASCIILower(a.Address), nil
+	}
+	type at struct {
+		pos  int
+		addr string
+	}
+	var all []at
+	for _, m := range mailtoRE.FindAllStringSubmatchIndex(v, 5) {
+		all = append(all, at{m[2], v[m[2]:m[3]]})
+	}
+	for _, m := range bareAddrRE.FindAllStringIndex(v, 5) {
+		all = append(all, at{m[0], v[m[0]:m[1]]})
+	}
+	slices.SortStableFunc(all, func(a, b at) int { return a.pos - b.pos })
+	var found []string // in the order the line names them
+	for _, a := range all {
+		s := a.addr
+		if pa, err := mail.ParseAddress(s); err == nil {
+			s = pa.Address
+		}
+		if s = keydesk.ASCIILower(s); !slices.Contains(found, s) {
+			found = append(found, s)
 		}
 	}
-	if m := bareAddrRE.FindString(v); m != "" {
-		return strings.ToLower(m)
+	switch len(found) {
+	case 0:
+		return "", nil
+	case 1:
+		return found[0], nil
 	}
-	return ""
+	return "", found
 }
 
 // unquoteAll removes one level of "> " when every non-blank line has it, as

@@ -166,12 +166,12 @@ func baseID(r *parse.Result) string {
 
 var rePrefix = regexp.MustCompile(`(?i)^\s*(re|aw|sv|antw)\s*:\s*`)
 
-// Subject is "Re: " and their subject, on one line and capped; one "Re:"
-// only, however many their client stacked.
+// Subject is "Re: " and their subject, made inert (keydesk.SafeLine), on
+// one line and capped; one "Re:" only, however many their client stacked.
 func Subject(theirs string) string {
-	s := strings.Join(strings.FieldsFunc(theirs, func(r rune) bool {
-		return r < 0x20 || r == 0x7f || r == ' ' || r == '\u2028' || r == '\u2029' || r == '\u0085'
-	}), " ")
+	// Their subject goes back to them and to their mail client: inert,
+	// as everything from an email that keydesk shows or sends.
+	s := keydesk.SafeLine(theirs, 0)
 	for rePrefix.MatchString(s) {
 		s = rePrefix.ReplaceAllString(s, "")
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/intake/parse"
@@ -56,6 +57,8 @@ func TestBuild(t *testing.T) {
 	}{
 		{"accept-plain-sandbox", keydesk.KindAcknowledgement, "jane.doe@acme.example",
 			[]string{"KR-20261126-SAF2", "sandbox-backend", "accounts:read, trading:read, marketdata:read", "approved", "Fri 27 Nov 2026 10:00 UTC"}},
+		{"accept-subject-bidi-controls", keydesk.KindAcknowledgement, "jane.doe@acme.example",
+			[]string{"sandbox-backend"}},
 		{"accept-two-blocks", keydesk.KindAcknowledgement, "jane.doe@acme.example",
 			[]string{"KR-20261126-32C1", "KR-20261126-0EPD", "production keys are approved by our support team"}},
 		{"accept-rm-forward-gmail-inline", keydesk.KindAcknowledgement, "alex.morgan@buildmarkets.ai",
@@ -102,6 +105,12 @@ func TestBuild(t *testing.T) {
 			}
 			golden := filepath.Join("testdata", tt.email+".golden")
 			got := render(out)
+			// Nothing from the email acts on the partner's mail client.
+			if i := bytes.IndexFunc(got, func(r rune) bool {
+				return (unicode.IsControl(r) && r != '\n' && r != '\t') || unicode.Is(unicode.Cf, r)
+			}); i >= 0 {
+				t.Errorf("the reply holds a control or format character at byte %d:\n%q", i, got)
+			}
 			if *update {
 				if err := os.WriteFile(golden, got, 0o644); err != nil {
 					t.Fatal(err)
@@ -125,6 +134,8 @@ func TestSubject(t *testing.T) {
 		{"RE: Re: AW: API key", "Re: API key"},
 		{"", "Re: your API key request"},
 		{"line\r\nBcc: evil@x", "Re: line Bcc: evil@x"},
+		{"invoice\u202efdp.exe", "Re: invoice⟨U+202E⟩fdp.exe"},
+		{"keys\u009b31m\u061c\x1b[2J", "Re: keys\uFFFD31m⟨U+061C⟩\uFFFD[2J"},
 		{strings.Repeat("é", 300), "Re: " + strings.Repeat("é", MaxSubject-5) + "…"},
 	}
 	for _, tt := range tests {
