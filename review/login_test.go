@@ -1,9 +1,11 @@
 package review
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"testing"
+	"time"
 )
 
 // TestSafeNext holds the post-login redirect on this site whatever next
@@ -51,5 +53,57 @@ func TestLoginNextStaysOnSite(t *testing.T) {
 	code, h, _ = e.browser().post("/login", url.Values{"username": {"bob"}, "password": {password("bob")}, "next": {hostile}})
 	if code != http.StatusSeeOther || h.Get("Location") != "/queue" {
 		t.Fatalf("sign in with next=%%09…: %d %q, want a redirect to /queue", code, h.Get("Location"))
+	}
+}
+
+// TestLoginLimiterSurvivesNameFlood is the reset of the issue: a name
+// under attack is throttled, then one address sends maxLimiters logins
+// under distinct names. The name must stay throttled, even from an
+// address the limiter has not seen.
+func TestLoginLimiterSurvivesNameFlood(t *testing.T) {
+	l := newLoginLimiter()
+	now := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
+	for i := range nameBurst {
+		if !l.allow("alice", "198.51.100.7", now) {
+			t.Fatalf("attempt %d for alice refused within the burst", i+1)
+		}
+	}
+	if l.allow("alice", "198.51.100.7", now) {
+		t.Fatal("alice not throttled after the burst")
+	}
+	for i := range maxLimiters {
+		l.allow(fmt.Sprintf("spray-%d", i), "203.0.113.9", now)
+	}
+	if n := len(l.byName.m); n > ipBurst+1 {
+		t.Errorf("after the flood the name table holds %d entries: refused attempts added names", n)
+	}
+	if l.allow("alice", "192.0.2.44", now) {
+		t.Fatal("a flood of distinct names reset alice's counter")
+	}
+	if !l.allow("alice", "192.0.2.44", now.Add(nameEvery)) {
+		t.Fatal("alice still refused after waiting")
+	}
+}
+
+// TestLimiterSetEvictsOldest: a full table drops the entry used least
+// recently, not all of them.
+func TestLimiterSetEvictsOldest(t *testing.T) {
+	s := newLimiterSet(time.Minute, 1, 3)
+	now := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
+	for _, k := range []string{"a", "b", "c"} {
+		s.add(k).AllowN(now, 1)
+	}
+	s.get("a") // a is now the most recently used; b the least
+	s.add("d")
+	if s.get("b") != nil {
+		t.Error("b, the least recently used, was kept")
+	}
+	for _, k := range []string{"a", "c", "d"} {
+		if s.get(k) == nil {
+			t.Errorf("%s was dropped", k)
+		}
+	}
+	if l := s.get("a"); l.TokensAt(now) >= 1 {
+		t.Error("a kept its entry but lost its count")
 	}
 }
