@@ -36,6 +36,13 @@ const (
 // to look at dead letters and retry them.
 const sentRetention = 30 * 24 * time.Hour
 
+// DefaultAuditMaxBytes is the AUDIT stream's size limit unless
+// nats.audit_max_bytes says otherwise: 1 GiB holds some three million
+// typical events, decades of a support desk's work, and a flood of
+// sign-in attempts is rolled up before it gets here. JetStream reserves
+// the limit (times the replicas) from the account's file storage.
+const DefaultAuditMaxBytes = 1 << 30
+
 // requestsHistory is how many revisions of a request the bucket keeps (the
 // most JetStream allows); the AUDIT stream keeps all of them for good.
 const requestsHistory = 64
@@ -79,6 +86,11 @@ func (c *Conn) setup(ctx context.Context) error {
 			DenyDelete:  true,
 			DenyPurge:   true,
 			Duplicates:  time.Hour,
+			// Bounded: full, the stream drops its oldest events (nothing can
+			// delete or purge one by hand). The observer alerts support
+			// well before that (AuditUsage).
+			MaxBytes: c.opts.AuditMaxBytes,
+			Discard:  jetstream.DiscardOld,
 			Sources: []*jetstream.StreamSource{{
 				Name: "KV_" + BucketRequests,
 				SubjectTransforms: []jetstream.SubjectTransformConfig{{

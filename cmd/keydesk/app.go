@@ -100,7 +100,7 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, er
 		URL: cfg.NATS.URL, CredsFile: cfg.Path(cfg.NATS.CredsFile), Replicas: cfg.NATS.Replicas,
 		DataDir: cfg.Path(cfg.DataDir), Listen: cfg.NATS.Listen, Name: "keydesk " + a.holder, Logger: log,
 		TLSCAFile: cfg.Path(cfg.NATS.TLSCAFile), TLSCert: cfg.Path(cfg.NATS.TLSCert), TLSKey: cfg.Path(cfg.NATS.TLSKey),
-		SkipSetup: cfg.NATS.SkipSetup, InboxPrefix: cfg.NATS.InboxPrefix,
+		SkipSetup: cfg.NATS.SkipSetup, InboxPrefix: cfg.NATS.InboxPrefix, AuditMaxBytes: int64(cfg.NATS.AuditMaxBytes),
 	})
 	if err != nil {
 		return nil, err

@@ -48,7 +48,7 @@ func runSetup(ctx context.Context, w io.Writer, cfg *config.Config) error {
 		URL: cfg.NATS.URL, CredsFile: cfg.Path(cfg.NATS.CredsFile), Replicas: cfg.NATS.Replicas,
 		DataDir: cfg.Path(cfg.DataDir), Name: "keydesk setup",
 		TLSCAFile: cfg.Path(cfg.NATS.TLSCAFile), TLSCert: cfg.Path(cfg.NATS.TLSCert), TLSKey: cfg.Path(cfg.NATS.TLSKey),
-		InboxPrefix: cfg.NATS.InboxPrefix,
+		InboxPrefix: cfg.NATS.InboxPrefix, AuditMaxBytes: int64(cfg.NATS.AuditMaxBytes),
 	})
 	if err != nil {
 		return fmt.Errorf("setup: %w", err)

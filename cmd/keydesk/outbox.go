@@ -95,7 +95,7 @@ func openQueueForCLI(ctx context.Context, cfg *config.Config, url string) (*queu
 		URL: url, CredsFile: cfg.Path(cfg.NATS.CredsFile), Replicas: cfg.NATS.Replicas,
 		DataDir: cfg.Path(cfg.DataDir), Name: "keydesk outbox",
 		TLSCAFile: cfg.Path(cfg.NATS.TLSCAFile), TLSCert: cfg.Path(cfg.NATS.TLSCert), TLSKey: cfg.Path(cfg.NATS.TLSKey),
-		InboxPrefix: cfg.NATS.InboxPrefix,
+		InboxPrefix: cfg.NATS.InboxPrefix, AuditMaxBytes: int64(cfg.NATS.AuditMaxBytes),
 	}
 	if o.URL == "" {
 		o.URL = cfg.NATS.URL
