@@ -76,6 +76,10 @@ type Event struct {
 	From     State     `json:"from,omitempty"`
 	To       State     `json:"to,omitempty"`
 	Change   string    `json:"change,omitempty"`
+	// Count is how many occurrences one event stands for, when repeated
+	// ones are rolled up (failed sign-ins: one event per name, address and
+	// minute); 0 means one.
+	Count int `json:"count,omitempty"`
 }
 
 // Request is one key request: one environment, its scopes and a label, from

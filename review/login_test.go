@@ -1,11 +1,16 @@
 package review
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/buildmarkets/keydesk/queue"
 )
 
 // TestSafeNext holds the post-login redirect on this site whatever next
@@ -105,5 +110,120 @@ func TestLimiterSetEvictsOldest(t *testing.T) {
 	}
 	if l := s.get("a"); l.TokensAt(now) >= 1 {
 		t.Error("a kept its entry but lost its count")
+	}
+}
+
+// staffEvents returns the audit trail's staff events with these actions.
+func staffEvents(t *testing.T, e *env, actions ...string) []queue.AuditEntry {
+	t.Helper()
+	all, err := e.q.Audit(context.Background(), queue.AuditQuery{Kind: "staff"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []queue.AuditEntry
+	for _, x := range all {
+		if slices.Contains(actions, x.Action) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// TestFailedLoginFloodRollsUp: a flood of failed sign-ins for one name
+// within a minute is one audit event with a count, not one per attempt;
+// a flood spread over many names is bounded too.
+func TestFailedLoginFloodRollsUp(t *testing.T) {
+	e := newEnv(t)
+	b := e.browser()
+	const n = 50
+	for i := range n {
+		b.post("/login", url.Values{"username": {"alice"}, "password": {fmt.Sprintf("guess-%d", i)}})
+	}
+	if got := staffEvents(t, e, "login-failed", "login-throttled"); len(got) != 0 {
+		t.Fatalf("%d events before the minute is over, want them rolled up", len(got))
+	}
+	e.clock.Add(loginWindow)
+	e.srv.flushLogins(context.Background(), false)
+	got := staffEvents(t, e, "login-failed", "login-throttled")
+	if len(got) != 1 {
+		t.Fatalf("%d failed logins for one name in a minute made %d audit events, want 1", n, len(got))
+	}
+	ev := got[0]
+	want := fmt.Sprintf("from 127.0.0.1 as alice: %d wrong name or password, %d refused by the rate limit", nameBurst, n-nameBurst)
+	if ev.Count != n || ev.Ref != "alice" || ev.Action != "login-failed" || !strings.HasPrefix(ev.Change, want) {
+		t.Fatalf("the event: %s %s count %d %q; want login-failed for alice, count %d, %q", ev.Action, ev.Ref, ev.Count, ev.Change, n, want)
+	}
+	ada := e.login("ada")
+	if _, _, body := ada.get("/audit?kind=staff"); !strings.Contains(body, fmt.Sprintf("×%d", n)) {
+		t.Error("the audit page does not show the count")
+	}
+
+	// Many names from many addresses in one minute: at most
+	// maxLoginTallies events and one for the rest, every attempt counted.
+	e.clock.Add(loginWindow)
+	const spray = 3 * maxLoginTallies
+	for i := range spray {
+		e.srv.loginAttempt(context.Background(), fmt.Sprintf("spray-%d", i), fmt.Sprintf("192.0.2.%d", i%250), i%2 == 0)
+	}
+	e.clock.Add(loginWindow)
+	e.srv.flushLogins(context.Background(), false)
+	got = staffEvents(t, e, "login-failed", "login-throttled")[1:]
+	total := 0
+	for _, x := range got {
+		total += x.Count
+	}
+	if len(got) != maxLoginTallies+1 || total != spray {
+		t.Fatalf("%d attempts under distinct names made %d events counting %d, want %d counting all", spray, len(got), total, maxLoginTallies+1)
+	}
+}
+
+// TestRunWritesLoginsAtShutdown: what the minute holds when the server
+// stops is written, not lost.
+func TestRunWritesLoginsAtShutdown(t *testing.T) {
+	e := newEnv(t)
+	e.browser().post("/login", url.Values{"username": {"bob"}, "password": {"wrong"}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.srv.Run(ctx) }()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := staffEvents(t, e, "login-failed"); len(got) != 1 || got[0].Ref != "bob" || got[0].Count != 1 {
+		t.Fatalf("after shutdown: %+v, want bob's failed login", got)
+	}
+}
+
+// TestUnknownNameOnlyAsDigest: a password typed into the name field
+// reaches neither the log nor the audit trail (nor its export); the same
+// unknown name is recognisable as itself.
+func TestUnknownNameOnlyAsDigest(t *testing.T) {
+	e := newEnv(t)
+	const typed = "Tr0ub4dor&3-horse-battery"
+	for range 2 {
+		e.browser().post("/login", url.Values{"username": {typed}, "password": {"x"}})
+	}
+	e.browser().post("/login", url.Values{"username": {"alice"}, "password": {typed}})
+	e.clock.Add(loginWindow)
+	e.srv.flushLogins(context.Background(), false)
+	got := staffEvents(t, e, "login-failed")
+	if len(got) != 2 {
+		t.Fatalf("%d events, want one for the unknown name and one for alice: %+v", len(got), got)
+	}
+	unknown := got[0]
+	if unknown.Ref != "anonymous" || unknown.Count != 2 || !strings.Contains(unknown.Change, "as unknown name #") {
+		t.Errorf("unknown name's event: %s count %d %q", unknown.Ref, unknown.Count, unknown.Change)
+	}
+	if got[1].Ref != "alice" || !strings.Contains(got[1].Change, "as alice:") {
+		t.Errorf("a staff name is kept as is: %s %q", got[1].Ref, got[1].Change)
+	}
+	_, _, export := e.login("ada").get("/audit/export?kind=staff")
+	for where, text := range map[string]string{"the audit export": export, "the log": e.logs.String()} {
+		if strings.Contains(text, typed) {
+			t.Errorf("%s holds the name as typed:\n%s", where, text)
+		}
+	}
+	if !strings.Contains(export, "unknown name #") {
+		t.Errorf("the export lacks the unknown name's digest:\n%s", export)
 	}
 }

@@ -165,7 +165,7 @@ func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	if !s.logins.allow(name, clientIP(r), s.now()) {
 		s.actions.Inc("login-throttled")
-		s.audit(r.Context(), "anonymous", "login-throttled", "", fmt.Sprintf("from %s as %q", clientIP(r), clip(name, 64)))
+		s.loginAttempt(r.Context(), name, clientIP(r), true)
 		w.Header().Set("Retry-After", strconv.Itoa(int(nameEvery.Seconds())))
 		d.Error = "Too many sign-in attempts. Wait a minute and try again."
 		s.render(w, http.StatusTooManyRequests, "login", d)
@@ -174,12 +174,10 @@ func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) {
 	u, err := s.o.Users().Authenticate(name, password)
 	if err != nil {
 		s.actions.Inc("login-failed")
-		ref := "anonymous"
-		if _, ok := s.o.Users().Lookup(name); ok {
-			ref = name
-		}
-		s.audit(r.Context(), ref, "login-failed", ref, fmt.Sprintf("from %s as %q", clientIP(r), clip(name, 64)))
-		s.log.Warn("review: login failed", "user", clip(name, 64), "ip", clientIP(r))
+		s.loginAttempt(r.Context(), name, clientIP(r), false)
+		// The name as typed may be a password: only its digest is logged.
+		rec, _ := s.recordName(name)
+		s.log.Debug("review: login failed", "user", rec, "ip", clientIP(r))
 		d.Error = "Wrong name or password."
 		s.render(w, http.StatusUnauthorized, "login", d)
 		return
