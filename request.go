@@ -109,6 +109,11 @@ type Request struct {
 	APIKey    string     `json:"api_key,omitempty"` // the public half only; the secret is never stored
 	Problem   string     `json:"problem,omitempty"` // why it is rejected, blocked, failed or undeliverable
 
+	// WidenedBy names the staff who widened the request by a correction
+	// (a scope, keys:manage or production added): none of them may
+	// approve it, with or without four eyes.
+	WidenedBy []string `json:"widened_by,omitempty"`
+
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 	LastEvent *Event    `json:"last_event,omitempty"`
@@ -140,6 +145,7 @@ func (r *Request) Clone() *Request {
 	c.Reasons = slices.Clone(r.Reasons)
 	c.Warnings = slices.Clone(r.Warnings)
 	c.Approvals = slices.Clone(r.Approvals)
+	c.WidenedBy = slices.Clone(r.WidenedBy)
 	if r.Attempt != nil {
 		a := *r.Attempt
 		c.Attempt = &a

@@ -471,7 +471,7 @@ func TestCorrectAndCancel(t *testing.T) {
 	}
 	want := []string{
 		"alice: environment: production → sandbox (earlier approvals cleared)",
-		"alice: scopes: accounts:read, trading:read → accounts:read, keys:manage",
+		"alice: scopes: accounts:read, trading:read → accounts:read, keys:manage — widens access (adds keys:manage): alice cannot approve it",
 		`alice: label: "sandbox-backend" → "sandbox-trading"`,
 	}
 	if strings.Join(notes, "\n") != strings.Join(want, "\n") {
