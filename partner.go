@@ -12,7 +12,7 @@ type Partner struct {
 	Name             string
 	Requesters       []string // exact addresses or *@domain
 	TechnicalContact TechnicalContact
-	AllowedScopes    []Scope
+	AllowedScopes    []Scope // empty: every scope but keys:manage
 	Environments     map[Environment]PartnerEnvironment
 }
 
@@ -35,9 +35,15 @@ type PartnerEnvironment struct {
 	AutoApprove bool
 }
 
-// Allows reports whether the partner may hold scope s.
+// Allows reports whether the partner may hold scope s: a scope its
+// allowed_scopes lists, or, when it lists none, any scope but
+// keys:manage. keys:manage creates and revokes keys, so it is never
+// allowed by omission: a partner gets it only by naming it.
 func (p *Partner) Allows(s Scope) bool {
-	return len(p.AllowedScopes) == 0 || slices.Contains(p.AllowedScopes, s)
+	if len(p.AllowedScopes) == 0 {
+		return s != ScopeKeysManage
+	}
+	return slices.Contains(p.AllowedScopes, s)
 }
 
 // MatchesRequester reports whether addr is one of the partner's requesters.

@@ -76,6 +76,10 @@ type Event struct {
 	From     State     `json:"from,omitempty"`
 	To       State     `json:"to,omitempty"`
 	Change   string    `json:"change,omitempty"`
+	// Count is how many occurrences one event stands for, when repeated
+	// ones are rolled up (failed sign-ins: one event per name, address and
+	// minute); 0 means one.
+	Count int `json:"count,omitempty"`
 }
 
 // Request is one key request: one environment, its scopes and a label, from
@@ -104,6 +108,11 @@ type Request struct {
 	KeyID     string     `json:"key_id,omitempty"`
 	APIKey    string     `json:"api_key,omitempty"` // the public half only; the secret is never stored
 	Problem   string     `json:"problem,omitempty"` // why it is rejected, blocked, failed or undeliverable
+
+	// WidenedBy names the staff who widened the request by a correction
+	// (a scope, keys:manage or production added): none of them may
+	// approve it, with or without four eyes.
+	WidenedBy []string `json:"widened_by,omitempty"`
 
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
@@ -136,6 +145,7 @@ func (r *Request) Clone() *Request {
 	c.Reasons = slices.Clone(r.Reasons)
 	c.Warnings = slices.Clone(r.Warnings)
 	c.Approvals = slices.Clone(r.Approvals)
+	c.WidenedBy = slices.Clone(r.WidenedBy)
 	if r.Attempt != nil {
 		a := *r.Attempt
 		c.Attempt = &a

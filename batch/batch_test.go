@@ -20,6 +20,7 @@ import (
 	"github.com/buildmarkets/keydesk/bmapi"
 	"github.com/buildmarkets/keydesk/crypto"
 	"github.com/buildmarkets/keydesk/crypto/cryptotest"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/metrics"
 	"github.com/buildmarkets/keydesk/queue"
 )
@@ -38,7 +39,7 @@ func TestGenerate(t *testing.T) {
 	}
 	pending := h.request("later", func(r *keydesk.Request) { r.State = keydesk.StatePendingReview })
 	reg := metrics.New()
-	var logs syncBuffer
+	var logs testenv.Buffer
 	r := h.runner(func(o *batch.Options) {
 		o.Metrics, o.Concurrency = reg, 4
 		o.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -597,24 +598,6 @@ func TestRateLimit(t *testing.T) {
 	if min := time.Duration(float64(n-1) / rps * float64(time.Second)); took < min {
 		t.Errorf("took %s, less than the limit allows (%s)", took, min)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent log writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) Bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Clone(s.b.Bytes())
 }
 
 // TestStop: a batch whose context ends (the role stopping) finishes the

@@ -78,6 +78,10 @@ type NATS struct {
 	// least-privilege users of deploy/nats); `keydesk setup` makes them
 	// with the admin user. Default false.
 	SkipSetup bool `yaml:"skip_setup"`
+	// AuditMaxBytes bounds the AUDIT stream: when full it drops its oldest
+	// events, and support is alerted at 80%. Unset: 1GiB (the queue
+	// package's default). Applied by whichever instance sets up streams.
+	AuditMaxBytes Size `yaml:"audit_max_bytes"`
 	// InboxPrefix replaces _INBOX as the prefix of this instance's reply
 	// subjects, so its NATS user may be allowed to subscribe to
 	// <prefix>.> only and no role reads another's replies (deploy/nats
@@ -393,6 +397,9 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.NATS.Listen); err != nil {
 			bad("nats.listen", "%q is not host:port", c.NATS.Listen)
 		}
+	}
+	if c.NATS.AuditMaxBytes != 0 && c.NATS.AuditMaxBytes < 1<<20 {
+		bad("nats.audit_max_bytes", "%d is too small for an audit trail: at least 1MiB (default 1GiB)", c.NATS.AuditMaxBytes)
 	}
 	if c.NATS.InboxPrefix != "" {
 		if err := checkInboxPrefix(c.NATS.InboxPrefix); err != nil {

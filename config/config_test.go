@@ -75,6 +75,7 @@ api:
 		{"internal_domains default", strings.Join(c.SenderAuth.InternalDomains, ","), "buildmarkets.ai"},
 		{"retry_for default", c.Delivery.RetryFor, 48 * time.Hour},
 		{"inbox_prefix default (_INBOX)", c.NATS.InboxPrefix, ""},
+		{"audit_max_bytes default (the queue's)", c.NATS.AuditMaxBytes, Size(0)},
 	}
 	for _, ch := range checks {
 		if fmt.Sprint(ch.got) != fmt.Sprint(ch.want) {
@@ -100,7 +101,7 @@ func TestExpansionCannotInjectYAML(t *testing.T) {
 func TestValidationNamesFileAndKey(t *testing.T) {
 	dir := t.TempDir()
 	p := write(t, dir, "keydesk.yaml", `
-nats: {replicas: 3, inbox_prefix: "_INBOX.>"}
+nats: {replicas: 3, inbox_prefix: "_INBOX.>", audit_max_bytes: 64KiB}
 imap:
   address: imap.example.com
   security: plain
@@ -142,6 +143,7 @@ imap_pasword: typo
 	for _, want := range []string{
 		"keydesk.yaml: nats.replicas: the embedded server",
 		"keydesk.yaml: nats.inbox_prefix: \"_INBOX.>\" contains a wildcard",
+		"keydesk.yaml: nats.audit_max_bytes: 65536 is too small",
 		"keydesk.yaml: imap.address: \"imap.example.com\" is not host:port",
 		"keydesk.yaml: imap.security: \"plain\" is not one of tls, starttls, none",
 		"keydesk.yaml: smtp.security: none sends the password in clear text",

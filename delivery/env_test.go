@@ -16,6 +16,7 @@ import (
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/config"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/metrics"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/queue/queuetest"
@@ -132,24 +133,6 @@ func (s *session) Data(r io.Reader) error {
 	return nil
 }
 
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // env is a delivery role on a real JetStream and a real SMTP server.
 type env struct {
 	t       testing.TB
@@ -158,7 +141,7 @@ type env struct {
 	mail    *mailServer
 	reg     *keydesk.Registry
 	metrics *metrics.Registry
-	logs    *syncBuffer
+	logs    *testenv.Buffer
 	opts    Options
 }
 
@@ -178,7 +161,7 @@ func testPartner() *keydesk.Partner {
 func newEnv(t testing.TB) *env {
 	t.Helper()
 	dir := t.TempDir()
-	e := &env{t: t, dataDir: dir, q: queuetest.OpenDir(t, dir), mail: startMailServer(t), metrics: metrics.New(), logs: &syncBuffer{}}
+	e := &env{t: t, dataDir: dir, q: queuetest.OpenDir(t, dir), mail: startMailServer(t), metrics: metrics.New(), logs: &testenv.Buffer{}}
 	e.reg = &keydesk.Registry{Partners: []*keydesk.Partner{testPartner()}}
 	sender, err := NewSMTP(SMTPOptions{
 		Server:   config.MailServer{Address: e.mail.Addr, Security: config.SecurityNone, Auth: "none", Timeout: 10 * time.Second},

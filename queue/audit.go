@@ -187,3 +187,35 @@ func (c *Conn) History(ctx context.Context, id string, wait time.Duration) ([]Au
 		}
 	}
 }
+
+// AuditUsage is how full the AUDIT stream is.
+type AuditUsage struct {
+	// Bytes and Msgs are what the stream holds now.
+	Bytes, Msgs uint64
+	// MaxBytes is its limit (0: none, for a stream made before limits).
+	MaxBytes int64
+	// First is the time of the oldest event it still holds.
+	First time.Time
+}
+
+// Full is the fraction of MaxBytes in use (0 without a limit).
+func (u AuditUsage) Full() float64 {
+	if u.MaxBytes <= 0 {
+		return 0
+	}
+	return float64(u.Bytes) / float64(u.MaxBytes)
+}
+
+// AuditUsage reads how full the AUDIT stream is, from the stream itself,
+// so that it is right whichever instance set the limit.
+func (c *Conn) AuditUsage(ctx context.Context) (AuditUsage, error) {
+	st, err := c.JS.Stream(ctx, StreamAudit)
+	if err != nil {
+		return AuditUsage{}, fmt.Errorf("queue: audit usage: %w", err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return AuditUsage{}, fmt.Errorf("queue: audit usage: %w", err)
+	}
+	return AuditUsage{Bytes: info.State.Bytes, Msgs: info.State.Msgs, MaxBytes: info.Config.MaxBytes, First: info.State.FirstTime}, nil
+}

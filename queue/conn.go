@@ -49,6 +49,10 @@ type Options struct {
 	// SkipSetup leaves streams and buckets alone: for clients whose NATS
 	// account may not create them (least-privilege roles).
 	SkipSetup bool
+	// AuditMaxBytes bounds the AUDIT stream (nats.audit_max_bytes): past
+	// it the oldest events are dropped to make room, so a flood cannot
+	// fill the disk. 0 is DefaultAuditMaxBytes.
+	AuditMaxBytes int64
 	// InboxPrefix replaces _INBOX as the prefix of every reply subject
 	// (requests, JetStream API answers, KV watchers, ordered consumers,
 	// object store reads), so a role's NATS user can be allowed to
@@ -90,6 +94,12 @@ func Open(ctx context.Context, o Options) (*Conn, error) {
 	}
 	if o.Name == "" {
 		o.Name = "keydesk"
+	}
+	if o.AuditMaxBytes == 0 {
+		o.AuditMaxBytes = DefaultAuditMaxBytes
+	}
+	if o.AuditMaxBytes < 0 {
+		return nil, fmt.Errorf("queue: audit max bytes %d: use a positive size", o.AuditMaxBytes)
 	}
 	c := &Conn{log: o.Logger, opts: o, kvs: map[string]jetstream.KeyValue{}, Now: time.Now}
 	nopts, err := o.natsOptions()

@@ -58,7 +58,7 @@ func Probe(ctx context.Context, o Options) (*ProbeResult, error) {
 	for _, kv := range kvConfigs(1) {
 		names = append(names, "KV_"+kv.Bucket)
 	}
-	for _, s := range streamConfigs(1) {
+	for _, s := range streamConfigs(1, DefaultAuditMaxBytes) {
 		names = append(names, s.Name)
 	}
 	names = append(names, "OBJ_"+mailStoreConfig(1).Bucket)

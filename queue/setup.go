@@ -36,6 +36,13 @@ const (
 // to look at dead letters and retry them.
 const sentRetention = 30 * 24 * time.Hour
 
+// DefaultAuditMaxBytes is the AUDIT stream's size limit unless
+// nats.audit_max_bytes says otherwise: 1 GiB holds some three million
+// typical events, decades of a support desk's work, and a flood of
+// sign-in attempts is rolled up before it gets here. JetStream reserves
+// the limit (times the replicas) from the account's file storage.
+const DefaultAuditMaxBytes = 1 << 30
+
 // requestsHistory is how many revisions of a request the bucket keeps (the
 // most JetStream allows); the AUDIT stream keeps all of them for good.
 const requestsHistory = 64
@@ -61,7 +68,7 @@ func (c *Conn) setup(ctx context.Context) error {
 	c.requests = c.kvs[BucketRequests]
 	c.locks = c.kvs[BucketLocks]
 
-	streams := streamConfigs(r)
+	streams := streamConfigs(r, c.opts.AuditMaxBytes)
 	if !c.opts.SkipSetup {
 		for _, cfg := range streams {
 			if _, err := c.JS.CreateOrUpdateStream(ctx, cfg); err != nil {
@@ -93,8 +100,9 @@ func kvConfigs(r int) []jetstream.KeyValueConfig {
 	}
 }
 
-// streamConfigs are the streams keydesk keeps, with r replicas each.
-func streamConfigs(r int) []jetstream.StreamConfig {
+// streamConfigs are the streams keydesk keeps, with r replicas each and
+// the audit stream bounded to auditMaxBytes.
+func streamConfigs(r int, auditMaxBytes int64) []jetstream.StreamConfig {
 	return []jetstream.StreamConfig{
 		{
 			Name:        StreamAudit,
@@ -106,6 +114,11 @@ func streamConfigs(r int) []jetstream.StreamConfig {
 			DenyDelete:  true,
 			DenyPurge:   true,
 			Duplicates:  time.Hour,
+			// Bounded: full, the stream drops its oldest events (nothing can
+			// delete or purge one by hand). The observer alerts support
+			// well before that (AuditUsage).
+			MaxBytes: auditMaxBytes,
+			Discard:  jetstream.DiscardOld,
 			Sources: []*jetstream.StreamSource{{
 				Name: "KV_" + BucketRequests,
 				SubjectTransforms: []jetstream.SubjectTransformConfig{{

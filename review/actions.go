@@ -96,6 +96,9 @@ type action struct {
 type result struct {
 	Request *keydesk.Request
 	Message string
+	// Warning is set when the action widened access (a correction that
+	// adds a scope or keys:manage, or moves to production).
+	Warning string
 }
 
 const maxReason = 1000
@@ -161,6 +164,10 @@ func (s *Server) approve(ctx context.Context, a action) (*result, error) {
 	}
 	if err := s.approvable(r); err != nil {
 		return nil, err
+	}
+	if slices.Contains(r.WidenedBy, a.By.Name) {
+		return nil, &Error{Status: http.StatusForbidden, Code: "own_widening",
+			Msg: fmt.Sprintf("you widened request %s with a correction (a scope, keys:manage or production added), so you cannot approve it: another approver must", r.ID)}
 	}
 	need := s.approvalsNeeded(r)
 	if r.ApprovedBy(a.By.Name) {
@@ -420,6 +427,12 @@ func (s *Server) correct(ctx context.Context, a action) (*result, error) {
 	default:
 		return nil, errBadRequest("cannot correct %q: the fields are environment, scopes and label", clip(a.Field, 40))
 	}
+	after := r.Clone()
+	mutate(after)
+	widen := keydesk.WideningOf(r, after)
+	if widen.Any() {
+		note += " — widens access (" + widen.String() + "): " + a.By.Name + " cannot approve it"
+	}
 	if len(r.Approvals) > 0 {
 		note += " (earlier approvals cleared)"
 	}
@@ -429,6 +442,9 @@ func (s *Server) correct(ctx context.Context, a action) (*result, error) {
 		Mutate: func(x *keydesk.Request) error {
 			mutate(x)
 			x.Approvals = nil
+			if widen.Any() && !slices.Contains(x.WidenedBy, a.By.Name) {
+				x.WidenedBy = append(x.WidenedBy, a.By.Name)
+			}
 			x.Reasons = slices.DeleteFunc(x.Reasons, func(re keydesk.Reason) bool { return slices.Contains(drop, re.Code) })
 			refreshFlags(x, reg)
 			return nil
@@ -438,8 +454,22 @@ func (s *Server) correct(ctx context.Context, a action) (*result, error) {
 		return nil, asError(r.ID, err)
 	}
 	s.actions.Inc("correct")
-	s.log.Info("review: correct", "request", r.ID, "by", a.By.Name, "field", a.Field)
-	return &result{Request: out, Message: "Corrected: " + note + "."}, nil
+	s.log.Info("review: correct", "request", r.ID, "by", a.By.Name, "field", a.Field, "widens", widen.Any())
+	res := &result{Request: out, Message: "Corrected: " + note + "."}
+	if widen.Any() {
+		res.Warning = widenWarning(widen)
+	}
+	return res, nil
+}
+
+// widenWarning tells the author of a correction that widens access what
+// follows from it.
+func widenWarning(w keydesk.Widening) string {
+	msg := "This correction widens access (" + w.String() + ")"
+	if w.KeysManage() {
+		msg += "; keys:manage lets the key create and revoke other keys"
+	}
+	return msg + ". You made it, so you cannot approve this request: another approver must."
 }
 
 // refreshFlags recomputes the flags that follow from the content.

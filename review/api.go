@@ -29,9 +29,12 @@ type Request struct {
 	Requester       string             `json:"requester"`
 	SourceMessageID string             `json:"source_message_id"`
 	Approvals       []keydesk.Approval `json:"approvals"`
-	KeyID           string             `json:"key_id"`
-	CreatedAt       time.Time          `json:"created_at"`
-	UpdatedAt       time.Time          `json:"updated_at"`
+	// WidenedBy names who widened the request by a correction: they
+	// cannot approve it.
+	WidenedBy []string  `json:"widened_by,omitempty"`
+	KeyID     string    `json:"key_id"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 	// Beyond the list's fields: what a person deciding needs.
 	Subject         string `json:"subject,omitempty"`
 	Problem         string `json:"problem,omitempty"`
@@ -41,6 +44,9 @@ type Request struct {
 	History []HistoryEvent `json:"history,omitempty"`
 	// Message says what an action did.
 	Message string `json:"message,omitempty"`
+	// Warning is set when the action widened access (a correction that
+	// adds a scope or keys:manage, or moves to production).
+	Warning string `json:"warning,omitempty"`
 }
 
 // HistoryEvent is one audit event of a request.
@@ -77,7 +83,7 @@ func (s *Server) apiRequest(r *keydesk.Request, reg *keydesk.Registry) Request {
 		Scopes: []string{}, Label: r.Label, Flags: []string{}, Requester: r.Requester,
 		SourceMessageID: r.SourceMessageID, Approvals: r.Approvals, KeyID: r.KeyID,
 		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, Subject: r.Subject, Problem: r.Problem,
-		Revision: r.Revision, ApprovalsNeeded: s.approvalsNeeded(r),
+		Revision: r.Revision, ApprovalsNeeded: s.approvalsNeeded(r), WidenedBy: r.WidenedBy,
 	}
 	if out.Approvals == nil {
 		out.Approvals = []keydesk.Approval{}
@@ -301,7 +307,7 @@ func (s *Server) apiAction(w http.ResponseWriter, r *http.Request, st *staff) er
 		return err
 	}
 	out := s.apiRequest(res.Request, s.o.Partners())
-	out.Message = res.Message
+	out.Message, out.Warning = res.Message, res.Warning
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }

@@ -2,6 +2,8 @@ package review
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -123,6 +125,23 @@ func TestBrowser(t *testing.T) {
 	loc, _ := chromedp.Run(ctx, chromedp.Location())
 	if !strings.HasSuffix(loc, "/queue") {
 		t.Fatalf("after sign-in the browser is at %s", loc)
+	}
+	// Signed in, a link to the login page sends the browser on to next. A
+	// next of "/<tab>/host/x" would leave the site (the browser drops the
+	// tab and reads "//host/x"): it must land on the queue instead.
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("<!doctype html><title>elsewhere</title><h1 id=elsewhere>another site</h1>"))
+	}))
+	defer elsewhere.Close()
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(e.ts.URL+"/login?next=/%09/"+strings.TrimPrefix(elsewhere.URL, "http://")+"/x"),
+		// Whichever page the redirect leads to: the queue or the other site.
+		chromedp.WaitVisible(chromedp.CSS(`table.queue, h1#elsewhere`)),
+	); err != nil {
+		t.Fatalf("login link with a hostile next: %v", err)
+	}
+	if loc, _ := chromedp.Run(ctx, chromedp.Location()); loc != e.ts.URL+"/queue" {
+		t.Fatalf("a login link with next=/%%09/host/x took the browser to %s, want %s/queue", loc, e.ts.URL)
 	}
 	// Pending first, oldest first: the production request heads the queue.
 	if first := text(`table.queue tbody tr:first-child td.label`); first != "prod-trading-engine" {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/queue/queuetest"
 	"github.com/buildmarkets/keydesk/review/users"
@@ -42,6 +44,7 @@ type env struct {
 	clock  *clock
 	tokens map[string]string // user name → API token
 	reg    *keydesk.Registry
+	logs   *testenv.Buffer // the server's log, at debug level
 }
 
 var staffRoles = map[string]users.Role{"viv": users.Viewer, "alice": users.Approver, "bob": users.Approver, "ada": users.Admin}
@@ -56,7 +59,7 @@ func newEnv(t testing.TB) *env {
 // newEnvOn is newEnv on a given queue; mod changes the options.
 func newEnvOn(t testing.TB, q *queue.Conn, mod func(*Options)) *env {
 	t.Helper()
-	e := &env{t: t, q: q, clock: &clock{t: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}, tokens: map[string]string{}}
+	e := &env{t: t, q: q, clock: &clock{t: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}, tokens: map[string]string{}, logs: &testenv.Buffer{}}
 	var y strings.Builder
 	y.WriteString("users:\n")
 	for name, role := range staffRoles {
@@ -88,6 +91,7 @@ func newEnvOn(t testing.TB, q *queue.Conn, mod func(*Options)) *env {
 		NextRun:        func(now time.Time) time.Time { return now.Truncate(time.Hour).Add(time.Hour) },
 		SupportAddress: "support@buildmarkets.ai",
 		Mail:           mailFromIntake(q),
+		Logger:         slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if mod != nil {
 		mod(&o)

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // routes wires the UI, the API and the static files behind the security
@@ -117,9 +118,23 @@ func (s *Server) web(h func(w http.ResponseWriter, r *http.Request, st *staff) e
 }
 
 // safeNext keeps a post-login redirect on this site: a path, never a URL.
+// Browsers drop tabs and line breaks from a Location and read a backslash
+// as a slash, so "/\t/host" and "/\\host" would leave the site: a next
+// with any control character, or that parses with a scheme or a host, or
+// that starts "//" or "/\\", becomes /queue.
 func safeNext(p string) string {
-	if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || strings.HasPrefix(p, "/\\") || strings.ContainsAny(p, "\r\n") || len(p) > 512 {
-		return "/queue"
+	const home = "/queue"
+	if len(p) > 512 || !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || strings.HasPrefix(p, "/\\") {
+		return home
+	}
+	for _, r := range p {
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
+			return home
+		}
+	}
+	u, err := url.Parse(p)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.Opaque != "" || u.User != nil {
+		return home
 	}
 	return p
 }

@@ -22,7 +22,10 @@
 //     digests in users.yaml; the roles and four-eyes rules are the UI's.
 //   - Every change is a compare-and-set on the record's revision: of two
 //     reviewers acting at once, one wins and the other gets a 409.
-//   - Logins are rate-limited per name and per client address.
+//   - Logins are rate-limited per name and per client address. Failed
+//     and throttled ones reach the audit trail rolled up (one event per
+//     name, address and minute, with a count), and a name that is no
+//     staff member's only as a digest: it may be a password.
 package review
 
 import (
@@ -94,7 +97,9 @@ type Server struct {
 	pages   map[string]*template.Template
 	actions *metrics.Counter
 	logins  *loginLimiter
-	handler http.Handler
+	// loginAudit rolls up failed sign-ins for the audit trail.
+	loginAudit *loginAudit
+	handler    http.Handler
 }
 
 // page names: each is templates/web/<name>.html over layout.html.
@@ -130,8 +135,8 @@ func New(o Options) (*Server, error) {
 	s := &Server{
 		o: o, log: o.Logger,
 		actions: o.Metrics.Counter("keydesk_review_actions_total", "Staff actions taken in the review UI and API, by action.", "action"),
-		logins:  newLoginLimiter(),
-		pages:   map[string]*template.Template{},
+		logins:  newLoginLimiter(), loginAudit: newLoginAudit(),
+		pages: map[string]*template.Template{},
 	}
 	for _, n := range pageNames {
 		t, err := o.Templates.ParseWeb(s.funcs(), "web/layout.html", "web/"+n+".html")
@@ -147,15 +152,20 @@ func New(o Options) (*Server, error) {
 // Handler serves everything under /: the UI, /static/ and /api/v1/.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Run sweeps expired sessions until ctx ends.
+// Run sweeps expired sessions and writes out the rolled-up failed
+// sign-ins of each minute until ctx ends, then writes out the last.
 func (s *Server) Run(ctx context.Context) error {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			s.flushLogins(fctx, true)
+			cancel()
 			return nil
 		case <-t.C:
+			s.flushLogins(ctx, false)
 			if n, err := s.sweepSessions(ctx); err != nil {
 				s.log.Warn("review: sweep sessions", "err", err)
 			} else if n > 0 {

@@ -81,8 +81,11 @@ func TestLoginLogoutAndIdle(t *testing.T) {
 	if code, _, _ := b.get("/queue"); code != http.StatusSeeOther {
 		t.Fatalf("after logout: %d, want a redirect", code)
 	}
-	// Logins and failed logins are in the audit trail.
+	// Logins and failed logins are in the audit trail (failed ones
+	// rolled up by the minute).
 	e.browser().post("/login", url.Values{"username": {"alice"}, "password": {"wrong"}})
+	e.clock.Add(loginWindow)
+	e.srv.flushLogins(context.Background(), false)
 	ev, err := e.q.Audit(context.Background(), queue.AuditQuery{Kind: "staff"})
 	if err != nil {
 		t.Fatal(err)
@@ -468,7 +471,7 @@ func TestCorrectAndCancel(t *testing.T) {
 	}
 	want := []string{
 		"alice: environment: production → sandbox (earlier approvals cleared)",
-		"alice: scopes: accounts:read, trading:read → accounts:read, keys:manage",
+		"alice: scopes: accounts:read, trading:read → accounts:read, keys:manage — widens access (adds keys:manage): alice cannot approve it",
 		`alice: label: "sandbox-backend" → "sandbox-trading"`,
 	}
 	if strings.Join(notes, "\n") != strings.Join(want, "\n") {

@@ -1,6 +1,7 @@
 package review
 
 import (
+	"container/list"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -179,10 +180,16 @@ func (s *Server) sweepSessions(ctx context.Context) (int, error) {
 
 // loginLimiter bounds login attempts per name and per client address,
 // and bad API tokens per address.
+//
+// Its memory is bounded without handing an attacker a reset: a refused
+// attempt adds no entry (an address over its budget cannot fill the
+// tables with names), and a full table drops its least recently used
+// entry, never every entry, so a flood of new names or addresses cannot
+// clear the counter of a name under attack.
 type loginLimiter struct {
 	mu     sync.Mutex
-	byName map[string]*rate.Limiter
-	byIP   map[string]*rate.Limiter
+	byName *limiterSet
+	byIP   *limiterSet
 }
 
 // Login rates: a person mistyping gets a few tries at once, then one
@@ -196,31 +203,82 @@ const (
 )
 
 func newLoginLimiter() *loginLimiter {
-	return &loginLimiter{byName: map[string]*rate.Limiter{}, byIP: map[string]*rate.Limiter{}}
-}
-
-func take(m map[string]*rate.Limiter, key string, every time.Duration, burst int, now time.Time) bool {
-	l, ok := m[key]
-	if !ok {
-		if len(m) >= maxLimiters {
-			clear(m) // bounded memory; an attacker spraying keys resets only their own budget
-		}
-		l = rate.NewLimiter(rate.Every(every), burst)
-		m[key] = l
+	return &loginLimiter{
+		byName: newLimiterSet(nameEvery, nameBurst, maxLimiters),
+		byIP:   newLimiterSet(ipEvery, ipBurst, maxLimiters),
 	}
-	return l.AllowN(now, 1)
 }
 
-// allow reports whether a login for name from ip may be tried now.
+// allow reports whether a login for name from ip may be tried now, and if
+// so takes a token from each.
 func (l *loginLimiter) allow(name, ip string, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	okIP := take(l.byIP, ip, ipEvery, ipBurst, now)
-	if name == "" {
-		return okIP
+	// A key without an entry has its whole burst: only existing entries
+	// can refuse, so they are checked before anything is added or taken.
+	lip := l.byIP.get(ip)
+	if lip != nil && lip.TokensAt(now) < 1 {
+		return false
 	}
-	okName := take(l.byName, name, nameEvery, nameBurst, now)
-	return okIP && okName
+	var lname *rate.Limiter
+	if name != "" {
+		lname = l.byName.get(name)
+		if lname != nil && lname.TokensAt(now) < 1 {
+			return false
+		}
+	}
+	if lip == nil {
+		lip = l.byIP.add(ip)
+	}
+	lip.AllowN(now, 1)
+	if name != "" {
+		if lname == nil {
+			lname = l.byName.add(name)
+		}
+		lname.AllowN(now, 1)
+	}
+	return true
+}
+
+// limiterSet holds one rate limiter per key, at most max of them; when
+// full, adding drops the least recently used.
+type limiterSet struct {
+	every time.Duration
+	burst int
+	max   int
+	m     map[string]*list.Element // of *limiterEntry
+	lru   list.List                // front: most recently used
+}
+
+type limiterEntry struct {
+	key string
+	l   *rate.Limiter
+}
+
+func newLimiterSet(every time.Duration, burst, max int) *limiterSet {
+	return &limiterSet{every: every, burst: burst, max: max, m: map[string]*list.Element{}}
+}
+
+// get returns key's limiter, marked as just used, or nil if it has none.
+func (s *limiterSet) get(key string) *rate.Limiter {
+	el, ok := s.m[key]
+	if !ok {
+		return nil
+	}
+	s.lru.MoveToFront(el)
+	return el.Value.(*limiterEntry).l
+}
+
+// add makes a limiter for key (which has none).
+func (s *limiterSet) add(key string) *rate.Limiter {
+	for len(s.m) >= s.max {
+		old := s.lru.Back()
+		s.lru.Remove(old)
+		delete(s.m, old.Value.(*limiterEntry).key)
+	}
+	e := &limiterEntry{key: key, l: rate.NewLimiter(rate.Every(s.every), s.burst)}
+	s.m[key] = s.lru.PushFront(e)
+	return e.l
 }
 
 // clientIP is the connection's address. X-Forwarded-For is not trusted:

@@ -165,7 +165,7 @@ func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	if !s.logins.allow(name, clientIP(r), s.now()) {
 		s.actions.Inc("login-throttled")
-		s.audit(r.Context(), "anonymous", "login-throttled", "", fmt.Sprintf("from %s as %q", clientIP(r), clip(name, 64)))
+		s.loginAttempt(r.Context(), name, clientIP(r), true)
 		w.Header().Set("Retry-After", strconv.Itoa(int(nameEvery.Seconds())))
 		d.Error = "Too many sign-in attempts. Wait a minute and try again."
 		s.render(w, http.StatusTooManyRequests, "login", d)
@@ -174,12 +174,10 @@ func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) {
 	u, err := s.o.Users().Authenticate(name, password)
 	if err != nil {
 		s.actions.Inc("login-failed")
-		ref := "anonymous"
-		if _, ok := s.o.Users().Lookup(name); ok {
-			ref = name
-		}
-		s.audit(r.Context(), ref, "login-failed", ref, fmt.Sprintf("from %s as %q", clientIP(r), clip(name, 64)))
-		s.log.Warn("review: login failed", "user", clip(name, 64), "ip", clientIP(r))
+		s.loginAttempt(r.Context(), name, clientIP(r), false)
+		// The name as typed may be a password: only its digest is logged.
+		rec, _ := s.recordName(name)
+		s.log.Debug("review: login failed", "user", rec, "ip", clientIP(r))
 		d.Error = "Wrong name or password."
 		s.render(w, http.StatusUnauthorized, "login", d)
 		return
@@ -402,10 +400,13 @@ type requestView struct {
 	CanRetry   bool
 	CanCorrect bool
 	ApprovedBy bool
-	ScopesText string
-	Form       url.Values // what the person typed, kept after an error
-	AllScopes  []keydesk.Scope
-	Envs       []keydesk.Environment
+	// WidenedByYou: the signed-in person widened the request by a
+	// correction, so cannot approve it.
+	WidenedByYou bool
+	ScopesText   string
+	Form         url.Values // what the person typed, kept after an error
+	AllScopes    []keydesk.Scope
+	Envs         []keydesk.Environment
 }
 
 // done messages after an action, by code, so no text travels in URLs.
@@ -417,6 +418,7 @@ var doneMessages = map[string]string{
 	"rejected-unsent": "Rejected, but the email to the requester could not be queued (the log has the cause): tell them yourself.",
 	"cancelled":       "Cancelled.",
 	"corrected":       "Corrected.",
+	"corrected-wider": "Corrected. This correction widens access (a new scope, keys:manage or production): you made it, so you cannot approve this request; another approver must.",
 	"retried":         "Back to approved: the next batch tries again.",
 }
 
@@ -450,7 +452,7 @@ func (s *Server) requestView(ctx context.Context, st *staff, req *keydesk.Reques
 	v := &requestView{
 		R: req, Flags: riskFlags(req, reg, now), FourEyes: s.fourEyes(req), Need: s.approvalsNeeded(req),
 		ScopesText: scopeList(req.Scopes), AllScopes: keydesk.Scopes, Envs: keydesk.Environments,
-		ApprovedBy: req.ApprovedBy(st.Name),
+		ApprovedBy: req.ApprovedBy(st.Name), WidenedByYou: slices.Contains(req.WidenedBy, st.Name),
 	}
 	if p, ok := reg.Partner(req.Partner); ok {
 		v.Partner = p
@@ -514,6 +516,9 @@ func (s *Server) postRequest(w http.ResponseWriter, r *http.Request, st *staff) 
 	case "correct":
 		res, err = s.correct(r.Context(), a)
 		done = "corrected"
+		if err == nil && res.Warning != "" {
+			done = "corrected-wider"
+		}
 	case "retry":
 		res, err = s.retry(r.Context(), a)
 		done = "retried"

@@ -17,7 +17,10 @@ import (
 // state (from the queue, recomputed at most every observeEvery, so a
 // scrape never waits on NATS), the technical contacts' key expiry, and an
 // alert to smtp.support_address for a contact key that expires within
-// keyExpiryWarning — at most once a day per key, whichever instances run.
+// keyExpiryWarning — at most once a day per key, whichever instances run;
+// and the AUDIT stream's size against its limit (nats.audit_max_bytes),
+// with an alert, at most once a day, once it is auditAlertFull full: past
+// the limit the oldest events are dropped.
 
 const (
 	// observeEvery is how often the request gauges are recomputed.
@@ -26,6 +29,10 @@ const (
 	keyCheckEvery = time.Hour
 	// keyExpiryWarning is how far ahead an expiring contact key is alerted.
 	keyExpiryWarning = 30 * 24 * time.Hour
+	// auditAlertFull is how full the AUDIT stream gets before support is
+	// alerted: room for weeks of normal use, time to raise the limit or
+	// export the trail before the oldest events are dropped.
+	auditAlertFull = 0.8
 )
 
 // waitingStates are those a request should not stay in for long; each gets
@@ -50,6 +57,7 @@ type observer struct {
 	counts    map[keydesk.State]int
 	oldest    map[keydesk.State]time.Time
 	refreshed bool
+	audit     *queue.AuditUsage // nil until first read
 	// alerted remembers the alert IDs sent by this process; across
 	// processes the outbox and delivery's sent-once records dedupe them.
 	alerted map[string]bool
@@ -110,6 +118,20 @@ func (o *observer) register(a *app) {
 			}
 			return out
 		}, "state")
+	auditGauge := func(v func(u *queue.AuditUsage) float64) func() map[string]float64 {
+		return func() map[string]float64 {
+			o.mu.Lock()
+			defer o.mu.Unlock()
+			if o.audit == nil {
+				return nil
+			}
+			return map[string]float64{"": v(o.audit)}
+		}
+	}
+	a.metrics.GaugeFunc("keydesk_audit_bytes", "Bytes the AUDIT stream holds (recomputed every 15s).",
+		auditGauge(func(u *queue.AuditUsage) float64 { return float64(u.Bytes) }))
+	a.metrics.GaugeFunc("keydesk_audit_max_bytes", "The AUDIT stream's size limit (nats.audit_max_bytes): past it the oldest events are dropped.",
+		auditGauge(func(u *queue.AuditUsage) float64 { return float64(u.MaxBytes) }))
 	a.metrics.GaugeFunc("keydesk_contact_key_expiry_timestamp_seconds",
 		"When each partner's technical-contact key expires (Unix time); keys that never expire are left out.",
 		func() map[string]float64 {
@@ -173,6 +195,41 @@ func (o *observer) refresh(ctx context.Context) {
 	o.mu.Lock()
 	o.counts, o.oldest, o.refreshed = counts, oldest, true
 	o.mu.Unlock()
+	o.checkAudit(ctx)
+}
+
+// checkAudit reads how full the AUDIT stream is and alerts support,
+// once a day, while it is more than auditAlertFull full.
+func (o *observer) checkAudit(ctx context.Context) {
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	u, err := o.q.AuditUsage(actx)
+	if err != nil {
+		if ctx.Err() == nil {
+			o.log.Warn("audit gauges not updated", "err", err)
+		}
+		return
+	}
+	o.mu.Lock()
+	o.audit = &u
+	o.mu.Unlock()
+	if u.Full() < auditAlertFull {
+		return
+	}
+	now := o.now()
+	log := o.log.With("bytes", u.Bytes, "max_bytes", u.MaxBytes)
+	pct := int(u.Full() * 100)
+	title := fmt.Sprintf("The audit trail is %d%% full", pct)
+	o.alert(ctx, log, "alert.audit-size."+now.UTC().Format("20060102"), "", now, keyAlertData{
+		Title: title,
+		Text: fmt.Sprintf("The AUDIT stream holds %d events in %d of its %d bytes (%d%%), the oldest from %s.\n"+
+			"When it is full, JetStream drops the oldest events to make room: the audit\n"+
+			"trail then starts later than it does now.",
+			u.Msgs, u.Bytes, u.MaxBytes, pct, u.First.UTC().Format("2006-01-02")),
+		Action: "export the audit trail (Audit page, Export) to keep the oldest events, then\n" +
+			"raise nats.audit_max_bytes and restart keydesk (or run 'keydesk setup'); check\n" +
+			"the audit page for a flood of events from one source.",
+	}, title)
 }
 
 // expiring returns the partners whose contact key expires within
@@ -203,45 +260,53 @@ func (o *observer) checkKeys(ctx context.Context) {
 	now := o.now()
 	for _, p := range o.expiring(now) {
 		id := keyAlertID(p, now)
-		o.mu.Lock()
-		done := o.alerted[id]
-		o.mu.Unlock()
-		if done {
-			continue
-		}
 		exp := p.TechnicalContact.KeyExpires
 		log := o.log.With("partner", p.ID, "fingerprint", p.TechnicalContact.Fingerprint, "expires", exp.UTC().Format(time.RFC3339))
-		log.Warn("technical contact key expires soon: keys cannot be delivered to an expired key")
-		if o.support == "" {
-			log.Warn("no alert sent: smtp.support_address is not set")
-			continue
-		}
-		if o.tpl == nil {
-			log.Warn("no alert sent: the templates did not load (see the error at start)")
-			continue
-		}
-		m, err := o.tpl.RenderMail("alert", keyAlert(p, now))
-		if err != nil {
-			log.Error("alert not rendered", "err", err)
-			continue
-		}
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err = o.q.Enqueue(cctx, &keydesk.Outgoing{
-			ID: id, Kind: keydesk.KindAlert, Partner: p.ID, To: []string{o.support},
-			Subject: m.Subject, Text: m.Body, CreatedAt: now,
-		})
-		cancel()
-		if err != nil {
-			log.Error("alert not queued; trying again within the hour", "err", err)
-			continue
-		}
-		o.mu.Lock()
-		o.alerted[id] = true
-		o.mu.Unlock()
+		o.alert(ctx, log, id, p.ID, now, keyAlert(p, now), "technical contact key expires soon: keys cannot be delivered to an expired key")
 	}
 }
 
-// keyAlertData is what alert.tmpl shows.
+// alert logs warning and, unless this process has already, queues the
+// alert id to support: the same id is sent once however many instances
+// try (the outbox and delivery's sent-once records dedupe it). A failure
+// is logged and tried again at the next check.
+func (o *observer) alert(ctx context.Context, log *slog.Logger, id, partner string, now time.Time, d keyAlertData, warning string) {
+	o.mu.Lock()
+	done := o.alerted[id]
+	o.mu.Unlock()
+	if done {
+		return
+	}
+	log.Warn(warning)
+	if o.support == "" {
+		log.Warn("no alert sent: smtp.support_address is not set")
+		return
+	}
+	if o.tpl == nil {
+		log.Warn("no alert sent: the templates did not load (see the error at start)")
+		return
+	}
+	m, err := o.tpl.RenderMail("alert", d)
+	if err != nil {
+		log.Error("alert not rendered", "err", err)
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = o.q.Enqueue(cctx, &keydesk.Outgoing{
+		ID: id, Kind: keydesk.KindAlert, Partner: partner, To: []string{o.support},
+		Subject: m.Subject, Text: m.Body, CreatedAt: now,
+	})
+	cancel()
+	if err != nil {
+		log.Error("alert not queued; trying again at the next check", "err", err)
+		return
+	}
+	o.mu.Lock()
+	o.alerted[id] = true
+	o.mu.Unlock()
+}
+
+// keyAlertData is what alert.tmpl shows (for every alert of the observer).
 type keyAlertData struct{ Title, Text, Action string }
 
 func keyAlert(p *keydesk.Partner, now time.Time) keyAlertData {

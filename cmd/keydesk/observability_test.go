@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -30,7 +31,13 @@ type obsEnv struct {
 
 func newObsEnv(t *testing.T, reg *keydesk.Registry, support string) *obsEnv {
 	t.Helper()
-	e := &obsEnv{q: queuetest.Open(t), m: metrics.New(), now: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}
+	return newObsEnvOn(t, queuetest.Open(t), reg, support)
+}
+
+// newObsEnvOn is newObsEnv on a queue the test opened.
+func newObsEnvOn(t *testing.T, q *queue.Conn, reg *keydesk.Registry, support string) *obsEnv {
+	t.Helper()
+	e := &obsEnv{q: q, m: metrics.New(), now: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}
 	e.q.Now = func() time.Time { return e.now }
 	ps := &partnerSource{}
 	ps.cur.Store(reg)
@@ -193,5 +200,64 @@ func TestContactKeyExpiryAlert(t *testing.T) {
 	e.o.checkKeys(ctx)
 	if n := len(outboxAlerts(t, e.q)); n != 4 {
 		t.Fatalf("%d alerts the next day, want 4", n)
+	}
+}
+
+// TestAuditSizeAlert: the AUDIT stream's size and limit are gauges, and
+// support is alerted once a day while it is over 80% full.
+func TestAuditSizeAlert(t *testing.T) {
+	ctx := context.Background()
+	const max = 64 << 10
+	q, err := queue.Open(ctx, queue.Options{DataDir: t.TempDir(), AuditMaxBytes: max})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = q.Close() })
+	e := newObsEnvOn(t, q, &keydesk.Registry{}, "api-support@buildmarkets.example")
+	fill := func(until float64) {
+		t.Helper()
+		for i := 0; ; i++ {
+			u, err := q.AuditUsage(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if u.Full() >= until {
+				return
+			}
+			if err := q.Record(ctx, "system", keydesk.Event{Ref: "test", Actor: "test", Action: "fill", Change: fmt.Sprintf("%d %s", i, strings.Repeat("x", 200))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	fill(0.5)
+	e.o.refresh(ctx)
+	s := e.scrape()
+	if !strings.Contains(s, "keydesk_audit_max_bytes 65536\n") || !strings.Contains(s, "keydesk_audit_bytes ") {
+		t.Fatalf("metrics lack the audit gauges:\n%s", s)
+	}
+	if n := len(outboxAlerts(t, q)); n != 0 {
+		t.Fatalf("%d alerts at half full, want none", n)
+	}
+	fill(auditAlertFull)
+	e.o.refresh(ctx)
+	e.o.refresh(ctx)
+	alerts := outboxAlerts(t, q)
+	if len(alerts) != 1 {
+		t.Fatalf("%d alerts past %.0f%%, want 1", len(alerts), auditAlertFull*100)
+	}
+	a := alerts[0]
+	if len(a.To) != 1 || a.To[0] != "api-support@buildmarkets.example" || !strings.Contains(a.Subject, "audit trail is") {
+		t.Errorf("alert to %v, subject %q", a.To, a.Subject)
+	}
+	for _, want := range []string{"of its 65536 bytes", "drops the oldest events", "nats.audit_max_bytes"} {
+		if !strings.Contains(a.Text, want) {
+			t.Errorf("alert text lacks %q:\n%s", want, a.Text)
+		}
+	}
+	// The next day, if still full, once more.
+	e.now = e.now.Add(24 * time.Hour)
+	e.o.refresh(ctx)
+	if n := len(outboxAlerts(t, q)); n != 2 {
+		t.Fatalf("%d alerts the next day, want 2", n)
 	}
 }

@@ -94,7 +94,7 @@ func queueOptions(cfg *config.Config, name string) queue.Options {
 		URL: cfg.NATS.URL, CredsFile: cfg.Path(cfg.NATS.CredsFile), Replicas: cfg.NATS.Replicas,
 		DataDir: cfg.Path(cfg.DataDir), Name: name,
 		TLSCAFile: cfg.Path(cfg.NATS.TLSCAFile), TLSCert: cfg.Path(cfg.NATS.TLSCert), TLSKey: cfg.Path(cfg.NATS.TLSKey),
-		SkipSetup: cfg.NATS.SkipSetup, InboxPrefix: cfg.NATS.InboxPrefix,
+		SkipSetup: cfg.NATS.SkipSetup, InboxPrefix: cfg.NATS.InboxPrefix, AuditMaxBytes: int64(cfg.NATS.AuditMaxBytes),
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/buildmarkets/keydesk/crypto"
 	"github.com/buildmarkets/keydesk/crypto/cryptotest"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 )
 
 // binDir holds the binary the black-box tests build; TestMain removes it.
@@ -45,24 +46,6 @@ var buildKeydesk = sync.OnceValues(func() (string, error) {
 	return bin, nil
 })
 
-// syncBuffer collects a process's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestServeBinary runs the real binary as an operator would: `keydesk
 // serve` answers /healthz and /readyz, refuses a broken partners.yaml on
 // SIGHUP while keeping the one in force, takes a good one, and stops
@@ -87,9 +70,9 @@ func TestServeBinary(t *testing.T) {
 	listen := freeAddr(t)
 	cfgPath := cryptotest.WriteFile(t, dir, "keydesk.yaml", "data_dir: data\nreview: {listen: \""+listen+"\"}\nlog: {format: json}\n")
 
-	start := func() (*exec.Cmd, *syncBuffer, <-chan error) {
+	start := func() (*exec.Cmd, *testenv.Buffer, <-chan error) {
 		cmd := exec.Command(bin, "serve", "--config", cfgPath, "--roles", "review")
-		logs := &syncBuffer{}
+		logs := &testenv.Buffer{}
 		cmd.Stdout, cmd.Stderr = logs, logs
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -119,7 +102,7 @@ func TestServeBinary(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	stop := func(cmd *exec.Cmd, logs *syncBuffer, done <-chan error) {
+	stop := func(cmd *exec.Cmd, logs *testenv.Buffer, done <-chan error) {
 		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/buildmarkets/keydesk/crypto"
 	"github.com/buildmarkets/keydesk/crypto/cryptotest"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/queue"
 )
 
@@ -37,7 +38,7 @@ func TestServeWaitsForNATS(t *testing.T) {
 	cfgPath := cryptotest.WriteFile(t, dir, "keydesk.yaml", "data_dir: data\nnats: {url: \"nats://"+natsAddr+"\"}\nreview: {listen: \""+listen+"\"}\nlog: {format: json}\n")
 
 	cmd := exec.Command(bin, "serve", "--config", cfgPath, "--roles", "review")
-	logs := &syncBuffer{}
+	logs := &testenv.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	started := time.Now()
 	if err := cmd.Start(); err != nil {
