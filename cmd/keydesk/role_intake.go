@@ -90,14 +90,16 @@ func newIntakePoller(a *app) (*intake.Poller, error) {
 	imapCfg := cfg.IMAP
 	imapCfg.MailServer = ms
 	return intake.New(intake.Options{
-		IMAP:       imapCfg,
-		TLSConfig:  tc,
-		Auth:       func(ctx context.Context) (sasl.Client, error) { return mailauth.SASLClient(ctx, ms, tokens) },
-		AuthFailed: authFailed,
-		Queue:      a.q,
-		Handler:    handler,
-		SpoolDir:   filepath.Join(cfg.Path(cfg.DataDir), "intake-spool"),
-		Metrics:    a.metrics,
-		Log:        a.log.With("role", "intake"),
+		IMAP:           imapCfg,
+		TLSConfig:      tc,
+		Auth:           func(ctx context.Context) (sasl.Client, error) { return mailauth.SASLClient(ctx, ms, tokens) },
+		AuthFailed:     authFailed,
+		Queue:          a.q,
+		Handler:        handler,
+		Templates:      tpl,
+		SupportAddress: cfg.SMTP.SupportAddress,
+		SpoolDir:       filepath.Join(cfg.Path(cfg.DataDir), "intake-spool"),
+		Metrics:        a.metrics,
+		Log:            a.log.With("role", "intake"),
 	})
 }
