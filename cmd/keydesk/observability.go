@@ -220,16 +220,14 @@ func (o *observer) checkKeys(ctx context.Context) {
 			log.Warn("no alert sent: the templates did not load (see the error at start)")
 			continue
 		}
-		m, err := o.tpl.RenderMail("alert", keyAlert(p, now))
+		out, err := o.tpl.AlertMail(id, o.support, keyAlert(p, now))
 		if err != nil {
 			log.Error("alert not rendered", "err", err)
 			continue
 		}
+		out.Partner, out.CreatedAt = p.ID, now
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err = o.q.Enqueue(cctx, &keydesk.Outgoing{
-			ID: id, Kind: keydesk.KindAlert, Partner: p.ID, To: []string{o.support},
-			Subject: m.Subject, Text: m.Body, CreatedAt: now,
-		})
+		err = o.q.Enqueue(cctx, out)
 		cancel()
 		if err != nil {
 			log.Error("alert not queued; trying again within the hour", "err", err)
@@ -241,17 +239,14 @@ func (o *observer) checkKeys(ctx context.Context) {
 	}
 }
 
-// keyAlertData is what alert.tmpl shows.
-type keyAlertData struct{ Title, Text, Action string }
-
-func keyAlert(p *keydesk.Partner, now time.Time) keyAlertData {
+func keyAlert(p *keydesk.Partner, now time.Time) templates.Alert {
 	tc := p.TechnicalContact
 	exp := tc.KeyExpires.UTC()
 	when := fmt.Sprintf("expires on %s, in %d days", exp.Format("2006-01-02"), int(exp.Sub(now).Hours()/24))
 	if !exp.After(now) {
 		when = "expired on " + exp.Format("2006-01-02")
 	}
-	return keyAlertData{
+	return templates.Alert{
 		Title: fmt.Sprintf("The key of %s's technical contact %s", p.Name, when),
 		Text: fmt.Sprintf("Partner: %s (%s)\nTechnical contact: %s\nPinned fingerprint: %s\nThe key %s.\n\n"+
 			"keydesk checks the contact's key before it creates a key pair: once the key has\n"+
