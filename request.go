@@ -44,6 +44,9 @@ const (
 	ReasonAutoReply              ReasonCode = "auto-reply"
 	ReasonBounce                 ReasonCode = "bounce"
 	ReasonDuplicate              ReasonCode = "duplicate"
+	// ReasonPoison: the email was set aside unparsed after imap.max_attempts
+	// attempts at it ended with the process (a crash, an out-of-memory kill).
+	ReasonPoison ReasonCode = "poison"
 )
 
 // Reason is one problem with a request email, in words the partner can act on.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/queue"
+	"github.com/buildmarkets/keydesk/templates"
 )
 
 // maxOutcomes bounds the outcomes listed in one batch record (a KV value);
@@ -662,19 +663,16 @@ func (r *Runner) refused(ctx context.Context, st *run, p *keydesk.Partner, env k
 	if strings.HasPrefix(problem, ErrNoCredentials.Error()) {
 		title = fmt.Sprintf("No API credentials for %s (%s)", p.Name, env)
 	}
-	m, err := r.o.Templates.RenderMail("alert", map[string]any{
-		"Title":  title,
-		"Text":   fmt.Sprintf("Batch %s could not create keys for partner %s in %s.\n\n%s", st.b.ID, p.ID, env, problem),
-		"Action": fmt.Sprintf("check the manager key of %s %s in partners.yaml (it needs the keys:manage scope), reload with SIGHUP, then retry the failed requests. The other requests of this partner and environment stay approved for the next batch.", p.ID, env),
+	out, err := r.o.Templates.AlertMail(st.b.ID+".alert.credentials."+p.ID+"."+string(env), r.o.SupportAddress, templates.Alert{
+		Title:  title,
+		Text:   fmt.Sprintf("Batch %s could not create keys for partner %s in %s.\n\n%s", st.b.ID, p.ID, env, problem),
+		Action: fmt.Sprintf("check the manager key of %s %s in partners.yaml (it needs the keys:manage scope), reload with SIGHUP, then retry the failed requests. The other requests of this partner and environment stay approved for the next batch.", p.ID, env),
 	})
 	if err != nil {
 		r.log.Error("alert not rendered", "err", err)
 		return
 	}
-	out := &keydesk.Outgoing{
-		ID: st.b.ID + ".alert.credentials." + p.ID + "." + string(env), Kind: keydesk.KindAlert, Partner: p.ID,
-		To: []string{r.o.SupportAddress}, Subject: m.Subject, Text: m.Body,
-	}
+	out.Partner = p.ID
 	if err := r.q.Enqueue(ctx, out); err != nil {
 		r.log.Error("alert not queued", "err", err)
 	}

@@ -134,6 +134,10 @@ type IMAP struct {
 	PollInterval time.Duration `yaml:"poll_interval"`
 	// MaxMessageBytes: larger messages are set aside unread. Default 10 MiB.
 	MaxMessageBytes Size `yaml:"max_message_bytes"`
+	// MaxAttempts: an email whose processing ended with the process this
+	// many times (a crash, an out-of-memory kill) is set aside unparsed,
+	// and support is alerted. Default 3.
+	MaxAttempts int `yaml:"max_attempts"`
 }
 
 // SMTP is the outgoing mail server.
@@ -313,6 +317,9 @@ func (c *Config) applyDefaults() {
 	if c.IMAP.MaxMessageBytes == 0 {
 		c.IMAP.MaxMessageBytes = 10 << 20
 	}
+	if c.IMAP.MaxAttempts == 0 {
+		c.IMAP.MaxAttempts = 3
+	}
 	for _, e := range []*APIEnv{&c.API.Sandbox, &c.API.Production} {
 		defDur(&e.Timeout, 30*time.Second)
 		if e.RateLimit == 0 {
@@ -459,6 +466,9 @@ func (c *Config) Validate() error {
 		}
 		if c.IMAP.MaxMessageBytes < 64<<10 {
 			bad("imap.max_message_bytes", "%d is too small: at least 64KiB", c.IMAP.MaxMessageBytes)
+		}
+		if c.IMAP.MaxAttempts < 1 || c.IMAP.MaxAttempts > 100 {
+			bad("imap.max_attempts", "%d is out of range: use 1 to 100 (default 3)", c.IMAP.MaxAttempts)
 		}
 		if c.IMAP.ProcessedMailbox == c.IMAP.Mailbox || c.IMAP.RejectedMailbox == c.IMAP.Mailbox {
 			bad("imap.processed_mailbox", "processed and rejected mailboxes must differ from imap.mailbox %q", c.IMAP.Mailbox)

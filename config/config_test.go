@@ -65,6 +65,7 @@ api:
 		{"smtp.password from env", c.SMTP.Password.Reveal(), "s3cret-smtp"},
 		{"poll_interval", c.IMAP.PollInterval, 30 * time.Second},
 		{"max_message_bytes", c.IMAP.MaxMessageBytes, Size(20 << 20)},
+		{"max_attempts default", c.IMAP.MaxAttempts, 3},
 		{"mailbox default", c.IMAP.Mailbox, "INBOX"},
 		{"imap.security default", c.IMAP.Security, SecurityTLS},
 		{"rate_limit", c.API.Sandbox.RateLimit, 10.0},
@@ -106,6 +107,7 @@ imap:
   address: imap.example.com
   security: plain
   username: x
+  max_attempts: -1
 smtp:
   address: mail.example.com:25
   security: none
@@ -127,7 +129,7 @@ imap_pasword: typo
 		t.Fatal("broken config accepted")
 	}
 	for _, want := range []string{
-		"keydesk.yaml: imap_pasword: unknown key (line 21)",
+		"keydesk.yaml: imap_pasword: unknown key (line 22)",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)
@@ -146,6 +148,7 @@ imap_pasword: typo
 		"keydesk.yaml: nats.audit_max_bytes: 65536 is too small",
 		"keydesk.yaml: imap.address: \"imap.example.com\" is not host:port",
 		"keydesk.yaml: imap.security: \"plain\" is not one of tls, starttls, none",
+		"keydesk.yaml: imap.max_attempts: -1 is out of range",
 		"keydesk.yaml: smtp.security: none sends the password in clear text",
 		"keydesk.yaml: smtp.from: is required",
 		"keydesk.yaml: api.production.base_url: \"http://api.buildmarkets.example\" sends API secrets in clear text",

@@ -589,11 +589,11 @@ func (s *Service) alert(ctx context.Context, id, title, text, action string) err
 		s.log.Warn("alert not sent: smtp.support_address is not set", "title", title)
 		return nil
 	}
-	m, err := s.o.Templates.RenderMail("alert", map[string]string{"Title": title, "Text": text, "Action": action})
+	out, err := s.o.Templates.AlertMail(id, s.o.SupportAddress, templates.Alert{Title: title, Text: text, Action: action})
 	if err != nil {
 		return err
 	}
-	return s.q.Enqueue(ctx, &keydesk.Outgoing{ID: id, Kind: keydesk.KindAlert, To: []string{s.o.SupportAddress}, Subject: m.Subject, Text: m.Body})
+	return s.q.Enqueue(ctx, out)
 }
 
 // NoticeData is what the delivery-notice template gets.

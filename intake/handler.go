@@ -58,7 +58,7 @@ const (
 // Decision is what the Handler made of an email.
 type Decision struct {
 	// Outcome names it for metrics and the intake record: accept, reject,
-	// review, ignore, malformed, too-large.
+	// review, ignore, malformed, too-large, poison.
 	Outcome string
 	// Disposition says which mailbox it goes to.
 	Disposition Disposition

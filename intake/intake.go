@@ -20,6 +20,12 @@
 //     that cannot be read is set aside with its reason recorded, and the
 //     poller goes on with the next one; a temporary failure (the queue is
 //     down) leaves the email in the inbox to be tried again later;
+//   - an email that kills the process (a crash no recover catches, an
+//     out-of-memory kill) cannot do so forever: every attempt at an email
+//     is counted in JetStream before it starts and forgotten when it ends,
+//     emails whose attempts did not end are tried alone, and one whose
+//     count reaches imap.max_attempts is set aside unparsed, with an alert
+//     to support, and the poller goes on;
 //   - memory is bounded: a message body never sits whole in memory, it is
 //     streamed to a 0600 file under the spool directory that is removed
 //     after use;
@@ -56,6 +62,7 @@ import (
 	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/metrics"
 	"github.com/buildmarkets/keydesk/queue"
+	"github.com/buildmarkets/keydesk/templates"
 )
 
 // Queue is what the poller stores through; *queue.Conn is one.
@@ -65,6 +72,7 @@ type Queue interface {
 	PutMail(ctx context.Context, ref string, r io.Reader, max int64) error
 	Record(ctx context.Context, kind string, ev keydesk.Event) error
 	KV(name string) jetstream.KeyValue
+	Attempts(name string) *queue.Attempts
 }
 
 var _ Queue = (*queue.Conn)(nil)
@@ -88,6 +96,12 @@ type Options struct {
 	Handler Handler
 	// SpoolDir holds messages while they are processed. Required.
 	SpoolDir string
+	// Templates renders the alert to support about an email set aside
+	// after imap.max_attempts attempts that did not end; nil sends none.
+	Templates *templates.Set
+	// SupportAddress receives that alert (smtp.support_address); empty
+	// sends none.
+	SupportAddress string
 	// Metrics, if set, receives keydesk_emails_total{outcome},
 	// keydesk_imap_reconnects_total and keydesk_intake_seconds.
 	Metrics *metrics.Registry
@@ -114,9 +128,10 @@ type Options struct {
 
 // Poller reads one mailbox. Run it under the mailbox's lease.
 type Poller struct {
-	o   Options
-	log *slog.Logger
-	kv  jetstream.KeyValue
+	o        Options
+	log      *slog.Logger
+	kv       jetstream.KeyValue
+	attempts *queue.Attempts // of this mailbox, by UID: attempts that began and did not end
 
 	emails     *metrics.Counter
 	reconnects *metrics.Counter
@@ -167,11 +182,17 @@ func New(o Options) (*Poller, error) {
 	if o.IMAP.PollInterval <= 0 {
 		errs = append(errs, errors.New("intake: imap.poll_interval must be positive"))
 	}
+	if o.IMAP.MaxAttempts < 0 {
+		errs = append(errs, errors.New("intake: imap.max_attempts must be positive"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	if o.IMAP.Timeout <= 0 {
 		o.IMAP.Timeout = 60 * time.Second
+	}
+	if o.IMAP.MaxAttempts == 0 {
+		o.IMAP.MaxAttempts = 3
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -201,11 +222,12 @@ func New(o Options) (*Poller, error) {
 		o:          o,
 		log:        o.Log.With("mailbox", o.IMAP.Mailbox),
 		kv:         o.Queue.KV(queue.BucketIntake),
+		attempts:   o.Queue.Attempts(kvToken(o.IMAP.Mailbox)),
 		retry:      map[uint32]retryState{},
 		fetchFails: map[uint32]int{},
 		inFlight:   newByteBudget(o.InFlightBytes),
 		emails: o.Metrics.Counter("keydesk_emails_total",
-			"Emails taken out of the inbox, by outcome (accept, reject, review, ignore, malformed, too-large).", "outcome"),
+			"Emails taken out of the inbox, by outcome (accept, reject, review, ignore, malformed, too-large, poison).", "outcome"),
 		reconnects: o.Metrics.Counter("keydesk_imap_reconnects_total", "IMAP connections re-established after a failure."),
 		seconds: o.Metrics.Histogram("keydesk_intake_seconds",
 			"Time to process one email, from the end of its download to its records being stored.", nil),

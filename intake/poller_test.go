@@ -227,11 +227,15 @@ func eventually(t *testing.T, what string, cond func() bool) {
 
 // simpleHandler is a stand-in for the parser where a test is about the
 // poller's own behaviour with a given decision: the body's first word says
-// what to decide ("accept", "reject", "panic", "garbage", "temporary").
+// what to decide ("accept", "reject", "panic", "garbage", "temporary",
+// "kill").
 type simpleHandler struct {
 	mu        sync.Mutex
 	temporary bool // "temporary" mail fails while set
 	seen      []uint32
+	// kill is called for "kill" mail: a poller process (runKillChild)
+	// ends itself there. Without it, "kill" mail is an error.
+	kill func()
 }
 
 func (s *simpleHandler) setTemporary(v bool) {
@@ -273,6 +277,11 @@ func (s *simpleHandler) Handle(_ context.Context, m *Message) (*Decision, error)
 		panic("parser bug on " + h.messageID)
 	case "garbage":
 		return nil, errors.New("no MIME structure")
+	case "kill":
+		if s.kill == nil {
+			return nil, errors.New("an email that kills the process was handed to the handler")
+		}
+		s.kill()
 	case "temporary":
 		if temp {
 			return nil, fmt.Errorf("registry unavailable: %w", ErrTemporary)

@@ -13,6 +13,7 @@ import (
 	"mime"
 	"net/mail"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/queue"
+	"github.com/buildmarkets/keydesk/templates"
 )
 
 // maxHeaderPeek bounds the header read of a message too large to download.
@@ -47,7 +49,49 @@ type sizeInfo struct {
 // chunk processes a few messages: their sizes, their bodies into the spool,
 // their records into the queue, then their moves. It reports stop when a
 // temporary failure says to wait before trying more.
+//
+// An attempt at each message is counted in the queue before anything else
+// and ended after the moves: messages moved out are forgotten, the others
+// counted one less. Only an attempt the process did not survive stays
+// counted, and a message with max_attempts of those is set aside unparsed.
 func (s *conn) chunk(ctx context.Context, uids []imap.UID) (stop bool, err error) {
+	p := s.p
+	ids := make([]uint32, len(uids))
+	for i, u := range uids {
+		ids[i] = uint32(u)
+	}
+	counts, err := p.attempts.Begin(ctx, s.uidVal, ids)
+	if err != nil {
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		// The queue is failing: storing would fail too. Wait, as for that.
+		for _, u := range ids {
+			p.noteRetry(u)
+		}
+		p.log.Warn("emails not processed: will try again", "uids", len(ids), "err", err)
+		return true, nil
+	}
+	s.filed = nil
+	stop, err = s.work(ctx, uids, counts)
+	var hook *hookError
+	if errors.As(err, &hook) {
+		return stop, err // a test's stand-in for the process ending here
+	}
+	undo := slices.DeleteFunc(ids, func(u uint32) bool { return slices.Contains(s.filed, u) })
+	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.o.IMAP.Timeout)
+	defer cancel()
+	if eerr := p.attempts.End(ectx, s.uidVal, s.filed, undo); eerr != nil {
+		// The counts stay one too high: at worst a message that fails this
+		// way again and again is set aside early, with an alert.
+		p.log.Warn("attempts not ended", "uids", len(ids), "err", eerr)
+	}
+	return stop, err
+}
+
+// work is chunk after the attempts are counted; counts are the attempts
+// begun at each message, this one included.
+func (s *conn) work(ctx context.Context, uids []imap.UID, counts map[uint32]int) (stop bool, err error) {
 	p := s.p
 	if len(uids) == 1 {
 		if n := p.fetchFailures(uint32(uids[0])); n >= maxFetchFailures {
@@ -84,6 +128,19 @@ func (s *conn) chunk(ctx context.Context, uids []imap.UID) (stop bool, err error
 		si, ok := sizes[u]
 		if !ok {
 			continue // expunged meanwhile
+		}
+		if n := counts[uint32(u)] - 1; n >= p.o.IMAP.MaxAttempts {
+			d, err := s.poison(ctx, u, si, n)
+			if err != nil {
+				if temporary(ctx, err) {
+					p.log.Warn("email not processed: will try again", "uid", u, "err", err, "retry_in", p.noteRetry(uint32(u)))
+					return s.finish(ctx, dest, done, true)
+				}
+				return false, err
+			}
+			dest[d] = append(dest[d], u)
+			done = append(done, uint32(u))
+			continue
 		}
 		if si.size > int64(p.o.IMAP.MaxMessageBytes) {
 			d, err := s.oversize(ctx, u, si)
@@ -232,6 +289,7 @@ func (s *conn) finish(ctx context.Context, dest map[string][]imap.UID, done []ui
 	for _, u := range done {
 		p.clearRetry(u)
 	}
+	s.filed = append(s.filed, done...)
 	return stop, nil
 }
 
@@ -506,11 +564,7 @@ func (s *conn) oversize(ctx context.Context, uid imap.UID, si sizeInfo) (string,
 	p := s.p
 	hdr, err := s.fetchHeader(ctx, uid)
 	if err != nil {
-		var ie *imap.Error
-		if !errors.As(err, &ie) {
-			return "", err
-		}
-		hdr = nil // the server will not say: record what is known
+		return "", err
 	}
 	m := &Message{Mailbox: p.o.IMAP.Mailbox, UIDValidity: s.uidVal, UID: uint32(uid), Size: si.size, InternalDate: si.date}
 	dec := tooLargeDecision(hdr, m, int64(p.o.IMAP.MaxMessageBytes))
@@ -531,11 +585,7 @@ func (s *conn) refused(ctx context.Context, uid imap.UID, si sizeInfo, cause err
 	if header {
 		var err error
 		if hdr, err = s.fetchHeader(ctx, uid); err != nil {
-			var ie *imap.Error
-			if !errors.As(err, &ie) {
-				return "", err
-			}
-			hdr = nil
+			return "", err
 		}
 	}
 	m := &Message{Mailbox: p.o.IMAP.Mailbox, UIDValidity: s.uidVal, UID: uint32(uid), Size: si.size, InternalDate: si.date}
@@ -549,7 +599,88 @@ func (s *conn) refused(ctx context.Context, uid imap.UID, si sizeInfo, cause err
 	return s.moveTo(dec.Disposition), nil
 }
 
-// fetchHeader reads at most maxHeaderPeek bytes of a message's header.
+// poison sets aside, unparsed, an email that was in hand tries times when
+// the process ended (a crash no recover catches, an out-of-memory kill):
+// fetched again, it would end the process again, forever. Support is
+// alerted. Its header is read for the record unless reading it was one of
+// those tries too, and its body is never downloaded.
+func (s *conn) poison(ctx context.Context, uid imap.UID, si sizeInfo, tries int) (string, error) {
+	p := s.p
+	m := &Message{Mailbox: p.o.IMAP.Mailbox, UIDValidity: s.uidVal, UID: uint32(uid), Size: si.size, InternalDate: si.date}
+	if old, err := GetRecord(ctx, p.kv, queue.MailRef(locationKey(m))); err == nil && old.Outcome == "poison" {
+		// Set aside before, and the process ended before the move: the
+		// record is written last, so everything is stored already.
+		p.log.Warn("email set aside before and not moved: moving it", "uid", uid, "attempts", tries)
+		return s.moveTo(Rejected), nil
+	}
+	var hdr []byte
+	if tries == p.o.IMAP.MaxAttempts {
+		var err error
+		if hdr, err = s.fetchHeader(ctx, uid); err != nil {
+			return "", err
+		}
+	}
+	reason := fmt.Sprintf("Set aside after %d attempts that did not finish: the email may crash keydesk; open it with care. "+
+		"keydesk did not read it again; look at its source in the rejected mailbox and enter the request by hand if it is one.", tries)
+	dec := setAside(hdr, m, "poison", keydesk.ReasonPoison, reason)
+	// Named by where it is and dated by the server, not by its header:
+	// with or without its header it is the same request, and the parser's
+	// own request for the email (once keydesk reads it, moved back to the
+	// inbox) is not taken for this one.
+	dec.SourceKey = locationKey(m)
+	for _, r := range dec.Requests {
+		r.SourceKey = dec.SourceKey
+		if !m.InternalDate.IsZero() {
+			r.SourceDate = m.InternalDate.UTC()
+		}
+	}
+	log := p.log.With("uid", uid, "attempts", tries, "message_id", dec.MessageID)
+	if p.o.Templates == nil || p.o.SupportAddress == "" {
+		log.Warn("no alert sent about the email set aside: smtp.support_address or the templates are not set")
+	} else {
+		dec.BuildReply = func(stored []*keydesk.Request) (*keydesk.Outgoing, error) {
+			return p.o.Templates.AlertMail(poisonAlertID(m), p.o.SupportAddress, poisonAlert(m, dec, stored, tries, p.o.IMAP.RejectedMailbox))
+		}
+	}
+	if _, err := p.store(ctx, m, dec, false, ""); err != nil {
+		return "", err
+	}
+	p.emails.Inc(dec.Outcome)
+	log.Error("email set aside: keydesk ended while processing it each of the last attempts", "from", dec.From, "subject", dec.Subject)
+	return s.moveTo(dec.Disposition), nil
+}
+
+// poisonAlertID names the alert about one email: the same email (mailbox,
+// UIDVALIDITY, UID) set aside again after a crash is not alerted twice.
+func poisonAlertID(m *Message) string {
+	return fmt.Sprintf("intake.poison.%s.%d.%d", kvToken(m.Mailbox), m.UIDValidity, m.UID)
+}
+
+func poisonAlert(m *Message, dec *Decision, stored []*keydesk.Request, tries int, rejected string) templates.Alert {
+	var ids []string
+	for _, r := range stored {
+		ids = append(ids, r.ID)
+	}
+	none := func(v string) string {
+		if v == "" {
+			return "(not read)"
+		}
+		return v
+	}
+	return templates.Alert{
+		Title: "Email set aside: it may crash keydesk",
+		Text: fmt.Sprintf("An email was moved to the %s mailbox without being read: keydesk was processing it each of the last %d times its process ended "+
+			"(a crash, or a kill for using too much memory), so reading it again would likely end it again. It is recorded as request %s, rejected with reason poison.\n\n"+
+			"  From:       %s\n  Subject:    %s\n  Message-ID: %s\n  Mailbox:    %s, UID %d (UIDVALIDITY %d), %s",
+			rejected, tries, none(strings.Join(ids, ", ")), none(dec.From), none(dec.Subject), none(dec.MessageID), m.Mailbox, m.UID, m.UIDValidity, humanBytes(m.Size)),
+		Action: "open the email with care: look at its source rather than letting a mail program display it. If it is a key request, enter it by hand. " +
+			"Keep a copy for the developers: keydesk should read such an email without ending.",
+	}
+}
+
+// fetchHeader reads at most maxHeaderPeek bytes of a message's header. A
+// server that answers NO yields no header and no error: the caller records
+// what is known. Any other error means the connection is gone.
 func (s *conn) fetchHeader(ctx context.Context, uid imap.UID) ([]byte, error) {
 	section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, Peek: true, Partial: &imap.SectionPartial{Offset: 0, Size: maxHeaderPeek}}
 	var hdr []byte
@@ -562,6 +693,10 @@ func (s *conn) fetchHeader(ctx context.Context, uid imap.UID) ([]byte, error) {
 		}
 		return err
 	})
+	var ie *imap.Error
+	if errors.As(err, &ie) {
+		return nil, nil
+	}
 	return hdr, err
 }
 
@@ -627,7 +762,7 @@ func setAside(raw []byte, m *Message, outcome string, code keydesk.ReasonCode, r
 		key = strings.ToLower(h.from) + "\x00sha256:" + m.Digest
 	case len(raw) == 0:
 		// Nothing of the email could be read: name it by where it is.
-		key = fmt.Sprintf("\x00imap:%s/%d/%d", m.Mailbox, m.UIDValidity, m.UID)
+		key = locationKey(m)
 	}
 	date := h.date
 	if date.IsZero() || date.After(time.Now().Add(48*time.Hour)) || date.Year() < 2000 {
@@ -648,6 +783,11 @@ func setAside(raw []byte, m *Message, outcome string, code keydesk.ReasonCode, r
 		MessageID: h.messageID, From: h.from, Subject: h.subject,
 		Requests: []*keydesk.Request{req}, Reason: reason,
 	}
+}
+
+// locationKey is the source key of an email named by where it is.
+func locationKey(m *Message) string {
+	return fmt.Sprintf("\x00imap:%s/%d/%d", m.Mailbox, m.UIDValidity, m.UID)
 }
 
 func tooLargeDecision(raw []byte, m *Message, limit int64) *Decision {

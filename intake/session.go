@@ -27,6 +27,7 @@ type conn struct {
 	canMove bool
 	uidPlus bool
 	hasIdle bool
+	filed   []uint32 // UIDs moved out of the inbox by the current chunk
 }
 
 // session connects, selects the mailbox and processes it until the
@@ -338,11 +339,14 @@ func (s *conn) scan(ctx context.Context) error {
 	}
 	slices.Sort(uids)
 	p.pruneRetries(uids)
+	unended := s.unendedAttempts(ctx, uids)
 	uids = slices.DeleteFunc(uids, func(u imap.UID) bool { return p.retryLater(uint32(u)) })
-	// Messages that were in hand when the connection broke go first, each
-	// on its own, so that one that breaks it again is singled out.
-	suspects := slices.DeleteFunc(slices.Clone(uids), func(u imap.UID) bool { return p.fetchFailures(uint32(u)) == 0 })
-	uids = slices.DeleteFunc(uids, func(u imap.UID) bool { return p.fetchFailures(uint32(u)) > 0 })
+	// Messages that were in hand when the connection broke, or when the
+	// process ended, go first, each on its own, so that one that breaks it
+	// again is singled out (and the others are not counted with it).
+	suspect := func(u imap.UID) bool { return p.fetchFailures(uint32(u)) > 0 || unended[uint32(u)] > 0 }
+	suspects := slices.DeleteFunc(slices.Clone(uids), func(u imap.UID) bool { return !suspect(u) })
+	uids = slices.DeleteFunc(uids, suspect)
 	chunks := make([][]imap.UID, 0, len(suspects)+len(uids)/p.o.BatchSize+1)
 	for _, u := range suspects {
 		chunks = append(chunks, []imap.UID{u})
@@ -366,6 +370,31 @@ func (s *conn) scan(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// unendedAttempts returns the counts of attempts that did not end, by UID,
+// and forgets those of messages no longer in the inbox (uids, sorted). A
+// queue that cannot say is logged and read as none: the attempts of the
+// chunks wait for the queue anyway.
+func (s *conn) unendedAttempts(ctx context.Context, uids []imap.UID) map[uint32]int {
+	p := s.p
+	counts, err := p.attempts.Load(ctx, s.uidVal)
+	if err != nil {
+		p.log.Warn("attempt counts not read", "err", err)
+		return nil
+	}
+	var gone []uint32
+	for u := range counts {
+		if _, found := slices.BinarySearch(uids, imap.UID(u)); !found {
+			gone = append(gone, u)
+		}
+	}
+	if len(gone) > 0 {
+		if err := p.attempts.End(ctx, s.uidVal, gone, nil); err != nil {
+			p.log.Warn("attempt counts of emails no longer in the inbox not forgotten", "err", err)
+		}
+	}
+	return counts
 }
 
 // moveTo returns the mailbox for a disposition.

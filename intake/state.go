@@ -15,6 +15,7 @@ import (
 //
 //	mailbox.<name>  MailboxState: the UIDVALIDITY last seen
 //	mail.<ref>      Record: what became of one email (ref = queue.MailRef)
+//	attempts.<name> queue.Attempts: attempts at its emails that did not end
 const (
 	prefixMailbox = "mailbox."
 	prefixMail    = "mail."

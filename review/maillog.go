@@ -28,7 +28,7 @@ type MailEntry struct {
 	Subject   string    `json:"subject"`
 	MessageID string    `json:"message_id,omitempty"`
 	// Outcome is intake's verdict: accept, reject, review, ignore,
-	// malformed, too-large.
+	// malformed, too-large, poison.
 	Outcome string `json:"outcome"`
 	Reason  string `json:"reason,omitempty"`
 	// MovedTo is the mailbox the email was moved to.
@@ -63,7 +63,7 @@ const (
 
 // mailOutcomes are the outcomes intake records, in the order the counts
 // show them; any other is shown after them.
-var mailOutcomes = []string{"accept", "review", "reject", "ignore", "malformed", "too-large"}
+var mailOutcomes = []string{"accept", "review", "reject", "ignore", "malformed", "too-large", "poison"}
 
 // outcomeClass maps an outcome to the state colours of the queue page.
 func outcomeClass(o string) string {

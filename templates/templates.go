@@ -21,6 +21,8 @@ import (
 	"strings"
 	"text/template"
 	"time"
+
+	"github.com/buildmarkets/keydesk"
 )
 
 //go:embed mail web
@@ -122,6 +124,23 @@ func (s *Set) RenderMail(name string, data any) (Mail, error) {
 		return Mail{}, fmt.Errorf("templates: %s: the subject has a line break", name)
 	}
 	return Mail{Subject: sub, Body: normalizeBody(body.String())}, nil
+}
+
+// Alert is what alert.tmpl shows support: what happened and what to do.
+type Alert struct {
+	Title, Text, Action string
+}
+
+// AlertMail renders an alert to support as an outgoing message. Its id
+// must be stable for what it reports: the outbox and delivery send one
+// message per ID, so a producer that retries after a crash cannot alert
+// twice.
+func (s *Set) AlertMail(id, to string, a Alert) (*keydesk.Outgoing, error) {
+	m, err := s.RenderMail("alert", a)
+	if err != nil {
+		return nil, err
+	}
+	return &keydesk.Outgoing{ID: id, Kind: keydesk.KindAlert, To: []string{to}, Subject: m.Subject, Text: m.Body}, nil
 }
 
 // normalizeBody trims the template's leading blank lines and ends the body

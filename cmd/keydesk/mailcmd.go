@@ -43,7 +43,7 @@ func mailList(ctx context.Context, stdout io.Writer, args []string, getenv func(
 	fs := newFlags("mail list", "[--outcome O] [--sender TEXT] [--limit N] [--all] [--json]",
 		"List the emails intake took out of the inbox, newest first: sender, subject, outcome\n"+
 			"and reason, the mailbox each went to, the requests each made."+apiHelp)
-	outcome := fs.String("outcome", "", "only this outcome (accept, review, reject, ignore, malformed, too-large)")
+	outcome := fs.String("outcome", "", "only this outcome (accept, review, reject, ignore, malformed, too-large, poison)")
 	sender := fs.String("sender", "", "only senders whose address contains this text")
 	limit := fs.Int("limit", 100, "at most this many per page")
 	all := fs.Bool("all", false, "follow every page")

@@ -220,7 +220,7 @@ func (o *observer) checkAudit(ctx context.Context) {
 	log := o.log.With("bytes", u.Bytes, "max_bytes", u.MaxBytes)
 	pct := int(u.Full() * 100)
 	title := fmt.Sprintf("The audit trail is %d%% full", pct)
-	o.alert(ctx, log, "alert.audit-size."+now.UTC().Format("20060102"), "", now, keyAlertData{
+	o.alert(ctx, log, "alert.audit-size."+now.UTC().Format("20060102"), "", now, templates.Alert{
 		Title: title,
 		Text: fmt.Sprintf("The AUDIT stream holds %d events in %d of its %d bytes (%d%%), the oldest from %s.\n"+
 			"When it is full, JetStream drops the oldest events to make room: the audit\n"+
@@ -270,7 +270,7 @@ func (o *observer) checkKeys(ctx context.Context) {
 // alert id to support: the same id is sent once however many instances
 // try (the outbox and delivery's sent-once records dedupe it). A failure
 // is logged and tried again at the next check.
-func (o *observer) alert(ctx context.Context, log *slog.Logger, id, partner string, now time.Time, d keyAlertData, warning string) {
+func (o *observer) alert(ctx context.Context, log *slog.Logger, id, partner string, now time.Time, d templates.Alert, warning string) {
 	o.mu.Lock()
 	done := o.alerted[id]
 	o.mu.Unlock()
@@ -286,16 +286,14 @@ func (o *observer) alert(ctx context.Context, log *slog.Logger, id, partner stri
 		log.Warn("no alert sent: the templates did not load (see the error at start)")
 		return
 	}
-	m, err := o.tpl.RenderMail("alert", d)
+	out, err := o.tpl.AlertMail(id, o.support, d)
 	if err != nil {
 		log.Error("alert not rendered", "err", err)
 		return
 	}
+	out.Partner, out.CreatedAt = partner, now
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err = o.q.Enqueue(cctx, &keydesk.Outgoing{
-		ID: id, Kind: keydesk.KindAlert, Partner: partner, To: []string{o.support},
-		Subject: m.Subject, Text: m.Body, CreatedAt: now,
-	})
+	err = o.q.Enqueue(cctx, out)
 	cancel()
 	if err != nil {
 		log.Error("alert not queued; trying again at the next check", "err", err)
@@ -306,17 +304,14 @@ func (o *observer) alert(ctx context.Context, log *slog.Logger, id, partner stri
 	o.mu.Unlock()
 }
 
-// keyAlertData is what alert.tmpl shows (for every alert of the observer).
-type keyAlertData struct{ Title, Text, Action string }
-
-func keyAlert(p *keydesk.Partner, now time.Time) keyAlertData {
+func keyAlert(p *keydesk.Partner, now time.Time) templates.Alert {
 	tc := p.TechnicalContact
 	exp := tc.KeyExpires.UTC()
 	when := fmt.Sprintf("expires on %s, in %d days", exp.Format("2006-01-02"), int(exp.Sub(now).Hours()/24))
 	if !exp.After(now) {
 		when = "expired on " + exp.Format("2006-01-02")
 	}
-	return keyAlertData{
+	return templates.Alert{
 		Title: fmt.Sprintf("The key of %s's technical contact %s", p.Name, when),
 		Text: fmt.Sprintf("Partner: %s (%s)\nTechnical contact: %s\nPinned fingerprint: %s\nThe key %s.\n\n"+
 			"keydesk checks the contact's key before it creates a key pair: once the key has\n"+

@@ -76,6 +76,7 @@ func newIntakePoller(a *app) (*intake.Poller, error) {
 		},
 	})
 	o.Queue, o.Handler, o.Metrics = a.q, handler, a.metrics
+	o.Templates, o.SupportAddress = tpl, cfg.SMTP.SupportAddress
 	o.SpoolDir = filepath.Join(cfg.Path(cfg.DataDir), "intake-spool")
 	o.Log = a.log.With("role", "intake")
 	return intake.New(o)
