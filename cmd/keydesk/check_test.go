@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -134,9 +135,12 @@ func TestCheckTellsEverythingAtOnce(t *testing.T) {
 			problems = append(problems, line)
 		}
 	}
+	// The line of the typo in the example file as it is now.
+	cfgText, _ := os.ReadFile(filepath.Join(dir, "keydesk.yaml"))
+	typoLine := 1 + bytes.Count(cfgText[:bytes.Index(cfgText, []byte("  shedule:"))], []byte("\n"))
 	want := []string{
 		"keydesk.yaml: smtp.password_file: open " + filepath.Join(dir, "secrets/nowhere") + ": no such file or directory",
-		"keydesk.yaml: batch.shedule: unknown key (line 62); did you mean schedule?",
+		fmt.Sprintf("keydesk.yaml: batch.shedule: unknown key (line %d); did you mean schedule?", typoLine),
 		`partners.yaml: partners[0].requesters[0]: "*@acme": the domain must be a full domain name`,
 	}
 	if strings.Join(problems, "\n") != strings.Join(want, "\n") {
