@@ -128,6 +128,11 @@ type IMAP struct {
 	PollInterval time.Duration `yaml:"poll_interval"`
 	// MaxMessageBytes: larger messages are set aside unread. Default 10 MiB.
 	MaxMessageBytes Size `yaml:"max_message_bytes"`
+	// LeaseTTL is how long the mailbox lease outlives an instance that
+	// dies while polling (it is renewed at a third of it): a standby, or
+	// the same instance restarted, reads the mailbox again within about
+	// this long. Default 30s.
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
 }
 
 // SMTP is the outgoing mail server.
@@ -294,6 +299,7 @@ func (c *Config) applyDefaults() {
 	def(&c.IMAP.Auth, "plain")
 	def(&c.SMTP.Auth, "plain")
 	defDur(&c.IMAP.PollInterval, 60*time.Second)
+	defDur(&c.IMAP.LeaseTTL, 30*time.Second)
 	defDur(&c.IMAP.Timeout, 60*time.Second)
 	defDur(&c.SMTP.Timeout, 60*time.Second)
 	if c.IMAP.MaxMessageBytes == 0 {
@@ -444,6 +450,9 @@ func (c *Config) Validate() error {
 	if c.IMAP.Address != "" {
 		if c.IMAP.PollInterval < time.Second {
 			bad("imap.poll_interval", "%s is too short: at least 1s", c.IMAP.PollInterval)
+		}
+		if c.IMAP.LeaseTTL < time.Second || c.IMAP.LeaseTTL > time.Hour {
+			bad("imap.lease_ttl", "%s is out of range 1s..1h", c.IMAP.LeaseTTL)
 		}
 		if c.IMAP.MaxMessageBytes < 64<<10 {
 			bad("imap.max_message_bytes", "%d is too small: at least 64KiB", c.IMAP.MaxMessageBytes)

@@ -61,6 +61,7 @@ api:
 		{"poll_interval", c.IMAP.PollInterval, 30 * time.Second},
 		{"max_message_bytes", c.IMAP.MaxMessageBytes, Size(20 << 20)},
 		{"mailbox default", c.IMAP.Mailbox, "INBOX"},
+		{"imap.lease_ttl default", c.IMAP.LeaseTTL, 30 * time.Second},
 		{"imap.security default", c.IMAP.Security, SecurityTLS},
 		{"rate_limit", c.API.Sandbox.RateLimit, 10.0},
 		{"production timeout default", c.API.Production.Timeout, 30 * time.Second},
@@ -100,6 +101,7 @@ imap:
   address: imap.example.com
   security: plain
   username: x
+  lease_ttl: 100ms
 smtp:
   address: mail.example.com:25
   security: none
@@ -117,7 +119,7 @@ imap_pasword: typo
 		t.Fatal("broken config accepted")
 	}
 	for _, want := range []string{
-		"keydesk.yaml: imap_pasword: unknown key (line 17)",
+		"keydesk.yaml: imap_pasword: unknown key (line 18)",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)
@@ -135,6 +137,7 @@ imap_pasword: typo
 		"keydesk.yaml: nats.inbox_prefix: \"_INBOX.>\" contains a wildcard",
 		"keydesk.yaml: imap.address: \"imap.example.com\" is not host:port",
 		"keydesk.yaml: imap.security: \"plain\" is not one of tls, starttls, none",
+		"keydesk.yaml: imap.lease_ttl: 100ms is out of range 1s..1h",
 		"keydesk.yaml: smtp.security: none sends the password in clear text",
 		"keydesk.yaml: smtp.from: is required",
 		"keydesk.yaml: api.production.base_url: \"http://api.buildmarkets.example\" sends API secrets in clear text",
