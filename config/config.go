@@ -230,6 +230,11 @@ type Delivery struct {
 	RetryFor time.Duration `yaml:"retry_for"`
 	// RevokeUndeliveredAfter: a key not delivered by then is revoked. Default 72h.
 	RevokeUndeliveredAfter time.Duration `yaml:"revoke_undelivered_after"`
+	// AckWait is how long an outgoing message taken by an instance that
+	// died waits before another instance (or the same one restarted) gets
+	// it; a live instance reports progress every third of it, so it never
+	// cuts a slow SMTP dialogue short. Default 2m.
+	AckWait time.Duration `yaml:"ack_wait"`
 }
 
 // Templates overrides the embedded templates.
@@ -327,6 +332,7 @@ func (c *Config) applyDefaults() {
 	defDur(&c.Review.SessionIdle, 30*time.Minute)
 	defDur(&c.Delivery.RetryFor, 48*time.Hour)
 	defDur(&c.Delivery.RevokeUndeliveredAfter, 72*time.Hour)
+	defDur(&c.Delivery.AckWait, 2*time.Minute)
 	def(&c.Log.Level, "info")
 	def(&c.PartnersFile, "partners.yaml")
 }
@@ -502,6 +508,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Delivery.RevokeUndeliveredAfter < c.Delivery.RetryFor {
 		bad("delivery.revoke_undelivered_after", "%s is shorter than delivery.retry_for %s", c.Delivery.RevokeUndeliveredAfter, c.Delivery.RetryFor)
+	}
+	if c.Delivery.AckWait < 3*time.Second || c.Delivery.AckWait > time.Hour {
+		bad("delivery.ack_wait", "%s is out of range 3s..1h", c.Delivery.AckWait)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -70,6 +70,7 @@ api:
 		{"require_dmarc default", c.SenderAuth.DMARCRequired(), true},
 		{"internal_domains default", strings.Join(c.SenderAuth.InternalDomains, ","), "buildmarkets.ai"},
 		{"retry_for default", c.Delivery.RetryFor, 48 * time.Hour},
+		{"ack_wait default", c.Delivery.AckWait, 2 * time.Minute},
 		{"inbox_prefix default (_INBOX)", c.NATS.InboxPrefix, ""},
 	}
 	for _, ch := range checks {
@@ -110,6 +111,7 @@ api:
   production: {base_url: "http://api.buildmarkets.example"}
 review: {listen: "nowhere", four_eyes: [production, staging]}
 batch: {concurrency: 1000}
+delivery: {ack_wait: 1s}
 log: {level: loud}
 signing_key: {file: missing.asc}
 imap_pasword: typo
@@ -119,7 +121,7 @@ imap_pasword: typo
 		t.Fatal("broken config accepted")
 	}
 	for _, want := range []string{
-		"keydesk.yaml: imap_pasword: unknown key (line 18)",
+		"keydesk.yaml: imap_pasword: unknown key (line 19)",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)
@@ -144,6 +146,7 @@ imap_pasword: typo
 		"keydesk.yaml: review.listen:",
 		"keydesk.yaml: review.four_eyes[1]: \"staging\" is neither",
 		"keydesk.yaml: batch.concurrency: 1000 is out of range",
+		"keydesk.yaml: delivery.ack_wait: 1s is out of range 3s..1h",
 		"keydesk.yaml: log.level: \"loud\"",
 		"keydesk.yaml: signing_key.file:",
 	} {
