@@ -282,13 +282,14 @@ signing_key: {file: signing.asc, passphrase: %q}
 sender_auth: {trusted_authserv_ids: [%s], require_dmarc: true, internal_domains: [%s]}
 batch: {schedule: "@every 4s", concurrency: 4, lease_ttl: 2s}
 review: {listen: %q, users_file: users.yaml}
-delivery: {retry_for: 1h, revoke_undelivered_after: 1h}
+delivery: {retry_for: 1h, revoke_undelivered_after: 1h, ack_wait: 5s}
 log: {level: debug, format: json}
 partners_file: partners.yaml
 `, in.dataDir, nats, imap.Addr, imap.User, imap.Password, sink.addr, demoFrom, demoSupport,
 			apis[keydesk.Sandbox].url, apis[keydesk.Production].url, cryptotest.Passphrase, demoAuthserv, demoDomain, in.listen))
 		ins = append(ins, in)
 	}
+	artifacts := t.ArtifactDir()
 	t.Cleanup(func() {
 		for _, in := range ins {
 			if in.cmd != nil {
@@ -296,6 +297,11 @@ partners_file: partners.yaml
 			}
 		}
 		if t.Failed() {
+			for _, in := range ins {
+				if err := os.WriteFile(filepath.Join(artifacts, in.name+".log"), []byte(in.logs.String()), 0o600); err == nil {
+					t.Logf("%s's whole log: %s (kept with go test -artifacts)", in.name, filepath.Join(artifacts, in.name+".log"))
+				}
+			}
 			for _, in := range ins {
 				// What the roles did, without the poller's debug lines.
 				var l []string
