@@ -119,9 +119,8 @@ func SortScopes(ss []Scope) {
 }
 
 // nearestScope returns the scope at the smallest edit distance from s, if
-// that distance is small enough to be a typo (a third of the word, at least
-// two edits); a resource named right with a wrong verb ("trade:write") is
-// matched on the resource's stem too.
+// that distance is small enough to be a typo; a resource named right with
+// a wrong verb ("trade:write") is matched on the resource's stem too.
 func nearestScope(s string) Scope {
 	if s == "" {
 		return ""
@@ -134,15 +133,28 @@ func nearestScope(s string) Scope {
 			}
 		}
 	}
-	best, bestD := Scope(""), 1<<30
-	for _, sc := range Scopes {
-		d := editDistance(s, string(sc))
-		if d < bestD {
-			best, bestD = sc, d
+	names := make([]string, len(Scopes))
+	for i, sc := range Scopes {
+		names[i] = string(sc)
+	}
+	return Scope(Nearest(s, names))
+}
+
+// Nearest returns the word of words at the smallest edit distance from s
+// (the first of equals), if that distance is small enough to be a typo: a
+// third of s, at least two edits. Otherwise it returns "". It is the one
+// "did you mean" of keydesk, for scopes and config keys alike.
+func Nearest(s string, words []string) string {
+	if s == "" {
+		return ""
+	}
+	best, bestD := "", 1<<30
+	for _, w := range words {
+		if d := editDistance(s, w); d < bestD {
+			best, bestD = w, d
 		}
 	}
-	limit := max(2, len(s)/3)
-	if bestD <= limit {
+	if bestD <= max(2, len(s)/3) {
 		return best
 	}
 	return ""

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"regexp"
 	"slices"
@@ -319,7 +320,7 @@ func TestMissingCredentials(t *testing.T) {
 			if s := h.get(second.ID).State; s != keydesk.StateApproved {
 				t.Errorf("second request is %s, want approved for the next batch", s)
 			}
-			if n := h.api.Stats().Requests; n != 0 {
+			if n := h.api.Stats().Requests + h.prod.Stats().Requests; n != 0 {
 				t.Errorf("%d API calls without credentials", n)
 			}
 			alerts := kind(h.outbox(), keydesk.KindAlert)
@@ -389,6 +390,68 @@ func TestReconcile(t *testing.T) {
 	slices.Sort(want)
 	if live := h.liveKeyIDs("acme"); !slices.Equal(live, want) {
 		t.Errorf("live keys %v, want %v", live, want)
+	}
+}
+
+// TestReconcileKeyIDsPerEnvironment: the API numbers keys per account and
+// environment, so sandbox and production both hold a key-002. An orphan
+// whose ID a request of the other environment records, or that this run
+// revoked in the other environment, is still an orphan and is revoked;
+// the recorded key of the other environment is left alone.
+func TestReconcileKeyIDsPerEnvironment(t *testing.T) {
+	h := newHarness(t)
+	p := *h.partner
+	p.Environments = maps.Clone(p.Environments)
+	p.Environments[keydesk.Production] = keydesk.PartnerEnvironment{APIKey: managerKey, APISecret: keydesk.SecretString(managerSecret)}
+	h.reg = &keydesk.Registry{Partners: []*keydesk.Partner{&p}}
+	sandbox := bmapi.New(bmapi.Options{BaseURL: h.url, APIKey: managerKey, APISecret: keydesk.SecretString(managerSecret)})
+	prod := bmapi.New(bmapi.Options{BaseURL: h.prodURL, APIKey: managerKey, APISecret: keydesk.SecretString(managerSecret)})
+	mustCreate := func(c *bmapi.Client, label string) string {
+		t.Helper()
+		k, err := c.CreateKey(h.ctx, label, []keydesk.Scope{"accounts:read"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k.ID
+	}
+	start := time.Now()
+	crashed := func(env keydesk.Environment, label string) *keydesk.Request {
+		return h.request(label, func(r *keydesk.Request) {
+			r.Environment, r.State = env, keydesk.StateGenerating
+			r.Attempt = &keydesk.Attempt{ID: "crashed-" + string(env) + "-" + label, StartedAt: start}
+		})
+	}
+	// Production: a delivered key, then a crashed attempt's orphan.
+	delivered := mustCreate(prod, "trading")
+	h.request("trading", func(r *keydesk.Request) {
+		r.Environment, r.State, r.KeyID = keydesk.Production, keydesk.StateDelivered, delivered
+	})
+	prodCrash := crashed(keydesk.Production, "reports")
+	prodOrphan := mustCreate(prod, "reports")
+	// Sandbox: two crashed attempts whose orphans bear the same IDs.
+	sbCrash1, sbCrash2 := crashed(keydesk.Sandbox, "trading"), crashed(keydesk.Sandbox, "reports")
+	sbOrphan1, sbOrphan2 := mustCreate(sandbox, "trading"), mustCreate(sandbox, "reports")
+	if sbOrphan1 != delivered || sbOrphan2 != prodOrphan {
+		t.Fatalf("ids sandbox %s %s, production %s %s: the simulator must number keys per account", sbOrphan1, sbOrphan2, delivered, prodOrphan)
+	}
+
+	if err := h.runner(nil).Reconcile(h.ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, req := range []*keydesk.Request{prodCrash, sbCrash1, sbCrash2} {
+		if got := h.get(req.ID); got.State != keydesk.StateApproved {
+			t.Errorf("%s %s after reconciliation: %s", req.Environment, req.Label, got.State)
+		}
+	}
+	if live := h.liveKeyIDs("acme"); len(live) != 0 {
+		t.Errorf("sandbox keeps orphans %v alive: two live keys once their requests are generated again", live)
+	}
+	var prodLive []string
+	for _, k := range h.prod.LiveKeys("acme") {
+		prodLive = append(prodLive, k.ID)
+	}
+	if !slices.Equal(prodLive, []string{delivered}) {
+		t.Errorf("production live keys %v, want only the delivered %s", prodLive, delivered)
 	}
 }
 

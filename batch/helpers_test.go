@@ -30,11 +30,15 @@ const (
 // harness is a batch against a real embedded JetStream, the API simulator
 // over HTTP and the real OpenPGP sealer.
 type harness struct {
-	t       *testing.T
-	ctx     context.Context
-	q       *queue.Conn
-	api     *fake.Server
-	url     string
+	t   *testing.T
+	ctx context.Context
+	q   *queue.Conn
+	api *fake.Server // sandbox
+	url string
+	// prod is the production API: another server whose accounts number
+	// their keys on their own, so its key IDs collide with sandbox's.
+	prod    *fake.Server
+	prodURL string
 	partner *keydesk.Partner
 	reg     *keydesk.Registry
 	signer  *crypto.Signer
@@ -46,6 +50,19 @@ func newHarness(t *testing.T) *harness {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
+	api, url := newFakeAPI(t)
+	prod, prodURL := newFakeAPI(t)
+	p := cryptotest.Partner(t, crypto.Curve25519)
+	h := &harness{t: t, ctx: ctx, q: queuetest.Open(t), api: api, url: url, prod: prod, prodURL: prodURL,
+		partner: p, signer: cryptotest.Signer(t), tpl: templates.MustLoadEmbedded()}
+	h.reg = &keydesk.Registry{Partners: []*keydesk.Partner{p}}
+	return h
+}
+
+// newFakeAPI starts one environment's API simulator, with acme's manager
+// key and a globex key without keys:manage.
+func newFakeAPI(t *testing.T) (*fake.Server, string) {
+	t.Helper()
 	api, err := fake.New(fake.Options{Seed: &fake.Seed{Accounts: []fake.SeedAccount{
 		{ID: "acme", ManagerKeys: []fake.SeedKey{{APIKey: managerKey, APISecret: managerSecret, Scopes: []keydesk.Scope{keydesk.ScopeKeysManage}}}},
 		{ID: "globex", ManagerKeys: []fake.SeedKey{{APIKey: "bm_key_globex_reader", APISecret: "bm_secret_globex_reader", Scopes: []keydesk.Scope{"accounts:read"}}}},
@@ -55,10 +72,7 @@ func newHarness(t *testing.T) *harness {
 	}
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
-	p := cryptotest.Partner(t, crypto.Curve25519)
-	h := &harness{t: t, ctx: ctx, q: queuetest.Open(t), api: api, url: srv.URL, partner: p, signer: cryptotest.Signer(t), tpl: templates.MustLoadEmbedded()}
-	h.reg = &keydesk.Registry{Partners: []*keydesk.Partner{p}}
-	return h
+	return api, srv.URL
 }
 
 // options are the runner's options with short back-offs for tests.
@@ -67,7 +81,7 @@ func (h *harness) options() batch.Options {
 		Queue: h.q, Partners: func() *keydesk.Registry { return h.reg },
 		Accounts: batch.NewBMAPI(batch.BMAPIOptions{Envs: map[keydesk.Environment]batch.APIEnv{
 			keydesk.Sandbox:    {BaseURL: h.url, Timeout: 5 * time.Second},
-			keydesk.Production: {BaseURL: h.url, Timeout: 5 * time.Second, Limiter: rate.NewLimiter(100, 1)},
+			keydesk.Production: {BaseURL: h.prodURL, Timeout: 5 * time.Second, Limiter: rate.NewLimiter(100, 1)},
 		}}),
 		Classify: batch.ClassifyBMAPI, Sealer: &batch.PGPSealer{Signer: h.signer, Templates: h.tpl}, Templates: h.tpl,
 		SupportAddress: supportAddr, Holder: "test-instance", Backoff: 10 * time.Millisecond, MaxBackoff: 2 * time.Second,

@@ -41,15 +41,17 @@ func (r *Runner) reconcileOne(ctx context.Context, st *run, api API, req *keydes
 	}
 	var revoked []string
 	for _, k := range keys {
+		// The list is of req's partner account in req's environment.
+		ref := keydesk.KeyRef{Partner: req.Partner, Environment: req.Environment, ID: k.ID}
 		// A key without a creation time cannot be placed: it counts as
 		// this attempt's, since two live keys are worse than one lost.
-		if k.Label != req.Label || (!k.CreatedAt.IsZero() && k.CreatedAt.Before(since)) || st.isRecorded(k.ID) || st.isRevoked(k.ID) {
+		if k.Label != req.Label || (!k.CreatedAt.IsZero() && k.CreatedAt.Before(since)) || st.known(ref) {
 			continue
 		}
 		if err := r.revokeKey(ctx, api, k.ID); err != nil {
-			return reconciled{}, fmt.Errorf("revoke orphan %s: %w", k.ID, err)
+			return reconciled{}, fmt.Errorf("revoke orphan %s: %w", ref, err)
 		}
-		st.revoke(k.ID)
+		st.revoke(ref)
 		revoked = append(revoked, k.ID)
 	}
 	note := "reconciled: no key had been created"

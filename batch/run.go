@@ -37,21 +37,34 @@ func (r *Runner) RunNow(ctx context.Context, trigger, by string) (*keydesk.Batch
 
 // runScheduled runs the batch due at at. Its ID derives from at, so that
 // of several instances sharing a cluster exactly one creates and runs it.
+// While another instance holds the lease (running another batch), the
+// scheduled batch is left as requested: whichever instance holds the
+// lease next runs it. The instance that finds it taken says nothing.
 func (r *Runner) runScheduled(ctx context.Context, at time.Time) (*keydesk.Batch, error) {
 	b := &keydesk.Batch{ID: "B-" + at.UTC().Format("20060102-150405") + "-SCHED", Trigger: "schedule", By: "schedule", Requested: at.UTC()}
 	create := func(ctx context.Context) (bool, error) {
 		err := r.q.PutBatch(ctx, b)
 		if errors.Is(err, keydesk.ErrConflict) {
-			r.log.Info("scheduled batch taken by another instance", "batch", b.ID)
+			r.log.Debug("scheduled batch taken by another instance", "batch", b.ID)
 			return false, nil
 		}
 		return err == nil, err
 	}
-	return b, r.execute(ctx, b, create, create)
+	leave := func(ctx context.Context) (bool, error) {
+		b.State, b.Started, b.Ended, b.Error = keydesk.BatchRequested, time.Time{}, time.Time{}, ""
+		if _, err := create(ctx); err != nil {
+			return false, err
+		}
+		return false, nil
+	}
+	return b, r.execute(ctx, b, create, leave)
 }
 
 // runRequested takes a batch asked for through the API (state requested)
-// and runs it, unless another instance took it first.
+// and runs it, unless another instance took it first. While another
+// instance holds the lease the record stays requested, untouched: the
+// lease holder runs it after its batch, and this instance looks again
+// later (Run). A lease held elsewhere never fails a batch a person asked for.
 func (r *Runner) runRequested(ctx context.Context, b *keydesk.Batch) error {
 	if b.State != keydesk.BatchRequested {
 		return nil
@@ -63,15 +76,18 @@ func (r *Runner) runRequested(ctx context.Context, b *keydesk.Batch) error {
 		}
 		return err == nil, err
 	}
-	return r.execute(ctx, b, update, update)
+	leave := func(context.Context) (bool, error) { return false, nil }
+	return r.execute(ctx, b, update, leave)
 }
 
 // execute runs batch b under the batch lease. claim, called once the lease
 // is held, writes b in state running (so that a running batch always holds
 // the lease, and one found running by a lease holder is stale); it reports
 // false if another instance took the batch. If the lease stays held
-// elsewhere, b is written failed through refuse. execute then writes the
-// final record, the audit event and the report.
+// elsewhere, refuse decides what becomes of b: it reports whether it wrote
+// b as failed (RunNow, whose caller waits for the answer) or left it for
+// the lease holder. execute then writes the final record, the audit event
+// and the report.
 func (r *Runner) execute(ctx context.Context, b *keydesk.Batch, claim, refuse func(ctx context.Context) (bool, error)) error {
 	log := r.log.With("batch", b.ID)
 	st := newRun(r, b)
@@ -97,12 +113,16 @@ func (r *Runner) execute(ctx context.Context, b *keydesk.Batch, claim, refuse fu
 		}
 		b.State, b.Started, b.Ended = keydesk.BatchFailed, time.Time{}, r.clock.Now().UTC()
 		b.Error = "refused: another batch is running (" + err.Error() + "); approved requests wait for the next batch"
-		if ok, rerr := refuse(wctx); rerr != nil {
+		failed, rerr := refuse(wctx)
+		switch {
+		case rerr != nil:
 			log.Error("batch record not saved", "err", rerr)
-		} else if ok {
+		case failed:
 			_ = r.audit(wctx, b.ID, "batch-refused", b.Error)
+			log.Warn("batch refused", "err", err)
+		default:
+			log.Info("batch waits: another instance holds the batch lease and runs it, or this one does later", "err", err)
 		}
-		log.Warn("batch refused", "err", err)
 		return err
 	}
 	st.mu.Lock()
@@ -195,15 +215,17 @@ type run struct {
 	skip map[string]string
 	// apis caches one API per partner/environment.
 	apis map[string]API
-	// recorded holds every key ID that a request record names: such a key
-	// is never an orphan.
-	recorded map[string]bool
+	// recorded holds every key that a request record names: such a key is
+	// never an orphan. Keys are whole triples: the API numbers them per
+	// partner account and environment, so an ID alone matches keys of
+	// other accounts.
+	recorded map[keydesk.KeyRef]bool
 	// revoked holds the keys this run revoked, which an API may go on listing.
-	revoked map[string]bool
+	revoked map[keydesk.KeyRef]bool
 }
 
 func newRun(r *Runner, b *keydesk.Batch) *run {
-	return &run{r: r, b: b, counts: map[string]int{}, skip: map[string]string{}, apis: map[string]API{}, recorded: map[string]bool{}, revoked: map[string]bool{}}
+	return &run{r: r, b: b, counts: map[string]int{}, skip: map[string]string{}, apis: map[string]API{}, recorded: map[keydesk.KeyRef]bool{}, revoked: map[keydesk.KeyRef]bool{}}
 }
 
 func (st *run) add(o keydesk.BatchOutcome) {
@@ -278,31 +300,27 @@ func (st *run) account(p *keydesk.Partner, env keydesk.Environment) (API, error)
 	return a, nil
 }
 
-func (st *run) record(keyID string) {
-	if keyID == "" {
+func (st *run) record(k keydesk.KeyRef) {
+	if k.IsZero() {
 		return
 	}
 	st.mu.Lock()
-	st.recorded[keyID] = true
+	st.recorded[k] = true
 	st.mu.Unlock()
 }
 
-func (st *run) revoke(keyID string) {
+func (st *run) revoke(k keydesk.KeyRef) {
 	st.mu.Lock()
-	st.revoked[keyID] = true
+	st.revoked[k] = true
 	st.mu.Unlock()
 }
 
-func (st *run) isRevoked(keyID string) bool {
+// known reports whether k is held by a request or was revoked by this run:
+// either way it is no orphan to revoke.
+func (st *run) known(k keydesk.KeyRef) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return st.revoked[keyID]
-}
-
-func (st *run) isRecorded(keyID string) bool {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return st.recorded[keyID]
+	return st.recorded[k] || st.revoked[k]
 }
 
 // runLocked is a batch under the lease: reconcile, revoke what was not
@@ -320,14 +338,14 @@ func (r *Runner) runLocked(ctx context.Context, st *run) error {
 	return r.generate(ctx, st)
 }
 
-// loadRecorded fills the set of key IDs that requests hold.
+// loadRecorded fills the set of keys that requests hold.
 func (r *Runner) loadRecorded(ctx context.Context, st *run) error {
 	all, err := r.q.List(ctx, queue.Filter{})
 	if err != nil {
 		return err
 	}
 	for _, req := range all {
-		st.record(req.KeyID)
+		st.record(req.KeyRef())
 	}
 	return nil
 }
@@ -553,7 +571,7 @@ func (r *Runner) attempt(ctx context.Context, st *run, p *keydesk.Partner, api A
 		// revokes this key, and delivery drops a delivery of a stale attempt.
 		return attemptResult{outcome: OutcomeError, detail: fmt.Sprintf("%s created but not recorded (%v): the next batch revokes it and makes a new one", created.ID, err)}
 	}
-	st.record(created.ID)
+	st.record(keydesk.KeyRef{Partner: p.ID, Environment: req.Environment, ID: created.ID})
 	r.o.Failpoint("after-generated")
 	return attemptResult{outcome: OutcomeGenerated, detail: "delivery queued to " + p.TechnicalContact.Email, keyID: created.ID}
 }

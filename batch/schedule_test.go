@@ -173,3 +173,46 @@ func FuzzNextRun(f *testing.F) {
 		}
 	})
 }
+
+// TestRequestedBatchWaitsForLease: a batch a person asked for while
+// another instance holds the batch lease is not failed: it stays
+// requested, and runs once the lease is free — here because the other
+// instance died and its lease expired.
+func TestRequestedBatchWaitsForLease(t *testing.T) {
+	h := newHarness(t)
+	req := h.request("backend", nil)
+	if _, err := h.q.Acquire(h.ctx, batch.LeaseName, "dead-instance", 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	r := h.runner(func(o *batch.Options) { o.LeaseWait = 200 * time.Millisecond })
+	ctx, cancel := context.WithCancel(h.ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != context.Canceled {
+			t.Errorf("Run returned %v", err)
+		}
+	}()
+	asked, err := h.q.RequestBatch(h.ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []keydesk.BatchState
+	queuetest.Eventually(t, 30*time.Second, "the requested batch done", func() bool {
+		b, err := h.q.GetBatch(h.ctx, asked.ID)
+		if err != nil {
+			return false
+		}
+		if len(seen) == 0 || seen[len(seen)-1] != b.State {
+			seen = append(seen, b.State)
+		}
+		return b.State == keydesk.BatchDone || b.State == keydesk.BatchFailed
+	})
+	if b := h.batchRecord(asked.ID); b.State != keydesk.BatchDone || b.By != "alice" || b.Counts["generated"] != 1 {
+		t.Fatalf("requested batch = %s (states seen %v): a lease held elsewhere must not fail it", dump(b), seen)
+	}
+	if s := h.get(req.ID).State; s != keydesk.StateGenerated {
+		t.Errorf("request is %s after the requested batch", s)
+	}
+}

@@ -115,7 +115,7 @@ func TestHappyPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if k.ID != "key-004" || k.Label != "backend-service-prod" || !strings.HasPrefix(k.APIKey, "bm_key_") ||
+	if k.ID != "key-003" || k.Label != "backend-service-prod" || !strings.HasPrefix(k.APIKey, "bm_key_") ||
 		!strings.HasPrefix(k.APISecret.Reveal(), "bm_secret_") || !slices.Equal(k.Scopes, scopes) || !k.CreatedAt.Equal(testClock()) {
 		t.Fatalf("created %+v (secret prefix ok: %v)", k.Key, strings.HasPrefix(k.APISecret.Reveal(), "bm_secret_"))
 	}
@@ -134,8 +134,8 @@ func TestHappyPath(t *testing.T) {
 		}
 		return out
 	}
-	if got, want := ids(keys), []string{"key-001/manager", "key-002/reader", "key-004/backend-service-prod"}; !slices.Equal(got, want) {
-		t.Fatalf("acme lists %v, want %v (globex's key-003 must not show)", got, want)
+	if got, want := ids(keys), []string{"key-001/manager", "key-002/reader", "key-003/backend-service-prod"}; !slices.Equal(got, want) {
+		t.Fatalf("acme lists %v, want %v (globex's own key-001 must not show)", got, want)
 	}
 
 	// The new key works with its own credentials until it is revoked; it
@@ -153,11 +153,11 @@ func TestHappyPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := ids(keys); slices.Contains(got, "key-004/backend-service-prod") {
+	if got := ids(keys); slices.Contains(got, "key-003/backend-service-prod") {
 		t.Fatalf("revoked key still listed: %v", got)
 	}
 	if info := e.fake.Keys("acme"); !info[2].Revoked {
-		t.Fatalf("simulator shows key-004 as %+v", info[2])
+		t.Fatalf("simulator shows key-003 as %+v", info[2])
 	}
 	// Revoking again, or a key that never was, is success (404 counts as gone).
 	for _, id := range []string{k.ID, "key-999", "../globex"} {

@@ -345,9 +345,10 @@ func Default() *Config {
 }
 
 // Load reads, expands, defaults and validates keydesk.yaml. The error lists
-// every problem found (errors.Join), each naming the file and the key. When
-// only values are wrong, the config is returned with the error (for
-// checking further); a caller that runs must stop at any error.
+// every problem found (errors.Join), each naming the file and the key.
+// Unless the file cannot be read or is not YAML at all, the config is
+// returned with the error, for checking further (partners.yaml, users.yaml);
+// a caller that runs must stop at any error.
 func Load(path string) (*Config, error) {
 	return load(path, os.Getenv)
 }
@@ -358,18 +359,15 @@ func load(path string, getenv func(string) string) (*Config, error) {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	c := &Config{File: path}
-	if err := decode(filepath.Base(path), filepath.Dir(path), data, c, getenv); err != nil {
-		return nil, err
+	decoded, derr := decode(filepath.Base(path), filepath.Dir(path), data, c, getenv, nil)
+	if !decoded {
+		return nil, derr
 	}
 	c.File = path
 	c.applyDefaults()
-	// With problems in values (not in the file's shape), the config is
-	// returned too, so that `keydesk check` can go on to partners.yaml and
-	// list everything at once; whoever runs with it stops at the error.
-	if err := c.Validate(); err != nil {
-		return c, err
-	}
-	return c, nil
+	// A typo in one key must not hide the problems of the others, nor
+	// those of partners.yaml: `keydesk check` goes on with this config.
+	return c, errors.Join(derr, c.Validate())
 }
 
 // Path resolves p relative to the config file's directory.
@@ -382,10 +380,7 @@ func (c *Config) Path(p string) string {
 
 // Validate checks every key and returns all problems joined.
 func (c *Config) Validate() error {
-	f := filepath.Base(c.File)
-	if f == "." || f == "" {
-		f = "keydesk.yaml"
-	}
+	f := c.fileName()
 	var errs []error
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s: %s", f, key, fmt.Sprintf(format, args...)))

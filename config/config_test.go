@@ -8,9 +8,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/buildmarkets/keydesk"
 )
 
 func write(t *testing.T, dir, name, content string) string {
@@ -443,6 +448,215 @@ func TestInboxPrefix(t *testing.T) {
 			want := "keydesk.yaml: nats.inbox_prefix: "
 			if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Fatalf("inbox_prefix %q: err %v, want %q ... %q", tc.prefix, err, want, tc.wantErr)
+			}
+		})
+	}
+}
+
+// TestEveryProblemAtOnce: one wrong key neither hides the other problems
+// of its file nor adds false ones; an unknown key suggests the nearest
+// known one; a missing credential names the variable that is not set.
+// Each case lists the exact problems, in order.
+func TestEveryProblemAtOnce(t *testing.T) {
+	const contact = `
+    requesters: ["*@acme.example"]
+    technical_contact: {email: sec@acme.example, pgp_key_file: keys/acme.asc, fingerprint: "` + fp1 + `"}
+`
+	tests := []struct {
+		name     string
+		keydesk  string // keydesk.yaml; empty: none
+		partners string // partners.yaml; empty: none
+		vars     map[string]string
+		want     []string // from load, then loadPartners, then checkCredentials
+	}{
+		{
+			name:    "a typo does not hide a wrong value",
+			keydesk: "batch:\n  shedule: \"@every 5m\"\nlog: {level: loud}\n",
+			want: []string{
+				"keydesk.yaml: batch.shedule: unknown key (line 2); did you mean schedule?",
+				`keydesk.yaml: log.level: "loud" is not one of debug, info, warn, error`,
+			},
+		},
+		{
+			name:    "a missing password_file is one problem, not an unknown key too",
+			keydesk: "smtp:\n  address: smtp.example.com:587\n  username: u\n  from: a@b.example\n  password_file: nowhere\n",
+			want:    []string{"keydesk.yaml: smtp.password_file: open DIR/nowhere: no such file or directory"},
+		},
+		{
+			name:    "did you mean a secret's _file form",
+			keydesk: "imap:\n  address: imap.example.com:993\n  username: u\n  pasword_file: pw\n",
+			want:    []string{"keydesk.yaml: imap.pasword_file: unknown key (line 4); did you mean password_file?"},
+		},
+		{
+			name:    "nothing near: the README",
+			keydesk: "imap_pasword: typo\n",
+			want:    []string{"keydesk.yaml: imap_pasword: unknown key (line 1); see the README for the keys"},
+		},
+		{
+			name:    "an unset variable in keydesk.yaml",
+			keydesk: "imap:\n  address: imap.example.com:993\n  username: u\n  password: ${IMAP_PASSWORD}\n",
+			want:    []string{"keydesk.yaml: imap.password: environment variable IMAP_PASSWORD is not set: set it, or write ${IMAP_PASSWORD:-} where it may be empty"},
+		},
+		{
+			name:     "a typo in partners.yaml does not hide its values",
+			partners: "partners:\n  - id: acme\n    requesters: [\"*@acme\"]\n    technical_contact: {email: sec@acme.example, pgp_key_file: keys/acme.asc, fingerprint: \"" + fp1 + "\"}\n    enviroments: {sandbox: {api_key: k, api_secret: s}}\n",
+			want: []string{
+				"partners.yaml: partners[0].enviroments: unknown key (line 5); did you mean environments?",
+				`partners.yaml: partners[0].requesters[0]: "*@acme": the domain must be a full domain name`,
+				"partners.yaml: partners[0].environments: configure sandbox and/or production credentials",
+			},
+		},
+		{
+			name:     "an unset API secret names its variable",
+			partners: "partners:\n  - id: acme" + contact + "    environments: {sandbox: {api_key: k, api_secret: \"${ACME_SANDBOX_SECRET}\"}}\n",
+			want:     []string{"partners.yaml: partners[0].environments.sandbox.api_secret: is required by the batch role (or api_secret_file): ACME_SANDBOX_SECRET is not set"},
+		},
+		{
+			name:     "an unset secret file variable is named too",
+			partners: "partners:\n  - id: acme" + contact + "    environments: {production: {api_key: \"${ACME_PROD_KEY}\", api_secret_file: \"${ACME_PRODUCTION_SECRET_FILE:-}\"}}\n",
+			want: []string{
+				"partners.yaml: partners[0].environments.production.api_key: is required by the batch role: the partner's key with keys:manage: ACME_PROD_KEY is not set",
+				"partners.yaml: partners[0].environments.production.api_secret: is required by the batch role (or api_secret_file): ACME_PRODUCTION_SECRET_FILE is not set",
+			},
+		},
+		{
+			name:     "a set variable is not named",
+			partners: "partners:\n  - id: acme" + contact + "    environments: {sandbox: {api_key: k, api_secret: \"${ACME_SANDBOX_SECRET}\"}}\n",
+			vars:     map[string]string{"ACME_SANDBOX_SECRET": "s3cret"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			write(t, dir, "keys/acme.asc", "KEY")
+			var got []string
+			add := func(err error) {
+				if err != nil {
+					got = append(got, strings.Split(strings.ReplaceAll(err.Error(), dir, "DIR"), "\n")...)
+				}
+			}
+			if tc.keydesk != "" {
+				c, err := load(write(t, dir, "keydesk.yaml", tc.keydesk), env(tc.vars))
+				if c == nil {
+					t.Fatalf("no config returned, so nothing more could be checked: %v", err)
+				}
+				add(err)
+			}
+			if tc.partners != "" {
+				p := write(t, dir, "partners.yaml", tc.partners)
+				reg, err := loadPartners(p, nil, time.Now(), env(tc.vars))
+				add(err)
+				add(checkCredentials(p, reg, env(tc.vars)))
+			}
+			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+				t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+}
+
+// TestExampleDigests holds the table of published example secrets to
+// deploy/examples: every secret file, every ${VAR:-default} password and
+// passphrase of the example configs, every example user, and nothing else.
+func TestExampleDigests(t *testing.T) {
+	const dir = "../deploy/examples"
+	found := map[string]bool{}
+	see := func(what, value string, known func(string) (string, bool)) {
+		t.Helper()
+		d, ok := known(value)
+		if !ok {
+			t.Errorf("%s is published in %s but not in exampleDigests", what, dir)
+		}
+		found[d] = true
+	}
+	secret := func(v string) (string, bool) { return ExampleSecret(keydesk.SecretString(v)) }
+	files, _ := filepath.Glob(filepath.Join(dir, "*", "*"))
+	for _, f := range files {
+		if d := filepath.Base(filepath.Dir(f)); (d == "secrets" || d == "partner-credentials") && !strings.HasSuffix(f, ".md") {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			see(f, strings.TrimRight(string(b), "\r\n"), secret)
+		}
+	}
+	keys, _ := filepath.Glob(filepath.Join(dir, "tls", "*-key.pem"))
+	for _, f := range keys {
+		what, ok := exampleFile(f)
+		if !ok {
+			t.Errorf("%s is published in %s but not in exampleDigests", f, dir)
+		}
+		found[what] = true
+	}
+	configs, _ := filepath.Glob(filepath.Join(dir, "keydesk*.yaml"))
+	for _, f := range configs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range regexp.MustCompile(`(password|passphrase): "\$\{[A-Z_]+:-([^}]+)\}"`).FindAllStringSubmatch(string(b), -1) {
+			see(f+" "+m[1], m[2], secret)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "users.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uf struct {
+		Users []struct {
+			Name         string `yaml:"name"`
+			PasswordHash string `yaml:"password_hash"`
+			TokenSHA256  string `yaml:"token_sha256"`
+		} `yaml:"users"`
+	}
+	if err := yaml.Unmarshal(b, &uf); err != nil || len(uf.Users) == 0 {
+		t.Fatalf("users.yaml: %v", err)
+	}
+	for _, u := range uf.Users {
+		see("token of "+u.Name, u.TokenSHA256, ExampleDigest)
+		see("password_hash of "+u.Name, u.PasswordHash, ExampleText)
+	}
+	if len(found) != len(exampleDigests) {
+		t.Errorf("exampleDigests holds %d digests, deploy/examples publishes %d secrets: remove the stale ones", len(exampleDigests), len(found))
+	}
+	if _, ok := ExampleSecret(keydesk.SecretString("a-real-password")); ok {
+		t.Error("a secret of one's own is taken for an example")
+	}
+}
+
+// TestExampleSecretsWarn: each kind of published secret in a config is a
+// Warning naming its key; one's own is not.
+func TestExampleSecretsWarn(t *testing.T) {
+	exampleKey, err := filepath.Abs("../deploy/examples/tls/intake-key.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownKey := write(t, t.TempDir(), "own-key.pem", "-----BEGIN PRIVATE KEY-----\nown\n-----END PRIVATE KEY-----\n")
+	tests := []struct {
+		name string
+		cfg  Config
+		want string // empty: no warning
+	}{
+		{"example IMAP password", Config{IMAP: IMAP{MailServer: MailServer{Password: keydesk.SecretString("example-imap-password")}}},
+			"keydesk.yaml: imap.password: is the example IMAP password of deploy/examples/keydesk.yaml, published with keydesk: set your own"},
+		{"example signing passphrase", Config{SigningKey: SigningKey{Passphrase: keydesk.SecretString("example-only-not-secret")}},
+			"keydesk.yaml: signing_key.passphrase: is the example signing key passphrase"},
+		{"example NATS TLS key", Config{NATS: NATS{TLSKey: exampleKey}},
+			"keydesk.yaml: nats.tls_key: " + exampleKey + " is the example TLS key deploy/examples/tls/intake-key.pem"},
+		{"own secrets", Config{IMAP: IMAP{MailServer: MailServer{Password: keydesk.SecretString("own")}}, NATS: NATS{TLSKey: ownKey}}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := ExampleSecrets(&tc.cfg, "partners.yaml", nil)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("warned of one's own: %v", err)
+				}
+				return
+			}
+			var w *Warning
+			if !errors.As(err, &w) || !strings.HasPrefix(err.Error(), tc.want) {
+				t.Fatalf("ExampleSecrets = %v, want a Warning starting %q", err, tc.want)
 			}
 		})
 	}

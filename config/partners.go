@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/buildmarkets/keydesk"
 )
 
@@ -82,10 +84,13 @@ func loadPartners(path string, checker ContactKeyChecker, now time.Time, getenv 
 	f := filepath.Base(path)
 	dir := filepath.Dir(path)
 	var pf PartnersFile
-	if err := decode(f, dir, data, &pf, getenv); err != nil {
+	decoded, err := decode(f, dir, data, &pf, getenv, isCredential)
+	if !decoded {
 		return nil, err
 	}
-	var errs []error
+	// The values are checked even when some keys were wrong, so that every
+	// problem is listed at once.
+	errs := []error{err}
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s: %s", f, key, fmt.Sprintf(format, args...)))
 	}
@@ -188,21 +193,49 @@ func loadPartners(path string, checker ContactKeyChecker, now time.Time, getenv 
 		}
 		reg.Partners = append(reg.Partners, p)
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	return reg, nil
 }
 
+// credentialRE matches the keys of a partner environment's credentials.
+var credentialRE = regexp.MustCompile(`^partners\[\d+\]\.environments\.[^.]+\.api_(key|secret)(_file)?$`)
+
+// isCredential says which keys may name an unset variable: only the batch
+// role needs the partners' credentials, and CheckCredentials names the
+// variable when it lacks one.
+func isCredential(path string) bool { return credentialRE.MatchString(path) }
+
 // CheckCredentials lists every partner environment of reg, loaded from
 // path by LoadPartners, that lacks its keys:manage api_key or api_secret,
-// each problem naming the file and the key. Only the batch role calls the
-// Buildmarkets API, so only it (and `keydesk check` for it) requires them.
+// each problem naming the file, the key and, when the value was to come
+// from an environment variable that is not set, the variable. Only the
+// batch role calls the Buildmarkets API, so only it (and `keydesk check`
+// for it) requires them.
 func CheckCredentials(path string, reg *keydesk.Registry) error {
+	return checkCredentials(path, reg, os.Getenv)
+}
+
+func checkCredentials(path string, reg *keydesk.Registry, getenv func(string) string) error {
 	if reg == nil {
 		return nil
 	}
 	f := filepath.Base(path)
+	var raw map[string]string // read only when something is missing
+	why := func(key string) string {
+		if raw == nil {
+			raw = rawCredentials(path)
+		}
+		var unset []string
+		for _, k := range []string{key, key + "_file"} {
+			unset = append(unset, unsetVars(raw[k], getenv)...)
+		}
+		if len(unset) == 0 {
+			return ""
+		}
+		return ": " + strings.Join(unset, ", ") + " is not set"
+	}
 	var errs []error
 	for i, p := range reg.Partners {
 		for _, env := range keydesk.Environments {
@@ -212,12 +245,47 @@ func CheckCredentials(path string, reg *keydesk.Registry) error {
 			}
 			ek := fmt.Sprintf("partners[%d].environments.%s", i, env)
 			if pe.APIKey == "" {
-				errs = append(errs, fmt.Errorf("%s: %s.api_key: is required by the batch role: the partner's key with keys:manage", f, ek))
+				errs = append(errs, fmt.Errorf("%s: %s.api_key: is required by the batch role: the partner's key with keys:manage%s", f, ek, why(ek+".api_key")))
 			}
 			if pe.APISecret.IsZero() {
-				errs = append(errs, fmt.Errorf("%s: %s.api_secret: is required by the batch role (or api_secret_file)", f, ek))
+				errs = append(errs, fmt.Errorf("%s: %s.api_secret: is required by the batch role (or api_secret_file)%s", f, ek, why(ek+".api_secret")))
 			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// rawCredentials reads the credential keys of partners.yaml as written,
+// before expansion, by key path, so that a missing credential's message
+// can name the variable it was to come from. A file that no longer parses
+// gives none: the message then goes without the name.
+func rawCredentials(path string) map[string]string {
+	out := map[string]string{}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return out
+	}
+	var root yaml.Node
+	if yaml.Unmarshal(data, &root) != nil || len(root.Content) == 0 {
+		return out
+	}
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				walk(n.Content[i+1], join(path, n.Content[i].Value))
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				walk(c, fmt.Sprintf("%s[%d]", path, i))
+			}
+		case yaml.ScalarNode:
+			if isCredential(path) {
+				out[path] = n.Value
+			}
+		}
+	}
+	walk(root.Content[0], "")
+	return out
 }

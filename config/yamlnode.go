@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/buildmarkets/keydesk"
 )
 
 // secretNames are the keys whose value may come from "<name>_file" instead.
@@ -22,20 +24,34 @@ var secretNames = map[string]bool{
 
 var varRE = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
 
-// prepare rewrites a parsed YAML tree before it is decoded: ${VAR} in every
-// scalar value is expanded from the environment (after parsing, so that a
-// variable's value can never change the document's structure), and every
-// secret "<name>_file" is replaced by "<name>" holding the file's content.
-// Problems are collected with the path of the key they concern.
-func prepare(file, dir string, n *yaml.Node, path string, getenv func(string) string, errs *[]error) {
+// preparer rewrites a parsed YAML tree before it is decoded: ${VAR} in
+// every scalar value is expanded from the environment (after parsing, so
+// that a variable's value can never change the document's structure), and
+// every secret "<name>_file" is replaced by "<name>" holding the file's
+// content. Problems are collected with the path of the key they concern.
+type preparer struct {
+	file, dir string
+	getenv    func(string) string
+	// optional says which keys may name an unset variable without it being
+	// a problem here: their absence is checked by whoever needs them (the
+	// partners' credentials, by CheckCredentials for the batch role).
+	optional func(path string) bool
+	errs     []error
+}
+
+func (pr *preparer) bad(path, format string, args ...any) {
+	pr.errs = append(pr.errs, fmt.Errorf("%s: %s: %s", pr.file, path, fmt.Sprintf(format, args...)))
+}
+
+func (pr *preparer) prepare(n *yaml.Node, path string) {
 	switch n.Kind {
 	case yaml.DocumentNode:
 		for _, c := range n.Content {
-			prepare(file, dir, c, path, getenv, errs)
+			pr.prepare(c, path)
 		}
 	case yaml.SequenceNode:
 		for i, c := range n.Content {
-			prepare(file, dir, c, fmt.Sprintf("%s[%d]", path, i), getenv, errs)
+			pr.prepare(c, fmt.Sprintf("%s[%d]", path, i))
 		}
 	case yaml.MappingNode:
 		seen := map[string]bool{}
@@ -45,58 +61,81 @@ func prepare(file, dir string, n *yaml.Node, path string, getenv func(string) st
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
 			kp := join(path, k.Value)
-			prepare(file, dir, v, kp, getenv, errs)
+			pr.prepare(v, kp)
 			name, isFile := strings.CutSuffix(k.Value, "_file")
 			if !isFile || !secretNames[name] || v.Kind != yaml.ScalarNode {
 				continue
 			}
 			if seen[name] {
-				*errs = append(*errs, fmt.Errorf("%s: %s: give either %s or %s, not both", file, kp, name, k.Value))
+				pr.bad(kp, "give either %s or %s, not both", name, k.Value)
 				continue
 			}
-			p := v.Value
-			if p == "" {
-				// An empty "<name>_file" (say "${VAR:-}" with VAR unset)
-				// gives no secret, as an absent key does: a role that is
-				// not given the file runs without the secret.
-				k.Value = name
-				v.Tag = "!!str"
-				continue
-			}
-			if !filepath.IsAbs(p) {
-				p = filepath.Join(dir, p)
-			}
-			b, err := os.ReadFile(p)
-			if err != nil {
-				*errs = append(*errs, fmt.Errorf("%s: %s: %w", file, kp, err))
-				continue
-			}
-			k.Value = name
-			v.Value = strings.TrimRight(string(b), "\r\n")
-			v.Tag = "!!str"
-			v.Style = yaml.DoubleQuotedStyle
+			pr.readSecretFile(k, v, kp, name)
 		}
 	case yaml.ScalarNode:
-		if !strings.Contains(n.Value, "${") {
-			return
+		pr.expand(n, path)
+	}
+}
+
+// readSecretFile turns "<name>_file: path" into "<name>: content". The key
+// is renamed even when the file cannot be read, so that the one problem
+// (the file) is reported once and not again as an unknown key.
+func (pr *preparer) readSecretFile(k, v *yaml.Node, kp, name string) {
+	p := v.Value
+	k.Value = name
+	v.Value, v.Tag, v.Style = "", "!!str", yaml.DoubleQuotedStyle
+	if p == "" {
+		// An empty "<name>_file" (say "${VAR:-}" with VAR unset) gives no
+		// secret, as an absent key does: a role that is not given the
+		// file runs without the secret.
+		return
+	}
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(pr.dir, p)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		pr.bad(kp, "%v", err)
+		return
+	}
+	v.Value = strings.TrimRight(string(b), "\r\n")
+}
+
+// expand replaces ${VAR} and ${VAR:-default} in a scalar.
+func (pr *preparer) expand(n *yaml.Node, path string) {
+	if !strings.Contains(n.Value, "${") {
+		return
+	}
+	n.Value = varRE.ReplaceAllStringFunc(n.Value, func(m string) string {
+		sub := varRE.FindStringSubmatch(m)
+		if v := pr.getenv(sub[1]); v != "" {
+			return v
 		}
-		n.Value = varRE.ReplaceAllStringFunc(n.Value, func(m string) string {
-			sub := varRE.FindStringSubmatch(m)
-			if v := getenv(sub[1]); v != "" {
-				return v
-			}
-			if sub[2] != "" {
-				return sub[3]
-			}
-			*errs = append(*errs, fmt.Errorf("%s: %s: environment variable %s is not set", file, path, sub[1]))
-			return ""
-		})
-		// An expanded value is data, never YAML: keep it a string unless
-		// the field's type asks otherwise.
-		if n.Tag == "" || n.Tag == "!!null" {
-			n.Tag = "!!str"
+		if sub[2] != "" {
+			return sub[3]
+		}
+		if pr.optional == nil || !pr.optional(path) {
+			pr.bad(path, "environment variable %s is not set: set it, or write ${%s:-} where it may be empty", sub[1], sub[1])
+		}
+		return ""
+	})
+	// An expanded value is data, never YAML: keep it a string unless the
+	// field's type asks otherwise.
+	if n.Tag == "" || n.Tag == "!!null" {
+		n.Tag = "!!str"
+	}
+}
+
+// unsetVars lists the variables that raw (a value as written, before
+// expansion) names and getenv does not set.
+func unsetVars(raw string, getenv func(string) string) []string {
+	var out []string
+	for _, m := range varRE.FindAllStringSubmatch(raw, -1) {
+		if getenv(m[1]) == "" && !slices.Contains(out, m[1]) {
+			out = append(out, m[1])
 		}
 	}
+	return out
 }
 
 func join(path, key string) string {
@@ -106,29 +145,32 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
-// decode parses data as YAML into out, strictly: an unknown key is an error
-// that names it, so a typo never silently falls back to a default.
-func decode(file, dir string, data []byte, out any, getenv func(string) string) error {
+// decode parses data as YAML into out, strictly: an unknown key is an
+// error that names it, so a typo never silently falls back to a default.
+// Every problem is returned, joined. decoded reports whether out was filled
+// in (everything but a syntax error): with problems in some keys, the rest
+// are still decoded, so that the caller can go on to find every problem at
+// once.
+func decode(file, dir string, data []byte, out any, getenv func(string) string, optional func(string) bool) (decoded bool, _ error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return fmt.Errorf("%s: %w", file, err)
+		return false, fmt.Errorf("%s: %w", file, err)
 	}
 	if len(root.Content) == 0 {
-		return nil
+		return true, nil
 	}
-	var errs []error
-	prepare(file, dir, &root, "", getenv, &errs)
-	checkKnown(file, root.Content[0], reflect.TypeOf(out), "", &errs)
-	if len(errs) > 0 {
-		return errors.Join(errs...)
-	}
+	pr := &preparer{file: file, dir: dir, getenv: getenv, optional: optional}
+	pr.prepare(&root, "")
+	checkKnown(file, root.Content[0], reflect.TypeOf(out), "", &pr.errs)
+	// A non-strict decode skips the unknown keys just reported.
 	if err := root.Decode(out); err != nil {
-		return fmt.Errorf("%s: %w", file, err)
+		pr.errs = append(pr.errs, fmt.Errorf("%s: %w", file, err))
 	}
-	return nil
+	return true, errors.Join(pr.errs...)
 }
 
-// checkKnown reports every mapping key that has no field in t.
+// checkKnown reports every mapping key that has no field in t, with the
+// nearest known key of that mapping when one is close enough to be a typo.
 func checkKnown(file string, n *yaml.Node, t reflect.Type, path string, errs *[]error) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
@@ -140,7 +182,11 @@ func checkKnown(file string, n *yaml.Node, t reflect.Type, path string, errs *[]
 			k := n.Content[i]
 			ft, ok := fields[k.Value]
 			if !ok {
-				*errs = append(*errs, fmt.Errorf("%s: %s: unknown key (line %d); see the README for the keys", file, join(path, k.Value), k.Line))
+				hint := "see the README for the keys"
+				if near := keydesk.Nearest(k.Value, knownKeys(fields)); near != "" {
+					hint = "did you mean " + near + "?"
+				}
+				*errs = append(*errs, fmt.Errorf("%s: %s: unknown key (line %d); %s", file, join(path, k.Value), k.Line, hint))
 				continue
 			}
 			checkKnown(file, n.Content[i+1], ft, join(path, k.Value), errs)
@@ -154,6 +200,18 @@ func checkKnown(file string, n *yaml.Node, t reflect.Type, path string, errs *[]
 			checkKnown(file, c, t.Elem(), fmt.Sprintf("%s[%d]", path, i), errs)
 		}
 	}
+}
+
+// knownKeys are the keys a mapping may hold: its fields, and "<name>_file"
+// for each secret among them; sorted, so that a suggestion is stable.
+func knownKeys(fields map[string]reflect.Type) []string {
+	keys := slices.Sorted(maps.Keys(fields))
+	for _, k := range keys {
+		if secretNames[k] {
+			keys = append(keys, k+"_file")
+		}
+	}
+	return keys
 }
 
 func yamlFields(t reflect.Type) map[string]reflect.Type {

@@ -258,5 +258,24 @@ func (s *SMTP) Check(ctx context.Context) error {
 	return err
 }
 
+// Probe connects, secures, says EHLO, logs in and quits, sending nothing:
+// `keydesk check --connect`. Unlike Check, it logs in, and nothing is
+// cached. A failure is a *SendError naming the phase.
+func (s *SMTP) Probe(ctx context.Context) error {
+	c, stop, err := s.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	defer c.Close()
+	if err := s.auth(ctx, c); err != nil {
+		return err
+	}
+	if err := c.Quit(); err != nil {
+		return sendError("quit", err)
+	}
+	return nil
+}
+
 // envelopeFrom is the bare address of smtp.from.
 func envelopeFrom(c *Composer) string { return c.From.Address }

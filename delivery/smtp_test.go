@@ -270,3 +270,42 @@ func selfSigned(t *testing.T, name string) ([]byte, tls.Certificate) {
 	c := testenv.SelfSigned(t, name)
 	return c.CertPEM, c.TLS
 }
+
+// TestSMTPProbe logs in and quits, sending nothing; a refused password is
+// an auth failure and nothing listening a connect failure.
+func TestSMTPProbe(t *testing.T) {
+	a := &authServer{password: "pw"}
+	addr := startAuthServer(t, a, plainConn, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	_ = ln.Close()
+	tests := []struct {
+		name, addr, pass, wantPhase string
+	}{
+		{"logs in", addr, "pw", ""},
+		{"wrong password", addr, "nope", "auth"},
+		{"nothing listens", closed, "pw", "connect"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ms := config.MailServer{Address: tt.addr, Security: config.SecurityNone, Auth: "plain", Username: "keydesk", Password: keydesk.SecretString(tt.pass), Timeout: 5 * time.Second}
+			s, err := NewSMTP(SMTPOptions{Server: ms, HeloName: "keydesk.test"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = s.Probe(context.Background())
+			var se *SendError
+			if tt.wantPhase == "" && err != nil || tt.wantPhase != "" && (!errors.As(err, &se) || se.Phase != tt.wantPhase) {
+				t.Fatalf("Probe = %v, want phase %q", err, tt.wantPhase)
+			}
+		})
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.accepted != 1 || a.refused != 1 || a.messages != 0 {
+		t.Errorf("server saw %d logins, %d refused, %d messages; want 1, 1, 0", a.accepted, a.refused, a.messages)
+	}
+}

@@ -70,6 +70,116 @@ func TestCluster(t *testing.T) {
 	c, tlsDir := startCluster(t)
 	t.Run("permissions", func(t *testing.T) { testRolePermissions(t, c, tlsDir) })
 	t.Run("leader killed", func(t *testing.T) { testLeaderKill(t, c, tlsDir) })
+	t.Run("staff actions during elections", func(t *testing.T) { testActionsDuringElection(t, c, tlsDir) })
+}
+
+// testActionsDuringElection takes staff actions as the review role does
+// (an approval's compare-and-set, a batch request and its audit event),
+// each with the review API's deadline, while the leaders of the streams
+// they write are killed: every action succeeds within its deadline, as
+// the queue tries again while the cluster elects, and each lands once.
+func testActionsDuringElection(t *testing.T, c *natstest.Cluster, tlsDir string) {
+	admin, err := openAs(t, c, tlsDir, "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rv, err := openAs(t, c, tlsDir, "review")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	const n = 30
+	var ids []string
+	for i := range n {
+		r, _, err := admin.Create(ctx, newRequest("election", i), "intake")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.ID)
+	}
+	leader := func(stream string) string {
+		t.Helper()
+		var name string
+		waitFor(t, 60*time.Second, "a leader of "+stream, func() bool {
+			s, err := admin.JS.Stream(ctx, stream)
+			if err != nil {
+				return false
+			}
+			info, err := s.Info(ctx)
+			if err != nil || info.Cluster == nil || info.Cluster.Leader == "" {
+				return false
+			}
+			name = info.Cluster.Leader
+			return true
+		})
+		return name
+	}
+	var killed []string
+	batches := 0
+	var slowest time.Duration
+	for i, id := range ids {
+		switch i {
+		case 8:
+			killed = append(killed, leader("KV_"+queue.BucketRequests))
+			c.Kill(killed[len(killed)-1])
+		case 16:
+			c.Restart(killed[0])
+			c.WaitHealthy(60 * time.Second)
+			killed = append(killed, leader("KV_"+queue.BucketBatches))
+			c.Kill(killed[len(killed)-1])
+		}
+		t0 := time.Now()
+		actx, cancel := context.WithTimeout(ctx, 15*time.Second) // review's RequestTimeout
+		_, err := rv.Apply(actx, id, queue.Change{Actor: "alice", Action: "approve", From: keydesk.StatePendingReview, To: keydesk.StateApproved,
+			Mutate: func(r *keydesk.Request) error {
+				r.Approvals = append(r.Approvals, keydesk.Approval{By: "alice", At: time.Now()})
+				return nil
+			}})
+		if err != nil {
+			cancel()
+			t.Fatalf("approve %d of %d (killed %v): %v", i+1, n, killed, err)
+		}
+		if i%3 == 0 {
+			b, err := rv.RequestBatch(actx, "alice")
+			if err != nil {
+				cancel()
+				t.Fatalf("batch request %d (killed %v): %v", i, killed, err)
+			}
+			if err := rv.Record(actx, "staff", keydesk.Event{Ref: b.ID, Actor: "alice", Action: "run-batch"}); err != nil {
+				cancel()
+				t.Fatalf("audit of batch request %d (killed %v): %v", i, killed, err)
+			}
+			batches++
+		}
+		cancel()
+		slowest = max(slowest, time.Since(t0))
+	}
+	t.Logf("%d approvals and %d batch requests through the loss of %v; slowest action %s", n, batches, killed, slowest.Round(time.Millisecond))
+	c.Restart(killed[1])
+	c.WaitHealthy(60 * time.Second)
+
+	// Each approval landed once: two revisions per record (create, approve).
+	kvs, err := admin.JS.Stream(ctx, "KV_"+queue.BucketRequests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := kvs.Info(ctx, jetstream.WithSubjectFilter("$KV."+queue.BucketRequests+".>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if got := info.State.Subjects["$KV."+queue.BucketRequests+"."+id]; got != 2 {
+			t.Errorf("request %s has %d revisions, want 2 (created, approved once)", id, got)
+		}
+	}
+	var list []*keydesk.Batch
+	waitFor(t, 30*time.Second, "the batch records", func() bool {
+		list, err = admin.ListBatches(ctx)
+		return err == nil
+	})
+	if len(list) != batches {
+		t.Errorf("%d batch records, want %d", len(list), batches)
+	}
 }
 
 // testLeaderKill creates request records on a 3-replica

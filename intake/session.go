@@ -160,7 +160,7 @@ func (s *conn) login(ctx context.Context) error {
 	if p.o.Auth != nil {
 		sc, aerr := p.o.Auth(ctx)
 		if aerr != nil {
-			return fmt.Errorf("intake: imap credentials: %w", aerr)
+			return &loginError{fmt.Errorf("intake: imap credentials: %w", aerr)}
 		}
 		if sc == nil { // auth none: PREAUTH or nothing to do
 			return nil
@@ -174,10 +174,17 @@ func (s *conn) login(ctx context.Context) error {
 		if errors.As(err, &ie) && p.o.AuthFailed != nil {
 			p.o.AuthFailed()
 		}
-		return fmt.Errorf("intake: log in to %s as %s: %w", cfg.Address, cfg.Username, err)
+		return &loginError{fmt.Errorf("intake: log in to %s as %s: %w", cfg.Address, cfg.Username, err)}
 	}
 	return nil
 }
+
+// loginError marks a failed login, so that a probe can tell refused
+// credentials from a server it could not reach.
+type loginError struct{ err error }
+
+func (e *loginError) Error() string { return e.err.Error() }
+func (e *loginError) Unwrap() error { return e.err }
 
 func (s *conn) close() {
 	done := make(chan struct{})

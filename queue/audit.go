@@ -2,6 +2,8 @@ package queue
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -44,7 +46,14 @@ func (c *Conn) Record(ctx context.Context, kind string, ev keydesk.Event) error 
 	if err != nil {
 		return fmt.Errorf("queue: encode audit event: %w", err)
 	}
-	if _, err := c.JS.Publish(ctx, SubjectAudit+"."+kind+"."+ref, data); err != nil {
+	// The digest of the event is its message ID: a try again after a lost
+	// answer cannot record the event twice.
+	sum := sha256.Sum256(data)
+	err = Retry(ctx, func(ctx context.Context) error {
+		_, err := c.JS.Publish(ctx, SubjectAudit+"."+kind+"."+ref, data, jetstream.WithMsgID(hex.EncodeToString(sum[:16])))
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("queue: audit %s %s: %w", kind, ev.Ref, err)
 	}
 	return nil

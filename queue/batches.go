@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -28,12 +29,47 @@ func (c *Conn) RequestBatch(ctx context.Context, by string) (*keydesk.Batch, err
 	if err != nil {
 		return nil, err
 	}
-	rev, err := c.KV(BucketBatches).Create(ctx, b.ID, data)
+	rev, err := c.create(ctx, c.KV(BucketBatches), b.ID, data)
 	if err != nil {
 		return nil, fmt.Errorf("queue: request batch: %w", err)
 	}
 	b.Revision = rev
 	return b, nil
+}
+
+// WithdrawBatch deletes a batch request that is still as RequestBatch
+// wrote it (nobody took it): the undo of a request whose audit event
+// could not be written.
+func (c *Conn) WithdrawBatch(ctx context.Context, b *keydesk.Batch) error {
+	err := Retry(ctx, func(ctx context.Context) error {
+		return c.KV(BucketBatches).Delete(ctx, b.ID, jetstream.LastRevision(b.Revision))
+	})
+	if err != nil {
+		return fmt.Errorf("queue: withdraw batch %s: %w", b.ID, err)
+	}
+	return nil
+}
+
+// create is a KV create that tries again while the cluster cannot answer.
+// A try whose answer was lost may have been written: when a later try
+// then finds the key taken, the value is read back, and if it is exactly
+// what this create wrote, the create succeeded.
+func (c *Conn) create(ctx context.Context, kv jetstream.KeyValue, key string, data []byte) (uint64, error) {
+	var rev uint64
+	unsure := false
+	err := Retry(ctx, func(ctx context.Context) error {
+		var err error
+		rev, err = kv.Create(ctx, key, data)
+		if err != nil && unsure && errors.Is(err, jetstream.ErrKeyExists) {
+			if e, gerr := kv.Get(ctx, key); gerr == nil && bytes.Equal(e.Value(), data) {
+				rev = e.Revision()
+				return nil
+			}
+		}
+		unsure = unsure || Unavailable(err)
+		return err
+	})
+	return rev, err
 }
 
 // PutBatch writes a batch record. With b.Revision set it is a
@@ -46,9 +82,9 @@ func (c *Conn) PutBatch(ctx context.Context, b *keydesk.Batch) error {
 	kv := c.KV(BucketBatches)
 	var rev uint64
 	if b.Revision == 0 {
-		rev, err = kv.Create(ctx, b.ID, data)
+		rev, err = c.create(ctx, kv, b.ID, data)
 	} else {
-		rev, err = kv.Update(ctx, b.ID, data, b.Revision)
+		rev, err = c.update(ctx, kv, b.ID, data, b.Revision)
 	}
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {

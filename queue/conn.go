@@ -75,6 +75,10 @@ type Conn struct {
 	Now func() time.Time
 }
 
+// ErrConfig marks an Open failure that no retry cures: the options
+// themselves (a TLS file, the inbox prefix) are wrong.
+var ErrConfig = errors.New("queue: bad nats configuration")
+
 // Open connects to NATS (starting the embedded server when Options.URL is
 // empty) and makes sure every stream and bucket exists.
 func Open(ctx context.Context, o Options) (*Conn, error) {
@@ -88,9 +92,11 @@ func Open(ctx context.Context, o Options) (*Conn, error) {
 		o.Name = "keydesk"
 	}
 	c := &Conn{log: o.Logger, opts: o, kvs: map[string]jetstream.KeyValue{}, Now: time.Now}
-	var nopts []nats.Option
+	nopts, err := o.natsOptions()
+	if err != nil {
+		return nil, err
+	}
 	nopts = append(nopts,
-		nats.Name(o.Name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(500*time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -100,12 +106,6 @@ func Open(ctx context.Context, o Options) (*Conn, error) {
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { o.Logger.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
 	)
-	if o.InboxPrefix != "" {
-		if err := ValidInboxPrefix(o.InboxPrefix); err != nil {
-			return nil, fmt.Errorf("queue: %w", err)
-		}
-		nopts = append(nopts, nats.CustomInboxPrefix(o.InboxPrefix))
-	}
 	url := o.URL
 	if url == "" {
 		srv, err := StartEmbedded(o.DataDir, o.Listen)
@@ -114,18 +114,6 @@ func Open(ctx context.Context, o Options) (*Conn, error) {
 		}
 		c.srv = srv
 		nopts = append(nopts, nats.InProcessServer(srv))
-	} else {
-		if o.CredsFile != "" {
-			nopts = append(nopts, nats.UserCredentials(o.CredsFile))
-		}
-		if o.TLSCAFile != "" || o.TLSCert != "" {
-			tc, err := tlsConfig(o.TLSCAFile, o.TLSCert, o.TLSKey)
-			if err != nil {
-				return nil, err
-			}
-			nopts = append(nopts, nats.Secure(tc))
-		}
-		nopts = append(nopts, nats.RetryOnFailedConnect(false))
 	}
 	nc, err := nats.Connect(url, nopts...)
 	if err != nil {
@@ -144,6 +132,36 @@ func Open(ctx context.Context, o Options) (*Conn, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// natsOptions are the connection options Open and Probe share: the
+// name, the inbox prefix and, for an external cluster, its credentials and
+// TLS, with no retry of a failed first connection.
+func (o Options) natsOptions() ([]nats.Option, error) {
+	nopts := []nats.Option{nats.Name(o.Name)}
+	if o.InboxPrefix != "" {
+		if err := ValidInboxPrefix(o.InboxPrefix); err != nil {
+			return nil, fmt.Errorf("queue: %w: %w", ErrConfig, err)
+		}
+		nopts = append(nopts, nats.CustomInboxPrefix(o.InboxPrefix))
+	}
+	if o.URL == "" {
+		return nopts, nil
+	}
+	if o.CredsFile != "" {
+		nopts = append(nopts, nats.UserCredentials(o.CredsFile))
+	}
+	if o.TLSCAFile != "" || o.TLSCert != "" {
+		tc, err := tlsConfig(o.TLSCAFile, o.TLSCert, o.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+		nopts = append(nopts, nats.Secure(tc))
+	}
+	// No outbound buffer while reconnecting: a publish the caller was told
+	// had failed must not land later, when the connection is back (a staff
+	// action answered 503 would otherwise happen after all).
+	return append(nopts, nats.RetryOnFailedConnect(false), nats.ReconnectBufSize(-1)), nil
 }
 
 // StartEmbedded starts a single-node JetStream server storing under

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -62,9 +63,14 @@ func (c *Conn) Create(ctx context.Context, r *keydesk.Request, actor string) (st
 	return nil, false, fmt.Errorf("queue: create request: no free ID after %d tries", maxIDSalts)
 }
 
-// Get returns a request with its revision.
+// Get returns a request with its revision. While the cluster cannot
+// answer, it tries again until ctx ends.
 func (c *Conn) Get(ctx context.Context, id string) (*keydesk.Request, error) {
-	e, err := c.requests.Get(ctx, id)
+	var e jetstream.KeyValueEntry
+	err := Retry(ctx, func(ctx context.Context) (err error) {
+		e, err = c.requests.Get(ctx, id)
+		return err
+	})
 	if err != nil {
 		if isNotFound(err) || errors.Is(err, jetstream.ErrInvalidKey) {
 			return nil, fmt.Errorf("request %s: %w", id, keydesk.ErrNotFound)
@@ -98,7 +104,17 @@ func (f Filter) match(r *keydesk.Request) bool {
 
 // List returns every request that matches f, oldest first. It streams the
 // bucket's latest values through one consumer rather than a Get per key.
+// While the cluster cannot answer, it tries again until ctx ends.
 func (c *Conn) List(ctx context.Context, f Filter) ([]*keydesk.Request, error) {
+	var out []*keydesk.Request
+	err := Retry(ctx, func(ctx context.Context) (err error) {
+		out, err = c.list(ctx, f)
+		return err
+	})
+	return out, err
+}
+
+func (c *Conn) list(ctx context.Context, f Filter) ([]*keydesk.Request, error) {
 	w, err := c.requests.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("queue: list requests: %w", err)
@@ -111,7 +127,7 @@ func (c *Conn) List(ctx context.Context, f Filter) ([]*keydesk.Request, error) {
 			return nil, fmt.Errorf("queue: list requests: %w", ctx.Err())
 		case e, ok := <-w.Updates():
 			if !ok {
-				return nil, errors.New("queue: list requests: watcher closed")
+				return nil, fmt.Errorf("queue: list requests: %w: the watcher closed", ErrUnavailable)
 			}
 			if e == nil { // all current values delivered
 				slices.SortFunc(out, func(a, b *keydesk.Request) int {
@@ -189,7 +205,7 @@ func (c *Conn) Apply(ctx context.Context, id string, ch Change) (*keydesk.Reques
 	if err != nil {
 		return nil, fmt.Errorf("queue: encode %s: %w", id, err)
 	}
-	rev, err := c.requests.Update(ctx, id, data, cur.Revision)
+	rev, err := c.update(ctx, c.requests, id, data, cur.Revision)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
 			return nil, fmt.Errorf("request %s: %w", id, keydesk.ErrConflict)
@@ -204,4 +220,26 @@ func (c *Conn) Apply(ctx context.Context, id string, ch Change) (*keydesk.Reques
 // compare-and-set, with an audit event naming actor and note.
 func (c *Conn) Transition(ctx context.Context, id string, from, to keydesk.State, actor, note string, mutate func(*keydesk.Request) error) (*keydesk.Request, error) {
 	return c.Apply(ctx, id, Change{Actor: actor, Action: "transition", From: from, To: to, Note: note, Mutate: mutate})
+}
+
+// update is a compare-and-set that tries again while the cluster cannot
+// answer. A try whose answer was lost may have been written: when a later
+// try then finds the revision moved on, the record is read back, and if it
+// holds exactly what this update wrote, the update succeeded.
+func (c *Conn) update(ctx context.Context, kv jetstream.KeyValue, key string, data []byte, last uint64) (uint64, error) {
+	var rev uint64
+	unsure := false
+	err := Retry(ctx, func(ctx context.Context) error {
+		var err error
+		rev, err = kv.Update(ctx, key, data, last)
+		if err != nil && unsure && errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			if e, gerr := kv.Get(ctx, key); gerr == nil && bytes.Equal(e.Value(), data) {
+				rev = e.Revision()
+				return nil
+			}
+		}
+		unsure = unsure || Unavailable(err)
+		return err
+	})
+	return rev, err
 }

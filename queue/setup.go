@@ -44,14 +44,7 @@ func (c *Conn) setup(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	r := c.opts.Replicas
-	kvCfgs := []jetstream.KeyValueConfig{
-		{Bucket: BucketRequests, Description: "keydesk requests", History: requestsHistory, Storage: jetstream.FileStorage, Replicas: r},
-		{Bucket: BucketLocks, Description: "keydesk leases", History: 1, Storage: jetstream.FileStorage, Replicas: r, LimitMarkerTTL: time.Second},
-		{Bucket: BucketBatches, Description: "keydesk batch records", History: 1, Storage: jetstream.FileStorage, Replicas: r},
-		{Bucket: BucketDeliveries, Description: "keydesk sent messages", History: 1, Storage: jetstream.FileStorage, Replicas: r, TTL: sentRetention},
-		{Bucket: BucketIntake, Description: "keydesk mailbox state", History: 1, Storage: jetstream.FileStorage, Replicas: r},
-		{Bucket: BucketSessions, Description: "keydesk review sessions", History: 1, Storage: jetstream.FileStorage, Replicas: r, LimitMarkerTTL: time.Second},
-	}
+	kvCfgs := kvConfigs(r)
 	for _, cfg := range kvCfgs {
 		var kv jetstream.KeyValue
 		var err error
@@ -68,7 +61,41 @@ func (c *Conn) setup(ctx context.Context) error {
 	c.requests = c.kvs[BucketRequests]
 	c.locks = c.kvs[BucketLocks]
 
-	streams := []jetstream.StreamConfig{
+	streams := streamConfigs(r)
+	if !c.opts.SkipSetup {
+		for _, cfg := range streams {
+			if _, err := c.JS.CreateOrUpdateStream(ctx, cfg); err != nil {
+				return fmt.Errorf("queue: stream %s: %w", cfg.Name, err)
+			}
+		}
+	}
+	var err error
+	if c.opts.SkipSetup {
+		c.mail, err = c.JS.ObjectStore(ctx, ObjectMail)
+	} else {
+		c.mail, err = c.JS.CreateOrUpdateObjectStore(ctx, mailStoreConfig(r))
+	}
+	if err != nil {
+		return fmt.Errorf("queue: object store %s: %w", ObjectMail, err)
+	}
+	return nil
+}
+
+// kvConfigs are the buckets keydesk keeps, with r replicas each.
+func kvConfigs(r int) []jetstream.KeyValueConfig {
+	return []jetstream.KeyValueConfig{
+		{Bucket: BucketRequests, Description: "keydesk requests", History: requestsHistory, Storage: jetstream.FileStorage, Replicas: r},
+		{Bucket: BucketLocks, Description: "keydesk leases", History: 1, Storage: jetstream.FileStorage, Replicas: r, LimitMarkerTTL: time.Second},
+		{Bucket: BucketBatches, Description: "keydesk batch records", History: 1, Storage: jetstream.FileStorage, Replicas: r},
+		{Bucket: BucketDeliveries, Description: "keydesk sent messages", History: 1, Storage: jetstream.FileStorage, Replicas: r, TTL: sentRetention},
+		{Bucket: BucketIntake, Description: "keydesk mailbox state", History: 1, Storage: jetstream.FileStorage, Replicas: r},
+		{Bucket: BucketSessions, Description: "keydesk review sessions", History: 1, Storage: jetstream.FileStorage, Replicas: r, LimitMarkerTTL: time.Second},
+	}
+}
+
+// streamConfigs are the streams keydesk keeps, with r replicas each.
+func streamConfigs(r int) []jetstream.StreamConfig {
+	return []jetstream.StreamConfig{
 		{
 			Name:        StreamAudit,
 			Description: "keydesk audit trail: every request revision, batch and staff action",
@@ -109,25 +136,13 @@ func (c *Conn) setup(ctx context.Context) error {
 			MaxAge:    sentRetention,
 		},
 	}
-	if !c.opts.SkipSetup {
-		for _, cfg := range streams {
-			if _, err := c.JS.CreateOrUpdateStream(ctx, cfg); err != nil {
-				return fmt.Errorf("queue: stream %s: %w", cfg.Name, err)
-			}
-		}
+}
+
+// mailStoreConfig is the object store of raw source mail.
+func mailStoreConfig(r int) jetstream.ObjectStoreConfig {
+	return jetstream.ObjectStoreConfig{
+		Bucket: ObjectMail, Description: "keydesk raw source mail", Storage: jetstream.FileStorage, Replicas: r,
 	}
-	var err error
-	if c.opts.SkipSetup {
-		c.mail, err = c.JS.ObjectStore(ctx, ObjectMail)
-	} else {
-		c.mail, err = c.JS.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-			Bucket: ObjectMail, Description: "keydesk raw source mail", Storage: jetstream.FileStorage, Replicas: r,
-		})
-	}
-	if err != nil {
-		return fmt.Errorf("queue: object store %s: %w", ObjectMail, err)
-	}
-	return nil
 }
 
 // KV returns one of the buckets named above.

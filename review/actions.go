@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -47,6 +48,18 @@ func errForbidden(need users.Role) *Error {
 		Msg: fmt.Sprintf("this needs the %s role; ask an admin to change yours in users.yaml", need)}
 }
 
+// retryAfter is what a 503 tells the client to wait: a NATS leader
+// election takes a few seconds.
+const retryAfter = 5 * time.Second
+
+// errUnavailable: the store did not answer within the request's deadline.
+// Nothing was changed (a change is one compare-and-set), so the same
+// action may simply be sent again.
+func errUnavailable(err error) *Error {
+	return &Error{Status: http.StatusServiceUnavailable, Code: "unavailable",
+		Msg: fmt.Sprintf("keydesk's store (the NATS cluster) is not answering, most likely while it elects a leader; nothing was changed: try again in %d seconds", int(retryAfter.Seconds())), Err: err}
+}
+
 // asError turns a queue error into one a person can act on.
 func asError(id string, err error) *Error {
 	var e *Error
@@ -62,6 +75,8 @@ func asError(id string, err error) *Error {
 		return errConflict("conflict", "request %s was changed by someone else since you read it: reload it and decide again", id)
 	case errors.As(err, &te):
 		return errConflict("invalid_state", "request %s is %s: it cannot move to %s", id, te.From, te.To)
+	case queue.Unavailable(err):
+		return errUnavailable(err)
 	}
 	return &Error{Status: http.StatusInternalServerError, Code: "internal", Msg: "something went wrong on the server; the log has the details", Err: err}
 }
@@ -453,10 +468,25 @@ func (s *Server) runBatch(ctx context.Context, by staff) (*result, *keydesk.Batc
 	}
 	b, err := s.o.Queue.RequestBatch(ctx, by.Name)
 	if err != nil {
+		if queue.Unavailable(err) {
+			return nil, nil, errUnavailable(err)
+		}
+		return nil, nil, &Error{Status: http.StatusInternalServerError, Code: "internal", Msg: "the batch could not be requested; the log has the cause", Err: err}
+	}
+	// The request and its audit event land together or not at all: an
+	// event that cannot be written takes the request back.
+	ev := keydesk.Event{Ref: b.ID, Actor: by.Name, Action: "run-batch", Change: "asked for a batch run now"}
+	if err := s.o.Queue.Record(ctx, "staff", ev); err != nil {
+		if werr := s.o.Queue.WithdrawBatch(context.WithoutCancel(ctx), b); werr != nil {
+			// Taken already by a batch role, whose own audit events name the person.
+			s.log.Error("review: batch requested without its audit event", "batch", b.ID, "by", by.Name, "err", err, "withdraw", werr)
+		}
+		if queue.Unavailable(err) {
+			return nil, nil, errUnavailable(err)
+		}
 		return nil, nil, &Error{Status: http.StatusInternalServerError, Code: "internal", Msg: "the batch could not be requested; the log has the cause", Err: err}
 	}
 	s.actions.Inc("run-batch")
-	s.audit(ctx, by.Name, "run-batch", b.ID, "asked for a batch run now")
 	s.log.Info("review: batch requested", "batch", b.ID, "by", by.Name)
 	return &result{Message: "Batch " + b.ID + " requested: a batch worker starts it shortly."}, b, nil
 }
@@ -466,7 +496,11 @@ func (s *Server) audit(ctx context.Context, who, what, ref, change string) {
 	if ref == "" {
 		ref = who
 	}
-	err := s.o.Queue.Record(context.WithoutCancel(ctx), "staff", keydesk.Event{Ref: ref, Actor: who, Action: what, Change: change})
+	// Bounded: the store is tried again while it cannot answer, and a
+	// request whose own context has ended must not wait for it forever.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.o.RequestTimeout)
+	defer cancel()
+	err := s.o.Queue.Record(actx, "staff", keydesk.Event{Ref: ref, Actor: who, Action: what, Change: change})
 	if err != nil {
 		s.log.Error("review: audit", "action", what, "by", who, "err", err)
 	}

@@ -133,6 +133,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeJSONError(w http.ResponseWriter, e *Error) {
+	if e.Status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", strconv.Itoa(int(retryAfter.Seconds())))
+	}
 	writeJSON(w, e.Status, ErrorBody{Error: e.Msg, Code: e.Code})
 }
 

@@ -50,7 +50,12 @@ func password(name string) string { return "pw-" + name + "-correct-horse" }
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	q := queuetest.Open(t)
+	return newEnvOn(t, queuetest.Open(t), nil)
+}
+
+// newEnvOn is newEnv on a given queue; mod changes the options.
+func newEnvOn(t testing.TB, q *queue.Conn, mod func(*Options)) *env {
+	t.Helper()
 	e := &env{t: t, q: q, clock: &clock{t: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}, tokens: map[string]string{}}
 	var y strings.Builder
 	y.WriteString("users:\n")
@@ -76,14 +81,18 @@ func newEnv(t testing.TB) *env {
 		AllowedScopes: []keydesk.Scope{keydesk.ScopeAccountsRead, keydesk.ScopeTradingRead, keydesk.ScopeTradingWrite, keydesk.ScopeMarketdataRead},
 	}}}
 	q.Now = e.clock.Now
-	srv, err := New(Options{
+	o := Options{
 		Queue: q, Users: func() *users.Set { return set }, Partners: func() *keydesk.Registry { return e.reg },
 		Templates: templates.MustLoadEmbedded(), FourEyes: []string{"production", "keys:manage"},
 		SessionIdle: 30 * time.Minute, InsecureCookie: true, Now: e.clock.Now,
 		NextRun:        func(now time.Time) time.Time { return now.Truncate(time.Hour).Add(time.Hour) },
 		SupportAddress: "support@buildmarkets.ai",
 		Mail:           mailFromIntake(q),
-	})
+	}
+	if mod != nil {
+		mod(&o)
+	}
+	srv, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,10 +1,12 @@
 package review
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -45,7 +47,23 @@ func (s *Server) routes() http.Handler {
 		}
 		s.renderError(w, r, nil, &Error{Status: http.StatusForbidden, Code: "cross_origin", Msg: "This form was sent from another site and was refused. Open keydesk directly and try again."})
 	}))
-	return s.headers(cop.Handler(mux))
+	return s.headers(s.deadline(cop.Handler(mux)))
+}
+
+// deadline gives every request Options.RequestTimeout to wait for the
+// store, so that a cluster without a leader means a 503 with Retry-After,
+// never a hang; except the audit export, which streams for as long as the
+// trail is.
+func (s *Server) deadline(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/audit/export" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), s.o.RequestTimeout)
+		defer cancel()
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
 }
 
 // headers sets the security headers of every response.
@@ -109,6 +127,9 @@ func safeNext(p string) string {
 func (s *Server) renderError(w http.ResponseWriter, r *http.Request, st *staff, e *Error) {
 	if e.Err != nil || e.Status >= 500 {
 		s.log.Error("review: request failed", "path", r.URL.Path, "status", e.Status, "err", e.Err)
+	}
+	if e.Status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", strconv.Itoa(int(retryAfter.Seconds())))
 	}
 	s.render(w, e.Status, "error", pageData{Title: http.StatusText(e.Status), Staff: st, Error: e.Msg})
 }

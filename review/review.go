@@ -80,6 +80,11 @@ type Options struct {
 	// not available. review reads it through this func so that it needs
 	// nothing of the intake package.
 	Mail func(ctx context.Context) ([]MailEntry, error)
+	// RequestTimeout bounds what one request waits for the store: within
+	// it a call the NATS cluster cannot answer (a leader election) is
+	// tried again; past it the person gets a 503 with Retry-After.
+	// Default 15s.
+	RequestTimeout time.Duration
 }
 
 // Server serves the UI and the API.
@@ -106,6 +111,9 @@ func New(o Options) (*Server, error) {
 	}
 	if o.SessionIdle <= 0 {
 		o.SessionIdle = 30 * time.Minute
+	}
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = 15 * time.Second
 	}
 	if o.Location == nil {
 		o.Location = time.UTC

@@ -4,7 +4,8 @@
 // What it keeps faithful: every request is authenticated by X-API-Key and
 // X-API-Secret (401 when missing, invalid or revoked; 403 when the key
 // lacks keys:manage); POST /v1/keys returns the secret once, with an id
-// like key-001, a bm_key_ key and a bm_secret_ secret; GET /v1/keys lists
+// like key-001 numbered per account (two accounts both have a key-001,
+// as the contract's example implies), a bm_key_ key and a bm_secret_ secret; GET /v1/keys lists
 // the caller's account only, never a secret; DELETE /v1/keys/{id} answers
 // 204 and the key is refused at once, even for requests already in flight
 // (authentication and the operation happen under one lock, after any
@@ -77,10 +78,12 @@ type Server struct {
 	mu       sync.Mutex
 	accounts map[string][]*key // account → keys in creation order
 	byAPIKey map[string]*key
-	nextID   int
-	f        faults
-	limiter  *rate.Limiter
-	stats    Stats
+	// nextID numbers keys per account, as the API does: every account
+	// has its own key-001.
+	nextID  map[string]int
+	f       faults
+	limiter *rate.Limiter
+	stats   Stats
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -116,7 +119,7 @@ func New(o Options) (*Server, error) {
 		path:     o.StatePath,
 		accounts: map[string][]*key{},
 		byAPIKey: map[string]*key{},
-		nextID:   1,
+		nextID:   map[string]int{},
 	}
 	if s.clock == nil {
 		s.clock = time.Now
@@ -177,11 +180,16 @@ func New(o Options) (*Server, error) {
 
 func (s *Server) now() time.Time { return s.clock().UTC().Truncate(time.Second) }
 
-// addKey gives k the next id and indexes it. s.mu held (or not yet shared).
+// addKey gives k the next id of its account and indexes it. A key that
+// comes with an id (from the state file) moves the account's counter past
+// it. s.mu held (or not yet shared).
 func (s *Server) addKey(k *key) {
 	if k.ID == "" {
-		k.ID = fmt.Sprintf("key-%03d", s.nextID)
-		s.nextID++
+		k.ID = fmt.Sprintf("key-%03d", max(s.nextID[k.Account], 1))
+	}
+	var n int
+	if _, err := fmt.Sscanf(k.ID, "key-%d", &n); err == nil && n >= s.nextID[k.Account] {
+		s.nextID[k.Account] = n + 1
 	}
 	s.accounts[k.Account] = append(s.accounts[k.Account], k)
 	s.byAPIKey[k.APIKey] = k

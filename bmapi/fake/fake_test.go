@@ -123,7 +123,9 @@ func TestCreateFollowsContract(t *testing.T) {
 	if err := json.Unmarshal(r.body, &c); err != nil {
 		t.Fatal(err)
 	}
-	if c.ID != "key-004" || c.Label != "backend-service-prod" || c.CreatedAt != "2026-11-27T10:00:00Z" ||
+	// acme holds key-001 and key-002 (its seeded keys): ids are numbered
+	// per account, so globex's key-001 does not move acme's counter.
+	if c.ID != "key-003" || c.Label != "backend-service-prod" || c.CreatedAt != "2026-11-27T10:00:00Z" ||
 		strings.Join([]string{string(c.Scopes[0]), string(c.Scopes[1]), string(c.Scopes[2])}, ",") != "accounts:read,trading:write,marketdata:read" || len(c.Scopes) != 3 {
 		t.Fatalf("created %+v", c)
 	}
@@ -139,6 +141,42 @@ func TestCreateFollowsContract(t *testing.T) {
 	me := call(t, srv, "GET", "/v1/me", c.APIKey, c.APISecret, "")
 	if me.status != 200 || !bytes.Contains(me.body, []byte(`"account":"acme"`)) {
 		t.Fatalf("me: %d %s", me.status, me.body)
+	}
+}
+
+// TestKeyIDsPerAccount: the API numbers keys per partner account, so two
+// accounts hold keys with the same ID; each sees and revokes only its own.
+func TestKeyIDsPerAccount(t *testing.T) {
+	f, srv := start(t, fake.Options{})
+	post := func(key, secret string) created {
+		t.Helper()
+		r := call(t, srv, "POST", "/v1/keys", key, secret, `{"label":"backend","scopes":["accounts:read"]}`)
+		var c created
+		if r.status != http.StatusCreated || json.Unmarshal(r.body, &c) != nil {
+			t.Fatalf("create: %d %s", r.status, r.body)
+		}
+		return c
+	}
+	// globex holds key-001 (its manager key); acme holds key-001 and key-002.
+	g, a := post(globexKey, globexSecret), post(acmeKey, acmeSecret)
+	if g.ID != "key-002" || a.ID != "key-003" {
+		t.Fatalf("ids globex %s, acme %s; want key-002 and key-003 (numbered per account)", g.ID, a.ID)
+	}
+	g2 := post(globexKey, globexSecret)
+	if g2.ID != "key-003" {
+		t.Fatalf("globex's next id %s, want key-003 (acme has one too)", g2.ID)
+	}
+	if r := call(t, srv, "DELETE", "/v1/keys/key-003", acmeKey, acmeSecret, ""); r.status != 204 {
+		t.Fatalf("acme revokes its key-003: %d %s", r.status, r.body)
+	}
+	if r := call(t, srv, "GET", "/v1/me", g2.APIKey, g2.APISecret, ""); r.status != 200 {
+		t.Fatalf("globex's key-003 after acme revoked its own key-003: %d", r.status)
+	}
+	if r := call(t, srv, "GET", "/v1/me", a.APIKey, a.APISecret, ""); r.status != 401 {
+		t.Fatalf("acme's revoked key-003: %d", r.status)
+	}
+	if live := f.LiveKeys("globex"); len(live) != 2 || live[1].ID != "key-003" {
+		t.Fatalf("globex live keys %+v", live)
 	}
 }
 
@@ -383,8 +421,8 @@ func TestStatePersists(t *testing.T) {
 	if r := call(t, srv2, "GET", "/v1/me", b.APIKey, b.APISecret, ""); r.status != 401 {
 		t.Fatalf("a revoked key after restart: %d", r.status)
 	}
-	if c := create(t, srv2, "next"); c.ID != "key-006" {
-		t.Fatalf("id after restart %s, want key-006", c.ID)
+	if c := create(t, srv2, "next"); c.ID != "key-005" {
+		t.Fatalf("id after restart %s, want key-005", c.ID)
 	}
 
 	if err := os.WriteFile(path, []byte("{broken"), 0o600); err != nil {

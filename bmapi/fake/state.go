@@ -18,9 +18,11 @@ import (
 
 // stateFile is the state file's shape. Secrets appear only as hashes.
 type stateFile struct {
-	Version int        `json:"version"`
-	NextID  int        `json:"next_id"`
-	Keys    []stateKey `json:"keys"`
+	Version int `json:"version"`
+	// NextID was a counter shared by every account; ids are now numbered
+	// per account from the keys themselves. Read and ignored.
+	NextID int        `json:"next_id,omitempty"`
+	Keys   []stateKey `json:"keys"`
 }
 
 type stateKey struct {
@@ -69,7 +71,6 @@ func (s *Server) load() error {
 		copy(k.SecretHash[:], h)
 		s.addKey(k)
 	}
-	s.nextID = max(st.NextID, 1)
 	return nil
 }
 
@@ -80,7 +81,7 @@ func (s *Server) save() error {
 	if s.path == "" {
 		return nil
 	}
-	st := stateFile{Version: 1, NextID: s.nextID, Keys: []stateKey{}}
+	st := stateFile{Version: 1, Keys: []stateKey{}}
 	var accounts []string
 	for a := range s.accounts {
 		accounts = append(accounts, a)

@@ -70,6 +70,13 @@ func (a *app) addCheck(name string, fn func(ctx context.Context) error) {
 	a.checks[name] = fn
 }
 
+// removeCheck drops a readiness check.
+func (a *app) removeCheck(name string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.checks, name)
+}
+
 // onClose runs fn when the app shuts down, after the roles have stopped.
 func (a *app) onClose(fn func() error) {
 	a.mu.Lock()
@@ -85,7 +92,9 @@ func instanceName() string {
 	return fmt.Sprintf("%s-%d", h, os.Getpid())
 }
 
-// newApp opens the queue and loads the partners.
+// newApp loads the partners and sets up /healthz, /readyz and /metrics.
+// It does not reach NATS: connect does, so that an instance can answer
+// its health probe while the cluster is still recovering.
 func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, error) {
 	a := &app{
 		cfg: cfg, log: log, metrics: metrics.New(), mux: http.NewServeMux(),
@@ -96,17 +105,7 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, er
 		return nil, err
 	}
 	a.partners = ps
-	q, err := queue.Open(ctx, queue.Options{
-		URL: cfg.NATS.URL, CredsFile: cfg.Path(cfg.NATS.CredsFile), Replicas: cfg.NATS.Replicas,
-		DataDir: cfg.Path(cfg.DataDir), Listen: cfg.NATS.Listen, Name: "keydesk " + a.holder, Logger: log,
-		TLSCAFile: cfg.Path(cfg.NATS.TLSCAFile), TLSCert: cfg.Path(cfg.NATS.TLSCert), TLSKey: cfg.Path(cfg.NATS.TLSKey),
-		SkipSetup: cfg.NATS.SkipSetup, InboxPrefix: cfg.NATS.InboxPrefix,
-	})
-	if err != nil {
-		return nil, err
-	}
-	a.q = q
-	a.addCheck("nats", q.Ready)
+	a.setWaiting(errors.New("connecting"))
 	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
@@ -114,10 +113,59 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, er
 	a.mux.HandleFunc("GET /readyz", a.serveReady)
 	a.mux.Handle("GET /metrics", a.metrics)
 	a.metrics.Gauge("keydesk_up", "1 while keydesk runs.").Set(1)
-	for _, h := range appHooks {
-		h(a)
-	}
 	return a, nil
+}
+
+// setWaiting makes /readyz say why the queue is not there yet.
+func (a *app) setWaiting(err error) {
+	a.addCheck("nats", func(context.Context) error {
+		return fmt.Errorf("waiting for the NATS cluster: %w", err)
+	})
+}
+
+// Backoff of connect: the first retry comes quickly (a leader election
+// takes seconds), later ones no more often than maxConnectWait.
+const (
+	firstConnectWait = 500 * time.Millisecond
+	maxConnectWait   = 15 * time.Second
+)
+
+// connect opens the queue, trying again with backoff for as long as the
+// failure is one that time cures (no servers, no stream leader, a
+// timeout), until ctx ends: an instance started while the cluster
+// recovers waits for it instead of exiting. /readyz shows the reason
+// meanwhile. A configuration mistake, or an embedded server that cannot
+// start, ends it at once. The app hooks run once the queue is open.
+func (a *app) connect(ctx context.Context) error {
+	cfg := a.cfg
+	o := queueOptions(cfg, "keydesk "+a.holder)
+	o.Listen, o.Logger = cfg.NATS.Listen, a.log
+	wait := firstConnectWait
+	for try := 1; ; try++ {
+		q, err := queue.Open(ctx, o)
+		if err == nil {
+			a.q = q
+			a.addCheck("nats", q.Ready)
+			if try > 1 {
+				a.log.Info("nats ready", "tries", try)
+			}
+			for _, h := range appHooks {
+				h(a)
+			}
+			return nil
+		}
+		if cfg.NATS.URL == "" || errors.Is(err, queue.ErrConfig) || ctx.Err() != nil {
+			return err
+		}
+		a.setWaiting(err)
+		a.log.Warn("nats not ready; trying again", "err", err, "try", try, "wait", wait)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("stopped while waiting for the NATS cluster: %w", err)
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, maxConnectWait)
+	}
 }
 
 func (a *app) serveReady(w http.ResponseWriter, r *http.Request) {

@@ -44,12 +44,9 @@ func cmdSetup(ctx context.Context, args []string) error {
 func runSetup(ctx context.Context, w io.Writer, cfg *config.Config) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	q, err := queue.Open(ctx, queue.Options{
-		URL: cfg.NATS.URL, CredsFile: cfg.Path(cfg.NATS.CredsFile), Replicas: cfg.NATS.Replicas,
-		DataDir: cfg.Path(cfg.DataDir), Name: "keydesk setup",
-		TLSCAFile: cfg.Path(cfg.NATS.TLSCAFile), TLSCert: cfg.Path(cfg.NATS.TLSCert), TLSKey: cfg.Path(cfg.NATS.TLSKey),
-		InboxPrefix: cfg.NATS.InboxPrefix,
-	})
+	qo := queueOptions(cfg, "keydesk setup")
+	qo.SkipSetup = false // making them is what setup is for
+	q, err := queue.Open(ctx, qo)
 	if err != nil {
 		return fmt.Errorf("setup: %w", err)
 	}

@@ -87,21 +87,35 @@ func cmdOutbox(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 }
 
+// queueOptions are the nats section as queue options, files resolved,
+// for a connection called name.
+func queueOptions(cfg *config.Config, name string) queue.Options {
+	return queue.Options{
+		URL: cfg.NATS.URL, CredsFile: cfg.Path(cfg.NATS.CredsFile), Replicas: cfg.NATS.Replicas,
+		DataDir: cfg.Path(cfg.DataDir), Name: name,
+		TLSCAFile: cfg.Path(cfg.NATS.TLSCAFile), TLSCert: cfg.Path(cfg.NATS.TLSCert), TLSKey: cfg.Path(cfg.NATS.TLSKey),
+		SkipSetup: cfg.NATS.SkipSetup, InboxPrefix: cfg.NATS.InboxPrefix,
+	}
+}
+
+// dialURL is where a command reaches keydesk's NATS: the cluster, or a
+// running embedded server through nats.listen; empty when it can be
+// reached in process only.
+func dialURL(cfg *config.Config) string {
+	if cfg.NATS.URL == "" && cfg.NATS.Listen != "" {
+		return "nats://" + cfg.NATS.Listen
+	}
+	return cfg.NATS.URL
+}
+
 // openQueueForCLI connects to the cluster, or to a running embedded server
 // through nats.listen, or else opens the embedded store itself (which a
 // running keydesk holds locked).
 func openQueueForCLI(ctx context.Context, cfg *config.Config, url string) (*queue.Conn, error) {
-	o := queue.Options{
-		URL: url, CredsFile: cfg.Path(cfg.NATS.CredsFile), Replicas: cfg.NATS.Replicas,
-		DataDir: cfg.Path(cfg.DataDir), Name: "keydesk outbox",
-		TLSCAFile: cfg.Path(cfg.NATS.TLSCAFile), TLSCert: cfg.Path(cfg.NATS.TLSCert), TLSKey: cfg.Path(cfg.NATS.TLSKey),
-		InboxPrefix: cfg.NATS.InboxPrefix,
-	}
+	o := queueOptions(cfg, "keydesk outbox")
+	o.URL = url
 	if o.URL == "" {
-		o.URL = cfg.NATS.URL
-	}
-	if o.URL == "" && cfg.NATS.Listen != "" {
-		o.URL = "nats://" + cfg.NATS.Listen
+		o.URL = dialURL(cfg)
 	}
 	o.SkipSetup = o.URL != ""
 	q, err := queue.Open(ctx, o)

@@ -49,10 +49,7 @@ func startDelivery(ctx context.Context, a *app) (func(context.Context) error, er
 	if err != nil {
 		return nil, err
 	}
-	sender, err := delivery.NewSMTP(delivery.SMTPOptions{
-		Server:   mailauth.Resolve(cfg.SMTP.MailServer, cfg.Path),
-		HeloName: cfg.SMTP.HeloName,
-	})
+	sender, err := newSMTPSender(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -66,4 +63,14 @@ func startDelivery(ctx context.Context, a *app) (func(context.Context) error, er
 	}
 	a.addCheck("smtp", sender.Check)
 	return svc.Run, nil
+}
+
+// newSMTPSender is the sender of the smtp section (its TLS and SASL from
+// mailauth): what the delivery role sends with and `keydesk check
+// --connect` logs in with.
+func newSMTPSender(cfg *config.Config) (*delivery.SMTP, error) {
+	return delivery.NewSMTP(delivery.SMTPOptions{
+		Server:   mailauth.Resolve(cfg.SMTP.MailServer, cfg.Path),
+		HeloName: cfg.SMTP.HeloName,
+	})
 }

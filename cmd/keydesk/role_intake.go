@@ -44,21 +44,9 @@ func startIntake(ctx context.Context, a *app) (func(context.Context) error, erro
 
 func newIntakePoller(a *app) (*intake.Poller, error) {
 	cfg := a.cfg
-	ms := mailauth.Resolve(cfg.IMAP.MailServer, cfg.Path)
-	if err := mailauth.CheckSecurity(ms); err != nil {
-		return nil, fmt.Errorf("intake: imap: %w", err)
-	}
-	var tc *tls.Config
-	if ms.Security != config.SecurityNone {
-		var err error
-		if tc, err = mailauth.TLSConfig(ms, ""); err != nil {
-			return nil, fmt.Errorf("intake: imap: %w", err)
-		}
-	}
-	tokens := mailauth.NewTokenSource(ms)
-	var authFailed func()
-	if tokens != nil {
-		authFailed = tokens.Invalidate
+	o, err := intakeMailOptions(cfg)
+	if err != nil {
+		return nil, err
 	}
 	tpl, err := templates.Load(cfg.Path(cfg.Templates.Dir))
 	if err != nil {
@@ -83,17 +71,37 @@ func newIntakePoller(a *app) (*intake.Poller, error) {
 			return reply.Build(res, tpl, next)
 		},
 	})
+	o.Queue, o.Handler, o.Metrics = a.q, handler, a.metrics
+	o.SpoolDir = filepath.Join(cfg.Path(cfg.DataDir), "intake-spool")
+	o.Log = a.log.With("role", "intake")
+	return intake.New(o)
+}
+
+// intakeMailOptions are the poller's mailbox, TLS and SASL from the imap
+// section: what the intake role and `keydesk check --connect` log in with.
+func intakeMailOptions(cfg *config.Config) (intake.Options, error) {
+	ms := mailauth.Resolve(cfg.IMAP.MailServer, cfg.Path)
+	if err := mailauth.CheckSecurity(ms); err != nil {
+		return intake.Options{}, fmt.Errorf("intake: imap: %w", err)
+	}
+	var tc *tls.Config
+	if ms.Security != config.SecurityNone {
+		var err error
+		if tc, err = mailauth.TLSConfig(ms, ""); err != nil {
+			return intake.Options{}, fmt.Errorf("intake: imap: %w", err)
+		}
+	}
+	tokens := mailauth.NewTokenSource(ms)
+	var authFailed func()
+	if tokens != nil {
+		authFailed = tokens.Invalidate
+	}
 	imapCfg := cfg.IMAP
 	imapCfg.MailServer = ms
-	return intake.New(intake.Options{
+	return intake.Options{
 		IMAP:       imapCfg,
 		TLSConfig:  tc,
 		Auth:       func(ctx context.Context) (sasl.Client, error) { return mailauth.SASLClient(ctx, ms, tokens) },
 		AuthFailed: authFailed,
-		Queue:      a.q,
-		Handler:    handler,
-		SpoolDir:   filepath.Join(cfg.Path(cfg.DataDir), "intake-spool"),
-		Metrics:    a.metrics,
-		Log:        a.log.With("role", "intake"),
-	})
+	}, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -143,5 +144,21 @@ func checkUsersFile(cfg *config.Config) error {
 	if set.Len() == 0 {
 		return fmt.Errorf("%s: lists nobody: add someone with 'keydesk users add NAME --role admin'", p)
 	}
-	return nil
+	// The example users' credentials are published: a users.yaml that
+	// still holds them lets anyone in.
+	var warns []error
+	for i, u := range set.All() {
+		var keys []string
+		if _, ok := config.ExampleText(u.PasswordHash); ok {
+			keys = append(keys, "password_hash")
+		}
+		if _, ok := config.ExampleDigest(u.TokenSHA256); ok {
+			keys = append(keys, "token_sha256")
+		}
+		if len(keys) > 0 {
+			warns = append(warns, config.Warnf("%s: users[%d]: %s has the %s of the example users published with keydesk: anyone can sign in as %s; remove the user or give new credentials ('keydesk users add')",
+				filepath.Base(p), i, u.Name, strings.Join(keys, " and "), u.Name))
+		}
+	}
+	return errors.Join(warns...)
 }

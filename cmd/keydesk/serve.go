@@ -92,6 +92,32 @@ func serveRoles(ctx context.Context, cfg *config.Config, log *slog.Logger, roles
 		}
 	}()
 
+	// HTTP first: /healthz answers at once and /readyz says what the
+	// instance waits for, so that an orchestrator does not kill an
+	// instance that waits for a recovering cluster.
+	ln, err := net.Listen("tcp", cfg.Review.Listen)
+	if err != nil {
+		return fmt.Errorf("review.listen %s: %w", cfg.Review.Listen, err)
+	}
+	srv := &http.Server{Handler: a.mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	httpErr := make(chan error, 1)
+	go func() {
+		if cfg.Review.TLSCert != "" {
+			httpErr <- srv.ServeTLS(ln, cfg.Path(cfg.Review.TLSCert), cfg.Path(cfg.Review.TLSKey))
+		} else {
+			httpErr <- srv.Serve(ln)
+		}
+	}()
+	defer func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	log.Info("keydesk starting", "roles", strings.Join(roles, ","), "http", ln.Addr().String(), "instance", a.holder, "nats", natsDesc(cfg))
+	if err := a.connect(ctx); err != nil {
+		return err
+	}
+
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -114,33 +140,13 @@ func serveRoles(ctx context.Context, cfg *config.Config, log *slog.Logger, roles
 		}
 		started = append(started, running{name, run})
 	}
-	ln, err := net.Listen("tcp", cfg.Review.Listen)
-	if err != nil {
-		return fmt.Errorf("review.listen %s: %w", cfg.Review.Listen, err)
-	}
-	srv := &http.Server{Handler: a.mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	httpErr := make(chan error, 1)
-	go func() {
-		if cfg.Review.TLSCert != "" {
-			httpErr <- srv.ServeTLS(ln, cfg.Path(cfg.Review.TLSCert), cfg.Path(cfg.Review.TLSKey))
-		} else {
-			httpErr <- srv.Serve(ln)
-		}
-	}()
-	log.Info("keydesk serving", "roles", strings.Join(roles, ","), "http", ln.Addr().String(), "instance", a.holder, "nats", natsDesc(cfg))
+	log.Info("keydesk serving", "roles", strings.Join(roles, ","), "http", ln.Addr().String(), "instance", a.holder)
 
 	var wg sync.WaitGroup
-	errs := make(chan error, len(started))
 	roleCtx, cancelRoles := context.WithCancel(runCtx)
 	defer cancelRoles()
 	for _, r := range started {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := r.run(roleCtx); err != nil && !errors.Is(err, context.Canceled) {
-				errs <- fmt.Errorf("%s: %w", r.name, err)
-			}
-		}()
+		wg.Go(func() { a.supervise(roleCtx, r.name, r.run) })
 	}
 	if ready != nil {
 		if err := ready(a); err != nil {
@@ -158,10 +164,6 @@ loop:
 			break loop
 		case <-hup:
 			_ = a.partners.Reload()
-		case err := <-errs:
-			runErr = err
-			log.Error("role stopped", "err", err)
-			break loop
 		case err := <-httpErr:
 			runErr = fmt.Errorf("http: %w", err)
 			break loop
@@ -177,13 +179,47 @@ loop:
 		cancelRun()
 		<-done
 	}
-	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer scancel()
-	_ = srv.Shutdown(sctx)
 	log.Info("stopped")
 	return runErr
 }
 
+// Backoff of a role that stopped with an error.
+const (
+	firstRoleRestart = time.Second
+	maxRoleRestart   = 30 * time.Second
+)
+
+// supervise runs a role until ctx ends. A role that stops with an error
+// (the cluster lost its leader, a connection broke) is logged, shown on
+// /readyz and started again after a backoff, rather than taking the
+// process and the other roles down with it: what stops a role at run time
+// is almost always a condition that time cures.
+func (a *app) supervise(ctx context.Context, name string, run func(context.Context) error) {
+	check := "role " + name
+	wait := firstRoleRestart
+	for {
+		startedAt := time.Now()
+		err := run(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			err = errors.New("stopped without an error")
+		}
+		if time.Since(startedAt) > maxRoleRestart {
+			wait = firstRoleRestart // it ran well for a while: start over
+		}
+		a.log.Error("role stopped; starting it again", "role", name, "err", err, "wait", wait)
+		a.addCheck(check, func(context.Context) error { return fmt.Errorf("restarting after: %w", err) })
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		a.removeCheck(check)
+		wait = min(wait*2, maxRoleRestart)
+	}
+}
 func natsDesc(cfg *config.Config) string {
 	if cfg.NATS.URL == "" {
 		return "embedded"

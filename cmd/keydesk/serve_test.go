@@ -97,8 +97,9 @@ func TestServeBinary(t *testing.T) {
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
 		t.Cleanup(func() { _ = cmd.Process.Kill() })
-		if err := poll(30*time.Second, "/healthz answering", func() bool {
-			resp, err := http.Get("http://" + listen + "/healthz")
+		// /healthz answers before NATS is reached; /readyz once the roles run.
+		if err := poll(30*time.Second, "/readyz answering ok", func() bool {
+			resp, err := http.Get("http://" + listen + "/readyz")
 			if err != nil {
 				return false
 			}

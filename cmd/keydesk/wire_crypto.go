@@ -94,6 +94,11 @@ func checkSigningKeyAt(cfg *config.Config, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("%s: signing_key.file: key in %s: %v", f, cfg.SigningKey.File, err)
 	}
+	fpr := s.Fingerprint()
 	s.Close()
+	if fpr == config.ExampleSigningKeyFingerprint {
+		return config.Warnf("%s: signing_key.file: %s is the EXAMPLE key published with keydesk (%s): anyone can sign as you with it; generate your own (docs/operations.md, \"Rotating keydesk's signing key\")",
+			f, cfg.SigningKey.File, fpr)
+	}
 	return nil
 }

@@ -21,6 +21,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -153,6 +154,14 @@ func (s *Set) Len() int {
 		return 0
 	}
 	return len(s.users)
+}
+
+// All returns every user, in file order.
+func (s *Set) All() []User {
+	if s == nil {
+		return nil
+	}
+	return slices.Clone(s.users)
 }
 
 // Lookup returns a user by name.

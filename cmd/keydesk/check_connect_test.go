@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/bmapi"
+	"github.com/buildmarkets/keydesk/queue"
+)
+
+// TestCheckConnect runs `keydesk check --connect` against real servers:
+// go-imap's memory server, a go-smtp server and the API simulator (the
+// demo's), and an embedded NATS server listening on loopback; then against
+// each of them broken, one failing check of each kind.
+func TestCheckConnect(t *testing.T) {
+	dir := t.TempDir()
+	e, err := startDemoEnv(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.close)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	q, err := queue.Open(ctx, queue.Options{DataDir: t.TempDir(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = q.Close() })
+	bare, err := queue.StartEmbedded(t.TempDir(), "127.0.0.1:0") // no streams made
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(bare.Shutdown)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	_ = ln.Close()
+
+	// A key of acme's without keys:manage, made with its manager key: acme
+	// has two keys.
+	mgr := e.seedAccounts[0].ManagerKeys[0]
+	reader, err := bmapi.New(bmapi.Options{BaseURL: e.apiURL, APIKey: mgr.APIKey, APISecret: keydesk.SecretString(mgr.APISecret)}).
+		CreateKey(ctx, "reader", []keydesk.Scope{keydesk.ScopeAccountsRead})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, err := e.writeConfigAs("keydesk.yaml", "127.0.0.1:0", "@every 1h", fmt.Sprintf("{url: %q}", q.ClientURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	acmeSandbox := fmt.Sprintf("sandbox: {api_key: %q, api_secret: %q", mgr.APIKey, mgr.APISecret)
+	acmeProduction := fmt.Sprintf("production: {api_key: %q, api_secret: %q}", mgr.APIKey, mgr.APISecret)
+	tests := []struct {
+		name  string
+		edits map[string][][2]string // file → old, new
+		want  []string               // the check lines, each by its start
+		fail  bool
+	}{
+		{
+			name: "every server answers",
+			want: []string{
+				fmt.Sprintf("ok   imap  %s (INBOX, %d messages)", e.imapAddr, len(e.emails)),
+				fmt.Sprintf("ok   smtp  %s (connected; smtp.auth none: no login)", e.sink.addr),
+				fmt.Sprintf("ok   nats  %s (JetStream, 10 streams and buckets)", q.ClientURL()),
+				fmt.Sprintf("ok   api   acme sandbox %s (2 keys)", e.apiURL),
+				fmt.Sprintf("ok   api   acme production %s (2 keys)", e.apiURL),
+				fmt.Sprintf("ok   api   globex sandbox %s (1 keys)", e.apiURL),
+				fmt.Sprintf("ok   api   globex production %s (1 keys)", e.apiURL),
+			},
+		},
+		{
+			name: "one failure of each kind",
+			edits: map[string][][2]string{
+				"keydesk.yaml": {
+					{fmt.Sprintf("password: %q", e.imapPass), `password: "wrong-password"`},
+					{"address: " + e.sink.addr, "address: " + closed},
+					{q.ClientURL(), bare.ClientURL()},
+				},
+				"partners.yaml": {
+					{acmeSandbox, fmt.Sprintf("sandbox: {api_key: %q, api_secret: \"wrong-secret\"", mgr.APIKey)},
+					{acmeProduction, fmt.Sprintf("production: {api_key: %q, api_secret: %q}", reader.APIKey, reader.APISecret.Reveal())},
+				},
+			},
+			fail: true,
+			want: []string{
+				fmt.Sprintf("FAIL imap  %s: intake: log in to %s as %s: ", e.imapAddr, e.imapAddr, demoMailbox),
+				fmt.Sprintf("FAIL smtp  %s: delivery: smtp connect: ", closed),
+				fmt.Sprintf("FAIL nats  %s: queue: 10 of keydesk's streams and buckets do not exist: ", bare.ClientURL()),
+				fmt.Sprintf("FAIL api   acme sandbox %s: bmapi: GET /v1/keys: 401 Unauthorized: ", e.apiURL),
+				fmt.Sprintf("FAIL api   acme production %s: bmapi: GET /v1/keys: 403 Forbidden: ", e.apiURL),
+				fmt.Sprintf("ok   api   globex sandbox %s (1 keys)", e.apiURL),
+				fmt.Sprintf("ok   api   globex production %s (1 keys)", e.apiURL),
+			},
+		},
+	}
+	// What each failure tells the operator to do.
+	todo := []string{
+		"; check imap.username and imap.password",
+		"; check smtp.address and that the server is reachable from here",
+		"; run 'keydesk setup'",
+		"; the credentials are wrong: check acme's sandbox api_key and api_secret in partners.yaml",
+		"; the key lacks keys:manage: ask for a production key of acme with that scope",
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for file, edits := range tc.edits {
+				p := filepath.Join(dir, file)
+				b, err := os.ReadFile(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				s := string(b)
+				for _, ed := range edits {
+					if !strings.Contains(s, ed[0]) {
+						t.Fatalf("%s does not contain %q:\n%s", file, ed[0], s)
+					}
+					s = strings.Replace(s, ed[0], ed[1], 1)
+				}
+				if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var out, errOut bytes.Buffer
+			err := check(ctx, &out, &errOut, checkOptions{config: path, now: time.Now(), connect: true, timeout: 10 * time.Second})
+			if ee, ok := err.(exitError); tc.fail != (ok && ee.code == 1) || !tc.fail && err != nil {
+				t.Fatalf("check --connect: %v, want failure %v\n%s%s", err, tc.fail, out.String(), errOut.String())
+			}
+			var got []string
+			for line := range strings.Lines(out.String()) {
+				if strings.HasPrefix(line, "ok   ") || strings.HasPrefix(line, "FAIL ") || strings.HasPrefix(line, "skip ") {
+					got = append(got, strings.TrimSuffix(line, "\n"))
+				}
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("%d check lines, want %d:\n%s", len(got), len(tc.want), out.String())
+			}
+			for i, w := range tc.want {
+				if !strings.HasPrefix(got[i], w) {
+					t.Errorf("line %d:\n%s\nwant it to start\n%s", i, got[i], w)
+				}
+				if strings.HasPrefix(w, "FAIL") && !strings.Contains(got[i], todo[i]) {
+					t.Errorf("line %d does not say what to do (%q):\n%s", i, todo[i], got[i])
+				}
+			}
+			if tc.fail && !strings.Contains(errOut.String(), "5 connection check(s) failed.") {
+				t.Errorf("no count of the failed checks:\n%s", errOut.String())
+			}
+			for _, secret := range []string{mgr.APISecret, reader.APISecret.Reveal(), "wrong-secret", "wrong-password", e.imapPass} {
+				if strings.Contains(out.String()+errOut.String(), secret) {
+					t.Errorf("check printed a secret:\n%s%s", out.String(), errOut.String())
+				}
+			}
+		})
+	}
+}

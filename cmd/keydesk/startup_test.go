@@ -1,0 +1,104 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/buildmarkets/keydesk/crypto"
+	"github.com/buildmarkets/keydesk/crypto/cryptotest"
+	"github.com/buildmarkets/keydesk/queue"
+)
+
+// TestServeWaitsForNATS starts `keydesk serve` while its NATS server is
+// down, as an instance restarted during a cluster's recovery: it answers
+// /healthz at once, /readyz says what it waits for, it does not exit, and
+// it becomes ready, roles and all, once NATS comes up.
+func TestServeWaitsForNATS(t *testing.T) {
+	bin, err := buildKeydesk()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	key := cryptotest.Contact(t, crypto.Curve25519)
+	cryptotest.WriteFile(t, dir, "acme.asc", key.Public)
+	cryptotest.WriteFile(t, dir, "partners.yaml", `partners:
+  - id: acme
+    requesters: ["*@acme.example"]
+    technical_contact: {email: sec@acme.example, pgp_key_file: acme.asc, fingerprint: "`+key.Fingerprint+`"}
+    environments: {sandbox: {auto_approve: true}}`)
+	addUser(t, filepath.Join(dir, "users.yaml"), "ada", "admin")
+	listen, natsAddr := freeAddr(t), freeAddr(t)
+	cfgPath := cryptotest.WriteFile(t, dir, "keydesk.yaml", "data_dir: data\nnats: {url: \"nats://"+natsAddr+"\"}\nreview: {listen: \""+listen+"\"}\nlog: {format: json}\n")
+
+	cmd := exec.Command(bin, "serve", "--config", cfgPath, "--roles", "review")
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	started := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	get := func(path string) (int, string, error) {
+		resp, err := http.Get("http://" + listen + path)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), nil
+	}
+	if err := poll(30*time.Second, "/healthz answering", func() bool {
+		code, _, err := get("/healthz")
+		return err == nil && code == 200
+	}); err != nil {
+		t.Fatalf("%v; log:\n%s", err, logs.String())
+	}
+	t.Logf("/healthz answered %s after start, with NATS down", time.Since(started).Round(time.Millisecond))
+	code, body, err := get("/readyz")
+	if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "nats: waiting for the NATS cluster") {
+		t.Fatalf("/readyz with NATS down: %d %q %v", code, body, err)
+	}
+	// Several tries later it is still running, and says so in its log.
+	if err := poll(30*time.Second, "a retry logged", func() bool { return strings.Contains(logs.String(), "nats not ready; trying again") }); err != nil {
+		t.Fatalf("%v; log:\n%s", err, logs.String())
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("serve exited while NATS was down: %v; log:\n%s", err, logs.String())
+	default:
+	}
+
+	srv, err := queue.StartEmbedded(t.TempDir(), natsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	if err := poll(60*time.Second, "/readyz ok once NATS is up", func() bool {
+		code, body, err := get("/readyz")
+		return err == nil && code == 200 && strings.Contains(body, "nats: ok")
+	}); err != nil {
+		_, body, _ := get("/readyz")
+		t.Fatalf("%v: /readyz %q; log:\n%s", err, body, logs.String())
+	}
+	// The review role runs: its API answers (401 without a token).
+	if code, _, err := get("/api/v1/requests"); err != nil || code != http.StatusUnauthorized {
+		t.Fatalf("review API after NATS came up: %d %v", code, err)
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v; log:\n%s", err, logs.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("no exit after SIGTERM; log:\n%s", logs.String())
+	}
+}
