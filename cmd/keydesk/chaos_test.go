@@ -111,7 +111,6 @@ type chaosSetup struct {
 // chaosAPI is one environment's simulator, behind a tap that keeps, in
 // test memory only, every secret it hands out: the secrets to search for.
 type chaosAPI struct {
-	env keydesk.Environment
 	api *fake.Server
 	url string
 
@@ -235,7 +234,7 @@ func runChaos(t *testing.T, s chaosSetup) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := &chaosAPI{env: env, api: api}
+		c := &chaosAPI{api: api}
 		srv := httptest.NewServer(c)
 		t.Cleanup(srv.Close)
 		c.url = srv.URL
@@ -417,7 +416,7 @@ partners_file: partners.yaml
 	restart := func(ex chaosExit) {
 		t.Helper()
 		if !killed(ex.err) {
-			t.Fatalf("%s ended other than by SIGKILL: %v\n%s", ex.in.name, ex.err, ex.in.logs.String())
+			t.Fatalf("%s ended other than by SIGKILL: %v (its log follows)", ex.in.name, ex.err)
 		}
 		kills++
 		fp := ""
@@ -494,7 +493,7 @@ partners_file: partners.yaml
 	settled := func() bool {
 		select {
 		case ex := <-exits:
-			t.Fatalf("%s ended while settling: %v\n%s", ex.in.name, ex.err, ex.in.logs.String())
+			t.Fatalf("%s ended while settling: %v (its log follows)", ex.in.name, ex.err)
 		default:
 		}
 		if n, err := imap.Count("INBOX"); err != nil || n > 0 {
