@@ -1,7 +1,7 @@
 # keydesk: the README's commands, and the checks CI runs.
 GO ?= go
 
-.PHONY: test check fuzz bench demo build
+.PHONY: test check fuzz bench chaos demo build
 
 ## test: the whole suite, race detector on, in random order, then the demo end to end.
 test:
@@ -24,6 +24,12 @@ fuzz:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	./bench/run
+
+## chaos: the whole-binary chaos test at length (make test runs a bounded form);
+## CHAOS_SEED=N replays a run's decisions.
+CHAOS_SEED ?= 0
+chaos:
+	$(GO) test ./cmd/keydesk -run '^TestChaos$$' -count=1 -v -timeout 60m -chaos.long -chaos.seed $(CHAOS_SEED)
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o keydesk ./cmd/keydesk

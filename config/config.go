@@ -138,6 +138,11 @@ type IMAP struct {
 	// many times (a crash, an out-of-memory kill) is set aside unparsed,
 	// and support is alerted. Default 3.
 	MaxAttempts int `yaml:"max_attempts"`
+	// LeaseTTL is how long the mailbox lease outlives an instance that
+	// dies while polling (it is renewed at a third of it): a standby, or
+	// the same instance restarted, reads the mailbox again within about
+	// this long. Default 30s.
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
 }
 
 // SMTP is the outgoing mail server.
@@ -243,6 +248,11 @@ type Delivery struct {
 	RetryFor time.Duration `yaml:"retry_for"`
 	// RevokeUndeliveredAfter: a key not delivered by then is revoked. Default 72h.
 	RevokeUndeliveredAfter time.Duration `yaml:"revoke_undelivered_after"`
+	// AckWait is how long an outgoing message taken by an instance that
+	// died waits before another instance (or the same one restarted) gets
+	// it; a live instance reports progress every third of it, so it never
+	// cuts a slow SMTP dialogue short. Default 2m.
+	AckWait time.Duration `yaml:"ack_wait"`
 }
 
 // Templates overrides the embedded templates.
@@ -312,6 +322,7 @@ func (c *Config) applyDefaults() {
 	def(&c.IMAP.Auth, "plain")
 	def(&c.SMTP.Auth, "plain")
 	defDur(&c.IMAP.PollInterval, 60*time.Second)
+	defDur(&c.IMAP.LeaseTTL, 30*time.Second)
 	defDur(&c.IMAP.Timeout, 60*time.Second)
 	defDur(&c.SMTP.Timeout, 60*time.Second)
 	if c.IMAP.MaxMessageBytes == 0 {
@@ -342,6 +353,7 @@ func (c *Config) applyDefaults() {
 	defDur(&c.Review.SessionIdle, 30*time.Minute)
 	defDur(&c.Delivery.RetryFor, 48*time.Hour)
 	defDur(&c.Delivery.RevokeUndeliveredAfter, 72*time.Hour)
+	defDur(&c.Delivery.AckWait, 2*time.Minute)
 	def(&c.Log.Level, "info")
 	def(&c.PartnersFile, "partners.yaml")
 }
@@ -464,6 +476,9 @@ func (c *Config) Validate() error {
 		if c.IMAP.PollInterval < time.Second {
 			bad("imap.poll_interval", "%s is too short: at least 1s", c.IMAP.PollInterval)
 		}
+		if c.IMAP.LeaseTTL < time.Second || c.IMAP.LeaseTTL > time.Hour {
+			bad("imap.lease_ttl", "%s is out of range 1s..1h", c.IMAP.LeaseTTL)
+		}
 		if c.IMAP.MaxMessageBytes < 64<<10 {
 			bad("imap.max_message_bytes", "%d is too small: at least 64KiB", c.IMAP.MaxMessageBytes)
 		}
@@ -532,6 +547,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Delivery.RevokeUndeliveredAfter < c.Delivery.RetryFor {
 		bad("delivery.revoke_undelivered_after", "%s is shorter than delivery.retry_for %s", c.Delivery.RevokeUndeliveredAfter, c.Delivery.RetryFor)
+	}
+	if c.Delivery.AckWait < 3*time.Second || c.Delivery.AckWait > time.Hour {
+		bad("delivery.ack_wait", "%s is out of range 3s..1h", c.Delivery.AckWait)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -67,6 +67,7 @@ api:
 		{"max_message_bytes", c.IMAP.MaxMessageBytes, Size(20 << 20)},
 		{"max_attempts default", c.IMAP.MaxAttempts, 3},
 		{"mailbox default", c.IMAP.Mailbox, "INBOX"},
+		{"imap.lease_ttl default", c.IMAP.LeaseTTL, 30 * time.Second},
 		{"imap.security default", c.IMAP.Security, SecurityTLS},
 		{"rate_limit", c.API.Sandbox.RateLimit, 10.0},
 		{"production timeout default", c.API.Production.Timeout, 30 * time.Second},
@@ -75,6 +76,7 @@ api:
 		{"require_dmarc default", c.SenderAuth.DMARCRequired(), true},
 		{"internal_domains default", strings.Join(c.SenderAuth.InternalDomains, ","), "buildmarkets.ai"},
 		{"retry_for default", c.Delivery.RetryFor, 48 * time.Hour},
+		{"ack_wait default", c.Delivery.AckWait, 2 * time.Minute},
 		{"inbox_prefix default (_INBOX)", c.NATS.InboxPrefix, ""},
 		{"audit_max_bytes default (the queue's)", c.NATS.AuditMaxBytes, Size(0)},
 	}
@@ -108,6 +110,7 @@ imap:
   security: plain
   username: x
   max_attempts: -1
+  lease_ttl: 100ms
 smtp:
   address: mail.example.com:25
   security: none
@@ -116,6 +119,7 @@ api:
   production: {base_url: "http://api.buildmarkets.example"}
 review: {listen: "nowhere", four_eyes: [production, staging]}
 batch: {concurrency: 1000}
+delivery: {ack_wait: 1s}
 log: {level: loud}
 signing_key: {file: missing.asc}
 sender_auth:
@@ -129,7 +133,7 @@ imap_pasword: typo
 		t.Fatal("broken config accepted")
 	}
 	for _, want := range []string{
-		"keydesk.yaml: imap_pasword: unknown key (line 22)",
+		"keydesk.yaml: imap_pasword: unknown key (line 24)",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)
@@ -149,12 +153,14 @@ imap_pasword: typo
 		"keydesk.yaml: imap.address: \"imap.example.com\" is not host:port",
 		"keydesk.yaml: imap.security: \"plain\" is not one of tls, starttls, none",
 		"keydesk.yaml: imap.max_attempts: -1 is out of range",
+		"keydesk.yaml: imap.lease_ttl: 100ms is out of range 1s..1h",
 		"keydesk.yaml: smtp.security: none sends the password in clear text",
 		"keydesk.yaml: smtp.from: is required",
 		"keydesk.yaml: api.production.base_url: \"http://api.buildmarkets.example\" sends API secrets in clear text",
 		"keydesk.yaml: review.listen:",
 		"keydesk.yaml: review.four_eyes[1]: \"staging\" is neither",
 		"keydesk.yaml: batch.concurrency: 1000 is out of range",
+		"keydesk.yaml: delivery.ack_wait: 1s is out of range 3s..1h",
 		"keydesk.yaml: log.level: \"loud\"",
 		"keydesk.yaml: signing_key.file:",
 		"keydesk.yaml: sender_auth.trusted_authserv_ids[0]: \"mx.buildmarKets.ai\" must be your MTA's host name in ASCII",

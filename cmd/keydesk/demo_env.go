@@ -179,17 +179,9 @@ func startDemoEnv(dir string, onMail func(m *sinkMessage)) (*demoEnv, error) {
 	go func(ln net.Listener) { _ = e.imapSrv.Serve(ln) }(ln)
 
 	// The outgoing mail sink.
-	e.sink = &demoSink{onMail: onMail}
-	e.smtpSrv = smtp.NewServer(e.sink)
-	e.smtpSrv.Domain = "sink." + demoDomain
-	e.smtpSrv.MaxMessageBytes = 8 << 20
-	e.smtpSrv.ReadTimeout, e.smtpSrv.WriteTimeout = time.Minute, time.Minute
-	ln, err = net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	if e.sink, e.smtpSrv, err = startSink(onMail); err != nil {
 		return nil, err
 	}
-	e.sink.addr = ln.Addr().String()
-	go func(ln net.Listener) { _ = e.smtpSrv.Serve(ln) }(ln)
 	ok = true
 	return e, nil
 }
@@ -312,6 +304,23 @@ type sinkMessage struct {
 	From string
 	To   []string
 	Raw  []byte
+}
+
+// startSink serves a sink on a loopback port; onMail, if set, sees each
+// message as it arrives. Close the server to stop it.
+func startSink(onMail func(m *sinkMessage)) (*demoSink, *smtp.Server, error) {
+	sink := &demoSink{onMail: onMail}
+	srv := smtp.NewServer(sink)
+	srv.Domain = "sink." + demoDomain
+	srv.MaxMessageBytes = 8 << 20
+	srv.ReadTimeout, srv.WriteTimeout = time.Minute, time.Minute
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, err
+	}
+	sink.addr = ln.Addr().String()
+	go func() { _ = srv.Serve(ln) }()
+	return sink, srv, nil
 }
 
 func (s *demoSink) NewSession(*smtp.Conn) (smtp.Session, error) { return &sinkSession{sink: s}, nil }

@@ -22,20 +22,9 @@ type demoEmail struct {
 
 // demoEmails are realistic requests as partners write them.
 func demoEmails(now time.Time) []demoEmail {
-	date := now.UTC().Add(-10 * time.Minute).Format(time.RFC1123Z)
+	date := now.UTC().Add(-10 * time.Minute)
 	msg := func(id, from, subject, extra, body string) string {
-		dom := from[strings.LastIndexByte(from, '@')+1 : len(from)-1]
-		h := fmt.Sprintf("Received: from mail-out.%[1]s (mail-out.%[1]s [203.0.113.25])\r\n"+
-			"\tby %[2]s (Postfix) with ESMTPS id 4Ch8Zt1Lq2z9sWl; %[3]s\r\n"+
-			"Authentication-Results: %[2]s;\r\n"+
-			"\tdkim=pass header.d=%[1]s header.s=s1;\r\n"+
-			"\tspf=pass smtp.mailfrom=%[1]s;\r\n"+
-			"\tdmarc=pass (p=REJECT) header.from=%[1]s\r\n"+
-			"From: %[4]s\r\nTo: Buildmarkets Support <support@%[5]s>\r\nSubject: %[6]s\r\n"+
-			"Date: %[3]s\r\nMessage-ID: <%[7]s@mail.%[1]s>\r\nMIME-Version: 1.0\r\n%[8]s"+
-			"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n",
-			dom, demoAuthserv, date, from, demoDomain, subject, id, extra)
-		return h + strings.ReplaceAll(body, "\n", "\r\n")
+		return demoMessage(date, id, from, subject, extra, body)
 	}
 	return []demoEmail{
 		{
@@ -110,4 +99,24 @@ Label: quick-access
 				"I am out of the office until Monday with limited access to email.\n"),
 		},
 	}
+}
+
+// demoMessage writes a partner's email as the support mailbox holds it:
+// from "Name <user@domain>", received and stamped by our own MTA
+// (demoAuthserv) with DKIM, SPF and DMARC passing for the sender's domain;
+// extra holds further header lines, each ending in CRLF. The Message-ID is
+// <id@mail.domain>.
+func demoMessage(date time.Time, id, from, subject, extra, body string) string {
+	dom := from[strings.LastIndexByte(from, '@')+1 : len(from)-1]
+	h := fmt.Sprintf("Received: from mail-out.%[1]s (mail-out.%[1]s [203.0.113.25])\r\n"+
+		"\tby %[2]s (Postfix) with ESMTPS id 4Ch8Zt1Lq2z9sWl; %[3]s\r\n"+
+		"Authentication-Results: %[2]s;\r\n"+
+		"\tdkim=pass header.d=%[1]s header.s=s1;\r\n"+
+		"\tspf=pass smtp.mailfrom=%[1]s;\r\n"+
+		"\tdmarc=pass (p=REJECT) header.from=%[1]s\r\n"+
+		"From: %[4]s\r\nTo: Buildmarkets Support <support@%[5]s>\r\nSubject: %[6]s\r\n"+
+		"Date: %[3]s\r\nMessage-ID: <%[7]s@mail.%[1]s>\r\nMIME-Version: 1.0\r\n%[8]s"+
+		"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n",
+		dom, demoAuthserv, date.UTC().Format(time.RFC1123Z), from, demoDomain, subject, id, extra)
+	return h + strings.ReplaceAll(body, "\n", "\r\n")
 }

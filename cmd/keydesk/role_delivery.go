@@ -56,7 +56,7 @@ func startDelivery(ctx context.Context, a *app) (func(context.Context) error, er
 	svc, err := delivery.New(delivery.Options{
 		Queue: a.q, Sender: sender, From: cfg.SMTP.From, SupportAddress: cfg.SMTP.SupportAddress,
 		Partners: a.partners.Current, Templates: tpl, RetryFor: cfg.Delivery.RetryFor,
-		Holder: a.holder, Log: a.log.With("role", "delivery"), Metrics: a.metrics,
+		AckWait: cfg.Delivery.AckWait, Holder: a.holder, Log: a.log.With("role", "delivery"), Metrics: a.metrics,
 	})
 	if err != nil {
 		return nil, err

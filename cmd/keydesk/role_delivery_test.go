@@ -16,6 +16,8 @@ import (
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/config"
+	"github.com/buildmarkets/keydesk/delivery"
+	"github.com/buildmarkets/keydesk/queue"
 	"github.com/emersion/go-smtp"
 )
 
@@ -41,7 +43,8 @@ func (s *captureSession) Data(r io.Reader) error {
 }
 
 // keydesk serve --roles delivery sends what is in the outbox through the
-// configured server, and reports the server on /readyz and /metrics.
+// configured server, with the outbox consumer's ack wait from
+// delivery.ack_wait, and reports the server on /readyz and /metrics.
 func TestServeDeliveryRole(t *testing.T) {
 	saved := contactKeyChecker
 	contactKeyChecker = nil // placeholder key files; checking them is crypto's test
@@ -73,6 +76,7 @@ func TestServeDeliveryRole(t *testing.T) {
 	write("keydesk.yaml", fmt.Sprintf(`data_dir: ./data
 smtp: {address: %q, security: none, auth: none, from: "Buildmarkets Support <support@buildmarkets.ai>", support_address: support@buildmarkets.ai}
 review: {listen: "127.0.0.1:0"}
+delivery: {ack_wait: 7s}
 `, ln.Addr().String()))
 	cfg, err := config.Load(filepath.Join(dir, "keydesk.yaml"))
 	if err != nil {
@@ -94,6 +98,13 @@ review: {listen: "127.0.0.1:0"}
 		}
 		if err := checkServing(a, "smtp", `keydesk_deliveries_total{kind="acknowledgement",outcome="sent"} 1`); err != nil {
 			return err
+		}
+		c, err := a.q.JS.Consumer(ctx, queue.StreamOutbox, delivery.ConsumerName)
+		if err != nil {
+			return err
+		}
+		if got := c.CachedInfo().Config.AckWait; got != 7*time.Second {
+			return fmt.Errorf("outbox consumer ack wait %s, want delivery.ack_wait 7s", got)
 		}
 		cancel()
 		return nil

@@ -20,10 +20,6 @@ import (
 	"github.com/buildmarkets/keydesk/templates"
 )
 
-// intakeLeaseTTL is how long the mailbox lease outlives a dead holder: a
-// standby instance takes the mailbox over within about this long.
-const intakeLeaseTTL = 30 * time.Second
-
 func init() {
 	registerRole(role{name: "intake", start: startIntake})
 }
@@ -42,7 +38,7 @@ func startIntake(ctx context.Context, a *app) (func(context.Context) error, erro
 	}
 	a.addCheck("imap", p.Ready)
 	return func(ctx context.Context) error {
-		return a.q.Standby(ctx, intake.LeaseName(cfg.IMAP.Mailbox), a.holder, intakeLeaseTTL, p.Run)
+		return a.q.Standby(ctx, intake.LeaseName(cfg.IMAP.Mailbox), a.holder, cfg.IMAP.LeaseTTL, p.Run)
 	}, nil
 }
 

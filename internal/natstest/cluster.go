@@ -309,3 +309,7 @@ func (c *Cluster) LogLines(s string) []string {
 	}
 	return out
 }
+
+// Dir holds every node's configuration, JetStream store and log: what a
+// test searches for data that must never be at rest.
+func (c *Cluster) Dir() string { return c.dir }
