@@ -114,7 +114,14 @@ func serveRoles(ctx context.Context, cfg *config.Config, log *slog.Logger, roles
 		_ = srv.Shutdown(sctx)
 	}()
 	log.Info("keydesk starting", "roles", strings.Join(roles, ","), "http", ln.Addr().String(), "instance", a.holder, "nats", natsDesc(cfg))
+	// Not ready until every role runs, whatever the other checks say.
+	a.addCheck("roles", func(context.Context) error { return errors.New("starting") })
 	if err := a.connect(ctx); err != nil {
+		if ctx.Err() != nil {
+			// Told to stop before NATS was reached: a clean stop.
+			log.Info("stopped before the queue was open", "err", err)
+			return nil
+		}
 		return err
 	}
 
@@ -141,6 +148,7 @@ func serveRoles(ctx context.Context, cfg *config.Config, log *slog.Logger, roles
 		started = append(started, running{name, run})
 	}
 	log.Info("keydesk serving", "roles", strings.Join(roles, ","), "http", ln.Addr().String(), "instance", a.holder)
+	a.removeCheck("roles")
 
 	var wg sync.WaitGroup
 	roleCtx, cancelRoles := context.WithCancel(runCtx)

@@ -16,15 +16,10 @@ import (
 	"github.com/buildmarkets/keydesk/queue"
 )
 
-// TestServeWaitsForNATS starts `keydesk serve` while its NATS server is
-// down, as an instance restarted during a cluster's recovery: it answers
-// /healthz at once, /readyz says what it waits for, it does not exit, and
-// it becomes ready, roles and all, once NATS comes up.
-func TestServeWaitsForNATS(t *testing.T) {
-	bin, err := buildKeydesk()
-	if err != nil {
-		t.Fatal(err)
-	}
+// natsLaterConfig writes a config for the review role whose NATS server
+// (at natsAddr) is not running yet.
+func natsLaterConfig(t *testing.T) (cfgPath, listen, natsAddr string) {
+	t.Helper()
 	dir := t.TempDir()
 	key := cryptotest.Contact(t, crypto.Curve25519)
 	cryptotest.WriteFile(t, dir, "acme.asc", key.Public)
@@ -34,9 +29,59 @@ func TestServeWaitsForNATS(t *testing.T) {
     technical_contact: {email: sec@acme.example, pgp_key_file: acme.asc, fingerprint: "`+key.Fingerprint+`"}
     environments: {sandbox: {auto_approve: true}}`)
 	addUser(t, filepath.Join(dir, "users.yaml"), "ada", "admin")
-	listen, natsAddr := freeAddr(t), freeAddr(t)
-	cfgPath := cryptotest.WriteFile(t, dir, "keydesk.yaml", "data_dir: data\nnats: {url: \"nats://"+natsAddr+"\"}\nreview: {listen: \""+listen+"\"}\nlog: {format: json}\n")
+	listen, natsAddr = freeAddr(t), freeAddr(t)
+	cfgPath = cryptotest.WriteFile(t, dir, "keydesk.yaml", "data_dir: data\nnats: {url: \"nats://"+natsAddr+"\"}\nreview: {listen: \""+listen+"\"}\nlog: {format: json}\n")
+	return cfgPath, listen, natsAddr
+}
 
+// TestServeStopsWhileWaitingForNATS: SIGTERM to an instance still waiting
+// for NATS is a clean stop, exit 0.
+func TestServeStopsWhileWaitingForNATS(t *testing.T) {
+	bin, err := buildKeydesk()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgPath, listen, _ := natsLaterConfig(t)
+	cmd := exec.Command(bin, "serve", "--config", cfgPath, "--roles", "review")
+	logs := &testenv.Buffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	if err := poll(30*time.Second, "/healthz answering", func() bool {
+		resp, err := http.Get("http://" + listen + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	}); err != nil {
+		t.Fatalf("%v; log:\n%s", err, logs.String())
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM while waiting for NATS: %v; log:\n%s", err, logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no exit after SIGTERM; log:\n%s", logs.String())
+	}
+}
+
+// TestServeWaitsForNATS starts `keydesk serve` while its NATS server is
+// down, as an instance restarted during a cluster's recovery: it answers
+// /healthz at once, /readyz says what it waits for, it does not exit, and
+// it becomes ready, roles and all, once NATS comes up.
+func TestServeWaitsForNATS(t *testing.T) {
+	bin, err := buildKeydesk()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgPath, listen, natsAddr := natsLaterConfig(t)
 	cmd := exec.Command(bin, "serve", "--config", cfgPath, "--roles", "review")
 	logs := &testenv.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
