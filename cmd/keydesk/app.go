@@ -28,8 +28,12 @@ type app struct {
 	metrics  *metrics.Registry
 	partners *partnerSource
 	// mux serves /healthz, /readyz and /metrics, and the review UI and API
-	// when that role runs.
+	// when that role runs (through web).
 	mux *http.ServeMux
+	// web is the review role's handler, set when it starts; until then
+	// the review paths answer 503 "starting" if the role is to run here.
+	web        atomic.Pointer[http.Handler]
+	webPending atomic.Bool
 	// holder names this instance in leases and audit events.
 	holder string
 
@@ -112,6 +116,7 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, er
 	})
 	a.mux.HandleFunc("GET /readyz", a.serveReady)
 	a.mux.Handle("GET /metrics", a.metrics)
+	a.mux.HandleFunc("/", a.serveWeb)
 	a.metrics.Gauge("keydesk_up", "1 while keydesk runs.").Set(1)
 	return a, nil
 }
@@ -166,6 +171,28 @@ func (a *app) connect(ctx context.Context) error {
 		}
 		wait = min(wait*2, maxConnectWait)
 	}
+}
+
+// serveWeb hands a request to the review role, or says why it cannot: a
+// client that reached an instance still starting (waiting for NATS) is
+// told to try again, not that the page does not exist.
+func (a *app) serveWeb(w http.ResponseWriter, r *http.Request) {
+	if h := a.web.Load(); h != nil {
+		(*h).ServeHTTP(w, r)
+		return
+	}
+	if !a.webPending.Load() {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Retry-After", "2")
+	if strings.HasPrefix(r.URL.Path, "/api/") {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, `{"error": "keydesk is starting (waiting for its store): try again in a few seconds", "code": "starting"}`)
+		return
+	}
+	http.Error(w, "keydesk is starting (waiting for its store): try again in a few seconds", http.StatusServiceUnavailable)
 }
 
 func (a *app) serveReady(w http.ResponseWriter, r *http.Request) {

@@ -172,6 +172,41 @@ type chaosInstance struct {
 	cmd       *exec.Cmd
 	failpoint string
 	starts    int
+
+	// Per start that lived long enough: how long until /healthz and
+	// /readyz first answered 200.
+	mu             sync.Mutex
+	healthy, ready []time.Duration
+}
+
+// watchStart times one start of the instance: the first 200 of /healthz,
+// then of /readyz, until the process ends.
+func (in *chaosInstance) watchStart(started time.Time, dead <-chan struct{}) {
+	hc := &http.Client{Timeout: time.Second}
+	for _, path := range []string{"/healthz", "/readyz"} {
+		for {
+			select {
+			case <-dead:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			resp, err := hc.Get("http://" + in.listen + path)
+			if err != nil {
+				continue
+			}
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		in.mu.Lock()
+		if path == "/healthz" {
+			in.healthy = append(in.healthy, time.Since(started))
+		} else {
+			in.ready = append(in.ready, time.Since(started))
+		}
+		in.mu.Unlock()
+	}
 }
 
 // chaosExit is an instance's process ending.
@@ -188,14 +223,41 @@ func (in *chaosInstance) start(t *testing.T, bin, failpoint string, exits chan<-
 	cmd := exec.Command(bin, "serve", "--config", in.cfg)
 	cmd.Env = append(os.Environ(), failpointEnv+"="+failpoint)
 	cmd.Stdout, cmd.Stderr = in.logs, in.logs
+	started := time.Now()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	in.cmd, in.failpoint = cmd, failpoint
+	dead := make(chan struct{})
+	go in.watchStart(started, dead)
 	go func() {
 		err := cmd.Wait()
+		close(dead)
 		exits <- chaosExit{in: in, cmd: cmd, err: err}
 	}()
+}
+
+// apiStatuses counts the answers staff got from the API during the chaos.
+type apiStatuses struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (a *apiStatuses) record(err error) {
+	k := "2xx"
+	var ae *apiError
+	switch {
+	case errors.As(err, &ae):
+		k = fmt.Sprint(ae.Status)
+	case err != nil:
+		k = "unreachable" // the instance was down
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.n == nil {
+		a.n = map[string]int{}
+	}
+	a.n[k]++
 }
 
 // killed reports whether err is the end of a process by SIGKILL.
@@ -367,6 +429,7 @@ partners_file: partners.yaml
 	}
 	chaosCtx, stopChaos := context.WithCancel(context.Background())
 	defer stopChaos()
+	var statuses apiStatuses
 	var pokes sync.WaitGroup
 	pokes.Add(1)
 	go func() { // a person pressing "Run batch now", on any instance
@@ -379,7 +442,7 @@ partners_file: partners.yaml
 			case <-time.After(time.Duration(300+r.IntN(1200)) * time.Millisecond):
 			}
 			in := ins[r.IntN(len(ins))]
-			_ = apiCall(chaosCtx, "http://"+in.listen, token, "POST", "/api/v1/batches", "")
+			statuses.record((&apiClient{base: "http://" + in.listen, token: token, hc: &http.Client{Timeout: 20 * time.Second}}).do(chaosCtx, "POST", "/api/v1/batches", nil, nil))
 		}
 	}()
 	// Two people approving production requests, on any instance, until
@@ -405,7 +468,10 @@ partners_file: partners.yaml
 			}
 			for _, req := range page.Requests {
 				for _, tok := range approvers {
-					_ = (&apiClient{base: base, token: tok, hc: hc}).do(reviewCtx, "POST", "/api/v1/requests/"+req.ID+"/approve", nil, nil)
+					err := (&apiClient{base: base, token: tok, hc: hc}).do(reviewCtx, "POST", "/api/v1/requests/"+req.ID+"/approve", nil, nil)
+					if reviewCtx.Err() == nil {
+						statuses.record(err)
+					}
 				}
 			}
 		}
@@ -450,6 +516,7 @@ partners_file: partners.yaml
 	}
 	faults()
 	start := time.Now()
+	nodeDown, nodeKills := "", 0
 	for kills < p.kills {
 		wait := p.gap/10 + time.Duration(rng.Int64N(int64(p.gap-p.gap/10)))
 		select {
@@ -457,6 +524,16 @@ partners_file: partners.yaml
 			selfKills++
 			restart(ex)
 		case <-time.After(wait):
+			switch {
+			case nodeDown != "": // one NATS node down at a time: it comes back
+				s.cluster.Restart(nodeDown)
+				nodeDown = ""
+			case s.cluster != nil && rng.IntN(3) == 0:
+				nodeDown = s.cluster.Nodes[rng.IntN(len(s.cluster.Nodes))].Name
+				s.cluster.Kill(nodeDown)
+				nodeKills++
+				continue
+			}
 			kill(ins[rng.IntN(len(ins))])
 			faults()
 			// More mail arrives between kills, so that intake works
@@ -472,6 +549,12 @@ partners_file: partners.yaml
 	stopChaos()
 	pokes.Wait()
 	chaosTook := time.Since(start)
+	if nodeDown != "" {
+		s.cluster.Restart(nodeDown)
+	}
+	if s.cluster != nil {
+		s.cluster.WaitHealthy(60 * time.Second)
+	}
 
 	// Settle: no faults, no failpoint left armed, and time to finish.
 	for _, c := range apis {
@@ -530,6 +613,9 @@ partners_file: partners.yaml
 		t.Errorf("%v: %s", err, stateCounts(reqs))
 	}
 	settleTook := time.Since(settleStart)
+	// The batch records, read while the instances (and an embedded
+	// server) still run.
+	batches := openChaosBatches(t, q)
 	stopReview()
 	reviewers.Wait()
 	// Stop cleanly, so that the stores are complete on disk.
@@ -690,6 +776,40 @@ partners_file: partners.yaml
 		}
 	}
 
+	// 5. Staff never got a 500 (a 503 is the answer while the cluster
+	// has no leader), and no batch a person asked for failed because
+	// another instance held the batch lease.
+	statuses.mu.Lock()
+	if n := statuses.n["500"]; n > 0 {
+		t.Errorf("the API answered 500 %d times: %v", n, statuses.n)
+	}
+	statusSummary := fmt.Sprint(statuses.n)
+	statuses.mu.Unlock()
+	for _, b := range batches {
+		if b.State == keydesk.BatchFailed && strings.Contains(b.Error, "another batch is running") {
+			t.Errorf("batch %s (%s by %s) failed for the lease: %s", b.ID, b.Trigger, b.By, b.Error)
+		}
+	}
+	// 6. Every start served /healthz within 2 s, however NATS was doing.
+	var slowHealth, slowReady time.Duration
+	starts := 0
+	for _, in := range ins {
+		in.mu.Lock()
+		for _, d := range in.healthy {
+			slowHealth = max(slowHealth, d)
+			if d > 2*time.Second {
+				t.Errorf("%s served /healthz %s after a start, want within 2s", in.name, d.Round(time.Millisecond))
+			}
+		}
+		for _, d := range in.ready {
+			slowReady = max(slowReady, d)
+		}
+		starts += in.starts
+		in.mu.Unlock()
+	}
+	t.Logf("starts %d, slowest start to /healthz %s, to /readyz %s; NATS nodes killed %d; batches %d; API answers %s",
+		starts, slowHealth.Round(time.Millisecond), slowReady.Round(time.Millisecond), nodeKills, len(batches), statusSummary)
+
 	st := map[keydesk.Environment]fake.Stats{}
 	for _, env := range keydesk.Environments {
 		st[env] = apis[env].api.Stats()
@@ -701,6 +821,22 @@ partners_file: partners.yaml
 	for _, env := range keydesk.Environments {
 		t.Logf("API %s: %+v", env, st[env])
 	}
+}
+
+// openChaosBatches lists the batch records, once the cluster answers.
+func openChaosBatches(t *testing.T, q *queue.Conn) []*keydesk.Batch {
+	t.Helper()
+	var out []*keydesk.Batch
+	if err := poll(30*time.Second, "the batch records", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var err error
+		out, err = q.ListBatches(ctx)
+		return err == nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // openChaosQueue connects the test to the scenario's NATS, to read the

@@ -77,7 +77,8 @@ func startReview(ctx context.Context, a *app) (func(context.Context) error, erro
 	if err != nil {
 		return nil, err
 	}
-	a.mux.Handle("/", srv.Handler())
+	h := srv.Handler()
+	a.web.Store(&h)
 	a.addCheck("review-users", func(context.Context) error {
 		if src.Current().Len() == 0 {
 			return fmt.Errorf("%s lists nobody: no one can sign in", usersPath)

@@ -86,6 +86,7 @@ func serveRoles(ctx context.Context, cfg *config.Config, log *slog.Logger, roles
 	if err != nil {
 		return err
 	}
+	a.webPending.Store(slices.Contains(roles, "review"))
 	defer func() {
 		if err := a.close(); err != nil {
 			log.Warn("shutdown", "err", err)

@@ -112,6 +112,10 @@ func TestServeWaitsForNATS(t *testing.T) {
 	if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "nats: waiting for the NATS cluster") {
 		t.Fatalf("/readyz with NATS down: %d %q %v", code, body, err)
 	}
+	// Its API says it is starting, rather than that nothing is there.
+	if code, body, err := get("/api/v1/requests"); err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "starting") {
+		t.Fatalf("API with NATS down: %d %q %v", code, body, err)
+	}
 	// Several tries later it is still running, and says so in its log.
 	if err := poll(30*time.Second, "a retry logged", func() bool { return strings.Contains(logs.String(), "nats not ready; trying again") }); err != nil {
 		t.Fatalf("%v; log:\n%s", err, logs.String())
