@@ -33,11 +33,11 @@ func (w *walker) html(r io.Reader) string {
 		tokens++
 		if tt == html.ErrorToken || tokens > maxHTMLTokens || hw.full {
 			if tokens > maxHTMLTokens {
-				w.m.bound("an HTML part has more than %d tokens", maxHTMLTokens)
+				w.m.bound(limitHTML, "an HTML part has more than %d tokens", maxHTMLTokens)
 			}
 			if z.Err() != nil && z.Err() != io.EOF {
 				if z.Err() == html.ErrBufferExceeded {
-					w.m.bound("an HTML part has a token longer than 64 KiB")
+					w.m.bound(limitHTML, "an HTML part has a token longer than 64 KiB")
 				} else if z.Err() == errTooLarge {
 					w.m.tooLarge = true
 				}
@@ -154,10 +154,10 @@ func (w *walker) html(r io.Reader) string {
 		}
 	}
 	if lr.N <= 0 {
-		w.m.bound("an HTML part is larger than %d bytes: the rest was not read", w.lim.HTMLBytes)
+		w.m.bound(limitHTML, "an HTML part is larger than %d bytes: the rest was not read", w.lim.HTMLBytes)
 	}
 	if hw.full {
-		w.m.bound("only the first %d bytes of text were read", w.lim.TextBytes)
+		w.m.bound(limitText, "only the first %d bytes of text were read", w.lim.TextBytes)
 	}
 	w.textLeft -= hw.b.Len()
 	return hw.b.String()
