@@ -155,3 +155,54 @@ func TestHeaderSender(t *testing.T) {
 		})
 	}
 }
+
+// TestSettle holds the verdict's order of precedence: an unknown sender,
+// then an unauthenticated one, goes to a person whatever else is wrong; a
+// partner's unreadable email is rejected; one without a request is
+// reviewed; the rest is accepted.
+func TestSettle(t *testing.T) {
+	partner := &keydesk.Partner{ID: "acme", Name: "Acme"}
+	one := []parsedRequest{{env: keydesk.Sandbox}}
+	cut := []keydesk.Reason{{Code: keydesk.ReasonTooLarge, Message: "the message has more than 5 MIME parts"}}
+	tests := []struct {
+		name          string
+		partner       *keydesk.Partner
+		from          string
+		internal      bool
+		authenticated bool
+		parsed        []parsedRequest
+		fatal         []keydesk.Reason
+		verdict       Verdict
+		flags         []keydesk.Flag
+		codes         []keydesk.ReasonCode
+	}{
+		{name: "accepted", partner: partner, authenticated: true, parsed: one, verdict: Accept},
+		{name: "unreadable", partner: partner, authenticated: true, parsed: one, fatal: cut,
+			verdict: Reject, codes: []keydesk.ReasonCode{keydesk.ReasonTooLarge}},
+		{name: "no request", partner: partner, authenticated: true,
+			verdict: Review, flags: []keydesk.Flag{keydesk.FlagNeedsReview}},
+		{name: "unauthenticated, unreadable", partner: partner, parsed: one, fatal: cut,
+			verdict: Review, codes: []keydesk.ReasonCode{keydesk.ReasonTooLarge}},
+		{name: "unknown sender", from: "x@other.example", parsed: one, fatal: cut,
+			verdict: Review, flags: []keydesk.Flag{keydesk.FlagUnknownSender},
+			codes: []keydesk.ReasonCode{keydesk.ReasonUnknownSender, keydesk.ReasonTooLarge}},
+		{name: "unknown sender, no request", from: "x@other.example",
+			verdict: Review, flags: []keydesk.Flag{keydesk.FlagUnknownSender, keydesk.FlagNeedsReview},
+			codes: []keydesk.ReasonCode{keydesk.ReasonUnknownSender}},
+		{name: "forward without a readable sender: attribute gave the reason", internal: true, parsed: one,
+			verdict: Review, flags: []keydesk.Flag{keydesk.FlagUnknownSender}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := &decision{res: &Result{From: tt.from, Partner: tt.partner}}
+			d.settle(tt.parsed, tt.fatal, tt.internal, tt.authenticated)
+			var codes []keydesk.ReasonCode
+			for _, r := range d.reasons {
+				codes = append(codes, r.Code)
+			}
+			if d.res.Verdict != tt.verdict || !reflect.DeepEqual(d.flags, tt.flags) || !reflect.DeepEqual(codes, tt.codes) {
+				t.Errorf("verdict %s flags %v reasons %v; want %s %v %v", d.res.Verdict, d.flags, codes, tt.verdict, tt.flags, tt.codes)
+			}
+		})
+	}
+}
