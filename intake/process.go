@@ -90,141 +90,175 @@ func (s *conn) chunk(ctx context.Context, uids []imap.UID) (stop bool, err error
 }
 
 // work is chunk after the attempts are counted; counts are the attempts
-// begun at each message, this one included.
+// begun at each message, this one included. Its phases: set aside what
+// must not be downloaded, store the rest, then move what was done.
 func (s *conn) work(ctx context.Context, uids []imap.UID, counts map[uint32]int) (stop bool, err error) {
-	p := s.p
 	if len(uids) == 1 {
-		if n := p.fetchFailures(uint32(uids[0])); n >= maxFetchFailures {
-			// Every attempt at this message broke the connection: set it
-			// aside without asking the server anything about it.
-			u := uids[0]
-			d, err := s.refused(ctx, u, sizeInfo{}, fmt.Errorf("the connection to the mail server broke each of the %d times keydesk read it", n), false)
-			if err != nil {
-				if temporary(ctx, err) {
-					p.noteRetry(uint32(u))
-					return true, nil
-				}
-				return false, err
-			}
-			return s.finish(ctx, map[string][]imap.UID{d: {u}}, []uint32{uint32(u)}, false)
+		if n := s.p.fetchFailures(uint32(uids[0])); n >= maxFetchFailures {
+			return s.setAsideBroken(ctx, uids[0], n)
 		}
 	}
+	sizes, err := s.fetchSizes(ctx, uids)
+	if err != nil {
+		return false, err
+	}
+	mv := &moves{dest: map[string][]imap.UID{}}
+	small, stop, err := s.setAsideUndownloadable(ctx, uids, sizes, counts, mv)
+	if err == nil && !stop && len(small) > 0 {
+		stop, err = s.storeAll(ctx, small, sizes, mv)
+	}
+	if err != nil {
+		return false, err
+	}
+	return s.finish(ctx, mv.dest, mv.done, stop)
+}
+
+// moves are the messages done, by the mailbox each moves to.
+type moves struct {
+	dest map[string][]imap.UID
+	done []uint32
+}
+
+func (mv *moves) add(mailbox string, u imap.UID) {
+	mv.dest[mailbox] = append(mv.dest[mailbox], u)
+	mv.done = append(mv.done, uint32(u))
+}
+
+// setAsideBroken sets aside a message whose every attempt broke the
+// connection, without asking the server anything about it.
+func (s *conn) setAsideBroken(ctx context.Context, u imap.UID, failures int) (bool, error) {
+	d, err := s.refused(ctx, u, sizeInfo{}, fmt.Errorf("the connection to the mail server broke each of the %d times keydesk read it", failures), false)
+	if err != nil {
+		if temporary(ctx, err) {
+			s.p.noteRetry(uint32(u))
+			return true, nil
+		}
+		return false, err
+	}
+	return s.finish(ctx, map[string][]imap.UID{d: {u}}, []uint32{uint32(u)}, false)
+}
+
+// fetchSizes asks the server for each message's size and arrival date; a
+// message expunged meanwhile has none.
+func (s *conn) fetchSizes(ctx context.Context, uids []imap.UID) (map[imap.UID]sizeInfo, error) {
 	set := imap.UIDSetNum(uids...)
 	sizes := map[imap.UID]sizeInfo{}
-	err = s.do(ctx, p.o.IMAP.Timeout, "fetch sizes", func() error {
+	err := s.do(ctx, s.p.o.IMAP.Timeout, "fetch sizes", func() error {
 		msgs, err := s.c.Fetch(set, &imap.FetchOptions{UID: true, RFC822Size: true, InternalDate: true}).Collect()
 		for _, m := range msgs {
 			sizes[m.UID] = sizeInfo{m.RFC822Size, m.InternalDate}
 		}
 		return err
 	})
-	if err != nil {
-		return false, err
-	}
-	var small []imap.UID
-	dest := map[string][]imap.UID{}
-	var done []uint32
+	return sizes, err
+}
+
+// setAsideUndownloadable sets aside each message attempted max_attempts
+// times already, and each larger than max_message_bytes, unread. It
+// returns the others, to download; stop when a temporary failure says to
+// wait before trying more.
+func (s *conn) setAsideUndownloadable(ctx context.Context, uids []imap.UID, sizes map[imap.UID]sizeInfo, counts map[uint32]int, mv *moves) (small []imap.UID, stop bool, err error) {
+	p := s.p
 	for _, u := range uids {
 		si, ok := sizes[u]
 		if !ok {
 			continue // expunged meanwhile
 		}
-		if n := counts[uint32(u)] - 1; n >= p.o.IMAP.MaxAttempts {
-			d, err := s.poison(ctx, u, si, n)
-			if err != nil {
-				if temporary(ctx, err) {
-					p.log.Warn("email not processed: will try again", "uid", u, "err", err, "retry_in", p.noteRetry(uint32(u)))
-					return s.finish(ctx, dest, done, true)
-				}
-				return false, err
-			}
-			dest[d] = append(dest[d], u)
-			done = append(done, uint32(u))
+		var d string
+		switch n := counts[uint32(u)] - 1; {
+		case n >= p.o.IMAP.MaxAttempts:
+			d, err = s.poison(ctx, u, si, n)
+		case si.size > int64(p.o.IMAP.MaxMessageBytes):
+			d, err = s.oversize(ctx, u, si)
+		default:
+			small = append(small, u)
 			continue
 		}
-		if si.size > int64(p.o.IMAP.MaxMessageBytes) {
-			d, err := s.oversize(ctx, u, si)
-			if err != nil {
-				if temporary(ctx, err) {
-					p.log.Warn("email not processed: will try again", "uid", u, "err", err, "retry_in", p.noteRetry(uint32(u)))
-					return s.finish(ctx, dest, done, true)
-				}
-				return false, err
-			}
-			dest[d] = append(dest[d], u)
-			done = append(done, uint32(u))
-			continue
-		}
-		small = append(small, u)
-	}
-	if len(small) > 0 {
-		files, refused, err := s.downloadAll(ctx, small, sizes)
-		defer func() {
-			for _, f := range files {
-				_ = os.Remove(f.file)
-			}
-		}()
 		if err != nil {
-			return false, err
-		}
-		// Storing is bound by the queue's synchronous writes, not by CPU:
-		// several emails are stored at once. Each is independent; the
-		// moves wait for all of them.
-		type result struct {
-			dest string
-			err  error
-		}
-		results := make([]result, len(small))
-		sem := make(chan struct{}, p.o.Workers)
-		var wg sync.WaitGroup
-		for i, u := range small {
-			if r, ok := refused[u]; ok {
-				d, err := s.refused(ctx, u, sizes[u], r.cause, r.header)
-				results[i] = result{d, err}
-				continue
+			if temporary(ctx, err) {
+				p.log.Warn("email not processed: will try again", "uid", u, "err", err, "retry_in", p.noteRetry(uint32(u)))
+				return nil, true, nil
 			}
-			m, ok := files[u]
-			if !ok {
-				results[i].err = errGone // expunged meanwhile
-				continue
-			}
-			m.date = sizes[u].date
-			wg.Add(1)
-			sem <- struct{}{}
-			w := p.inFlight.acquire(m.size)
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				defer p.inFlight.release(w)
-				d, err := s.process(ctx, m)
-				results[i] = result{d, err}
-			}()
+			return nil, false, err
 		}
-		wg.Wait()
-		stop := false
-		for i, u := range small {
-			r := results[i]
-			switch {
-			case r.err == errGone:
-			case r.err == nil:
-				dest[r.dest] = append(dest[r.dest], u)
-				done = append(done, uint32(u))
-			case temporary(ctx, r.err):
-				wait := p.noteRetry(uint32(u))
-				p.log.Warn("email not processed: will try again", "uid", u, "err", r.err, "retry_in", wait)
-				var se *storeError
-				if errors.As(r.err, &se) || ctx.Err() != nil {
-					stop = true // the queue is failing: every email would; wait
-				}
-			default:
-				return false, r.err
-			}
+		mv.add(d, u)
+	}
+	return small, false, nil
+}
+
+// stored is where one message goes once stored, or why it was not.
+type stored struct {
+	dest string
+	err  error
+}
+
+// storeAll downloads the messages to the spool and stores their records.
+// It returns stop when the queue is failing: every email would; wait.
+func (s *conn) storeAll(ctx context.Context, small []imap.UID, sizes map[imap.UID]sizeInfo, mv *moves) (stop bool, err error) {
+	p := s.p
+	files, refused, err := s.downloadAll(ctx, small, sizes)
+	defer func() {
+		for _, f := range files {
+			_ = os.Remove(f.file)
 		}
-		if stop {
-			return s.finish(ctx, dest, done, true)
+	}()
+	if err != nil {
+		return false, err
+	}
+	results := s.storeEach(ctx, small, sizes, files, refused)
+	for i, u := range small {
+		r := results[i]
+		switch {
+		case r.err == errGone:
+		case r.err == nil:
+			mv.add(r.dest, u)
+		case temporary(ctx, r.err):
+			wait := p.noteRetry(uint32(u))
+			p.log.Warn("email not processed: will try again", "uid", u, "err", r.err, "retry_in", wait)
+			var se *storeError
+			if errors.As(r.err, &se) || ctx.Err() != nil {
+				stop = true // the queue is failing: every email would; wait
+			}
+		default:
+			return false, r.err
 		}
 	}
-	return s.finish(ctx, dest, done, false)
+	return stop, nil
+}
+
+// storeEach stores each message, or sets aside one the server refused.
+// Storing is bound by the queue's synchronous writes, not by CPU: several
+// emails are stored at once. Each is independent; the moves wait for all.
+func (s *conn) storeEach(ctx context.Context, small []imap.UID, sizes map[imap.UID]sizeInfo, files map[imap.UID]*spooled, refused map[imap.UID]refusal) []stored {
+	p := s.p
+	results := make([]stored, len(small))
+	sem := make(chan struct{}, p.o.Workers)
+	var wg sync.WaitGroup
+	for i, u := range small {
+		if r, ok := refused[u]; ok {
+			d, err := s.refused(ctx, u, sizes[u], r.cause, r.header)
+			results[i] = stored{d, err}
+			continue
+		}
+		m, ok := files[u]
+		if !ok {
+			results[i].err = errGone // expunged meanwhile
+			continue
+		}
+		m.date = sizes[u].date
+		wg.Add(1)
+		sem <- struct{}{}
+		w := p.inFlight.acquire(m.size)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			defer p.inFlight.release(w)
+			d, err := s.process(ctx, m)
+			results[i] = stored{d, err}
+		}()
+	}
+	wg.Wait()
+	return results
 }
 
 // byteBudget bounds the bytes of the emails being stored at once: storing

@@ -380,55 +380,13 @@ func (s *Server) correct(ctx context.Context, a action) (*result, error) {
 	if r.State != keydesk.StatePendingReview && r.State != keydesk.StateReceived {
 		return nil, errConflict("invalid_state", "request %s is %s: only a request awaiting review can be corrected", r.ID, r.State)
 	}
-	var mutate func(*keydesk.Request)
-	var note string
-	var drop []keydesk.ReasonCode
-	switch a.Field {
-	case "environment":
-		env, err := keydesk.ParseEnvironment(a.Value)
-		if err != nil {
-			return nil, errBadRequest("%v", err)
-		}
-		if env == r.Environment {
-			return nil, errBadRequest("the environment is already %s", env)
-		}
-		note = fmt.Sprintf("environment: %s → %s", orNone(string(r.Environment)), env)
-		mutate = func(x *keydesk.Request) { x.Environment = env }
-		drop = []keydesk.ReasonCode{keydesk.ReasonMissingEnvironment, keydesk.ReasonInvalidEnvironment}
-	case "scopes":
-		words := strings.FieldsFunc(a.Value, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
-		if len(words) > 2*len(keydesk.Scopes) {
-			return nil, errBadRequest("%d scopes: there are only %d", len(words), len(keydesk.Scopes))
-		}
-		scopes, errs := keydesk.ParseScopes(words)
-		if len(errs) > 0 {
-			return nil, errBadRequest("%v", errors.Join(errs...))
-		}
-		if len(scopes) == 0 {
-			return nil, errBadRequest("name at least one scope, separated by commas or spaces")
-		}
-		if slices.Equal(scopes, r.Scopes) {
-			return nil, errBadRequest("the scopes are already %s", scopeList(scopes))
-		}
-		note = fmt.Sprintf("scopes: %s → %s", orNone(scopeList(r.Scopes)), scopeList(scopes))
-		mutate = func(x *keydesk.Request) { x.Scopes = scopes }
-		drop = []keydesk.ReasonCode{keydesk.ReasonMissingScopes, keydesk.ReasonUnknownScope}
-	case "label":
-		l, err := keydesk.ParseLabel(a.Value)
-		if err != nil {
-			return nil, errBadRequest("%v", err)
-		}
-		if l == r.Label {
-			return nil, errBadRequest("the label is already %q", l)
-		}
-		note = fmt.Sprintf("label: %q → %q", r.Label, l)
-		mutate = func(x *keydesk.Request) { x.Label = l }
-		drop = []keydesk.ReasonCode{keydesk.ReasonMissingLabel, keydesk.ReasonInvalidLabel}
-	default:
-		return nil, errBadRequest("cannot correct %q: the fields are environment, scopes and label", clip(a.Field, 40))
+	c, err := correction(r, a.Field, a.Value)
+	if err != nil {
+		return nil, err
 	}
+	note := c.note
 	after := r.Clone()
-	mutate(after)
+	c.mutate(after)
 	widen := keydesk.WideningOf(r, after)
 	if widen.Any() {
 		note += " — widens access (" + widen.String() + "): " + a.By.Name + " cannot approve it"
@@ -440,12 +398,12 @@ func (s *Server) correct(ctx context.Context, a action) (*result, error) {
 	out, err := s.o.Queue.Apply(ctx, r.ID, queue.Change{
 		Actor: a.By.Name, Action: "correct", From: r.State, Revision: r.Revision, Note: s.note(a, note),
 		Mutate: func(x *keydesk.Request) error {
-			mutate(x)
+			c.mutate(x)
 			x.Approvals = nil
 			if widen.Any() && !slices.Contains(x.WidenedBy, a.By.Name) {
 				x.WidenedBy = append(x.WidenedBy, a.By.Name)
 			}
-			x.Reasons = slices.DeleteFunc(x.Reasons, func(re keydesk.Reason) bool { return slices.Contains(drop, re.Code) })
+			x.Reasons = slices.DeleteFunc(x.Reasons, func(re keydesk.Reason) bool { return slices.Contains(c.drop, re.Code) })
 			refreshFlags(x, reg)
 			return nil
 		},
@@ -460,6 +418,68 @@ func (s *Server) correct(ctx context.Context, a action) (*result, error) {
 		res.Warning = widenWarning(widen)
 	}
 	return res, nil
+}
+
+// fieldCorrection is one corrected field: the audit note, the change, and
+// the reasons it answers, which go with it.
+type fieldCorrection struct {
+	note   string
+	mutate func(*keydesk.Request)
+	drop   []keydesk.ReasonCode
+}
+
+// correction reads the new value of one field of r. A value that cannot be
+// read, or that changes nothing, is a bad request.
+func correction(r *keydesk.Request, field, value string) (fieldCorrection, error) {
+	switch field {
+	case "environment":
+		env, err := keydesk.ParseEnvironment(value)
+		if err != nil {
+			return fieldCorrection{}, errBadRequest("%v", err)
+		}
+		if env == r.Environment {
+			return fieldCorrection{}, errBadRequest("the environment is already %s", env)
+		}
+		return fieldCorrection{
+			note:   fmt.Sprintf("environment: %s → %s", orNone(string(r.Environment)), env),
+			mutate: func(x *keydesk.Request) { x.Environment = env },
+			drop:   []keydesk.ReasonCode{keydesk.ReasonMissingEnvironment, keydesk.ReasonInvalidEnvironment},
+		}, nil
+	case "scopes":
+		words := strings.FieldsFunc(value, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
+		if len(words) > 2*len(keydesk.Scopes) {
+			return fieldCorrection{}, errBadRequest("%d scopes: there are only %d", len(words), len(keydesk.Scopes))
+		}
+		scopes, errs := keydesk.ParseScopes(words)
+		if len(errs) > 0 {
+			return fieldCorrection{}, errBadRequest("%v", errors.Join(errs...))
+		}
+		if len(scopes) == 0 {
+			return fieldCorrection{}, errBadRequest("name at least one scope, separated by commas or spaces")
+		}
+		if slices.Equal(scopes, r.Scopes) {
+			return fieldCorrection{}, errBadRequest("the scopes are already %s", scopeList(scopes))
+		}
+		return fieldCorrection{
+			note:   fmt.Sprintf("scopes: %s → %s", orNone(scopeList(r.Scopes)), scopeList(scopes)),
+			mutate: func(x *keydesk.Request) { x.Scopes = scopes },
+			drop:   []keydesk.ReasonCode{keydesk.ReasonMissingScopes, keydesk.ReasonUnknownScope},
+		}, nil
+	case "label":
+		l, err := keydesk.ParseLabel(value)
+		if err != nil {
+			return fieldCorrection{}, errBadRequest("%v", err)
+		}
+		if l == r.Label {
+			return fieldCorrection{}, errBadRequest("the label is already %q", l)
+		}
+		return fieldCorrection{
+			note:   fmt.Sprintf("label: %q → %q", r.Label, l),
+			mutate: func(x *keydesk.Request) { x.Label = l },
+			drop:   []keydesk.ReasonCode{keydesk.ReasonMissingLabel, keydesk.ReasonInvalidLabel},
+		}, nil
+	}
+	return fieldCorrection{}, errBadRequest("cannot correct %q: the fields are environment, scopes and label", clip(field, 40))
 }
 
 // widenWarning tells the author of a correction that widens access what

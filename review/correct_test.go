@@ -1,8 +1,10 @@
 package review
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
@@ -129,5 +131,65 @@ func TestKeysManageNeverByOmission(t *testing.T) {
 		if got != tt.want {
 			t.Errorf("scopes %v: scope-not-allowed flag %v, want %v (flags %v)", tt.r.Scopes, got, tt.want, flags)
 		}
+	}
+}
+
+// TestCorrection checks how each field's new value is read, before any
+// request is touched: the audit note, the field changed, the reasons it
+// answers, and the sentence for a value that cannot be used.
+func TestCorrection(t *testing.T) {
+	r := &keydesk.Request{Environment: keydesk.Sandbox, Scopes: []keydesk.Scope{keydesk.ScopeAccountsRead}, Label: "old"}
+	tests := []struct {
+		name, field, value string
+		note               string
+		drop               []keydesk.ReasonCode
+		check              func(*keydesk.Request) bool
+		err                string
+	}{
+		{name: "environment", field: "environment", value: "production",
+			note:  "environment: sandbox → production",
+			drop:  []keydesk.ReasonCode{keydesk.ReasonMissingEnvironment, keydesk.ReasonInvalidEnvironment},
+			check: func(x *keydesk.Request) bool { return x.Environment == keydesk.Production }},
+		{name: "same environment", field: "environment", value: "sandbox", err: "the environment is already sandbox"},
+		{name: "unknown environment", field: "environment", value: "staging", err: "staging"},
+		{name: "scopes", field: "scopes", value: "accounts:read, trading:write",
+			note: "scopes: accounts:read → accounts:read, trading:write",
+			drop: []keydesk.ReasonCode{keydesk.ReasonMissingScopes, keydesk.ReasonUnknownScope},
+			check: func(x *keydesk.Request) bool {
+				return len(x.Scopes) == 2 && x.Scopes[1] == keydesk.ScopeTradingWrite
+			}},
+		{name: "same scopes", field: "scopes", value: "accounts:read", err: "the scopes are already accounts:read"},
+		{name: "no scope", field: "scopes", value: " , ", err: "name at least one scope"},
+		{name: "too many words", field: "scopes", value: strings.Repeat("x ", 2*len(keydesk.Scopes)+1), err: "scopes: there are only"},
+		{name: "label", field: "label", value: " new ",
+			note:  `label: "old" → "new"`,
+			drop:  []keydesk.ReasonCode{keydesk.ReasonMissingLabel, keydesk.ReasonInvalidLabel},
+			check: func(x *keydesk.Request) bool { return x.Label == "new" }},
+		{name: "same label", field: "label", value: "old", err: `the label is already "old"`},
+		{name: "label with a line break", field: "label", value: "a\nb", err: "line break"},
+		{name: "unknown field", field: "partner", value: "x", err: `cannot correct "partner"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := correction(r, tt.field, tt.value)
+			if tt.err != "" {
+				var e *Error
+				if !errors.As(err, &e) || e.Status != http.StatusBadRequest || !strings.Contains(e.Msg, tt.err) {
+					t.Fatalf("error %v, want a bad request saying %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("correction: %v", err)
+			}
+			after := r.Clone()
+			c.mutate(after)
+			if c.note != tt.note || !slices.Equal(c.drop, tt.drop) || !tt.check(after) {
+				t.Errorf("note %q drop %v after %+v; want note %q drop %v", c.note, c.drop, after, tt.note, tt.drop)
+			}
+			if r.Label != "old" || r.Environment != keydesk.Sandbox || len(r.Scopes) != 1 {
+				t.Errorf("the request itself changed: %+v", r)
+			}
+		})
 	}
 }

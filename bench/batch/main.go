@@ -54,32 +54,12 @@ func run(n int, rps float64, latency time.Duration, concurrency, nPartners int, 
 	}
 	defer q.Close()
 
+	seed, reg, signer, err := partners(nPartners)
+	if err != nil {
+		return err
+	}
 	// The simulator refuses calls above the rate (429), so a client that
 	// does not pace itself shows here.
-	seed := &fake.Seed{}
-	reg := &keydesk.Registry{}
-	_, contactPub, contactFP, err := crypto.GenerateKey("Bench Contact", "sec@bench.example", crypto.Curve25519, []byte("x"))
-	if err != nil {
-		return err
-	}
-	signerPriv, _, _, err := crypto.GenerateKey("keydesk bench", "keydesk@bench.example", crypto.Curve25519, []byte("bench"))
-	if err != nil {
-		return err
-	}
-	signer, err := crypto.NewSigner([]byte(signerPriv), []byte("bench"), time.Now())
-	if err != nil {
-		return err
-	}
-	for i := range nPartners {
-		id := fmt.Sprintf("partner%d", i)
-		key, secret := "bm_key_"+id+"_mgr", "bm_secret_"+id+"_mgr"
-		seed.Accounts = append(seed.Accounts, fake.SeedAccount{ID: id, ManagerKeys: []fake.SeedKey{{APIKey: key, APISecret: secret, Scopes: []keydesk.Scope{keydesk.ScopeKeysManage}}}})
-		reg.Partners = append(reg.Partners, &keydesk.Partner{
-			ID: id, Name: "Partner " + id,
-			TechnicalContact: keydesk.TechnicalContact{Email: "sec@" + id + ".example", Fingerprint: contactFP, ArmoredKey: contactPub},
-			Environments:     map[keydesk.Environment]keydesk.PartnerEnvironment{keydesk.Sandbox: {APIKey: key, APISecret: keydesk.SecretString(secret)}},
-		})
-	}
 	api, err := fake.New(fake.Options{Seed: seed, Latency: latency, RateLimit: rps})
 	if err != nil {
 		return err
@@ -87,16 +67,8 @@ func run(n int, rps float64, latency time.Duration, concurrency, nPartners int, 
 	srv := httptest.NewServer(api)
 	defer srv.Close()
 
-	fmt.Printf("creating %d approved requests...\n", n)
-	for i := range n {
-		_, _, err := q.Create(ctx, &keydesk.Request{
-			State: keydesk.StateApproved, Partner: reg.Partners[i%nPartners].ID, Environment: keydesk.Sandbox,
-			Scopes: []keydesk.Scope{"accounts:read", "trading:read"}, Label: fmt.Sprintf("bench-%05d", i),
-			Requester: "cto@bench.example", SourceKey: fmt.Sprintf("bench-%d", i), SourceDate: time.Now(), Index: i,
-		}, "bench")
-		if err != nil {
-			return err
-		}
+	if err := createApproved(ctx, q, reg, n); err != nil {
+		return err
 	}
 	tpl := templates.MustLoadEmbedded()
 	r, err := batch.New(batch.Options{
@@ -119,21 +91,8 @@ func run(n int, rps float64, latency time.Duration, concurrency, nPartners int, 
 	wall := time.Since(start)
 	floor := time.Duration(float64(n) / rps * float64(time.Second))
 	ratio := wall.Seconds() / floor.Seconds()
+	live, dups := liveKeys(api, reg)
 
-	live := 0
-	dups := 0
-	for _, p := range reg.Partners {
-		perLabel := map[string]int{}
-		for _, k := range api.LiveKeys(p.ID) {
-			perLabel[k.Label]++
-			live++
-		}
-		for _, c := range perLabel {
-			if c > 1 {
-				dups += c - 1
-			}
-		}
-	}
 	st := api.Stats()
 	fmt.Printf("requests:        %d (%d partners, one limiter for the environment)\n", n, nPartners)
 	fmt.Printf("rate limit:      %.0f/s, simulator latency %s, concurrency %d\n", rps, latency, concurrency)
@@ -151,4 +110,68 @@ func run(n int, rps float64, latency time.Duration, concurrency, nPartners int, 
 		return fmt.Errorf("ratio %.3f is above the goal %.2f", ratio, goal)
 	}
 	return nil
+}
+
+// partners makes n partners sharing one technical contact's key, their
+// manager keys in the simulator's seed, and the signer of the mail.
+func partners(n int) (*fake.Seed, *keydesk.Registry, *crypto.Signer, error) {
+	seed := &fake.Seed{}
+	reg := &keydesk.Registry{}
+	_, contactPub, contactFP, err := crypto.GenerateKey("Bench Contact", "sec@bench.example", crypto.Curve25519, []byte("x"))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	signerPriv, _, _, err := crypto.GenerateKey("keydesk bench", "keydesk@bench.example", crypto.Curve25519, []byte("bench"))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	signer, err := crypto.NewSigner([]byte(signerPriv), []byte("bench"), time.Now())
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	for i := range n {
+		id := fmt.Sprintf("partner%d", i)
+		key, secret := "bm_key_"+id+"_mgr", "bm_secret_"+id+"_mgr"
+		seed.Accounts = append(seed.Accounts, fake.SeedAccount{ID: id, ManagerKeys: []fake.SeedKey{{APIKey: key, APISecret: secret, Scopes: []keydesk.Scope{keydesk.ScopeKeysManage}}}})
+		reg.Partners = append(reg.Partners, &keydesk.Partner{
+			ID: id, Name: "Partner " + id,
+			TechnicalContact: keydesk.TechnicalContact{Email: "sec@" + id + ".example", Fingerprint: contactFP, ArmoredKey: contactPub},
+			Environments:     map[keydesk.Environment]keydesk.PartnerEnvironment{keydesk.Sandbox: {APIKey: key, APISecret: keydesk.SecretString(secret)}},
+		})
+	}
+	return seed, reg, signer, nil
+}
+
+// createApproved queues n approved requests, spread over the partners.
+func createApproved(ctx context.Context, q *queue.Conn, reg *keydesk.Registry, n int) error {
+	fmt.Printf("creating %d approved requests...\n", n)
+	for i := range n {
+		_, _, err := q.Create(ctx, &keydesk.Request{
+			State: keydesk.StateApproved, Partner: reg.Partners[i%len(reg.Partners)].ID, Environment: keydesk.Sandbox,
+			Scopes: []keydesk.Scope{"accounts:read", "trading:read"}, Label: fmt.Sprintf("bench-%05d", i),
+			Requester: "cto@bench.example", SourceKey: fmt.Sprintf("bench-%d", i), SourceDate: time.Now(), Index: i,
+		}, "bench")
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// liveKeys counts the simulator's live keys, and the duplicates among
+// them: keys beyond the first for one label.
+func liveKeys(api *fake.Server, reg *keydesk.Registry) (live, dups int) {
+	for _, p := range reg.Partners {
+		perLabel := map[string]int{}
+		for _, k := range api.LiveKeys(p.ID) {
+			perLabel[k.Label]++
+			live++
+		}
+		for _, c := range perLabel {
+			if c > 1 {
+				dups += c - 1
+			}
+		}
+	}
+	return live, dups
 }

@@ -8,20 +8,12 @@ import (
 	"github.com/buildmarkets/keydesk"
 )
 
-// decide authenticates the sender, reads the requests and settles the verdict.
+// decide authenticates the sender, reads the requests and settles the
+// verdict. Each phase below adds to one decision, in the order a reviewer
+// reads the warnings and reasons.
 func decide(m *msg, o Options, digest string) *Result {
 	res := &Result{MessageID: m.messageID, Subject: m.subject}
-	lim := o.Limits
-	warn := func(format string, args ...any) {
-		res.Warnings = append(res.Warnings, fmt.Sprintf(format, args...))
-	}
-
-	var headerFrom string
-	if m.headerOK && m.fromErr == nil && len(m.from) == 1 {
-		// As received, ASCII letters lower-cased: never folded, so the
-		// review shows the lookalike a sender used, and it matches nothing.
-		headerFrom = keydesk.ASCIILower(strings.TrimSpace(m.from[0].Address))
-	}
+	headerFrom := headerSender(m)
 	res.SourceKey = sourceKey(headerFrom, m.messageID, digest)
 	if m.headerOK {
 		if r, ok := automatic(m, headerFrom); ok {
@@ -31,43 +23,112 @@ func decide(m *msg, o Options, digest string) *Result {
 			return res
 		}
 	}
+	d := &decision{res: res, o: o}
 
-	// The date dates the request IDs; a missing or absurd one falls back to
-	// the mailbox's receive time, which a rescan sees again.
-	res.Date = m.date.UTC()
-	now := o.Now()
-	if m.date.IsZero() || m.dateErr != nil || m.date.Year() < 2000 || m.date.After(now.Add(48*time.Hour)) {
-		fallback := o.ReceivedAt
-		if fallback.IsZero() {
-			fallback = now
-		}
-		if m.headerOK {
-			if m.dateErr != nil || !m.date.IsZero() {
-				warn("the Date header is unusable: the requests are dated when the mail arrived")
-			} else {
-				warn("the message has no Date header: the requests are dated when the mail arrived")
-			}
-		}
-		res.Date = fallback.UTC()
+	var dateWarning string
+	res.Date, dateWarning = requestDate(m, o)
+	if dateWarning != "" {
+		d.warn(dateWarning)
+	}
+	fatal, warnings := unreadable(m, o.MaxBytes)
+	d.warn(warnings...)
+	d.warn(m.warnings...)
+	if m.encrypted {
+		d.warn("the email is encrypted: keydesk cannot read encrypted requests; send it unencrypted (it holds no secret)")
 	}
 
-	var fatal []keydesk.Reason // the message could not be read whole
+	// Authentication: our MTA's verdict on the From domain.
+	dmarcOK, dmarcWhy := dmarc(m, o.TrustedAuthservIDs, keydesk.AddressDomain(headerFrom))
+
+	bd, warnings := readBody(m, o.Limits)
+	d.warn(warnings...)
+	drafts, internal := d.attribute(headerFrom, bd)
+	if res.From != "" {
+		if p, ok := o.Registry.ByRequester(res.From); ok {
+			res.Partner = p
+		}
+	}
+	d.authenticate(headerFrom, dmarcOK, dmarcWhy)
+	parsed := d.readRequests(drafts)
+	d.settle(parsed, fatal, internal, res.Partner != nil && (dmarcOK || !o.RequireDMARC))
+	d.checkEnvironments(parsed)
+	d.finish(parsed)
+	return res
+}
+
+// decision is what decide builds up, phase by phase: the result, and the
+// flags and reasons shared by every request of the email.
+type decision struct {
+	res     *Result
+	o       Options
+	flags   []keydesk.Flag
+	reasons []keydesk.Reason
+}
+
+// warn adds warnings to the result.
+func (d *decision) warn(ws ...string) {
+	d.res.Warnings = append(d.res.Warnings, ws...)
+}
+
+func (d *decision) reason(code keydesk.ReasonCode, message, suggestion string) {
+	d.reasons = append(d.reasons, keydesk.Reason{Code: code, Message: message, Suggestion: suggestion})
+}
+
+// headerSender is the one address of the From header, or "" when the header
+// names none, several, or cannot be read.
+func headerSender(m *msg) string {
+	if !m.headerOK || m.fromErr != nil || len(m.from) != 1 {
+		return ""
+	}
+	// As received, ASCII letters lower-cased: never folded, so the review
+	// shows the lookalike a sender used, and it matches nothing.
+	return keydesk.ASCIILower(strings.TrimSpace(m.from[0].Address))
+}
+
+// requestDate dates the request IDs: the Date header, or, when it is
+// missing or absurd, the mailbox's receive time, which a rescan sees again.
+// The warning says so ("" when the header was used).
+func requestDate(m *msg, o Options) (time.Time, string) {
+	now := o.Now()
+	if !m.date.IsZero() && m.dateErr == nil && m.date.Year() >= 2000 && !m.date.After(now.Add(48*time.Hour)) {
+		return m.date.UTC(), ""
+	}
+	fallback := o.ReceivedAt
+	if fallback.IsZero() {
+		fallback = now
+	}
+	var warning string
+	switch {
+	case !m.headerOK:
+	case m.dateErr != nil || !m.date.IsZero():
+		warning = "the Date header is unusable: the requests are dated when the mail arrived"
+	default:
+		warning = "the message has no Date header: the requests are dated when the mail arrived"
+	}
+	return fallback.UTC(), warning
+}
+
+// unreadable lists why the message could not be read whole, each a fatal
+// reason, and the limits that cut only what follows the request, each a
+// warning. Which is which is the limit's kind.
+func unreadable(m *msg, maxBytes int64) (fatal []keydesk.Reason, warnings []string) {
+	const (
+		smaller = "send the request as a short plain email without attachments"
+		again   = "send the request again as a new email from your usual mail program"
+	)
 	if m.tooLarge {
 		fatal = append(fatal, keydesk.Reason{Code: keydesk.ReasonTooLarge,
-			Message:    fmt.Sprintf("the email is larger than %s", byteSize(o.MaxBytes)),
-			Suggestion: "send the request as a short plain email without attachments"})
+			Message: fmt.Sprintf("the email is larger than %s", byteSize(maxBytes)), Suggestion: smaller})
 	}
 	for _, b := range m.bounds {
-		if strings.HasPrefix(b, "only the first") || strings.HasPrefix(b, "an HTML part") {
-			warn("%s", b) // the request is at the top; what follows it is not needed
+		if !b.kind.fatal() {
+			warnings = append(warnings, b.msg) // the request is at the top; what follows it is not needed
 			continue
 		}
-		fatal = append(fatal, keydesk.Reason{Code: keydesk.ReasonTooLarge, Message: b,
-			Suggestion: "send the request as a short plain email without attachments"})
+		fatal = append(fatal, keydesk.Reason{Code: keydesk.ReasonTooLarge, Message: b.msg, Suggestion: smaller})
 	}
 	for _, s := range m.malformed {
-		fatal = append(fatal, keydesk.Reason{Code: keydesk.ReasonMalformed, Message: s,
-			Suggestion: "send the request again as a new email from your usual mail program"})
+		fatal = append(fatal, keydesk.Reason{Code: keydesk.ReasonMalformed, Message: s, Suggestion: again})
 	}
 	switch {
 	case !m.headerOK:
@@ -78,156 +139,191 @@ func decide(m *msg, o Options, digest string) *Result {
 		fatal = append(fatal, keydesk.Reason{Code: keydesk.ReasonMalformed, Message: "the From header names several senders",
 			Suggestion: "send the request from one mailbox"})
 	}
-	res.Warnings = append(res.Warnings, m.warnings...)
-	if m.encrypted {
-		warn("the email is encrypted: keydesk cannot read encrypted requests; send it unencrypted (it holds no secret)")
-	}
+	return fatal, warnings
+}
 
-	// Authentication: our MTA's verdict on the From domain.
-	dmarcOK, dmarcWhy := dmarc(m, o.TrustedAuthservIDs, keydesk.AddressDomain(headerFrom))
-
+// readBody splits the text into the sender's own lines and the first
+// forward, and warns of lines past the limits.
+func readBody(m *msg, lim Limits) (body, []string) {
+	var warnings []string
 	lines, cut, long := splitLines(m.text, lim)
 	if cut {
-		warn("only the first %d lines of text were read", lim.Lines)
+		warnings = append(warnings, fmt.Sprintf("only the first %d lines of text were read", lim.Lines))
 	}
 	if long {
-		warn("lines longer than %d bytes were cut", lim.LineBytes)
+		warnings = append(warnings, fmt.Sprintf("lines longer than %d bytes were cut", lim.LineBytes))
 	}
-	bd := splitBody(lines, fwdSubjRE.MatchString(m.subject), 0)
+	return splitBody(lines, fwdSubjRE.MatchString(m.subject), 0), warnings
+}
 
-	var flags []keydesk.Flag
-	var reasons []keydesk.Reason
-	internal := headerFrom != "" && isRelationshipManager(headerFrom, o)
+// attribute settles who asks: the sender, or the partner whose email a
+// Relationship Manager forwards. It returns the drafts to read and whether
+// the sender is a Relationship Manager.
+func (d *decision) attribute(headerFrom string, bd body) (drafts []*draft, internal bool) {
+	res, o, lim := d.res, d.o, d.o.Limits
+	internal = headerFrom != "" && isRelationshipManager(headerFrom, o)
 	if !internal && headerFrom != "" && len(o.RelationshipManagers) > 0 && isInternal(headerFrom, o.InternalDomains) && bd.forward != nil {
-		warn("%s is not one of the listed Relationship Managers: what it forwards is not read as a partner's request", keydesk.SafeLine(headerFrom, 200))
+		d.warn(keydesk.SafeLine(headerFrom, 200) + " is not one of the listed Relationship Managers: what it forwards is not read as a partner's request")
 	}
 	res.From = headerFrom
-	drafts := readDrafts(bd.own, lim)
-	if internal {
-		// A Relationship Manager forwards a partner's email: the partner
-		// is the sender found in the forward, and a person approves.
-		res.Via = headerFrom
-		flags = append(flags, keydesk.FlagForwarded)
-		switch {
-		case bd.forward == nil:
-			res.From = ""
-			reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonUnknownSender,
-				Message:    "the email comes from " + keydesk.SafeLine(headerFrom, 200) + " but forwards no partner's email",
-				Suggestion: "forward the partner's original email as is (inline or as an attachment)"})
-		case len(bd.forward.several) > 0:
-			res.From = ""
-			reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonUnknownSender,
-				Message:    "the forwarded email's From line names several addresses (" + keydesk.SafeLine(strings.Join(bd.forward.several, ", "), 300) + "): which one sent it is not clear",
-				Suggestion: "support checks who sent it; forward the partner's original email as is (as an attachment keeps its header intact)"})
-		case bd.forward.from == "":
-			res.From = ""
-			reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonUnknownSender,
-				Message:    "the forwarded email's sender cannot be read",
-				Suggestion: "forward the partner's original email as is, with its From line"})
-		default:
-			res.From = bd.forward.from
-		}
-		if len(drafts) == 0 && bd.forward != nil {
+	drafts = readDrafts(bd.own, lim)
+	if !internal {
+		if len(drafts) == 0 && bd.forward != nil && !isInternal(bd.forward.from, o.InternalDomains) {
+			// A partner forwarding a colleague's request: the partner is
+			// the sender. A forward of our own mail (an acknowledgement
+			// names the fields too) is never read as a new request.
 			drafts = readDrafts(bd.forward.own, lim)
 		}
-	} else if len(drafts) == 0 && bd.forward != nil && !isInternal(bd.forward.from, o.InternalDomains) {
-		// A partner forwarding a colleague's request: the partner is the
-		// sender. A forward of our own mail (an acknowledgement names the
-		// fields too) is never read as a new request.
+		return drafts, false
+	}
+	// A Relationship Manager forwards a partner's email: the partner is
+	// the sender found in the forward, and a person approves.
+	res.Via = headerFrom
+	d.flags = append(d.flags, keydesk.FlagForwarded)
+	switch {
+	case bd.forward == nil:
+		res.From = ""
+		d.reason(keydesk.ReasonUnknownSender,
+			"the email comes from "+keydesk.SafeLine(headerFrom, 200)+" but forwards no partner's email",
+			"forward the partner's original email as is (inline or as an attachment)")
+	case len(bd.forward.several) > 0:
+		res.From = ""
+		d.reason(keydesk.ReasonUnknownSender,
+			"the forwarded email's From line names several addresses ("+keydesk.SafeLine(strings.Join(bd.forward.several, ", "), 300)+"): which one sent it is not clear",
+			"support checks who sent it; forward the partner's original email as is (as an attachment keeps its header intact)")
+	case bd.forward.from == "":
+		res.From = ""
+		d.reason(keydesk.ReasonUnknownSender,
+			"the forwarded email's sender cannot be read",
+			"forward the partner's original email as is, with its From line")
+	default:
+		res.From = bd.forward.from
+	}
+	if len(drafts) == 0 && bd.forward != nil {
 		drafts = readDrafts(bd.forward.own, lim)
 	}
-	if res.From != "" {
-		if p, ok := o.Registry.ByRequester(res.From); ok {
-			res.Partner = p
-		}
-	}
-	if !dmarcOK {
-		flags = append(flags, keydesk.FlagDMARCNotPassed)
-		if o.RequireDMARC && headerFrom != "" {
-			reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonSenderNotAuthenticated,
-				Message:    "the sender could not be authenticated: " + dmarcWhy,
-				Suggestion: "send from your organisation's mail server, which signs its mail (DKIM) and publishes DMARC"})
-		} else if headerFrom != "" {
-			warn("the sender is not authenticated (%s): a person reviews the request", dmarcWhy)
-		}
-	}
+	return drafts, true
+}
 
+// authenticate flags a sender whose domain did not pass DMARC, and refuses
+// it when DMARC is required.
+func (d *decision) authenticate(headerFrom string, ok bool, why string) {
+	if ok {
+		return
+	}
+	d.flags = append(d.flags, keydesk.FlagDMARCNotPassed)
+	switch {
+	case headerFrom == "":
+	case d.o.RequireDMARC:
+		d.reason(keydesk.ReasonSenderNotAuthenticated,
+			"the sender could not be authenticated: "+why,
+			"send from your organisation's mail server, which signs its mail (DKIM) and publishes DMARC")
+	default:
+		d.warn(fmt.Sprintf("the sender is not authenticated (%s): a person reviews the request", why))
+	}
+}
+
+// readRequests validates the drafts, at most Limits.Requests of them.
+func (d *decision) readRequests(drafts []*draft) []parsedRequest {
+	lim := d.o.Limits
 	var parsed []parsedRequest
-	for _, d := range drafts {
-		parsed = append(parsed, validate(d, lim)...)
+	for _, dr := range drafts {
+		parsed = append(parsed, validate(dr, lim)...)
 	}
 	if len(parsed) > lim.Requests {
-		reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonTooLarge,
-			Message:    fmt.Sprintf("the email holds %d requests: at most %d are read from one email", len(parsed), lim.Requests),
-			Suggestion: "send the requests in several emails"})
+		d.reason(keydesk.ReasonTooLarge,
+			fmt.Sprintf("the email holds %d requests: at most %d are read from one email", len(parsed), lim.Requests),
+			"send the requests in several emails")
 		parsed = parsed[:lim.Requests]
 	}
+	return parsed
+}
 
-	authenticated := res.Partner != nil && (dmarcOK || !o.RequireDMARC)
+// settle takes the verdict: an unknown or unauthenticated sender goes to a
+// person, an unreadable email from a partner is rejected, and a readable
+// one is accepted unless its contact's key cannot be used.
+func (d *decision) settle(parsed []parsedRequest, fatal []keydesk.Reason, internal, authenticated bool) {
+	res := d.res
 	switch {
 	case res.Partner == nil:
 		res.Verdict = Review
-		flags = append(flags, keydesk.FlagUnknownSender)
+		d.flags = append(d.flags, keydesk.FlagUnknownSender)
 		if res.From != "" || !internal {
 			who := keydesk.SafeLine(res.From, 200)
 			if who == "" {
 				who = "the sender"
 			}
-			reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonUnknownSender,
-				Message:    who + " is not a registered requester of any partner",
-				Suggestion: "support checks who sent it; partners ask their Relationship Manager to register new requesters"})
+			d.reason(keydesk.ReasonUnknownSender,
+				who+" is not a registered requester of any partner",
+				"support checks who sent it; partners ask their Relationship Manager to register new requesters")
 		}
-		reasons = append(reasons, fatal...)
+		d.reasons = append(d.reasons, fatal...)
 	case !authenticated:
 		res.Verdict = Review
-		reasons = append(reasons, fatal...)
+		d.reasons = append(d.reasons, fatal...)
 	case len(fatal) > 0:
 		res.Verdict = Reject
-		reasons = append(reasons, fatal...)
+		d.reasons = append(d.reasons, fatal...)
 	case len(parsed) == 0:
 		res.Verdict = Review
-		flags = append(flags, keydesk.FlagNeedsReview)
-		warn("no Environment, Scopes or Label line was found: this does not read as a key request")
+		d.flags = append(d.flags, keydesk.FlagNeedsReview)
+		d.warn("no Environment, Scopes or Label line was found: this does not read as a key request")
 	default:
 		res.Verdict = Accept
-		if o.ContactKeyProblem != nil {
-			if err := o.ContactKeyProblem(res.Partner); err != nil {
-				reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonContactKeyUnusable,
-					Message:    "the OpenPGP key of your registered technical contact cannot be used: " + keydesk.SafeLine(err.Error(), 200),
-					Suggestion: "ask your technical contact to send their current public key to your Relationship Manager, then send the request again"})
-			}
-		}
-		if o.ExpiringSoon != nil && o.ExpiringSoon(res.Partner) {
-			flags = append(flags, keydesk.FlagContactKeyExpiring)
-		}
+		d.checkContact()
 	}
-	if res.Verdict == Review && len(parsed) == 0 && !containsFlag(flags, keydesk.FlagNeedsReview) {
-		flags = append(flags, keydesk.FlagNeedsReview)
+	if res.Verdict == Review && len(parsed) == 0 && !containsFlag(d.flags, keydesk.FlagNeedsReview) {
+		d.flags = append(d.flags, keydesk.FlagNeedsReview)
 	}
+}
 
-	// Per-request checks against the partner.
+// checkContact refuses a partner whose technical contact's key cannot be
+// used, and flags one that expires soon.
+func (d *decision) checkContact() {
+	p := d.res.Partner
+	if d.o.ContactKeyProblem != nil {
+		if err := d.o.ContactKeyProblem(p); err != nil {
+			d.reason(keydesk.ReasonContactKeyUnusable,
+				"the OpenPGP key of your registered technical contact cannot be used: "+keydesk.SafeLine(err.Error(), 200),
+				"ask your technical contact to send their current public key to your Relationship Manager, then send the request again")
+		}
+	}
+	if d.o.ExpiringSoon != nil && d.o.ExpiringSoon(p) {
+		d.flags = append(d.flags, keydesk.FlagContactKeyExpiring)
+	}
+}
+
+// checkEnvironments refuses each request for an environment the partner
+// has no access to.
+func (d *decision) checkEnvironments(parsed []parsedRequest) {
+	p := d.res.Partner
 	for i := range parsed {
 		pr := &parsed[i]
-		if res.Partner == nil || pr.env == "" {
+		if p == nil || pr.env == "" {
 			continue
 		}
-		if _, ok := res.Partner.Environments[pr.env]; !ok {
+		if _, ok := p.Environments[pr.env]; !ok {
 			pr.reasons = append(pr.reasons, keydesk.Reason{Code: keydesk.ReasonInvalidEnvironment,
-				Message:    fmt.Sprintf("%s has no %s access set up", res.Partner.Name, pr.env),
+				Message:    fmt.Sprintf("%s has no %s access set up", p.Name, pr.env),
 				Suggestion: fmt.Sprintf("ask your Relationship Manager to enable %s, or request a key for an environment you have", pr.env)})
 		}
 	}
+}
+
+// finish rejects an accepted email that any reason stands against, gathers
+// the reasons, names whom to answer and builds the records.
+func (d *decision) finish(parsed []parsedRequest) {
+	res := d.res
 	hasRequestReasons := false
 	for _, pr := range parsed {
 		if len(pr.reasons) > 0 {
 			hasRequestReasons = true
 		}
 	}
-	if res.Verdict == Accept && (len(reasons) > 0 || hasRequestReasons) {
+	if res.Verdict == Accept && (len(d.reasons) > 0 || hasRequestReasons) {
 		res.Verdict = Reject
 	}
-
-	res.Reasons = appendReasons(nil, reasons...)
+	res.Reasons = appendReasons(nil, d.reasons...)
 	for _, pr := range parsed {
 		res.Reasons = appendReasons(res.Reasons, pr.reasons...)
 	}
@@ -237,8 +333,7 @@ func decide(m *msg, o Options, digest string) *Result {
 			res.ReplyTo = res.From
 		}
 	}
-	res.Requests = records(res, parsed, flags, reasons)
-	return res
+	res.Requests = records(res, parsed, d.flags, d.reasons)
 }
 
 // records builds the queue records: one per request, or one standing for

@@ -23,144 +23,177 @@ func (w *walker) html(r io.Reader) string {
 	z := html.NewTokenizer(lr)
 	z.SetMaxBuf(64 << 10) // one token (a huge attribute or text run) cannot take more
 	hw := &htmlWriter{max: w.textLeft}
-	var skip atom.Atom  // element whose content is being dropped
-	var skipName string // its name, for unknown atoms
-	skipDepth := 0      // nesting of that element inside itself
-	var lists []int     // per open list: 0 for <ul>, else the next number
-	tokens := 0
-	for {
+	var skip htmlSkip
+	for tokens := 1; ; tokens++ {
 		tt := z.Next()
-		tokens++
 		if tt == html.ErrorToken || tokens > maxHTMLTokens || hw.full {
-			if tokens > maxHTMLTokens {
-				w.m.bound("an HTML part has more than %d tokens", maxHTMLTokens)
-			}
-			if z.Err() != nil && z.Err() != io.EOF {
-				if z.Err() == html.ErrBufferExceeded {
-					w.m.bound("an HTML part has a token longer than 64 KiB")
-				} else if z.Err() == errTooLarge {
-					w.m.tooLarge = true
-				}
-			}
+			w.htmlStopped(z, tokens)
 			break
 		}
 		name, hasAttr := z.TagName()
 		a := atom.Lookup(name)
-		if skipDepth > 0 {
-			switch tt {
-			case html.StartTagToken:
-				if a == skip && string(name) == skipName && !voidElement(a) {
-					skipDepth++
-				}
-			case html.EndTagToken:
-				if a == skip && string(name) == skipName {
-					skipDepth--
-				}
-			}
+		if skip.skipping(tt, a, string(name)) {
 			continue
 		}
 		switch tt {
 		case html.TextToken:
 			hw.text(string(z.Text()))
 		case html.StartTagToken, html.SelfClosingTagToken:
-			hidden := false
-			for hasAttr {
-				var k, v []byte
-				k, v, hasAttr = z.TagAttr()
-				switch string(k) {
-				case "hidden":
-					hidden = true
-				case "style":
-					st := strings.ToLower(strings.ReplaceAll(string(v), " ", ""))
-					hidden = hidden || strings.Contains(st, "display:none") || strings.Contains(st, "visibility:hidden") || strings.Contains(st, "mso-hide:all")
-				}
-			}
-			switch a {
-			case atom.Script, atom.Style, atom.Head, atom.Title, atom.Template, atom.Noscript, atom.Iframe, atom.Object, atom.Svg, atom.Math, atom.Select, atom.Textarea:
-				hidden = true
-			}
-			if hidden && !voidElement(a) && tt == html.StartTagToken {
-				skip, skipName, skipDepth = a, string(name), 1
+			if hiddenElement(z, a, hasAttr) && !voidElement(a) && tt == html.StartTagToken {
+				skip = htmlSkip{a: a, name: string(name), depth: 1}
 				continue
 			}
-			switch a {
-			case atom.Br:
-				hw.newline()
-			case atom.Hr:
-				hw.block()
-				hw.raw("---")
-				hw.block()
-			case atom.Blockquote:
-				hw.block()
-				hw.quote++
-			case atom.Ul, atom.Ol:
-				hw.block()
-				n := 0
-				if a == atom.Ol {
-					n = 1
-				}
-				if len(lists) < 32 {
-					lists = append(lists, n)
-				}
-			case atom.Li:
-				hw.block()
-				if len(lists) > 0 && lists[len(lists)-1] > 0 {
-					hw.raw(strconv.Itoa(lists[len(lists)-1]) + ". ")
-					lists[len(lists)-1]++
-				} else {
-					hw.raw("- ")
-				}
-			case atom.Tr:
-				hw.block()
-				hw.cells = 0
-			case atom.Td, atom.Th:
-				if hw.cells > 0 {
-					hw.raw(" | ")
-				}
-				hw.cells++
-			case atom.Pre:
-				hw.block()
-				hw.pre++
-			case atom.Img:
-				// alt text is what a reader without images sees; it is not a request.
-			default:
-				if blockElement(a) {
-					hw.block()
-				}
-			}
+			hw.startTag(a)
 		case html.EndTagToken:
-			switch a {
-			case atom.Blockquote:
-				hw.block()
-				if hw.quote > 0 {
-					hw.quote--
-				}
-			case atom.Ul, atom.Ol:
-				hw.block()
-				if len(lists) > 0 {
-					lists = lists[:len(lists)-1]
-				}
-			case atom.Pre:
-				hw.block()
-				if hw.pre > 0 {
-					hw.pre--
-				}
-			case atom.Td, atom.Th:
-			default:
-				if blockElement(a) || a == atom.Li || a == atom.Tr || a == atom.Table {
-					hw.block()
-				}
-			}
+			hw.endTag(a)
 		}
 	}
 	if lr.N <= 0 {
-		w.m.bound("an HTML part is larger than %d bytes: the rest was not read", w.lim.HTMLBytes)
+		w.m.bound(limitHTML, "an HTML part is larger than %d bytes: the rest was not read", w.lim.HTMLBytes)
 	}
 	if hw.full {
-		w.m.bound("only the first %d bytes of text were read", w.lim.TextBytes)
+		w.m.bound(limitText, "only the first %d bytes of text were read", w.lim.TextBytes)
 	}
 	w.textLeft -= hw.b.Len()
 	return hw.b.String()
+}
+
+// htmlStopped records why the tokenizer stopped, when it was a limit.
+func (w *walker) htmlStopped(z *html.Tokenizer, tokens int) {
+	if tokens > maxHTMLTokens {
+		w.m.bound(limitHTML, "an HTML part has more than %d tokens", maxHTMLTokens)
+	}
+	switch err := z.Err(); {
+	case err == nil || err == io.EOF:
+	case err == html.ErrBufferExceeded:
+		w.m.bound(limitHTML, "an HTML part has a token longer than 64 KiB")
+	case err == errTooLarge:
+		w.m.tooLarge = true
+	}
+}
+
+// htmlSkip is the element whose content is being dropped.
+type htmlSkip struct {
+	a     atom.Atom
+	name  string // its name, for unknown atoms
+	depth int    // nesting of that element inside itself; 0 when none is
+}
+
+// skipping reports whether the token is inside the dropped element,
+// following that element's nesting.
+func (s *htmlSkip) skipping(tt html.TokenType, a atom.Atom, name string) bool {
+	if s.depth == 0 {
+		return false
+	}
+	switch tt {
+	case html.StartTagToken:
+		if a == s.a && name == s.name && !voidElement(a) {
+			s.depth++
+		}
+	case html.EndTagToken:
+		if a == s.a && name == s.name {
+			s.depth--
+		}
+	}
+	return true
+}
+
+// hiddenElement reads the tag's attributes and reports whether a reader
+// cannot see its content: hidden by attribute or style, or never shown.
+func hiddenElement(z *html.Tokenizer, a atom.Atom, hasAttr bool) bool {
+	hidden := false
+	for hasAttr {
+		var k, v []byte
+		k, v, hasAttr = z.TagAttr()
+		switch string(k) {
+		case "hidden":
+			hidden = true
+		case "style":
+			st := strings.ToLower(strings.ReplaceAll(string(v), " ", ""))
+			hidden = hidden || strings.Contains(st, "display:none") || strings.Contains(st, "visibility:hidden") || strings.Contains(st, "mso-hide:all")
+		}
+	}
+	switch a {
+	case atom.Script, atom.Style, atom.Head, atom.Title, atom.Template, atom.Noscript, atom.Iframe, atom.Object, atom.Svg, atom.Math, atom.Select, atom.Textarea:
+		hidden = true
+	}
+	return hidden
+}
+
+// startTag writes what an opening tag shows: a break, a rule, a quote
+// level, a list marker or a table cell's separator.
+func (h *htmlWriter) startTag(a atom.Atom) {
+	switch a {
+	case atom.Br:
+		h.newline()
+	case atom.Hr:
+		h.block()
+		h.raw("---")
+		h.block()
+	case atom.Blockquote:
+		h.block()
+		h.quote++
+	case atom.Ul, atom.Ol:
+		h.block()
+		n := 0
+		if a == atom.Ol {
+			n = 1
+		}
+		if len(h.lists) < 32 {
+			h.lists = append(h.lists, n)
+		}
+	case atom.Li:
+		h.block()
+		if len(h.lists) > 0 && h.lists[len(h.lists)-1] > 0 {
+			h.raw(strconv.Itoa(h.lists[len(h.lists)-1]) + ". ")
+			h.lists[len(h.lists)-1]++
+		} else {
+			h.raw("- ")
+		}
+	case atom.Tr:
+		h.block()
+		h.cells = 0
+	case atom.Td, atom.Th:
+		if h.cells > 0 {
+			h.raw(" | ")
+		}
+		h.cells++
+	case atom.Pre:
+		h.block()
+		h.pre++
+	case atom.Img:
+		// alt text is what a reader without images sees; it is not a request.
+	default:
+		if blockElement(a) {
+			h.block()
+		}
+	}
+}
+
+// endTag closes what startTag opened.
+func (h *htmlWriter) endTag(a atom.Atom) {
+	switch a {
+	case atom.Blockquote:
+		h.block()
+		if h.quote > 0 {
+			h.quote--
+		}
+	case atom.Ul, atom.Ol:
+		h.block()
+		if len(h.lists) > 0 {
+			h.lists = h.lists[:len(h.lists)-1]
+		}
+	case atom.Pre:
+		h.block()
+		if h.pre > 0 {
+			h.pre--
+		}
+	case atom.Td, atom.Th:
+	default:
+		if blockElement(a) || a == atom.Li || a == atom.Tr || a == atom.Table {
+			h.block()
+		}
+	}
 }
 
 func voidElement(a atom.Atom) bool {
@@ -191,9 +224,10 @@ type htmlWriter struct {
 	quote   int
 	pre     int
 	cells   int
-	lineLen int  // bytes on the current line after its prefix
-	space   bool // a space is pending before the next word
-	nl      int  // newlines just written (0 on a line with content)
+	lists   []int // per open list: 0 for <ul>, else the next number
+	lineLen int   // bytes on the current line after its prefix
+	space   bool  // a space is pending before the next word
+	nl      int   // newlines just written (0 on a line with content)
 }
 
 func (h *htmlWriter) write(s string) {

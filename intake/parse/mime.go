@@ -33,7 +33,7 @@ type msg struct {
 	text      string // the readable body: text parts, HTML rendered, attached forwards inline
 	tooLarge  bool
 	malformed []string // what could not be read, in words
-	bounds    []string // which limits were hit
+	bounds    []limit  // which limits were hit
 	warnings  []string
 	encrypted bool
 	report    string // report-type of a multipart/report (delivery-status: a bounce)
@@ -43,16 +43,6 @@ func (m *msg) warn(format string, args ...any) {
 	if len(m.warnings) < 20 {
 		m.warnings = append(m.warnings, fmt.Sprintf(format, args...))
 	}
-}
-
-func (m *msg) bound(format string, args ...any) {
-	s := fmt.Sprintf(format, args...)
-	for _, b := range m.bounds {
-		if b == s {
-			return
-		}
-	}
-	m.bounds = append(m.bounds, s)
 }
 
 // readMessage reads the header and walks the body. It never fails: what it
@@ -74,11 +64,11 @@ func readMessage(r io.Reader, lim Limits) *msg {
 		m.tooLarge = true
 		return m
 	case err != nil && e == nil && hb.hit != "":
-		m.bound("%s", hb.hit)
+		m.bound(limitHeader, "%s", hb.hit)
 		return m
 	case err != nil && e == nil:
 		if strings.Contains(err.Error(), "header exceeds maximum size") {
-			m.bound("the header is larger than %d bytes", lim.HeaderBytes)
+			m.bound(limitHeader, "the header is larger than %d bytes", lim.HeaderBytes)
 		} else {
 			m.malformed = append(m.malformed, "the header cannot be read: "+keydesk.SafeLine(err.Error(), 200))
 		}
@@ -129,7 +119,7 @@ func readMessage(r io.Reader, lim Limits) *msg {
 	if hb.hit != "" {
 		// A part's header past its bound stops the walk wherever the read
 		// was: the part itself, or one before it reading ahead.
-		m.bound("%s", hb.hit)
+		m.bound(limitHeader, "%s", hb.hit)
 	}
 	return m
 }
@@ -196,7 +186,7 @@ func (w *walker) multipart(e *message.Entity, ct, boundary string, depth int) wa
 		return walked{}
 	}
 	if depth+1 > w.lim.Depth {
-		w.m.bound("MIME parts are nested deeper than %d levels", w.lim.Depth)
+		w.m.bound(limitDepth, "MIME parts are nested deeper than %d levels", w.lim.Depth)
 		return walked{}
 	}
 	// The parts' headers are read by go-message without a bound: the
@@ -230,7 +220,7 @@ func (w *walker) multipart(e *message.Entity, ct, boundary string, depth int) wa
 		}
 		w.parts++
 		if w.parts > w.lim.Parts {
-			w.m.bound("the message has more than %d MIME parts", w.lim.Parts)
+			w.m.bound(limitParts, "the message has more than %d MIME parts", w.lim.Parts)
 			w.drain(p.Body)
 			break
 		}
@@ -267,7 +257,7 @@ func (w *walker) multipart(e *message.Entity, ct, boundary string, depth int) wa
 // forward, so that one reader of forwards handles both shapes.
 func (w *walker) attachedMessage(e *message.Entity, depth int) walked {
 	if depth+1 > w.lim.Depth {
-		w.m.bound("MIME parts are nested deeper than %d levels", w.lim.Depth)
+		w.m.bound(limitDepth, "MIME parts are nested deeper than %d levels", w.lim.Depth)
 		return walked{}
 	}
 	inner, err := message.ReadWithOptions(w.headers.guardEntity(e.Body, "an attached message's header", w.lim.PartHeaderBytes),
@@ -307,7 +297,7 @@ func (w *walker) attachedMessage(e *message.Entity, depth int) walked {
 // take reads at most the text budget from r and says whether it stopped short.
 func (w *walker) take(r io.Reader) (string, bool) {
 	if w.textLeft <= 0 {
-		w.m.bound("only the first %d bytes of text were read", w.lim.TextBytes)
+		w.m.bound(limitText, "only the first %d bytes of text were read", w.lim.TextBytes)
 		return "", true
 	}
 	b, err := io.ReadAll(io.LimitReader(r, int64(w.textLeft)+1))
@@ -322,7 +312,7 @@ func (w *walker) take(r io.Reader) (string, bool) {
 	if len(b) > w.textLeft {
 		b = b[:w.textLeft]
 		short = true
-		w.m.bound("only the first %d bytes of text were read", w.lim.TextBytes)
+		w.m.bound(limitText, "only the first %d bytes of text were read", w.lim.TextBytes)
 	}
 	w.textLeft -= len(b)
 	return validUTF8(b), short

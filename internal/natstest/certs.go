@@ -51,69 +51,15 @@ func WriteCerts(dir string, o CertOptions) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	now := time.Now().Add(-time.Hour)
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := newCA(dir, time.Now().Add(-time.Hour), o.Valid)
 	if err != nil {
 		return err
 	}
-	caTmpl := &x509.Certificate{
-		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "keydesk NATS CA", Organization: []string{"Buildmarkets"}},
-		NotBefore:             now,
-		NotAfter:              now.Add(o.Valid),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		MaxPathLenZero:        true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return err
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	if err := writePEM(filepath.Join(dir, "ca.pem"), "CERTIFICATE", caDER, 0o644); err != nil {
-		return err
-	}
-	if err := writeKey(filepath.Join(dir, "ca-key.pem"), caKey); err != nil {
-		return err
-	}
-	issue := func(name string, tmpl *x509.Certificate) error {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return err
-		}
-		tmpl.SerialNumber = serial()
-		tmpl.NotBefore, tmpl.NotAfter = now, now.Add(o.Valid)
-		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
-		if err != nil {
-			return err
-		}
-		if err := writePEM(filepath.Join(dir, name+".pem"), "CERTIFICATE", der, 0o644); err != nil {
-			return err
-		}
-		return writeKey(filepath.Join(dir, name+"-key.pem"), k)
-	}
-	srv := &x509.Certificate{
-		Subject: pkix.Name{CommonName: "keydesk NATS server", Organization: []string{"Buildmarkets"}},
-		// Nodes present this certificate to each other on routes, as
-		// server and as client.
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		DNSNames:    []string{"localhost"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
-	for _, h := range o.Hosts {
-		if ip := net.ParseIP(h); ip != nil {
-			srv.IPAddresses = append(srv.IPAddresses, ip)
-		} else {
-			srv.DNSNames = append(srv.DNSNames, h)
-		}
-	}
-	if err := issue("server", srv); err != nil {
+	if err := ca.issue("server", serverTemplate(o.Hosts)); err != nil {
 		return err
 	}
 	for _, u := range o.Users {
-		if err := issue(u, &x509.Certificate{
+		if err := ca.issue(u, &x509.Certificate{
 			Subject:        pkix.Name{CommonName: u, Organization: []string{"keydesk"}},
 			EmailAddresses: []string{u + "@" + UserDomain},
 			ExtKeyUsage:    []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
@@ -122,6 +68,86 @@ func WriteCerts(dir string, o CertOptions) error {
 		}
 	}
 	return nil
+}
+
+// certAuthority is the CA written to dir, which issues the others there.
+type certAuthority struct {
+	dir       string
+	cert      *x509.Certificate
+	key       *ecdsa.PrivateKey
+	notBefore time.Time
+	valid     time.Duration
+}
+
+// newCA makes a CA and writes it to dir (ca.pem, ca-key.pem).
+func newCA(dir string, notBefore time.Time, valid time.Duration) (*certAuthority, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: "keydesk NATS CA", Organization: []string{"Buildmarkets"}},
+		NotBefore:             notBefore,
+		NotAfter:              notBefore.Add(valid),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		MaxPathLenZero:        true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	cert, _ := x509.ParseCertificate(der)
+	if err := writePEM(filepath.Join(dir, "ca.pem"), "CERTIFICATE", der, 0o644); err != nil {
+		return nil, err
+	}
+	if err := writeKey(filepath.Join(dir, "ca-key.pem"), key); err != nil {
+		return nil, err
+	}
+	return &certAuthority{dir: dir, cert: cert, key: key, notBefore: notBefore, valid: valid}, nil
+}
+
+// issue signs a new key's certificate from tmpl and writes both, as
+// <name>.pem and <name>-key.pem.
+func (ca *certAuthority) issue(name string, tmpl *x509.Certificate) error {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmpl.SerialNumber = serial()
+	tmpl.NotBefore, tmpl.NotAfter = ca.notBefore, ca.notBefore.Add(ca.valid)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &k.PublicKey, ca.key)
+	if err != nil {
+		return err
+	}
+	if err := writePEM(filepath.Join(ca.dir, name+".pem"), "CERTIFICATE", der, 0o644); err != nil {
+		return err
+	}
+	return writeKey(filepath.Join(ca.dir, name+"-key.pem"), k)
+}
+
+// serverTemplate is the server certificate for the hosts, each an IP
+// address or a DNS name, and always for localhost and the loopback.
+func serverTemplate(hosts []string) *x509.Certificate {
+	srv := &x509.Certificate{
+		Subject: pkix.Name{CommonName: "keydesk NATS server", Organization: []string{"Buildmarkets"}},
+		// Nodes present this certificate to each other on routes, as
+		// server and as client.
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		DNSNames:    []string{"localhost"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			srv.IPAddresses = append(srv.IPAddresses, ip)
+		} else {
+			srv.DNSNames = append(srv.DNSNames, h)
+		}
+	}
+	return srv
 }
 
 func serial() *big.Int {
