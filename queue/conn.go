@@ -8,7 +8,9 @@
 // between a write and its audit event can lose the event; idempotency lives
 // in application state (KV create and CAS), never in acks or in the
 // publish-deduplication window alone, since both expire. The package knows
-// no role: intake, review, batch and delivery all use it the same way.
+// no role: intake, review, batch and delivery all use it the same way,
+// through typed methods and buckets (Bucket); it alone imports the NATS
+// client.
 package queue
 
 import (
