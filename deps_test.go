@@ -51,3 +51,34 @@ func TestImportRules(t *testing.T) {
 		})
 	}
 }
+
+// TestOnlyQueueImportsNATS holds the storage rule: JetStream is reached
+// through queue's typed methods, so no other package (tests and internal/
+// helpers aside) imports the NATS client.
+func TestOnlyQueueImportsNATS(t *testing.T) {
+	const mod = "github.com/buildmarkets/keydesk"
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, "./...").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	checked := 0
+	for line := range strings.Lines(string(out)) {
+		fields := strings.Fields(line)
+		if len(fields) == 0 {
+			continue
+		}
+		pkg := fields[0]
+		if pkg == mod+"/queue" || strings.HasPrefix(pkg, mod+"/internal/") {
+			continue
+		}
+		checked++
+		for _, imp := range fields[1:] {
+			if imp == "github.com/nats-io/nats.go" || strings.HasPrefix(imp, "github.com/nats-io/nats.go/") {
+				t.Errorf("%s imports %s: use queue's typed methods instead", pkg, imp)
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatalf("no package listed: %s", out)
+	}
+}

@@ -134,25 +134,9 @@ func (h *harness) get(id string) *keydesk.Request {
 // outbox returns every message in the outbox, in order.
 func (h *harness) outbox() []*keydesk.Outgoing {
 	h.t.Helper()
-	s, err := h.q.JS.Stream(h.ctx, queue.StreamOutbox)
+	out, err := h.q.Outbox(h.ctx)
 	if err != nil {
 		h.t.Fatal(err)
-	}
-	info, err := s.Info(h.ctx)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	var out []*keydesk.Outgoing
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := s.GetMsg(h.ctx, seq)
-		if err != nil {
-			continue
-		}
-		o, err := queue.DecodeOutgoing(m.Data)
-		if err != nil {
-			h.t.Fatal(err)
-		}
-		out = append(out, o)
 	}
 	return out
 }

@@ -2,13 +2,12 @@ package batch
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/queue"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // maxWait bounds one wait of the schedule loop, so that a wall clock that
@@ -28,91 +27,117 @@ func (r *Runner) Run(ctx context.Context) error {
 		// Not fatal: every batch reconciles first.
 		r.log.Error("startup reconciliation failed; the next batch tries again", "err", err)
 	}
-	requested := make(chan *keydesk.Batch, 16)
-	go r.watchRequested(ctx, requested)
-	// waiting holds requested batches that found the lease held elsewhere:
-	// they are looked at again when recheck fires, in case the holder
-	// died before it took them.
-	waiting := map[string]bool{}
-	var recheck <-chan time.Time
-
-	var due <-chan time.Time
-	var next time.Time
-	arm := func() {
-		due = nil
-		if r.o.Schedule == "" {
-			return
-		}
-		now := r.clock.Now()
-		if next.IsZero() {
-			next = r.NextRun(now)
-		}
-		if next.IsZero() {
-			return
-		}
-		due = r.clock.After(min(max(next.Sub(now), 0), maxWait))
-	}
-	arm()
-	if !next.IsZero() {
-		r.log.Info("batch schedule", "schedule", r.o.Schedule, "next", next)
+	l := &loop{r: r, requested: make(chan *keydesk.Batch, 16), waiting: map[string]bool{}}
+	go r.watchRequested(ctx, l.requested)
+	l.arm()
+	if !l.next.IsZero() {
+		r.log.Info("batch schedule", "schedule", r.o.Schedule, "next", l.next)
 	}
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case b := <-requested:
-			err := r.runRequested(ctx, b)
-			switch {
-			case errors.Is(err, queue.ErrLeaseHeld):
-				waiting[b.ID] = true
-				if recheck == nil {
-					// The lease lives in the server's clock, not the injected one.
-					recheck = time.After(r.o.LeaseTTL)
-				}
-			case err != nil && ctx.Err() == nil:
-				r.log.Error("requested batch failed", "batch", b.ID, "err", err)
-			}
-		case <-recheck:
-			recheck = nil
-			for id := range waiting {
-				delete(waiting, id)
-				b, err := r.q.GetBatch(ctx, id)
-				if err != nil {
-					if !errors.Is(err, keydesk.ErrNotFound) {
-						waiting[id] = true // the store did not answer: look again
-					}
-					continue
-				}
-				if b.State == keydesk.BatchRequested {
-					select {
-					case requested <- b:
-					default:
-						waiting[id] = true // the queue is full: look again
-					}
-				}
-			}
-			if len(waiting) > 0 {
-				recheck = time.After(r.o.LeaseTTL)
-			}
+		case b := <-l.requested:
+			l.runRequested(ctx, b)
+		case <-l.recheck:
+			l.recheckWaiting(ctx)
 			// The schedule's timer stays armed: a scheduled time that passed
 			// during this run fires at once (its channel holds the tick), so
 			// requests approved meanwhile are not kept waiting a whole
 			// period. Arming again would leave a second timer pending.
-		case <-due:
-			now := r.clock.Now()
-			if now.Before(next) {
-				arm() // a capped wait ended early
-				continue
-			}
-			at := next
-			if _, err := r.runScheduled(ctx, at); err != nil && !errors.Is(err, queue.ErrLeaseHeld) && ctx.Err() == nil {
-				r.log.Error("scheduled batch failed", "at", at, "err", err)
-			}
-			next = r.NextRun(r.clock.Now())
-			r.log.Info("next scheduled batch", "next", next)
-			arm()
+		case <-l.due:
+			l.runDue(ctx)
 		}
 	}
+}
+
+// loop is what Run's phases share.
+type loop struct {
+	r         *Runner
+	requested chan *keydesk.Batch
+	// waiting holds requested batches that found the lease held elsewhere:
+	// they are looked at again when recheck fires, in case the holder
+	// died before it took them.
+	waiting map[string]bool
+	recheck <-chan time.Time
+	// due fires at next, the next scheduled run, or after maxWait.
+	due  <-chan time.Time
+	next time.Time
+}
+
+// arm sets due for the next scheduled run, if there is a schedule.
+func (l *loop) arm() {
+	l.due = nil
+	if l.r.o.Schedule == "" {
+		return
+	}
+	now := l.r.clock.Now()
+	if l.next.IsZero() {
+		l.next = l.r.NextRun(now)
+	}
+	if l.next.IsZero() {
+		return
+	}
+	l.due = l.r.clock.After(min(max(l.next.Sub(now), 0), maxWait))
+}
+
+// runRequested runs batch b asked for through the bucket; one that finds
+// the lease held waits for the recheck.
+func (l *loop) runRequested(ctx context.Context, b *keydesk.Batch) {
+	err := l.r.runRequested(ctx, b)
+	switch {
+	case errors.Is(err, queue.ErrLeaseHeld):
+		l.waiting[b.ID] = true
+		if l.recheck == nil {
+			// The lease lives in the server's clock, not the injected one.
+			l.recheck = time.After(l.r.o.LeaseTTL)
+		}
+	case err != nil && ctx.Err() == nil:
+		l.r.log.Error("requested batch failed", "batch", b.ID, "err", err)
+	}
+}
+
+// recheckWaiting hands the waiting batches that are still requested back
+// to the loop, and keeps rechecking while any is left.
+func (l *loop) recheckWaiting(ctx context.Context) {
+	l.recheck = nil
+	for id := range l.waiting {
+		delete(l.waiting, id)
+		b, err := l.r.q.GetBatch(ctx, id)
+		if err != nil {
+			if !errors.Is(err, keydesk.ErrNotFound) {
+				l.waiting[id] = true // the store did not answer: look again
+			}
+			continue
+		}
+		if b.State == keydesk.BatchRequested {
+			select {
+			case l.requested <- b:
+			default:
+				l.waiting[id] = true // the queue is full: look again
+			}
+		}
+	}
+	if len(l.waiting) > 0 {
+		l.recheck = time.After(l.r.o.LeaseTTL)
+	}
+}
+
+// runDue runs the scheduled batch once its time has come, and arms the
+// next.
+func (l *loop) runDue(ctx context.Context) {
+	now := l.r.clock.Now()
+	if now.Before(l.next) {
+		l.arm() // a capped wait ended early
+		return
+	}
+	at := l.next
+	if _, err := l.r.runScheduled(ctx, at); err != nil && !errors.Is(err, queue.ErrLeaseHeld) && ctx.Err() == nil {
+		l.r.log.Error("scheduled batch failed", "at", at, "err", err)
+	}
+	l.next = l.r.NextRun(l.r.clock.Now())
+	l.r.log.Info("next scheduled batch", "next", l.next)
+	l.arm()
 }
 
 // watchRequested sends each batch record in state requested, now and as
@@ -138,32 +163,15 @@ func (r *Runner) watchRequested(ctx context.Context, out chan<- *keydesk.Batch) 
 }
 
 func (r *Runner) watchRequestedOnce(ctx context.Context, out chan<- *keydesk.Batch) error {
-	w, err := r.q.KV(queue.BucketBatches).WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return err
-	}
-	defer func() { _ = w.Stop() }()
-	for {
+	err := r.q.WatchRequested(ctx, func(b *keydesk.Batch) error {
 		select {
+		case out <- b:
 		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return errors.New("batch: watch of batch requests closed")
-			}
-			if e == nil {
-				continue
-			}
-			var b keydesk.Batch
-			if err := json.Unmarshal(e.Value(), &b); err != nil || b.State != keydesk.BatchRequested {
-				continue
-			}
-			b.Revision = e.Revision()
-			select {
-			case out <- &b:
-			case <-ctx.Done():
-				return nil
-			}
 		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("batch: watch of batch requests: %w", err)
 	}
+	return nil
 }

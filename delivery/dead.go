@@ -10,7 +10,6 @@ import (
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/queue"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // maxDeadListed bounds DeadLetters: the newest ones are listed.
@@ -48,25 +47,21 @@ type advisory struct {
 
 // DeadLetters lists the dead letters, oldest first (at most the newest 1000).
 func DeadLetters(ctx context.Context, q *queue.Conn) ([]DeadLetter, error) {
-	st, err := q.JS.Stream(ctx, queue.StreamDeadLetter)
-	if err != nil {
-		return nil, fmt.Errorf("delivery: dead letters: %w", err)
-	}
-	info, err := st.Info(ctx)
+	info, err := q.StreamInfo(ctx, queue.StreamDeadLetter)
 	if err != nil {
 		return nil, fmt.Errorf("delivery: dead letters: %w", err)
 	}
 	var out []DeadLetter
-	if info.State.Msgs == 0 {
+	if info.Msgs == 0 {
 		return out, nil
 	}
-	first := info.State.FirstSeq
-	if info.State.LastSeq >= maxDeadListed && info.State.LastSeq-maxDeadListed+1 > first {
-		first = info.State.LastSeq - maxDeadListed + 1
+	first := info.FirstSeq
+	if info.LastSeq >= maxDeadListed && info.LastSeq-maxDeadListed+1 > first {
+		first = info.LastSeq - maxDeadListed + 1
 	}
-	for seq := first; seq <= info.State.LastSeq; seq++ {
-		dl, err := deadLetter(ctx, q, st, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
+	for seq := first; seq <= info.LastSeq; seq++ {
+		dl, err := deadLetter(ctx, q, seq)
+		if errors.Is(err, keydesk.ErrNotFound) {
 			continue // retried, or removed
 		}
 		if err != nil {
@@ -85,8 +80,8 @@ type deadEntry struct {
 	inQueue bool // the original is still in OUTBOX (ran out of deliveries)
 }
 
-func deadLetter(ctx context.Context, q *queue.Conn, st jetstream.Stream, seq uint64) (*deadEntry, error) {
-	m, err := st.GetMsg(ctx, seq)
+func deadLetter(ctx context.Context, q *queue.Conn, seq uint64) (*deadEntry, error) {
+	m, err := q.StreamMsg(ctx, queue.StreamDeadLetter, seq)
 	if err != nil {
 		return nil, err
 	}
@@ -100,17 +95,18 @@ func deadLetter(ctx context.Context, q *queue.Conn, st jetstream.Stream, seq uin
 	} else {
 		e.Why = "no success in " + strconv.FormatUint(a.Deliveries, 10) + " deliveries"
 	}
-	kv := q.KV(queue.BucketDeliveries)
-	if ent, err := kv.Get(ctx, deadKey(a.StreamSeq)); err == nil {
-		var dr deadRecord
-		if json.Unmarshal(ent.Value(), &dr) == nil {
-			e.subject, e.data = dr.Subject, dr.Data
-			if dr.Reason != "" {
-				e.Why = dr.Reason // the whole reason; the advisory's is cut short
-			}
+	dr, _, err := deadRecords(q).Get(ctx, deadKey(a.StreamSeq))
+	var de *queue.DecodeError
+	switch {
+	case err == nil:
+		e.subject, e.data = dr.Subject, dr.Data
+		if dr.Reason != "" {
+			e.Why = dr.Reason // the whole reason; the advisory's is cut short
 		}
-	} else if ob, err := q.JS.Stream(ctx, queue.StreamOutbox); err == nil {
-		if om, err := ob.GetMsg(ctx, a.StreamSeq); err == nil {
+	case errors.As(err, &de):
+		// Kept, but unreadable: neither it nor the outbox has the original.
+	default:
+		if om, err := q.StreamMsg(ctx, queue.StreamOutbox, a.StreamSeq); err == nil {
 			e.subject, e.data, e.inQueue = om.Subject, om.Data, true
 		}
 	}
@@ -128,12 +124,8 @@ func deadLetter(ctx context.Context, q *queue.Conn, st jetstream.Stream, seq uin
 // delivery whose request has moved on (delivery_failed, revoked) will be
 // dropped as stale: retry the request instead, so a new key is made.
 func Retry(ctx context.Context, q *queue.Conn, seq uint64) (*keydesk.Outgoing, error) {
-	st, err := q.JS.Stream(ctx, queue.StreamDeadLetter)
-	if err != nil {
-		return nil, fmt.Errorf("delivery: dead letters: %w", err)
-	}
-	e, err := deadLetter(ctx, q, st, seq)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
+	e, err := deadLetter(ctx, q, seq)
+	if errors.Is(err, keydesk.ErrNotFound) {
 		return nil, fmt.Errorf("delivery: no dead letter %d ('keydesk outbox dead' lists them)", seq)
 	}
 	if err != nil {
@@ -146,8 +138,8 @@ func Retry(ctx context.Context, q *queue.Conn, seq uint64) (*keydesk.Outgoing, e
 	if err != nil {
 		return nil, err
 	}
-	kv := q.KV(queue.BucketDeliveries)
-	rec, _, err := getRecord(ctx, kv, recordKey(o.ID))
+	recs := records(q)
+	rec, _, err := getRecord(ctx, recs, recordKey(o.ID))
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +147,7 @@ func Retry(ctx context.Context, q *queue.Conn, seq uint64) (*keydesk.Outgoing, e
 		return nil, fmt.Errorf("delivery: %s was sent already (%s): not sending it twice", o.ID, rec.At.Format(time.RFC3339))
 	}
 	if rec != nil {
-		if err := kv.Delete(ctx, recordKey(o.ID)); err != nil {
+		if err := recs.Delete(ctx, recordKey(o.ID), 0); err != nil {
 			return nil, fmt.Errorf("delivery: reset %s: %w", o.ID, err)
 		}
 	}
@@ -170,22 +162,18 @@ func Retry(ctx context.Context, q *queue.Conn, seq uint64) (*keydesk.Outgoing, e
 	}
 	// Its own message ID, so the outbox's deduplication of the original ID
 	// does not swallow it, and a repeated Retry does.
-	if _, err := q.JS.Publish(ctx, subject, data, jetstream.WithMsgID(o.ID+".retry."+strconv.FormatUint(seq, 10))); err != nil {
+	if err := q.EnqueueRaw(ctx, subject, data, o.ID+".retry."+strconv.FormatUint(seq, 10)); err != nil {
 		return nil, fmt.Errorf("delivery: re-enqueue %s: %w", o.ID, err)
 	}
 	if e.inQueue {
-		ob, err := q.JS.Stream(ctx, queue.StreamOutbox)
-		if err == nil {
-			err = ob.DeleteMsg(ctx, e.StreamSeq)
-		}
-		if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		if err := q.DeleteStreamMsg(ctx, queue.StreamOutbox, e.StreamSeq); err != nil && !errors.Is(err, keydesk.ErrNotFound) {
 			return nil, fmt.Errorf("delivery: remove the exhausted original %d: %w", e.StreamSeq, err)
 		}
 	}
-	if err := kv.Delete(ctx, deadKey(e.StreamSeq)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if err := deadRecords(q).Delete(ctx, deadKey(e.StreamSeq), 0); err != nil && !errors.Is(err, keydesk.ErrNotFound) {
 		return nil, fmt.Errorf("delivery: %w", err)
 	}
-	if err := st.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+	if err := q.DeleteStreamMsg(ctx, queue.StreamDeadLetter, seq); err != nil && !errors.Is(err, keydesk.ErrNotFound) {
 		return nil, fmt.Errorf("delivery: remove dead letter %d: %w", seq, err)
 	}
 	return o, nil

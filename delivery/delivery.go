@@ -14,7 +14,6 @@ import (
 	"github.com/buildmarkets/keydesk/metrics"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/templates"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // ConsumerName is the durable OUTBOX consumer every delivery instance shares.
@@ -77,7 +76,8 @@ type Options struct {
 type Service struct {
 	o        Options
 	q        *queue.Conn
-	kv       jetstream.KeyValue
+	records  *queue.Bucket[record]
+	dead     *queue.Bucket[deadRecord]
 	composer *Composer
 	log      *slog.Logger
 
@@ -122,29 +122,25 @@ func New(o Options) (*Service, error) {
 	if o.Metrics == nil {
 		o.Metrics = metrics.New()
 	}
-	s := &Service{o: o, q: o.Queue, kv: o.Queue.KV(queue.BucketDeliveries), composer: c, log: o.Log}
+	s := &Service{o: o, q: o.Queue, records: records(o.Queue), dead: deadRecords(o.Queue), composer: c, log: o.Log}
 	s.deliveries = o.Metrics.Counter("keydesk_deliveries_total", "Outgoing messages handled, by kind and outcome (sent, duplicate, stale, failed, expired, malformed).", "kind", "outcome")
 	s.retries = o.Metrics.Counter("keydesk_delivery_retries_total", "Temporary delivery failures that were scheduled for another try.")
 	s.smtpTime = o.Metrics.Histogram("keydesk_smtp_seconds", "Duration of SMTP submissions.", []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}, "result")
 	return s, nil
 }
 
-// consumer creates or updates the durable OUTBOX consumer.
-func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
-	cfg := jetstream.ConsumerConfig{
+// consumer creates or updates the durable OUTBOX consumer. It has no
+// BackOff (see queue.OutboxConsumer): a consumer that died holding a
+// message gets it back after AckWait; retries after failures follow
+// RetryDelays exactly.
+func (s *Service) consumer(ctx context.Context) (*queue.OutboxConsumer, error) {
+	c, err := s.q.OutboxConsumer(ctx, queue.OutboxConsumerConfig{
 		Durable:       ConsumerName,
 		Description:   "keydesk delivery: sends outgoing mail",
-		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       s.o.AckWait,
 		MaxDeliver:    s.o.MaxDeliver,
 		MaxAckPending: 64,
-		// No BackOff: the server adds BackOff[n]-AckWait to every
-		// NakWithDelay (nats-server consumer.go processNak/checkPending),
-		// which would stretch the retry schedule below. A consumer that
-		// died holding a message gets it back after AckWait; retries after
-		// failures follow RetryDelays exactly.
-	}
-	c, err := s.q.JS.CreateOrUpdateConsumer(ctx, queue.StreamOutbox, cfg)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("delivery: outbox consumer: %w", err)
 	}
@@ -165,7 +161,7 @@ func (s *Service) Run(ctx context.Context) error {
 		// Each pull is bounded, so one lost in a reconnect cannot stall
 		// the loop.
 		fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
+		batch, err := cons.Fetch(fctx)
 		if err != nil {
 			cancel()
 			if ctx.Err() != nil {
@@ -181,7 +177,7 @@ func (s *Service) Run(ctx context.Context) error {
 		for msg := range batch.Messages() {
 			s.handleInHand(ctx, msg)
 		}
-		if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
+		if err := batch.Err(); err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
 			s.log.Warn("outbox fetch", "err", err)
 		}
 		cancel()
@@ -191,7 +187,7 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 // handleInHand runs handle on a context that outlives ctx by StopGrace.
-func (s *Service) handleInHand(ctx context.Context, msg jetstream.Msg) {
+func (s *Service) handleInHand(ctx context.Context, msg *queue.OutboxMsg) {
 	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() {
@@ -204,18 +200,51 @@ func (s *Service) handleInHand(ctx context.Context, msg jetstream.Msg) {
 
 // ack confirms msg, waiting for the server's answer so that a lost ack is
 // seen; the sent mark covers a lost one anyway.
-func ack(ctx context.Context, msg jetstream.Msg) {
+func ack(ctx context.Context, msg *queue.OutboxMsg) {
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_ = msg.DoubleAck(actx)
+	_ = msg.Ack(actx)
 }
 
-func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
+// inHand is one outbox message being handled, with what its phases share.
+type inHand struct {
+	msg  *queue.OutboxMsg
+	meta *queue.OutboxMeta
+	o    *keydesk.Outgoing
+	log  *slog.Logger
+	key  string // its sent record's key
+	rev  uint64 // the sent record's revision, 0 while there is none
+}
+
+// retry gives the message back for another try after the retry delay.
+func (s *Service) retry(m *inHand) { _ = m.msg.NakWithDelay(s.delay(m.meta.NumDelivered)) }
+
+// handle takes one message through its phases: read it, look for an
+// earlier outcome, check and compose it, claim it, send it, mark it sent.
+// Each phase answers the message itself when it ends the handling.
+func (s *Service) handle(ctx context.Context, msg *queue.OutboxMsg) {
+	m, ok := s.open(ctx, msg)
+	if !ok || s.handledBefore(ctx, m) {
+		return
+	}
+	to, data, ok := s.prepare(ctx, m)
+	if !ok || !s.claim(ctx, m) {
+		return
+	}
+	reply, ok := s.submit(ctx, m, to, data)
+	if !ok {
+		return
+	}
+	s.finish(ctx, m, to, reply)
+}
+
+// open decodes the message and reads its sent record.
+func (s *Service) open(ctx context.Context, msg *queue.OutboxMsg) (*inHand, bool) {
 	meta, err := msg.Metadata()
 	if err != nil {
 		s.log.Error("outbox message without metadata", "err", err)
 		_ = msg.Term()
-		return
+		return nil, false
 	}
 	o, err := queue.DecodeOutgoing(msg.Data())
 	if err == nil && (o.ID == "" || o.Kind == "") {
@@ -223,158 +252,201 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	if err != nil {
 		s.deliveries.Inc("unknown", "malformed")
-		s.dead(ctx, msg, meta, fmt.Sprintf("undecodable outbox message: %v", err))
-		return
+		s.deadLetter(ctx, msg, meta, fmt.Sprintf("undecodable outbox message: %v", err))
+		return nil, false
 	}
 	log := s.log.With("outbox_id", o.ID, "kind", string(o.Kind), "delivery", meta.NumDelivered)
 	if o.RequestID != "" {
 		log = log.With("request", o.RequestID)
 	}
-	key := recordKey(o.ID)
-	rec, rev, err := getRecord(ctx, s.kv, key)
-	if err != nil {
-		log.Warn("cannot read the sent record; retrying", "err", err)
-		_ = msg.NakWithDelay(s.delay(meta.NumDelivered))
-		return
-	}
-	if rec != nil {
-		switch rec.State {
-		case stateSent:
-			// Sent before the ack was lost or a crash came: finish what
-			// follows a send (idempotent), and ack.
-			if err := s.afterSent(ctx, o, log); err != nil {
-				log.Warn("after-send steps failed; retrying", "err", err)
-				_ = msg.NakWithDelay(s.delay(meta.NumDelivered))
-				return
-			}
-			log.Info("already sent: acknowledged without sending", "message_id", rec.MessageID)
-			s.deliveries.Inc(string(o.Kind), "duplicate")
-			ack(ctx, msg)
-			return
-		case stateDropped, stateFailed:
-			log.Info("already handled: acknowledged", "state", string(rec.State))
-			ack(ctx, msg)
-			return
-		case stateSending:
-			// The one ambiguous case (see the package comment): sent
-			// again, with the same Message-ID.
-			log.Warn("a previous attempt stopped mid-send: sending again with the same Message-ID", "holder", rec.Holder, "since", rec.At)
-		}
-	}
+	m := &inHand{msg: msg, meta: meta, o: o, log: log, key: recordKey(o.ID)}
+	return m, true
+}
 
+// handledBefore acts on an earlier outcome of the message in its sent
+// record, and reports whether that ended the handling.
+func (s *Service) handledBefore(ctx context.Context, m *inHand) bool {
+	rec, rev, err := getRecord(ctx, s.records, m.key)
+	if err != nil {
+		m.log.Warn("cannot read the sent record; retrying", "err", err)
+		s.retry(m)
+		return true
+	}
+	m.rev = rev
+	if rec == nil {
+		return false
+	}
+	switch rec.State {
+	case stateSent:
+		// Sent before the ack was lost or a crash came: finish what
+		// follows a send (idempotent), and ack.
+		if err := s.afterSent(ctx, m.o, m.log); err != nil {
+			m.log.Warn("after-send steps failed; retrying", "err", err)
+			s.retry(m)
+			return true
+		}
+		m.log.Info("already sent: acknowledged without sending", "message_id", rec.MessageID)
+		s.deliveries.Inc(string(m.o.Kind), "duplicate")
+		ack(ctx, m.msg)
+		return true
+	case stateDropped, stateFailed:
+		m.log.Info("already handled: acknowledged", "state", string(rec.State))
+		ack(ctx, m.msg)
+		return true
+	case stateSending:
+		// The one ambiguous case (see the package comment): sent
+		// again, with the same Message-ID.
+		m.log.Warn("a previous attempt stopped mid-send: sending again with the same Message-ID", "holder", rec.Holder, "since", rec.At)
+	}
+	return false
+}
+
+// prepare checks the message may go and composes it; ok is false when
+// that ended the handling.
+func (s *Service) prepare(ctx context.Context, m *inHand) (to []string, data []byte, ok bool) {
+	o := m.o
 	to, err := Recipients(o)
 	if err != nil {
 		s.deliveries.Inc(string(o.Kind), "malformed")
-		s.failed(ctx, msg, meta, o, rev, err.Error(), log)
-		return
+		s.failed(ctx, m, err.Error())
+		return nil, nil, false
 	}
-	if o.Kind == keydesk.KindKeyDelivery {
-		v := s.checkKeyDelivery(ctx, o)
-		switch {
-		case v.err != nil:
-			log.Warn("cannot check the request; retrying", "err", v.err)
-			_ = msg.NakWithDelay(s.delay(meta.NumDelivered))
-			return
-		case v.wait != "":
-			log.Debug("key delivery not ready; retrying shortly", "why", v.wait)
-			_ = msg.NakWithDelay(min(s.o.NotReadyDelay*time.Duration(max(meta.NumDelivered, 1)), time.Minute))
-			return
-		case v.stale != "":
-			log.Info("stale key delivery dropped", "why", v.stale)
-			s.deliveries.Inc(string(o.Kind), "stale")
-			if _, err := putRecord(ctx, s.kv, key, s.newRecord(o, stateDropped, meta, v.stale), rev); err != nil && !errors.Is(err, errClaimed) {
-				log.Warn("cannot record the drop", "err", err)
-			}
-			_ = s.q.Record(ctx, "system", keydesk.Event{Ref: o.RequestID, Actor: Actor, Action: "delivery-dropped", Change: "stale key delivery " + o.ID + ": " + v.stale})
-			ack(ctx, msg)
-			return
-		case v.refuse != "":
-			s.deliveries.Inc(string(o.Kind), "failed")
-			s.failed(ctx, msg, meta, o, rev, v.refuse, log)
-			return
-		}
+	if o.Kind == keydesk.KindKeyDelivery && !s.keyDeliveryMayGo(ctx, m) {
+		return nil, nil, false
 	}
-
-	data, err := s.composer.Compose(o)
+	data, err = s.composer.Compose(o)
 	if err != nil {
 		s.deliveries.Inc(string(o.Kind), "malformed")
-		s.failed(ctx, msg, meta, o, rev, err.Error(), log)
-		return
+		s.failed(ctx, m, err.Error())
+		return nil, nil, false
 	}
-	// Claim: a compare-and-set, so two instances holding the same message
-	// (an ack deadline passed) cannot both send it.
-	rev, err = putRecord(ctx, s.kv, key, s.newRecord(o, stateSending, meta, ""), rev)
+	return to, data, true
+}
+
+// keyDeliveryMayGo acts on checkKeyDelivery's verdict, and reports whether
+// the key delivery may be sent now.
+func (s *Service) keyDeliveryMayGo(ctx context.Context, m *inHand) bool {
+	o := m.o
+	v := s.checkKeyDelivery(ctx, o)
+	switch {
+	case v.err != nil:
+		m.log.Warn("cannot check the request; retrying", "err", v.err)
+		s.retry(m)
+	case v.wait != "":
+		m.log.Debug("key delivery not ready; retrying shortly", "why", v.wait)
+		_ = m.msg.NakWithDelay(s.notReadyDelay(m.meta.NumDelivered))
+	case v.stale != "":
+		m.log.Info("stale key delivery dropped", "why", v.stale)
+		s.deliveries.Inc(string(o.Kind), "stale")
+		if _, err := putRecord(ctx, s.records, m.key, s.newRecord(o, stateDropped, m.meta, v.stale), m.rev); err != nil && !errors.Is(err, errClaimed) {
+			m.log.Warn("cannot record the drop", "err", err)
+		}
+		_ = s.q.Record(ctx, "system", keydesk.Event{Ref: o.RequestID, Actor: Actor, Action: "delivery-dropped", Change: "stale key delivery " + o.ID + ": " + v.stale})
+		ack(ctx, m.msg)
+	case v.refuse != "":
+		s.deliveries.Inc(string(o.Kind), "failed")
+		s.failed(ctx, m, v.refuse)
+	default:
+		return true
+	}
+	return false
+}
+
+// notReadyDelay is the wait before delivery n+1 of a key delivery whose
+// request is still being recorded as generated: it grows with each try,
+// up to a minute.
+func (s *Service) notReadyDelay(n uint64) time.Duration {
+	return min(s.o.NotReadyDelay*time.Duration(max(n, 1)), time.Minute)
+}
+
+// claim marks the message sending with a compare-and-set, so two instances
+// holding the same message (an ack deadline passed) cannot both send it.
+func (s *Service) claim(ctx context.Context, m *inHand) bool {
+	rev, err := putRecord(ctx, s.records, m.key, s.newRecord(m.o, stateSending, m.meta, ""), m.rev)
 	if errors.Is(err, errClaimed) {
-		log.Info("another instance claimed this message; leaving it")
-		_ = msg.NakWithDelay(s.o.AckWait)
-		return
+		m.log.Info("another instance claimed this message; leaving it")
+		_ = m.msg.NakWithDelay(s.o.AckWait)
+		return false
 	}
 	if err != nil {
-		log.Warn("cannot claim the message; retrying", "err", err)
-		_ = msg.NakWithDelay(s.delay(meta.NumDelivered))
-		return
+		m.log.Warn("cannot claim the message; retrying", "err", err)
+		s.retry(m)
+		return false
 	}
+	m.rev = rev
+	return true
+}
 
-	reply, err := s.send(ctx, msg, envelopeFrom(s.composer), to, data)
-	if err != nil {
-		var se *SendError
-		if !errors.As(err, &se) {
-			se = &SendError{Phase: "send", Reply: err.Error(), Err: err}
-		}
-		if se.Permanent {
-			log.Warn("refused by the mail server", "reply", se.Summary())
-			s.deliveries.Inc(string(o.Kind), "failed")
-			s.failed(ctx, msg, meta, o, rev, "the mail server refused it: "+se.Summary(), log)
-			return
-		}
-		created := o.CreatedAt
-		if created.IsZero() {
-			created = meta.Timestamp // when it entered the outbox
-		}
-		if age := s.o.Now().Sub(created); age >= s.o.RetryFor {
-			log.Warn("temporary failures for too long: giving up", "reply", se.Summary(), "age", age.Round(time.Second))
-			s.deliveries.Inc(string(o.Kind), "expired")
-			s.failed(ctx, msg, meta, o, rev, fmt.Sprintf("not accepted within %s (delivery.retry_for); last reply: %s", s.o.RetryFor, se.Summary()), log)
-			return
-		}
-		r := s.newRecord(o, stateRetrying, meta, se.Summary())
-		if _, err := putRecord(ctx, s.kv, key, r, rev); err != nil {
-			log.Warn("cannot record the retry", "err", err)
-		}
-		d := s.delay(meta.NumDelivered)
-		log.Warn("temporary delivery failure; will retry", "reply", se.Summary(), "in", d)
-		s.retries.Inc()
-		_ = msg.NakWithDelay(d)
-		return
+// submit sends the message; on a failure it fails it for good or gives it
+// back for a retry, and ok is false.
+func (s *Service) submit(ctx context.Context, m *inHand, to []string, data []byte) (reply string, ok bool) {
+	o := m.o
+	reply, err := s.send(ctx, m.msg, envelopeFrom(s.composer), to, data)
+	if err == nil {
+		return reply, true
 	}
+	var se *SendError
+	if !errors.As(err, &se) {
+		se = &SendError{Phase: "send", Reply: err.Error(), Err: err}
+	}
+	if se.Permanent {
+		m.log.Warn("refused by the mail server", "reply", se.Summary())
+		s.deliveries.Inc(string(o.Kind), "failed")
+		s.failed(ctx, m, "the mail server refused it: "+se.Summary())
+		return "", false
+	}
+	created := o.CreatedAt
+	if created.IsZero() {
+		created = m.meta.Timestamp // when it entered the outbox
+	}
+	if age := s.o.Now().Sub(created); age >= s.o.RetryFor {
+		m.log.Warn("temporary failures for too long: giving up", "reply", se.Summary(), "age", age.Round(time.Second))
+		s.deliveries.Inc(string(o.Kind), "expired")
+		s.failed(ctx, m, fmt.Sprintf("not accepted within %s (delivery.retry_for); last reply: %s", s.o.RetryFor, se.Summary()))
+		return "", false
+	}
+	r := s.newRecord(o, stateRetrying, m.meta, se.Summary())
+	if _, err := putRecord(ctx, s.records, m.key, r, m.rev); err != nil {
+		m.log.Warn("cannot record the retry", "err", err)
+	}
+	d := s.delay(m.meta.NumDelivered)
+	m.log.Warn("temporary delivery failure; will retry", "reply", se.Summary(), "in", d)
+	s.retries.Inc()
+	_ = m.msg.NakWithDelay(d)
+	return "", false
+}
 
+// finish marks a sent message sent, runs what follows a send and acks it.
+func (s *Service) finish(ctx context.Context, m *inHand, to []string, reply string) {
+	o := m.o
 	// Mark sent before anything else: from here on a redelivery must not
 	// send again. A few tries, since failing here means a duplicate.
-	r := s.newRecord(o, stateSent, meta, reply)
+	r := s.newRecord(o, stateSent, m.meta, reply)
+	var err error
 	for i := 0; ; i++ {
-		if _, err = putRecord(ctx, s.kv, key, r, rev); err == nil || i == 4 || ctx.Err() != nil {
+		if _, err = putRecord(ctx, s.records, m.key, r, m.rev); err == nil || i == 4 || ctx.Err() != nil {
 			break
 		}
 		time.Sleep(time.Duration(i+1) * 200 * time.Millisecond)
 	}
 	if err != nil {
-		log.Error("sent, but the sent mark could not be written: a redelivery will send it again", "err", err)
+		m.log.Error("sent, but the sent mark could not be written: a redelivery will send it again", "err", err)
 		return // not acked: the redelivery is the ambiguous case
 	}
-	log.Info("sent", "to", strings.Join(to, ","), "message_id", r.MessageID, "reply", reply)
+	m.log.Info("sent", "to", strings.Join(to, ","), "message_id", r.MessageID, "reply", reply)
 	s.deliveries.Inc(string(o.Kind), "sent")
 	if s.o.afterSent != nil && s.o.afterSent(o) {
 		return
 	}
-	if err := s.afterSent(ctx, o, log); err != nil {
-		log.Warn("after-send steps failed; retrying", "err", err)
-		_ = msg.NakWithDelay(s.delay(meta.NumDelivered))
+	if err := s.afterSent(ctx, o, m.log); err != nil {
+		m.log.Warn("after-send steps failed; retrying", "err", err)
+		s.retry(m)
 		return
 	}
-	ack(ctx, msg)
+	ack(ctx, m.msg)
 }
 
-func (s *Service) newRecord(o *keydesk.Outgoing, st state, meta *jetstream.MsgMetadata, reply string) *record {
+func (s *Service) newRecord(o *keydesk.Outgoing, st state, meta *queue.OutboxMeta, reply string) *record {
 	return &record{
 		ID: o.ID, Kind: string(o.Kind), State: st, MessageID: s.composer.MessageID(o),
 		Delivery: meta.NumDelivered, Holder: s.o.Holder, At: s.o.Now().UTC(), Reply: reply,
@@ -395,7 +467,7 @@ func (s *Service) delay(n uint64) time.Duration {
 
 // send runs the SMTP submission, telling the queue every AckWait/3 that
 // the message is still in hand.
-func (s *Service) send(ctx context.Context, msg jetstream.Msg, from string, to []string, data []byte) (string, error) {
+func (s *Service) send(ctx context.Context, msg *queue.OutboxMsg, from string, to []string, data []byte) (string, error) {
 	tick := time.NewTicker(s.o.AckWait / 3)
 	defer tick.Stop()
 	done := make(chan struct{})
@@ -423,40 +495,36 @@ func (s *Service) send(ctx context.Context, msg jetstream.Msg, from string, to [
 // failed handles a message that will not be sent: a key delivery's request
 // moves to delivery_failed and support is alerted; the message becomes a
 // dead letter.
-func (s *Service) failed(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, o *keydesk.Outgoing, rev uint64, problem string, log *slog.Logger) {
-	key := recordKey(o.ID)
+func (s *Service) failed(ctx context.Context, m *inHand, problem string) {
+	o, rev := m.o, m.rev
 	if rev == 0 {
-		if _, r, err := getRecord(ctx, s.kv, key); err == nil {
+		if _, r, err := getRecord(ctx, s.records, m.key); err == nil {
 			rev = r
 		}
 	}
 	// The request first: a redelivery finds no failed mark until it is done.
 	if o.Kind == keydesk.KindKeyDelivery && o.RequestID != "" {
-		if err := s.markFailed(ctx, o, problem, log); err != nil {
-			log.Warn("cannot mark the request delivery_failed; retrying", "err", err)
-			_ = msg.NakWithDelay(s.delay(meta.NumDelivered))
+		if err := s.markFailed(ctx, o, problem, m.log); err != nil {
+			m.log.Warn("cannot mark the request delivery_failed; retrying", "err", err)
+			s.retry(m)
 			return
 		}
 	}
-	if _, err := putRecord(ctx, s.kv, key, s.newRecord(o, stateFailed, meta, problem), rev); err != nil {
-		log.Warn("cannot record the failure", "err", err)
+	if _, err := putRecord(ctx, s.records, m.key, s.newRecord(o, stateFailed, m.meta, problem), rev); err != nil {
+		m.log.Warn("cannot record the failure", "err", err)
 	}
-	s.dead(ctx, msg, meta, problem)
+	s.deadLetter(ctx, m.msg, m.meta, problem)
 }
 
-// dead keeps the message's original and terminates it, which puts an
+// deadLetter keeps the message's original and terminates it, which puts an
 // advisory in the DEADLETTER stream.
-func (s *Service) dead(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, reason string) {
+func (s *Service) deadLetter(ctx context.Context, msg *queue.OutboxMsg, meta *queue.OutboxMeta, reason string) {
 	data := msg.Data()
 	if !json.Valid(data) {
 		data, _ = json.Marshal(map[string]string{"undecodable": fmt.Sprintf("%d bytes", len(data))})
 	}
-	dr := deadRecord{StreamSeq: meta.Sequence.Stream, Subject: msg.Subject(), Reason: reason, At: s.o.Now().UTC(), Data: data}
-	b, err := json.Marshal(dr)
-	if err == nil {
-		_, err = s.kv.Put(ctx, deadKey(dr.StreamSeq), b)
-	}
-	if err != nil {
+	dr := deadRecord{StreamSeq: meta.StreamSeq, Subject: msg.Subject(), Reason: reason, At: s.o.Now().UTC(), Data: data}
+	if _, err := s.dead.Put(ctx, deadKey(dr.StreamSeq), &dr); err != nil {
 		s.log.Warn("cannot keep the dead letter's original", "seq", dr.StreamSeq, "err", err)
 	}
 	if len(reason) > 200 {

@@ -191,7 +191,7 @@ func TestCrashAfterAcceptSendsOnce(t *testing.T) {
 func TestAmbiguousSendingIsSentAgain(t *testing.T) {
 	e := newEnv(t)
 	o := &keydesk.Outgoing{ID: "KR-20261127-AAAA.ack", Kind: keydesk.KindAcknowledgement, To: []string{requesterAddr}, Subject: "Received", Text: "We have your request.\n"}
-	if _, err := putRecord(context.Background(), e.q.KV("deliveries"), recordKey(o.ID), &record{ID: o.ID, State: stateSending, Holder: "gone"}, 0); err != nil {
+	if _, err := putRecord(context.Background(), records(e.q), recordKey(o.ID), &record{ID: o.ID, State: stateSending, Holder: "gone"}, 0); err != nil {
 		t.Fatal(err)
 	}
 	e.enqueue(o)
@@ -317,7 +317,7 @@ func TestDeadLetterRetry(t *testing.T) {
 func TestMalformedIsDeadLettered(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	if _, err := e.q.JS.Publish(ctx, "outbox.acknowledgement", []byte("{not json")); err != nil {
+	if err := e.q.EnqueueRaw(ctx, "outbox.acknowledgement", []byte("{not json"), ""); err != nil {
 		t.Fatal(err)
 	}
 	e.enqueue(&keydesk.Outgoing{ID: "x.1", Kind: keydesk.KindAcknowledgement, To: []string{"not an address"}, Text: "hi"})

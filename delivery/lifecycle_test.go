@@ -13,15 +13,11 @@ import (
 
 func (e *env) outboxLen() uint64 {
 	e.t.Helper()
-	st, err := e.q.JS.Stream(context.Background(), queue.StreamOutbox)
+	info, err := e.q.StreamInfo(context.Background(), queue.StreamOutbox)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	info, err := st.Info(context.Background())
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return info.State.Msgs
+	return info.Msgs
 }
 
 // Two instances share the outbox: every message arrives exactly once.
@@ -83,7 +79,7 @@ func TestStopFinishesMessageInHand(t *testing.T) {
 	if n := len(e.mail.to(requesterAddr)); n != 1 {
 		t.Fatalf("%d messages arrived, want 1", n)
 	}
-	rec, _, err := getRecord(context.Background(), e.q.KV(queue.BucketDeliveries), recordKey("KR-20261127-EEEE.ack"))
+	rec, _, err := getRecord(context.Background(), records(e.q), recordKey("KR-20261127-EEEE.ack"))
 	if err != nil || rec == nil || rec.State != stateSent {
 		t.Fatalf("record %+v, %v: want sent", rec, err)
 	}

@@ -7,7 +7,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/queue"
 )
 
 // state is where a message stands in the deliveries bucket.
@@ -52,34 +53,39 @@ type deadRecord struct {
 
 var errClaimed = errors.New("delivery: another instance is handling this message")
 
-func getRecord(ctx context.Context, kv jetstream.KeyValue, key string) (*record, uint64, error) {
-	e, err := kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+// records is the deliveries bucket's msg.* keys; deadRecords its dead.* keys.
+func records(q queue.Buckets) *queue.Bucket[record] {
+	return queue.NewBucket[record](q, queue.BucketDeliveries)
+}
+
+func deadRecords(q queue.Buckets) *queue.Bucket[deadRecord] {
+	return queue.NewBucket[deadRecord](q, queue.BucketDeliveries)
+}
+
+func getRecord(ctx context.Context, b *queue.Bucket[record], key string) (*record, uint64, error) {
+	r, rev, err := b.Get(ctx, key)
+	var de *queue.DecodeError
+	switch {
+	case errors.Is(err, keydesk.ErrNotFound):
 		return nil, 0, nil
-	}
-	if err != nil {
+	case errors.As(err, &de):
+		return nil, 0, fmt.Errorf("delivery: decode record %s: %w", key, de.Err)
+	case err != nil:
 		return nil, 0, fmt.Errorf("delivery: read record %s: %w", key, err)
 	}
-	var r record
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		return nil, 0, fmt.Errorf("delivery: decode record %s: %w", key, err)
-	}
-	return &r, e.Revision(), nil
+	return r, rev, nil
 }
 
 // putRecord creates (rev 0) or updates the record with a compare-and-set.
-func putRecord(ctx context.Context, kv jetstream.KeyValue, key string, r *record, rev uint64) (uint64, error) {
-	data, err := json.Marshal(r)
-	if err != nil {
-		return 0, err
-	}
+func putRecord(ctx context.Context, b *queue.Bucket[record], key string, r *record, rev uint64) (uint64, error) {
 	var nrev uint64
+	var err error
 	if rev == 0 {
-		nrev, err = kv.Create(ctx, key, data)
+		nrev, err = b.Create(ctx, key, r)
 	} else {
-		nrev, err = kv.Update(ctx, key, data, rev)
+		nrev, err = b.Update(ctx, key, r, rev)
 	}
-	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+	if errors.Is(err, keydesk.ErrConflict) {
 		return 0, errClaimed
 	}
 	if err != nil {

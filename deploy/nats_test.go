@@ -7,6 +7,7 @@ package deploy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -101,7 +102,7 @@ func testActionsDuringElection(t *testing.T, c *natstest.Cluster, tlsDir string)
 		t.Helper()
 		var name string
 		waitFor(t, 60*time.Second, "a leader of "+stream, func() bool {
-			s, err := admin.JS.Stream(ctx, stream)
+			s, err := rawJS(admin).Stream(ctx, stream)
 			if err != nil {
 				return false
 			}
@@ -159,7 +160,7 @@ func testActionsDuringElection(t *testing.T, c *natstest.Cluster, tlsDir string)
 	c.WaitHealthy(60 * time.Second)
 
 	// Each approval landed once: two revisions per record (create, approve).
-	kvs, err := admin.JS.Stream(ctx, "KV_"+queue.BucketRequests)
+	kvs, err := rawJS(admin).Stream(ctx, "KV_"+queue.BucketRequests)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +193,7 @@ func testLeaderKill(t *testing.T, c *natstest.Cluster, tlsDir string) {
 		t.Fatalf("open as admin with replicas 3: %v", err)
 	}
 	ctx := context.Background()
-	kvs, err := q.JS.Stream(ctx, "KV_"+queue.BucketRequests)
+	kvs, err := rawJS(q).Stream(ctx, "KV_"+queue.BucketRequests)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +280,7 @@ func testLeaderKill(t *testing.T, c *natstest.Cluster, tlsDir string) {
 	// retry back-off (5s × 2 × failures, up to a minute) after the
 	// leader's death: allow for a few rounds of it.
 	waitFor(t, 150*time.Second, "the audit stream to source every record", func() bool {
-		a, err := q.JS.Stream(ctx, queue.StreamAudit)
+		a, err := rawJS(q).Stream(ctx, queue.StreamAudit)
 		if err != nil {
 			return false
 		}
@@ -358,7 +359,7 @@ func testRolePermissions(t *testing.T, c *natstest.Cluster, tlsDir string) {
 		// The server reports a refused publish asynchronously.
 		ch := make(chan error, 16)
 		violations[r] = ch
-		q.NC.SetErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		rawNC(q).SetErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrPermissionViolation) {
 				select {
 				case ch <- err:
@@ -372,7 +373,7 @@ func testRolePermissions(t *testing.T, c *natstest.Cluster, tlsDir string) {
 	consumeOutbox := func(ctx context.Context, q *queue.Conn) error {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		_, err := q.JS.CreateOrUpdateConsumer(cctx, queue.StreamOutbox, jetstream.ConsumerConfig{
+		_, err := rawJS(q).CreateOrUpdateConsumer(cctx, queue.StreamOutbox, jetstream.ConsumerConfig{
 			Durable: "perm-test", AckPolicy: jetstream.AckExplicitPolicy,
 		})
 		return err
@@ -390,8 +391,8 @@ func testRolePermissions(t *testing.T, c *natstest.Cluster, tlsDir string) {
 		return func(ctx context.Context, q *queue.Conn) error {
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
-			_, err := q.KV(bucket).Get(cctx, "probe")
-			if errors.Is(err, jetstream.ErrKeyNotFound) {
+			_, _, err := queue.NewBucket[json.RawMessage](q, bucket).Get(cctx, "probe")
+			if errors.Is(err, keydesk.ErrNotFound) {
 				return nil // the read was allowed; there is just nothing there
 			}
 			return err
@@ -401,7 +402,7 @@ func testRolePermissions(t *testing.T, c *natstest.Cluster, tlsDir string) {
 		return func(ctx context.Context, q *queue.Conn) error {
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
-			_, err := q.KV(bucket).Put(cctx, "probe-"+fmt.Sprint(time.Now().UnixNano()), []byte("x"))
+			_, err := queue.NewBucket[json.RawMessage](q, bucket).Put(cctx, "probe-"+fmt.Sprint(time.Now().UnixNano()), &json.RawMessage{'"', 'x', '"'})
 			return err
 		}
 	}
@@ -421,12 +422,12 @@ func testRolePermissions(t *testing.T, c *natstest.Cluster, tlsDir string) {
 	deleteStream := func(ctx context.Context, q *queue.Conn) error {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		return q.JS.DeleteStream(cctx, "KV_"+queue.BucketRequests)
+		return rawJS(q).DeleteStream(cctx, "KV_"+queue.BucketRequests)
 	}
 	purgeRequests := func(ctx context.Context, q *queue.Conn) error {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		s, err := q.JS.Stream(cctx, "KV_"+queue.BucketRequests)
+		s, err := rawJS(q).Stream(cctx, "KV_"+queue.BucketRequests)
 		if err != nil {
 			return err
 		}
@@ -445,15 +446,15 @@ func testRolePermissions(t *testing.T, c *natstest.Cluster, tlsDir string) {
 	// when the flush returns.
 	subscribe := func(subj string) func(ctx context.Context, q *queue.Conn) error {
 		return func(ctx context.Context, q *queue.Conn) error {
-			sub, err := q.NC.SubscribeSync(subj)
+			sub, err := rawNC(q).SubscribeSync(subj)
 			if err != nil {
 				return err
 			}
 			defer func() { _ = sub.Unsubscribe() }()
-			if err := q.NC.FlushTimeout(5 * time.Second); err != nil {
+			if err := rawNC(q).FlushTimeout(5 * time.Second); err != nil {
 				return err
 			}
-			if err := q.NC.LastError(); errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), `"`+subj+`"`) {
+			if err := rawNC(q).LastError(); errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), `"`+subj+`"`) {
 				return err
 			}
 			return nil
@@ -561,4 +562,16 @@ func testRolePermissions(t *testing.T, c *natstest.Cluster, tlsDir string) {
 	if err == nil {
 		t.Error("a client without a certificate could connect")
 	}
+}
+
+// rawNC and rawJS reach under the queue's typed methods: these tests check
+// NATS itself (permissions, failover).
+func rawNC(q *queue.Conn) *nats.Conn {
+	nc, _ := q.Raw()
+	return nc
+}
+
+func rawJS(q *queue.Conn) jetstream.JetStream {
+	_, js := q.Raw()
+	return js
 }

@@ -56,7 +56,6 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-sasl"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/config"
@@ -71,7 +70,7 @@ type Queue interface {
 	Enqueue(ctx context.Context, m *keydesk.Outgoing) error
 	PutMail(ctx context.Context, ref string, r io.Reader, max int64) error
 	Record(ctx context.Context, kind string, ev keydesk.Event) error
-	KV(name string) jetstream.KeyValue
+	queue.Buckets
 	Attempts(name string) *queue.Attempts
 }
 
@@ -130,7 +129,8 @@ type Options struct {
 type Poller struct {
 	o        Options
 	log      *slog.Logger
-	kv       jetstream.KeyValue
+	records  *queue.Bucket[Record]
+	mailbox  *queue.Bucket[MailboxState]
 	attempts *queue.Attempts // of this mailbox, by UID: attempts that began and did not end
 
 	emails     *metrics.Counter
@@ -221,7 +221,8 @@ func New(o Options) (*Poller, error) {
 	p := &Poller{
 		o:          o,
 		log:        o.Log.With("mailbox", o.IMAP.Mailbox),
-		kv:         o.Queue.KV(queue.BucketIntake),
+		records:    records(o.Queue),
+		mailbox:    mailboxes(o.Queue),
 		attempts:   o.Queue.Attempts(kvToken(o.IMAP.Mailbox)),
 		retry:      map[uint32]retryState{},
 		fetchFails: map[uint32]int{},

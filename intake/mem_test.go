@@ -179,7 +179,7 @@ func TestOversizeMovedUnread(t *testing.T) {
 	if !strings.Contains(r.Problem, "64.0 KiB") {
 		t.Errorf("problem %q does not name the limit", r.Problem)
 	}
-	rec, err := GetRecord(context.Background(), h.q.KV(queue.BucketIntake), queue.MailRef(r.SourceKey))
+	rec, err := GetRecord(context.Background(), h.q, queue.MailRef(r.SourceKey))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +272,7 @@ func TestUIDValidityChange(t *testing.T) {
 	stop := h.run(h.poller(nil))
 	eventually(t, "first pass", func() bool { return count(t, c, "INBOX") == 0 })
 	_ = stop()
-	st, err := loadMailboxState(context.Background(), h.q.KV(queue.BucketIntake), "INBOX")
+	st, err := loadMailboxState(context.Background(), mailboxes(h.q), "INBOX")
 	if err != nil || st == nil {
 		t.Fatalf("mailbox state %v, %v", st, err)
 	}
@@ -291,7 +291,7 @@ func TestUIDValidityChange(t *testing.T) {
 	if got := sourceIDs(h.requests()); !slices.Equal(got, []string{"a1@acme.example", "a2@acme.example"}) {
 		t.Errorf("requests from %v, want a1 once and a2", got)
 	}
-	st2, err := loadMailboxState(context.Background(), h.q.KV(queue.BucketIntake), "INBOX")
+	st2, err := loadMailboxState(context.Background(), mailboxes(h.q), "INBOX")
 	if err != nil || st2 == nil || st2.UIDValidity == st.UIDValidity {
 		t.Fatalf("mailbox state %+v after the change (was %+v), %v", st2, st, err)
 	}

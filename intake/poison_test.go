@@ -25,7 +25,7 @@ func withAlerts(o *Options) {
 func attemptCounts(t *testing.T, q *queue.Conn) map[uint32]int {
 	t.Helper()
 	ctx := context.Background()
-	st, err := loadMailboxState(ctx, q.KV(queue.BucketIntake), "INBOX")
+	st, err := loadMailboxState(ctx, mailboxes(q), "INBOX")
 	if err != nil || st == nil {
 		t.Fatalf("mailbox state %+v, %v", st, err)
 	}

@@ -16,7 +16,6 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/config"
@@ -175,7 +174,7 @@ func (h *harness) records() []*Record {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	rs, err := Records(ctx, h.q.KV(queue.BucketIntake))
+	rs, err := Records(ctx, h.q)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -187,28 +186,9 @@ func (h *harness) outbox() []*keydesk.Outgoing {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := h.q.JS.Stream(ctx, queue.StreamOutbox)
+	out, err := h.q.Outbox(ctx)
 	if err != nil {
 		h.t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	var out []*keydesk.Outgoing
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := st.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			h.t.Fatal(err)
-		}
-		o, err := queue.DecodeOutgoing(m.Data)
-		if err != nil {
-			h.t.Fatal(err)
-		}
-		out = append(out, o)
 	}
 	return out
 }

@@ -569,7 +569,7 @@ func (p *Poller) store(ctx context.Context, m *Message, dec *Decision, keepRaw b
 		}
 		rec.Reply = out.ID
 	}
-	if err := saveRecord(sctx, p.kv, rec); err != nil {
+	if err := saveRecord(sctx, p.records, rec); err != nil {
 		return nil, tmp("intake record", err)
 	}
 	return ids, nil
@@ -641,7 +641,7 @@ func (s *conn) refused(ctx context.Context, uid imap.UID, si sizeInfo, cause err
 func (s *conn) poison(ctx context.Context, uid imap.UID, si sizeInfo, tries int) (string, error) {
 	p := s.p
 	m := &Message{Mailbox: p.o.IMAP.Mailbox, UIDValidity: s.uidVal, UID: uint32(uid), Size: si.size, InternalDate: si.date}
-	if old, err := GetRecord(ctx, p.kv, queue.MailRef(locationKey(m))); err == nil && old.Outcome == "poison" {
+	if old, err := GetRecord(ctx, p.o.Queue, queue.MailRef(locationKey(m))); err == nil && old.Outcome == "poison" {
 		// Set aside before, and the process ended before the move: the
 		// record is written last, so everything is stored already.
 		p.log.Warn("email set aside before and not moved: moving it", "uid", uid, "attempts", tries)

@@ -249,7 +249,7 @@ func (s *conn) open(ctx context.Context) error {
 func (s *conn) checkUIDValidity(ctx context.Context) error {
 	p := s.p
 	mailbox := p.o.IMAP.Mailbox
-	st, err := loadMailboxState(ctx, p.kv, mailbox)
+	st, err := loadMailboxState(ctx, p.mailbox, mailbox)
 	if err != nil {
 		return err
 	}
@@ -267,7 +267,7 @@ func (s *conn) checkUIDValidity(ctx context.Context) error {
 			return err
 		}
 	}
-	return saveMailboxState(ctx, p.kv, &MailboxState{Mailbox: mailbox, UIDValidity: s.uidVal, SeenAt: p.o.Now().UTC()})
+	return saveMailboxState(ctx, p.mailbox, &MailboxState{Mailbox: mailbox, UIDValidity: s.uidVal, SeenAt: p.o.Now().UTC()})
 }
 
 // wait returns when the mailbox may have new mail: a server notification

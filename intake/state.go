@@ -2,13 +2,13 @@ package intake
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/queue"
 )
 
 // Keys in the intake bucket (queue.BucketIntake):
@@ -68,81 +68,69 @@ func kvToken(s string) string {
 // LeaseName is the lease one poller of mailbox holds across instances.
 func LeaseName(mailbox string) string { return "intake." + kvToken(mailbox) }
 
-func loadMailboxState(ctx context.Context, kv jetstream.KeyValue, mailbox string) (*MailboxState, error) {
-	e, err := kv.Get(ctx, prefixMailbox+kvToken(mailbox))
-	if err != nil {
-		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("intake: read state of %s: %w", mailbox, err)
-	}
-	var st MailboxState
-	if err := json.Unmarshal(e.Value(), &st); err != nil {
-		return nil, fmt.Errorf("intake: decode state of %s: %w", mailbox, err)
-	}
-	return &st, nil
+// mailboxes and records are the intake bucket's mailbox.* and mail.* keys.
+func mailboxes(q queue.Buckets) *queue.Bucket[MailboxState] {
+	return queue.NewBucket[MailboxState](q, queue.BucketIntake)
 }
 
-func saveMailboxState(ctx context.Context, kv jetstream.KeyValue, st *MailboxState) error {
-	data, err := json.Marshal(st)
-	if err != nil {
-		return err
+func records(q queue.Buckets) *queue.Bucket[Record] {
+	return queue.NewBucket[Record](q, queue.BucketIntake)
+}
+
+func loadMailboxState(ctx context.Context, b *queue.Bucket[MailboxState], mailbox string) (*MailboxState, error) {
+	st, _, err := b.Get(ctx, prefixMailbox+kvToken(mailbox))
+	var de *queue.DecodeError
+	switch {
+	case errors.Is(err, keydesk.ErrNotFound):
+		return nil, nil
+	case errors.As(err, &de):
+		return nil, fmt.Errorf("intake: decode state of %s: %w", mailbox, de.Err)
+	case err != nil:
+		return nil, fmt.Errorf("intake: read state of %s: %w", mailbox, err)
 	}
-	if _, err := kv.Put(ctx, prefixMailbox+kvToken(st.Mailbox), data); err != nil {
+	return st, nil
+}
+
+func saveMailboxState(ctx context.Context, b *queue.Bucket[MailboxState], st *MailboxState) error {
+	if _, err := b.Put(ctx, prefixMailbox+kvToken(st.Mailbox), st); err != nil {
 		return fmt.Errorf("intake: save state of %s: %w", st.Mailbox, err)
 	}
 	return nil
 }
 
-func saveRecord(ctx context.Context, kv jetstream.KeyValue, r *Record) error {
-	data, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	if _, err := kv.Put(ctx, prefixMail+r.Ref, data); err != nil {
+func saveRecord(ctx context.Context, b *queue.Bucket[Record], r *Record) error {
+	if _, err := b.Put(ctx, prefixMail+r.Ref, r); err != nil {
 		return fmt.Errorf("intake: save record of %s: %w", r.Ref, err)
 	}
 	return nil
 }
 
 // GetRecord returns the intake record of one email by its mail ref.
-func GetRecord(ctx context.Context, kv jetstream.KeyValue, ref string) (*Record, error) {
-	e, err := kv.Get(ctx, prefixMail+ref)
+func GetRecord(ctx context.Context, q queue.Buckets, ref string) (*Record, error) {
+	r, _, err := records(q).Get(ctx, prefixMail+ref)
+	var de *queue.DecodeError
+	if errors.As(err, &de) {
+		return nil, fmt.Errorf("intake: decode record %s: %w", ref, de.Err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("intake: record %s: %w", ref, err)
 	}
-	var r Record
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		return nil, fmt.Errorf("intake: decode record %s: %w", ref, err)
-	}
-	return &r, nil
+	return r, nil
 }
 
 // Records returns every intake record (for the review queue's "set aside"
 // view and for tests), in no particular order.
-func Records(ctx context.Context, kv jetstream.KeyValue) ([]*Record, error) {
-	w, err := kv.Watch(ctx, prefixMail+">", jetstream.IgnoreDeletes())
+func Records(ctx context.Context, q queue.Buckets) ([]*Record, error) {
+	entries, err := records(q).Scan(ctx, prefixMail)
 	if err != nil {
 		return nil, fmt.Errorf("intake: list records: %w", err)
 	}
-	defer func() { _ = w.Stop() }()
-	var out []*Record
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("intake: list records: %w", ctx.Err())
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil, errors.New("intake: list records: watcher closed")
-			}
-			if e == nil {
-				return out, nil
-			}
-			var r Record
-			if err := json.Unmarshal(e.Value(), &r); err != nil {
-				return nil, fmt.Errorf("intake: decode record %s: %w", e.Key(), err)
-			}
-			out = append(out, &r)
+	out := make([]*Record, 0, len(entries))
+	for _, e := range entries {
+		if e.Err != nil {
+			return nil, fmt.Errorf("intake: decode record %s: %w", e.Key, errors.Unwrap(e.Err))
 		}
+		out = append(out, e.Value)
 	}
+	return out, nil
 }

@@ -2,12 +2,11 @@ package queue
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/buildmarkets/keydesk"
 )
 
 // Attempts counts, durably, the attempts at items of work that began and
@@ -23,7 +22,7 @@ import (
 // only the items in hand and those whose attempts did not end, so it
 // stays small.
 type Attempts struct {
-	kv   jetstream.KeyValue
+	b    *Bucket[attemptsRecord]
 	key  string
 	name string
 }
@@ -42,7 +41,7 @@ const maxAttemptsCAS = 5
 // Attempts returns the attempt counts named name: letters, digits, '-',
 // '_' and '=' only (intake names a set after its mailbox).
 func (c *Conn) Attempts(name string) *Attempts {
-	return &Attempts{kv: c.KV(BucketIntake), key: "attempts." + name, name: name}
+	return &Attempts{b: NewBucket[attemptsRecord](c, BucketIntake), key: "attempts." + name, name: name}
 }
 
 func (a *Attempts) check() error {
@@ -114,18 +113,20 @@ func (a *Attempts) get(ctx context.Context, epoch uint32) (attemptsRecord, uint6
 	if err := a.check(); err != nil {
 		return rec, 0, err
 	}
-	e, err := a.kv.Get(ctx, a.key)
-	if err != nil {
-		if isNotFound(err) {
-			return rec, 0, nil
-		}
+	old, rev, err := a.b.Get(ctx, a.key)
+	var de *DecodeError
+	switch {
+	case errors.Is(err, keydesk.ErrNotFound):
+		return rec, 0, nil
+	case errors.As(err, &de):
+		return rec, rev, nil // unreadable: counted afresh, written over
+	case err != nil:
 		return rec, 0, fmt.Errorf("queue: read attempts %s: %w", a.name, err)
 	}
-	var old attemptsRecord
-	if json.Unmarshal(e.Value(), &old) == nil && old.Epoch == epoch && old.Counts != nil {
+	if old.Epoch == epoch && old.Counts != nil {
 		rec.Counts = old.Counts
 	}
-	return rec, e.Revision(), nil
+	return rec, rev, nil
 }
 
 // update applies change to the counts of epoch and writes them back with a
@@ -140,19 +141,15 @@ func (a *Attempts) update(ctx context.Context, epoch uint32, change func(map[uin
 		if !change(rec.Counts) {
 			return rec.Counts, nil
 		}
-		data, err := json.Marshal(rec)
-		if err != nil {
-			return nil, fmt.Errorf("queue: encode attempts %s: %w", a.name, err)
-		}
 		if rev == 0 {
-			_, err = a.kv.Create(ctx, a.key, data)
+			_, err = a.b.Create(ctx, a.key, &rec)
 		} else {
-			_, err = a.kv.Update(ctx, a.key, data, rev)
+			_, err = a.b.Update(ctx, a.key, &rec, rev)
 		}
 		if err == nil {
 			return rec.Counts, nil
 		}
-		if (errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists)) && try < maxAttemptsCAS {
+		if errors.Is(err, keydesk.ErrConflict) && try < maxAttemptsCAS {
 			continue
 		}
 		return nil, fmt.Errorf("queue: write attempts %s: %w", a.name, err)

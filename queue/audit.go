@@ -50,7 +50,7 @@ func (c *Conn) Record(ctx context.Context, kind string, ev keydesk.Event) error 
 	// answer cannot record the event twice.
 	sum := sha256.Sum256(data)
 	err = Retry(ctx, func(ctx context.Context) error {
-		_, err := c.JS.Publish(ctx, SubjectAudit+"."+kind+"."+ref, data, jetstream.WithMsgID(hex.EncodeToString(sum[:16])))
+		_, err := c.js.Publish(ctx, SubjectAudit+"."+kind+"."+ref, data, jetstream.WithMsgID(hex.EncodeToString(sum[:16])))
 		return err
 	})
 	if err != nil {
@@ -96,7 +96,7 @@ func (c *Conn) Audit(ctx context.Context, q AuditQuery) ([]AuditEntry, error) {
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cfg.OptStartSeq = q.After + 1
 	}
-	info, err := c.JS.Stream(ctx, StreamAudit)
+	info, err := c.js.Stream(ctx, StreamAudit)
 	if err != nil {
 		return nil, fmt.Errorf("queue: audit: %w", err)
 	}
@@ -209,7 +209,7 @@ func (u AuditUsage) Full() float64 {
 // AuditUsage reads how full the AUDIT stream is, from the stream itself,
 // so that it is right whichever instance set the limit.
 func (c *Conn) AuditUsage(ctx context.Context) (AuditUsage, error) {
-	st, err := c.JS.Stream(ctx, StreamAudit)
+	st, err := c.js.Stream(ctx, StreamAudit)
 	if err != nil {
 		return AuditUsage{}, fmt.Errorf("queue: audit usage: %w", err)
 	}

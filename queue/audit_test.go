@@ -31,7 +31,7 @@ func TestAuditStreamLimits(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			s, err := c.JS.Stream(ctx, queue.StreamAudit)
+			s, err := rawJS(c).Stream(ctx, queue.StreamAudit)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -83,7 +83,7 @@ func TestAuditStreamFull(t *testing.T) {
 	if len(got) == 0 || !strings.HasPrefix(got[len(got)-1].Change, fmt.Sprintf("%04d ", n-1)) || strings.HasPrefix(got[0].Change, "0000 ") {
 		t.Fatalf("the stream holds %d events from %q to %q: want the newest kept, the oldest dropped", len(got), clip(got[0].Change), clip(got[len(got)-1].Change))
 	}
-	s, _ := c.JS.Stream(ctx, queue.StreamAudit)
+	s, _ := rawJS(c).Stream(ctx, queue.StreamAudit)
 	if err := s.Purge(ctx); err == nil {
 		t.Error("the audit stream could be purged")
 	}

@@ -1,17 +1,14 @@
 package queue
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/buildmarkets/keydesk"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // NewBatchID returns a sortable, readable batch ID: B-20261127-101500-7QX4.
@@ -25,11 +22,7 @@ func (c *Conn) NewBatchID() string {
 // the bucket takes it; the web face needs no link to the batch code.
 func (c *Conn) RequestBatch(ctx context.Context, by string) (*keydesk.Batch, error) {
 	b := &keydesk.Batch{ID: c.NewBatchID(), Trigger: "manual", By: by, State: keydesk.BatchRequested, Requested: c.Now().UTC()}
-	data, err := json.Marshal(b)
-	if err != nil {
-		return nil, err
-	}
-	rev, err := c.create(ctx, c.KV(BucketBatches), b.ID, data)
+	rev, err := c.batches.retrying().Create(ctx, b.ID, b)
 	if err != nil {
 		return nil, fmt.Errorf("queue: request batch: %w", err)
 	}
@@ -41,53 +34,24 @@ func (c *Conn) RequestBatch(ctx context.Context, by string) (*keydesk.Batch, err
 // wrote it (nobody took it): the undo of a request whose audit event
 // could not be written.
 func (c *Conn) WithdrawBatch(ctx context.Context, b *keydesk.Batch) error {
-	err := Retry(ctx, func(ctx context.Context) error {
-		return c.KV(BucketBatches).Delete(ctx, b.ID, jetstream.LastRevision(b.Revision))
-	})
-	if err != nil {
+	if err := c.batches.retrying().Delete(ctx, b.ID, b.Revision); err != nil {
 		return fmt.Errorf("queue: withdraw batch %s: %w", b.ID, err)
 	}
 	return nil
 }
 
-// create is a KV create that tries again while the cluster cannot answer.
-// A try whose answer was lost may have been written: when a later try
-// then finds the key taken, the value is read back, and if it is exactly
-// what this create wrote, the create succeeded.
-func (c *Conn) create(ctx context.Context, kv jetstream.KeyValue, key string, data []byte) (uint64, error) {
-	var rev uint64
-	unsure := false
-	err := Retry(ctx, func(ctx context.Context) error {
-		var err error
-		rev, err = kv.Create(ctx, key, data)
-		if err != nil && unsure && errors.Is(err, jetstream.ErrKeyExists) {
-			if e, gerr := kv.Get(ctx, key); gerr == nil && bytes.Equal(e.Value(), data) {
-				rev = e.Revision()
-				return nil
-			}
-		}
-		unsure = unsure || Unavailable(err)
-		return err
-	})
-	return rev, err
-}
-
 // PutBatch writes a batch record. With b.Revision set it is a
 // compare-and-set (ErrConflict if the record changed); without, a create.
 func (c *Conn) PutBatch(ctx context.Context, b *keydesk.Batch) error {
-	data, err := json.Marshal(b)
-	if err != nil {
-		return err
-	}
-	kv := c.KV(BucketBatches)
 	var rev uint64
+	var err error
 	if b.Revision == 0 {
-		rev, err = c.create(ctx, kv, b.ID, data)
+		rev, err = c.batches.retrying().Create(ctx, b.ID, b)
 	} else {
-		rev, err = c.update(ctx, kv, b.ID, data, b.Revision)
+		rev, err = c.batches.retrying().Update(ctx, b.ID, b, b.Revision)
 	}
 	if err != nil {
-		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+		if errors.Is(err, keydesk.ErrConflict) {
 			return fmt.Errorf("batch %s: %w", b.ID, keydesk.ErrConflict)
 		}
 		return fmt.Errorf("queue: put batch %s: %w", b.ID, err)
@@ -98,47 +62,49 @@ func (c *Conn) PutBatch(ctx context.Context, b *keydesk.Batch) error {
 
 // GetBatch reads one batch record.
 func (c *Conn) GetBatch(ctx context.Context, id string) (*keydesk.Batch, error) {
-	e, err := c.KV(BucketBatches).Get(ctx, id)
+	b, rev, err := c.batches.Get(ctx, id)
 	if err != nil {
-		if isNotFound(err) || errors.Is(err, jetstream.ErrInvalidKey) {
+		if errors.Is(err, keydesk.ErrNotFound) {
 			return nil, fmt.Errorf("batch %s: %w", id, keydesk.ErrNotFound)
+		}
+		var de *DecodeError
+		if errors.As(err, &de) {
+			return nil, fmt.Errorf("queue: decode batch %s: %w", id, de.Err)
 		}
 		return nil, fmt.Errorf("queue: get batch %s: %w", id, err)
 	}
-	var b keydesk.Batch
-	if err := json.Unmarshal(e.Value(), &b); err != nil {
-		return nil, fmt.Errorf("queue: decode batch %s: %w", id, err)
-	}
-	b.Revision = e.Revision()
-	return &b, nil
+	b.Revision = rev
+	return b, nil
 }
 
-// ListBatches returns every batch record, newest first.
+// ListBatches returns every batch record, newest first; one that cannot
+// be read is left out.
 func (c *Conn) ListBatches(ctx context.Context) ([]*keydesk.Batch, error) {
-	w, err := c.KV(BucketBatches).WatchAll(ctx, jetstream.IgnoreDeletes())
+	entries, err := c.batches.Scan(ctx, "")
 	if err != nil {
 		return nil, fmt.Errorf("queue: list batches: %w", err)
 	}
-	defer func() { _ = w.Stop() }()
 	var out []*keydesk.Batch
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil, errors.New("queue: list batches: watcher closed")
-			}
-			if e == nil {
-				slices.SortFunc(out, func(a, b *keydesk.Batch) int { return -strings.Compare(a.ID, b.ID) })
-				return out, nil
-			}
-			var b keydesk.Batch
-			if err := json.Unmarshal(e.Value(), &b); err != nil {
-				continue
-			}
-			b.Revision = e.Revision()
-			out = append(out, &b)
+	for _, e := range entries {
+		if e.Err != nil {
+			continue
 		}
+		e.Value.Revision = e.Revision
+		out = append(out, e.Value)
 	}
+	slices.SortFunc(out, func(a, b *keydesk.Batch) int { return -strings.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+// WatchRequested calls fn with each batch record in state requested, now
+// and as they are written, until ctx ends (nil), fn fails (its error) or
+// the watch breaks (an error matching ErrUnavailable).
+func (c *Conn) WatchRequested(ctx context.Context, fn func(b *keydesk.Batch) error) error {
+	return c.batches.Watch(ctx, "", func(e *Entry[keydesk.Batch]) error {
+		if e == nil || e.Err != nil || e.Value.State != keydesk.BatchRequested {
+			return nil
+		}
+		e.Value.Revision = e.Revision
+		return fn(e.Value)
+	})
 }

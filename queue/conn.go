@@ -8,7 +8,9 @@
 // between a write and its audit event can lose the event; idempotency lives
 // in application state (KV create and CAS), never in acks or in the
 // publish-deduplication window alone, since both expire. The package knows
-// no role: intake, review, batch and delivery all use it the same way.
+// no role: intake, review, batch and delivery all use it the same way,
+// through typed methods and buckets (Bucket); it alone imports the NATS
+// client.
 package queue
 
 import (
@@ -24,6 +26,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/buildmarkets/keydesk"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -63,14 +66,15 @@ type Options struct {
 
 // Conn is a connection to JetStream, and the embedded server if it runs one.
 type Conn struct {
-	NC  *nats.Conn
-	JS  jetstream.JetStream
+	nc  *nats.Conn
+	js  jetstream.JetStream
 	srv *server.Server
 	log *slog.Logger
 
 	opts Options
 
-	requests jetstream.KeyValue
+	requests *Bucket[keydesk.Request]
+	batches  *Bucket[keydesk.Batch]
 	locks    jetstream.KeyValue
 	kvs      map[string]jetstream.KeyValue
 	mail     jetstream.ObjectStore
@@ -130,13 +134,13 @@ func Open(ctx context.Context, o Options) (*Conn, error) {
 		c.shutdownServer()
 		return nil, fmt.Errorf("queue: connect to nats %s: %w", redactURL(url), err)
 	}
-	c.NC = nc
+	c.nc = nc
 	js, err := jetstream.New(nc)
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("queue: jetstream: %w", err)
 	}
-	c.JS = js
+	c.js = js
 	if err := c.setup(ctx); err != nil {
 		c.Close()
 		return nil, err
@@ -233,10 +237,10 @@ func (c *Conn) Embedded() bool { return c.srv != nil }
 
 // Ready reports whether JetStream answers.
 func (c *Conn) Ready(ctx context.Context) error {
-	if c.NC == nil || !c.NC.IsConnected() {
+	if c.nc == nil || !c.nc.IsConnected() {
 		return errors.New("queue: not connected to nats")
 	}
-	if _, err := c.JS.AccountInfo(ctx); err != nil {
+	if _, err := c.js.AccountInfo(ctx); err != nil {
 		return fmt.Errorf("queue: jetstream: %w", err)
 	}
 	return nil
@@ -245,15 +249,15 @@ func (c *Conn) Ready(ctx context.Context) error {
 // Close drains the connection and stops the embedded server.
 func (c *Conn) Close() error {
 	var err error
-	if c.NC != nil {
-		if !c.NC.IsClosed() {
-			err = c.NC.Drain()
+	if c.nc != nil {
+		if !c.nc.IsClosed() {
+			err = c.nc.Drain()
 			// Drain is asynchronous: wait for it, bounded.
 			deadline := time.Now().Add(5 * time.Second)
-			for !c.NC.IsClosed() && time.Now().Before(deadline) {
+			for !c.nc.IsClosed() && time.Now().Before(deadline) {
 				time.Sleep(10 * time.Millisecond)
 			}
-			c.NC.Close()
+			c.nc.Close()
 		}
 	}
 	c.shutdownServer()

@@ -132,7 +132,7 @@ func TestInboxPrefix(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = q.Close() })
 	violations := make(chan error, 16)
-	q.NC.SetErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+	rawNC(q).SetErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 		select {
 		case violations <- err:
 		default:
@@ -172,7 +172,10 @@ func TestInboxPrefix(t *testing.T) {
 			return err
 		}},
 		{"KV create and get", func(ctx context.Context) error {
-			kv := q.KV(queue.BucketSessions)
+			kv, err := rawJS(q).KeyValue(ctx, queue.BucketSessions)
+			if err != nil {
+				return err
+			}
 			if _, err := kv.Create(ctx, "s1", []byte("v1")); err != nil {
 				return err
 			}
@@ -183,7 +186,10 @@ func TestInboxPrefix(t *testing.T) {
 			return err
 		}},
 		{"KV watch", func(ctx context.Context) error {
-			kv := q.KV(queue.BucketIntake)
+			kv, err := rawJS(q).KeyValue(ctx, queue.BucketIntake)
+			if err != nil {
+				return err
+			}
 			wt, err := kv.Watch(ctx, "watched.>", jetstream.UpdatesOnly())
 			if err != nil {
 				return err
@@ -222,7 +228,7 @@ func TestInboxPrefix(t *testing.T) {
 			if err := q.Enqueue(ctx, &keydesk.Outgoing{ID: "inbox-out-1", Kind: keydesk.KindAlert, To: []string{"support@buildmarkets.example"}, Subject: "s", Text: "t"}); err != nil {
 				return err
 			}
-			cons, err := q.JS.CreateOrUpdateConsumer(ctx, queue.StreamOutbox, jetstream.ConsumerConfig{Durable: "inbox-test", AckPolicy: jetstream.AckExplicitPolicy})
+			cons, err := rawJS(q).CreateOrUpdateConsumer(ctx, queue.StreamOutbox, jetstream.ConsumerConfig{Durable: "inbox-test", AckPolicy: jetstream.AckExplicitPolicy})
 			if err != nil {
 				return err
 			}

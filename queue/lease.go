@@ -64,7 +64,7 @@ func (l *Lease) Renew(ctx context.Context) error {
 	// KeyValue.Update cannot set a TTL, so publish to the key's subject
 	// with the same compare-and-set header it would use.
 	m := &nats.Msg{Subject: "$KV." + BucketLocks + "." + l.Name, Data: []byte(l.Holder), Header: nats.Header{}}
-	ack, err := l.c.JS.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(l.rev), jetstream.WithMsgTTL(l.TTL))
+	ack, err := l.c.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(l.rev), jetstream.WithMsgTTL(l.TTL))
 	if err != nil {
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {

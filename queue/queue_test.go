@@ -290,7 +290,7 @@ func TestRetention(t *testing.T) {
 		{queue.StreamAudit, 0},
 		{"KV_" + queue.BucketIntake, 0},
 	} {
-		s, err := c.JS.Stream(ctx, tt.stream)
+		s, err := rawJS(c).Stream(ctx, tt.stream)
 		if err != nil {
 			t.Fatal(err)
 		}

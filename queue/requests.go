@@ -1,16 +1,13 @@
 package queue
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/buildmarkets/keydesk"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // maxIDSalts bounds the search for a free ID when two emails of one day
@@ -37,16 +34,12 @@ func (c *Conn) Create(ctx context.Context, r *keydesk.Request, actor string) (st
 		now := c.Now().UTC()
 		rec.CreatedAt, rec.UpdatedAt = now, now
 		rec.LastEvent = &keydesk.Event{Ref: rec.ID, At: now, Actor: actor, Action: "create", To: rec.State}
-		data, err := json.Marshal(rec)
-		if err != nil {
-			return nil, false, fmt.Errorf("queue: encode %s: %w", rec.ID, err)
-		}
-		rev, err := c.requests.Create(ctx, rec.ID, data)
+		rev, err := c.requests.Create(ctx, rec.ID, rec)
 		if err == nil {
 			rec.Revision = rev
 			return rec, true, nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) {
+		if !errors.Is(err, keydesk.ErrConflict) {
 			return nil, false, fmt.Errorf("queue: create %s: %w", rec.ID, err)
 		}
 		old, err := c.Get(ctx, rec.ID)
@@ -66,27 +59,19 @@ func (c *Conn) Create(ctx context.Context, r *keydesk.Request, actor string) (st
 // Get returns a request with its revision. While the cluster cannot
 // answer, it tries again until ctx ends.
 func (c *Conn) Get(ctx context.Context, id string) (*keydesk.Request, error) {
-	var e jetstream.KeyValueEntry
-	err := Retry(ctx, func(ctx context.Context) (err error) {
-		e, err = c.requests.Get(ctx, id)
-		return err
-	})
+	r, rev, err := c.requests.retrying().Get(ctx, id)
 	if err != nil {
-		if isNotFound(err) || errors.Is(err, jetstream.ErrInvalidKey) {
+		if errors.Is(err, keydesk.ErrNotFound) {
 			return nil, fmt.Errorf("request %s: %w", id, keydesk.ErrNotFound)
+		}
+		var de *DecodeError
+		if errors.As(err, &de) {
+			return nil, err
 		}
 		return nil, fmt.Errorf("queue: get %s: %w", id, err)
 	}
-	return decodeRequest(e)
-}
-
-func decodeRequest(e jetstream.KeyValueEntry) (*keydesk.Request, error) {
-	var r keydesk.Request
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		return nil, fmt.Errorf("queue: decode %s: %w", e.Key(), err)
-	}
-	r.Revision = e.Revision()
-	return &r, nil
+	r.Revision = rev
+	return r, nil
 }
 
 // Filter selects requests in List. Empty fields match everything.
@@ -106,47 +91,28 @@ func (f Filter) match(r *keydesk.Request) bool {
 // bucket's latest values through one consumer rather than a Get per key.
 // While the cluster cannot answer, it tries again until ctx ends.
 func (c *Conn) List(ctx context.Context, f Filter) ([]*keydesk.Request, error) {
-	var out []*keydesk.Request
-	err := Retry(ctx, func(ctx context.Context) (err error) {
-		out, err = c.list(ctx, f)
-		return err
-	})
-	return out, err
-}
-
-func (c *Conn) list(ctx context.Context, f Filter) ([]*keydesk.Request, error) {
-	w, err := c.requests.WatchAll(ctx, jetstream.IgnoreDeletes())
+	entries, err := c.requests.retrying().Scan(ctx, "")
 	if err != nil {
 		return nil, fmt.Errorf("queue: list requests: %w", err)
 	}
-	defer func() { _ = w.Stop() }()
 	var out []*keydesk.Request
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("queue: list requests: %w", ctx.Err())
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil, fmt.Errorf("queue: list requests: %w: the watcher closed", ErrUnavailable)
-			}
-			if e == nil { // all current values delivered
-				slices.SortFunc(out, func(a, b *keydesk.Request) int {
-					if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
-						return c
-					}
-					return strings.Compare(a.ID, b.ID)
-				})
-				return out, nil
-			}
-			r, err := decodeRequest(e)
-			if err != nil {
-				return nil, err
-			}
-			if f.match(r) {
-				out = append(out, r)
-			}
+	for _, e := range entries {
+		if e.Err != nil {
+			return nil, e.Err
+		}
+		r := e.Value
+		r.Revision = e.Revision
+		if f.match(r) {
+			out = append(out, r)
 		}
 	}
+	slices.SortFunc(out, func(a, b *keydesk.Request) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out, nil
 }
 
 // Change is one compare-and-set on a request.
@@ -201,13 +167,9 @@ func (c *Conn) Apply(ctx context.Context, id string, ch Change) (*keydesk.Reques
 	now := c.Now().UTC()
 	next.UpdatedAt = now
 	next.LastEvent = &keydesk.Event{Ref: id, At: now, Actor: ch.Actor, Action: ch.Action, From: from, To: next.State, Change: ch.Note}
-	data, err := json.Marshal(next)
+	rev, err := c.requests.retrying().Update(ctx, id, next, cur.Revision)
 	if err != nil {
-		return nil, fmt.Errorf("queue: encode %s: %w", id, err)
-	}
-	rev, err := c.update(ctx, c.requests, id, data, cur.Revision)
-	if err != nil {
-		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+		if errors.Is(err, keydesk.ErrConflict) {
 			return nil, fmt.Errorf("request %s: %w", id, keydesk.ErrConflict)
 		}
 		return nil, fmt.Errorf("queue: update %s: %w", id, err)
@@ -220,26 +182,4 @@ func (c *Conn) Apply(ctx context.Context, id string, ch Change) (*keydesk.Reques
 // compare-and-set, with an audit event naming actor and note.
 func (c *Conn) Transition(ctx context.Context, id string, from, to keydesk.State, actor, note string, mutate func(*keydesk.Request) error) (*keydesk.Request, error) {
 	return c.Apply(ctx, id, Change{Actor: actor, Action: "transition", From: from, To: to, Note: note, Mutate: mutate})
-}
-
-// update is a compare-and-set that tries again while the cluster cannot
-// answer. A try whose answer was lost may have been written: when a later
-// try then finds the revision moved on, the record is read back, and if it
-// holds exactly what this update wrote, the update succeeded.
-func (c *Conn) update(ctx context.Context, kv jetstream.KeyValue, key string, data []byte, last uint64) (uint64, error) {
-	var rev uint64
-	unsure := false
-	err := Retry(ctx, func(ctx context.Context) error {
-		var err error
-		rev, err = kv.Update(ctx, key, data, last)
-		if err != nil && unsure && errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			if e, gerr := kv.Get(ctx, key); gerr == nil && bytes.Equal(e.Value(), data) {
-				rev = e.Revision()
-				return nil
-			}
-		}
-		unsure = unsure || Unavailable(err)
-		return err
-	})
-	return rev, err
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/buildmarkets/keydesk"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -56,31 +57,32 @@ func (c *Conn) setup(ctx context.Context) error {
 		var kv jetstream.KeyValue
 		var err error
 		if c.opts.SkipSetup {
-			kv, err = c.JS.KeyValue(ctx, cfg.Bucket)
+			kv, err = c.js.KeyValue(ctx, cfg.Bucket)
 		} else {
-			kv, err = c.JS.CreateOrUpdateKeyValue(ctx, cfg)
+			kv, err = c.js.CreateOrUpdateKeyValue(ctx, cfg)
 		}
 		if err != nil {
 			return fmt.Errorf("queue: bucket %s: %w", cfg.Bucket, err)
 		}
 		c.kvs[cfg.Bucket] = kv
 	}
-	c.requests = c.kvs[BucketRequests]
+	c.requests = NewBucket[keydesk.Request](c, BucketRequests)
+	c.batches = NewBucket[keydesk.Batch](c, BucketBatches)
 	c.locks = c.kvs[BucketLocks]
 
 	streams := streamConfigs(r, c.opts.AuditMaxBytes)
 	if !c.opts.SkipSetup {
 		for _, cfg := range streams {
-			if _, err := c.JS.CreateOrUpdateStream(ctx, cfg); err != nil {
+			if _, err := c.js.CreateOrUpdateStream(ctx, cfg); err != nil {
 				return fmt.Errorf("queue: stream %s: %w", cfg.Name, err)
 			}
 		}
 	}
 	var err error
 	if c.opts.SkipSetup {
-		c.mail, err = c.JS.ObjectStore(ctx, ObjectMail)
+		c.mail, err = c.js.ObjectStore(ctx, ObjectMail)
 	} else {
-		c.mail, err = c.JS.CreateOrUpdateObjectStore(ctx, mailStoreConfig(r))
+		c.mail, err = c.js.CreateOrUpdateObjectStore(ctx, mailStoreConfig(r))
 	}
 	if err != nil {
 		return fmt.Errorf("queue: object store %s: %w", ObjectMail, err)
@@ -158,17 +160,15 @@ func mailStoreConfig(r int) jetstream.ObjectStoreConfig {
 	}
 }
 
-// KV returns one of the buckets named above.
-func (c *Conn) KV(name string) jetstream.KeyValue {
+// kvBucket returns one of the buckets named above; NewBucket gives it a
+// type.
+func (c *Conn) kvBucket(name string) jetstream.KeyValue {
 	kv, ok := c.kvs[name]
 	if !ok {
 		panic("queue: no bucket " + name)
 	}
 	return kv
 }
-
-// Mail is the object store of raw source mail.
-func (c *Conn) Mail() jetstream.ObjectStore { return c.mail }
 
 func isNotFound(err error) bool {
 	return errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) ||

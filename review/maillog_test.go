@@ -27,7 +27,7 @@ import (
 // with intake's own API (the review role wires the same).
 func mailFromIntake(q *queue.Conn) func(ctx context.Context) ([]MailEntry, error) {
 	return func(ctx context.Context) ([]MailEntry, error) {
-		recs, err := intake.Records(ctx, q.KV(queue.BucketIntake))
+		recs, err := intake.Records(ctx, q)
 		if err != nil {
 			return nil, err
 		}
@@ -87,8 +87,7 @@ func (e *env) intakeMail(t *testing.T, raws ...string) {
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	kv := e.q.KV(queue.BucketIntake)
-	before, err := intake.Records(context.Background(), kv)
+	before, err := intake.Records(context.Background(), e.q)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +106,7 @@ func (e *env) intakeMail(t *testing.T, raws ...string) {
 			t.Fatal(err)
 		}
 		queuetest.Eventually(t, 20*time.Second, fmt.Sprintf("intake to take in email %d", i+1), func() bool {
-			recs, err := intake.Records(context.Background(), kv)
+			recs, err := intake.Records(context.Background(), e.q)
 			return err == nil && len(recs) == len(before)+i+1
 		})
 	}

@@ -14,7 +14,6 @@ import (
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/queue"
-	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/net/html"
 )
 
@@ -107,15 +106,14 @@ func TestSessionStoredHashed(t *testing.T) {
 	for _, c := range b.c.Jar.Cookies(u) {
 		cookie = c.Value
 	}
-	keys, err := e.q.KV(queue.BucketSessions).Keys(context.Background())
-	if err != nil || len(keys) != 1 {
-		t.Fatalf("sessions: %v %v", keys, err)
+	stored, err := queue.NewBucket[json.RawMessage](e.q, queue.BucketSessions).Scan(context.Background(), "")
+	if err != nil || len(stored) != 1 {
+		t.Fatalf("sessions: %v %v", stored, err)
 	}
-	if keys[0] == cookie || strings.Contains(keys[0], cookie) {
+	if stored[0].Key == cookie || strings.Contains(stored[0].Key, cookie) {
 		t.Fatal("the session cookie is stored as is")
 	}
-	en, _ := e.q.KV(queue.BucketSessions).Get(context.Background(), keys[0])
-	if strings.Contains(string(en.Value()), cookie) {
+	if strings.Contains(string(*stored[0].Value), cookie) {
 		t.Fatal("the session record holds the cookie")
 	}
 }
@@ -372,23 +370,9 @@ func TestRacingApprovals(t *testing.T) {
 
 func outboxMessages(t *testing.T, q *queue.Conn) []*keydesk.Outgoing {
 	t.Helper()
-	ctx := context.Background()
-	st, err := q.JS.Stream(ctx, queue.StreamOutbox)
+	out, err := q.Outbox(context.Background())
 	if err != nil {
 		t.Fatal(err)
-	}
-	var out []*keydesk.Outgoing
-	info := st.CachedInfo()
-	for s := info.State.FirstSeq; s <= info.State.LastSeq && info.State.Msgs > 0; s++ {
-		m, err := st.GetMsg(ctx, s)
-		if err != nil {
-			continue
-		}
-		o, err := queue.DecodeOutgoing(m.Data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, o)
 	}
 	return out
 }
@@ -630,8 +614,8 @@ func TestSessionSweep(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("sweep: %d %v", n, err)
 	}
-	if _, err := e.q.KV(queue.BucketSessions).Keys(context.Background()); err != jetstream.ErrNoKeysFound {
-		t.Fatalf("sessions left: %v", err)
+	if left, err := queue.NewBucket[json.RawMessage](e.q, queue.BucketSessions).Scan(context.Background(), ""); err != nil || len(left) != 0 {
+		t.Fatalf("sessions left: %d %v", len(left), err)
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -16,9 +15,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/review/users"
-	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/time/rate"
 )
 
@@ -66,18 +65,17 @@ func sessionKey(cookie string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-func (s *Server) sessions() jetstream.KeyValue { return s.o.Queue.KV(queue.BucketSessions) }
+// sessions is the sessions bucket, by sessionKey.
+func (s *Server) sessions() *queue.Bucket[session] {
+	return queue.NewBucket[session](s.o.Queue, queue.BucketSessions)
+}
 
 // newSession stores a session for user and sets its cookie.
 func (s *Server) newSession(ctx context.Context, w http.ResponseWriter, user string) error {
 	cookie := randomToken()
 	now := s.now().UTC()
 	se := session{User: user, CSRF: randomToken(), Created: now, Seen: now}
-	data, err := json.Marshal(se)
-	if err != nil {
-		return err
-	}
-	if _, err := s.sessions().Create(ctx, sessionKey(cookie), data); err != nil {
+	if _, err := s.sessions().Create(ctx, sessionKey(cookie), &se); err != nil {
 		return fmt.Errorf("review: store session: %w", err)
 	}
 	http.SetCookie(w, &http.Cookie{
@@ -105,19 +103,18 @@ func (s *Server) sessionStaff(r *http.Request) (*staff, error) {
 	}
 	key := sessionKey(c.Value)
 	ctx := r.Context()
-	e, err := s.sessions().Get(ctx, key)
-	if err != nil {
-		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("review: read session: %w", err)
-	}
-	var se session
-	if err := json.Unmarshal(e.Value(), &se); err != nil {
+	se, rev, err := s.sessions().Get(ctx, key)
+	var de *queue.DecodeError
+	switch {
+	case errors.Is(err, keydesk.ErrNotFound):
+		return nil, nil
+	case errors.As(err, &de):
 		_ = s.sessions().Purge(ctx, key)
 		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("review: read session: %w", err)
 	}
-	se.key, se.rev = key, e.Revision()
+	se.key, se.rev = key, rev
 	now := s.now().UTC()
 	u, ok := s.o.Users().Lookup(se.User)
 	if now.Sub(se.Seen) > s.o.SessionIdle || now.Sub(se.Created) > maxSessionLife || !ok || u.PasswordHash == "" {
@@ -128,13 +125,11 @@ func (s *Server) sessionStaff(r *http.Request) (*staff, error) {
 	// load should not cost a write.
 	if now.Sub(se.Seen) > min(time.Minute, s.o.SessionIdle/10) {
 		se.Seen = now
-		if data, err := json.Marshal(se); err == nil {
-			if rev, err := s.sessions().Update(ctx, key, data, se.rev); err == nil {
-				se.rev = rev
-			}
+		if rev, err := s.sessions().Update(ctx, key, se, se.rev); err == nil {
+			se.rev = rev
 		}
 	}
-	return &staff{Name: u.Name, Role: u.Role, sess: &se}, nil
+	return &staff{Name: u.Name, Role: u.Role, sess: se}, nil
 }
 
 // endSession removes the session of the request.
@@ -153,24 +148,20 @@ func checkCSRF(r *http.Request, st *staff) bool {
 	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(st.sess.CSRF)) == 1
 }
 
-// sweepSessions removes sessions past their idle time or life.
+// sweepSessions removes sessions past their idle time or life, and any
+// that cannot be read.
 func (s *Server) sweepSessions(ctx context.Context) (int, error) {
-	kv := s.sessions()
-	keys, err := kv.ListKeys(ctx)
+	b := s.sessions()
+	entries, err := b.Scan(ctx, "")
 	if err != nil {
 		return 0, err
 	}
-	defer func() { _ = keys.Stop() }()
 	now := s.now().UTC()
 	n := 0
-	for k := range keys.Keys() {
-		e, err := kv.Get(ctx, k)
-		if err != nil {
-			continue
-		}
-		var se session
-		if json.Unmarshal(e.Value(), &se) != nil || now.Sub(se.Seen) > s.o.SessionIdle || now.Sub(se.Created) > maxSessionLife {
-			if kv.Purge(ctx, k) == nil {
+	for _, e := range entries {
+		se := e.Value
+		if e.Err != nil || now.Sub(se.Seen) > s.o.SessionIdle || now.Sub(se.Created) > maxSessionLife {
+			if b.Purge(ctx, e.Key) == nil {
 				n++
 			}
 		}

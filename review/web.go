@@ -635,11 +635,11 @@ func (v *auditView) query() queue.AuditQuery {
 }
 
 func (s *Server) auditLastSeq(ctx context.Context) (uint64, error) {
-	st, err := s.o.Queue.JS.Stream(ctx, queue.StreamAudit)
+	info, err := s.o.Queue.StreamInfo(ctx, queue.StreamAudit)
 	if err != nil {
 		return 0, err
 	}
-	return st.CachedInfo().State.LastSeq, nil
+	return info.LastSeq, nil
 }
 
 func (s *Server) getAudit(w http.ResponseWriter, r *http.Request, st *staff) error {

@@ -58,12 +58,11 @@ func runSetup(ctx context.Context, w io.Writer, cfg *config.Config) error {
 		names = append(names, "KV_"+b)
 	}
 	for _, n := range names {
-		s, err := q.JS.Stream(ctx, n)
+		info, err := q.StreamInfo(ctx, n)
 		if err != nil {
 			return fmt.Errorf("setup: stream %s: %w", n, err)
 		}
-		info := s.CachedInfo()
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", n, info.Config.Replicas, info.State.Msgs, info.State.Bytes)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", n, info.Replicas, info.Msgs, info.Bytes)
 	}
 	return tw.Flush()
 }

@@ -20,7 +20,6 @@ import (
 	"github.com/buildmarkets/keydesk/intake"
 	"github.com/buildmarkets/keydesk/intake/parse"
 	"github.com/buildmarkets/keydesk/internal/imaptest"
-	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/queue/queuetest"
 	"github.com/buildmarkets/keydesk/review"
 )
@@ -101,7 +100,7 @@ func TestMailCLIEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		queuetest.Eventually(t, 20*time.Second, "intake to take the email in", func() bool {
-			recs, err := intake.Records(context.Background(), a.q.KV(queue.BucketIntake))
+			recs, err := intake.Records(context.Background(), a.q)
 			return err == nil && len(recs) == i+1
 		})
 		mu.Lock()

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/metrics"
@@ -98,28 +96,12 @@ func TestRequestGauges(t *testing.T) {
 // outboxAlerts returns the alerts waiting in the outbox.
 func outboxAlerts(t *testing.T, q *queue.Conn) []*keydesk.Outgoing {
 	t.Helper()
-	ctx := context.Background()
-	s, err := q.JS.Stream(ctx, queue.StreamOutbox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
+	all, err := q.Outbox(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []*keydesk.Outgoing
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			if err == jetstream.ErrMsgNotFound {
-				continue
-			}
-			t.Fatal(err)
-		}
-		o, err := queue.DecodeOutgoing(m.Data)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, o := range all {
 		if o.Kind == keydesk.KindAlert {
 			out = append(out, o)
 		}

@@ -106,13 +106,9 @@ func TestOutboxDeadAndRetry(t *testing.T) {
 		t.Fatalf("after retry: %q", out)
 	}
 	q = queuetest.OpenDir(t, filepath.Join(dir, "data"))
-	st, err := q.JS.Stream(context.Background(), queue.StreamOutbox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(context.Background())
-	if err != nil || info.State.Msgs != 1 {
-		t.Fatalf("outbox holds %d messages after retry (err %v), want 1", info.State.Msgs, err)
+	info, err := q.StreamInfo(context.Background(), queue.StreamOutbox)
+	if err != nil || info.Msgs != 1 {
+		t.Fatalf("outbox holds %d messages after retry (err %v), want 1", info.Msgs, err)
 	}
 }
 

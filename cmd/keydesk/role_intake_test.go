@@ -89,7 +89,7 @@ review: {listen: "127.0.0.1:0"}
 		if r.Partner != "acme" || r.Environment != keydesk.Sandbox || r.State != keydesk.StatePendingReview || r.Label != "reporting-bot" {
 			return fmt.Errorf("request %+v", r)
 		}
-		if _, err := a.q.KV(queue.BucketLocks).Get(ctx, "intake.INBOX"); err != nil {
+		if _, err := a.q.LeaseHolder(ctx, "intake.INBOX"); err != nil {
 			return fmt.Errorf("mailbox lease not held: %v", err)
 		}
 		if err := poll(time.Until(deadline), "the email moved to Processed", func() bool {

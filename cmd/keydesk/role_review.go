@@ -13,7 +13,6 @@ import (
 	"github.com/buildmarkets/keydesk/batch"
 	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/intake"
-	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/review"
 	"github.com/buildmarkets/keydesk/review/users"
 	"github.com/buildmarkets/keydesk/templates"
@@ -97,7 +96,7 @@ func mailLog(a *app) func(ctx context.Context) ([]review.MailEntry, error) {
 		string(intake.Rejected):  a.cfg.IMAP.RejectedMailbox,
 	}
 	return func(ctx context.Context) ([]review.MailEntry, error) {
-		recs, err := intake.Records(ctx, a.q.KV(queue.BucketIntake))
+		recs, err := intake.Records(ctx, a.q)
 		if err != nil {
 			return nil, err
 		}
