@@ -50,22 +50,34 @@ type role struct {
 	start func(ctx context.Context, a *app) (run func(ctx context.Context) error, err error)
 }
 
-// roleTable holds the roles; files add to it in init.
-var roleTable = map[string]role{}
+// roleTable is every role, in the order they start (and stop in
+// reverse). A new role is a file with its start function and one line here.
+func roleTable() []role {
+	return []role{
+		{name: "delivery", start: startDelivery},
+		{name: "batch", start: startBatch},
+		{name: "review", start: startReview},
+		{name: "intake", start: startIntake},
+	}
+}
 
-// roleOrder is the order roles start in (and stop in reverse).
+// roleOrder is the roles' names in the order they start.
 var roleOrder = []string{"delivery", "batch", "review", "intake"}
 
-func registerRole(r role) { roleTable[r.name] = r }
+// findRole returns the role of that name.
+func findRole(name string) (role, bool) {
+	for _, r := range roleTable() {
+		if r.name == name {
+			return r, true
+		}
+	}
+	return role{}, false
+}
 
-// appHooks run at the end of newApp, for every set of roles: the
-// observability file adds the gauges and alerts that concern the whole
-// deployment. A hook that starts work stops it through a.onClose.
-var appHooks []func(a *app)
-
-// contactKeyChecker makes the checker that loads and checks contact keys;
-// the crypto wiring sets it. Without one, keys are only read, not checked.
-var contactKeyChecker func() config.ContactKeyChecker
+// contactKeyChecker makes the checker that loads and checks contact keys
+// (wire_crypto.go). Tests whose key files are placeholders set it to nil:
+// keys are then only read, not checked.
+var contactKeyChecker = func() config.ContactKeyChecker { return registryKeyChecker{} }
 
 // addCheck registers a readiness check shown on /readyz.
 func (a *app) addCheck(name string, fn func(ctx context.Context) error) {
@@ -140,7 +152,8 @@ const (
 // timeout), until ctx ends: an instance started while the cluster
 // recovers waits for it instead of exiting. /readyz shows the reason
 // meanwhile. A configuration mistake, or an embedded server that cannot
-// start, ends it at once. The app hooks run once the queue is open.
+// start, ends it at once. Once the queue is open, the gauges and alerts
+// that concern the whole deployment start.
 func (a *app) connect(ctx context.Context) error {
 	cfg := a.cfg
 	o := queueOptions(cfg, "keydesk "+a.holder)
@@ -154,9 +167,7 @@ func (a *app) connect(ctx context.Context) error {
 			if try > 1 {
 				a.log.Info("nats ready", "tries", try)
 			}
-			for _, h := range appHooks {
-				h(a)
-			}
+			startObservability(a)
 			return nil
 		}
 		if cfg.NATS.URL == "" || errors.Is(err, queue.ErrConfig) || ctx.Err() != nil {

@@ -15,14 +15,6 @@ import (
 	"github.com/buildmarkets/keydesk/config"
 )
 
-func init() {
-	register(command{
-		name: "check", args: checkArgs,
-		summary: "validate config, partners and their PGP keys; --connect logs in to every server",
-		run:     cmdCheck,
-	})
-}
-
 const checkArgs = "--config keydesk.yaml [--roles intake,review,batch,delivery] [--strict] [--connect [--timeout 10s]]"
 
 // checkOptions are the flags of `keydesk check`.
@@ -140,7 +132,7 @@ func checkFiles(o checkOptions) (*config.Config, *keydesk.Registry, []error) {
 	if err != nil {
 		problems = append(problems, err)
 	}
-	for _, c := range extraChecks {
+	for _, c := range configChecks {
 		problems = append(problems, c(cfg))
 	}
 	for _, r := range o.roles {
@@ -205,10 +197,12 @@ func printPartners(w io.Writer, reg *keydesk.Registry, now time.Time) {
 	_ = tw.Flush()
 }
 
-// extraChecks are checks other parts add (contact keys, users.yaml), run
-// for every config.
-var extraChecks []func(cfg *config.Config) error
+// configChecks look beyond what the config loader validates (contact
+// keys, users.yaml, the smtp section), for every config.
+var configChecks = []func(cfg *config.Config) error{checkSMTP, checkUsersFile, checkContactKeys}
 
 // roleChecks are checks of what one role alone needs (the batch role's
 // schedule and signing key), run when check is asked for that role.
-var roleChecks = map[string][]func(cfg *config.Config) error{}
+var roleChecks = map[string][]func(cfg *config.Config) error{
+	"batch": {checkBatchSchedule, checkSigningKey},
+}

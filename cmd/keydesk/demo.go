@@ -28,14 +28,6 @@ import (
 	"github.com/buildmarkets/keydesk/queue"
 )
 
-func init() {
-	register(command{
-		name: "demo", args: "[--once] [--listen 127.0.0.1:8080] [--keep]",
-		summary: "run keydesk end to end, everything embedded",
-		run:     cmdDemo,
-	})
-}
-
 func cmdDemo(ctx context.Context, args []string) error {
 	fs := newFlags("demo", "[--once] [--listen 127.0.0.1:8080] [--keep]",
 		"Run keydesk's real roles (intake, review, batch, delivery) against servers the demo starts in\n"+

@@ -12,14 +12,6 @@ import (
 	"github.com/buildmarkets/keydesk/queue"
 )
 
-func init() {
-	register(command{
-		name: "setup", args: "--config admin.yaml",
-		summary: "create or update keydesk's NATS streams and buckets, then exit",
-		run:     cmdSetup,
-	})
-}
-
 func cmdSetup(ctx context.Context, args []string) error {
 	fs := newFlags("setup", "--config admin.yaml",
 		"Connect to NATS as the config says and create (or update to this version's settings) every\n"+

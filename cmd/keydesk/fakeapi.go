@@ -14,16 +14,6 @@ import (
 	"github.com/buildmarkets/keydesk/bmapi/fake"
 )
 
-func init() {
-	register(command{
-		name: "fakeapi", args: "--listen ADDR --seed seed.json [--state file] [--latency 20ms] [--rate-limit 50]",
-		summary: "run the Buildmarkets keys API simulator",
-		run: func(ctx context.Context, args []string) error {
-			return runFakeapi(ctx, os.Stdout, os.Stderr, args)
-		},
-	})
-}
-
 // runFakeapi serves the simulator until ctx ends (SIGINT or SIGTERM), then
 // drains the requests in flight for up to five seconds.
 func runFakeapi(ctx context.Context, stdout, stderr io.Writer, args []string) error {

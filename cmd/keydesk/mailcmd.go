@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -13,16 +12,6 @@ import (
 
 	"github.com/buildmarkets/keydesk/review"
 )
-
-func init() {
-	register(command{
-		name: "mail", args: "list [options]",
-		summary: "list the emails intake took in and what became of each (over the JSON API)",
-		run: func(ctx context.Context, args []string) error {
-			return runMailCmd(ctx, os.Stdout, args, os.Getenv)
-		},
-	})
-}
 
 func runMailCmd(ctx context.Context, stdout io.Writer, args []string, getenv func(string) string) error {
 	if len(args) == 0 {

@@ -1,7 +1,7 @@
 // Command keydesk fulfils Buildmarkets API key requests sent by email.
 //
-// Each subcommand lives in its own file and registers itself in the
-// command table; main parses the first word and runs it.
+// Each subcommand lives in its own file; commandTable lists them all, and
+// main parses the first word and runs the command it names.
 package main
 
 import (
@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/signal"
 	"slices"
-	"strings"
 	"syscall"
 
 	"golang.org/x/term"
@@ -37,16 +36,58 @@ type exitError struct{ code int }
 
 func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 
-// commands is the command table; files add to it in init.
-var commands []command
-
-func register(c command) { commands = append(commands, c) }
+// commandTable is every subcommand. A new command is a file with its run
+// function and one line here.
+func commandTable() []command {
+	return []command{
+		{name: "batch", args: "run|list [options]",
+			summary: "run one batch now, or list batches (over the JSON API)",
+			run: func(ctx context.Context, args []string) error {
+				return runBatchCmd(ctx, os.Stdout, os.Stderr, args, os.Getenv)
+			}},
+		{name: "check", args: checkArgs,
+			summary: "validate config, partners and their PGP keys; --connect logs in to every server",
+			run:     cmdCheck},
+		{name: "demo", args: "[--once] [--listen 127.0.0.1:8080] [--keep]",
+			summary: "run keydesk end to end, everything embedded",
+			run:     cmdDemo},
+		{name: "fakeapi", args: "--listen ADDR --seed seed.json [--state file] [--latency 20ms] [--rate-limit 50]",
+			summary: "run the Buildmarkets keys API simulator",
+			run: func(ctx context.Context, args []string) error {
+				return runFakeapi(ctx, os.Stdout, os.Stderr, args)
+			}},
+		{name: "mail", args: "list [options]",
+			summary: "list the emails intake took in and what became of each (over the JSON API)",
+			run: func(ctx context.Context, args []string) error {
+				return runMailCmd(ctx, os.Stdout, args, os.Getenv)
+			}},
+		{name: "outbox", args: "dead|retry SEQ [--config keydesk.yaml] [--nats URL] [--json]",
+			summary: "list outgoing mail that could not be sent, and send it again",
+			run:     func(ctx context.Context, args []string) error { return cmdOutbox(ctx, args, os.Stdout) }},
+		{name: "parse", args: "[--config keydesk.yaml] [--json] [--reply] FILE.eml... (- for stdin)",
+			summary: "show what keydesk understands from request emails",
+			run:     cmdParse},
+		{name: "queue", args: "list|show|approve|reject|cancel [ID] [options]",
+			summary: "review the request queue from a terminal (over the JSON API)",
+			run: func(ctx context.Context, args []string) error {
+				return runQueueCmd(ctx, os.Stdout, os.Stderr, args, os.Getenv)
+			}},
+		{name: "serve", args: "--config keydesk.yaml [--roles intake,review,batch,delivery]",
+			summary: "run keydesk's roles",
+			run:     cmdServe},
+		{name: "setup", args: "--config admin.yaml",
+			summary: "create or update keydesk's NATS streams and buckets, then exit",
+			run:     cmdSetup},
+		{name: "users", args: "add NAME --role viewer|approver|admin [--write users.yaml]",
+			summary: "make a staff account for the review UI and API",
+			run:     cmdUsers},
+		{name: "version", summary: "print the version", run: cmdVersion},
+	}
+}
 
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "keydesk fulfils Buildmarkets API key requests that partners send by email.\n\nUsage:\n")
-	cs := slices.Clone(commands)
-	slices.SortFunc(cs, func(a, b command) int { return strings.Compare(a.name, b.name) })
-	for _, c := range cs {
+	for _, c := range commandTable() {
 		fmt.Fprintf(w, "  keydesk %-10s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(w, "\nRun 'keydesk COMMAND --help' for a command's options.\n")
@@ -64,6 +105,7 @@ func run(args []string) int {
 		}
 		return 0
 	}
+	commands := commandTable()
 	i := slices.IndexFunc(commands, func(c command) bool { return c.name == args[0] })
 	if i < 0 {
 		fmt.Fprintf(os.Stderr, "keydesk: unknown command %q\n\n", args[0])

@@ -42,8 +42,6 @@ var waitingStates = []keydesk.State{
 	keydesk.StateGenerated, keydesk.StateDeliveryFailed, keydesk.StateBlocked, keydesk.StateFailed,
 }
 
-func init() { appHooks = append(appHooks, startObservability) }
-
 // observer computes the gauges and sends the key alerts.
 type observer struct {
 	q        *queue.Conn

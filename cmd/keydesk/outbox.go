@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -16,14 +15,6 @@ import (
 	"github.com/buildmarkets/keydesk/delivery"
 	"github.com/buildmarkets/keydesk/queue"
 )
-
-func init() {
-	register(command{
-		name: "outbox", args: "dead|retry SEQ [--config keydesk.yaml] [--nats URL] [--json]",
-		summary: "list outgoing mail that could not be sent, and send it again",
-		run:     func(ctx context.Context, args []string) error { return cmdOutbox(ctx, args, os.Stdout) },
-	})
-}
 
 func cmdOutbox(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlags("outbox", "dead|retry SEQ [--config keydesk.yaml] [--nats URL] [--json]",

@@ -19,14 +19,6 @@ import (
 	"github.com/buildmarkets/keydesk/templates"
 )
 
-func init() {
-	register(command{
-		name: "parse", args: "[--config keydesk.yaml] [--json] [--reply] FILE.eml... (- for stdin)",
-		summary: "show what keydesk understands from request emails",
-		run:     cmdParse,
-	})
-}
-
 // expiringWithin is how close a contact key's expiry must be to flag its
 // partner's requests contact-key-expiring; `keydesk check` warns at the same point.
 const expiringWithin = 30 * 24 * time.Hour

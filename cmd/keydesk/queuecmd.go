@@ -23,23 +23,6 @@ import (
 	"github.com/buildmarkets/keydesk/review"
 )
 
-func init() {
-	register(command{
-		name: "queue", args: "list|show|approve|reject|cancel [ID] [options]",
-		summary: "review the request queue from a terminal (over the JSON API)",
-		run: func(ctx context.Context, args []string) error {
-			return runQueueCmd(ctx, os.Stdout, os.Stderr, args, os.Getenv)
-		},
-	})
-	register(command{
-		name: "batch", args: "run|list [options]",
-		summary: "run one batch now, or list batches (over the JSON API)",
-		run: func(ctx context.Context, args []string) error {
-			return runBatchCmd(ctx, os.Stdout, os.Stderr, args, os.Getenv)
-		},
-	})
-}
-
 const apiHelp = "\nThe server is KEYDESK_URL (default http://127.0.0.1:8080) and the API token KEYDESK_TOKEN\n" +
 	"(make one with 'keydesk users add'); --url, --token-file and --ca-file override them."
 

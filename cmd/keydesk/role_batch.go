@@ -26,11 +26,6 @@ import (
 // after-enqueue, after-generated). For tests only; never set it in production.
 const failpointEnv = "KEYDESK_FAILPOINT"
 
-func init() {
-	registerRole(role{name: "batch", start: startBatch})
-	roleChecks["batch"] = append(roleChecks["batch"], checkBatchSchedule)
-}
-
 // requireCredentials makes the batch role's partner registry carry every
 // partner environment's keys:manage credentials, at start and at each
 // reload: only this role holds them (the other roles run without), so a

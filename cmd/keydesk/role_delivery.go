@@ -11,11 +11,6 @@ import (
 	"github.com/buildmarkets/keydesk/templates"
 )
 
-func init() {
-	registerRole(role{name: "delivery", start: startDelivery})
-	extraChecks = append(extraChecks, checkSMTP)
-}
-
 // checkSMTP is keydesk check's look at the smtp section beyond what the
 // config loader validates: the CA file is a certificate, smtp.from is an
 // address, plain text goes to loopback only.

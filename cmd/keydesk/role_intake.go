@@ -20,10 +20,6 @@ import (
 	"github.com/buildmarkets/keydesk/templates"
 )
 
-func init() {
-	registerRole(role{name: "intake", start: startIntake})
-}
-
 // startIntake wires the intake role: the IMAP poller (TLS and SASL from
 // mailauth) with the parser and reply builder as its handler, under the
 // mailbox's lease, with the "imap" readiness check and the intake metrics.

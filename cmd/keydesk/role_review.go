@@ -18,11 +18,6 @@ import (
 	"github.com/buildmarkets/keydesk/templates"
 )
 
-func init() {
-	registerRole(role{name: "review", start: startReview})
-	extraChecks = append(extraChecks, checkUsersFile)
-}
-
 // startReview serves the support team's UI and JSON API on review.listen
 // (the app's mux, beside /healthz and /metrics).
 func startReview(ctx context.Context, a *app) (func(context.Context) error, error) {

@@ -22,14 +22,6 @@ import (
 // stop signal before their context is cancelled.
 const shutdownGrace = 30 * time.Second
 
-func init() {
-	register(command{
-		name: "serve", args: "--config keydesk.yaml [--roles intake,review,batch,delivery]",
-		summary: "run keydesk's roles",
-		run:     cmdServe,
-	})
-}
-
 func cmdServe(ctx context.Context, args []string) error {
 	fs := newFlags("serve", "--config keydesk.yaml [--roles intake,review,batch,delivery]",
 		"Run the given roles (default: all) until SIGTERM or SIGINT. SIGHUP reloads partners.yaml.")
@@ -63,7 +55,7 @@ func parseRoles(s string) ([]string, error) {
 		if !slices.Contains(roleOrder, r) {
 			return nil, fmt.Errorf("--roles: unknown role %q: the roles are %s", r, strings.Join(roleOrder, ", "))
 		}
-		if _, ok := roleTable[r]; !ok {
+		if _, ok := findRole(r); !ok {
 			return nil, fmt.Errorf("--roles: role %q is not built into this keydesk", r)
 		}
 		if !slices.Contains(out, r) {
@@ -142,7 +134,8 @@ func serveRoles(ctx context.Context, cfg *config.Config, log *slog.Logger, roles
 	}
 	var started []running
 	for _, name := range roles {
-		run, err := roleTable[name].start(ctx, a)
+		r, _ := findRole(name)
+		run, err := r.start(ctx, a)
 		if err != nil {
 			return fmt.Errorf("start %s: %w", name, err)
 		}

@@ -13,14 +13,6 @@ import (
 	"github.com/buildmarkets/keydesk/review/users"
 )
 
-func init() {
-	register(command{
-		name: "users", args: "add NAME --role viewer|approver|admin [--write users.yaml]",
-		summary: "make a staff account for the review UI and API",
-		run:     cmdUsers,
-	})
-}
-
 func cmdUsers(_ context.Context, args []string) error {
 	if len(args) == 0 || args[0] != "add" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {

@@ -9,8 +9,9 @@ import (
 // version is set at build time with -ldflags "-X main.version=v1.2.3".
 var version = ""
 
-func init() {
-	register(command{name: "version", summary: "print the version", run: func(_ context.Context, args []string) error {
+// cmdVersion prints the version and build details.
+func cmdVersion(_ context.Context, args []string) error {
+	{
 		fs := newFlags("version", "", "Print keydesk's version and build details.")
 		if err := parseFlags(fs, args); err != nil {
 			return err
@@ -37,5 +38,5 @@ func init() {
 		}
 		fmt.Printf("keydesk %s%s%s\n", v, rev, goVer)
 		return nil
-	}})
+	}
 }

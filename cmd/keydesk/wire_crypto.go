@@ -27,11 +27,6 @@ import (
 //     key as a problem.
 //
 // `keydesk check` (for the batch role) also proves the signing key unlocks.
-func init() {
-	contactKeyChecker = func() config.ContactKeyChecker { return registryKeyChecker{} }
-	extraChecks = append(extraChecks, checkContactKeys)
-	roleChecks["batch"] = append(roleChecks["batch"], checkSigningKey)
-}
 
 // registryKeyChecker refuses only the problems that mean the key file is
 // not the pinned key.
