@@ -47,7 +47,7 @@ func keydeskBinary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "keydesk")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/buildmarkets/keydesk/cmd/keydesk").CombinedOutput()
+		out, err := exec.Command("go", "build", "-tags", "failpoint", "-o", binPath, "github.com/buildmarkets/keydesk/cmd/keydesk").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}

@@ -3,12 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
-	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -19,12 +15,6 @@ import (
 	"github.com/buildmarkets/keydesk/crypto"
 	"github.com/buildmarkets/keydesk/templates"
 )
-
-// failpointEnv names the crash-test hook: KEYDESK_FAILPOINT=step[:n] makes
-// the batch role SIGKILL its own process at the n-th (default first) time
-// a request reaches that step (after-generating, after-create, after-seal,
-// after-enqueue, after-generated). For tests only; never set it in production.
-const failpointEnv = "KEYDESK_FAILPOINT"
 
 // requireCredentials makes the batch role's partner registry carry every
 // partner environment's keys:manage credentials, at start and at each
@@ -129,23 +119,3 @@ func newBatchRunner(a *app) (*batch.Runner, error) {
 	return r, nil
 }
 
-// failpointFromEnv returns the crash-test hook set by KEYDESK_FAILPOINT, or nil.
-func failpointFromEnv() func(string) {
-	v := os.Getenv(failpointEnv)
-	if v == "" {
-		return nil
-	}
-	step, nth, _ := strings.Cut(v, ":")
-	n, err := strconv.Atoi(nth)
-	if err != nil || n < 1 {
-		n = 1
-	}
-	var hits atomic.Int64
-	fmt.Fprintf(os.Stderr, "keydesk: %s=%s: this process kills itself at that step (a test hook)\n", failpointEnv, v)
-	return func(s string) {
-		if s == step && hits.Add(1) == int64(n) {
-			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-			select {} // the signal is on its way
-		}
-	}
-}

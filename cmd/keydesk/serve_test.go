@@ -36,10 +36,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// buildKeydesk builds the binary once per test process.
+// buildKeydesk builds the binary once per test process, with the crash-test
+// hook (KEYDESK_FAILPOINT) that the chaos test uses.
 var buildKeydesk = sync.OnceValues(func() (string, error) {
 	bin := filepath.Join(binDir, "keydesk")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	out, err := exec.Command("go", "build", "-tags", "failpoint", "-o", bin, ".").CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("go build: %v\n%s", err, out)
 	}
