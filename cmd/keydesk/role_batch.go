@@ -118,4 +118,3 @@ func newBatchRunner(a *app) (*batch.Runner, error) {
 		})
 	return r, nil
 }
-
