@@ -99,7 +99,8 @@ delivery: {ack_wait: 7s}
 		if err := checkServing(a, "smtp", `keydesk_deliveries_total{kind="acknowledgement",outcome="sent"} 1`); err != nil {
 			return err
 		}
-		c, err := a.q.JS.Consumer(ctx, queue.StreamOutbox, delivery.ConsumerName)
+		_, js := a.q.Raw()
+		c, err := js.Consumer(ctx, queue.StreamOutbox, delivery.ConsumerName)
 		if err != nil {
 			return err
 		}
