@@ -299,3 +299,20 @@ func TestRetention(t *testing.T) {
 		}
 	}
 }
+
+// TestLeaderReads: every bucket's reads go to the stream leader, never to
+// a replica that may be a write behind.
+func TestLeaderReads(t *testing.T) {
+	q := queuetest.Open(t)
+	ctx := context.Background()
+	_, js := q.Raw()
+	for _, b := range []string{queue.BucketRequests, queue.BucketLocks, queue.BucketBatches, queue.BucketDeliveries, queue.BucketIntake, queue.BucketSessions} {
+		s, err := js.Stream(ctx, "KV_"+b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.CachedInfo().Config.AllowDirect {
+			t.Errorf("bucket %s answers reads from any replica (allow_direct)", b)
+		}
+	}
+}
