@@ -56,7 +56,7 @@ func TestServeWaitsForNATS(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b), nil
 	}
-	if err := poll(30*time.Second, "/healthz answering", func() bool {
+	if err := testenv.Poll(30*time.Second, "/healthz answering", func() bool {
 		code, _, err := get("/healthz")
 		return err == nil && code == 200
 	}); err != nil {
@@ -68,7 +68,7 @@ func TestServeWaitsForNATS(t *testing.T) {
 		t.Fatalf("/readyz with NATS down: %d %q %v", code, body, err)
 	}
 	// Several tries later it is still running, and says so in its log.
-	if err := poll(30*time.Second, "a retry logged", func() bool { return strings.Contains(logs.String(), "nats not ready; trying again") }); err != nil {
+	if err := testenv.Poll(30*time.Second, "a retry logged", func() bool { return strings.Contains(logs.String(), "nats not ready; trying again") }); err != nil {
 		t.Fatalf("%v; log:\n%s", err, logs.String())
 	}
 	select {
@@ -82,7 +82,7 @@ func TestServeWaitsForNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
-	if err := poll(60*time.Second, "/readyz ok once NATS is up", func() bool {
+	if err := testenv.Poll(60*time.Second, "/readyz ok once NATS is up", func() bool {
 		code, body, err := get("/readyz")
 		return err == nil && code == 200 && strings.Contains(body, "nats: ok")
 	}); err != nil {
