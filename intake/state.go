@@ -5,10 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/buildmarkets/keydesk/queue"
 )
 
 // Keys in the intake bucket (queue.BucketIntake):
@@ -49,27 +50,11 @@ type Record struct {
 	At          time.Time `json:"at"`
 }
 
-// kvToken makes s usable inside a KV key: letters, digits and -_= stay,
-// anything else becomes '_'. Collisions are harmless for mailbox names a
-// deployment actually uses.
-func kvToken(s string) string {
-	if s == "" {
-		return "_"
-	}
-	return strings.Map(func(r rune) rune {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '=':
-			return r
-		}
-		return '_'
-	}, s)
-}
-
 // LeaseName is the lease one poller of mailbox holds across instances.
-func LeaseName(mailbox string) string { return "intake." + kvToken(mailbox) }
+func LeaseName(mailbox string) string { return "intake." + queue.KeyToken(mailbox) }
 
 func loadMailboxState(ctx context.Context, kv jetstream.KeyValue, mailbox string) (*MailboxState, error) {
-	e, err := kv.Get(ctx, prefixMailbox+kvToken(mailbox))
+	e, err := kv.Get(ctx, prefixMailbox+queue.KeyToken(mailbox))
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 			return nil, nil
@@ -88,7 +73,7 @@ func saveMailboxState(ctx context.Context, kv jetstream.KeyValue, st *MailboxSta
 	if err != nil {
 		return err
 	}
-	if _, err := kv.Put(ctx, prefixMailbox+kvToken(st.Mailbox), data); err != nil {
+	if _, err := kv.Put(ctx, prefixMailbox+queue.KeyToken(st.Mailbox), data); err != nil {
 		return fmt.Errorf("intake: save state of %s: %w", st.Mailbox, err)
 	}
 	return nil
