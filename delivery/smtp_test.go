@@ -64,7 +64,8 @@ func startAuthServer(t *testing.T, a *authServer, mode tlsMode, cert *tls.Certif
 
 func TestSMTPSecurityModes(t *testing.T) {
 	dir := t.TempDir()
-	caPEM, cert := selfSigned(t, "mail.test")
+	c := testenv.SelfSigned(t, "mail.test")
+	caPEM, cert := c.CertPEM, c.TLS
 	caFile := filepath.Join(dir, "ca.pem")
 	if err := os.WriteFile(caFile, caPEM, 0o600); err != nil {
 		t.Fatal(err)
@@ -180,11 +181,6 @@ func TestSMTPCheckIsCached(t *testing.T) {
 	if err := s.Check(ctx); err == nil || !strings.Contains(err.Error(), "connect") {
 		t.Fatalf("after 30s: %v, want a connect error", err)
 	}
-}
-
-func selfSigned(t *testing.T, name string) ([]byte, tls.Certificate) {
-	c := testenv.SelfSigned(t, name)
-	return c.CertPEM, c.TLS
 }
 
 // TestSMTPProbe logs in and quits, sending nothing; a refused password is

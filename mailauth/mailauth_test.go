@@ -238,7 +238,8 @@ func TestNoTokenInErrorsOrLogs(t *testing.T) {
 
 func TestTLSConfig(t *testing.T) {
 	dir := t.TempDir()
-	caPEM, cert := selfSigned(t, "mail.test")
+	c := testenv.SelfSigned(t, "mail.test")
+	caPEM, cert := c.CertPEM, c.TLS
 	caFile := filepath.Join(dir, "ca.pem")
 	if err := os.WriteFile(caFile, caPEM, 0o600); err != nil {
 		t.Fatal(err)
@@ -297,9 +298,4 @@ func TestTLSConfig(t *testing.T) {
 	if _, err := TLSConfig(config.MailServer{Address: "a:1", TLSCAFile: bad}, ""); err == nil || !strings.Contains(err.Error(), "holds no PEM certificate") {
 		t.Fatalf("bad CA file: %v", err)
 	}
-}
-
-func selfSigned(t *testing.T, name string) ([]byte, tls.Certificate) {
-	c := testenv.SelfSigned(t, name)
-	return c.CertPEM, c.TLS
 }
