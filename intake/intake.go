@@ -46,7 +46,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -223,7 +222,7 @@ func New(o Options) (*Poller, error) {
 		log:        o.Log.With("mailbox", o.IMAP.Mailbox),
 		records:    records(o.Queue),
 		mailbox:    mailboxes(o.Queue),
-		attempts:   o.Queue.Attempts(kvToken(o.IMAP.Mailbox)),
+		attempts:   o.Queue.Attempts(queue.KeyToken(o.IMAP.Mailbox)),
 		retry:      map[uint32]retryState{},
 		fetchFails: map[uint32]int{},
 		inFlight:   newByteBudget(o.InFlightBytes),
@@ -388,16 +387,4 @@ func (p *Poller) resetRetries() {
 	defer p.mu.Unlock()
 	clear(p.retry)
 	clear(p.fetchFails)
-}
-
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

@@ -200,11 +200,6 @@ func (w testWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	queuetest.Eventually(t, 20*time.Second, what, cond)
-}
-
 // simpleHandler is a stand-in for the parser where a test is about the
 // poller's own behaviour with a given decision: the body's first word says
 // what to decide ("accept", "reject", "panic", "garbage", "temporary",

@@ -118,7 +118,7 @@ func (p *Poller) connect(ctx context.Context) (*conn, error) {
 		case config.SecurityStartTLS:
 			c, err = imapclient.DialStartTLS(cfg.Address, opts)
 		case config.SecurityNone:
-			if !isLoopback(cfg.Address) {
+			if host, _, serr := net.SplitHostPort(cfg.Address); serr != nil || !config.IsLoopback(host) {
 				err = fmt.Errorf("security none is allowed only to a loopback address, not %s: use tls or starttls", cfg.Address)
 			} else {
 				c, err = imapclient.DialInsecure(cfg.Address, opts)

@@ -80,21 +80,11 @@ func CheckSecurity(ms config.MailServer) error {
 	case config.SecurityTLS, config.SecurityStartTLS:
 		return nil
 	case config.SecurityNone:
-		if isLoopback(host) {
+		if config.IsLoopback(host) {
 			return nil
 		}
 		return fmt.Errorf("%w, not %s: use tls or starttls", ErrPlainToRemote, host)
 	default:
 		return fmt.Errorf("mailauth: security %q is not one of tls, starttls, none", ms.Security)
 	}
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	if ip := net.ParseIP(host); ip != nil {
-		return ip.IsLoopback()
-	}
-	return false
 }

@@ -19,8 +19,8 @@ import (
 	"github.com/buildmarkets/keydesk/intake"
 	"github.com/buildmarkets/keydesk/intake/parse"
 	"github.com/buildmarkets/keydesk/internal/imaptest"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/queue"
-	"github.com/buildmarkets/keydesk/queue/queuetest"
 )
 
 // mailFromIntake is the Options.Mail of the tests: intake's records, read
@@ -105,7 +105,7 @@ func (e *env) intakeMail(t *testing.T, raws ...string) {
 		if _, err := ap.Wait(); err != nil {
 			t.Fatal(err)
 		}
-		queuetest.Eventually(t, 20*time.Second, fmt.Sprintf("intake to take in email %d", i+1), func() bool {
+		testenv.Eventually(t, 20*time.Second, fmt.Sprintf("intake to take in email %d", i+1), func() bool {
 			recs, err := intake.Records(context.Background(), e.q)
 			return err == nil && len(recs) == len(before)+i+1
 		})

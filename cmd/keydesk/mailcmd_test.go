@@ -20,7 +20,7 @@ import (
 	"github.com/buildmarkets/keydesk/intake"
 	"github.com/buildmarkets/keydesk/intake/parse"
 	"github.com/buildmarkets/keydesk/internal/imaptest"
-	"github.com/buildmarkets/keydesk/queue/queuetest"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/review"
 )
 
@@ -99,7 +99,7 @@ func TestMailCLIEndToEnd(t *testing.T) {
 		if _, err := ap.Wait(); err != nil {
 			t.Fatal(err)
 		}
-		queuetest.Eventually(t, 20*time.Second, "intake to take the email in", func() bool {
+		testenv.Eventually(t, 20*time.Second, "intake to take the email in", func() bool {
 			recs, err := intake.Records(context.Background(), a.q)
 			return err == nil && len(recs) == i+1
 		})
