@@ -63,12 +63,6 @@ type ContactKeyChecker interface {
 var partnerIDRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,39}$`)
 var fingerprintRE = regexp.MustCompile(`^[0-9A-F]{40}$|^[0-9A-F]{64}$`)
 
-// NormalizeFingerprint drops spaces and a 0x prefix and upper-cases.
-func NormalizeFingerprint(s string) string {
-	s = strings.ToUpper(strings.ReplaceAll(strings.TrimSpace(s), " ", ""))
-	return strings.TrimPrefix(s, "0X")
-}
-
 // LoadPartners reads and validates partners.yaml. With a checker, every
 // contact key is loaded and checked against its pinned fingerprint. The
 // error lists every problem, each naming the file and the key.
@@ -150,7 +144,7 @@ func loadPartners(path string, checker ContactKeyChecker, now time.Time, getenv 
 		if a, err := mail.ParseAddress(tc.Email); err != nil || a.Address != tc.Email {
 			bad(ck+".email", "%q is not an email address", tc.Email)
 		}
-		fp := NormalizeFingerprint(tc.Fingerprint)
+		fp := keydesk.NormalizeFingerprint(tc.Fingerprint)
 		if !fingerprintRE.MatchString(fp) {
 			bad(ck+".fingerprint", "%q is not a full fingerprint (40 hex digits): pin the whole fingerprint, verified with the contact out of band", tc.Fingerprint)
 		}

@@ -389,7 +389,7 @@ func (s *Service) submit(ctx context.Context, m *inHand, to []string, data []byt
 	if !errors.As(err, &se) {
 		se = &SendError{Phase: "send", Reply: err.Error(), Err: err}
 	}
-	if se.Permanent {
+	if !keydesk.Temporary(se) {
 		m.log.Warn("refused by the mail server", "reply", se.Summary())
 		s.deliveries.Inc(string(o.Kind), "failed")
 		s.failed(ctx, m, "the mail server refused it: "+se.Summary())

@@ -48,6 +48,10 @@ func (e *SendError) Error() string {
 
 func (e *SendError) Unwrap() error { return e.Err }
 
+// Temporary reports whether a later try may succeed: all but a refusal of
+// the message itself. keydesk.Temporary reads it.
+func (e *SendError) Temporary() bool { return !e.Permanent }
+
 // Summary is the reply as one line for a request's Problem and alerts.
 func (e *SendError) Summary() string {
 	if e.Code != 0 {
