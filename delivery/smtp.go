@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/mailauth"
 	"github.com/emersion/go-smtp"
 )
@@ -72,7 +71,7 @@ func sendError(phase string, err error) *SendError {
 // SMTPOptions configure NewSMTP.
 type SMTPOptions struct {
 	// Server is the smtp section, paths resolved (mailauth.Resolve).
-	Server config.MailServer
+	Server mailauth.MailServer
 	// HeloName is given in EHLO. Default: the host name.
 	HeloName string
 	// Tokens supplies OAuth2 tokens for oauthbearer/xoauth2; default from
@@ -149,7 +148,7 @@ func (s *SMTP) dial(ctx context.Context) (*smtp.Client, func() bool, error) {
 	}
 	var c *smtp.Client
 	switch ms.Security {
-	case config.SecurityTLS:
+	case mailauth.SecurityTLS:
 		tconn := tls.Client(conn, s.tls)
 		hctx, cancel := context.WithTimeout(ctx, ms.Timeout)
 		err := tconn.HandshakeContext(hctx)
@@ -158,7 +157,7 @@ func (s *SMTP) dial(ctx context.Context) (*smtp.Client, func() bool, error) {
 			return fail("tls", err)
 		}
 		c = smtp.NewClient(tconn)
-	case config.SecurityStartTLS:
+	case mailauth.SecurityStartTLS:
 		// The EHLO before STARTTLS says "localhost" (go-smtp's choice);
 		// the one that counts, after it, says HeloName.
 		c, err = smtp.NewClientStartTLS(conn, s.tls)

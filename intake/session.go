@@ -15,7 +15,7 @@ import (
 	"github.com/emersion/go-message/charset"
 
 	"github.com/buildmarkets/keydesk"
-	"github.com/buildmarkets/keydesk/config"
+	"github.com/buildmarkets/keydesk/mailauth"
 )
 
 // conn is one IMAP connection with the mailbox selected.
@@ -100,7 +100,7 @@ func (p *Poller) connect(ctx context.Context) (*conn, error) {
 			},
 		},
 	}
-	if opts.TLSConfig == nil && cfg.Security != config.SecurityNone {
+	if opts.TLSConfig == nil && cfg.Security != mailauth.SecurityNone {
 		host, _, _ := net.SplitHostPort(cfg.Address)
 		opts.TLSConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
 	}
@@ -113,11 +113,11 @@ func (p *Poller) connect(ctx context.Context) (*conn, error) {
 		var c *imapclient.Client
 		var err error
 		switch cfg.Security {
-		case config.SecurityTLS:
+		case mailauth.SecurityTLS:
 			c, err = imapclient.DialTLS(cfg.Address, opts)
-		case config.SecurityStartTLS:
+		case mailauth.SecurityStartTLS:
 			c, err = imapclient.DialStartTLS(cfg.Address, opts)
-		case config.SecurityNone:
+		case mailauth.SecurityNone:
 			if !isLoopback(cfg.Address) {
 				err = fmt.Errorf("security none is allowed only to a loopback address, not %s: use tls or starttls", cfg.Address)
 			} else {

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/buildmarkets/keydesk"
-	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/delivery"
+	"github.com/buildmarkets/keydesk/mailauth"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/queue/queuetest"
 	"github.com/buildmarkets/keydesk/templates"
@@ -55,7 +55,7 @@ func TestOutboxDeadAndRetry(t *testing.T) {
 
 	// A delivery role on the config's store turns the refusal into a dead letter.
 	q := queuetest.OpenDir(t, filepath.Join(dir, "data"))
-	sender, err := delivery.NewSMTP(delivery.SMTPOptions{Server: config.MailServer{Address: ln.Addr().String(), Security: config.SecurityNone, Auth: "none", Timeout: 10 * time.Second}})
+	sender, err := delivery.NewSMTP(delivery.SMTPOptions{Server: mailauth.MailServer{Address: ln.Addr().String(), Security: mailauth.SecurityNone, Auth: "none", Timeout: 10 * time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/delivery"
+	"github.com/buildmarkets/keydesk/mailauth"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/emersion/go-smtp"
 )
@@ -140,8 +141,8 @@ func TestCheckSMTP(t *testing.T) {
 		want []string
 	}{
 		{"none configured", config.SMTP{}, nil},
-		{"good", config.SMTP{MailServer: config.MailServer{Address: "smtp.example.com:587", Security: config.SecurityStartTLS}, From: "Support <support@buildmarkets.ai>"}, nil},
-		{"every problem at once", config.SMTP{MailServer: config.MailServer{Address: "smtp.example.com:25", Security: config.SecurityNone, TLSCAFile: notPEM}, From: "not an address"},
+		{"good", config.SMTP{MailServer: mailauth.MailServer{Address: "smtp.example.com:587", Security: mailauth.SecurityStartTLS}, From: "Support <support@buildmarkets.ai>"}, nil},
+		{"every problem at once", config.SMTP{MailServer: mailauth.MailServer{Address: "smtp.example.com:25", Security: mailauth.SecurityNone, TLSCAFile: notPEM}, From: "not an address"},
 			[]string{"smtp.security", "loopback", "smtp.tls_ca_file", "smtp.from"}},
 	}
 	for _, tt := range tests {
