@@ -97,6 +97,24 @@ type SMTP struct {
 
 var _ Sender = (*SMTP)(nil)
 
+// Validate reports every problem of o's server that keeps mail from being
+// sent safely, each naming its key in the smtp section: `keydesk check`
+// shows them all, where NewSMTP stops at the first. A server without an
+// address is not checked.
+func (o SMTPOptions) Validate() error {
+	if o.Server.Address == "" {
+		return nil
+	}
+	var errs []error
+	if err := mailauth.CheckSecurity(o.Server); err != nil {
+		errs = append(errs, fmt.Errorf("smtp.security: %w", err))
+	}
+	if _, err := mailauth.TLSConfig(o.Server, ""); err != nil {
+		errs = append(errs, fmt.Errorf("smtp.tls_ca_file: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
 // NewSMTP checks the server settings and returns a sender.
 func NewSMTP(o SMTPOptions) (*SMTP, error) {
 	if o.Server.Address == "" {
