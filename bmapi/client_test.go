@@ -128,7 +128,7 @@ func TestHappyPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ids := func(ks []bmapi.Key) []string {
+	ids := func(ks []keydesk.Key) []string {
 		var out []string
 		for _, k := range ks {
 			out = append(out, k.ID+"/"+k.Label)
@@ -382,7 +382,7 @@ func TestUnclearCreate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			i := slices.IndexFunc(keys, func(k bmapi.Key) bool { return k.Label == "orphan-to-be" })
+			i := slices.IndexFunc(keys, func(k keydesk.Key) bool { return k.Label == "orphan-to-be" })
 			if i < 0 {
 				t.Fatalf("orphan not listed: %+v", keys)
 			}

@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/buildmarkets/keydesk"
-	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/internal/smtptest"
 	"github.com/buildmarkets/keydesk/internal/testenv"
+	"github.com/buildmarkets/keydesk/mailauth"
 	"github.com/buildmarkets/keydesk/metrics"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/queue/queuetest"
@@ -61,7 +61,7 @@ func newEnv(t testing.TB) *env {
 	e := &env{t: t, dataDir: dir, q: queuetest.OpenDir(t, dir), mail: startMailServer(t), metrics: metrics.New(), logs: &testenv.Buffer{}}
 	e.reg = &keydesk.Registry{Partners: []*keydesk.Partner{testPartner()}}
 	sender, err := NewSMTP(SMTPOptions{
-		Server:   config.MailServer{Address: e.mail.Addr, Security: config.SecurityNone, Auth: "none", Timeout: 10 * time.Second},
+		Server:   mailauth.MailServer{Address: e.mail.Addr, Security: mailauth.SecurityNone, Auth: "none", Timeout: 10 * time.Second},
 		HeloName: "keydesk.test",
 	})
 	if err != nil {

@@ -37,7 +37,7 @@ func TestSecretIsNowhere(t *testing.T) {
 	}
 	secretValue := "bm_secret_" + hex.EncodeToString(raw)
 	r := e.generated("s\x00secret", "att-1")
-	entity, err := crypto.BuildKeyDelivery(crypto.KeyDelivery{
+	entity, err := crypto.BuildKeyDelivery(keydesk.KeyDelivery{
 		RequestID: r.ID, PartnerName: p.Name, Environment: r.Environment, Scopes: r.Scopes, Label: r.Label,
 		KeyID: r.KeyID, APIKey: r.APIKey, APISecret: keydesk.SecretString(secretValue), CreatedAt: time.Now(),
 	}, p, signer, crypto.BuildOptions{})

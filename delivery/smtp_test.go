@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/buildmarkets/keydesk"
-	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/internal/smtptest"
 	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/mailauth"
@@ -73,20 +72,20 @@ func TestSMTPSecurityModes(t *testing.T) {
 	tests := []struct {
 		name     string
 		mode     tlsMode
-		security config.Security
+		security mailauth.Security
 		ca       string
 		wantErr  string
 	}{
-		{"implicit tls, private CA", implicitTLS, config.SecurityTLS, caFile, ""},
-		{"starttls, private CA", startTLS, config.SecurityStartTLS, caFile, ""},
-		{"starttls, unknown CA", startTLS, config.SecurityStartTLS, "", "certificate"},
-		{"plain on loopback", plainConn, config.SecurityNone, "", ""},
+		{"implicit tls, private CA", implicitTLS, mailauth.SecurityTLS, caFile, ""},
+		{"starttls, private CA", startTLS, mailauth.SecurityStartTLS, caFile, ""},
+		{"starttls, unknown CA", startTLS, mailauth.SecurityStartTLS, "", "certificate"},
+		{"plain on loopback", plainConn, mailauth.SecurityNone, "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			a := &authServer{password: "pw"}
 			addr := startAuthServer(t, a, tt.mode, &cert)
-			ms := config.MailServer{Address: addr, Security: tt.security, Auth: "plain", Username: "keydesk", Password: keydesk.SecretString("pw"), TLSCAFile: tt.ca, Timeout: 10 * time.Second}
+			ms := mailauth.MailServer{Address: addr, Security: tt.security, Auth: "plain", Username: "keydesk", Password: keydesk.SecretString("pw"), TLSCAFile: tt.ca, Timeout: 10 * time.Second}
 			s, err := NewSMTP(SMTPOptions{Server: ms, HeloName: "keydesk.test"})
 			if err != nil {
 				t.Fatal(err)
@@ -110,7 +109,7 @@ func TestSMTPSecurityModes(t *testing.T) {
 			}
 		})
 	}
-	if _, err := NewSMTP(SMTPOptions{Server: config.MailServer{Address: "smtp.example.com:25", Security: config.SecurityNone}}); !errors.Is(err, mailauth.ErrPlainToRemote) {
+	if _, err := NewSMTP(SMTPOptions{Server: mailauth.MailServer{Address: "smtp.example.com:25", Security: mailauth.SecurityNone}}); !errors.Is(err, mailauth.ErrPlainToRemote) {
 		t.Fatalf("plain text to a remote server: %v", err)
 	}
 }
@@ -124,7 +123,7 @@ func TestSMTPXOAuth2TokenRotation(t *testing.T) {
 	if err := os.WriteFile(tokFile, []byte("tok-1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ms := config.MailServer{Address: addr, Security: config.SecurityNone, Auth: "xoauth2", Username: "keydesk@buildmarkets.ai", OAuth2TokenFile: tokFile, Timeout: 10 * time.Second}
+	ms := mailauth.MailServer{Address: addr, Security: mailauth.SecurityNone, Auth: "xoauth2", Username: "keydesk@buildmarkets.ai", OAuth2TokenFile: tokFile, Timeout: 10 * time.Second}
 	s, err := NewSMTP(SMTPOptions{Server: ms})
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +160,7 @@ func TestSMTPCheckIsCached(t *testing.T) {
 	a := &authServer{}
 	srvAddr := startAuthServer(t, a, plainConn, nil)
 	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
-	s, err := NewSMTP(SMTPOptions{Server: config.MailServer{Address: srvAddr, Security: config.SecurityNone, Auth: "none", Timeout: 5 * time.Second}, Now: func() time.Time { return now }})
+	s, err := NewSMTP(SMTPOptions{Server: mailauth.MailServer{Address: srvAddr, Security: mailauth.SecurityNone, Auth: "none", Timeout: 5 * time.Second}, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +202,7 @@ func TestSMTPProbe(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ms := config.MailServer{Address: tt.addr, Security: config.SecurityNone, Auth: "plain", Username: "keydesk", Password: keydesk.SecretString(tt.pass), Timeout: 5 * time.Second}
+			ms := mailauth.MailServer{Address: tt.addr, Security: mailauth.SecurityNone, Auth: "plain", Username: "keydesk", Password: keydesk.SecretString(tt.pass), Timeout: 5 * time.Second}
 			s, err := NewSMTP(SMTPOptions{Server: ms, HeloName: "keydesk.test"})
 			if err != nil {
 				t.Fatal(err)

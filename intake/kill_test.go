@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/buildmarkets/keydesk"
-	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/internal/testenv"
+	"github.com/buildmarkets/keydesk/mailauth"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/queue/queuetest"
 )
@@ -42,8 +42,8 @@ func runKillChild() int {
 		return 2
 	}
 	p, err := New(Options{
-		IMAP: config.IMAP{
-			MailServer: config.MailServer{Address: addr, Security: config.SecurityNone, Username: testUser,
+		IMAP: Mailbox{
+			MailServer: mailauth.MailServer{Address: addr, Security: mailauth.SecurityNone, Username: testUser,
 				Password: keydesk.SecretString(testPass), Timeout: 10 * time.Second},
 			Mailbox: "INBOX", ProcessedMailbox: "Processed", RejectedMailbox: "Rejected",
 			PollInterval: time.Minute, MaxMessageBytes: 64 << 10,

@@ -18,8 +18,8 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/buildmarkets/keydesk"
-	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/internal/imaptest"
+	"github.com/buildmarkets/keydesk/mailauth"
 	"github.com/buildmarkets/keydesk/metrics"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/queue/queuetest"
@@ -98,15 +98,15 @@ type harness struct {
 	t       *testing.T
 	q       *queue.Conn
 	metrics *metrics.Registry
-	cfg     config.IMAP
+	cfg     Mailbox
 	handler Handler
 	spool   string
 }
 
 func newHarness(t *testing.T, addr string, h Handler) *harness {
-	cfg := config.IMAP{
-		MailServer: config.MailServer{
-			Address: addr, Security: config.SecurityNone, Username: testUser,
+	cfg := Mailbox{
+		MailServer: mailauth.MailServer{
+			Address: addr, Security: mailauth.SecurityNone, Username: testUser,
 			Password: keydesk.SecretString(testPass), Timeout: 10 * time.Second,
 		},
 		Mailbox: "INBOX", ProcessedMailbox: "Processed", RejectedMailbox: "Rejected",

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/buildmarkets/keydesk"
-	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/internal/smtptest"
 	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/emersion/go-sasl"
@@ -23,18 +22,18 @@ import (
 func TestCheckSecurity(t *testing.T) {
 	tests := []struct {
 		name    string
-		ms      config.MailServer
+		ms      MailServer
 		wantErr string
 	}{
-		{"tls remote", config.MailServer{Address: "mail.example.com:465", Security: config.SecurityTLS}, ""},
-		{"starttls remote", config.MailServer{Address: "mail.example.com:587", Security: config.SecurityStartTLS}, ""},
-		{"none loopback v4", config.MailServer{Address: "127.0.0.1:25", Security: config.SecurityNone}, ""},
-		{"none loopback v6", config.MailServer{Address: "[::1]:25", Security: config.SecurityNone}, ""},
-		{"none localhost", config.MailServer{Address: "localhost:25", Security: config.SecurityNone}, ""},
-		{"none remote", config.MailServer{Address: "mail.example.com:25", Security: config.SecurityNone}, "only to a loopback address, not mail.example.com"},
-		{"none private ip", config.MailServer{Address: "10.0.0.5:25", Security: config.SecurityNone}, "only to a loopback address"},
-		{"unknown", config.MailServer{Address: "mail.example.com:25", Security: "ssl"}, `"ssl" is not one of`},
-		{"bad address", config.MailServer{Address: "mail.example.com", Security: config.SecurityTLS}, "not host:port"},
+		{"tls remote", MailServer{Address: "mail.example.com:465", Security: SecurityTLS}, ""},
+		{"starttls remote", MailServer{Address: "mail.example.com:587", Security: SecurityStartTLS}, ""},
+		{"none loopback v4", MailServer{Address: "127.0.0.1:25", Security: SecurityNone}, ""},
+		{"none loopback v6", MailServer{Address: "[::1]:25", Security: SecurityNone}, ""},
+		{"none localhost", MailServer{Address: "localhost:25", Security: SecurityNone}, ""},
+		{"none remote", MailServer{Address: "mail.example.com:25", Security: SecurityNone}, "only to a loopback address, not mail.example.com"},
+		{"none private ip", MailServer{Address: "10.0.0.5:25", Security: SecurityNone}, "only to a loopback address"},
+		{"unknown", MailServer{Address: "mail.example.com:25", Security: "ssl"}, `"ssl" is not one of`},
+		{"bad address", MailServer{Address: "mail.example.com", Security: SecurityTLS}, "not host:port"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -50,7 +49,7 @@ func TestCheckSecurity(t *testing.T) {
 			}
 		})
 	}
-	if err := CheckSecurity(config.MailServer{Address: "mail.example.com:25", Security: config.SecurityNone}); !errors.Is(err, ErrPlainToRemote) {
+	if err := CheckSecurity(MailServer{Address: "mail.example.com:25", Security: SecurityNone}); !errors.Is(err, ErrPlainToRemote) {
 		t.Fatalf("error does not match ErrPlainToRemote: %v", err)
 	}
 }
@@ -74,7 +73,7 @@ func startTokenServer(t *testing.T, ts *tokenServer) string {
 }
 
 // authenticate dials addr and runs AUTH with the client SASLClient makes.
-func authenticate(ctx context.Context, addr string, ms config.MailServer, tokens TokenSource) error {
+func authenticate(ctx context.Context, addr string, ms MailServer, tokens TokenSource) error {
 	c, err := SASLClient(ctx, ms, tokens)
 	if err != nil {
 		return err
@@ -96,7 +95,7 @@ func TestSASLAgainstSMTPServer(t *testing.T) {
 	if err := os.WriteFile(tokFile, []byte("tok-1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	base := config.MailServer{Address: addr, Security: config.SecurityNone, Username: ts.user}
+	base := MailServer{Address: addr, Security: SecurityNone, Username: ts.user}
 	tests := []struct {
 		name     string
 		auth     string
@@ -148,7 +147,7 @@ func TestTokenRefreshAfterRefusal(t *testing.T) {
 		t.Fatal(err)
 	}
 	tokens := NewTokens(TokenOptions{File: tokFile, MaxAge: time.Hour})
-	ms := config.MailServer{Address: addr, Security: config.SecurityNone, Username: ts.user, Auth: "xoauth2"}
+	ms := MailServer{Address: addr, Security: SecurityNone, Username: ts.user, Auth: "xoauth2"}
 	if err := authenticate(ctx, addr, ms, tokens); err == nil {
 		t.Fatal("stale token accepted")
 	}
@@ -270,14 +269,14 @@ func TestTLSConfig(t *testing.T) {
 	}
 	tests := []struct {
 		name       string
-		ms         config.MailServer
+		ms         MailServer
 		serverName string
 		ok         bool
 	}{
-		{"private CA", config.MailServer{Address: ln.Addr().String(), TLSCAFile: caFile}, "mail.test", true},
-		{"wrong name", config.MailServer{Address: ln.Addr().String(), TLSCAFile: caFile}, "other.test", false},
-		{"no CA", config.MailServer{Address: ln.Addr().String()}, "mail.test", false},
-		{"insecure", config.MailServer{Address: ln.Addr().String(), InsecureSkipVerify: true}, "", true},
+		{"private CA", MailServer{Address: ln.Addr().String(), TLSCAFile: caFile}, "mail.test", true},
+		{"wrong name", MailServer{Address: ln.Addr().String(), TLSCAFile: caFile}, "other.test", false},
+		{"no CA", MailServer{Address: ln.Addr().String()}, "mail.test", false},
+		{"insecure", MailServer{Address: ln.Addr().String(), InsecureSkipVerify: true}, "", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -295,7 +294,7 @@ func TestTLSConfig(t *testing.T) {
 	}
 	bad := filepath.Join(dir, "bad.pem")
 	_ = os.WriteFile(bad, []byte("not pem"), 0o600)
-	if _, err := TLSConfig(config.MailServer{Address: "a:1", TLSCAFile: bad}, ""); err == nil || !strings.Contains(err.Error(), "holds no PEM certificate") {
+	if _, err := TLSConfig(MailServer{Address: "a:1", TLSCAFile: bad}, ""); err == nil || !strings.Contains(err.Error(), "holds no PEM certificate") {
 		t.Fatalf("bad CA file: %v", err)
 	}
 }

@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/buildmarkets/keydesk"
-	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/delivery"
 	"github.com/buildmarkets/keydesk/internal/smtptest"
 	"github.com/buildmarkets/keydesk/internal/testenv"
+	"github.com/buildmarkets/keydesk/mailauth"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/queue/queuetest"
 	"github.com/buildmarkets/keydesk/templates"
@@ -36,7 +36,7 @@ func TestOutboxDeadAndRetry(t *testing.T) {
 
 	// A delivery role on the config's store turns the refusal into a dead letter.
 	q := queuetest.OpenDir(t, filepath.Join(dir, "data"))
-	sender, err := delivery.NewSMTP(delivery.SMTPOptions{Server: config.MailServer{Address: srv.Addr, Security: config.SecurityNone, Auth: "none", Timeout: 10 * time.Second}})
+	sender, err := delivery.NewSMTP(delivery.SMTPOptions{Server: mailauth.MailServer{Address: srv.Addr, Security: mailauth.SecurityNone, Auth: "none", Timeout: 10 * time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/buildmarkets/keydesk/delivery"
 	"github.com/buildmarkets/keydesk/internal/smtptest"
 	"github.com/buildmarkets/keydesk/internal/testenv"
+	"github.com/buildmarkets/keydesk/mailauth"
 	"github.com/buildmarkets/keydesk/queue"
 )
 
@@ -103,8 +104,8 @@ func TestCheckSMTP(t *testing.T) {
 		want []string
 	}{
 		{"none configured", config.SMTP{}, nil},
-		{"good", config.SMTP{MailServer: config.MailServer{Address: "smtp.example.com:587", Security: config.SecurityStartTLS}, From: "Support <support@buildmarkets.ai>"}, nil},
-		{"every problem at once", config.SMTP{MailServer: config.MailServer{Address: "smtp.example.com:25", Security: config.SecurityNone, TLSCAFile: notPEM}, From: "not an address"},
+		{"good", config.SMTP{MailServer: mailauth.MailServer{Address: "smtp.example.com:587", Security: mailauth.SecurityStartTLS}, From: "Support <support@buildmarkets.ai>"}, nil},
+		{"every problem at once", config.SMTP{MailServer: mailauth.MailServer{Address: "smtp.example.com:25", Security: mailauth.SecurityNone, TLSCAFile: notPEM}, From: "not an address"},
 			[]string{"smtp.security", "loopback", "smtp.tls_ca_file", "smtp.from"}},
 	}
 	for _, tt := range tests {
