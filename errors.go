@@ -34,3 +34,13 @@ func (e *TransitionError) Is(target error) bool {
 	// A record found in another state than expected lost a race.
 	return target == ErrConflict && e.Actual != "" && e.Actual != e.From
 }
+
+// Temporary reports whether err says that the same call may succeed later
+// unchanged: some error in its chain has a Temporary method that says so
+// (the API client's, the SMTP sender's). An error that says nothing is not
+// temporary. It is the one place failures are classed as worth a retry;
+// each package keeps only the finer distinctions its callers act on.
+func Temporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}

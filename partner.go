@@ -123,3 +123,11 @@ func (r *Registry) ByRequester(addr string) (*Partner, bool) {
 	}
 	return nil, false
 }
+
+// NormalizeFingerprint writes an OpenPGP fingerprint as keydesk compares
+// it: spaces and a 0x prefix dropped, upper case. partners.yaml pins it
+// so and the key check compares with it, through this one function.
+func NormalizeFingerprint(s string) string {
+	s = strings.ToUpper(strings.ReplaceAll(strings.TrimSpace(s), " ", ""))
+	return strings.TrimPrefix(s, "0X")
+}

@@ -1,7 +1,6 @@
 package batch
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,7 +37,10 @@ type BMAPIOptions struct {
 // environment, with the partner's manager key from partners.yaml.
 type BMAPI struct{ o BMAPIOptions }
 
-var _ Accounts = (*BMAPI)(nil)
+var (
+	_ Accounts = (*BMAPI)(nil)
+	_ API      = (*bmapi.Client)(nil)
+)
 
 // NewBMAPI returns Accounts that call the Buildmarkets API.
 func NewBMAPI(o BMAPIOptions) *BMAPI { return &BMAPI{o: o} }
@@ -60,55 +62,33 @@ func (b *BMAPI) Account(p *keydesk.Partner, env keydesk.Environment) (API, error
 	if b.o.Observe != nil {
 		o.Observe = func(method string, status int, d time.Duration) { b.o.Observe(env, method, status, d) }
 	}
-	return bmapiAccount{bmapi.New(o)}, nil
+	return bmapi.New(o), nil
 }
 
-type bmapiAccount struct{ c *bmapi.Client }
-
-func (a bmapiAccount) CreateKey(ctx context.Context, label string, scopes []keydesk.Scope) (*CreatedKey, error) {
-	k, err := a.c.CreateKey(ctx, label, scopes)
-	if err != nil {
-		return nil, err
-	}
-	return &CreatedKey{Key: Key(k.Key), APISecret: k.APISecret}, nil
-}
-
-func (a bmapiAccount) ListKeys(ctx context.Context) ([]Key, error) {
-	ks, err := a.c.ListKeys(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Key, len(ks))
-	for i, k := range ks {
-		out[i] = Key(k)
-	}
-	return out, nil
-}
-
-func (a bmapiAccount) RevokeKey(ctx context.Context, id string) error { return a.c.RevokeKey(ctx, id) }
-
-// ClassifyBMAPI classes the errors of the bmapi client. An error it does
-// not know is unclear: reconciling is always safe, guessing is not.
+// ClassifyBMAPI classes the errors of the bmapi client: whether a retry
+// may succeed is the client's own answer (keydesk.Temporary); the batch
+// adds what it acts on beyond that. An error it does not know is unclear:
+// reconciling is always safe, guessing is not.
 func ClassifyBMAPI(err error) (ErrorKind, time.Duration) {
 	var e *bmapi.Error
-	var after time.Duration
-	if errors.As(err, &e) {
-		after = e.RetryAfter
+	if !errors.As(err, &e) {
+		return Unclear, 0
 	}
 	switch {
-	case errors.Is(err, bmapi.ErrUnauthorized), errors.Is(err, bmapi.ErrForbidden):
-		return Refused, after
+	case e.Kind == bmapi.ErrUnauthorized, e.Kind == bmapi.ErrForbidden:
+		return Refused, e.RetryAfter
 	case bmapi.Unclear(err):
-		return Unclear, after
-	case errors.Is(err, bmapi.ErrRateLimited), errors.Is(err, bmapi.ErrServer), errors.Is(err, bmapi.ErrTransport), errors.Is(err, bmapi.ErrProtocol):
-		return Temporary, after
-	case errors.Is(err, bmapi.ErrBadRequest):
-		if e != nil && (e.Status == http.StatusNotFound || e.Status == http.StatusGone) {
+		return Unclear, e.RetryAfter
+	case keydesk.Temporary(e), e.Kind == bmapi.ErrProtocol:
+		// An unreadable answer to a GET or DELETE: both are safe to repeat.
+		return Temporary, e.RetryAfter
+	case e.Kind == bmapi.ErrBadRequest:
+		if e.Status == http.StatusNotFound || e.Status == http.StatusGone {
 			return NotFound, 0
 		}
 		return Permanent, 0
 	}
-	return Unclear, after
+	return Unclear, e.RetryAfter
 }
 
 // PGPSealer is the Sealer of the crypto package: keydesk's signing key
@@ -128,10 +108,10 @@ func (s *PGPSealer) CheckContact(p *keydesk.Partner, now time.Time) error {
 }
 
 // Seal builds the PGP/MIME key delivery.
-func (s *PGPSealer) Seal(d Delivery, p *keydesk.Partner) ([]byte, error) {
+func (s *PGPSealer) Seal(d keydesk.KeyDelivery, p *keydesk.Partner) ([]byte, error) {
 	now := time.Now()
 	if s.Now != nil {
 		now = s.Now()
 	}
-	return crypto.BuildKeyDelivery(crypto.KeyDelivery(d), p, s.Signer, crypto.BuildOptions{Templates: s.Templates, Now: now})
+	return crypto.BuildKeyDelivery(d, p, s.Signer, crypto.BuildOptions{Templates: s.Templates, Now: now})
 }

@@ -7,25 +7,11 @@ import (
 	"github.com/buildmarkets/keydesk"
 )
 
-// Key is what the Buildmarkets API tells of a key: never its secret.
-type Key struct {
-	ID        string
-	Label     string
-	APIKey    string
-	Scopes    []keydesk.Scope
-	CreatedAt time.Time
-}
-
-// CreatedKey is a key just created, with the secret the API returns once.
-type CreatedKey struct {
-	Key
-	APISecret keydesk.Secret
-}
-
-// API is the keys API as one partner's manager key in one environment.
+// API is the keys API as one partner's manager key in one environment;
+// *bmapi.Client is one.
 type API interface {
-	CreateKey(ctx context.Context, label string, scopes []keydesk.Scope) (*CreatedKey, error)
-	ListKeys(ctx context.Context) ([]Key, error)
+	CreateKey(ctx context.Context, label string, scopes []keydesk.Scope) (*keydesk.CreatedKey, error)
+	ListKeys(ctx context.Context) ([]keydesk.Key, error)
 	RevokeKey(ctx context.Context, id string) error
 }
 
@@ -73,20 +59,6 @@ func (k ErrorKind) String() string {
 // to wait before the next call (0 if it did not say).
 type Classifier func(err error) (kind ErrorKind, retryAfter time.Duration)
 
-// Delivery is what a key delivery email carries; Sealer encrypts it.
-type Delivery struct {
-	RequestID   string
-	PartnerName string
-	Environment keydesk.Environment
-	Scopes      []keydesk.Scope
-	Label       string
-	KeyID       string
-	APIKey      string
-	APISecret   keydesk.Secret
-	CreatedAt   time.Time
-	Subject     string
-}
-
 // Sealer checks a partner's contact key and builds the encrypted, signed
 // key delivery (a PGP/MIME entity) to it.
 type Sealer interface {
@@ -94,5 +66,5 @@ type Sealer interface {
 	// receive a key now (expired, revoked, cannot encrypt, too weak), or nil.
 	CheckContact(p *keydesk.Partner, now time.Time) error
 	// Seal returns the PGP/MIME entity holding d for p's technical contact.
-	Seal(d Delivery, p *keydesk.Partner) ([]byte, error)
+	Seal(d keydesk.KeyDelivery, p *keydesk.Partner) ([]byte, error)
 }

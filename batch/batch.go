@@ -128,8 +128,9 @@ type Runner struct {
 	outcomes *metrics.Counter
 }
 
-// New checks o and returns a Runner.
-func New(o Options) (*Runner, error) {
+// Validate reports every option New refuses, joined: the parts a Runner
+// needs, a schedule that parses and a concurrency in range.
+func (o *Options) Validate() error {
 	var errs []error
 	if o.Queue == nil {
 		errs = append(errs, errors.New("batch: no queue"))
@@ -157,7 +158,12 @@ func New(o Options) (*Runner, error) {
 	if o.Concurrency < 0 || o.Concurrency > 256 {
 		errs = append(errs, fmt.Errorf("batch: concurrency %d is out of range 1..256", o.Concurrency))
 	}
-	if err := errors.Join(errs...); err != nil {
+	return errors.Join(errs...)
+}
+
+// New checks o and returns a Runner.
+func New(o Options) (*Runner, error) {
+	if err := o.Validate(); err != nil {
 		return nil, err
 	}
 	o.Concurrency = cmp.Or(o.Concurrency, 8)

@@ -605,7 +605,7 @@ func TestStop(t *testing.T) {
 	ctx, cancel := context.WithCancel(h.ctx)
 	defer cancel()
 	go func() {
-		// Not queuetest.Eventually: this is not the test's goroutine.
+		// Not testenv.Eventually: this is not the test's goroutine.
 		for h.api.Stats().Creates < 1 && ctx.Err() == nil {
 			time.Sleep(5 * time.Millisecond)
 		}

@@ -19,8 +19,8 @@ import (
 	"github.com/buildmarkets/keydesk/bmapi/fake"
 	"github.com/buildmarkets/keydesk/crypto"
 	"github.com/buildmarkets/keydesk/crypto/cryptotest"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/queue"
-	"github.com/buildmarkets/keydesk/queue/queuetest"
 )
 
 var (
@@ -184,7 +184,7 @@ partners_file: partners.yaml
 		t.Fatal(err)
 	}
 	var final *keydesk.Batch
-	queuetest.Eventually(t, 60*time.Second, "the batch after the restart", func() bool {
+	testenv.Eventually(t, 60*time.Second, "the batch after the restart", func() bool {
 		final, err = q.GetBatch(ctx, b.ID)
 		return err == nil && (final.State == keydesk.BatchDone || final.State == keydesk.BatchFailed)
 	})

@@ -534,7 +534,7 @@ func (r *Runner) attempt(ctx context.Context, st *run, p *keydesk.Partner, api A
 	defer created.APISecret.Wipe()
 	r.o.Failpoint("after-create")
 
-	entity, err := r.o.Sealer.Seal(Delivery{
+	entity, err := r.o.Sealer.Seal(keydesk.KeyDelivery{
 		RequestID: req.ID, PartnerName: p.Name, Environment: req.Environment, Scopes: req.Scopes, Label: req.Label,
 		KeyID: created.ID, APIKey: created.APIKey, APISecret: created.APISecret, CreatedAt: created.CreatedAt,
 		// No Subject: the protected (inner) subject comes from the

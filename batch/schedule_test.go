@@ -9,7 +9,7 @@ import (
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/batch"
-	"github.com/buildmarkets/keydesk/queue/queuetest"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 )
 
 func TestNextRun(t *testing.T) {
@@ -94,24 +94,24 @@ func TestRunLoop(t *testing.T) {
 			}
 		}
 	}()
-	queuetest.Eventually(t, 30*time.Second, "both loops waiting", func() bool { return clock.Waiters() == 2 })
+	testenv.Eventually(t, 30*time.Second, "both loops waiting", func() bool { return clock.Waiters() == 2 })
 	req := h.request("backend", nil)
 	clock.Advance(30 * time.Second)
 	// Nothing runs before its time.
-	queuetest.Eventually(t, 30*time.Second, "both loops waiting again", func() bool { return clock.Waiters() == 2 })
+	testenv.Eventually(t, 30*time.Second, "both loops waiting again", func() bool { return clock.Waiters() == 2 })
 	if bs, _ := h.q.ListBatches(h.ctx); len(bs) != 0 {
 		t.Fatalf("a batch ran early: %s", dump(bs))
 	}
 	clock.Advance(30 * time.Second)
 	id := "B-" + first.UTC().Format("20060102-150405") + "-SCHED"
-	queuetest.Eventually(t, 20*time.Second, "the scheduled batch done", func() bool {
+	testenv.Eventually(t, 20*time.Second, "the scheduled batch done", func() bool {
 		b, err := h.q.GetBatch(h.ctx, id)
 		return err == nil && b.State == keydesk.BatchDone
 	})
 	if s := h.get(req.ID).State; s != keydesk.StateGenerated {
 		t.Errorf("request is %s after the scheduled batch", s)
 	}
-	queuetest.Eventually(t, 30*time.Second, "both loops waiting for the next time", func() bool { return clock.Waiters() == 2 })
+	testenv.Eventually(t, 30*time.Second, "both loops waiting for the next time", func() bool { return clock.Waiters() == 2 })
 	if bs, _ := h.q.ListBatches(h.ctx); len(bs) != 1 {
 		t.Errorf("batches = %s, want exactly one for the scheduled time", dump(bs))
 	}
@@ -125,7 +125,7 @@ func TestRunLoop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	queuetest.Eventually(t, 20*time.Second, "the requested batch done", func() bool {
+	testenv.Eventually(t, 20*time.Second, "the requested batch done", func() bool {
 		b, err := h.q.GetBatch(h.ctx, asked.ID)
 		return err == nil && (b.State == keydesk.BatchDone || b.State == keydesk.BatchFailed)
 	})
@@ -138,10 +138,10 @@ func TestRunLoop(t *testing.T) {
 
 	// The next scheduled batch finds nothing to do and nothing waiting:
 	// it is recorded, but support gets no mail about it.
-	queuetest.Eventually(t, 30*time.Second, "both loops waiting", func() bool { return clock.Waiters() == 2 })
+	testenv.Eventually(t, 30*time.Second, "both loops waiting", func() bool { return clock.Waiters() == 2 })
 	clock.Advance(second.Sub(clock.Now()))
 	id2 := "B-" + second.UTC().Format("20060102-150405") + "-SCHED"
-	queuetest.Eventually(t, 20*time.Second, "the second scheduled batch done", func() bool {
+	testenv.Eventually(t, 20*time.Second, "the second scheduled batch done", func() bool {
 		b, err := h.q.GetBatch(h.ctx, id2)
 		return err == nil && b.State == keydesk.BatchDone
 	})
@@ -199,7 +199,7 @@ func TestRequestedBatchWaitsForLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	var seen []keydesk.BatchState
-	queuetest.Eventually(t, 30*time.Second, "the requested batch done", func() bool {
+	testenv.Eventually(t, 30*time.Second, "the requested batch done", func() bool {
 		b, err := h.q.GetBatch(h.ctx, asked.ID)
 		if err != nil {
 			return false

@@ -18,7 +18,7 @@
 //
 // Every failure is an *Error whose Kind is a sentinel for errors.Is
 // (ErrUnauthorized, ErrForbidden, ErrRateLimited, ErrServer, ErrTransport,
-// ErrBadRequest, ErrProtocol); Kind.Temporary tells a retry-later failure
+// ErrBadRequest, ErrProtocol); keydesk.Temporary tells a retry-later failure
 // from one a person must fix.
 package bmapi
 
@@ -93,22 +93,6 @@ type Client struct {
 	log     *slog.Logger
 }
 
-// Key is a key's metadata as the API lists it; never its secret.
-type Key struct {
-	ID        string
-	Label     string
-	APIKey    string
-	Scopes    []keydesk.Scope
-	CreatedAt time.Time // zero when the API gave none
-}
-
-// CreatedKey is a key just created, with its secret: the only time the API
-// reveals it. The caller wipes APISecret once it is encrypted.
-type CreatedKey struct {
-	Key
-	APISecret keydesk.Secret
-}
-
 // Response size limits: a hostile or broken server cannot exhaust memory.
 const (
 	maxCreateBody = 1 << 20
@@ -173,7 +157,7 @@ func parseBase(s string) (*url.URL, error) {
 // its secret. It sends the POST once and never retries it: on an error for
 // which Unclear(err) holds, the key may exist, and the caller must list the
 // keys and reconcile rather than call CreateKey again.
-func (c *Client) CreateKey(ctx context.Context, label string, scopes []keydesk.Scope) (*CreatedKey, error) {
+func (c *Client) CreateKey(ctx context.Context, label string, scopes []keydesk.Scope) (*keydesk.CreatedKey, error) {
 	const path = "/v1/keys"
 	if strings.TrimSpace(label) == "" || len(scopes) == 0 {
 		return nil, &Error{Kind: ErrBadRequest, Method: http.MethodPost, Path: path, Err: errors.New("a key needs a label and at least one scope")}
@@ -200,7 +184,7 @@ func (c *Client) CreateKey(ctx context.Context, label string, scopes []keydesk.S
 }
 
 // ListKeys returns every key of the account, never a secret.
-func (c *Client) ListKeys(ctx context.Context) ([]Key, error) {
+func (c *Client) ListKeys(ctx context.Context) ([]keydesk.Key, error) {
 	const path = "/v1/keys"
 	status, resp, err := c.do(ctx, http.MethodGet, path, nil, maxListBody)
 	if err != nil {
@@ -255,7 +239,7 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, maxBo
 			return status, resp, nil
 		}
 		var e *Error
-		if !retry || attempt >= c.o.MaxAttempts || !errors.As(err, &e) || !e.Temporary() || ctx.Err() != nil {
+		if !retry || attempt >= c.o.MaxAttempts || !errors.As(err, &e) || !keydesk.Temporary(e) || ctx.Err() != nil {
 			return status, nil, err
 		}
 		wait := c.backoff(attempt)

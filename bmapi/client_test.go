@@ -20,6 +20,7 @@ import (
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/bmapi"
 	"github.com/buildmarkets/keydesk/bmapi/fake"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 )
 
 const (
@@ -127,7 +128,7 @@ func TestHappyPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ids := func(ks []bmapi.Key) []string {
+	ids := func(ks []keydesk.Key) []string {
 		var out []string
 		for _, k := range ks {
 			out = append(out, k.ID+"/"+k.Label)
@@ -371,7 +372,7 @@ func TestUnclearCreate(t *testing.T) {
 			e.fake.ClearFaults()
 			// The key exists (eventually, for the timeout: the simulator
 			// finishes its work after the client gave up).
-			eventually(t, 5*time.Second, func() bool { return len(e.fake.LiveKeys("acme")) > 0 })
+			testenv.Eventually(t, 5*time.Second, "a live key at the simulator", func() bool { return len(e.fake.LiveKeys("acme")) > 0 })
 			live := e.fake.LiveKeys("acme")
 			if len(live) != 1 || live[0].Label != "orphan-to-be" {
 				t.Fatalf("simulator keys: %+v", live)
@@ -381,7 +382,7 @@ func TestUnclearCreate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			i := slices.IndexFunc(keys, func(k bmapi.Key) bool { return k.Label == "orphan-to-be" })
+			i := slices.IndexFunc(keys, func(k keydesk.Key) bool { return k.Label == "orphan-to-be" })
 			if i < 0 {
 				t.Fatalf("orphan not listed: %+v", keys)
 			}
@@ -392,21 +393,6 @@ func TestUnclearCreate(t *testing.T) {
 				t.Fatalf("orphan still live: %+v", live)
 			}
 		})
-	}
-}
-
-// eventually polls cond until it holds or d passes.
-func eventually(t *testing.T, d time.Duration, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(d)
-	for !cond() {
-		select {
-		case <-deadline:
-			t.Fatalf("condition not met within %v", d)
-		case <-tick.C:
-		}
 	}
 }
 

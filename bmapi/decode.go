@@ -30,8 +30,8 @@ type wireKey struct {
 	CreatedAt flexTime   `json:"created_at"`
 }
 
-func (w *wireKey) key() Key {
-	return Key{ID: string(w.ID), Label: string(w.Label), APIKey: string(w.APIKey), Scopes: []keydesk.Scope(w.Scopes), CreatedAt: time.Time(w.CreatedAt)}
+func (w *wireKey) key() keydesk.Key {
+	return keydesk.Key{ID: string(w.ID), Label: string(w.Label), APIKey: string(w.APIKey), Scopes: []keydesk.Scope(w.Scopes), CreatedAt: time.Time(w.CreatedAt)}
 }
 
 // wireCreated is the answer to POST /v1/keys, possibly inside an envelope
@@ -90,7 +90,7 @@ func (w *wireCreated) wipeExcept(keep *wireCreated) {
 
 // decodeCreated reads a created key. The secret is unquoted straight from
 // body into its own buffer; the caller wipes body afterwards.
-func decodeCreated(body []byte) (*CreatedKey, error) {
+func decodeCreated(body []byte) (*keydesk.CreatedKey, error) {
 	var w wireCreated
 	if err := json.Unmarshal(body, &w); err != nil {
 		return nil, fmt.Errorf("not a JSON object: %w", jsonErr(err))
@@ -111,32 +111,32 @@ func decodeCreated(body []byte) (*CreatedKey, error) {
 		f.APISecret.s.Wipe()
 		return nil, fmt.Errorf("the created key has no %s", strings.Join(missing, ", "))
 	}
-	return &CreatedKey{Key: f.key(), APISecret: f.APISecret.s}, nil
+	return &keydesk.CreatedKey{Key: f.key(), APISecret: f.APISecret.s}, nil
 }
 
 // decodeList reads a list of keys: a bare array, or an object holding it
 // under keys, data, items or results, or as its only array member. A list
 // that says it has more pages is refused: this client knows no pagination,
 // and a partial list would hide orphan keys from reconciliation.
-func decodeList(body []byte) ([]Key, error) {
+func decodeList(body []byte) ([]keydesk.Key, error) {
 	return decodeListDepth(bytes.TrimSpace(body), 0)
 }
 
-func decodeListDepth(body []byte, depth int) ([]Key, error) {
+func decodeListDepth(body []byte, depth int) ([]keydesk.Key, error) {
 	if len(body) == 0 {
 		return nil, errors.New("empty body")
 	}
 	switch body[0] {
 	case 'n':
 		if string(body) == "null" {
-			return []Key{}, nil
+			return []keydesk.Key{}, nil
 		}
 	case '[':
 		var ws []wireKey
 		if err := json.Unmarshal(body, &ws); err != nil {
 			return nil, fmt.Errorf("reading the key list: %w", jsonErr(err))
 		}
-		keys := make([]Key, 0, len(ws))
+		keys := make([]keydesk.Key, 0, len(ws))
 		for i := range ws {
 			keys = append(keys, ws[i].key())
 		}

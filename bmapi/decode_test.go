@@ -13,7 +13,7 @@ import (
 
 func TestDecodeList(t *testing.T) {
 	item := `{"id":"key-001","label":"backend","api_key":"bm_key_a","scopes":["accounts:read","trading:write"],"created_at":"2025-06-01T12:00:00Z","extra":{"x":1}}`
-	want := Key{ID: "key-001", Label: "backend", APIKey: "bm_key_a",
+	want := keydesk.Key{ID: "key-001", Label: "backend", APIKey: "bm_key_a",
 		Scopes:    []keydesk.Scope{keydesk.ScopeAccountsRead, keydesk.ScopeTradingWrite},
 		CreatedAt: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
 	tests := []struct {

@@ -41,12 +41,6 @@ const (
 	ErrProtocol ErrorKind = "unreadable response"
 )
 
-// Temporary reports whether a call failing with this kind may succeed later
-// unchanged.
-func (k ErrorKind) Temporary() bool {
-	return k == ErrRateLimited || k == ErrServer || k == ErrTransport
-}
-
 // Error is the error of every failed call. Body is the start of the
 // response body, scrubbed of anything that looks like a secret; the
 // request's own credentials never appear in it.
@@ -97,8 +91,11 @@ func (e *Error) Is(target error) bool {
 	return ok && k == e.Kind
 }
 
-// Temporary reports whether the same call may succeed later.
-func (e *Error) Temporary() bool { return e.Kind.Temporary() }
+// Temporary reports whether the same call may succeed later unchanged: a
+// 429, a 5xx or no answer at all. keydesk.Temporary reads it.
+func (e *Error) Temporary() bool {
+	return e.Kind == ErrRateLimited || e.Kind == ErrServer || e.Kind == ErrTransport
+}
 
 // Unclear reports whether err leaves it unknown if a POST took effect: the
 // request may have reached the API (a transport failure after it was sent,

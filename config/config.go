@@ -21,6 +21,7 @@ import (
 	"unicode"
 
 	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/mailauth"
 )
 
 // Config is keydesk.yaml.
@@ -89,40 +90,9 @@ type NATS struct {
 	InboxPrefix string `yaml:"inbox_prefix"`
 }
 
-// Security is how a mail connection is protected.
-type Security string
-
-const (
-	SecurityTLS      Security = "tls"
-	SecurityStartTLS Security = "starttls"
-	SecurityNone     Security = "none" // loopback only
-)
-
-// MailServer is what the IMAP and SMTP sections share.
-type MailServer struct {
-	// Address is host:port.
-	Address string `yaml:"address"`
-	// Security: tls (implicit), starttls, or none (refused unless loopback).
-	Security Security `yaml:"security"`
-	// Username and Password authenticate with LOGIN/PLAIN.
-	Username string         `yaml:"username"`
-	Password keydesk.Secret `yaml:"password"`
-	// Auth: plain (default), login, oauthbearer or xoauth2.
-	Auth string `yaml:"auth"`
-	// OAuth2TokenFile or OAuth2TokenCommand supply the access token for
-	// oauthbearer/xoauth2; read again whenever the server refuses it.
-	OAuth2TokenFile    string `yaml:"oauth2_token_file"`
-	OAuth2TokenCommand string `yaml:"oauth2_token_command"`
-	// TLSCAFile adds a private CA; InsecureSkipVerify is for test servers only.
-	TLSCAFile          string `yaml:"tls_ca_file"`
-	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
-	// Timeout bounds each network operation. Default 60s.
-	Timeout time.Duration `yaml:"timeout"`
-}
-
 // IMAP is the mailbox intake reads.
 type IMAP struct {
-	MailServer `yaml:",inline"`
+	mailauth.MailServer `yaml:",inline"`
 	// Mailbox is read for requests. Default INBOX.
 	Mailbox string `yaml:"mailbox"`
 	// ProcessedMailbox receives mail whose requests are queued. Default Processed.
@@ -147,7 +117,7 @@ type IMAP struct {
 
 // SMTP is the outgoing mail server.
 type SMTP struct {
-	MailServer `yaml:",inline"`
+	mailauth.MailServer `yaml:",inline"`
 	// From is keydesk's sender address, e.g. "Buildmarkets Support <support@buildmarkets.ai>".
 	From string `yaml:"from"`
 	// SupportAddress receives batch reports and alerts.
@@ -317,8 +287,8 @@ func (c *Config) applyDefaults() {
 	def(&c.IMAP.Mailbox, "INBOX")
 	def(&c.IMAP.ProcessedMailbox, "Processed")
 	def(&c.IMAP.RejectedMailbox, "Rejected")
-	def((*string)(&c.IMAP.Security), string(SecurityTLS))
-	def((*string)(&c.SMTP.Security), string(SecurityStartTLS))
+	def((*string)(&c.IMAP.Security), string(mailauth.SecurityTLS))
+	def((*string)(&c.SMTP.Security), string(mailauth.SecurityStartTLS))
 	def(&c.IMAP.Auth, "plain")
 	def(&c.SMTP.Auth, "plain")
 	defDur(&c.IMAP.PollInterval, 60*time.Second)
@@ -399,181 +369,196 @@ func (c *Config) Path(p string) string {
 	return filepath.Join(filepath.Dir(c.File), p)
 }
 
-// Validate checks every key and returns all problems joined.
+// Validate checks every key and returns all problems joined, section by
+// section in the order of the file.
 func (c *Config) Validate() error {
-	f := c.fileName()
-	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s: %s", f, key, fmt.Sprintf(format, args...)))
-	}
-	if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
-		bad("nats.replicas", "%d is out of range: use 1 (embedded) or 3 (cluster)", c.NATS.Replicas)
-	}
-	if c.NATS.URL == "" && c.NATS.Replicas != 1 {
-		bad("nats.replicas", "the embedded server (nats.url empty) is a single node: replicas must be 1")
-	}
-	if c.NATS.Listen != "" {
-		if _, _, err := net.SplitHostPort(c.NATS.Listen); err != nil {
-			bad("nats.listen", "%q is not host:port", c.NATS.Listen)
-		}
-	}
-	if c.NATS.AuditMaxBytes != 0 && c.NATS.AuditMaxBytes < 1<<20 {
-		bad("nats.audit_max_bytes", "%d is too small for an audit trail: at least 1MiB (default 1GiB)", c.NATS.AuditMaxBytes)
-	}
-	if c.NATS.InboxPrefix != "" {
-		if err := checkInboxPrefix(c.NATS.InboxPrefix); err != nil {
-			bad("nats.inbox_prefix", "%v", err)
-		}
-	}
-	checkFile := func(key, p string) {
-		if p == "" {
-			return
-		}
-		if _, err := os.Stat(c.Path(p)); err != nil {
-			bad(key, "%v", err)
-		}
-	}
-	checkFile("nats.creds_file", c.NATS.CredsFile)
-	checkFile("nats.tls_ca_file", c.NATS.TLSCAFile)
-	for _, ms := range []struct {
-		name string
-		s    *MailServer
-	}{{"imap", &c.IMAP.MailServer}, {"smtp", &c.SMTP.MailServer}} {
-		p, s := ms.name, ms.s
-		if s.Address == "" {
-			continue // the role that needs it says so when it starts
-		}
-		host, _, err := net.SplitHostPort(s.Address)
-		if err != nil {
-			bad(p+".address", "%q is not host:port (e.g. mail.example.com:993)", s.Address)
-		}
-		switch s.Security {
-		case SecurityTLS, SecurityStartTLS:
-		case SecurityNone:
-			if err == nil && !IsLoopback(host) {
-				bad(p+".security", "none sends the password in clear text: it is allowed only to a loopback address, not %s; use tls or starttls", host)
-			}
-		default:
-			bad(p+".security", "%q is not one of tls, starttls, none", s.Security)
-		}
-		switch s.Auth {
-		case "plain", "login":
-			if s.Username == "" {
-				bad(p+".username", "is required")
-			}
-		case "oauthbearer", "xoauth2":
-			if s.OAuth2TokenFile == "" && s.OAuth2TokenCommand == "" {
-				bad(p+".oauth2_token_file", "%s needs oauth2_token_file or oauth2_token_command", s.Auth)
-			}
-		case "none":
-		default:
-			bad(p+".auth", "%q is not one of plain, login, oauthbearer, xoauth2", s.Auth)
-		}
-		checkFile(p+".tls_ca_file", s.TLSCAFile)
-		checkFile(p+".oauth2_token_file", s.OAuth2TokenFile)
-	}
-	if c.IMAP.Address != "" {
-		if c.IMAP.PollInterval < time.Second {
-			bad("imap.poll_interval", "%s is too short: at least 1s", c.IMAP.PollInterval)
-		}
-		if c.IMAP.LeaseTTL < time.Second || c.IMAP.LeaseTTL > time.Hour {
-			bad("imap.lease_ttl", "%s is out of range 1s..1h", c.IMAP.LeaseTTL)
-		}
-		if c.IMAP.MaxMessageBytes < 64<<10 {
-			bad("imap.max_message_bytes", "%d is too small: at least 64KiB", c.IMAP.MaxMessageBytes)
-		}
-		if c.IMAP.MaxAttempts < 1 || c.IMAP.MaxAttempts > 100 {
-			bad("imap.max_attempts", "%d is out of range: use 1 to 100 (default 3)", c.IMAP.MaxAttempts)
-		}
-		if c.IMAP.ProcessedMailbox == c.IMAP.Mailbox || c.IMAP.RejectedMailbox == c.IMAP.Mailbox {
-			bad("imap.processed_mailbox", "processed and rejected mailboxes must differ from imap.mailbox %q", c.IMAP.Mailbox)
-		}
-	}
-	for i, id := range c.SenderAuth.TrustedAuthservIDs {
-		if id = strings.TrimSpace(id); id == "" || strings.ContainsFunc(id, func(r rune) bool { return r > unicode.MaxASCII || r <= ' ' }) {
-			bad(fmt.Sprintf("sender_auth.trusted_authserv_ids[%d]", i), "%q must be your MTA's host name in ASCII: a non-ASCII authserv-id is never trusted", id)
-		}
-	}
-	for i, d := range c.SenderAuth.InternalDomains {
-		if _, ok := keydesk.DomainKey(d); !ok || strings.Contains(d, "@") {
-			bad(fmt.Sprintf("sender_auth.internal_domains[%d]", i), "%q is not a domain name (write it in lower case, or in its xn-- form)", d)
-		}
-	}
-	for i, a := range c.SenderAuth.RelationshipManagers {
-		if pa, err := mail.ParseAddress(a); err != nil || pa.Address != strings.TrimSpace(a) || strings.HasPrefix(a, "*") {
-			bad(fmt.Sprintf("sender_auth.relationship_managers[%d]", i), "%q is not one email address (no name, no *@domain)", a)
-		} else if _, ok := keydesk.AddressKey(a); !ok {
-			bad(fmt.Sprintf("sender_auth.relationship_managers[%d]", i), "%q: the domain is not a valid domain name", a)
-		}
-	}
+	v := &validator{c: c, file: c.fileName()}
+	v.nats()
+	v.mailServer("imap", c.IMAP.MailServer)
+	v.mailServer("smtp", c.SMTP.MailServer)
+	v.imap()
+	v.senderAuth()
 	if c.SMTP.Address != "" && c.SMTP.From == "" {
-		bad("smtp.from", "is required to send mail")
+		v.bad("smtp.from", "is required to send mail")
 	}
+	v.api()
+	v.checkFile("signing_key.file", c.SigningKey.File)
+	v.batch()
+	v.review()
+	v.rest()
+	return errors.Join(v.errs...)
+}
+
+// validator collects the problems of one Config, each naming the file and
+// the key.
+type validator struct {
+	c    *Config
+	file string
+	errs []error
+}
+
+func (v *validator) bad(key, format string, args ...any) {
+	v.errs = append(v.errs, fmt.Errorf("%s: %s: %s", v.file, key, fmt.Sprintf(format, args...)))
+}
+
+// checkFile reports a file named at key that cannot be found.
+func (v *validator) checkFile(key, p string) {
+	if p == "" {
+		return
+	}
+	if _, err := os.Stat(v.c.Path(p)); err != nil {
+		v.bad(key, "%v", err)
+	}
+}
+
+func (v *validator) nats() {
+	n := v.c.NATS
+	if n.Replicas < 1 || n.Replicas > 5 {
+		v.bad("nats.replicas", "%d is out of range: use 1 (embedded) or 3 (cluster)", n.Replicas)
+	}
+	if n.URL == "" && n.Replicas != 1 {
+		v.bad("nats.replicas", "the embedded server (nats.url empty) is a single node: replicas must be 1")
+	}
+	if n.Listen != "" {
+		if _, _, err := net.SplitHostPort(n.Listen); err != nil {
+			v.bad("nats.listen", "%q is not host:port", n.Listen)
+		}
+	}
+	if n.AuditMaxBytes != 0 && n.AuditMaxBytes < 1<<20 {
+		v.bad("nats.audit_max_bytes", "%d is too small for an audit trail: at least 1MiB (default 1GiB)", n.AuditMaxBytes)
+	}
+	if n.InboxPrefix != "" {
+		if err := checkInboxPrefix(n.InboxPrefix); err != nil {
+			v.bad("nats.inbox_prefix", "%v", err)
+		}
+	}
+	v.checkFile("nats.creds_file", n.CredsFile)
+	v.checkFile("nats.tls_ca_file", n.TLSCAFile)
+}
+
+// mailServer checks what the imap and smtp sections share: mailauth says
+// what is wrong, the section names where.
+func (v *validator) mailServer(section string, ms mailauth.MailServer) {
+	err := mailauth.Resolve(ms, v.c.Path).Validate()
+	if err == nil {
+		return
+	}
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		v.errs = append(v.errs, fmt.Errorf("%s: %s.%v", v.file, section, e))
+	}
+}
+
+func (v *validator) imap() {
+	m := v.c.IMAP
+	if m.Address == "" {
+		return
+	}
+	if m.PollInterval < time.Second {
+		v.bad("imap.poll_interval", "%s is too short: at least 1s", m.PollInterval)
+	}
+	if m.LeaseTTL < time.Second || m.LeaseTTL > time.Hour {
+		v.bad("imap.lease_ttl", "%s is out of range 1s..1h", m.LeaseTTL)
+	}
+	if m.MaxMessageBytes < 64<<10 {
+		v.bad("imap.max_message_bytes", "%d is too small: at least 64KiB", m.MaxMessageBytes)
+	}
+	if m.MaxAttempts < 1 || m.MaxAttempts > 100 {
+		v.bad("imap.max_attempts", "%d is out of range: use 1 to 100 (default 3)", m.MaxAttempts)
+	}
+	if m.ProcessedMailbox == m.Mailbox || m.RejectedMailbox == m.Mailbox {
+		v.bad("imap.processed_mailbox", "processed and rejected mailboxes must differ from imap.mailbox %q", m.Mailbox)
+	}
+}
+
+func (v *validator) senderAuth() {
+	sa := v.c.SenderAuth
+	for i, id := range sa.TrustedAuthservIDs {
+		if id = strings.TrimSpace(id); id == "" || strings.ContainsFunc(id, func(r rune) bool { return r > unicode.MaxASCII || r <= ' ' }) {
+			v.bad(fmt.Sprintf("sender_auth.trusted_authserv_ids[%d]", i), "%q must be your MTA's host name in ASCII: a non-ASCII authserv-id is never trusted", id)
+		}
+	}
+	for i, d := range sa.InternalDomains {
+		if _, ok := keydesk.DomainKey(d); !ok || strings.Contains(d, "@") {
+			v.bad(fmt.Sprintf("sender_auth.internal_domains[%d]", i), "%q is not a domain name (write it in lower case, or in its xn-- form)", d)
+		}
+	}
+	for i, a := range sa.RelationshipManagers {
+		if pa, err := mail.ParseAddress(a); err != nil || pa.Address != strings.TrimSpace(a) || strings.HasPrefix(a, "*") {
+			v.bad(fmt.Sprintf("sender_auth.relationship_managers[%d]", i), "%q is not one email address (no name, no *@domain)", a)
+		} else if _, ok := keydesk.AddressKey(a); !ok {
+			v.bad(fmt.Sprintf("sender_auth.relationship_managers[%d]", i), "%q: the domain is not a valid domain name", a)
+		}
+	}
+}
+
+func (v *validator) api() {
 	for _, e := range keydesk.Environments {
-		a := c.API.Env(e)
+		a := v.c.API.Env(e)
 		key := "api." + string(e)
 		if a.BaseURL != "" && !strings.HasPrefix(a.BaseURL, "https://") && !strings.HasPrefix(a.BaseURL, "http://") {
-			bad(key+".base_url", "%q must start with https://", a.BaseURL)
+			v.bad(key+".base_url", "%q must start with https://", a.BaseURL)
 		}
 		if strings.HasPrefix(a.BaseURL, "http://") && !urlIsLoopback(a.BaseURL) {
-			bad(key+".base_url", "%q sends API secrets in clear text: use https:// (http:// only to loopback)", a.BaseURL)
+			v.bad(key+".base_url", "%q sends API secrets in clear text: use https:// (http:// only to loopback)", a.BaseURL)
 		}
 		if a.RateLimit < 0 {
-			bad(key+".rate_limit", "must be positive")
+			v.bad(key+".rate_limit", "must be positive")
 		}
 	}
-	checkFile("signing_key.file", c.SigningKey.File)
-	if c.Batch.Concurrency < 1 || c.Batch.Concurrency > 256 {
-		bad("batch.concurrency", "%d is out of range 1..256", c.Batch.Concurrency)
+}
+
+func (v *validator) batch() {
+	b := v.c.Batch
+	if b.Concurrency < 1 || b.Concurrency > 256 {
+		v.bad("batch.concurrency", "%d is out of range 1..256", b.Concurrency)
 	}
-	if c.Batch.LeaseTTL < time.Second || c.Batch.LeaseTTL > time.Hour {
-		bad("batch.lease_ttl", "%s is out of range 1s..1h", c.Batch.LeaseTTL)
+	if b.LeaseTTL < time.Second || b.LeaseTTL > time.Hour {
+		v.bad("batch.lease_ttl", "%s is out of range 1s..1h", b.LeaseTTL)
 	}
-	if _, _, err := net.SplitHostPort(c.Review.Listen); err != nil {
-		bad("review.listen", "%q is not host:port", c.Review.Listen)
+}
+
+func (v *validator) review() {
+	r := v.c.Review
+	if _, _, err := net.SplitHostPort(r.Listen); err != nil {
+		v.bad("review.listen", "%q is not host:port", r.Listen)
 	}
-	if (c.Review.TLSCert == "") != (c.Review.TLSKey == "") {
-		bad("review.tls_cert", "give both tls_cert and tls_key, or neither")
+	if (r.TLSCert == "") != (r.TLSKey == "") {
+		v.bad("review.tls_cert", "give both tls_cert and tls_key, or neither")
 	}
-	checkFile("review.tls_cert", c.Review.TLSCert)
-	checkFile("review.tls_key", c.Review.TLSKey)
-	for i, fe := range c.Review.FourEyes {
+	v.checkFile("review.tls_cert", r.TLSCert)
+	v.checkFile("review.tls_key", r.TLSKey)
+	for i, fe := range r.FourEyes {
 		if _, err := keydesk.ParseEnvironment(fe); err == nil {
 			continue
 		}
 		if !keydesk.Scope(fe).Valid() {
-			bad(fmt.Sprintf("review.four_eyes[%d]", i), "%q is neither an environment nor a scope", fe)
+			v.bad(fmt.Sprintf("review.four_eyes[%d]", i), "%q is neither an environment nor a scope", fe)
 		}
 	}
-	if c.Delivery.RevokeUndeliveredAfter < c.Delivery.RetryFor {
-		bad("delivery.revoke_undelivered_after", "%s is shorter than delivery.retry_for %s", c.Delivery.RevokeUndeliveredAfter, c.Delivery.RetryFor)
-	}
-	if c.Delivery.AckWait < 3*time.Second || c.Delivery.AckWait > time.Hour {
-		bad("delivery.ack_wait", "%s is out of range 3s..1h", c.Delivery.AckWait)
-	}
-	switch c.Log.Level {
-	case "debug", "info", "warn", "error":
-	default:
-		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
-	}
-	switch c.Log.Format {
-	case "", "text", "json":
-	default:
-		bad("log.format", "%q is not text or json", c.Log.Format)
-	}
-	if c.Templates.Dir != "" {
-		checkFile("templates.dir", c.Templates.Dir)
-	}
-	return errors.Join(errs...)
 }
 
-// IsLoopback reports whether host is a loopback name or address.
-func IsLoopback(host string) bool {
-	if host == "localhost" {
-		return true
+// rest checks the delivery, log and templates sections.
+func (v *validator) rest() {
+	d := v.c.Delivery
+	if d.RevokeUndeliveredAfter < d.RetryFor {
+		v.bad("delivery.revoke_undelivered_after", "%s is shorter than delivery.retry_for %s", d.RevokeUndeliveredAfter, d.RetryFor)
 	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	if d.AckWait < 3*time.Second || d.AckWait > time.Hour {
+		v.bad("delivery.ack_wait", "%s is out of range 3s..1h", d.AckWait)
+	}
+	switch v.c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		v.bad("log.level", "%q is not one of debug, info, warn, error", v.c.Log.Level)
+	}
+	switch v.c.Log.Format {
+	case "", "text", "json":
+	default:
+		v.bad("log.format", "%q is not text or json", v.c.Log.Format)
+	}
+	if v.c.Templates.Dir != "" {
+		v.checkFile("templates.dir", v.c.Templates.Dir)
+	}
 }
 
 func urlIsLoopback(u string) bool {
@@ -583,7 +568,7 @@ func urlIsLoopback(u string) bool {
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
 		host = h
 	}
-	return IsLoopback(strings.Trim(host, "[]"))
+	return mailauth.IsLoopback(strings.Trim(host, "[]"))
 }
 
 // checkInboxPrefix accepts what a NATS user can be allowed to subscribe to

@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/mailauth"
 )
 
 func write(t *testing.T, dir, name, content string) string {
@@ -68,7 +69,7 @@ api:
 		{"max_attempts default", c.IMAP.MaxAttempts, 3},
 		{"mailbox default", c.IMAP.Mailbox, "INBOX"},
 		{"imap.lease_ttl default", c.IMAP.LeaseTTL, 30 * time.Second},
-		{"imap.security default", c.IMAP.Security, SecurityTLS},
+		{"imap.security default", c.IMAP.Security, mailauth.SecurityTLS},
 		{"rate_limit", c.API.Sandbox.RateLimit, 10.0},
 		{"production timeout default", c.API.Production.Timeout, 30 * time.Second},
 		{"schedule default", c.Batch.Schedule, "CRON_TZ=UTC 0 10,16 * * 1-5"},
@@ -651,13 +652,13 @@ func TestExampleSecretsWarn(t *testing.T) {
 		cfg  Config
 		want string // empty: no warning
 	}{
-		{"example IMAP password", Config{IMAP: IMAP{MailServer: MailServer{Password: keydesk.SecretString("example-imap-password")}}},
+		{"example IMAP password", Config{IMAP: IMAP{MailServer: mailauth.MailServer{Password: keydesk.SecretString("example-imap-password")}}},
 			"keydesk.yaml: imap.password: is the example IMAP password of deploy/examples/keydesk.yaml, published with keydesk: set your own"},
 		{"example signing passphrase", Config{SigningKey: SigningKey{Passphrase: keydesk.SecretString("example-only-not-secret")}},
 			"keydesk.yaml: signing_key.passphrase: is the example signing key passphrase"},
 		{"example NATS TLS key", Config{NATS: NATS{TLSKey: exampleKey}},
 			"keydesk.yaml: nats.tls_key: " + exampleKey + " is the example TLS key deploy/examples/tls/intake-key.pem"},
-		{"own secrets", Config{IMAP: IMAP{MailServer: MailServer{Password: keydesk.SecretString("own")}}, NATS: NATS{TLSKey: ownKey}}, ""},
+		{"own secrets", Config{IMAP: IMAP{MailServer: mailauth.MailServer{Password: keydesk.SecretString("own")}}, NATS: NATS{TLSKey: ownKey}}, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

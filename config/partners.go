@@ -63,12 +63,6 @@ type ContactKeyChecker interface {
 var partnerIDRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,39}$`)
 var fingerprintRE = regexp.MustCompile(`^[0-9A-F]{40}$|^[0-9A-F]{64}$`)
 
-// NormalizeFingerprint drops spaces and a 0x prefix and upper-cases.
-func NormalizeFingerprint(s string) string {
-	s = strings.ToUpper(strings.ReplaceAll(strings.TrimSpace(s), " ", ""))
-	return strings.TrimPrefix(s, "0X")
-}
-
 // LoadPartners reads and validates partners.yaml. With a checker, every
 // contact key is loaded and checked against its pinned fingerprint. The
 // error lists every problem, each naming the file and the key.
@@ -81,132 +75,163 @@ func loadPartners(path string, checker ContactKeyChecker, now time.Time, getenv 
 	if err != nil {
 		return nil, fmt.Errorf("read partners: %w", err)
 	}
-	f := filepath.Base(path)
-	dir := filepath.Dir(path)
+	l := &partnersLoader{
+		file: filepath.Base(path), dir: filepath.Dir(path), checker: checker, now: now,
+		ids: map[string]bool{}, owners: map[string]string{},
+	}
 	var pf PartnersFile
-	decoded, err := decode(f, dir, data, &pf, getenv, isCredential)
+	decoded, err := decode(l.file, l.dir, data, &pf, getenv, isCredential)
 	if !decoded {
 		return nil, err
 	}
 	// The values are checked even when some keys were wrong, so that every
 	// problem is listed at once.
-	errs := []error{err}
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s: %s", f, key, fmt.Sprintf(format, args...)))
-	}
+	l.errs = []error{err}
 	if len(pf.Partners) == 0 {
-		bad("partners", "no partner is registered")
+		l.bad("partners", "no partner is registered")
 	}
 	reg := &keydesk.Registry{}
-	ids := map[string]bool{}
-	owners := map[string]string{}
 	for i, pc := range pf.Partners {
-		key := fmt.Sprintf("partners[%d]", i)
-		p := &keydesk.Partner{ID: pc.ID, Name: pc.Name, Environments: map[keydesk.Environment]keydesk.PartnerEnvironment{}}
-		if !partnerIDRE.MatchString(pc.ID) {
-			bad(key+".id", "%q must be 1-40 lower-case letters, digits, - or _", pc.ID)
-		} else if ids[pc.ID] {
-			bad(key+".id", "%q is used twice", pc.ID)
-		}
-		ids[pc.ID] = true
-		if pc.Name == "" {
-			p.Name = pc.ID
-		}
-		if len(pc.Requesters) == 0 {
-			bad(key+".requesters", "list at least one address or *@domain")
-		}
-		for j, r := range pc.Requesters {
-			// ASCII letters only are lower-cased: senders are matched
-			// without Unicode case folding (see keydesk.MatchAddress).
-			r = keydesk.ASCIILower(strings.TrimSpace(r))
-			rk := fmt.Sprintf("%s.requesters[%d]", key, j)
-			addr := r
-			if d, ok := strings.CutPrefix(r, "*@"); ok {
-				addr = "x@" + d
-				if !strings.Contains(d, ".") {
-					bad(rk, "%q: the domain must be a full domain name", r)
-				}
-			}
-			if a, err := mail.ParseAddress(addr); err != nil || a.Address != addr || strings.Count(addr, "@") != 1 {
-				bad(rk, "%q is neither an address nor *@domain", r)
-				continue
-			}
-			owner, ok := keydesk.AddressKey(addr)
-			if !ok {
-				bad(rk, "%q: the domain is not a valid internationalised domain name: write it in lower case, or as its xn-- form", r)
-				continue
-			}
-			if strings.HasPrefix(r, "*@") {
-				owner = "*" + owner[1:]
-			}
-			if other, dup := owners[owner]; dup && other != pc.ID {
-				bad(rk, "%q is also a requester of partner %s: a sender must name one partner", r, other)
-			}
-			owners[owner] = pc.ID
-			p.Requesters = append(p.Requesters, r)
-		}
-		tc := pc.TechnicalContact
-		ck := key + ".technical_contact"
-		if a, err := mail.ParseAddress(tc.Email); err != nil || a.Address != tc.Email {
-			bad(ck+".email", "%q is not an email address", tc.Email)
-		}
-		fp := NormalizeFingerprint(tc.Fingerprint)
-		if !fingerprintRE.MatchString(fp) {
-			bad(ck+".fingerprint", "%q is not a full fingerprint (40 hex digits): pin the whole fingerprint, verified with the contact out of band", tc.Fingerprint)
-		}
-		p.TechnicalContact = keydesk.TechnicalContact{Email: tc.Email, KeyFile: tc.PGPKeyFile, Fingerprint: fp}
-		if tc.PGPKeyFile == "" {
-			bad(ck+".pgp_key_file", "is required: the contact's armored public key")
-		} else {
-			kp := tc.PGPKeyFile
-			if !filepath.IsAbs(kp) {
-				kp = filepath.Join(dir, kp)
-			}
-			armored, err := os.ReadFile(kp)
-			switch {
-			case err != nil:
-				bad(ck+".pgp_key_file", "%v", err)
-			case checker != nil && fingerprintRE.MatchString(fp):
-				exp, err := checker.CheckContactKey(armored, fp, now)
-				if err != nil {
-					bad(ck+".fingerprint", "key in %s: %v", tc.PGPKeyFile, err)
-				}
-				p.TechnicalContact.KeyExpires = exp
-				p.TechnicalContact.ArmoredKey = string(armored)
-			default:
-				p.TechnicalContact.ArmoredKey = string(armored)
-			}
-		}
-		for j, s := range pc.AllowedScopes {
-			sc, err := keydesk.ParseScope(s)
-			if err != nil {
-				bad(fmt.Sprintf("%s.allowed_scopes[%d]", key, j), "%v", err)
-				continue
-			}
-			p.AllowedScopes = append(p.AllowedScopes, sc)
-		}
-		keydesk.SortScopes(p.AllowedScopes)
-		if len(pc.Environments) == 0 {
-			bad(key+".environments", "configure sandbox and/or production credentials")
-		}
-		for name, ec := range pc.Environments {
-			ek := key + ".environments." + name
-			env, err := keydesk.ParseEnvironment(name)
-			if err != nil || string(env) != name {
-				bad(ek, "%q is not an environment: use sandbox or production", name)
-				continue
-			}
-			// api_key and api_secret may be left out: only the batch role
-			// uses them, and it checks for them (CheckCredentials), so the
-			// other roles can run without the partners' credentials.
-			p.Environments[env] = keydesk.PartnerEnvironment{APIKey: ec.APIKey, APISecret: ec.APISecret, AutoApprove: ec.AutoApprove}
-		}
-		reg.Partners = append(reg.Partners, p)
+		reg.Partners = append(reg.Partners, l.partner(fmt.Sprintf("partners[%d]", i), pc))
 	}
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(l.errs...); err != nil {
 		return nil, err
 	}
 	return reg, nil
+}
+
+// partnersLoader checks the partners of one partners.yaml, collecting every
+// problem, each naming the file and the key.
+type partnersLoader struct {
+	file, dir string
+	checker   ContactKeyChecker
+	now       time.Time
+	errs      []error
+	ids       map[string]bool   // partner IDs seen
+	owners    map[string]string // requester (address key or *@domain) -> partner ID
+}
+
+func (l *partnersLoader) bad(key, format string, args ...any) {
+	l.errs = append(l.errs, fmt.Errorf("%s: %s: %s", l.file, key, fmt.Sprintf(format, args...)))
+}
+
+// partner checks the partner at key and returns it as the domain holds it.
+func (l *partnersLoader) partner(key string, pc PartnerConfig) *keydesk.Partner {
+	p := &keydesk.Partner{ID: pc.ID, Name: pc.Name, Environments: map[keydesk.Environment]keydesk.PartnerEnvironment{}}
+	if !partnerIDRE.MatchString(pc.ID) {
+		l.bad(key+".id", "%q must be 1-40 lower-case letters, digits, - or _", pc.ID)
+	} else if l.ids[pc.ID] {
+		l.bad(key+".id", "%q is used twice", pc.ID)
+	}
+	l.ids[pc.ID] = true
+	if pc.Name == "" {
+		p.Name = pc.ID
+	}
+	l.requesters(key, pc, p)
+	l.contact(key+".technical_contact", pc.TechnicalContact, p)
+	for j, s := range pc.AllowedScopes {
+		sc, err := keydesk.ParseScope(s)
+		if err != nil {
+			l.bad(fmt.Sprintf("%s.allowed_scopes[%d]", key, j), "%v", err)
+			continue
+		}
+		p.AllowedScopes = append(p.AllowedScopes, sc)
+	}
+	keydesk.SortScopes(p.AllowedScopes)
+	l.environments(key, pc, p)
+	return p
+}
+
+// requesters checks the partner's requesters: each an address or *@domain
+// that names no other partner.
+func (l *partnersLoader) requesters(key string, pc PartnerConfig, p *keydesk.Partner) {
+	if len(pc.Requesters) == 0 {
+		l.bad(key+".requesters", "list at least one address or *@domain")
+	}
+	for j, r := range pc.Requesters {
+		// ASCII letters only are lower-cased: senders are matched
+		// without Unicode case folding (see keydesk.MatchAddress).
+		r = keydesk.ASCIILower(strings.TrimSpace(r))
+		rk := fmt.Sprintf("%s.requesters[%d]", key, j)
+		addr := r
+		if d, ok := strings.CutPrefix(r, "*@"); ok {
+			addr = "x@" + d
+			if !strings.Contains(d, ".") {
+				l.bad(rk, "%q: the domain must be a full domain name", r)
+			}
+		}
+		if a, err := mail.ParseAddress(addr); err != nil || a.Address != addr || strings.Count(addr, "@") != 1 {
+			l.bad(rk, "%q is neither an address nor *@domain", r)
+			continue
+		}
+		owner, ok := keydesk.AddressKey(addr)
+		if !ok {
+			l.bad(rk, "%q: the domain is not a valid internationalised domain name: write it in lower case, or as its xn-- form", r)
+			continue
+		}
+		if strings.HasPrefix(r, "*@") {
+			owner = "*" + owner[1:]
+		}
+		if other, dup := l.owners[owner]; dup && other != pc.ID {
+			l.bad(rk, "%q is also a requester of partner %s: a sender must name one partner", r, other)
+		}
+		l.owners[owner] = pc.ID
+		p.Requesters = append(p.Requesters, r)
+	}
+}
+
+// contact checks the technical contact at ck and reads its key; with a
+// checker, the key is checked against the pinned fingerprint.
+func (l *partnersLoader) contact(ck string, tc ContactConfig, p *keydesk.Partner) {
+	if a, err := mail.ParseAddress(tc.Email); err != nil || a.Address != tc.Email {
+		l.bad(ck+".email", "%q is not an email address", tc.Email)
+	}
+	fp := keydesk.NormalizeFingerprint(tc.Fingerprint)
+	if !fingerprintRE.MatchString(fp) {
+		l.bad(ck+".fingerprint", "%q is not a full fingerprint (40 hex digits): pin the whole fingerprint, verified with the contact out of band", tc.Fingerprint)
+	}
+	p.TechnicalContact = keydesk.TechnicalContact{Email: tc.Email, KeyFile: tc.PGPKeyFile, Fingerprint: fp}
+	if tc.PGPKeyFile == "" {
+		l.bad(ck+".pgp_key_file", "is required: the contact's armored public key")
+		return
+	}
+	kp := tc.PGPKeyFile
+	if !filepath.IsAbs(kp) {
+		kp = filepath.Join(l.dir, kp)
+	}
+	armored, err := os.ReadFile(kp)
+	switch {
+	case err != nil:
+		l.bad(ck+".pgp_key_file", "%v", err)
+	case l.checker != nil && fingerprintRE.MatchString(fp):
+		exp, err := l.checker.CheckContactKey(armored, fp, l.now)
+		if err != nil {
+			l.bad(ck+".fingerprint", "key in %s: %v", tc.PGPKeyFile, err)
+		}
+		p.TechnicalContact.KeyExpires = exp
+		p.TechnicalContact.ArmoredKey = string(armored)
+	default:
+		p.TechnicalContact.ArmoredKey = string(armored)
+	}
+}
+
+// environments checks the partner's environments.
+func (l *partnersLoader) environments(key string, pc PartnerConfig, p *keydesk.Partner) {
+	if len(pc.Environments) == 0 {
+		l.bad(key+".environments", "configure sandbox and/or production credentials")
+	}
+	for name, ec := range pc.Environments {
+		ek := key + ".environments." + name
+		env, err := keydesk.ParseEnvironment(name)
+		if err != nil || string(env) != name {
+			l.bad(ek, "%q is not an environment: use sandbox or production", name)
+			continue
+		}
+		// api_key and api_secret may be left out: only the batch role
+		// uses them, and it checks for them (CheckCredentials), so the
+		// other roles can run without the partners' credentials.
+		p.Environments[env] = keydesk.PartnerEnvironment{APIKey: ec.APIKey, APISecret: ec.APISecret, AutoApprove: ec.AutoApprove}
+	}
 }
 
 // credentialRE matches the keys of a partner environment's credentials.

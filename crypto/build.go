@@ -24,24 +24,6 @@ import (
 	"github.com/buildmarkets/keydesk/templates"
 )
 
-// KeyDelivery is one new API key pair on its way to the technical contact.
-type KeyDelivery struct {
-	RequestID   string
-	PartnerName string
-	Environment keydesk.Environment
-	Scopes      []keydesk.Scope
-	Label       string
-	KeyID       string
-	APIKey      string
-	// APISecret is the secret half, shown once by the API. BuildKeyDelivery
-	// reads it but does not wipe it: the caller owns it and wipes it.
-	APISecret keydesk.Secret
-	CreatedAt time.Time
-	// Subject is the real subject, sent only inside the encryption as a
-	// protected header; empty: the key-delivery template's subject.
-	Subject string
-}
-
 // BuildOptions tune BuildKeyDelivery.
 type BuildOptions struct {
 	// Templates renders the inner text body (mail/key-delivery.tmpl);
@@ -95,7 +77,7 @@ type deliveryData struct {
 // key-delivery template and the pair as a JSON attachment. The contact key
 // is checked again first; a refusal is a *KeyProblem wrapped with the
 // partner's name. The plaintext buffers are zeroed before it returns.
-func BuildKeyDelivery(d KeyDelivery, p *keydesk.Partner, s *Signer, opt BuildOptions) ([]byte, error) {
+func BuildKeyDelivery(d keydesk.KeyDelivery, p *keydesk.Partner, s *Signer, opt BuildOptions) ([]byte, error) {
 	if p == nil || s == nil || s.ring == nil {
 		return nil, errors.New("crypto: build key delivery: partner and signer are required")
 	}
@@ -159,7 +141,7 @@ func BuildKeyDelivery(d KeyDelivery, p *keydesk.Partner, s *Signer, opt BuildOpt
 // writeInner writes the signed-and-encrypted MIME entity into w. It is
 // written by hand rather than with a MIME library so that every byte that
 // holds the secret lands in w, which the caller zeroes.
-func writeInner(w *wipeBuffer, d KeyDelivery, p *keydesk.Partner, s *Signer, ck *contactKey, ts *templates.Set, boundary string, secret []byte) error {
+func writeInner(w *wipeBuffer, d keydesk.KeyDelivery, p *keydesk.Partner, s *Signer, ck *contactKey, ts *templates.Set, boundary string, secret []byte) error {
 	placeholder, err := randomToken()
 	if err != nil {
 		return err
@@ -234,7 +216,7 @@ func writeInner(w *wipeBuffer, d KeyDelivery, p *keydesk.Partner, s *Signer, ck 
 
 // writeKeyFile writes the JSON attachment; the secret goes in through
 // jsonString, never through a Go string.
-func writeKeyFile(w *wipeBuffer, d KeyDelivery, p *keydesk.Partner, secret []byte) error {
+func writeKeyFile(w *wipeBuffer, d keydesk.KeyDelivery, p *keydesk.Partner, secret []byte) error {
 	scopes := make([]string, len(d.Scopes))
 	for i, s := range d.Scopes {
 		scopes[i] = string(s)

@@ -59,16 +59,16 @@ func TestBuildKeyDeliveryGolden(t *testing.T) {
 	p, s, contactPriv := goldenKeys(t)
 	tests := []struct {
 		name string
-		d    crypto.KeyDelivery
+		d    keydesk.KeyDelivery
 	}{
 		{name: "production", d: testDelivery()},
-		{name: "unicode-label", d: func() crypto.KeyDelivery {
+		{name: "unicode-label", d: func() keydesk.KeyDelivery {
 			d := testDelivery()
 			d.Environment, d.Label, d.KeyID = keydesk.Sandbox, "Équipe Trésorerie", "key-002"
 			d.Scopes = []keydesk.Scope{keydesk.ScopeFundingRead}
 			return d
 		}()},
-		{name: "caller-subject", d: func() crypto.KeyDelivery {
+		{name: "caller-subject", d: func() keydesk.KeyDelivery {
 			d := testDelivery()
 			d.Subject = "Re: API keys for the trading engine"
 			d.PartnerName = "Acme Capital Treasury"
@@ -102,7 +102,7 @@ func TestBuildKeyDeliveryGolden(t *testing.T) {
 	}
 }
 
-func checkInnerLabel(t *testing.T, inner []byte, d crypto.KeyDelivery) {
+func checkInnerLabel(t *testing.T, inner []byte, d keydesk.KeyDelivery) {
 	t.Helper()
 	if !bytes.Contains(inner, []byte(d.Label)) {
 		t.Errorf("the inner entity does not show the label %q", d.Label)
@@ -145,7 +145,7 @@ func TestBuildKeyDeliveryRefusals(t *testing.T) {
 
 	tests := []struct {
 		name    string
-		mutate  func(d *crypto.KeyDelivery)
+		mutate  func(d *keydesk.KeyDelivery)
 		partner *keydesk.Partner
 		opt     crypto.BuildOptions
 		want    string
@@ -153,12 +153,12 @@ func TestBuildKeyDeliveryRefusals(t *testing.T) {
 	}{
 		{name: "swapped contact key", partner: &swapped, want: "partner acme", problem: crypto.ProblemFingerprintMismatch},
 		{name: "checked before the key existed", partner: p, opt: crypto.BuildOptions{Now: time.Now().Add(-48 * time.Hour)}, want: "created in the future"},
-		{name: "empty secret", mutate: func(d *crypto.KeyDelivery) { d.APISecret = keydesk.Secret{} }, want: "secret is empty"},
-		{name: "huge secret", mutate: func(d *crypto.KeyDelivery) {
+		{name: "empty secret", mutate: func(d *keydesk.KeyDelivery) { d.APISecret = keydesk.Secret{} }, want: "secret is empty"},
+		{name: "huge secret", mutate: func(d *keydesk.KeyDelivery) {
 			d.APISecret = keydesk.NewSecret(bytes.Repeat([]byte("s"), crypto.MaxSecretBytes+1))
 		}, want: "longer than"},
-		{name: "secret not UTF-8", mutate: func(d *crypto.KeyDelivery) { d.APISecret = keydesk.NewSecret([]byte{0xff, 0xfe}) }, want: "not valid UTF-8"},
-		{name: "subject with a line break", mutate: func(d *crypto.KeyDelivery) { d.Subject = "x\r\nBcc: evil@evil.example" }, want: "line break"},
+		{name: "secret not UTF-8", mutate: func(d *keydesk.KeyDelivery) { d.APISecret = keydesk.NewSecret([]byte{0xff, 0xfe}) }, want: "not valid UTF-8"},
+		{name: "subject with a line break", mutate: func(d *keydesk.KeyDelivery) { d.Subject = "x\r\nBcc: evil@evil.example" }, want: "line break"},
 		{name: "template puts the secret in the subject", opt: crypto.BuildOptions{Templates: leaky}, want: "must not hold the secret"},
 	}
 	for _, tc := range tests {

@@ -14,7 +14,6 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 
 	"github.com/buildmarkets/keydesk"
-	"github.com/buildmarkets/keydesk/config"
 )
 
 // Problem names why a contact key cannot be used. The values are stable:
@@ -70,8 +69,6 @@ type Checker struct {
 	// MinRSABits is the smallest RSA, DSA or ElGamal key accepted.
 	MinRSABits int
 }
-
-var _ config.ContactKeyChecker = Checker{}
 
 // CheckContactKey reports whether the key in armored (armored or binary
 // OpenPGP) whose fingerprint is the pinned one can be used to encrypt at
@@ -129,7 +126,7 @@ func (c Checker) minBits() int {
 }
 
 func (c Checker) contactKey(data []byte, pinned string, now time.Time) (*contactKey, error) {
-	pinned = config.NormalizeFingerprint(pinned)
+	pinned = keydesk.NormalizeFingerprint(pinned)
 	if pinned == "" {
 		return nil, problemf(ProblemFingerprintMismatch, "no fingerprint is pinned: pin the key's full fingerprint, verified with the contact out of band")
 	}
@@ -367,7 +364,7 @@ func fingerprintOf(pk *packet.PublicKey) string {
 // FormatFingerprint groups a fingerprint in blocks of four, as gpg prints
 // it, so that people can compare it with what a contact reads out.
 func FormatFingerprint(fp string) string {
-	fp = config.NormalizeFingerprint(fp)
+	fp = keydesk.NormalizeFingerprint(fp)
 	var b strings.Builder
 	for i := 0; i < len(fp); i += 4 {
 		if i > 0 {

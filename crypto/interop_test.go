@@ -22,8 +22,8 @@ import (
 )
 
 // testDelivery is a realistic pair, with a secret that needs JSON escaping.
-func testDelivery() crypto.KeyDelivery {
-	return crypto.KeyDelivery{
+func testDelivery() keydesk.KeyDelivery {
+	return keydesk.KeyDelivery{
 		RequestID: "KR-20261127-7QX4", PartnerName: "Acme Capital", Environment: keydesk.Production,
 		Scopes: []keydesk.Scope{keydesk.ScopeAccountsRead, keydesk.ScopeTradingWrite, keydesk.ScopeMarketdataRead},
 		Label:  "prod-trading-engine", KeyID: "key-001", APIKey: "bm_key_abc123",
@@ -101,7 +101,7 @@ func tamper(t testing.TB, armored []byte) []byte {
 // checkInner asserts what the technical contact reads once decrypted: the
 // protected subject, the text body with the pair, and the JSON attachment
 // holding the pair.
-func checkInner(t testing.TB, inner []byte, d crypto.KeyDelivery) {
+func checkInner(t testing.TB, inner []byte, d keydesk.KeyDelivery) {
 	t.Helper()
 	e, err := message.Read(bytes.NewReader(inner))
 	if err != nil {

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/buildmarkets/keydesk"
-	"github.com/buildmarkets/keydesk/queue/queuetest"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 )
 
 // BenchmarkOutboxToSMTP measures messages per second from the outbox
@@ -24,6 +24,6 @@ func BenchmarkOutboxToSMTP(b *testing.B) {
 	b.ResetTimer()
 	start := time.Now()
 	e.start(e.opts)
-	queuetest.Eventually(b, 10*time.Minute, "all messages", func() bool { return e.mail.count() >= b.N })
+	testenv.Eventually(b, 10*time.Minute, "all messages", func() bool { return e.mail.Count() >= b.N })
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
 }

@@ -86,10 +86,20 @@ type Service struct {
 	smtpTime   *metrics.Histogram
 }
 
+// Validate reports what New refuses: a missing part, or a From that is
+// not one address.
+func (o *Options) Validate() error {
+	if o.Queue == nil || o.Sender == nil || o.Partners == nil || o.Templates == nil {
+		return errors.New("delivery: Options need Queue, Sender, Partners and Templates")
+	}
+	_, err := NewComposer(o.From, nil)
+	return err
+}
+
 // New checks the options and returns the service; Run starts it.
 func New(o Options) (*Service, error) {
-	if o.Queue == nil || o.Sender == nil || o.Partners == nil || o.Templates == nil {
-		return nil, errors.New("delivery: Options need Queue, Sender, Partners and Templates")
+	if err := o.Validate(); err != nil {
+		return nil, err
 	}
 	if o.Now == nil {
 		o.Now = o.Queue.Now
@@ -389,7 +399,7 @@ func (s *Service) submit(ctx context.Context, m *inHand, to []string, data []byt
 	if !errors.As(err, &se) {
 		se = &SendError{Phase: "send", Reply: err.Error(), Err: err}
 	}
-	if se.Permanent {
+	if !keydesk.Temporary(se) {
 		m.log.Warn("refused by the mail server", "reply", se.Summary())
 		s.deliveries.Inc(string(o.Kind), "failed")
 		s.failed(ctx, m, "the mail server refused it: "+se.Summary())

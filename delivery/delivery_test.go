@@ -10,7 +10,8 @@ import (
 	"time"
 
 	"github.com/buildmarkets/keydesk"
-	"github.com/buildmarkets/keydesk/queue/queuetest"
+	"github.com/buildmarkets/keydesk/internal/smtptest"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/emersion/go-smtp"
 )
 
@@ -22,7 +23,7 @@ func permFail() error {
 	return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "mailbox unavailable"}
 }
 
-func qpBody(t *testing.T, r received) string {
+func qpBody(t *testing.T, r smtptest.Message) string {
 	t.Helper()
 	m := parse(t, r)
 	if cte := m.Header.Get("Content-Transfer-Encoding"); cte != "quoted-printable" {
@@ -46,9 +47,9 @@ func TestKeyDeliverySent(t *testing.T) {
 	if got.LastEvent.Actor != Actor || !strings.Contains(got.LastEvent.Change, "s***@acme.example") {
 		t.Errorf("last event %+v: want actor delivery, note naming s***@acme.example", got.LastEvent)
 	}
-	queuetest.Eventually(t, 20*time.Second, "the delivery notice", func() bool { return len(e.mail.to(requesterAddr)) == 1 })
+	testenv.Eventually(t, 20*time.Second, "the delivery notice", func() bool { return len(e.mail.To(requesterAddr)) == 1 })
 
-	keys := e.mail.to(contactAddr)
+	keys := e.mail.To(contactAddr)
 	if len(keys) != 1 {
 		t.Fatalf("%d key messages reached the contact, want 1", len(keys))
 	}
@@ -74,11 +75,11 @@ func TestKeyDeliverySent(t *testing.T) {
 		t.Errorf("the ciphertext is not in the body:\n%s", b)
 	}
 
-	n := parse(t, e.mail.to(requesterAddr)[0])
+	n := parse(t, e.mail.To(requesterAddr)[0])
 	if irt := n.Header.Get("In-Reply-To"); irt != r.SourceMessageID {
 		t.Errorf("notice In-Reply-To %q, want %q", irt, r.SourceMessageID)
 	}
-	text := qpBody(t, e.mail.to(requesterAddr)[0])
+	text := qpBody(t, e.mail.To(requesterAddr)[0])
 	if miss := contains(text, r.ID, "s***@acme.example", "sandbox", "accounts:read, marketdata:read"); len(miss) > 0 {
 		t.Errorf("notice misses %q:\n%s", miss, text)
 	}
@@ -94,7 +95,7 @@ func TestKeyDeliverySent(t *testing.T) {
 // arrives, after two retries.
 func TestTemporaryFailuresThenSent(t *testing.T) {
 	e := newEnv(t)
-	e.mail.setReply(func(n int, to []string) error {
+	e.mail.SetReply(func(n int, to []string) error {
 		if n <= 2 {
 			return tempFail()
 		}
@@ -104,7 +105,7 @@ func TestTemporaryFailuresThenSent(t *testing.T) {
 	e.enqueue(keyDelivery(r, contactAddr))
 	e.start(e.opts)
 	e.waitState(r.ID, keydesk.StateDelivered)
-	if n := len(e.mail.to(contactAddr)); n != 1 {
+	if n := len(e.mail.To(contactAddr)); n != 1 {
 		t.Fatalf("%d key messages arrived, want exactly 1", n)
 	}
 	if v := e.metrics.Counter("keydesk_delivery_retries_total", "").Value(); v != 2 {
@@ -114,7 +115,7 @@ func TestTemporaryFailuresThenSent(t *testing.T) {
 
 func TestPermanentFailure(t *testing.T) {
 	e := newEnv(t)
-	e.mail.setReply(func(_ int, to []string) error {
+	e.mail.SetReply(func(_ int, to []string) error {
 		if to[0] == contactAddr {
 			return permFail()
 		}
@@ -128,19 +129,19 @@ func TestPermanentFailure(t *testing.T) {
 	if !strings.Contains(got.Problem, "550") || !strings.Contains(got.Problem, "mailbox unavailable") {
 		t.Errorf("problem %q: want the server's 550 reply", got.Problem)
 	}
-	queuetest.Eventually(t, 20*time.Second, "the alert to support", func() bool { return len(e.mail.to(supportAddr)) == 1 })
-	alert := parse(t, e.mail.to(supportAddr)[0])
+	testenv.Eventually(t, 20*time.Second, "the alert to support", func() bool { return len(e.mail.To(supportAddr)) == 1 })
+	alert := parse(t, e.mail.To(supportAddr)[0])
 	if s := alert.Header.Get("Subject"); !strings.Contains(s, r.ID) {
 		t.Errorf("alert subject %q", s)
 	}
-	if txt := qpBody(t, e.mail.to(supportAddr)[0]); !strings.Contains(txt, "550") {
+	if txt := qpBody(t, e.mail.To(supportAddr)[0]); !strings.Contains(txt, "550") {
 		t.Errorf("alert text lacks the reply:\n%s", txt)
 	}
-	if len(e.mail.to(requesterAddr)) != 0 {
+	if len(e.mail.To(requesterAddr)) != 0 {
 		t.Error("a delivery notice went out for a failed delivery")
 	}
 	var dead []DeadLetter
-	queuetest.Eventually(t, 20*time.Second, "the dead letter", func() bool {
+	testenv.Eventually(t, 20*time.Second, "the dead letter", func() bool {
 		var err error
 		dead, err = DeadLetters(context.Background(), e.q)
 		return err == nil && len(dead) == 1
@@ -177,8 +178,8 @@ func TestCrashAfterAcceptSendsOnce(t *testing.T) {
 	second.Holder = "test-2"
 	e.start(second)
 	e.waitState(r.ID, keydesk.StateDelivered)
-	queuetest.Eventually(t, 20*time.Second, "the notice", func() bool { return len(e.mail.to(requesterAddr)) == 1 })
-	if n := len(e.mail.to(contactAddr)); n != 1 {
+	testenv.Eventually(t, 20*time.Second, "the notice", func() bool { return len(e.mail.To(requesterAddr)) == 1 })
+	if n := len(e.mail.To(contactAddr)); n != 1 {
 		t.Fatalf("%d key messages arrived, want exactly 1", n)
 	}
 	if v := e.metrics.Counter("keydesk_deliveries_total", "", "kind", "outcome").Value("key-delivery", "duplicate"); v != 1 {
@@ -196,8 +197,8 @@ func TestAmbiguousSendingIsSentAgain(t *testing.T) {
 	}
 	e.enqueue(o)
 	e.start(e.opts)
-	queuetest.Eventually(t, 20*time.Second, "the resend", func() bool { return len(e.mail.to(requesterAddr)) == 1 })
-	if id := parse(t, e.mail.to(requesterAddr)[0]).Header.Get("Message-ID"); id != "<KR-20261127-AAAA.ack@buildmarkets.ai>" {
+	testenv.Eventually(t, 20*time.Second, "the resend", func() bool { return len(e.mail.To(requesterAddr)) == 1 })
+	if id := parse(t, e.mail.To(requesterAddr)[0]).Header.Get("Message-ID"); id != "<KR-20261127-AAAA.ack@buildmarkets.ai>" {
 		t.Errorf("Message-ID %q", id)
 	}
 	if !strings.Contains(e.logs.String(), "stopped mid-send") {
@@ -239,17 +240,17 @@ func TestKeyDeliveryRefusedOrDropped(t *testing.T) {
 			e.enqueue(o)
 			e.start(e.opts)
 			c := e.metrics.Counter("keydesk_deliveries_total", "", "kind", "outcome")
-			queuetest.Eventually(t, 20*time.Second, "the outcome "+tt.outcome, func() bool { return c.Value("key-delivery", tt.outcome) == 1 })
+			testenv.Eventually(t, 20*time.Second, "the outcome "+tt.outcome, func() bool { return c.Value("key-delivery", tt.outcome) == 1 })
 			got := e.waitState(r.ID, tt.wantState)
 			if tt.outcome == "failed" {
 				if !strings.Contains(got.Problem, tt.wantWhy) {
 					t.Errorf("problem %q, want %q", got.Problem, tt.wantWhy)
 				}
-				queuetest.Eventually(t, 20*time.Second, "the alert", func() bool { return len(e.mail.to(supportAddr)) == 1 })
+				testenv.Eventually(t, 20*time.Second, "the alert", func() bool { return len(e.mail.To(supportAddr)) == 1 })
 			} else if !strings.Contains(e.logs.String(), tt.wantWhy) {
 				t.Errorf("log lacks %q:\n%s", tt.wantWhy, e.logs.String())
 			}
-			for _, m := range e.mail.all() {
+			for _, m := range e.mail.Messages() {
 				if strings.Contains(string(m.Data), "ciphertext-of-") || strings.Contains(string(m.Data), "api_secret") {
 					t.Fatalf("the refused delivery was sent to %v", m.To)
 				}
@@ -261,7 +262,7 @@ func TestKeyDeliveryRefusedOrDropped(t *testing.T) {
 // Temporary failures past delivery.retry_for end the delivery.
 func TestRetryForExpires(t *testing.T) {
 	e := newEnv(t)
-	e.mail.setReply(func(int, []string) error { return tempFail() })
+	e.mail.SetReply(func(int, []string) error { return tempFail() })
 	r := e.generated("a\x00m5", "att-1")
 	o := keyDelivery(r, contactAddr)
 	o.CreatedAt = time.Now().Add(-49 * time.Hour)
@@ -277,19 +278,13 @@ func TestRetryForExpires(t *testing.T) {
 // fixed, Retry sends it, once, and the list is empty again.
 func TestDeadLetterRetry(t *testing.T) {
 	e := newEnv(t)
-	refuse := true
-	e.mail.setReply(func(int, []string) error {
-		if refuse {
-			return permFail()
-		}
-		return nil
-	})
+	e.mail.SetReply(func(int, []string) error { return permFail() })
 	o := &keydesk.Outgoing{ID: "KR-20261127-BBBB.rejection", Kind: keydesk.KindRejection, To: []string{requesterAddr}, Subject: "Rejected", Text: "No.\n"}
 	e.enqueue(o)
 	e.start(e.opts)
 	ctx := context.Background()
 	var dead []DeadLetter
-	queuetest.Eventually(t, 20*time.Second, "the dead letter", func() bool {
+	testenv.Eventually(t, 20*time.Second, "the dead letter", func() bool {
 		dead, _ = DeadLetters(ctx, e.q)
 		return len(dead) == 1
 	})
@@ -299,13 +294,11 @@ func TestDeadLetterRetry(t *testing.T) {
 	if _, err := Retry(ctx, e.q, dead[0].Seq+100); err == nil || !strings.Contains(err.Error(), "no dead letter") {
 		t.Fatalf("retry of a missing seq: %v", err)
 	}
-	e.mail.mu.Lock()
-	refuse = false
-	e.mail.mu.Unlock()
+	e.mail.SetReply(nil) // the cause is fixed
 	if _, err := Retry(ctx, e.q, dead[0].Seq); err != nil {
 		t.Fatal(err)
 	}
-	queuetest.Eventually(t, 20*time.Second, "the retried message", func() bool { return len(e.mail.to(requesterAddr)) == 1 })
+	testenv.Eventually(t, 20*time.Second, "the retried message", func() bool { return len(e.mail.To(requesterAddr)) == 1 })
 	if dead, _ = DeadLetters(ctx, e.q); len(dead) != 0 {
 		t.Fatalf("dead letters after retry: %+v", dead)
 	}
@@ -323,7 +316,7 @@ func TestMalformedIsDeadLettered(t *testing.T) {
 	e.enqueue(&keydesk.Outgoing{ID: "x.1", Kind: keydesk.KindAcknowledgement, To: []string{"not an address"}, Text: "hi"})
 	e.start(e.opts)
 	var dead []DeadLetter
-	queuetest.Eventually(t, 20*time.Second, "two dead letters", func() bool {
+	testenv.Eventually(t, 20*time.Second, "two dead letters", func() bool {
 		dead, _ = DeadLetters(ctx, e.q)
 		return len(dead) == 2
 	})
@@ -333,7 +326,7 @@ func TestMalformedIsDeadLettered(t *testing.T) {
 	if !dead[1].Found || !strings.Contains(dead[1].Why, "not an address") {
 		t.Errorf("second: %+v", dead[1])
 	}
-	if e.mail.count() != 0 {
+	if e.mail.Count() != 0 {
 		t.Error("a malformed message was sent")
 	}
 }
@@ -378,10 +371,10 @@ func TestKeyDeliveryWaitsForGenerated(t *testing.T) {
 	opts.NotReadyDelay = 50 * time.Millisecond
 	e.enqueue(keyDelivery(r, contactAddr))
 	e.start(opts)
-	queuetest.Eventually(t, 20*time.Second, "the delivery to look at the request", func() bool {
+	testenv.Eventually(t, 20*time.Second, "the delivery to look at the request", func() bool {
 		return strings.Contains(e.logs.String(), "still generating")
 	})
-	if n := len(e.mail.to(contactAddr)); n != 0 {
+	if n := len(e.mail.To(contactAddr)); n != 0 {
 		t.Fatalf("%d messages sent before the key was recorded", n)
 	}
 	if _, err := e.q.Transition(ctx, r.ID, keydesk.StateGenerating, keydesk.StateGenerated, "batch", "", func(x *keydesk.Request) error {
@@ -391,7 +384,7 @@ func TestKeyDeliveryWaitsForGenerated(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitState(r.ID, keydesk.StateDelivered)
-	if n := len(e.mail.to(contactAddr)); n != 1 {
+	if n := len(e.mail.To(contactAddr)); n != 1 {
 		t.Fatalf("%d key messages arrived, want exactly 1", n)
 	}
 }

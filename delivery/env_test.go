@@ -7,7 +7,6 @@ import (
 	"flag"
 	"io"
 	"log/slog"
-	"net"
 	"net/mail"
 	"strings"
 	"sync"
@@ -15,122 +14,20 @@ import (
 	"time"
 
 	"github.com/buildmarkets/keydesk"
-	"github.com/buildmarkets/keydesk/config"
+	"github.com/buildmarkets/keydesk/internal/smtptest"
 	"github.com/buildmarkets/keydesk/internal/testenv"
+	"github.com/buildmarkets/keydesk/mailauth"
 	"github.com/buildmarkets/keydesk/metrics"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/queue/queuetest"
 	"github.com/buildmarkets/keydesk/templates"
-	"github.com/emersion/go-smtp"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 
-// received is one message as the SMTP server got it.
-type received struct {
-	From string
-	To   []string
-	Data []byte
-}
-
-// mailServer is a go-smtp server that keeps what it accepts. reply, when
-// set, decides the answer to the n-th DATA (1-based) for a recipient list.
-type mailServer struct {
-	Addr string
-
-	mu    sync.Mutex
-	got   []received
-	datas int
-	reply func(n int, to []string) error
-}
-
-func startMailServer(t testing.TB) *mailServer {
+func startMailServer(t testing.TB) *smtptest.Server {
 	t.Helper()
-	ms := &mailServer{}
-	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &session{ms: ms}, nil }))
-	srv.Domain = "mx.test"
-	srv.ErrorLog = nopLogger{}
-	srv.MaxMessageBytes = 30 << 20
-	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ms.Addr = ln.Addr().String()
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return ms
-}
-
-func (ms *mailServer) setReply(f func(n int, to []string) error) {
-	ms.mu.Lock()
-	defer ms.mu.Unlock()
-	ms.reply = f
-}
-
-// to returns the messages received for rcpt.
-func (ms *mailServer) to(rcpt string) []received {
-	ms.mu.Lock()
-	defer ms.mu.Unlock()
-	var out []received
-	for _, r := range ms.got {
-		for _, t := range r.To {
-			if t == rcpt {
-				out = append(out, r)
-			}
-		}
-	}
-	return out
-}
-
-func (ms *mailServer) all() []received {
-	ms.mu.Lock()
-	defer ms.mu.Unlock()
-	return append([]received(nil), ms.got...)
-}
-
-func (ms *mailServer) count() int {
-	ms.mu.Lock()
-	defer ms.mu.Unlock()
-	return len(ms.got)
-}
-
-type nopLogger struct{}
-
-func (nopLogger) Printf(string, ...any) {}
-func (nopLogger) Println(...any)        {}
-
-type session struct {
-	ms   *mailServer
-	from string
-	to   []string
-}
-
-func (s *session) Reset()        { s.from, s.to = "", nil }
-func (s *session) Logout() error { return nil }
-func (s *session) Mail(from string, _ *smtp.MailOptions) error {
-	s.from = from
-	return nil
-}
-func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
-	s.to = append(s.to, to)
-	return nil
-}
-func (s *session) Data(r io.Reader) error {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	s.ms.mu.Lock()
-	defer s.ms.mu.Unlock()
-	s.ms.datas++
-	if s.ms.reply != nil {
-		if err := s.ms.reply(s.ms.datas, s.to); err != nil {
-			return err
-		}
-	}
-	s.ms.got = append(s.ms.got, received{From: s.from, To: append([]string(nil), s.to...), Data: b})
-	return nil
+	return smtptest.Start(t, smtptest.Options{Domain: "mx.test", MaxMessageBytes: 30 << 20})
 }
 
 // env is a delivery role on a real JetStream and a real SMTP server.
@@ -138,7 +35,7 @@ type env struct {
 	t       testing.TB
 	q       *queue.Conn
 	dataDir string
-	mail    *mailServer
+	mail    *smtptest.Server
 	reg     *keydesk.Registry
 	metrics *metrics.Registry
 	logs    *testenv.Buffer
@@ -164,7 +61,7 @@ func newEnv(t testing.TB) *env {
 	e := &env{t: t, dataDir: dir, q: queuetest.OpenDir(t, dir), mail: startMailServer(t), metrics: metrics.New(), logs: &testenv.Buffer{}}
 	e.reg = &keydesk.Registry{Partners: []*keydesk.Partner{testPartner()}}
 	sender, err := NewSMTP(SMTPOptions{
-		Server:   config.MailServer{Address: e.mail.Addr, Security: config.SecurityNone, Auth: "none", Timeout: 10 * time.Second},
+		Server:   mailauth.MailServer{Address: e.mail.Addr, Security: mailauth.SecurityNone, Auth: "none", Timeout: 10 * time.Second},
 		HeloName: "keydesk.test",
 	})
 	if err != nil {
@@ -257,14 +154,14 @@ func (e *env) state(id string) *keydesk.Request {
 
 func (e *env) waitState(id string, want keydesk.State) *keydesk.Request {
 	e.t.Helper()
-	queuetest.Eventually(e.t, 20*time.Second, "request "+id+" to be "+string(want), func() bool {
+	testenv.Eventually(e.t, 20*time.Second, "request "+id+" to be "+string(want), func() bool {
 		return e.state(id).State == want
 	})
 	return e.state(id)
 }
 
 // parse reads a received message's header and body.
-func parse(t *testing.T, r received) *mail.Message {
+func parse(t *testing.T, r smtptest.Message) *mail.Message {
 	t.Helper()
 	m, err := mail.ReadMessage(bytes.NewReader(r.Data))
 	if err != nil {

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/queue"
-	"github.com/buildmarkets/keydesk/queue/queuetest"
 )
 
 func (e *env) outboxLen() uint64 {
@@ -32,10 +32,10 @@ func TestTwoInstancesSendEachOnce(t *testing.T) {
 	second := e.opts
 	second.Holder = "test-2"
 	e.start(second)
-	queuetest.Eventually(t, 30*time.Second, "all messages", func() bool { return e.mail.count() >= n })
-	queuetest.Eventually(t, 10*time.Second, "an empty outbox", func() bool { return e.outboxLen() == 0 })
+	testenv.Eventually(t, 30*time.Second, "all messages", func() bool { return e.mail.Count() >= n })
+	testenv.Eventually(t, 10*time.Second, "an empty outbox", func() bool { return e.outboxLen() == 0 })
 	seen := map[string]int{}
-	for _, r := range e.mail.all() {
+	for _, r := range e.mail.Messages() {
 		seen[r.To[0]]++
 	}
 	for i := range n {
@@ -51,7 +51,7 @@ func TestStopFinishesMessageInHand(t *testing.T) {
 	e := newEnv(t)
 	inData := make(chan struct{})
 	release := make(chan struct{})
-	e.mail.setReply(func(int, []string) error {
+	e.mail.SetReply(func(int, []string) error {
 		close(inData)
 		<-release
 		return nil
@@ -76,46 +76,38 @@ func TestStopFinishesMessageInHand(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("Run did not return after the message finished")
 	}
-	if n := len(e.mail.to(requesterAddr)); n != 1 {
+	if n := len(e.mail.To(requesterAddr)); n != 1 {
 		t.Fatalf("%d messages arrived, want 1", n)
 	}
 	rec, _, err := getRecord(context.Background(), records(e.q), recordKey("KR-20261127-EEEE.ack"))
 	if err != nil || rec == nil || rec.State != stateSent {
 		t.Fatalf("record %+v, %v: want sent", rec, err)
 	}
-	queuetest.Eventually(t, 10*time.Second, "the ack", func() bool { return e.outboxLen() == 0 })
+	testenv.Eventually(t, 10*time.Second, "the ack", func() bool { return e.outboxLen() == 0 })
 }
 
 // A message that runs out of deliveries is a dead letter too (the original
 // still in the outbox); Retry replaces it with a fresh copy.
 func TestMaxDeliveriesDeadLetter(t *testing.T) {
 	e := newEnv(t)
-	fail := true
-	e.mail.setReply(func(int, []string) error {
-		if fail {
-			return tempFail()
-		}
-		return nil
-	})
+	e.mail.SetReply(func(int, []string) error { return tempFail() })
 	e.opts.MaxDeliver = 4
 	o := &keydesk.Outgoing{ID: "KR-20261127-FFFF.ack", Kind: keydesk.KindAcknowledgement, To: []string{requesterAddr}, Subject: "Received", Text: "ok\n"}
 	e.enqueue(o)
 	e.start(e.opts)
 	ctx := context.Background()
 	var dead []DeadLetter
-	queuetest.Eventually(t, 20*time.Second, "the max-deliveries dead letter", func() bool {
+	testenv.Eventually(t, 20*time.Second, "the max-deliveries dead letter", func() bool {
 		dead, _ = DeadLetters(ctx, e.q)
 		return len(dead) == 1
 	})
 	if d := dead[0]; !d.Found || d.ID != o.ID || d.Deliveries != 4 || d.Why != "no success in 4 deliveries" {
 		t.Fatalf("dead letter %+v", d)
 	}
-	e.mail.mu.Lock()
-	fail = false
-	e.mail.mu.Unlock()
+	e.mail.SetReply(nil) // the cause is fixed
 	if _, err := Retry(ctx, e.q, dead[0].Seq); err != nil {
 		t.Fatal(err)
 	}
-	queuetest.Eventually(t, 20*time.Second, "the retried message", func() bool { return len(e.mail.to(requesterAddr)) == 1 })
-	queuetest.Eventually(t, 10*time.Second, "an empty outbox", func() bool { return e.outboxLen() == 0 })
+	testenv.Eventually(t, 20*time.Second, "the retried message", func() bool { return len(e.mail.To(requesterAddr)) == 1 })
+	testenv.Eventually(t, 10*time.Second, "an empty outbox", func() bool { return e.outboxLen() == 0 })
 }

@@ -15,8 +15,8 @@ import (
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/crypto"
 	"github.com/buildmarkets/keydesk/crypto/cryptotest"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/queue"
-	"github.com/buildmarkets/keydesk/queue/queuetest"
 )
 
 // A key delivery built by the crypto package goes all the way through the
@@ -37,7 +37,7 @@ func TestSecretIsNowhere(t *testing.T) {
 	}
 	secretValue := "bm_secret_" + hex.EncodeToString(raw)
 	r := e.generated("s\x00secret", "att-1")
-	entity, err := crypto.BuildKeyDelivery(crypto.KeyDelivery{
+	entity, err := crypto.BuildKeyDelivery(keydesk.KeyDelivery{
 		RequestID: r.ID, PartnerName: p.Name, Environment: r.Environment, Scopes: r.Scopes, Label: r.Label,
 		KeyID: r.KeyID, APIKey: r.APIKey, APISecret: keydesk.SecretString(secretValue), CreatedAt: time.Now(),
 	}, p, signer, crypto.BuildOptions{})
@@ -49,9 +49,9 @@ func TestSecretIsNowhere(t *testing.T) {
 	e.enqueue(o)
 	e.start(e.opts)
 	e.waitState(r.ID, keydesk.StateDelivered)
-	queuetest.Eventually(t, 20*time.Second, "the notice", func() bool { return len(e.mail.to(requesterAddr)) == 1 })
+	testenv.Eventually(t, 20*time.Second, "the notice", func() bool { return len(e.mail.To(requesterAddr)) == 1 })
 
-	keys := e.mail.to(p.TechnicalContact.Email)
+	keys := e.mail.To(p.TechnicalContact.Email)
 	if len(keys) != 1 {
 		t.Fatalf("%d key messages", len(keys))
 	}
@@ -74,7 +74,7 @@ func TestSecretIsNowhere(t *testing.T) {
 	}
 
 	secret := []byte(secretValue)
-	for _, r := range e.mail.all() {
+	for _, r := range e.mail.Messages() {
 		if bytes.Contains(r.Data, secret) {
 			t.Errorf("the secret left in clear in mail to %v", r.To)
 		}
@@ -88,7 +88,7 @@ func TestSecretIsNowhere(t *testing.T) {
 		t.Error("the secret is in the metrics")
 	}
 	var audit []queue.AuditEntry
-	queuetest.Eventually(t, 20*time.Second, "the delivered event in the audit trail", func() bool {
+	testenv.Eventually(t, 20*time.Second, "the delivered event in the audit trail", func() bool {
 		audit, _ = e.q.Audit(context.Background(), queue.AuditQuery{})
 		for _, a := range audit {
 			if a.To == keydesk.StateDelivered {

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/mailauth"
 	"github.com/emersion/go-smtp"
 )
@@ -48,6 +47,10 @@ func (e *SendError) Error() string {
 
 func (e *SendError) Unwrap() error { return e.Err }
 
+// Temporary reports whether a later try may succeed: all but a refusal of
+// the message itself. keydesk.Temporary reads it.
+func (e *SendError) Temporary() bool { return !e.Permanent }
+
 // Summary is the reply as one line for a request's Problem and alerts.
 func (e *SendError) Summary() string {
 	if e.Code != 0 {
@@ -68,7 +71,7 @@ func sendError(phase string, err error) *SendError {
 // SMTPOptions configure NewSMTP.
 type SMTPOptions struct {
 	// Server is the smtp section, paths resolved (mailauth.Resolve).
-	Server config.MailServer
+	Server mailauth.MailServer
 	// HeloName is given in EHLO. Default: the host name.
 	HeloName string
 	// Tokens supplies OAuth2 tokens for oauthbearer/xoauth2; default from
@@ -93,6 +96,24 @@ type SMTP struct {
 }
 
 var _ Sender = (*SMTP)(nil)
+
+// Validate reports every problem of o's server that keeps mail from being
+// sent safely, each naming its key in the smtp section: `keydesk check`
+// shows them all, where NewSMTP stops at the first. A server without an
+// address is not checked.
+func (o SMTPOptions) Validate() error {
+	if o.Server.Address == "" {
+		return nil
+	}
+	var errs []error
+	if err := mailauth.CheckSecurity(o.Server); err != nil {
+		errs = append(errs, fmt.Errorf("smtp.security: %w", err))
+	}
+	if _, err := mailauth.TLSConfig(o.Server, ""); err != nil {
+		errs = append(errs, fmt.Errorf("smtp.tls_ca_file: %w", err))
+	}
+	return errors.Join(errs...)
+}
 
 // NewSMTP checks the server settings and returns a sender.
 func NewSMTP(o SMTPOptions) (*SMTP, error) {
@@ -145,7 +166,7 @@ func (s *SMTP) dial(ctx context.Context) (*smtp.Client, func() bool, error) {
 	}
 	var c *smtp.Client
 	switch ms.Security {
-	case config.SecurityTLS:
+	case mailauth.SecurityTLS:
 		tconn := tls.Client(conn, s.tls)
 		hctx, cancel := context.WithTimeout(ctx, ms.Timeout)
 		err := tconn.HandshakeContext(hctx)
@@ -154,7 +175,7 @@ func (s *SMTP) dial(ctx context.Context) (*smtp.Client, func() bool, error) {
 			return fail("tls", err)
 		}
 		c = smtp.NewClient(tconn)
-	case config.SecurityStartTLS:
+	case mailauth.SecurityStartTLS:
 		// The EHLO before STARTTLS says "localhost" (go-smtp's choice);
 		// the one that counts, after it, says HeloName.
 		c, err = smtp.NewClientStartTLS(conn, s.tls)

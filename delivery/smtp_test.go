@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,102 +13,25 @@ import (
 	"time"
 
 	"github.com/buildmarkets/keydesk"
-	"github.com/buildmarkets/keydesk/config"
+	"github.com/buildmarkets/keydesk/internal/smtptest"
 	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/mailauth"
 	"github.com/emersion/go-sasl"
-	"github.com/emersion/go-smtp"
 )
 
-// authServer is a go-smtp server that wants XOAUTH2 with its current token
-// (or PLAIN with a password) and counts what it saw.
+// authServer is a test SMTP server that wants XOAUTH2 with its current
+// token (or PLAIN with a password) before MAIL FROM.
 type authServer struct {
+	*smtptest.Server
 	mu       sync.Mutex
 	token    string
 	password string
-	refused  int
-	accepted int
-	messages int
-	helo     string
-	tls      bool
 }
 
-func (a *authServer) NewSession(c *smtp.Conn) (smtp.Session, error) {
+func (a *authServer) setToken(tok string) {
 	a.mu.Lock()
-	a.helo = c.Hostname()
-	_, a.tls = c.TLSConnectionState()
-	a.mu.Unlock()
-	return &authSession{a: a}, nil
-}
-
-type authSession struct {
-	a      *authServer
-	authed bool
-}
-
-func (s *authSession) Reset()        {}
-func (s *authSession) Logout() error { return nil }
-func (s *authSession) Mail(string, *smtp.MailOptions) error {
-	if !s.authed {
-		return smtp.ErrAuthRequired
-	}
-	return nil
-}
-func (s *authSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
-func (s *authSession) Data(r io.Reader) error {
-	_, err := io.Copy(io.Discard, r)
-	s.a.mu.Lock()
-	s.a.messages++
-	s.a.mu.Unlock()
-	return err
-}
-func (s *authSession) AuthMechanisms() []string { return []string{sasl.Plain, mailauth.XOAuth2} }
-func (s *authSession) Auth(mech string) (sasl.Server, error) {
-	check := func(ok bool) error {
-		s.a.mu.Lock()
-		defer s.a.mu.Unlock()
-		if !ok {
-			s.a.refused++
-			return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "authentication failed"}
-		}
-		s.a.accepted++
-		s.authed = true
-		return nil
-	}
-	if mech == sasl.Plain {
-		return sasl.NewPlainServer(func(_, _, pass string) error {
-			s.a.mu.Lock()
-			want := s.a.password
-			s.a.mu.Unlock()
-			return check(pass == want)
-		}), nil
-	}
-	return &xoauth2Server{check: func(tok string) error {
-		s.a.mu.Lock()
-		want := s.a.token
-		s.a.mu.Unlock()
-		return check(tok == want)
-	}}, nil
-}
-
-// xoauth2Server answers a refused token with a JSON challenge and then
-// the failure, as Gmail does.
-type xoauth2Server struct {
-	check func(tok string) error
-	err   error
-}
-
-func (x *xoauth2Server) Next(resp []byte) ([]byte, bool, error) {
-	if x.err != nil {
-		return nil, true, x.err
-	}
-	_, rest, _ := strings.Cut(string(resp), "auth=Bearer ")
-	tok, _, _ := strings.Cut(rest, "\x01")
-	if err := x.check(tok); err != nil {
-		x.err = err
-		return []byte(`{"status":"401","schemes":"bearer"}`), false, nil
-	}
-	return nil, true, nil
+	defer a.mu.Unlock()
+	a.token = tok
 }
 
 type tlsMode int
@@ -122,28 +44,27 @@ const (
 
 func startAuthServer(t *testing.T, a *authServer, mode tlsMode, cert *tls.Certificate) string {
 	t.Helper()
-	srv := smtp.NewServer(a)
-	srv.Domain = "mail.test"
-	srv.ErrorLog = nopLogger{}
-	srv.AllowInsecureAuth = mode == plainConn
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cert != nil {
-		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*cert}}
-	}
-	if mode == implicitTLS {
-		ln = tls.NewListener(ln, srv.TLSConfig)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return ln.Addr().String()
+	a.Server = smtptest.Start(t, smtptest.Options{
+		Domain: "mail.test", Cert: cert, ImplicitTLS: mode == implicitTLS, LoginRequired: true,
+		Login: func(mech, _, secret string) bool {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			switch mech {
+			case sasl.Plain:
+				return secret == a.password
+			case mailauth.XOAuth2:
+				return secret == a.token
+			}
+			return false
+		},
+	})
+	return a.Addr
 }
 
 func TestSMTPSecurityModes(t *testing.T) {
 	dir := t.TempDir()
-	caPEM, cert := selfSigned(t, "mail.test")
+	c := testenv.SelfSigned(t, "mail.test")
+	caPEM, cert := c.CertPEM, c.TLS
 	caFile := filepath.Join(dir, "ca.pem")
 	if err := os.WriteFile(caFile, caPEM, 0o600); err != nil {
 		t.Fatal(err)
@@ -151,20 +72,20 @@ func TestSMTPSecurityModes(t *testing.T) {
 	tests := []struct {
 		name     string
 		mode     tlsMode
-		security config.Security
+		security mailauth.Security
 		ca       string
 		wantErr  string
 	}{
-		{"implicit tls, private CA", implicitTLS, config.SecurityTLS, caFile, ""},
-		{"starttls, private CA", startTLS, config.SecurityStartTLS, caFile, ""},
-		{"starttls, unknown CA", startTLS, config.SecurityStartTLS, "", "certificate"},
-		{"plain on loopback", plainConn, config.SecurityNone, "", ""},
+		{"implicit tls, private CA", implicitTLS, mailauth.SecurityTLS, caFile, ""},
+		{"starttls, private CA", startTLS, mailauth.SecurityStartTLS, caFile, ""},
+		{"starttls, unknown CA", startTLS, mailauth.SecurityStartTLS, "", "certificate"},
+		{"plain on loopback", plainConn, mailauth.SecurityNone, "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			a := &authServer{password: "pw"}
 			addr := startAuthServer(t, a, tt.mode, &cert)
-			ms := config.MailServer{Address: addr, Security: tt.security, Auth: "plain", Username: "keydesk", Password: keydesk.SecretString("pw"), TLSCAFile: tt.ca, Timeout: 10 * time.Second}
+			ms := mailauth.MailServer{Address: addr, Security: tt.security, Auth: "plain", Username: "keydesk", Password: keydesk.SecretString("pw"), TLSCAFile: tt.ca, Timeout: 10 * time.Second}
 			s, err := NewSMTP(SMTPOptions{Server: ms, HeloName: "keydesk.test"})
 			if err != nil {
 				t.Fatal(err)
@@ -182,14 +103,13 @@ func TestSMTPSecurityModes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			a.mu.Lock()
-			defer a.mu.Unlock()
-			if a.messages != 1 || a.helo != "keydesk.test" || a.tls != (tt.mode != plainConn) {
-				t.Fatalf("server saw messages=%d helo=%q tls=%v", a.messages, a.helo, a.tls)
+			helo, tls := a.Hello()
+			if a.Count() != 1 || helo != "keydesk.test" || tls != (tt.mode != plainConn) {
+				t.Fatalf("server saw messages=%d helo=%q tls=%v", a.Count(), helo, tls)
 			}
 		})
 	}
-	if _, err := NewSMTP(SMTPOptions{Server: config.MailServer{Address: "smtp.example.com:25", Security: config.SecurityNone}}); !errors.Is(err, mailauth.ErrPlainToRemote) {
+	if _, err := NewSMTP(SMTPOptions{Server: mailauth.MailServer{Address: "smtp.example.com:25", Security: mailauth.SecurityNone}}); !errors.Is(err, mailauth.ErrPlainToRemote) {
 		t.Fatalf("plain text to a remote server: %v", err)
 	}
 }
@@ -203,7 +123,7 @@ func TestSMTPXOAuth2TokenRotation(t *testing.T) {
 	if err := os.WriteFile(tokFile, []byte("tok-1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ms := config.MailServer{Address: addr, Security: config.SecurityNone, Auth: "xoauth2", Username: "keydesk@buildmarkets.ai", OAuth2TokenFile: tokFile, Timeout: 10 * time.Second}
+	ms := mailauth.MailServer{Address: addr, Security: mailauth.SecurityNone, Auth: "xoauth2", Username: "keydesk@buildmarkets.ai", OAuth2TokenFile: tokFile, Timeout: 10 * time.Second}
 	s, err := NewSMTP(SMTPOptions{Server: ms})
 	if err != nil {
 		t.Fatal(err)
@@ -215,21 +135,17 @@ func TestSMTPXOAuth2TokenRotation(t *testing.T) {
 	if err := send(); err != nil {
 		t.Fatal(err)
 	}
-	a.mu.Lock()
-	a.token = "tok-2"
-	a.mu.Unlock()
+	a.setToken("tok-2")
 	if err := os.WriteFile(tokFile, []byte("tok-2\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := send(); err != nil {
 		t.Fatalf("after rotation: %v", err)
 	}
-	a.mu.Lock()
-	if a.refused != 1 || a.accepted != 2 || a.messages != 2 {
-		t.Errorf("refused=%d accepted=%d messages=%d, want 1, 2, 2", a.refused, a.accepted, a.messages)
+	if accepted, refused := a.Logins(); refused != 1 || len(accepted) != 2 || a.Count() != 2 {
+		t.Errorf("refused=%d accepted=%d messages=%d, want 1, 2, 2", refused, len(accepted), a.Count())
 	}
-	a.token = "tok-3" // revoked, and nobody refreshes the file
-	a.mu.Unlock()
+	a.setToken("tok-3") // revoked, and nobody refreshes the file
 	err = send()
 	var se *SendError
 	if !errors.As(err, &se) || se.Phase != "auth" || se.Code != 535 || se.Permanent {
@@ -244,7 +160,7 @@ func TestSMTPCheckIsCached(t *testing.T) {
 	a := &authServer{}
 	srvAddr := startAuthServer(t, a, plainConn, nil)
 	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
-	s, err := NewSMTP(SMTPOptions{Server: config.MailServer{Address: srvAddr, Security: config.SecurityNone, Auth: "none", Timeout: 5 * time.Second}, Now: func() time.Time { return now }})
+	s, err := NewSMTP(SMTPOptions{Server: mailauth.MailServer{Address: srvAddr, Security: mailauth.SecurityNone, Auth: "none", Timeout: 5 * time.Second}, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,11 +180,6 @@ func TestSMTPCheckIsCached(t *testing.T) {
 	if err := s.Check(ctx); err == nil || !strings.Contains(err.Error(), "connect") {
 		t.Fatalf("after 30s: %v, want a connect error", err)
 	}
-}
-
-func selfSigned(t *testing.T, name string) ([]byte, tls.Certificate) {
-	c := testenv.SelfSigned(t, name)
-	return c.CertPEM, c.TLS
 }
 
 // TestSMTPProbe logs in and quits, sending nothing; a refused password is
@@ -291,7 +202,7 @@ func TestSMTPProbe(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ms := config.MailServer{Address: tt.addr, Security: config.SecurityNone, Auth: "plain", Username: "keydesk", Password: keydesk.SecretString(tt.pass), Timeout: 5 * time.Second}
+			ms := mailauth.MailServer{Address: tt.addr, Security: mailauth.SecurityNone, Auth: "plain", Username: "keydesk", Password: keydesk.SecretString(tt.pass), Timeout: 5 * time.Second}
 			s, err := NewSMTP(SMTPOptions{Server: ms, HeloName: "keydesk.test"})
 			if err != nil {
 				t.Fatal(err)
@@ -303,9 +214,7 @@ func TestSMTPProbe(t *testing.T) {
 			}
 		})
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.accepted != 1 || a.refused != 1 || a.messages != 0 {
-		t.Errorf("server saw %d logins, %d refused, %d messages; want 1, 1, 0", a.accepted, a.refused, a.messages)
+	if accepted, refused := a.Logins(); len(accepted) != 1 || refused != 1 || a.Count() != 0 {
+		t.Errorf("server saw %d logins, %d refused, %d messages; want 1, 1, 0", len(accepted), refused, a.Count())
 	}
 }

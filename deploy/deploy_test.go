@@ -18,6 +18,7 @@ import (
 	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/crypto"
 	"github.com/buildmarkets/keydesk/internal/testenv"
+	"github.com/buildmarkets/keydesk/mailauth"
 	"github.com/buildmarkets/keydesk/review/users"
 )
 
@@ -284,11 +285,11 @@ func TestKubernetesConfigs(t *testing.T) {
 			}
 			switch role {
 			case "intake":
-				if cfg.IMAP.Address == "" || cfg.IMAP.Security != config.SecurityTLS {
+				if cfg.IMAP.Address == "" || cfg.IMAP.Security != mailauth.SecurityTLS {
 					t.Errorf("intake.yaml: imap %+v", cfg.IMAP.MailServer)
 				}
 			case "delivery":
-				if cfg.SMTP.Address == "" || cfg.SMTP.Security == config.SecurityNone {
+				if cfg.SMTP.Address == "" || cfg.SMTP.Security == mailauth.SecurityNone {
 					t.Errorf("delivery.yaml: smtp %+v", cfg.SMTP.MailServer)
 				}
 			case "batch":

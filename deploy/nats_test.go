@@ -101,7 +101,7 @@ func testActionsDuringElection(t *testing.T, c *natstest.Cluster, tlsDir string)
 	leader := func(stream string) string {
 		t.Helper()
 		var name string
-		waitFor(t, 60*time.Second, "a leader of "+stream, func() bool {
+		testenv.Eventually(t, 60*time.Second, "a leader of "+stream, func() bool {
 			s, err := rawJS(admin).Stream(ctx, stream)
 			if err != nil {
 				return false
@@ -174,7 +174,7 @@ func testActionsDuringElection(t *testing.T, c *natstest.Cluster, tlsDir string)
 		}
 	}
 	var list []*keydesk.Batch
-	waitFor(t, 30*time.Second, "the batch records", func() bool {
+	testenv.Eventually(t, 30*time.Second, "the batch records", func() bool {
 		list, err = admin.ListBatches(ctx)
 		return err == nil
 	})
@@ -247,7 +247,7 @@ func testLeaderKill(t *testing.T, c *natstest.Cluster, tlsDir string) {
 	// Listing makes a consumer, which needs the meta leader: when the killed
 	// node led the meta group too, the first tries wait for its election.
 	var all []*keydesk.Request
-	waitFor(t, 30*time.Second, "the requests to be listed", func() bool {
+	testenv.Eventually(t, 30*time.Second, "the requests to be listed", func() bool {
 		all, err = q.List(ctx, queue.Filter{})
 		return err == nil
 	})
@@ -279,7 +279,7 @@ func testLeaderKill(t *testing.T, c *natstest.Cluster, tlsDir string) {
 	// The AUDIT stream's source consumer is re-created with the server's
 	// retry back-off (5s × 2 × failures, up to a minute) after the
 	// leader's death: allow for a few rounds of it.
-	waitFor(t, 150*time.Second, "the audit stream to source every record", func() bool {
+	testenv.Eventually(t, 150*time.Second, "the audit stream to source every record", func() bool {
 		a, err := rawJS(q).Stream(ctx, queue.StreamAudit)
 		if err != nil {
 			return false
@@ -303,7 +303,7 @@ func testLeaderKill(t *testing.T, c *natstest.Cluster, tlsDir string) {
 	// The killed node comes back and catches up.
 	c.Restart(killed)
 	c.WaitHealthy(60 * time.Second)
-	waitFor(t, 30*time.Second, killed+" to be current again", func() bool {
+	testenv.Eventually(t, 30*time.Second, killed+" to be current again", func() bool {
 		info, err := kvs.Info(ctx)
 		if err != nil || info.Cluster == nil {
 			return false
@@ -315,17 +315,6 @@ func testLeaderKill(t *testing.T, c *natstest.Cluster, tlsDir string) {
 		}
 		return info.Cluster.Leader == killed
 	})
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // testRolePermissions opens the queue as each role's NATS user and checks

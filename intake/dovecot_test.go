@@ -40,7 +40,7 @@ func dovecotClient(t *testing.T, d *dovecottest.Server) *imapclient.Client {
 // before the poller has moved anything.
 func allFiled(t *testing.T, c *imapclient.Client, n int) {
 	t.Helper()
-	eventually(t, "every email filed", func() bool {
+	testenv.Eventually(t, 20*time.Second, "every email filed", func() bool {
 		return count(t, c, "Processed")+count(t, c, "Rejected") == n && count(t, c, "INBOX") == 0
 	})
 }
@@ -56,13 +56,13 @@ func TestDovecotIdleAndRestart(t *testing.T) {
 	}
 	p := h.poller(nil)
 	h.run(p)
-	eventually(t, "backlog taken in", func() bool { return len(h.requests()) == 1 })
+	testenv.Eventually(t, 20*time.Second, "backlog taken in", func() bool { return len(h.requests()) == 1 })
 
 	start := time.Now()
 	if err := d.Deliver("INBOX", email("a2", "accept")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "new mail taken in through IDLE", func() bool { return len(h.requests()) == 2 })
+	testenv.Eventually(t, 20*time.Second, "new mail taken in through IDLE", func() bool { return len(h.requests()) == 2 })
 	t.Logf("delivery to queued: %s", time.Since(start))
 
 	// Restart mid-IDLE, with mail arriving while the server is down.
@@ -76,12 +76,12 @@ func TestDovecotIdleAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	reconnects := h.metrics.Counter("keydesk_imap_reconnects_total", "")
-	eventually(t, "mail delivered during the outage taken in", func() bool { return len(h.requests()) == 3 })
+	testenv.Eventually(t, 20*time.Second, "mail delivered during the outage taken in", func() bool { return len(h.requests()) == 3 })
 	if reconnects.Value() < 1 {
 		t.Errorf("reconnects_total = %v, want at least 1", reconnects.Value())
 	}
 	c := dovecotClient(t, d)
-	eventually(t, "inbox emptied", func() bool { return count(t, c, "INBOX") == 0 })
+	testenv.Eventually(t, 20*time.Second, "inbox emptied", func() bool { return count(t, c, "INBOX") == 0 })
 	if got := count(t, c, "Processed"); got != 3 {
 		t.Errorf("Processed holds %d, want 3", got)
 	}

@@ -46,7 +46,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -58,7 +57,7 @@ import (
 	"github.com/emersion/go-sasl"
 
 	"github.com/buildmarkets/keydesk"
-	"github.com/buildmarkets/keydesk/config"
+	"github.com/buildmarkets/keydesk/mailauth"
 	"github.com/buildmarkets/keydesk/metrics"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/templates"
@@ -76,10 +75,30 @@ type Queue interface {
 
 var _ Queue = (*queue.Conn)(nil)
 
+// Mailbox is the mailbox the poller reads and how to reach it: the imap
+// section of keydesk.yaml, as main hands it over with its defaults.
+type Mailbox struct {
+	mailauth.MailServer
+	// Mailbox is read for requests.
+	Mailbox string
+	// ProcessedMailbox receives mail whose requests are queued;
+	// RejectedMailbox mail set aside, with the reason recorded.
+	ProcessedMailbox string
+	RejectedMailbox  string
+	// PollInterval is the scan interval when the server has no IDLE, and
+	// the safety rescan when it has.
+	PollInterval time.Duration
+	// MaxMessageBytes: larger messages are set aside unread.
+	MaxMessageBytes int64
+	// MaxAttempts: an email whose processing ended with the process this
+	// many times is set aside unparsed. Default 3.
+	MaxAttempts int
+}
+
 // Options configure New.
 type Options struct {
-	// IMAP is the mailbox and how to reach it (defaults applied by config).
-	IMAP config.IMAP
+	// IMAP is the mailbox and how to reach it.
+	IMAP Mailbox
 	// TLSConfig for tls and starttls; nil verifies against the system roots
 	// with the host of IMAP.Address.
 	TLSConfig *tls.Config
@@ -156,8 +175,10 @@ type retryState struct {
 	notBefore time.Time
 }
 
-// New checks the options and returns a poller.
-func New(o Options) (*Poller, error) {
+// Validate reports every option New refuses, joined: a poller needs a
+// server, a queue, a handler, a spool directory and three distinct
+// mailboxes.
+func (o *Options) Validate() error {
 	var errs []error
 	if o.IMAP.Address == "" {
 		errs = append(errs, errors.New("intake: imap.address is empty"))
@@ -185,7 +206,12 @@ func New(o Options) (*Poller, error) {
 	if o.IMAP.MaxAttempts < 0 {
 		errs = append(errs, errors.New("intake: imap.max_attempts must be positive"))
 	}
-	if err := errors.Join(errs...); err != nil {
+	return errors.Join(errs...)
+}
+
+// New checks the options and returns a poller.
+func New(o Options) (*Poller, error) {
+	if err := o.Validate(); err != nil {
 		return nil, err
 	}
 	if o.IMAP.Timeout <= 0 {
@@ -223,7 +249,7 @@ func New(o Options) (*Poller, error) {
 		log:        o.Log.With("mailbox", o.IMAP.Mailbox),
 		records:    records(o.Queue),
 		mailbox:    mailboxes(o.Queue),
-		attempts:   o.Queue.Attempts(kvToken(o.IMAP.Mailbox)),
+		attempts:   o.Queue.Attempts(queue.KeyToken(o.IMAP.Mailbox)),
 		retry:      map[uint32]retryState{},
 		fetchFails: map[uint32]int{},
 		inFlight:   newByteBudget(o.InFlightBytes),
@@ -388,16 +414,4 @@ func (p *Poller) resetRetries() {
 	defer p.mu.Unlock()
 	clear(p.retry)
 	clear(p.fetchFails)
-}
-
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

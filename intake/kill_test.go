@@ -14,7 +14,8 @@ import (
 	"time"
 
 	"github.com/buildmarkets/keydesk"
-	"github.com/buildmarkets/keydesk/config"
+	"github.com/buildmarkets/keydesk/internal/testenv"
+	"github.com/buildmarkets/keydesk/mailauth"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/queue/queuetest"
 )
@@ -41,8 +42,8 @@ func runKillChild() int {
 		return 2
 	}
 	p, err := New(Options{
-		IMAP: config.IMAP{
-			MailServer: config.MailServer{Address: addr, Security: config.SecurityNone, Username: testUser,
+		IMAP: Mailbox{
+			MailServer: mailauth.MailServer{Address: addr, Security: mailauth.SecurityNone, Username: testUser,
 				Password: keydesk.SecretString(testPass), Timeout: 10 * time.Second},
 			Mailbox: "INBOX", ProcessedMailbox: "Processed", RejectedMailbox: "Rejected",
 			PollInterval: time.Minute, MaxMessageBytes: 64 << 10,
@@ -114,7 +115,7 @@ func TestKilledBeforeMove(t *testing.T) {
 		t.Fatalf("outbox holds %d after the kill, want 2", got)
 	}
 	h.run(h.poller(nil))
-	eventually(t, "moved after restart", func() bool { return count(t, c, "INBOX") == 0 })
+	testenv.Eventually(t, 20*time.Second, "moved after restart", func() bool { return count(t, c, "INBOX") == 0 })
 	after := h.requests()
 	if len(after) != 2 || after[0].Revision != before[0].Revision || after[1].Revision != before[1].Revision {
 		t.Errorf("requests %v after restart, want %v unchanged", ids(after), ids(before))

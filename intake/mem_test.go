@@ -13,6 +13,7 @@ import (
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/internal/imaptest"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/queue"
 )
 
@@ -31,7 +32,7 @@ func TestBacklogThenIdle(t *testing.T) {
 
 	p := h.poller(nil)
 	h.run(p)
-	eventually(t, "backlog moved out of INBOX", func() bool { return count(t, c, "INBOX") == 0 })
+	testenv.Eventually(t, 20*time.Second, "backlog moved out of INBOX", func() bool { return count(t, c, "INBOX") == 0 })
 	if got := count(t, c, "Processed"); got != 2 {
 		t.Errorf("Processed holds %d, want 2", got)
 	}
@@ -87,7 +88,7 @@ func TestBacklogThenIdle(t *testing.T) {
 
 	start := time.Now()
 	appendMsg(t, c, "INBOX", email("a3", "accept"))
-	eventually(t, "new mail taken in through IDLE", func() bool { return len(h.requests()) == 4 })
+	testenv.Eventually(t, 20*time.Second, "new mail taken in through IDLE", func() bool { return len(h.requests()) == 4 })
 	t.Logf("append to queued: %s", time.Since(start))
 }
 
@@ -102,7 +103,7 @@ func TestBadMailSetAside(t *testing.T) {
 	appendMsg(t, c, "INBOX", email("g1", "garbage"))
 	appendMsg(t, c, "INBOX", email("a1", "accept"))
 	h.run(h.poller(nil))
-	eventually(t, "all moved", func() bool { return count(t, c, "INBOX") == 0 })
+	testenv.Eventually(t, 20*time.Second, "all moved", func() bool { return count(t, c, "INBOX") == 0 })
 	if got := count(t, c, "Rejected"); got != 2 {
 		t.Errorf("Rejected holds %d, want 2", got)
 	}
@@ -154,7 +155,7 @@ func TestOversizeMovedUnread(t *testing.T) {
 	appendMsg(t, c, "INBOX", big)
 	appendMsg(t, c, "INBOX", email("a1", "accept"))
 	h.run(h.poller(nil))
-	eventually(t, "all moved", func() bool { return count(t, c, "INBOX") == 0 })
+	testenv.Eventually(t, 20*time.Second, "all moved", func() bool { return count(t, c, "INBOX") == 0 })
 	if got := count(t, c, "Rejected"); got != 1 {
 		t.Errorf("Rejected holds %d, want 1", got)
 	}
@@ -213,7 +214,7 @@ func TestCrashBeforeMove(t *testing.T) {
 	}
 
 	h.run(h.poller(nil))
-	eventually(t, "moved after restart", func() bool { return count(t, c, "INBOX") == 0 })
+	testenv.Eventually(t, 20*time.Second, "moved after restart", func() bool { return count(t, c, "INBOX") == 0 })
 	after := h.requests()
 	if len(after) != 2 || after[0].ID != before[0].ID || after[1].ID != before[1].ID {
 		t.Errorf("requests after restart %v, want the same two as before %v", ids(after), ids(before))
@@ -248,14 +249,14 @@ func TestTemporaryFailureRetried(t *testing.T) {
 	appendMsg(t, c, "INBOX", email("a1", "accept"))
 	h.run(h.poller(nil))
 	// A move is not atomic to an observer: wait for both sides of it.
-	eventually(t, "the good email processed", func() bool {
+	testenv.Eventually(t, 20*time.Second, "the good email processed", func() bool {
 		return count(t, c, "Processed") == 1 && count(t, c, "INBOX") == 1
 	})
 	if got := sourceIDs(h.requests()); !slices.Equal(got, []string{"a1@acme.example"}) {
 		t.Fatalf("requests from %v, want only a1 while t1 fails", got)
 	}
 	hd.setTemporary(false)
-	eventually(t, "the failing email retried", func() bool { return count(t, c, "INBOX") == 0 })
+	testenv.Eventually(t, 20*time.Second, "the failing email retried", func() bool { return count(t, c, "INBOX") == 0 })
 	if got := sourceIDs(h.requests()); !slices.Equal(got, []string{"a1@acme.example", "t1@acme.example"}) {
 		t.Errorf("requests from %v", got)
 	}
@@ -270,7 +271,7 @@ func TestUIDValidityChange(t *testing.T) {
 	c := client(t, srv.Addr, testUser, testPass)
 	appendMsg(t, c, "INBOX", email("a1", "accept"))
 	stop := h.run(h.poller(nil))
-	eventually(t, "first pass", func() bool { return count(t, c, "INBOX") == 0 })
+	testenv.Eventually(t, 20*time.Second, "first pass", func() bool { return count(t, c, "INBOX") == 0 })
 	_ = stop()
 	st, err := loadMailboxState(context.Background(), mailboxes(h.q), "INBOX")
 	if err != nil || st == nil {
@@ -287,7 +288,7 @@ func TestUIDValidityChange(t *testing.T) {
 	appendMsg(t, c, "INBOX", email("a1", "accept"))
 	appendMsg(t, c, "INBOX", email("a2", "accept"))
 	h.run(h.poller(nil))
-	eventually(t, "rescan", func() bool { return count(t, c, "INBOX") == 0 })
+	testenv.Eventually(t, 20*time.Second, "rescan", func() bool { return count(t, c, "INBOX") == 0 })
 	if got := sourceIDs(h.requests()); !slices.Equal(got, []string{"a1@acme.example", "a2@acme.example"}) {
 		t.Errorf("requests from %v, want a1 once and a2", got)
 	}
@@ -337,8 +338,8 @@ func TestMoveFallback(t *testing.T) {
 			}
 			appendMsg(t, c, "INBOX", email("a1", "accept"))
 			h.run(h.poller(nil))
-			eventually(t, "copied to Processed", func() bool { return count(t, c, "Processed") == 1 })
-			eventually(t, "inbox settled", func() bool { return count(t, c, "INBOX") == tc.wantInbox })
+			testenv.Eventually(t, 20*time.Second, "copied to Processed", func() bool { return count(t, c, "Processed") == 1 })
+			testenv.Eventually(t, 20*time.Second, "inbox settled", func() bool { return count(t, c, "INBOX") == tc.wantInbox })
 			if got := sourceIDs(h.requests()); !slices.Equal(got, []string{"a1@acme.example"}) {
 				t.Errorf("requests from %v (a \\Deleted message must not be taken in)", got)
 			}
@@ -354,11 +355,11 @@ func TestPollingWithoutIdle(t *testing.T) {
 	h.cfg.PollInterval = 300 * time.Millisecond
 	p := h.poller(func(o *Options) { o.NoIdle = true })
 	h.run(p)
-	eventually(t, "first scan", func() bool { return p.lastContact.Load() != 0 })
+	testenv.Eventually(t, 20*time.Second, "first scan", func() bool { return p.lastContact.Load() != 0 })
 	c := client(t, srv.Addr, testUser, testPass)
 	for _, id := range []string{"a1", "a2"} {
 		appendMsg(t, c, "INBOX", email(id, "accept"))
-		eventually(t, id+" found by polling", func() bool {
+		testenv.Eventually(t, 20*time.Second, id+" found by polling", func() bool {
 			return slices.Contains(sourceIDs(h.requests()), id+"@acme.example")
 		})
 	}
@@ -403,7 +404,7 @@ func TestServerRefusesOne(t *testing.T) {
 		appendMsg(t, c, "INBOX", email(id, "accept"))
 	}
 	h.run(h.poller(nil))
-	eventually(t, "inbox emptied", func() bool { return count(t, c, "INBOX") == 0 })
+	testenv.Eventually(t, 20*time.Second, "inbox emptied", func() bool { return count(t, c, "INBOX") == 0 })
 	if got := count(t, c, "Rejected"); got != 1 {
 		t.Errorf("Rejected holds %d, want 1", got)
 	}

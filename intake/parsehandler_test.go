@@ -11,6 +11,7 @@ import (
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/intake/parse"
 	"github.com/buildmarkets/keydesk/intake/reply"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/templates"
 )
 
@@ -47,7 +48,7 @@ func TestWithParser(t *testing.T) {
 		appendMsg(t, c, "INBOX", raw)
 	}
 	h.run(h.poller(nil))
-	eventually(t, "inbox emptied", func() bool { return count(t, c, "INBOX") == 0 })
+	testenv.Eventually(t, 20*time.Second, "inbox emptied", func() bool { return count(t, c, "INBOX") == 0 })
 	if got := count(t, c, "Processed"); got != 3 {
 		t.Errorf("Processed holds %d, want 3 (accept, review, ignore)", got)
 	}
@@ -138,7 +139,7 @@ func TestIDCollisionSalted(t *testing.T) {
 		appendMsg(t, c, "INBOX", []byte(strings.Replace(string(raw), "accept-1@acme.example", id, 1)))
 	}
 	h.run(h.poller(nil))
-	eventually(t, "inbox emptied", func() bool { return count(t, c, "INBOX") == 0 })
+	testenv.Eventually(t, 20*time.Second, "inbox emptied", func() bool { return count(t, c, "INBOX") == 0 })
 	rs := h.requests()
 	if len(rs) != 2 || rs[0].ID == rs[1].ID {
 		t.Fatalf("requests %v, want two with distinct IDs", ids(rs))

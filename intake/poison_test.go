@@ -6,8 +6,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/queue/queuetest"
 	"github.com/buildmarkets/keydesk/templates"
@@ -83,8 +85,8 @@ func TestPoisonEmail(t *testing.T) {
 		t.Fatalf("Run: %v, want the crash", err)
 	}
 	h.run(h.poller(withAlerts))
-	eventually(t, "inbox emptied", func() bool { return count(t, c, "INBOX") == 0 })
-	eventually(t, "moves seen", func() bool { return count(t, c, "Processed") == 2 && count(t, c, "Rejected") == 1 })
+	testenv.Eventually(t, 20*time.Second, "inbox emptied", func() bool { return count(t, c, "INBOX") == 0 })
+	testenv.Eventually(t, 20*time.Second, "moves seen", func() bool { return count(t, c, "Processed") == 2 && count(t, c, "Rejected") == 1 })
 
 	hd.mu.Lock()
 	seen := slices.Clone(hd.seen)
@@ -140,7 +142,7 @@ func TestPoisonEmail(t *testing.T) {
 	if v := h.metrics.Counter("keydesk_emails_total", "", "outcome").Value("poison"); v < 1 {
 		t.Errorf("emails_total{poison} = %v, want at least 1", v)
 	}
-	eventually(t, "attempt counts forgotten", func() bool { return len(attemptCounts(t, h.q)) == 0 })
+	testenv.Eventually(t, 20*time.Second, "attempt counts forgotten", func() bool { return len(attemptCounts(t, h.q)) == 0 })
 }
 
 // TestPoisonThreshold: what a count of attempts that did not end does to
@@ -177,7 +179,7 @@ func TestPoisonThreshold(t *testing.T) {
 				}
 			}
 			h.run(h.poller(withAlerts))
-			eventually(t, "inbox emptied", func() bool { return count(t, c, "INBOX") == 0 })
+			testenv.Eventually(t, 20*time.Second, "inbox emptied", func() bool { return count(t, c, "INBOX") == 0 })
 			recs := h.records()
 			if len(recs) != 1 {
 				t.Fatalf("%d records, want 1", len(recs))
@@ -198,7 +200,7 @@ func TestPoisonThreshold(t *testing.T) {
 			if got := len(h.alerts()); got != wantAlerts {
 				t.Errorf("%d alerts, want %d", got, wantAlerts)
 			}
-			eventually(t, "attempt counts forgotten", func() bool { return len(attemptCounts(t, h.q)) == 0 })
+			testenv.Eventually(t, 20*time.Second, "attempt counts forgotten", func() bool { return len(attemptCounts(t, h.q)) == 0 })
 		})
 	}
 }
@@ -214,13 +216,13 @@ func TestAttemptsOfFailuresThatEnd(t *testing.T) {
 	c := client(t, srv.Addr, testUser, testPass)
 	appendMsg(t, c, "INBOX", email("t1", "temporary"))
 	h.run(h.poller(withAlerts))
-	eventually(t, "a temporary failure", func() bool {
+	testenv.Eventually(t, 20*time.Second, "a temporary failure", func() bool {
 		hd.mu.Lock()
 		defer hd.mu.Unlock()
 		return len(hd.seen) >= 1
 	})
 	hd.setTemporary(false)
-	eventually(t, "taken in", func() bool { return count(t, c, "INBOX") == 0 })
+	testenv.Eventually(t, 20*time.Second, "taken in", func() bool { return count(t, c, "INBOX") == 0 })
 	recs := h.records()
 	if len(recs) != 1 || recs[0].Outcome != "temporary" {
 		t.Errorf("records %+v, want t1 parsed (outcome temporary), not set aside", recs)

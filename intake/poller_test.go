@@ -18,8 +18,8 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/buildmarkets/keydesk"
-	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/internal/imaptest"
+	"github.com/buildmarkets/keydesk/mailauth"
 	"github.com/buildmarkets/keydesk/metrics"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/queue/queuetest"
@@ -98,15 +98,15 @@ type harness struct {
 	t       *testing.T
 	q       *queue.Conn
 	metrics *metrics.Registry
-	cfg     config.IMAP
+	cfg     Mailbox
 	handler Handler
 	spool   string
 }
 
 func newHarness(t *testing.T, addr string, h Handler) *harness {
-	cfg := config.IMAP{
-		MailServer: config.MailServer{
-			Address: addr, Security: config.SecurityNone, Username: testUser,
+	cfg := Mailbox{
+		MailServer: mailauth.MailServer{
+			Address: addr, Security: mailauth.SecurityNone, Username: testUser,
 			Password: keydesk.SecretString(testPass), Timeout: 10 * time.Second,
 		},
 		Mailbox: "INBOX", ProcessedMailbox: "Processed", RejectedMailbox: "Rejected",
@@ -198,11 +198,6 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(b), "\n"))
 	return len(b), nil
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	queuetest.Eventually(t, 20*time.Second, what, cond)
 }
 
 // simpleHandler is a stand-in for the parser where a test is about the

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/buildmarkets/keydesk"
-	"github.com/buildmarkets/keydesk/config"
+	"github.com/buildmarkets/keydesk/mailauth"
 )
 
 // TestProbe logs in to go-imap's in-memory server: the message count of
@@ -39,9 +39,9 @@ func TestProbe(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			res, err := Probe(ctx, Options{IMAP: config.IMAP{
-				MailServer: config.MailServer{
-					Address: srv.Addr, Security: config.SecurityNone, Username: testUser,
+			res, err := Probe(ctx, Options{IMAP: Mailbox{
+				MailServer: mailauth.MailServer{
+					Address: srv.Addr, Security: mailauth.SecurityNone, Username: testUser,
 					Password: keydesk.SecretString(tc.pass), Timeout: 5 * time.Second,
 				},
 				Mailbox: tc.mailbox, ProcessedMailbox: "Processed", RejectedMailbox: "Rejected",

@@ -17,7 +17,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
@@ -559,7 +558,7 @@ func (p *Poller) store(ctx context.Context, m *Message, dec *Decision, keepRaw b
 		var err error
 		if out, err = buildReply(dec.BuildReply, saved); err != nil {
 			p.log.Error("reply not built: none sent", "uid", m.UID, "message_id", dec.MessageID, "err", err)
-			rec.Reason = strings.TrimSpace(rec.Reason + " No reply was sent: " + oneLine(err.Error(), 300))
+			rec.Reason = strings.TrimSpace(rec.Reason + " No reply was sent: " + keydesk.SafeLine(err.Error(), 300))
 			out = nil
 		}
 	}
@@ -623,7 +622,7 @@ func (s *conn) refused(ctx context.Context, uid imap.UID, si sizeInfo, cause err
 		}
 	}
 	m := &Message{Mailbox: p.o.IMAP.Mailbox, UIDValidity: s.uidVal, UID: uint32(uid), Size: si.size, InternalDate: si.date}
-	reason := "The mail server would not send this email (" + oneLine(cause.Error(), 300) + "); it was set aside unread. Look at it in the rejected mailbox, or on the server."
+	reason := "The mail server would not send this email (" + keydesk.SafeLine(cause.Error(), 300) + "); it was set aside unread. Look at it in the rejected mailbox, or on the server."
 	dec := setAside(hdr, m, "malformed", keydesk.ReasonMalformed, reason)
 	if _, err := p.store(ctx, m, dec, false, ""); err != nil {
 		return "", err
@@ -687,7 +686,7 @@ func (s *conn) poison(ctx context.Context, uid imap.UID, si sizeInfo, tries int)
 // poisonAlertID names the alert about one email: the same email (mailbox,
 // UIDVALIDITY, UID) set aside again after a crash is not alerted twice.
 func poisonAlertID(m *Message) string {
-	return fmt.Sprintf("intake.poison.%s.%d.%d", kvToken(m.Mailbox), m.UIDValidity, m.UID)
+	return fmt.Sprintf("intake.poison.%s.%d.%d", queue.KeyToken(m.Mailbox), m.UIDValidity, m.UID)
 }
 
 func poisonAlert(m *Message, dec *Decision, stored []*keydesk.Request, tries int, rejected string) templates.Alert {
@@ -770,15 +769,15 @@ func parseHead(raw []byte) head {
 	if a, err := mail.ParseAddress(msg.Header.Get("From")); err == nil {
 		h.from = a.Address
 	} else {
-		h.from = oneLine(msg.Header.Get("From"), 200)
+		h.from = keydesk.SafeLine(msg.Header.Get("From"), 200)
 	}
 	h.messageID = strings.Trim(strings.TrimSpace(msg.Header.Get("Message-ID")), "<>")
-	h.messageID = oneLine(h.messageID, 500)
+	h.messageID = keydesk.SafeLine(h.messageID, 500)
 	subj := msg.Header.Get("Subject")
 	if d, err := wordDecoder.DecodeHeader(subj); err == nil {
 		subj = d
 	}
-	h.subject = oneLine(subj, 200)
+	h.subject = keydesk.SafeLine(subj, 200)
 	if t, err := mail.ParseDate(msg.Header.Get("Date")); err == nil {
 		h.date = t
 	}
@@ -831,7 +830,7 @@ func tooLargeDecision(raw []byte, m *Message, limit int64) *Decision {
 }
 
 func unreadableDecision(raw []byte, m *Message, cause error) *Decision {
-	reason := "keydesk could not read this email (" + oneLine(cause.Error(), 300) + "); it was set aside. Read it in the rejected mailbox and enter the request by hand if it is one."
+	reason := "keydesk could not read this email (" + keydesk.SafeLine(cause.Error(), 300) + "); it was set aside. Read it in the rejected mailbox and enter the request by hand if it is one."
 	return setAside(raw, m, "malformed", keydesk.ReasonMalformed, reason)
 }
 
@@ -843,23 +842,4 @@ func humanBytes(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d bytes", n)
-}
-
-// oneLine makes header text safe to log and store: one line, bounded.
-func oneLine(v string, max int) string {
-	v = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, v)
-	v = strings.Join(strings.Fields(v), " ")
-	if len(v) > max {
-		cut := max
-		for cut > 0 && !utf8.RuneStart(v[cut]) {
-			cut--
-		}
-		v = v[:cut] + "…"
-	}
-	return v
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/emersion/go-message/charset"
 
 	"github.com/buildmarkets/keydesk"
-	"github.com/buildmarkets/keydesk/config"
+	"github.com/buildmarkets/keydesk/mailauth"
 )
 
 // conn is one IMAP connection with the mailbox selected.
@@ -100,7 +100,7 @@ func (p *Poller) connect(ctx context.Context) (*conn, error) {
 			},
 		},
 	}
-	if opts.TLSConfig == nil && cfg.Security != config.SecurityNone {
+	if opts.TLSConfig == nil && cfg.Security != mailauth.SecurityNone {
 		host, _, _ := net.SplitHostPort(cfg.Address)
 		opts.TLSConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
 	}
@@ -113,12 +113,12 @@ func (p *Poller) connect(ctx context.Context) (*conn, error) {
 		var c *imapclient.Client
 		var err error
 		switch cfg.Security {
-		case config.SecurityTLS:
+		case mailauth.SecurityTLS:
 			c, err = imapclient.DialTLS(cfg.Address, opts)
-		case config.SecurityStartTLS:
+		case mailauth.SecurityStartTLS:
 			c, err = imapclient.DialStartTLS(cfg.Address, opts)
-		case config.SecurityNone:
-			if !isLoopback(cfg.Address) {
+		case mailauth.SecurityNone:
+			if host, _, serr := net.SplitHostPort(cfg.Address); serr != nil || !mailauth.IsLoopback(host) {
 				err = fmt.Errorf("security none is allowed only to a loopback address, not %s: use tls or starttls", cfg.Address)
 			} else {
 				c, err = imapclient.DialInsecure(cfg.Address, opts)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/buildmarkets/keydesk"
@@ -49,24 +48,8 @@ type Record struct {
 	At          time.Time `json:"at"`
 }
 
-// kvToken makes s usable inside a KV key: letters, digits and -_= stay,
-// anything else becomes '_'. Collisions are harmless for mailbox names a
-// deployment actually uses.
-func kvToken(s string) string {
-	if s == "" {
-		return "_"
-	}
-	return strings.Map(func(r rune) rune {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '=':
-			return r
-		}
-		return '_'
-	}, s)
-}
-
 // LeaseName is the lease one poller of mailbox holds across instances.
-func LeaseName(mailbox string) string { return "intake." + kvToken(mailbox) }
+func LeaseName(mailbox string) string { return "intake." + queue.KeyToken(mailbox) }
 
 // mailboxes and records are the intake bucket's mailbox.* and mail.* keys.
 func mailboxes(q queue.Buckets) *queue.Bucket[MailboxState] {
@@ -78,7 +61,7 @@ func records(q queue.Buckets) *queue.Bucket[Record] {
 }
 
 func loadMailboxState(ctx context.Context, b *queue.Bucket[MailboxState], mailbox string) (*MailboxState, error) {
-	st, _, err := b.Get(ctx, prefixMailbox+kvToken(mailbox))
+	st, _, err := b.Get(ctx, prefixMailbox+queue.KeyToken(mailbox))
 	var de *queue.DecodeError
 	switch {
 	case errors.Is(err, keydesk.ErrNotFound):
@@ -92,7 +75,7 @@ func loadMailboxState(ctx context.Context, b *queue.Bucket[MailboxState], mailbo
 }
 
 func saveMailboxState(ctx context.Context, b *queue.Bucket[MailboxState], st *MailboxState) error {
-	if _, err := b.Put(ctx, prefixMailbox+kvToken(st.Mailbox), st); err != nil {
+	if _, err := b.Put(ctx, prefixMailbox+queue.KeyToken(st.Mailbox), st); err != nil {
 		return fmt.Errorf("intake: save state of %s: %w", st.Mailbox, err)
 	}
 	return nil

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/buildmarkets/keydesk/internal/testenv"
 )
 
 // freezeProxy forwards TCP to a backend; freeze makes every connection
@@ -90,11 +92,11 @@ func TestIdleSilentlyDead(t *testing.T) {
 	h.cfg.Timeout = 500 * time.Millisecond
 	p := h.poller(nil)
 	h.run(p)
-	eventually(t, "first contact", func() bool { return p.lastContact.Load() != 0 })
+	testenv.Eventually(t, 20*time.Second, "first contact", func() bool { return p.lastContact.Load() != 0 })
 	px.freeze()
 	c := client(t, srv.Addr, testUser, testPass)
 	appendMsg(t, c, "INBOX", email("a1", "accept"))
-	eventually(t, "mail taken in after reconnecting", func() bool { return len(h.requests()) == 1 })
+	testenv.Eventually(t, 20*time.Second, "mail taken in after reconnecting", func() bool { return len(h.requests()) == 1 })
 	if v := h.metrics.Counter("keydesk_imap_reconnects_total", "").Value(); v < 1 {
 		t.Errorf("reconnects_total = %v, want at least 1", v)
 	}
@@ -123,7 +125,7 @@ func TestSilentServer(t *testing.T) {
 	p := h.poller(nil)
 	stop := h.run(p)
 	reconnects := h.metrics.Counter("keydesk_imap_reconnects_total", "")
-	eventually(t, "two reconnections", func() bool { return reconnects.Value() >= 2 })
+	testenv.Eventually(t, 20*time.Second, "two reconnections", func() bool { return reconnects.Value() >= 2 })
 	if err := p.Ready(context.Background()); err == nil || !strings.Contains(err.Error(), "no contact") {
 		t.Errorf("ready: %v, want no contact", err)
 	}

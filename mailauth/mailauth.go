@@ -18,13 +18,11 @@ import (
 	"fmt"
 	"net"
 	"os"
-
-	"github.com/buildmarkets/keydesk/config"
 )
 
 // Resolve returns ms with its file names (tls_ca_file, oauth2_token_file)
-// made relative to the config file, through path (config.Config.Path).
-func Resolve(ms config.MailServer, path func(string) string) config.MailServer {
+// made relative to the config file, through path (the config's Path).
+func Resolve(ms MailServer, path func(string) string) MailServer {
 	ms.TLSCAFile = path(ms.TLSCAFile)
 	ms.OAuth2TokenFile = path(ms.OAuth2TokenFile)
 	return ms
@@ -34,7 +32,7 @@ func Resolve(ms config.MailServer, path func(string) string) config.MailServer {
 // system roots plus tls_ca_file when set, and insecure_skip_verify as
 // configured. serverName is the name the certificate must carry; empty
 // takes the host of ms.Address.
-func TLSConfig(ms config.MailServer, serverName string) (*tls.Config, error) {
+func TLSConfig(ms MailServer, serverName string) (*tls.Config, error) {
 	if serverName == "" {
 		host, _, err := net.SplitHostPort(ms.Address)
 		if err != nil {
@@ -71,30 +69,20 @@ var ErrPlainToRemote = errors.New("mailauth: security none (no TLS) is allowed o
 // CheckSecurity refuses a configuration that would send credentials in
 // clear text over a network: security none is for a server on this host
 // (a local relay, a test server) only.
-func CheckSecurity(ms config.MailServer) error {
+func CheckSecurity(ms MailServer) error {
 	host, _, err := net.SplitHostPort(ms.Address)
 	if err != nil {
 		return fmt.Errorf("mailauth: address %q is not host:port (e.g. mail.example.com:587)", ms.Address)
 	}
 	switch ms.Security {
-	case config.SecurityTLS, config.SecurityStartTLS:
+	case SecurityTLS, SecurityStartTLS:
 		return nil
-	case config.SecurityNone:
-		if isLoopback(host) {
+	case SecurityNone:
+		if IsLoopback(host) {
 			return nil
 		}
 		return fmt.Errorf("%w, not %s: use tls or starttls", ErrPlainToRemote, host)
 	default:
 		return fmt.Errorf("mailauth: security %q is not one of tls, starttls, none", ms.Security)
 	}
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	if ip := net.ParseIP(host); ip != nil {
-		return ip.IsLoopback()
-	}
-	return false
 }

@@ -6,17 +6,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/buildmarkets/keydesk"
-	"github.com/buildmarkets/keydesk/config"
+	"github.com/buildmarkets/keydesk/internal/smtptest"
 	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
@@ -25,18 +22,18 @@ import (
 func TestCheckSecurity(t *testing.T) {
 	tests := []struct {
 		name    string
-		ms      config.MailServer
+		ms      MailServer
 		wantErr string
 	}{
-		{"tls remote", config.MailServer{Address: "mail.example.com:465", Security: config.SecurityTLS}, ""},
-		{"starttls remote", config.MailServer{Address: "mail.example.com:587", Security: config.SecurityStartTLS}, ""},
-		{"none loopback v4", config.MailServer{Address: "127.0.0.1:25", Security: config.SecurityNone}, ""},
-		{"none loopback v6", config.MailServer{Address: "[::1]:25", Security: config.SecurityNone}, ""},
-		{"none localhost", config.MailServer{Address: "localhost:25", Security: config.SecurityNone}, ""},
-		{"none remote", config.MailServer{Address: "mail.example.com:25", Security: config.SecurityNone}, "only to a loopback address, not mail.example.com"},
-		{"none private ip", config.MailServer{Address: "10.0.0.5:25", Security: config.SecurityNone}, "only to a loopback address"},
-		{"unknown", config.MailServer{Address: "mail.example.com:25", Security: "ssl"}, `"ssl" is not one of`},
-		{"bad address", config.MailServer{Address: "mail.example.com", Security: config.SecurityTLS}, "not host:port"},
+		{"tls remote", MailServer{Address: "mail.example.com:465", Security: SecurityTLS}, ""},
+		{"starttls remote", MailServer{Address: "mail.example.com:587", Security: SecurityStartTLS}, ""},
+		{"none loopback v4", MailServer{Address: "127.0.0.1:25", Security: SecurityNone}, ""},
+		{"none loopback v6", MailServer{Address: "[::1]:25", Security: SecurityNone}, ""},
+		{"none localhost", MailServer{Address: "localhost:25", Security: SecurityNone}, ""},
+		{"none remote", MailServer{Address: "mail.example.com:25", Security: SecurityNone}, "only to a loopback address, not mail.example.com"},
+		{"none private ip", MailServer{Address: "10.0.0.5:25", Security: SecurityNone}, "only to a loopback address"},
+		{"unknown", MailServer{Address: "mail.example.com:25", Security: "ssl"}, `"ssl" is not one of`},
+		{"bad address", MailServer{Address: "mail.example.com", Security: SecurityTLS}, "not host:port"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -52,163 +49,31 @@ func TestCheckSecurity(t *testing.T) {
 			}
 		})
 	}
-	if err := CheckSecurity(config.MailServer{Address: "mail.example.com:25", Security: config.SecurityNone}); !errors.Is(err, ErrPlainToRemote) {
+	if err := CheckSecurity(MailServer{Address: "mail.example.com:25", Security: SecurityNone}); !errors.Is(err, ErrPlainToRemote) {
 		t.Fatalf("error does not match ErrPlainToRemote: %v", err)
 	}
 }
 
-// tokenServer is a go-smtp server that accepts PLAIN, LOGIN, OAUTHBEARER
-// and XOAUTH2 with the current token.
+// tokenServer is a go-smtp server that accepts PLAIN and LOGIN with user
+// and pass, and OAUTHBEARER and XOAUTH2 with user and the current token.
 type tokenServer struct {
-	mu      sync.Mutex
-	token   string
-	user    string
-	pass    string
-	authed  []string // mechanisms that succeeded
-	refused int
-}
-
-func (s *tokenServer) check(user, tok string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if user == s.user && tok == s.token {
-		return true
-	}
-	s.refused++
-	return false
-}
-
-func (s *tokenServer) NewSession(*smtp.Conn) (smtp.Session, error) { return &tokenSession{s: s}, nil }
-
-type tokenSession struct{ s *tokenServer }
-
-func (ss *tokenSession) Reset()                               {}
-func (ss *tokenSession) Logout() error                        { return nil }
-func (ss *tokenSession) Mail(string, *smtp.MailOptions) error { return nil }
-func (ss *tokenSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
-func (ss *tokenSession) Data(r io.Reader) error               { _, err := io.Copy(io.Discard, r); return err }
-func (ss *tokenSession) AuthMechanisms() []string {
-	return []string{sasl.Plain, sasl.Login, sasl.OAuthBearer, XOAuth2}
-}
-func (ss *tokenSession) note(mech string) {
-	ss.s.mu.Lock()
-	ss.s.authed = append(ss.s.authed, mech)
-	ss.s.mu.Unlock()
-}
-
-var errBadCreds = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "credentials refused"}
-
-func (ss *tokenSession) Auth(mech string) (sasl.Server, error) {
-	switch mech {
-	case sasl.Plain:
-		return sasl.NewPlainServer(func(_, user, pass string) error {
-			if user != ss.s.user || pass != ss.s.pass {
-				return errBadCreds
-			}
-			ss.note(mech)
-			return nil
-		}), nil
-	case sasl.Login:
-		return &loginServer{check: func(user, pass string) error {
-			if user != ss.s.user || pass != ss.s.pass {
-				return errBadCreds
-			}
-			ss.note(mech)
-			return nil
-		}}, nil
-	case sasl.OAuthBearer:
-		return sasl.NewOAuthBearerServer(func(o sasl.OAuthBearerOptions) *sasl.OAuthBearerError {
-			if !ss.s.check(o.Username, o.Token) {
-				return &sasl.OAuthBearerError{Status: "invalid_token", Schemes: "bearer"}
-			}
-			ss.note(mech)
-			return nil
-		}), nil
-	case XOAuth2:
-		return &xoauth2Server{check: func(user, tok string) bool {
-			ok := ss.s.check(user, tok)
-			if ok {
-				ss.note(mech)
-			}
-			return ok
-		}}, nil
-	}
-	return nil, errors.New("unsupported")
-}
-
-// loginServer is the server side of LOGIN (go-sasl has only the client).
-type loginServer struct {
-	step  int
-	user  string
-	check func(user, pass string) error
-}
-
-func (l *loginServer) Next(resp []byte) ([]byte, bool, error) {
-	switch l.step {
-	case 0:
-		l.step++
-		if resp != nil {
-			l.user = string(resp)
-			l.step++
-			return []byte("Password:"), false, nil
-		}
-		return []byte("Username:"), false, nil
-	case 1:
-		l.user = string(resp)
-		l.step++
-		return []byte("Password:"), false, nil
-	default:
-		return nil, true, l.check(l.user, string(resp))
-	}
-}
-
-// xoauth2Server is XOAUTH2 as Gmail runs it: a refused token gets a JSON
-// challenge, then a failure once the client answers with an empty line.
-type xoauth2Server struct {
-	check   func(user, tok string) bool
-	refused bool
-}
-
-func (x *xoauth2Server) Next(resp []byte) ([]byte, bool, error) {
-	if x.refused {
-		return nil, true, errBadCreds
-	}
-	if resp == nil {
-		return []byte{}, false, nil
-	}
-	parts := strings.Split(string(resp), "\x01")
-	if len(parts) != 4 || !strings.HasPrefix(parts[0], "user=") || !strings.HasPrefix(parts[1], "auth=Bearer ") || parts[2] != "" || parts[3] != "" {
-		return nil, true, errors.New("malformed xoauth2 response")
-	}
-	if x.check(strings.TrimPrefix(parts[0], "user="), strings.TrimPrefix(parts[1], "auth=Bearer ")) {
-		return nil, true, nil
-	}
-	x.refused = true
-	return []byte(`{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}`), false, nil
+	user, pass, token string
+	srv               *smtptest.Server
 }
 
 func startTokenServer(t *testing.T, ts *tokenServer) string {
 	t.Helper()
-	srv := smtp.NewServer(ts)
-	srv.Domain = "localhost"
-	srv.AllowInsecureAuth = true
-	srv.ErrorLog = nopLogger{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return ln.Addr().String()
+	ts.srv = smtptest.Start(t, smtptest.Options{Login: func(mech, user, secret string) bool {
+		if mech == sasl.Plain || mech == sasl.Login {
+			return user == ts.user && secret == ts.pass
+		}
+		return user == ts.user && secret == ts.token
+	}})
+	return ts.srv.Addr
 }
 
-type nopLogger struct{}
-
-func (nopLogger) Printf(string, ...any) {}
-func (nopLogger) Println(...any)        {}
-
 // authenticate dials addr and runs AUTH with the client SASLClient makes.
-func authenticate(ctx context.Context, addr string, ms config.MailServer, tokens TokenSource) error {
+func authenticate(ctx context.Context, addr string, ms MailServer, tokens TokenSource) error {
 	c, err := SASLClient(ctx, ms, tokens)
 	if err != nil {
 		return err
@@ -230,7 +95,7 @@ func TestSASLAgainstSMTPServer(t *testing.T) {
 	if err := os.WriteFile(tokFile, []byte("tok-1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	base := config.MailServer{Address: addr, Security: config.SecurityNone, Username: ts.user}
+	base := MailServer{Address: addr, Security: SecurityNone, Username: ts.user}
 	tests := []struct {
 		name     string
 		auth     string
@@ -250,9 +115,7 @@ func TestSASLAgainstSMTPServer(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ts.mu.Lock()
-			ts.authed = nil
-			ts.mu.Unlock()
+			ts.srv.ResetLogins()
 			ms := base
 			ms.Auth = tt.auth
 			ms.Password = keydesk.SecretString(tt.password)
@@ -267,10 +130,8 @@ func TestSASLAgainstSMTPServer(t *testing.T) {
 			if err != nil {
 				t.Fatalf("auth: %v", err)
 			}
-			ts.mu.Lock()
-			defer ts.mu.Unlock()
-			if len(ts.authed) != 1 || ts.authed[0] != tt.wantMech {
-				t.Fatalf("server accepted %v, want [%s]", ts.authed, tt.wantMech)
+			if authed, _ := ts.srv.Logins(); len(authed) != 1 || authed[0] != tt.wantMech {
+				t.Fatalf("server accepted %v, want [%s]", authed, tt.wantMech)
 			}
 		})
 	}
@@ -286,7 +147,7 @@ func TestTokenRefreshAfterRefusal(t *testing.T) {
 		t.Fatal(err)
 	}
 	tokens := NewTokens(TokenOptions{File: tokFile, MaxAge: time.Hour})
-	ms := config.MailServer{Address: addr, Security: config.SecurityNone, Username: ts.user, Auth: "xoauth2"}
+	ms := MailServer{Address: addr, Security: SecurityNone, Username: ts.user, Auth: "xoauth2"}
 	if err := authenticate(ctx, addr, ms, tokens); err == nil {
 		t.Fatal("stale token accepted")
 	}
@@ -376,7 +237,8 @@ func TestNoTokenInErrorsOrLogs(t *testing.T) {
 
 func TestTLSConfig(t *testing.T) {
 	dir := t.TempDir()
-	caPEM, cert := selfSigned(t, "mail.test")
+	c := testenv.SelfSigned(t, "mail.test")
+	caPEM, cert := c.CertPEM, c.TLS
 	caFile := filepath.Join(dir, "ca.pem")
 	if err := os.WriteFile(caFile, caPEM, 0o600); err != nil {
 		t.Fatal(err)
@@ -407,14 +269,14 @@ func TestTLSConfig(t *testing.T) {
 	}
 	tests := []struct {
 		name       string
-		ms         config.MailServer
+		ms         MailServer
 		serverName string
 		ok         bool
 	}{
-		{"private CA", config.MailServer{Address: ln.Addr().String(), TLSCAFile: caFile}, "mail.test", true},
-		{"wrong name", config.MailServer{Address: ln.Addr().String(), TLSCAFile: caFile}, "other.test", false},
-		{"no CA", config.MailServer{Address: ln.Addr().String()}, "mail.test", false},
-		{"insecure", config.MailServer{Address: ln.Addr().String(), InsecureSkipVerify: true}, "", true},
+		{"private CA", MailServer{Address: ln.Addr().String(), TLSCAFile: caFile}, "mail.test", true},
+		{"wrong name", MailServer{Address: ln.Addr().String(), TLSCAFile: caFile}, "other.test", false},
+		{"no CA", MailServer{Address: ln.Addr().String()}, "mail.test", false},
+		{"insecure", MailServer{Address: ln.Addr().String(), InsecureSkipVerify: true}, "", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -432,12 +294,7 @@ func TestTLSConfig(t *testing.T) {
 	}
 	bad := filepath.Join(dir, "bad.pem")
 	_ = os.WriteFile(bad, []byte("not pem"), 0o600)
-	if _, err := TLSConfig(config.MailServer{Address: "a:1", TLSCAFile: bad}, ""); err == nil || !strings.Contains(err.Error(), "holds no PEM certificate") {
+	if _, err := TLSConfig(MailServer{Address: "a:1", TLSCAFile: bad}, ""); err == nil || !strings.Contains(err.Error(), "holds no PEM certificate") {
 		t.Fatalf("bad CA file: %v", err)
 	}
-}
-
-func selfSigned(t *testing.T, name string) ([]byte, tls.Certificate) {
-	c := testenv.SelfSigned(t, name)
-	return c.CertPEM, c.TLS
 }

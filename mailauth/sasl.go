@@ -8,11 +8,10 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/buildmarkets/keydesk/config"
 	"github.com/emersion/go-sasl"
 )
 
-// Mechanism names as config.MailServer.Auth spells them.
+// Mechanism names as MailServer.Auth spells them.
 const (
 	AuthPlain       = "plain"
 	AuthLogin       = "login"
@@ -24,7 +23,7 @@ const (
 // SASLClient returns the SASL client for ms.Auth, or nil for auth none.
 // For oauthbearer and xoauth2 it takes a token from tokens now; after the
 // server refuses it, call tokens.Invalidate and ask again for a fresh one.
-func SASLClient(ctx context.Context, ms config.MailServer, tokens TokenSource) (sasl.Client, error) {
+func SASLClient(ctx context.Context, ms MailServer, tokens TokenSource) (sasl.Client, error) {
 	switch strings.ToLower(ms.Auth) {
 	case "", AuthPlain:
 		return sasl.NewPlainClient("", ms.Username, ms.Password.Reveal()), nil

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/buildmarkets/keydesk"
-	"github.com/buildmarkets/keydesk/config"
 )
 
 // TokenSource supplies OAuth2 access tokens for oauthbearer and xoauth2.
@@ -48,7 +47,7 @@ type TokenOptions struct {
 
 // NewTokenSource returns the token source of ms (oauth2_token_file or
 // oauth2_token_command), or nil when ms has neither.
-func NewTokenSource(ms config.MailServer) TokenSource {
+func NewTokenSource(ms MailServer) TokenSource {
 	if ms.OAuth2TokenFile == "" && ms.OAuth2TokenCommand == "" {
 		return nil
 	}

@@ -1,5 +1,9 @@
-// Package metrics is a small Prometheus text-format registry: counters,
-// gauges and histograms with labels, and gauges computed at scrape time.
+// Package metrics is keydesk's Prometheus registry: counters, gauges and
+// histograms with labels, gauges computed at scrape time, and the Go
+// runtime and process metrics (go_*, process_*) operators' dashboards
+// expect. It is a thin face over client_golang with a registry of its own
+// (never the global default one), so that each app and each test has its
+// own metrics.
 //
 // Invariant: label values are what the code passes (states, outcomes,
 // status codes) and never message content, addresses or secrets; every
@@ -9,212 +13,148 @@ package metrics
 import (
 	"fmt"
 	"io"
-	"math"
 	"net/http"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
+	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
 )
 
 // Registry holds metrics and writes them in the Prometheus text format.
 type Registry struct {
-	mu      sync.Mutex
-	metrics []metric
-	byName  map[string]metric
+	reg     *prometheus.Registry
+	handler http.Handler
+
+	mu     sync.Mutex
+	byName map[string]any // *Counter, *Gauge, *Histogram or *GaugeFunc
 }
 
-// New returns an empty registry.
-func New() *Registry { return &Registry{byName: map[string]metric{}} }
-
-type metric interface {
-	name() string
-	write(w io.Writer)
+// New returns a registry holding only the Go runtime and process metrics.
+func New() *Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return &Registry{
+		reg:     reg,
+		handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}),
+		byName:  map[string]any{},
+	}
 }
 
-func (r *Registry) register(m metric) metric {
+// declare returns the metric already declared under name, or registers
+// the one make builds. A name declared twice with another type panics: it
+// is a programming error, as it was before.
+func declare[M any](r *Registry, name string, make func() (M, prometheus.Collector)) M {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if old, ok := r.byName[m.name()]; ok {
-		return old
+	if old, ok := r.byName[name]; ok {
+		m, ok := old.(M)
+		if !ok {
+			panic(fmt.Sprintf("metrics: %s is declared as %T, not %T", name, old, m))
+		}
+		return m
 	}
-	r.byName[m.name()] = m
-	r.metrics = append(r.metrics, m)
+	m, c := make()
+	r.reg.MustRegister(c)
+	r.byName[name] = m
 	return m
 }
 
-// Write writes every metric in registration order.
+// Write writes every metric in the Prometheus text format, sorted by name.
 func (r *Registry) Write(w io.Writer) {
-	r.mu.Lock()
-	ms := slices.Clone(r.metrics)
-	r.mu.Unlock()
-	for _, m := range ms {
-		m.write(w)
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		// Gather returns what it could alongside the error: write that.
+		fmt.Fprintf(w, "# metrics: %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+	}
+	enc := expfmt.NewEncoder(w, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			return
+		}
 	}
 }
 
 // ServeHTTP serves the registry on /metrics.
-func (r *Registry) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	r.Write(w)
+func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	r.handler.ServeHTTP(w, req)
 }
 
-type series struct {
-	labels []string
-	value  float64
-	// histogram only
-	counts []uint64
-	sum    float64
-	count  uint64
-}
-
-type vec struct {
-	mu         sync.Mutex
-	n, help    string
-	kind       string
-	labelNames []string
-	buckets    []float64
-	series     map[string]*series
-	order      []string
-}
-
-func (v *vec) name() string { return v.n }
-
-func (v *vec) get(lv []string) *series {
-	if len(lv) != len(v.labelNames) {
-		panic(fmt.Sprintf("metrics: %s takes %d labels, got %d", v.n, len(v.labelNames), len(lv)))
-	}
-	k := strings.Join(lv, "\xff")
-	s, ok := v.series[k]
-	if !ok {
-		s = &series{labels: slices.Clone(lv)}
-		if v.kind == "histogram" {
-			s.counts = make([]uint64, len(v.buckets))
+// labelValues makes values client_golang accepts: it refuses (panics on)
+// invalid UTF-8, which the code never means to pass but must not crash on.
+func labelValues(lv []string) []string {
+	for i, v := range lv {
+		if !utf8.ValidString(v) {
+			lv = append([]string(nil), lv...)
+			lv[i] = strings.ToValidUTF8(v, "\uFFFD")
 		}
-		v.series[k] = s
-		v.order = append(v.order, k)
 	}
-	return s
+	return lv
 }
 
-func (v *vec) write(w io.Writer) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", v.n, v.help, v.n, v.kind)
-	keys := slices.Clone(v.order)
-	slices.Sort(keys)
-	for _, k := range keys {
-		s := v.series[k]
-		if v.kind != "histogram" {
-			fmt.Fprintf(w, "%s%s %s\n", v.n, labelString(v.labelNames, s.labels, "", ""), formatFloat(s.value))
-			continue
-		}
-		for i, b := range v.buckets {
-			fmt.Fprintf(w, "%s_bucket%s %d\n", v.n, labelString(v.labelNames, s.labels, "le", formatFloat(b)), s.counts[i])
-		}
-		fmt.Fprintf(w, "%s_bucket%s %d\n", v.n, labelString(v.labelNames, s.labels, "le", "+Inf"), s.count)
-		fmt.Fprintf(w, "%s_sum%s %s\n", v.n, labelString(v.labelNames, s.labels, "", ""), formatFloat(s.sum))
-		fmt.Fprintf(w, "%s_count%s %d\n", v.n, labelString(v.labelNames, s.labels, "", ""), s.count)
+func read(m prometheus.Metric) *dto.Metric {
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		panic(fmt.Sprintf("metrics: read %s: %v", m.Desc(), err))
 	}
-}
-
-func labelString(names, values []string, extraName, extraValue string) string {
-	if len(names) == 0 && extraName == "" {
-		return ""
-	}
-	var b strings.Builder
-	b.WriteByte('{')
-	for i, n := range names {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(n)
-		b.WriteString(`="`)
-		b.WriteString(escapeLabel(values[i]))
-		b.WriteByte('"')
-	}
-	if extraName != "" {
-		if len(names) > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(extraName + `="` + extraValue + `"`)
-	}
-	b.WriteByte('}')
-	return b.String()
-}
-
-func escapeLabel(s string) string {
-	return strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`).Replace(s)
-}
-
-func formatFloat(f float64) string {
-	switch {
-	case math.IsInf(f, 1):
-		return "+Inf"
-	case math.IsInf(f, -1):
-		return "-Inf"
-	}
-	return strconv.FormatFloat(f, 'g', -1, 64)
+	return &d
 }
 
 // Counter is a monotonically increasing count, by labels.
-type Counter struct{ v *vec }
+type Counter struct{ v *prometheus.CounterVec }
 
 // Counter declares (or returns the already declared) counter name.
 func (r *Registry) Counter(name, help string, labels ...string) *Counter {
-	m := r.register(&vec{n: name, help: help, kind: "counter", labelNames: labels, series: map[string]*series{}})
-	return &Counter{v: m.(*vec)}
+	return declare(r, name, func() (*Counter, prometheus.Collector) {
+		v := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+		return &Counter{v: v}, v
+	})
 }
 
 // Add adds d to the series with these label values.
-func (c *Counter) Add(d float64, labelValues ...string) {
-	c.v.mu.Lock()
-	c.v.get(labelValues).value += d
-	c.v.mu.Unlock()
+func (c *Counter) Add(d float64, lv ...string) {
+	c.v.WithLabelValues(labelValues(lv)...).Add(d)
 }
 
 // Inc adds one.
-func (c *Counter) Inc(labelValues ...string) { c.Add(1, labelValues...) }
+func (c *Counter) Inc(lv ...string) { c.Add(1, lv...) }
 
 // Value returns the current value (for tests and summaries).
-func (c *Counter) Value(labelValues ...string) float64 {
-	c.v.mu.Lock()
-	defer c.v.mu.Unlock()
-	return c.v.get(labelValues).value
+func (c *Counter) Value(lv ...string) float64 {
+	return read(c.v.WithLabelValues(labelValues(lv)...)).GetCounter().GetValue()
 }
 
 // Gauge is a value that goes up and down, by labels.
-type Gauge struct{ v *vec }
+type Gauge struct{ v *prometheus.GaugeVec }
 
 // Gauge declares a gauge.
 func (r *Registry) Gauge(name, help string, labels ...string) *Gauge {
-	m := r.register(&vec{n: name, help: help, kind: "gauge", labelNames: labels, series: map[string]*series{}})
-	return &Gauge{v: m.(*vec)}
+	return declare(r, name, func() (*Gauge, prometheus.Collector) {
+		v := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
+		return &Gauge{v: v}, v
+	})
 }
 
 // Set sets the series to x.
-func (g *Gauge) Set(x float64, labelValues ...string) {
-	g.v.mu.Lock()
-	g.v.get(labelValues).value = x
-	g.v.mu.Unlock()
-}
+func (g *Gauge) Set(x float64, lv ...string) { g.v.WithLabelValues(labelValues(lv)...).Set(x) }
 
 // Add adds d to the series.
-func (g *Gauge) Add(d float64, labelValues ...string) {
-	g.v.mu.Lock()
-	g.v.get(labelValues).value += d
-	g.v.mu.Unlock()
-}
+func (g *Gauge) Add(d float64, lv ...string) { g.v.WithLabelValues(labelValues(lv)...).Add(d) }
 
 // Value returns the current value.
-func (g *Gauge) Value(labelValues ...string) float64 {
-	g.v.mu.Lock()
-	defer g.v.mu.Unlock()
-	return g.v.get(labelValues).value
+func (g *Gauge) Value(lv ...string) float64 {
+	return read(g.v.WithLabelValues(labelValues(lv)...)).GetGauge().GetValue()
 }
 
 // Histogram counts observations into buckets, by labels.
-type Histogram struct{ v *vec }
+type Histogram struct{ v *prometheus.HistogramVec }
 
 // DefBuckets suit latencies in seconds, from 5 ms to a minute.
 var DefBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
@@ -224,49 +164,37 @@ func (r *Registry) Histogram(name, help string, buckets []float64, labels ...str
 	if buckets == nil {
 		buckets = DefBuckets
 	}
-	m := r.register(&vec{n: name, help: help, kind: "histogram", labelNames: labels, buckets: buckets, series: map[string]*series{}})
-	return &Histogram{v: m.(*vec)}
+	return declare(r, name, func() (*Histogram, prometheus.Collector) {
+		v := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
+		return &Histogram{v: v}, v
+	})
 }
 
 // Observe records x.
-func (h *Histogram) Observe(x float64, labelValues ...string) {
-	h.v.mu.Lock()
-	defer h.v.mu.Unlock()
-	s := h.v.get(labelValues)
-	for i, b := range h.v.buckets {
-		if x <= b {
-			s.counts[i]++
-		}
-	}
-	s.count++
-	s.sum += x
+func (h *Histogram) Observe(x float64, lv ...string) {
+	h.v.WithLabelValues(labelValues(lv)...).Observe(x)
 }
 
 // Count returns how many observations the series has.
-func (h *Histogram) Count(labelValues ...string) uint64 {
-	h.v.mu.Lock()
-	defer h.v.mu.Unlock()
-	return h.v.get(labelValues).count
+func (h *Histogram) Count(lv ...string) uint64 {
+	o := h.v.WithLabelValues(labelValues(lv)...).(prometheus.Metric)
+	return read(o).GetHistogram().GetSampleCount()
 }
 
 // GaugeFunc is a gauge computed when scraped, e.g. requests by state.
 type GaugeFunc struct {
-	n, help string
-	labels  []string
-	fn      func() map[string]float64 // label value (joined by \xff) → value
+	desc   *prometheus.Desc
+	labels []string
+	fn     func() map[string]float64 // label value (joined by \xff) → value
 }
 
-func (g *GaugeFunc) name() string { return g.n }
+// Describe implements prometheus.Collector.
+func (g *GaugeFunc) Describe(ch chan<- *prometheus.Desc) { ch <- g.desc }
 
-func (g *GaugeFunc) write(w io.Writer) {
-	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n", g.n, g.help, g.n)
-	vals := g.fn()
-	keys := make([]string, 0, len(vals))
-	for k := range vals {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
+// Collect implements prometheus.Collector: one series per entry of fn's
+// map whose key holds as many label values as the gauge has labels.
+func (g *GaugeFunc) Collect(ch chan<- prometheus.Metric) {
+	for k, v := range g.fn() {
 		var lv []string
 		if len(g.labels) > 0 {
 			lv = strings.Split(k, "\xff")
@@ -274,7 +202,7 @@ func (g *GaugeFunc) write(w io.Writer) {
 		if len(lv) != len(g.labels) {
 			continue
 		}
-		fmt.Fprintf(w, "%s%s %s\n", g.n, labelString(g.labels, lv, "", ""), formatFloat(vals[k]))
+		ch <- prometheus.MustNewConstMetric(g.desc, prometheus.GaugeValue, v, labelValues(lv)...)
 	}
 }
 
@@ -282,5 +210,8 @@ func (g *GaugeFunc) write(w io.Writer) {
 // returns values keyed by the label values joined with "\xff" (or "" when
 // there are no labels). It must be quick and must not block for long.
 func (r *Registry) GaugeFunc(name, help string, fn func() map[string]float64, labels ...string) {
-	r.register(&GaugeFunc{n: name, help: help, labels: labels, fn: fn})
+	declare(r, name, func() (*GaugeFunc, prometheus.Collector) {
+		g := &GaugeFunc{desc: prometheus.NewDesc(name, help, labels, nil), labels: labels, fn: fn}
+		return g, g
+	})
 }

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -48,5 +49,31 @@ func TestLabelEscaping(t *testing.T) {
 	r.Write(&b)
 	if !strings.Contains(b.String(), `x_total{l="a\"b\\c\nd"} 1`) {
 		t.Fatalf("bad escaping:\n%s", b.String())
+	}
+}
+
+// TestRuntimeAndProcessMetrics checks what an operator's dashboard reads
+// besides keydesk's own metrics: the Go runtime's and the process's, on
+// /metrics, from this registry alone (not the global default one).
+func TestRuntimeAndProcessMetrics(t *testing.T) {
+	r := New()
+	r.Gauge("keydesk_up", "1 while keydesk runs.").Set(1)
+	rec := httptest.NewRecorder()
+	r.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != 200 {
+		t.Fatalf("/metrics: %d\n%s", rec.Code, rec.Body.String())
+	}
+	body := rec.Body.String()
+	for _, want := range []string{
+		"# TYPE go_goroutines gauge\ngo_goroutines ",
+		"# TYPE go_memstats_heap_alloc_bytes gauge\n",
+		"# TYPE go_gc_duration_seconds summary\n",
+		"# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes ",
+		"# TYPE process_open_fds gauge\n",
+		"# HELP keydesk_up 1 while keydesk runs.\n# TYPE keydesk_up gauge\nkeydesk_up 1\n",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q:\n%s", want, body)
+		}
 	}
 }

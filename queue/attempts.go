@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/buildmarkets/keydesk"
 )
@@ -39,15 +38,14 @@ type attemptsRecord struct {
 const maxAttemptsCAS = 5
 
 // Attempts returns the attempt counts named name: letters, digits, '-',
-// '_' and '=' only (intake names a set after its mailbox).
+// '_' and '=' only, as KeyToken makes them (intake names a set after its
+// mailbox).
 func (c *Conn) Attempts(name string) *Attempts {
 	return &Attempts{b: NewBucket[attemptsRecord](c, BucketIntake), key: "attempts." + name, name: name}
 }
 
 func (a *Attempts) check() error {
-	if a.name == "" || strings.ContainsFunc(a.name, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '=')
-	}) {
+	if a.name == "" || a.name != KeyToken(a.name) {
 		return fmt.Errorf("queue: attempts %q: the name must be letters, digits, '-', '_' or '='", a.name)
 	}
 	return nil

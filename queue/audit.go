@@ -49,7 +49,7 @@ func (c *Conn) Record(ctx context.Context, kind string, ev keydesk.Event) error 
 	// The digest of the event is its message ID: a try again after a lost
 	// answer cannot record the event twice.
 	sum := sha256.Sum256(data)
-	err = Retry(ctx, func(ctx context.Context) error {
+	err = RetryEach(ctx, func(ctx context.Context) error {
 		_, err := c.js.Publish(ctx, SubjectAudit+"."+kind+"."+ref, data, jetstream.WithMsgID(hex.EncodeToString(sum[:16])))
 		return err
 	})

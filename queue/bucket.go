@@ -84,10 +84,10 @@ func entryOf[T any](e jetstream.KeyValueEntry) Entry[T] {
 	return out
 }
 
-// do runs fn once, or under Retry for a retrying bucket.
+// do runs one read or write once, or under RetryEach for a retrying bucket.
 func (b *Bucket[T]) do(ctx context.Context, fn func(ctx context.Context) error) error {
 	if b.retry {
-		return Retry(ctx, fn)
+		return RetryEach(ctx, fn)
 	}
 	return fn(ctx)
 }
@@ -216,7 +216,7 @@ func (b *Bucket[T]) write(ctx context.Context, key string, data []byte, taken er
 // caller decides whether that fails the scan.
 func (b *Bucket[T]) Scan(ctx context.Context, prefix string) ([]Entry[T], error) {
 	var out []Entry[T]
-	err := b.do(ctx, func(ctx context.Context) error {
+	scan := func(ctx context.Context) error {
 		out = nil
 		done := errors.New("done")
 		err := b.Watch(ctx, prefix, func(e *Entry[T]) error {
@@ -233,7 +233,13 @@ func (b *Bucket[T]) Scan(ctx context.Context, prefix string) ([]Entry[T], error)
 			return fmt.Errorf("queue: scan %s: %w", b.name, ctx.Err())
 		}
 		return err
-	})
+	}
+	var err error
+	if b.retry {
+		err = Retry(ctx, scan) // a scan's length grows with the data: no per-try bound
+	} else {
+		err = scan(ctx)
+	}
 	return out, err
 }
 

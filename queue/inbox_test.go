@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -101,20 +102,14 @@ func (w *replyWatcher) settle(t *testing.T) map[string]int {
 	if err := w.nc.Publish(subj, nil); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	var out map[string]int
+	testenv.Eventually(t, 5*time.Second, "the watcher to see its mark "+subj, func() bool {
 		w.mu.Lock()
-		seen := w.marks[subj]
-		out := map[string]int{"_INBOX_role": w.counts["_INBOX_role"], "_INBOX": w.counts["_INBOX"]}
-		w.mu.Unlock()
-		if seen {
-			return out
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the watcher did not see its mark %s", subj)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		defer w.mu.Unlock()
+		out = map[string]int{"_INBOX_role": w.counts["_INBOX_role"], "_INBOX": w.counts["_INBOX"]}
+		return w.marks[subj]
+	})
+	return out
 }
 
 // TestInboxPrefix opens the queue as a user that may subscribe to its own

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/queue/queuetest"
 )
@@ -187,7 +188,7 @@ func TestAuditTrailAndRestart(t *testing.T) {
 	check := func(c *queue.Conn) {
 		t.Helper()
 		var h []queue.AuditEntry
-		queuetest.Eventually(t, 10*time.Second, "audit trail", func() bool {
+		testenv.Eventually(t, 10*time.Second, "audit trail", func() bool {
 			var err error
 			h, err = c.History(ctx, r.ID, 0)
 			return err == nil && len(h) == 4
@@ -233,7 +234,7 @@ func TestLeaseTakeover(t *testing.T) {
 	}
 	// instance-a dies: it stops renewing. b takes over once the TTL passes.
 	var lb *queue.Lease
-	queuetest.Eventually(t, 10*time.Second, "takeover", func() bool {
+	testenv.Eventually(t, 10*time.Second, "takeover", func() bool {
 		lb, err = c.Acquire(ctx, "poller-INBOX", "instance-b", time.Second)
 		return err == nil
 	})
@@ -296,6 +297,23 @@ func TestRetention(t *testing.T) {
 		}
 		if got := s.CachedInfo().Config.MaxAge; got != tt.maxAge {
 			t.Errorf("%s keeps messages for %s, want %s", tt.stream, got, tt.maxAge)
+		}
+	}
+}
+
+// TestLeaderReads: every bucket's reads go to the stream leader, never to
+// a replica that may be a write behind.
+func TestLeaderReads(t *testing.T) {
+	q := queuetest.Open(t)
+	ctx := context.Background()
+	_, js := q.Raw()
+	for _, b := range []string{queue.BucketRequests, queue.BucketLocks, queue.BucketBatches, queue.BucketDeliveries, queue.BucketIntake, queue.BucketSessions} {
+		s, err := js.Stream(ctx, "KV_"+b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.CachedInfo().Config.AllowDirect {
+			t.Errorf("bucket %s answers reads from any replica (allow_direct)", b)
 		}
 	}
 }

@@ -48,6 +48,28 @@ const DefaultAuditMaxBytes = 1 << 30
 // most JetStream allows); the AUDIT stream keeps all of them for good.
 const requestsHistory = 64
 
+// leaderReads makes every read of a bucket go to its stream's leader. A
+// bucket made by the client answers gets from any replica ("direct get"),
+// and a replica a moment behind returns the revision before the last
+// write: on a cluster a person's approval just after another's, or a
+// batch's step just after a review, then failed its compare-and-set as if
+// someone else had changed the record. Leader reads see every write
+// acknowledged before them. It returns the bucket bound anew, so that the
+// handle uses the stream's new setting.
+func (c *Conn) leaderReads(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
+	s, err := c.js.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		return nil, err
+	}
+	if cfg := s.CachedInfo().Config; cfg.AllowDirect {
+		cfg.AllowDirect = false
+		if _, err := c.js.UpdateStream(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("reads from the leader only: %w", err)
+		}
+	}
+	return c.js.KeyValue(ctx, bucket)
+}
+
 func (c *Conn) setup(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
@@ -58,8 +80,8 @@ func (c *Conn) setup(ctx context.Context) error {
 		var err error
 		if c.opts.SkipSetup {
 			kv, err = c.js.KeyValue(ctx, cfg.Bucket)
-		} else {
-			kv, err = c.js.CreateOrUpdateKeyValue(ctx, cfg)
+		} else if kv, err = c.js.CreateOrUpdateKeyValue(ctx, cfg); err == nil {
+			kv, err = c.leaderReads(ctx, cfg.Bucket)
 		}
 		if err != nil {
 			return fmt.Errorf("queue: bucket %s: %w", cfg.Bucket, err)

@@ -53,9 +53,32 @@ func Unavailable(err error) bool {
 // ctx ends is returned wrapped in ErrUnavailable. fn must be safe to run
 // again: a compare-and-set or a create whose second try reports the first.
 func Retry(ctx context.Context, fn func(ctx context.Context) error) error {
+	return retry(ctx, 0, fn)
+}
+
+// tryTimeout bounds one try of a single read or write under RetryEach: a
+// request sent to a stream leader that has just died gets no answer, and
+// must not use up the caller's whole deadline while a new leader is
+// elected within seconds.
+const tryTimeout = 3 * time.Second
+
+// RetryEach is Retry with each try bounded by tryTimeout, for single
+// reads and writes (not for scans, whose length grows with the data).
+func RetryEach(ctx context.Context, fn func(ctx context.Context) error) error {
+	return retry(ctx, tryTimeout, fn)
+}
+
+func retry(ctx context.Context, perTry time.Duration, fn func(ctx context.Context) error) error {
 	wait := 100 * time.Millisecond
 	for {
-		err := fn(ctx)
+		var err error
+		if perTry > 0 {
+			tctx, cancel := context.WithTimeout(ctx, perTry)
+			err = fn(tctx)
+			cancel()
+		} else {
+			err = fn(ctx)
+		}
 		if err == nil || !Unavailable(err) {
 			return err
 		}

@@ -15,12 +15,12 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/buildmarkets/keydesk"
-	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/intake"
 	"github.com/buildmarkets/keydesk/intake/parse"
 	"github.com/buildmarkets/keydesk/internal/imaptest"
+	"github.com/buildmarkets/keydesk/internal/testenv"
+	"github.com/buildmarkets/keydesk/mailauth"
 	"github.com/buildmarkets/keydesk/queue"
-	"github.com/buildmarkets/keydesk/queue/queuetest"
 )
 
 // mailFromIntake is the Options.Mail of the tests: intake's records, read
@@ -65,8 +65,8 @@ func (e *env) intakeMail(t *testing.T, raws ...string) {
 		}
 	}
 	p, err := intake.New(intake.Options{
-		IMAP: config.IMAP{
-			MailServer: config.MailServer{Address: srv.Addr, Security: config.SecurityNone, Username: user,
+		IMAP: intake.Mailbox{
+			MailServer: mailauth.MailServer{Address: srv.Addr, Security: mailauth.SecurityNone, Username: user,
 				Password: keydesk.SecretString(pass), Timeout: 10 * time.Second},
 			Mailbox: "INBOX", ProcessedMailbox: "Processed", RejectedMailbox: "Rejected",
 			PollInterval: 200 * time.Millisecond, MaxMessageBytes: 16 << 10,
@@ -105,7 +105,7 @@ func (e *env) intakeMail(t *testing.T, raws ...string) {
 		if _, err := ap.Wait(); err != nil {
 			t.Fatal(err)
 		}
-		queuetest.Eventually(t, 20*time.Second, fmt.Sprintf("intake to take in email %d", i+1), func() bool {
+		testenv.Eventually(t, 20*time.Second, fmt.Sprintf("intake to take in email %d", i+1), func() bool {
 			recs, err := intake.Records(context.Background(), e.q)
 			return err == nil && len(recs) == len(before)+i+1
 		})

@@ -38,11 +38,11 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
 	"github.com/buildmarkets/keydesk"
-	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/intake"
 	"github.com/buildmarkets/keydesk/intake/parse"
 	"github.com/buildmarkets/keydesk/intake/reply"
 	"github.com/buildmarkets/keydesk/internal/dovecottest"
+	"github.com/buildmarkets/keydesk/mailauth"
 	"github.com/buildmarkets/keydesk/metrics"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/templates"
@@ -119,25 +119,25 @@ func startDovecot() (*dovecottest.Server, error) {
 	return dovecottest.New(dovecottest.Options{})
 }
 
-func imapConfig(d *dovecottest.Server, maxBytes int64) config.IMAP {
-	return config.IMAP{
-		MailServer: config.MailServer{
-			Address: d.Addr, Security: config.SecurityNone, Username: d.User,
+func imapConfig(d *dovecottest.Server, maxBytes int64) intake.Mailbox {
+	return intake.Mailbox{
+		MailServer: mailauth.MailServer{
+			Address: d.Addr, Security: mailauth.SecurityNone, Username: d.User,
 			Password: keydesk.SecretString(d.Password), Timeout: 60 * time.Second,
 		},
 		Mailbox: "INBOX", ProcessedMailbox: "Processed", RejectedMailbox: "Rejected",
-		PollInterval: time.Minute, MaxMessageBytes: config.Size(maxBytes),
+		PollInterval: time.Minute, MaxMessageBytes: maxBytes,
 	}
 }
 
-func newPoller(q *queue.Conn, cfg config.IMAP, spool string) (*intake.Poller, error) {
+func newPoller(q *queue.Conn, cfg intake.Mailbox, spool string) (*intake.Poller, error) {
 	tpl := templates.MustLoadEmbedded()
 	reg := &keydesk.Registry{Partners: []*keydesk.Partner{partner}}
 	next := time.Now().Add(time.Hour)
 	h := intake.NewParseHandler(intake.ParseOptions{
 		Registry: func() *keydesk.Registry { return reg },
 		Parse: parse.Options{TrustedAuthservIDs: []string{"mx.buildmarkets.ai"}, RequireDMARC: true,
-			InternalDomains: []string{"buildmarkets.ai"}, MaxBytes: int64(cfg.MaxMessageBytes)},
+			InternalDomains: []string{"buildmarkets.ai"}, MaxBytes: cfg.MaxMessageBytes},
 		Reply: func(res *parse.Result) (*keydesk.Outgoing, error) { return reply.Build(res, tpl, next) },
 	})
 	return intake.New(intake.Options{IMAP: cfg, Queue: q, Handler: h, SpoolDir: spool, Metrics: benchMetrics,

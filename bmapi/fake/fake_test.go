@@ -18,6 +18,7 @@ import (
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/bmapi/fake"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 )
 
 const (
@@ -260,7 +261,7 @@ func TestRevocation(t *testing.T) {
 	var inFlight resp
 	before := f.Stats().Requests
 	wg.Go(func() { inFlight = call(t, srv, "GET", "/v1/me", k.APIKey, k.APISecret, "") })
-	eventually(t, 5*time.Second, func() bool { return f.Stats().Requests > before }) // the simulator holds it
+	testenv.Eventually(t, 5*time.Second, "the request at the simulator", func() bool { return f.Stats().Requests > before }) // the simulator holds it
 	f.Latency(0)
 	if r := call(t, srv, "DELETE", "/v1/keys/"+k.ID, acmeKey, acmeSecret, ""); r.status != 204 || len(r.body) != 0 {
 		t.Fatalf("revoke: %d %s", r.status, r.body)
@@ -464,20 +465,5 @@ func TestDeterministicRand(t *testing.T) {
 	}
 	if a, b := key(), key(); a != b {
 		t.Fatalf("same Rand gave %s and %s", a, b)
-	}
-}
-
-// eventually polls cond until it holds or d passes.
-func eventually(t *testing.T, d time.Duration, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(d)
-	for !cond() {
-		select {
-		case <-deadline:
-			t.Fatalf("condition not met within %v", d)
-		case <-tick.C:
-		}
 	}
 }

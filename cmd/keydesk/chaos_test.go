@@ -609,7 +609,7 @@ partners_file: partners.yaml
 		return delivered >= wantRequests
 	}
 	settleStart := time.Now()
-	if err := poll(p.settle, "every request delivered or refused, every instance ready", settled); err != nil {
+	if err := testenv.Poll(p.settle, "every request delivered or refused, every instance ready", settled); err != nil {
 		t.Errorf("%v: %s", err, stateCounts(reqs))
 	}
 	settleTook := time.Since(settleStart)
@@ -827,7 +827,7 @@ partners_file: partners.yaml
 func openChaosBatches(t *testing.T, q *queue.Conn) []*keydesk.Batch {
 	t.Helper()
 	var out []*keydesk.Batch
-	if err := poll(30*time.Second, "the batch records", func() bool {
+	if err := testenv.Poll(30*time.Second, "the batch records", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		var err error
@@ -849,7 +849,7 @@ func openChaosQueue(t *testing.T, s chaosSetup, embedded string) *queue.Conn {
 			TLSCAFile: filepath.Join(s.tlsDir, "ca.pem"), TLSCert: filepath.Join(s.tlsDir, "admin.pem"), TLSKey: filepath.Join(s.tlsDir, "admin-key.pem")}
 	}
 	var q *queue.Conn
-	err := poll(30*time.Second, "a connection to NATS", func() bool {
+	err := testenv.Poll(30*time.Second, "a connection to NATS", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		var err error

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 )
 
 // TestDemoOnce runs `keydesk demo --once` in process: the real roles
@@ -121,8 +122,7 @@ func TestDemoInteractive(t *testing.T) {
 	}
 	// The printed token opens the API, and intake fills the queue.
 	var body string
-	deadline = time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) && !strings.Contains(body, "pending_review") {
+	if err := testenv.Poll(20*time.Second, "a pending request", func() bool {
 		req, _ := http.NewRequest("GET", base+"/api/v1/requests?state=pending_review", nil)
 		req.Header.Set("Authorization", "Bearer "+token)
 		resp, err := http.DefaultClient.Do(req)
@@ -131,9 +131,8 @@ func TestDemoInteractive(t *testing.T) {
 			resp.Body.Close()
 			body = string(b)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if !strings.Contains(body, "pending_review") {
+		return strings.Contains(body, "pending_review")
+	}); err != nil {
 		t.Fatalf("the API shows no pending request: %s", body)
 	}
 	// The printed login opens the review UI, as in a browser.

@@ -20,7 +20,8 @@ import (
 	"github.com/buildmarkets/keydesk/intake"
 	"github.com/buildmarkets/keydesk/intake/parse"
 	"github.com/buildmarkets/keydesk/internal/imaptest"
-	"github.com/buildmarkets/keydesk/queue/queuetest"
+	"github.com/buildmarkets/keydesk/internal/testenv"
+	"github.com/buildmarkets/keydesk/mailauth"
 	"github.com/buildmarkets/keydesk/review"
 )
 
@@ -56,8 +57,8 @@ func TestMailCLIEndToEnd(t *testing.T) {
 	if err := c.Login(user, pass).Wait(); err != nil {
 		t.Fatal(err)
 	}
-	imapCfg := cfg.IMAP
-	imapCfg.Address, imapCfg.Security, imapCfg.Username, imapCfg.Password = srv.Addr, config.SecurityNone, user, keydesk.SecretString(pass)
+	imapCfg := intakeMailbox(cfg.IMAP)
+	imapCfg.Address, imapCfg.Security, imapCfg.Username, imapCfg.Password = srv.Addr, mailauth.SecurityNone, user, keydesk.SecretString(pass)
 	imapCfg.PollInterval, imapCfg.Timeout = 200*time.Millisecond, 10*time.Second
 	// Each email is taken in a minute after the one before.
 	var mu sync.Mutex
@@ -99,7 +100,7 @@ func TestMailCLIEndToEnd(t *testing.T) {
 		if _, err := ap.Wait(); err != nil {
 			t.Fatal(err)
 		}
-		queuetest.Eventually(t, 20*time.Second, "intake to take the email in", func() bool {
+		testenv.Eventually(t, 20*time.Second, "intake to take the email in", func() bool {
 			recs, err := intake.Records(context.Background(), a.q)
 			return err == nil && len(recs) == i+1
 		})

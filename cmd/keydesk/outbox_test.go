@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,29 +11,15 @@ import (
 	"time"
 
 	"github.com/buildmarkets/keydesk"
-	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/delivery"
+	"github.com/buildmarkets/keydesk/internal/smtptest"
+	"github.com/buildmarkets/keydesk/internal/testenv"
+	"github.com/buildmarkets/keydesk/mailauth"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/queue/queuetest"
 	"github.com/buildmarkets/keydesk/templates"
 	"github.com/emersion/go-smtp"
 )
-
-// refusingSession is an SMTP server that refuses every recipient.
-type refusingSession struct{}
-
-func (refusingSession) Reset()                               {}
-func (refusingSession) Logout() error                        { return nil }
-func (refusingSession) Mail(string, *smtp.MailOptions) error { return nil }
-func (refusingSession) Rcpt(string, *smtp.RcptOptions) error {
-	return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
-}
-func (refusingSession) Data(r io.Reader) error { _, err := io.Copy(io.Discard, r); return err }
-
-type quietLog struct{}
-
-func (quietLog) Printf(string, ...any) {}
-func (quietLog) Println(...any)        {}
 
 // keydesk outbox dead lists a message the server refused, with its ID,
 // kind, recipient and the reply; retry puts it back in the outbox.
@@ -44,18 +29,14 @@ func TestOutboxDeadAndRetry(t *testing.T) {
 	if err := os.WriteFile(cfgFile, []byte("data_dir: ./data\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return refusingSession{}, nil }))
-	srv.ErrorLog = quietLog{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
+	// An SMTP server that refuses every recipient.
+	srv := smtptest.Start(t, smtptest.Options{Rcpt: func(string) error {
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
+	}})
 
 	// A delivery role on the config's store turns the refusal into a dead letter.
 	q := queuetest.OpenDir(t, filepath.Join(dir, "data"))
-	sender, err := delivery.NewSMTP(delivery.SMTPOptions{Server: config.MailServer{Address: ln.Addr().String(), Security: config.SecurityNone, Auth: "none", Timeout: 10 * time.Second}})
+	sender, err := delivery.NewSMTP(delivery.SMTPOptions{Server: mailauth.MailServer{Address: srv.Addr, Security: mailauth.SecurityNone, Auth: "none", Timeout: 10 * time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +54,7 @@ func TestOutboxDeadAndRetry(t *testing.T) {
 	if err := q.Enqueue(ctx, o); err != nil {
 		t.Fatal(err)
 	}
-	queuetest.Eventually(t, 20*time.Second, "the dead letter", func() bool {
+	testenv.Eventually(t, 20*time.Second, "the dead letter", func() bool {
 		d, _ := delivery.DeadLetters(ctx, q)
 		return len(d) == 1
 	})

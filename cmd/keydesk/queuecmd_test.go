@@ -21,7 +21,6 @@ import (
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/internal/testenv"
-	"github.com/buildmarkets/keydesk/queue/queuetest"
 	"github.com/buildmarkets/keydesk/review"
 	"github.com/buildmarkets/keydesk/review/users"
 )
@@ -230,7 +229,7 @@ func startServe(t *testing.T, cfg *config.Config, base string, hc *http.Client) 
 	case <-time.After(60 * time.Second):
 		t.Fatal("serve did not start")
 	}
-	queuetest.Eventually(t, 10*time.Second, "the review UI to answer", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the review UI to answer", func() bool {
 		resp, err := hc.Get(base + "/healthz")
 		if err == nil {
 			resp.Body.Close()

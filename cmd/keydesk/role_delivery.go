@@ -12,20 +12,13 @@ import (
 )
 
 // checkSMTP is keydesk check's look at the smtp section beyond what the
-// config loader validates: the CA file is a certificate, smtp.from is an
-// address, plain text goes to loopback only.
+// config loader validates: delivery's own checks of the server (plain text
+// to loopback only, the CA file a certificate) and of smtp.from.
 func checkSMTP(cfg *config.Config) error {
 	if cfg.SMTP.Address == "" {
 		return nil
 	}
-	var errs []error
-	ms := mailauth.Resolve(cfg.SMTP.MailServer, cfg.Path)
-	if err := mailauth.CheckSecurity(ms); err != nil {
-		errs = append(errs, fmt.Errorf("smtp.security: %w", err))
-	}
-	if _, err := mailauth.TLSConfig(ms, ""); err != nil {
-		errs = append(errs, fmt.Errorf("smtp.tls_ca_file: %w", err))
-	}
+	errs := []error{smtpOptions(cfg).Validate()}
 	if _, err := delivery.NewComposer(cfg.SMTP.From, nil); err != nil {
 		errs = append(errs, fmt.Errorf("smtp.from: %w", err))
 	}
@@ -64,8 +57,14 @@ func startDelivery(ctx context.Context, a *app) (func(context.Context) error, er
 // mailauth): what the delivery role sends with and `keydesk check
 // --connect` logs in with.
 func newSMTPSender(cfg *config.Config) (*delivery.SMTP, error) {
-	return delivery.NewSMTP(delivery.SMTPOptions{
+	return delivery.NewSMTP(smtpOptions(cfg))
+}
+
+// smtpOptions are the sender's settings from the smtp section, paths
+// resolved.
+func smtpOptions(cfg *config.Config) delivery.SMTPOptions {
+	return delivery.SMTPOptions{
 		Server:   mailauth.Resolve(cfg.SMTP.MailServer, cfg.Path),
 		HeloName: cfg.SMTP.HeloName,
-	})
+	}
 }

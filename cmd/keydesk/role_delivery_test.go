@@ -4,43 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/delivery"
+	"github.com/buildmarkets/keydesk/internal/smtptest"
+	"github.com/buildmarkets/keydesk/internal/testenv"
+	"github.com/buildmarkets/keydesk/mailauth"
 	"github.com/buildmarkets/keydesk/queue"
-	"github.com/emersion/go-smtp"
 )
-
-type capture struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (c *capture) NewSession(*smtp.Conn) (smtp.Session, error) { return &captureSession{c: c}, nil }
-
-type captureSession struct{ c *capture }
-
-func (s *captureSession) Reset()                               {}
-func (s *captureSession) Logout() error                        { return nil }
-func (s *captureSession) Mail(string, *smtp.MailOptions) error { return nil }
-func (s *captureSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
-func (s *captureSession) Data(r io.Reader) error {
-	b, err := io.ReadAll(r)
-	s.c.mu.Lock()
-	s.c.msgs = append(s.c.msgs, string(b))
-	s.c.mu.Unlock()
-	return err
-}
 
 // keydesk serve --roles delivery sends what is in the outbox through the
 // configured server, with the outbox consumer's ack wait from
@@ -50,15 +28,7 @@ func TestServeDeliveryRole(t *testing.T) {
 	contactKeyChecker = nil // placeholder key files; checking them is crypto's test
 	t.Cleanup(func() { contactKeyChecker = saved })
 
-	mails := &capture{}
-	srv := smtp.NewServer(mails)
-	srv.ErrorLog = quietLog{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
+	mails := smtptest.Start(t, smtptest.Options{})
 
 	dir := t.TempDir()
 	write := func(name, s string) {
@@ -77,7 +47,7 @@ func TestServeDeliveryRole(t *testing.T) {
 smtp: {address: %q, security: none, auth: none, from: "Buildmarkets Support <support@buildmarkets.ai>", support_address: support@buildmarkets.ai}
 review: {listen: "127.0.0.1:0"}
 delivery: {ack_wait: 7s}
-`, ln.Addr().String()))
+`, mails.Addr))
 	cfg, err := config.Load(filepath.Join(dir, "keydesk.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -89,11 +59,7 @@ delivery: {ack_wait: 7s}
 		if err := a.q.Enqueue(ctx, &keydesk.Outgoing{ID: "KR-20261127-DDDD.ack", Kind: keydesk.KindAcknowledgement, To: []string{"cto@acme.example"}, Subject: "We have your request", Text: "Thanks.\n"}); err != nil {
 			return err
 		}
-		if err := poll(20*time.Second, "the message arriving", func() bool {
-			mails.mu.Lock()
-			defer mails.mu.Unlock()
-			return len(mails.msgs) == 1
-		}); err != nil {
+		if err := testenv.Poll(20*time.Second, "the message arriving", func() bool { return mails.Count() == 1 }); err != nil {
 			return err
 		}
 		if err := checkServing(a, "smtp", `keydesk_deliveries_total{kind="acknowledgement",outcome="sent"} 1`); err != nil {
@@ -113,10 +79,8 @@ delivery: {ack_wait: 7s}
 	if err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatal(err)
 	}
-	mails.mu.Lock()
-	defer mails.mu.Unlock()
-	if !strings.Contains(mails.msgs[0], "Message-ID: <KR-20261127-DDDD.ack@buildmarkets.ai>") {
-		t.Fatalf("sent:\n%s", mails.msgs[0])
+	if sent := mails.Messages(); !strings.Contains(string(sent[0].Data), "Message-ID: <KR-20261127-DDDD.ack@buildmarkets.ai>") {
+		t.Fatalf("sent:\n%s", sent[0].Data)
 	}
 }
 
@@ -140,8 +104,8 @@ func TestCheckSMTP(t *testing.T) {
 		want []string
 	}{
 		{"none configured", config.SMTP{}, nil},
-		{"good", config.SMTP{MailServer: config.MailServer{Address: "smtp.example.com:587", Security: config.SecurityStartTLS}, From: "Support <support@buildmarkets.ai>"}, nil},
-		{"every problem at once", config.SMTP{MailServer: config.MailServer{Address: "smtp.example.com:25", Security: config.SecurityNone, TLSCAFile: notPEM}, From: "not an address"},
+		{"good", config.SMTP{MailServer: mailauth.MailServer{Address: "smtp.example.com:587", Security: mailauth.SecurityStartTLS}, From: "Support <support@buildmarkets.ai>"}, nil},
+		{"every problem at once", config.SMTP{MailServer: mailauth.MailServer{Address: "smtp.example.com:25", Security: mailauth.SecurityNone, TLSCAFile: notPEM}, From: "not an address"},
 			[]string{"smtp.security", "loopback", "smtp.tls_ca_file", "smtp.from"}},
 	}
 	for _, tt := range tests {

@@ -82,7 +82,7 @@ func intakeMailOptions(cfg *config.Config) (intake.Options, error) {
 		return intake.Options{}, fmt.Errorf("intake: imap: %w", err)
 	}
 	var tc *tls.Config
-	if ms.Security != config.SecurityNone {
+	if ms.Security != mailauth.SecurityNone {
 		var err error
 		if tc, err = mailauth.TLSConfig(ms, ""); err != nil {
 			return intake.Options{}, fmt.Errorf("intake: imap: %w", err)
@@ -93,12 +93,20 @@ func intakeMailOptions(cfg *config.Config) (intake.Options, error) {
 	if tokens != nil {
 		authFailed = tokens.Invalidate
 	}
-	imapCfg := cfg.IMAP
-	imapCfg.MailServer = ms
+	mb := intakeMailbox(cfg.IMAP)
+	mb.MailServer = ms
 	return intake.Options{
-		IMAP:       imapCfg,
+		IMAP:       mb,
 		TLSConfig:  tc,
 		Auth:       func(ctx context.Context) (sasl.Client, error) { return mailauth.SASLClient(ctx, ms, tokens) },
 		AuthFailed: authFailed,
 	}, nil
+}
+
+// intakeMailbox is the imap section as the poller takes it.
+func intakeMailbox(c config.IMAP) intake.Mailbox {
+	return intake.Mailbox{
+		MailServer: c.MailServer, Mailbox: c.Mailbox, ProcessedMailbox: c.ProcessedMailbox, RejectedMailbox: c.RejectedMailbox,
+		PollInterval: c.PollInterval, MaxMessageBytes: int64(c.MaxMessageBytes), MaxAttempts: c.MaxAttempts,
+	}
 }

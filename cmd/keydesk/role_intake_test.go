@@ -18,6 +18,7 @@ import (
 	"github.com/buildmarkets/keydesk/crypto"
 	"github.com/buildmarkets/keydesk/crypto/cryptotest"
 	"github.com/buildmarkets/keydesk/internal/imaptest"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/queue"
 )
 
@@ -76,14 +77,14 @@ review: {listen: "127.0.0.1:0"}
 	err = serveRoles(ctx, cfg, slog.New(slog.DiscardHandler), []string{"intake"}, func(a *app) error {
 		var reqs []*keydesk.Request
 		deadline := time.Now().Add(20 * time.Second)
-		for len(reqs) == 0 {
-			if time.Now().After(deadline) {
-				return errors.New("no request was queued")
-			}
-			time.Sleep(20 * time.Millisecond)
-			if reqs, err = a.q.List(ctx, queue.Filter{}); err != nil {
-				return err
-			}
+		if err := testenv.Poll(20*time.Second, "a request queued", func() bool {
+			reqs, err = a.q.List(ctx, queue.Filter{})
+			return err != nil || len(reqs) > 0
+		}); err != nil {
+			return err
+		}
+		if err != nil {
+			return err
 		}
 		r := reqs[0]
 		if r.Partner != "acme" || r.Environment != keydesk.Sandbox || r.State != keydesk.StatePendingReview || r.Label != "reporting-bot" {
@@ -92,7 +93,7 @@ review: {listen: "127.0.0.1:0"}
 		if _, err := a.q.LeaseHolder(ctx, "intake.INBOX"); err != nil {
 			return fmt.Errorf("mailbox lease not held: %v", err)
 		}
-		if err := poll(time.Until(deadline), "the email moved to Processed", func() bool {
+		if err := testenv.Poll(time.Until(deadline), "the email moved to Processed", func() bool {
 			st, err := c.Status("Processed", &imap.StatusOptions{NumMessages: true}).Wait()
 			return err == nil && *st.NumMessages == 1
 		}); err != nil {

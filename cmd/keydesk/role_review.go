@@ -13,6 +13,7 @@ import (
 	"github.com/buildmarkets/keydesk/batch"
 	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/intake"
+	"github.com/buildmarkets/keydesk/mailauth"
 	"github.com/buildmarkets/keydesk/review"
 	"github.com/buildmarkets/keydesk/review/users"
 	"github.com/buildmarkets/keydesk/templates"
@@ -47,7 +48,7 @@ func startReview(ctx context.Context, a *app) (func(context.Context) error, erro
 	// cookie is fine behind a TLS-terminating proxy. So the Secure
 	// attribute is dropped only for plain HTTP on loopback (a developer's
 	// machine, or a proxy on the same host that the docs describe).
-	insecure := !tlsOn && config.IsLoopback(host)
+	insecure := !tlsOn && mailauth.IsLoopback(host)
 	if !tlsOn && !insecure {
 		log.Warn("review serves plain HTTP on a non-loopback address: put it behind a TLS proxy or set review.tls_cert and review.tls_key", "listen", cfg.Review.Listen)
 	}

@@ -82,7 +82,7 @@ func TestServeBinary(t *testing.T) {
 		go func() { done <- cmd.Wait() }()
 		t.Cleanup(func() { _ = cmd.Process.Kill() })
 		// /healthz answers before NATS is reached; /readyz once the roles run.
-		if err := poll(30*time.Second, "/readyz answering ok", func() bool {
+		if err := testenv.Poll(30*time.Second, "/readyz answering ok", func() bool {
 			resp, err := http.Get("http://" + listen + "/readyz")
 			if err != nil {
 				return false
@@ -138,7 +138,7 @@ func TestServeBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = cmd.Process.Signal(syscall.SIGHUP)
-	if err := poll(10*time.Second, "the refusal logged", func() bool {
+	if err := testenv.Poll(10*time.Second, "the refusal logged", func() bool {
 		return strings.Contains(logs.String(), "partners reload refused") && strings.Contains(logs.String(), "partners[2].id")
 	}); err != nil {
 		t.Fatalf("%v; log:\n%s", err, logs.String())
@@ -147,7 +147,7 @@ func TestServeBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = cmd.Process.Signal(syscall.SIGHUP)
-	if err := poll(10*time.Second, "the reload logged", func() bool {
+	if err := testenv.Poll(10*time.Second, "the reload logged", func() bool {
 		return strings.Contains(logs.String(), `"msg":"partners reloaded"`) && strings.Contains(logs.String(), `"partners":2`)
 	}); err != nil {
 		t.Fatalf("%v; log:\n%s", err, logs.String())

@@ -4,22 +4,7 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"strings"
-	"time"
 )
-
-// poll waits for cond, up to timeout; the error names what never happened.
-// It returns an error rather than failing, for use inside serveRoles' ready
-// callback, which runs on the test's goroutine but reports through serve.
-func poll(timeout time.Duration, what string, cond func() bool) error {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: not within %s", what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return nil
-}
 
 // checkServing asks the app what an operator would: /readyz reports the
 // role's check as ok, and /metrics holds the given sample line.

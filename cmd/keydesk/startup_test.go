@@ -49,7 +49,7 @@ func TestServeStopsWhileWaitingForNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	if err := poll(30*time.Second, "/healthz answering", func() bool {
+	if err := testenv.Poll(30*time.Second, "/healthz answering", func() bool {
 		resp, err := http.Get("http://" + listen + "/healthz")
 		if err != nil {
 			return false
@@ -101,7 +101,7 @@ func TestServeWaitsForNATS(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b), nil
 	}
-	if err := poll(30*time.Second, "/healthz answering", func() bool {
+	if err := testenv.Poll(30*time.Second, "/healthz answering", func() bool {
 		code, _, err := get("/healthz")
 		return err == nil && code == 200
 	}); err != nil {
@@ -117,7 +117,7 @@ func TestServeWaitsForNATS(t *testing.T) {
 		t.Fatalf("API with NATS down: %d %q %v", code, body, err)
 	}
 	// Several tries later it is still running, and says so in its log.
-	if err := poll(30*time.Second, "a retry logged", func() bool { return strings.Contains(logs.String(), "nats not ready; trying again") }); err != nil {
+	if err := testenv.Poll(30*time.Second, "a retry logged", func() bool { return strings.Contains(logs.String(), "nats not ready; trying again") }); err != nil {
 		t.Fatalf("%v; log:\n%s", err, logs.String())
 	}
 	select {
@@ -131,7 +131,7 @@ func TestServeWaitsForNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
-	if err := poll(60*time.Second, "/readyz ok once NATS is up", func() bool {
+	if err := testenv.Poll(60*time.Second, "/readyz ok once NATS is up", func() bool {
 		code, body, err := get("/readyz")
 		return err == nil && code == 200 && strings.Contains(body, "nats: ok")
 	}); err != nil {

@@ -337,16 +337,17 @@ func (s *Server) Stop() error {
 	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
 	s.cmd = nil
 	// Wait until the port is free again, so that Run can bind it.
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	if err := testenv.Poll(10*time.Second, "the port to be free", func() bool {
 		c, err := net.DialTimeout("tcp", s.Addr, 200*time.Millisecond)
 		if err != nil {
-			return nil
+			return true
 		}
 		c.Close()
-		time.Sleep(20 * time.Millisecond)
+		return false
+	}); err != nil {
+		return fmt.Errorf("dovecottest: %s still accepts connections after stop", s.Addr)
 	}
-	return fmt.Errorf("dovecottest: %s still accepts connections after stop", s.Addr)
+	return nil
 }
 
 // Restart stops and starts Dovecot.

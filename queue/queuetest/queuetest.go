@@ -30,15 +30,3 @@ func OpenDir(t testing.TB, dir string) *queue.Conn {
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
-
-// Eventually polls cond until it holds or the deadline passes.
-func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
