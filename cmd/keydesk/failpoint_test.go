@@ -18,7 +18,6 @@ import (
 	"github.com/buildmarkets/keydesk/crypto/cryptotest"
 	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/queue"
-	"github.com/buildmarkets/keydesk/queue/queuetest"
 )
 
 // TestProductionBinaryIgnoresFailpoint builds keydesk as it ships (without
@@ -93,7 +92,7 @@ partners_file: partners.yaml
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	var final *keydesk.Batch
-	queuetest.Eventually(t, 60*time.Second, "the batch", func() bool {
+	testenv.Eventually(t, 60*time.Second, "the batch", func() bool {
 		select {
 		case err := <-exited:
 			t.Fatalf("keydesk exited during the batch: %v\n%s", err, logs.String())
