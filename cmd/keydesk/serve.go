@@ -88,25 +88,12 @@ func serveRoles(ctx context.Context, cfg *config.Config, log *slog.Logger, roles
 	// HTTP first: /healthz answers at once and /readyz says what the
 	// instance waits for, so that an orchestrator does not kill an
 	// instance that waits for a recovering cluster.
-	ln, err := net.Listen("tcp", cfg.Review.Listen)
+	addr, httpErr, stopHTTP, err := listenHTTP(cfg, a.mux, log)
 	if err != nil {
-		return fmt.Errorf("review.listen %s: %w", cfg.Review.Listen, err)
+		return err
 	}
-	srv := &http.Server{Handler: a.mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	httpErr := make(chan error, 1)
-	go func() {
-		if cfg.Review.TLSCert != "" {
-			httpErr <- srv.ServeTLS(ln, cfg.Path(cfg.Review.TLSCert), cfg.Path(cfg.Review.TLSKey))
-		} else {
-			httpErr <- srv.Serve(ln)
-		}
-	}()
-	defer func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	log.Info("keydesk starting", "roles", strings.Join(roles, ","), "http", ln.Addr().String(), "instance", a.holder, "nats", natsDesc(cfg))
+	defer stopHTTP()
+	log.Info("keydesk starting", "roles", strings.Join(roles, ","), "http", addr, "instance", a.holder, "nats", natsDesc(cfg))
 	// Not ready until every role runs, whatever the other checks say.
 	a.addCheck("roles", func(context.Context) error { return errors.New("starting") })
 	if err := a.connect(ctx); err != nil {
@@ -128,20 +115,11 @@ func serveRoles(ctx context.Context, cfg *config.Config, log *slog.Logger, roles
 	// the parent of every role's context — is cancelled too.
 	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelRun()
-	type running struct {
-		name string
-		run  func(context.Context) error
+	started, err := startRoles(ctx, a, roles)
+	if err != nil {
+		return err
 	}
-	var started []running
-	for _, name := range roles {
-		r, _ := findRole(name)
-		run, err := r.start(ctx, a)
-		if err != nil {
-			return fmt.Errorf("start %s: %w", name, err)
-		}
-		started = append(started, running{name, run})
-	}
-	log.Info("keydesk serving", "roles", strings.Join(roles, ","), "http", ln.Addr().String(), "instance", a.holder)
+	log.Info("keydesk serving", "roles", strings.Join(roles, ","), "http", addr, "instance", a.holder)
 	a.removeCheck("roles")
 
 	var wg sync.WaitGroup
@@ -157,20 +135,7 @@ func serveRoles(ctx context.Context, cfg *config.Config, log *slog.Logger, roles
 			return err
 		}
 	}
-	var runErr error
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			log.Info("stopping: finishing work in hand", "grace", shutdownGrace)
-			break loop
-		case <-hup:
-			_ = a.partners.Reload()
-		case err := <-httpErr:
-			runErr = fmt.Errorf("http: %w", err)
-			break loop
-		}
-	}
+	runErr := a.serveUntilStopped(ctx, hup, httpErr)
 	cancelRoles()
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
@@ -183,6 +148,66 @@ loop:
 	}
 	log.Info("stopped")
 	return runErr
+}
+
+// listenHTTP serves mux on review.listen (TLS if configured) and returns
+// the address, the server's error and the function that shuts it down.
+func listenHTTP(cfg *config.Config, mux http.Handler, log *slog.Logger) (string, <-chan error, func(), error) {
+	ln, err := net.Listen("tcp", cfg.Review.Listen)
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("review.listen %s: %w", cfg.Review.Listen, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	httpErr := make(chan error, 1)
+	go func() {
+		if cfg.Review.TLSCert != "" {
+			httpErr <- srv.ServeTLS(ln, cfg.Path(cfg.Review.TLSCert), cfg.Path(cfg.Review.TLSKey))
+		} else {
+			httpErr <- srv.Serve(ln)
+		}
+	}()
+	stop := func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		_ = srv.Shutdown(sctx)
+	}
+	return ln.Addr().String(), httpErr, stop, nil
+}
+
+// running is a started role.
+type running struct {
+	name string
+	run  func(context.Context) error
+}
+
+// startRoles builds each role, in order; the first that fails stops it.
+func startRoles(ctx context.Context, a *app, roles []string) ([]running, error) {
+	var started []running
+	for _, name := range roles {
+		r, _ := findRole(name)
+		run, err := r.start(ctx, a)
+		if err != nil {
+			return nil, fmt.Errorf("start %s: %w", name, err)
+		}
+		started = append(started, running{name, run})
+	}
+	return started, nil
+}
+
+// serveUntilStopped reloads the partners at each SIGHUP until ctx ends
+// (nil) or the HTTP server fails (its error).
+func (a *app) serveUntilStopped(ctx context.Context, hup <-chan os.Signal, httpErr <-chan error) error {
+	for {
+		select {
+		case <-ctx.Done():
+			a.log.Info("stopping: finishing work in hand", "grace", shutdownGrace)
+			return nil
+		case <-hup:
+			_ = a.partners.Reload()
+		case err := <-httpErr:
+			return fmt.Errorf("http: %w", err)
+		}
+	}
 }
 
 // Backoff of a role that stopped with an error.
