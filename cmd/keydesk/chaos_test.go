@@ -27,6 +27,7 @@ import (
 	"github.com/buildmarkets/keydesk/bmapi/fake"
 	"github.com/buildmarkets/keydesk/crypto"
 	"github.com/buildmarkets/keydesk/crypto/cryptotest"
+	"github.com/buildmarkets/keydesk/internal/apiclient"
 	"github.com/buildmarkets/keydesk/internal/dovecottest"
 	"github.com/buildmarkets/keydesk/internal/natstest"
 	"github.com/buildmarkets/keydesk/internal/testenv"
@@ -245,7 +246,7 @@ type apiStatuses struct {
 
 func (a *apiStatuses) record(err error) {
 	k := "2xx"
-	var ae *apiError
+	var ae *apiclient.Error
 	switch {
 	case errors.As(err, &ae):
 		k = fmt.Sprint(ae.Status)
@@ -442,7 +443,7 @@ partners_file: partners.yaml
 			case <-time.After(time.Duration(300+r.IntN(1200)) * time.Millisecond):
 			}
 			in := ins[r.IntN(len(ins))]
-			statuses.record((&apiClient{base: "http://" + in.listen, token: token, hc: &http.Client{Timeout: 20 * time.Second}}).do(chaosCtx, "POST", "/api/v1/batches", nil, nil))
+			statuses.record((&apiclient.Client{Base: "http://" + in.listen, Token: token, HC: &http.Client{Timeout: 20 * time.Second}}).Do(chaosCtx, "POST", "/api/v1/batches", nil, nil))
 		}
 	}()
 	// Two people approving production requests, on any instance, until
@@ -463,12 +464,12 @@ partners_file: partners.yaml
 			}
 			base := "http://" + ins[r.IntN(len(ins))].listen
 			var page review.RequestList
-			if (&apiClient{base: base, token: token, hc: hc}).do(reviewCtx, "GET", "/api/v1/requests?state=pending_review&limit=500", nil, &page) != nil {
+			if (&apiclient.Client{Base: base, Token: token, HC: hc}).Do(reviewCtx, "GET", "/api/v1/requests?state=pending_review&limit=500", nil, &page) != nil {
 				continue
 			}
 			for _, req := range page.Requests {
 				for _, tok := range approvers {
-					err := (&apiClient{base: base, token: tok, hc: hc}).do(reviewCtx, "POST", "/api/v1/requests/"+req.ID+"/approve", nil, nil)
+					err := (&apiclient.Client{Base: base, Token: tok, HC: hc}).Do(reviewCtx, "POST", "/api/v1/requests/"+req.ID+"/approve", nil, nil)
 					if reviewCtx.Err() == nil {
 						statuses.record(err)
 					}

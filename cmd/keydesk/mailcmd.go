@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"unicode/utf8"
 
+	"github.com/buildmarkets/keydesk/internal/apiclient"
 	"github.com/buildmarkets/keydesk/review"
 )
 
@@ -57,7 +58,7 @@ func mailList(ctx context.Context, stdout io.Writer, args []string, getenv func(
 	}
 	q.Set("limit", fmt.Sprint(*limit))
 	var list review.MailList
-	if _, err := getPages(ctx, c, "/api/v1/mail", q, *all, func(page *review.MailList) string {
+	if _, err := apiclient.GetPages(ctx, c, "/api/v1/mail", q, *all, func(page *review.MailList) string {
 		page.Mail = append(list.Mail, page.Mail...)
 		list = *page
 		return page.NextCursor

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -20,26 +19,20 @@ import (
 	"time"
 
 	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/internal/apiclient"
 	"github.com/buildmarkets/keydesk/review"
 )
 
 const apiHelp = "\nThe server is KEYDESK_URL (default http://127.0.0.1:8080) and the API token KEYDESK_TOKEN\n" +
 	"(make one with 'keydesk users add'); --url, --token-file and --ca-file override them."
 
-// apiClient calls the review JSON API with a bearer token.
-type apiClient struct {
-	base  string
-	token string
-	hc    *http.Client
-}
-
 // clientFlags adds the connection flags to fs and returns a constructor
 // to call after parsing.
-func clientFlags(fs *flag.FlagSet, getenv func(string) string) func() (*apiClient, error) {
+func clientFlags(fs *flag.FlagSet, getenv func(string) string) func() (*apiclient.Client, error) {
 	u := fs.String("url", "", "keydesk review `URL` (default $KEYDESK_URL or http://127.0.0.1:8080)")
 	tokenFile := fs.String("token-file", "", "read the API token from `file` instead of $KEYDESK_TOKEN")
 	caFile := fs.String("ca-file", "", "trust this CA `file` for an https URL (default $KEYDESK_CA_FILE)")
-	return func() (*apiClient, error) {
+	return func() (*apiclient.Client, error) {
 		base := *u
 		if base == "" {
 			base = getenv("KEYDESK_URL")
@@ -78,64 +71,8 @@ func clientFlags(fs *flag.FlagSet, getenv func(string) string) func() (*apiClien
 			}
 			tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 		}
-		return &apiClient{base: strings.TrimRight(base, "/"), token: token, hc: &http.Client{Transport: tr, Timeout: 60 * time.Second}}, nil
+		return &apiclient.Client{Base: strings.TrimRight(base, "/"), Token: token, HC: &http.Client{Transport: tr, Timeout: 60 * time.Second}}, nil
 	}
-}
-
-// apiError is an error answer of the API.
-type apiError struct {
-	Status int
-	review.ErrorBody
-}
-
-func (e *apiError) Error() string {
-	if e.Code != "" {
-		return fmt.Sprintf("%s (%s, HTTP %d)", e.ErrorBody.Error, e.Code, e.Status)
-	}
-	return fmt.Sprintf("HTTP %d: %s", e.Status, e.ErrorBody.Error)
-}
-
-// do sends a request and decodes a 2xx answer into out.
-func (c *apiClient) do(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set("Accept", "application/json")
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("cannot reach keydesk at %s: %w", c.base, errors.Unwrap(err))
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return fmt.Errorf("reading the answer: %w", err)
-	}
-	if resp.StatusCode/100 != 2 {
-		e := &apiError{Status: resp.StatusCode}
-		if json.Unmarshal(data, &e.ErrorBody) != nil || e.ErrorBody.Error == "" {
-			e.ErrorBody.Error = strings.TrimSpace(clean(string(data[:min(len(data), 200)])))
-		}
-		return e
-	}
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			return fmt.Errorf("the answer is not the JSON expected (is KEYDESK_URL a keydesk?): %w", err)
-		}
-	}
-	return nil
 }
 
 // clean makes text from a request safe on a terminal, on one line
@@ -202,7 +139,7 @@ func queueList(ctx context.Context, stdout io.Writer, args []string, getenv func
 	}
 	q.Set("limit", fmt.Sprint(*limit))
 	var reqs []review.Request
-	next, err := getPages(ctx, c, "/api/v1/requests", q, *all, func(page *review.RequestList) string {
+	next, err := apiclient.GetPages(ctx, c, "/api/v1/requests", q, *all, func(page *review.RequestList) string {
 		reqs = append(reqs, page.Requests...)
 		return page.NextCursor
 	})
@@ -234,23 +171,6 @@ func queueList(ctx context.Context, stdout io.Writer, args []string, getenv func
 		fmt.Fprintf(stdout, "\nMore requests: add --all, or --limit.\n")
 	}
 	return nil
-}
-
-// getPages GETs path with query q, and, with all, every following page by
-// its cursor. add takes each decoded page and returns its next cursor;
-// getPages returns the last one ("" when the list is complete).
-func getPages[T any](ctx context.Context, c *apiClient, path string, q url.Values, all bool, add func(*T) string) (string, error) {
-	for {
-		var page T
-		if err := c.do(ctx, "GET", path+"?"+q.Encode(), nil, &page); err != nil {
-			return "", err
-		}
-		next := add(&page)
-		if !all || next == "" {
-			return next, nil
-		}
-		q.Set("cursor", next)
-	}
 }
 
 func dash(s string) string {
@@ -286,7 +206,7 @@ func queueShow(ctx context.Context, stdout io.Writer, args []string, getenv func
 		return err
 	}
 	var r review.Request
-	if err := c.do(ctx, "GET", "/api/v1/requests/"+url.PathEscape(fs.Arg(0)), nil, &r); err != nil {
+	if err := c.Do(ctx, "GET", "/api/v1/requests/"+url.PathEscape(fs.Arg(0)), nil, &r); err != nil {
 		return err
 	}
 	if *asJSON {
@@ -362,7 +282,7 @@ func queueAct(ctx context.Context, stdout io.Writer, act string, args []string, 
 		return err
 	}
 	var r review.Request
-	if err := c.do(ctx, "POST", "/api/v1/requests/"+url.PathEscape(fs.Arg(0))+"/"+act, review.ActionBody{Reason: *reason}, &r); err != nil {
+	if err := c.Do(ctx, "POST", "/api/v1/requests/"+url.PathEscape(fs.Arg(0))+"/"+act, review.ActionBody{Reason: *reason}, &r); err != nil {
 		return err
 	}
 	if *asJSON {
@@ -402,7 +322,7 @@ func runBatchCmd(ctx context.Context, stdout, stderr io.Writer, args []string, g
 	}
 	if sub == "run" {
 		var b map[string]any
-		if err := c.do(ctx, "POST", "/api/v1/batches", nil, &b); err != nil {
+		if err := c.Do(ctx, "POST", "/api/v1/batches", nil, &b); err != nil {
 			return err
 		}
 		if *asJSON {
@@ -412,7 +332,7 @@ func runBatchCmd(ctx context.Context, stdout, stderr io.Writer, args []string, g
 		return nil
 	}
 	var bl review.BatchList
-	if err := c.do(ctx, "GET", "/api/v1/batches", nil, &bl); err != nil {
+	if err := c.Do(ctx, "GET", "/api/v1/batches", nil, &bl); err != nil {
 		return err
 	}
 	if *asJSON {

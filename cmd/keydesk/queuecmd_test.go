@@ -20,6 +20,7 @@ import (
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/config"
+	"github.com/buildmarkets/keydesk/internal/apiclient"
 	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/review"
 	"github.com/buildmarkets/keydesk/review/users"
@@ -119,7 +120,7 @@ func TestQueueCLIEndToEnd(t *testing.T) {
 	}
 	wantAPIError := func(err error, status int, code string) {
 		t.Helper()
-		var ae *apiError
+		var ae *apiclient.Error
 		if !errors.As(err, &ae) || ae.Status != status || ae.Code != code || ae.ErrorBody.Error == "" {
 			t.Fatalf("error = %v, want HTTP %d %s with a message", err, status, code)
 		}
