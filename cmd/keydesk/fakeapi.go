@@ -48,14 +48,7 @@ func runFakeapi(ctx context.Context, stdout, stderr io.Writer, args []string) er
 	if err != nil {
 		return err
 	}
-	var log *slog.Logger
-	if f, ok := stderr.(*os.File); ok {
-		log = newLogger(f, *logLevel, "")
-	} else {
-		var lv slog.Level
-		_ = lv.UnmarshalText([]byte(*logLevel))
-		log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
-	}
+	log := fakeapiLogger(stderr, *logLevel)
 	sim, err := fake.New(fake.Options{Seed: seed, StatePath: *statePath, Logger: log,
 		Latency: *latency, RateLimit: *rateLimit, ListEnvelope: *envelope})
 	if err != nil {
@@ -97,4 +90,15 @@ func runFakeapi(ctx context.Context, stdout, stderr io.Writer, args []string) er
 	}
 	log.Info("fakeapi: stopped", slog.Int("requests", sim.Stats().Requests))
 	return nil
+}
+
+// fakeapiLogger logs to stderr as newLogger does on a file, and as text on
+// any other writer (the tests').
+func fakeapiLogger(stderr io.Writer, level string) *slog.Logger {
+	if f, ok := stderr.(*os.File); ok {
+		return newLogger(f, level, "")
+	}
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level))
+	return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
 }
