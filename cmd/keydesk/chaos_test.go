@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/buildmarkets/keydesk/internal/demo"
 	"io/fs"
 	"math/rand/v2"
 	"net/http"
@@ -283,7 +284,7 @@ func runChaos(t *testing.T, s chaosSetup) {
 		t.Fatalf("dovecottest: %v", err)
 	}
 	t.Cleanup(func() { _ = imap.Close() })
-	sink, smtpSrv, err := startSink(nil)
+	sink, smtpSrv, err := demo.StartSink(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +292,7 @@ func runChaos(t *testing.T, s chaosSetup) {
 	apis := map[keydesk.Environment]*chaosAPI{}
 	managers := map[keydesk.Environment]fake.SeedKey{}
 	for _, env := range keydesk.Environments {
-		mgr := fake.SeedKey{APIKey: "bm_key_acme_" + string(env), APISecret: "bm_secret_acme_" + string(env) + "_" + randHex(8),
+		mgr := fake.SeedKey{APIKey: "bm_key_acme_" + string(env), APISecret: "bm_secret_acme_" + string(env) + "_" + demo.RandHex(8),
 			Scopes: []keydesk.Scope{keydesk.ScopeKeysManage}}
 		api, err := fake.New(fake.Options{Seed: &fake.Seed{Accounts: []fake.SeedAccount{{ID: "acme", ManagerKeys: []fake.SeedKey{mgr}}}}})
 		if err != nil {
@@ -347,8 +348,8 @@ review: {listen: %q, users_file: users.yaml}
 delivery: {retry_for: 1h, revoke_undelivered_after: 1h, ack_wait: 5s}
 log: {level: debug, format: json}
 partners_file: partners.yaml
-`, in.dataDir, nats, imap.Addr, imap.User, imap.Password, sink.addr, demoFrom, demoSupport,
-			apis[keydesk.Sandbox].url, apis[keydesk.Production].url, cryptotest.Passphrase, demoAuthserv, demoDomain, in.listen))
+`, in.dataDir, nats, imap.Addr, imap.User, imap.Password, sink.Addr, demo.From, demo.Support,
+			apis[keydesk.Sandbox].url, apis[keydesk.Production].url, cryptotest.Passphrase, demo.Authserv, demo.Domain, in.listen))
 		ins = append(ins, in)
 	}
 	artifacts := t.ArtifactDir()
@@ -404,7 +405,7 @@ partners_file: partners.yaml
 		body += "Scopes: " + scopes + "\nLabel: " + e.label + "\n\nThanks,\nAda\n"
 		id := fmt.Sprintf("chaos-%d-%03d", s.seed, i)
 		e.messageID = "<" + id + "@mail.acme.example>"
-		e.raw = []byte(demoMessage(now.Add(time.Duration(i)*time.Second), id, "Ada Lovelace <ada@acme.example>", "API key "+e.label, "", body))
+		e.raw = []byte(demo.Message(now.Add(time.Duration(i)*time.Second), id, "Ada Lovelace <ada@acme.example>", "API key "+e.label, "", body))
 		emails = append(emails, e)
 	}
 	deliver := func(es []chaosEmail) {
@@ -611,7 +612,7 @@ partners_file: partners.yaml
 	}
 	settleStart := time.Now()
 	if err := testenv.Poll(p.settle, "every request delivered or refused, every instance ready", settled); err != nil {
-		t.Errorf("%v: %s", err, stateCounts(reqs))
+		t.Errorf("%v: %s", err, demo.StateCounts(reqs))
 	}
 	settleTook := time.Since(settleStart)
 	// The batch records, read while the instances (and an embedded
@@ -681,8 +682,8 @@ partners_file: partners.yaml
 	}
 	deliveries := map[string]map[string]int{} // request → Message-ID → copies
 	copies := 0
-	for _, m := range sink.messages() {
-		if kind, msg := mailKind(m.Raw); kind == "key delivery" {
+	for _, m := range sink.Messages() {
+		if kind, msg := demo.MailKind(m.Raw); kind == "key delivery" {
 			mid, _, _ := strings.Cut(strings.Trim(msg.Header.Get("Message-ID"), "<>"), "@")
 			rid, _, _ := strings.Cut(mid, ".key.")
 			if deliveries[rid] == nil {
@@ -763,7 +764,7 @@ partners_file: partners.yaml
 	if s.cluster != nil {
 		readTree(t, s.cluster.Dir(), places)
 	}
-	for i, m := range sink.messages() {
+	for i, m := range sink.Messages() {
 		places[fmt.Sprintf("sent mail %d", i)] = m.Raw
 	}
 	for where, b := range places {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/buildmarkets/keydesk/internal/demo"
 	"net"
 	"os"
 	"path/filepath"
@@ -22,11 +23,11 @@ import (
 // each of them broken, one failing check of each kind.
 func TestCheckConnect(t *testing.T) {
 	dir := t.TempDir()
-	e, err := startDemoEnv(dir, nil)
+	e, err := demo.StartEnv(dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(e.close)
+	t.Cleanup(e.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	q, err := queue.Open(ctx, queue.Options{DataDir: t.TempDir(), Listen: "127.0.0.1:0"})
@@ -48,13 +49,13 @@ func TestCheckConnect(t *testing.T) {
 
 	// A key of acme's without keys:manage, made with its manager key: acme
 	// has two keys.
-	mgr := e.seedAccounts[0].ManagerKeys[0]
-	reader, err := bmapi.New(bmapi.Options{BaseURL: e.apiURL, APIKey: mgr.APIKey, APISecret: keydesk.SecretString(mgr.APISecret)}).
+	mgr := e.SeedAccounts[0].ManagerKeys[0]
+	reader, err := bmapi.New(bmapi.Options{BaseURL: e.APIURL, APIKey: mgr.APIKey, APISecret: keydesk.SecretString(mgr.APISecret)}).
 		CreateKey(ctx, "reader", []keydesk.Scope{keydesk.ScopeAccountsRead})
 	if err != nil {
 		t.Fatal(err)
 	}
-	path, err := e.writeConfigAs("keydesk.yaml", "127.0.0.1:0", "@every 1h", fmt.Sprintf("{url: %q}", q.ClientURL()))
+	path, err := e.WriteConfigAs("keydesk.yaml", "127.0.0.1:0", "@every 1h", fmt.Sprintf("{url: %q}", q.ClientURL()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,21 +70,21 @@ func TestCheckConnect(t *testing.T) {
 		{
 			name: "every server answers",
 			want: []string{
-				fmt.Sprintf("ok   imap  %s (INBOX, %d messages)", e.imapAddr, len(e.emails)),
-				fmt.Sprintf("ok   smtp  %s (connected; smtp.auth none: no login)", e.sink.addr),
+				fmt.Sprintf("ok   imap  %s (INBOX, %d messages)", e.IMAPAddr, len(e.Emails)),
+				fmt.Sprintf("ok   smtp  %s (connected; smtp.auth none: no login)", e.Sink.Addr),
 				fmt.Sprintf("ok   nats  %s (JetStream, 10 streams and buckets)", q.ClientURL()),
-				fmt.Sprintf("ok   api   acme sandbox %s (2 keys)", e.apiURL),
-				fmt.Sprintf("ok   api   acme production %s (2 keys)", e.apiURL),
-				fmt.Sprintf("ok   api   globex sandbox %s (1 keys)", e.apiURL),
-				fmt.Sprintf("ok   api   globex production %s (1 keys)", e.apiURL),
+				fmt.Sprintf("ok   api   acme sandbox %s (2 keys)", e.APIURL),
+				fmt.Sprintf("ok   api   acme production %s (2 keys)", e.APIURL),
+				fmt.Sprintf("ok   api   globex sandbox %s (1 keys)", e.APIURL),
+				fmt.Sprintf("ok   api   globex production %s (1 keys)", e.APIURL),
 			},
 		},
 		{
 			name: "one failure of each kind",
 			edits: map[string][][2]string{
 				"keydesk.yaml": {
-					{fmt.Sprintf("password: %q", e.imapPass), `password: "wrong-password"`},
-					{"address: " + e.sink.addr, "address: " + closed},
+					{fmt.Sprintf("password: %q", e.IMAPPass), `password: "wrong-password"`},
+					{"address: " + e.Sink.Addr, "address: " + closed},
 					{q.ClientURL(), bare.ClientURL()},
 				},
 				"partners.yaml": {
@@ -93,13 +94,13 @@ func TestCheckConnect(t *testing.T) {
 			},
 			fail: true,
 			want: []string{
-				fmt.Sprintf("FAIL imap  %s: intake: log in to %s as %s: ", e.imapAddr, e.imapAddr, demoMailbox),
+				fmt.Sprintf("FAIL imap  %s: intake: log in to %s as %s: ", e.IMAPAddr, e.IMAPAddr, demo.Mailbox),
 				fmt.Sprintf("FAIL smtp  %s: delivery: smtp connect: ", closed),
 				fmt.Sprintf("FAIL nats  %s: queue: 10 of keydesk's streams and buckets do not exist: ", bare.ClientURL()),
-				fmt.Sprintf("FAIL api   acme sandbox %s: bmapi: GET /v1/keys: 401 Unauthorized: ", e.apiURL),
-				fmt.Sprintf("FAIL api   acme production %s: bmapi: GET /v1/keys: 403 Forbidden: ", e.apiURL),
-				fmt.Sprintf("ok   api   globex sandbox %s (1 keys)", e.apiURL),
-				fmt.Sprintf("ok   api   globex production %s (1 keys)", e.apiURL),
+				fmt.Sprintf("FAIL api   acme sandbox %s: bmapi: GET /v1/keys: 401 Unauthorized: ", e.APIURL),
+				fmt.Sprintf("FAIL api   acme production %s: bmapi: GET /v1/keys: 403 Forbidden: ", e.APIURL),
+				fmt.Sprintf("ok   api   globex sandbox %s (1 keys)", e.APIURL),
+				fmt.Sprintf("ok   api   globex production %s (1 keys)", e.APIURL),
 			},
 		},
 	}
@@ -155,7 +156,7 @@ func TestCheckConnect(t *testing.T) {
 			if tc.fail && !strings.Contains(errOut.String(), "5 connection check(s) failed.") {
 				t.Errorf("no count of the failed checks:\n%s", errOut.String())
 			}
-			for _, secret := range []string{mgr.APISecret, reader.APISecret.Reveal(), "wrong-secret", "wrong-password", e.imapPass} {
+			for _, secret := range []string{mgr.APISecret, reader.APISecret.Reveal(), "wrong-secret", "wrong-password", e.IMAPPass} {
 				if strings.Contains(out.String()+errOut.String(), secret) {
 					t.Errorf("check printed a secret:\n%s%s", out.String(), errOut.String())
 				}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"github.com/buildmarkets/keydesk/internal/demo"
 	"strings"
 	"testing"
 	"time"
@@ -23,8 +24,8 @@ func TestDemoOnClusterWithRoleUsers(t *testing.T) {
 	}
 	c := natstest.StartCluster(t, natstest.ClusterOptions{ConfigDir: "../../deploy/nats", TLSDir: tlsDir})
 	var out bytes.Buffer
-	sum, err := runDemo(context.Background(), demoOptions{Once: true, Timeout: 90 * time.Second, Out: &out,
-		cluster: &demoCluster{URL: c.URLs(), TLSDir: tlsDir}})
+	sum, err := demo.Run(context.Background(), demoWiring(demo.Options{Once: true, Timeout: 90 * time.Second, Out: &out,
+		Cluster: &demo.Cluster{URL: c.URLs(), TLSDir: tlsDir}}))
 	if err != nil {
 		t.Fatalf("demo on the cluster: %v\n%s", err, out.String())
 	}

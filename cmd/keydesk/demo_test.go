@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"github.com/buildmarkets/keydesk/internal/demo"
 	"io"
 	"net/http"
 	"net/url"
@@ -20,9 +21,9 @@ import (
 // against the demo's servers, with the checks the command makes.
 func TestDemoOnce(t *testing.T) {
 	var out bytes.Buffer
-	var env *demoEnv
-	sum, err := runDemo(context.Background(), demoOptions{Once: true, Timeout: 60 * time.Second, Out: &out,
-		started: func(e *demoEnv) { env = e }})
+	var env *demo.Env
+	sum, err := demo.Run(context.Background(), demoWiring(demo.Options{Once: true, Timeout: 60 * time.Second, Out: &out,
+		Started: func(e *demo.Env) { env = e }}))
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
@@ -30,7 +31,7 @@ func TestDemoOnce(t *testing.T) {
 		t.Fatalf("demo found problems: %v\n%s", sum.Problems, out.String())
 	}
 	// What the README promises a newcomer sees.
-	want := demoSummary{
+	want := demo.Summary{
 		Emails: 6, EmailsRead: 6, Processed: 5, Rejected: 1,
 		KeysCreated: 4, KeyDeliveries: 4, Decrypted: 4, Acks: 3, Rejections: 1, Notices: 4,
 	}
@@ -55,7 +56,7 @@ func TestDemoOnce(t *testing.T) {
 	if s := secrets.FindString(out.String()); s != "" {
 		t.Errorf("the demo printed a secret: %s", s)
 	}
-	for _, m := range env.sink.messages() {
+	for _, m := range env.Sink.Messages() {
 		if s := secrets.Find(m.Raw); s != nil {
 			t.Errorf("an email to %v holds a secret in clear text", m.To)
 		}
@@ -66,8 +67,8 @@ func TestDemoOnce(t *testing.T) {
 // answers 500): --once must say so rather than report success.
 func TestDemoOnceFailsWhenSomethingIsWrong(t *testing.T) {
 	var out bytes.Buffer
-	sum, err := runDemo(context.Background(), demoOptions{Once: true, Timeout: 5 * time.Second, Out: &out,
-		started: func(e *demoEnv) { e.api.FailNext(1000, http.StatusInternalServerError) }})
+	sum, err := demo.Run(context.Background(), demoWiring(demo.Options{Once: true, Timeout: 5 * time.Second, Out: &out,
+		Started: func(e *demo.Env) { e.API.FailNext(1000, http.StatusInternalServerError) }}))
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
@@ -91,7 +92,7 @@ func TestDemoInteractive(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		_, err := runDemo(ctx, demoOptions{Out: pw, Listen: "127.0.0.1:0"})
+		_, err := demo.Run(ctx, demoWiring(demo.Options{Out: pw, Listen: "127.0.0.1:0"}))
 		pw.CloseWithError(err)
 	}()
 	var seen strings.Builder

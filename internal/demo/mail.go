@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"fmt"
@@ -6,9 +6,9 @@ import (
 	"time"
 )
 
-// demoEmail is one email seeded into the demo's support mailbox, with what
+// seedEmail is one email seeded into the demo's support mailbox, with what
 // keydesk should make of it.
-type demoEmail struct {
+type seedEmail struct {
 	name string // what it shows
 	from string
 	// want is the expected outcome: "delivered" (keys made and sent, one
@@ -20,13 +20,13 @@ type demoEmail struct {
 	raw      string
 }
 
-// demoEmails are realistic requests as partners write them.
-func demoEmails(now time.Time) []demoEmail {
+// seedEmails are realistic requests as partners write them.
+func seedEmails(now time.Time) []seedEmail {
 	date := now.UTC().Add(-10 * time.Minute)
 	msg := func(id, from, subject, extra, body string) string {
-		return demoMessage(date, id, from, subject, extra, body)
+		return Message(date, id, from, subject, extra, body)
 	}
-	return []demoEmail{
+	return []seedEmail{
 		{
 			name: "a sandbox key (auto-approved for Acme)", from: "ada@acme.example", want: "delivered", requests: 1,
 			raw: msg("demo-sandbox", "Ada Lovelace <ada@acme.example>", "New sandbox key", "", `Hello support,
@@ -101,12 +101,12 @@ Label: quick-access
 	}
 }
 
-// demoMessage writes a partner's email as the support mailbox holds it:
+// Message writes a partner's email as the support mailbox holds it:
 // from "Name <user@domain>", received and stamped by our own MTA
-// (demoAuthserv) with DKIM, SPF and DMARC passing for the sender's domain;
+// (Authserv) with DKIM, SPF and DMARC passing for the sender's domain;
 // extra holds further header lines, each ending in CRLF. The Message-ID is
 // <id@mail.domain>.
-func demoMessage(date time.Time, id, from, subject, extra, body string) string {
+func Message(date time.Time, id, from, subject, extra, body string) string {
 	dom := from[strings.LastIndexByte(from, '@')+1 : len(from)-1]
 	h := fmt.Sprintf("Received: from mail-out.%[1]s (mail-out.%[1]s [203.0.113.25])\r\n"+
 		"\tby %[2]s (Postfix) with ESMTPS id 4Ch8Zt1Lq2z9sWl; %[3]s\r\n"+
@@ -117,6 +117,6 @@ func demoMessage(date time.Time, id, from, subject, extra, body string) string {
 		"From: %[4]s\r\nTo: Buildmarkets Support <support@%[5]s>\r\nSubject: %[6]s\r\n"+
 		"Date: %[3]s\r\nMessage-ID: <%[7]s@mail.%[1]s>\r\nMIME-Version: 1.0\r\n%[8]s"+
 		"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n",
-		dom, demoAuthserv, date.UTC().Format(time.RFC1123Z), from, demoDomain, subject, id, extra)
+		dom, Authserv, date.UTC().Format(time.RFC1123Z), from, Domain, subject, id, extra)
 	return h + strings.ReplaceAll(body, "\n", "\r\n")
 }

@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"bytes"
@@ -31,69 +31,69 @@ import (
 // through keydesk: the roles reach these servers as they would real ones.
 
 const (
-	demoDomain      = "buildmarkets.example"
-	demoAuthserv    = "mx." + demoDomain
-	demoMailbox     = "keydesk@" + demoDomain
-	demoSupport     = "api-support@" + demoDomain
-	demoFrom        = "Buildmarkets Support <support@" + demoDomain + ">"
-	demoMaxMsgBytes = 1 << 20
+	Domain      = "buildmarkets.example"
+	Authserv    = "mx." + Domain
+	Mailbox     = "keydesk@" + Domain
+	Support     = "api-support@" + Domain
+	From        = "Buildmarkets Support <support@" + Domain + ">"
+	maxMsgBytes = 1 << 20
 )
 
-// demoContact is a partner's technical contact, whose private key the demo
+// contact is a partner's technical contact, whose private key the demo
 // holds so it can show that a delivery opens.
-type demoContact struct {
+type contact struct {
 	partner, name, email string
 	priv, pub, fpr       string
 	passphrase           []byte
 }
 
-// demoStaff is a review login.
-type demoStaff struct {
+// staffMember is a review login.
+type staffMember struct {
 	name, role, password, token string
 }
 
-// demoEnv is the running world.
-type demoEnv struct {
+// Env is the running world.
+type Env struct {
 	dir       string
-	imapAddr  string
-	imapPass  string
+	IMAPAddr  string
+	IMAPPass  string
 	imapUser  *imapmemserver.User
 	imapSrv   *imapserver.Server
-	sink      *demoSink
+	Sink      *Sink
 	smtpSrv   *smtp.Server
-	api       *fake.Server
-	apiURL    string
+	API       *fake.Server
+	APIURL    string
 	apiSrv    *http.Server
-	contacts  []*demoContact
+	contacts  []*contact
 	signerPub string
 	signerFpr string
-	staff     []demoStaff
-	emails    []demoEmail
-	// seedAccounts are the simulator's partner accounts and manager keys.
-	seedAccounts []fake.SeedAccount
+	staff     []staffMember
+	Emails    []seedEmail
+	// SeedAccounts are the simulator's partner accounts and manager keys.
+	SeedAccounts []fake.SeedAccount
 }
 
-func randHex(n int) string {
+func RandHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
 
-// startDemoEnv makes the keys and starts IMAP, SMTP and the API simulator.
-func startDemoEnv(dir string, onMail func(m *sinkMessage)) (*demoEnv, error) {
-	e := &demoEnv{dir: dir}
+// StartEnv makes the keys and starts IMAP, SMTP and the API simulator.
+func StartEnv(dir string, onMail func(m *SinkMessage)) (*Env, error) {
+	e := &Env{dir: dir}
 	ok := false
 	defer func() {
 		if !ok {
-			e.close()
+			e.Close()
 		}
 	}()
 	// Keys: one per technical contact, and keydesk's signing key.
-	for _, c := range []*demoContact{
+	for _, c := range []*contact{
 		{partner: "acme", name: "Acme Security", email: "sec@acme.example"},
 		{partner: "globex", name: "Globex Platform Team", email: "platform-keys@globex.example"},
 	} {
-		c.passphrase = []byte(randHex(8))
+		c.passphrase = []byte(RandHex(8))
 		var err error
 		c.priv, c.pub, c.fpr, err = crypto.GenerateKey(c.name, c.email, crypto.Curve25519, c.passphrase)
 		if err != nil {
@@ -104,8 +104,8 @@ func startDemoEnv(dir string, onMail func(m *sinkMessage)) (*demoEnv, error) {
 		}
 		e.contacts = append(e.contacts, c)
 	}
-	signPass := randHex(8)
-	signPriv, signPub, signFpr, err := crypto.GenerateKey("keydesk demo", "support@"+demoDomain, crypto.Curve25519, []byte(signPass))
+	signPass := RandHex(8)
+	signPriv, signPub, signFpr, err := crypto.GenerateKey("keydesk demo", "support@"+Domain, crypto.Curve25519, []byte(signPass))
 	if err != nil {
 		return nil, fmt.Errorf("demo: signing key: %w", err)
 	}
@@ -118,7 +118,7 @@ func startDemoEnv(dir string, onMail func(m *sinkMessage)) (*demoEnv, error) {
 	}
 
 	// Staff: two approvers, since production requests need four eyes.
-	for _, s := range []demoStaff{{name: "alice", role: "admin"}, {name: "bob", role: "approver"}} {
+	for _, s := range []staffMember{{name: "alice", role: "admin"}, {name: "bob", role: "approver"}} {
 		s.password, s.token, err = users.NewCredentials()
 		if err != nil {
 			return nil, err
@@ -130,12 +130,12 @@ func startDemoEnv(dir string, onMail func(m *sinkMessage)) (*demoEnv, error) {
 	seed := &fake.Seed{}
 	for _, p := range []string{"acme", "globex"} {
 		seed.Accounts = append(seed.Accounts, fake.SeedAccount{ID: p, ManagerKeys: []fake.SeedKey{{
-			APIKey: "bm_key_" + p + "_manager", APISecret: "bm_secret_" + p + "_" + randHex(8),
+			APIKey: "bm_key_" + p + "_manager", APISecret: "bm_secret_" + p + "_" + RandHex(8),
 			Scopes: []keydesk.Scope{keydesk.ScopeKeysManage},
 		}}})
 	}
-	e.seedAccounts = seed.Accounts
-	e.api, err = fake.New(fake.Options{Seed: seed})
+	e.SeedAccounts = seed.Accounts
+	e.API, err = fake.New(fake.Options{Seed: seed})
 	if err != nil {
 		return nil, fmt.Errorf("demo: api simulator: %w", err)
 	}
@@ -143,22 +143,22 @@ func startDemoEnv(dir string, onMail func(m *sinkMessage)) (*demoEnv, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.apiURL = "http://" + ln.Addr().String()
-	e.apiSrv = &http.Server{Handler: e.api, ReadHeaderTimeout: 10 * time.Second}
+	e.APIURL = "http://" + ln.Addr().String()
+	e.apiSrv = &http.Server{Handler: e.API, ReadHeaderTimeout: 10 * time.Second}
 	go func(ln net.Listener) { _ = e.apiSrv.Serve(ln) }(ln)
 
 	// The support mailbox, seeded with the demo's emails.
-	e.imapPass = randHex(12)
+	e.IMAPPass = RandHex(12)
 	mem := imapmemserver.New()
-	e.imapUser = imapmemserver.NewUser(demoMailbox, e.imapPass)
+	e.imapUser = imapmemserver.NewUser(Mailbox, e.IMAPPass)
 	for _, mb := range []string{"INBOX", "Processed", "Rejected"} {
 		if err := e.imapUser.Create(mb, nil); err != nil {
 			return nil, err
 		}
 	}
 	mem.AddUser(e.imapUser)
-	e.emails = demoEmails(time.Now())
-	for _, m := range e.emails {
+	e.Emails = seedEmails(time.Now())
+	for _, m := range e.Emails {
 		raw := []byte(m.raw)
 		if _, err := e.imapUser.Append("INBOX", bytesLiteral(raw), &imap.AppendOptions{Time: time.Now()}); err != nil {
 			return nil, fmt.Errorf("demo: seed mailbox: %w", err)
@@ -175,11 +175,11 @@ func startDemoEnv(dir string, onMail func(m *sinkMessage)) (*demoEnv, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.imapAddr = ln.Addr().String()
+	e.IMAPAddr = ln.Addr().String()
 	go func(ln net.Listener) { _ = e.imapSrv.Serve(ln) }(ln)
 
 	// The outgoing mail sink.
-	if e.sink, e.smtpSrv, err = startSink(onMail); err != nil {
+	if e.Sink, e.smtpSrv, err = StartSink(onMail); err != nil {
 		return nil, err
 	}
 	ok = true
@@ -189,7 +189,7 @@ func startDemoEnv(dir string, onMail func(m *sinkMessage)) (*demoEnv, error) {
 // bytesLiteral makes an IMAP literal of b (bytes.Reader has Size).
 func bytesLiteral(b []byte) imap.LiteralReader { return bytes.NewReader(b) }
 
-func (e *demoEnv) close() {
+func (e *Env) Close() {
 	if e.imapSrv != nil {
 		_ = e.imapSrv.Close()
 	}
@@ -202,7 +202,7 @@ func (e *demoEnv) close() {
 }
 
 // mailboxCounts says how many messages each folder holds.
-func (e *demoEnv) mailboxCounts() (inbox, processed, rejected int) {
+func (e *Env) mailboxCounts() (inbox, processed, rejected int) {
 	n := func(mb string) int {
 		d, err := e.imapUser.Status(mb, &imap.StatusOptions{NumMessages: true})
 		if err != nil || d.NumMessages == nil {
@@ -213,17 +213,17 @@ func (e *demoEnv) mailboxCounts() (inbox, processed, rejected int) {
 	return n("INBOX"), n("Processed"), n("Rejected")
 }
 
-// writeConfigAs writes a keydesk config called name, with the given nats
+// WriteConfigAs writes a keydesk config called name, with the given nats
 // section (a YAML flow mapping), and partners.yaml and users.yaml beside
 // it, and returns the config's path.
-func (e *demoEnv) writeConfigAs(name, listen, schedule, nats string) (string, error) {
+func (e *Env) WriteConfigAs(name, listen, schedule, nats string) (string, error) {
 	var partners strings.Builder
 	partners.WriteString("partners:\n")
 	for _, c := range e.contacts {
 		name := map[string]string{"acme": "Acme Capital", "globex": "Globex Markets"}[c.partner]
 		reqs := map[string]string{"acme": `["*@acme.example"]`, "globex": `["*@globex.example"]`}[c.partner]
 		var mgr fake.SeedKey
-		for _, a := range e.seedAccounts {
+		for _, a := range e.SeedAccounts {
 			if a.ID == c.partner {
 				mgr = a.ManagerKeys[0]
 			}
@@ -278,8 +278,8 @@ review: {listen: %q, users_file: users.yaml}
 delivery: {retry_for: 1m, revoke_undelivered_after: 10m}
 log: {level: info, format: text}
 partners_file: partners.yaml
-`, nats, e.imapAddr, demoMailbox, e.imapPass, demoMaxMsgBytes, e.sink.addr, demoFrom, demoSupport,
-		e.apiURL, e.apiURL, demoAuthserv, demoDomain, schedule, listen)
+`, nats, e.IMAPAddr, Mailbox, e.IMAPPass, maxMsgBytes, e.Sink.Addr, From, Support,
+		e.APIURL, e.APIURL, Authserv, Domain, schedule, listen)
 	for name, content := range map[string]string{
 		name: cfg, "partners.yaml": partners.String(), "users.yaml": staff.String(),
 	} {
@@ -290,54 +290,54 @@ partners_file: partners.yaml
 	return filepath.Join(e.dir, name), nil
 }
 
-// demoSink is the outgoing mail server: it keeps what keydesk sends.
-type demoSink struct {
-	addr   string
-	onMail func(m *sinkMessage)
+// Sink is the outgoing mail server: it keeps what keydesk sends.
+type Sink struct {
+	Addr   string
+	onMail func(m *SinkMessage)
 
 	mu   sync.Mutex
-	msgs []*sinkMessage
+	msgs []*SinkMessage
 }
 
-// sinkMessage is one email as it arrived.
-type sinkMessage struct {
+// SinkMessage is one email as it arrived.
+type SinkMessage struct {
 	From string
 	To   []string
 	Raw  []byte
 }
 
-// startSink serves a sink on a loopback port; onMail, if set, sees each
+// StartSink serves a sink on a loopback port; onMail, if set, sees each
 // message as it arrives. Close the server to stop it.
-func startSink(onMail func(m *sinkMessage)) (*demoSink, *smtp.Server, error) {
-	sink := &demoSink{onMail: onMail}
+func StartSink(onMail func(m *SinkMessage)) (*Sink, *smtp.Server, error) {
+	sink := &Sink{onMail: onMail}
 	srv := smtp.NewServer(sink)
-	srv.Domain = "sink." + demoDomain
+	srv.Domain = "sink." + Domain
 	srv.MaxMessageBytes = 8 << 20
 	srv.ReadTimeout, srv.WriteTimeout = time.Minute, time.Minute
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, nil, err
 	}
-	sink.addr = ln.Addr().String()
+	sink.Addr = ln.Addr().String()
 	go func() { _ = srv.Serve(ln) }()
 	return sink, srv, nil
 }
 
-func (s *demoSink) NewSession(*smtp.Conn) (smtp.Session, error) { return &sinkSession{sink: s}, nil }
+func (s *Sink) NewSession(*smtp.Conn) (smtp.Session, error) { return &sinkSession{sink: s}, nil }
 
-func (s *demoSink) messages() []*sinkMessage {
+func (s *Sink) Messages() []*SinkMessage {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]*sinkMessage(nil), s.msgs...)
+	return append([]*SinkMessage(nil), s.msgs...)
 }
 
 type sinkSession struct {
-	sink *demoSink
-	m    sinkMessage
+	sink *Sink
+	m    SinkMessage
 }
 
 func (ss *sinkSession) Mail(from string, _ *smtp.MailOptions) error {
-	ss.m = sinkMessage{From: from}
+	ss.m = SinkMessage{From: from}
 	return nil
 }
 
@@ -354,7 +354,7 @@ func (ss *sinkSession) Data(r io.Reader) error {
 	if len(ss.m.To) == 0 {
 		return errors.New("no recipients")
 	}
-	m := &sinkMessage{From: ss.m.From, To: ss.m.To, Raw: raw}
+	m := &SinkMessage{From: ss.m.From, To: ss.m.To, Raw: raw}
 	ss.sink.mu.Lock()
 	ss.sink.msgs = append(ss.sink.msgs, m)
 	ss.sink.mu.Unlock()
@@ -364,5 +364,5 @@ func (ss *sinkSession) Data(r io.Reader) error {
 	return nil
 }
 
-func (ss *sinkSession) Reset()        { ss.m = sinkMessage{} }
+func (ss *sinkSession) Reset()        { ss.m = SinkMessage{} }
 func (ss *sinkSession) Logout() error { return nil }
