@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/internal/demo"
 	"net"
 	"os"
@@ -55,12 +56,16 @@ func TestCheckConnect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path, err := e.WriteConfigAs("keydesk.yaml", "127.0.0.1:0", "@every 1h", fmt.Sprintf("{url: %q}", q.ClientURL()))
+	path, err := e.WriteConfigAs("keydesk.yaml", "127.0.0.1:0", "@every 1h", config.NATS{URL: q.ClientURL()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	acmeSandbox := fmt.Sprintf("sandbox: {api_key: %q, api_secret: %q", mgr.APIKey, mgr.APISecret)
-	acmeProduction := fmt.Sprintf("production: {api_key: %q, api_secret: %q}", mgr.APIKey, mgr.APISecret)
+	// acme's credentials as partners.yaml holds them (block style).
+	creds := func(env, key, secret string) string {
+		return fmt.Sprintf("%s:\n        api_key: %s\n        api_secret: %q", env, key, secret)
+	}
+	acmeSandbox := creds("sandbox", mgr.APIKey, mgr.APISecret)
+	acmeProduction := creds("production", mgr.APIKey, mgr.APISecret)
 	tests := []struct {
 		name  string
 		edits map[string][][2]string // file → old, new
@@ -88,8 +93,8 @@ func TestCheckConnect(t *testing.T) {
 					{q.ClientURL(), bare.ClientURL()},
 				},
 				"partners.yaml": {
-					{acmeSandbox, fmt.Sprintf("sandbox: {api_key: %q, api_secret: \"wrong-secret\"", mgr.APIKey)},
-					{acmeProduction, fmt.Sprintf("production: {api_key: %q, api_secret: %q}", reader.APIKey, reader.APISecret.Reveal())},
+					{acmeSandbox, creds("sandbox", mgr.APIKey, "wrong-secret")},
+					{acmeProduction, creds("production", reader.APIKey, reader.APISecret.Reveal())},
 				},
 			},
 			fail: true,

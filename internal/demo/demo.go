@@ -179,7 +179,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		err = env.serveOnCluster(runCtx, stop, o, listen, schedule, log, ready)
 	} else {
 		var cfg *config.Config
-		if cfg, err = env.loadConfig("keydesk.yaml", listen, schedule, `{url: ""}`); err != nil {
+		if cfg, err = env.loadConfig("keydesk.yaml", listen, schedule, config.NATS{}); err != nil {
 			return nil, err
 		}
 		err = o.Serve(runCtx, cfg, log, o.Roles, ready)
@@ -197,7 +197,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 }
 
 // loadConfig writes a config and loads it as keydesk would.
-func (e *Env) loadConfig(name, listen, schedule, nats string) (*config.Config, error) {
+func (e *Env) loadConfig(name, listen, schedule string, nats config.NATS) (*config.Config, error) {
 	path, err := e.WriteConfigAs(name, listen, schedule, nats)
 	if err != nil {
 		return nil, err
@@ -213,10 +213,11 @@ func (e *Env) loadConfig(name, listen, schedule, nats string) (*config.Config, e
 // own app, connected as its own NATS user; review serves on listen.
 func (e *Env) serveOnCluster(ctx context.Context, stop func(), o Options, listen, schedule string, log *slog.Logger, ready func(*queue.Conn) error) error {
 	c := o.Cluster
-	natsFor := func(user string, skip bool) string {
+	natsFor := func(user string, skip bool) config.NATS {
 		// Each user may subscribe to its own inbox prefix only (deploy/nats).
-		return fmt.Sprintf(`{url: %q, replicas: 3, tls_ca_file: %q, tls_cert: %q, tls_key: %q, skip_setup: %t, inbox_prefix: %q}`, c.URL,
-			filepath.Join(c.TLSDir, "ca.pem"), filepath.Join(c.TLSDir, user+".pem"), filepath.Join(c.TLSDir, user+"-key.pem"), skip, "_INBOX_"+user)
+		return config.NATS{URL: c.URL, Replicas: 3, TLSCAFile: filepath.Join(c.TLSDir, "ca.pem"),
+			TLSCert: filepath.Join(c.TLSDir, user+".pem"), TLSKey: filepath.Join(c.TLSDir, user+"-key.pem"),
+			SkipSetup: skip, InboxPrefix: "_INBOX_" + user}
 	}
 	adminCfg, err := e.loadConfig("admin.yaml", listen, schedule, natsFor("admin", false))
 	if err != nil {
