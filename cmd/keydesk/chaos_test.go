@@ -284,11 +284,11 @@ func runChaos(t *testing.T, s chaosSetup) {
 		t.Fatalf("dovecottest: %v", err)
 	}
 	t.Cleanup(func() { _ = imap.Close() })
-	sink, smtpSrv, err := demo.StartSink(nil)
+	sink, err := demo.StartSink(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = smtpSrv.Close() })
+	t.Cleanup(sink.Close)
 	apis := map[keydesk.Environment]*chaosAPI{}
 	managers := map[keydesk.Environment]fake.SeedKey{}
 	for _, env := range keydesk.Environments {
@@ -683,7 +683,7 @@ partners_file: partners.yaml
 	deliveries := map[string]map[string]int{} // request → Message-ID → copies
 	copies := 0
 	for _, m := range sink.Messages() {
-		if kind, msg := demo.MailKind(m.Raw); kind == "key delivery" {
+		if kind, msg := demo.MailKind(m.Data); kind == "key delivery" {
 			mid, _, _ := strings.Cut(strings.Trim(msg.Header.Get("Message-ID"), "<>"), "@")
 			rid, _, _ := strings.Cut(mid, ".key.")
 			if deliveries[rid] == nil {
@@ -765,7 +765,7 @@ partners_file: partners.yaml
 		readTree(t, s.cluster.Dir(), places)
 	}
 	for i, m := range sink.Messages() {
-		places[fmt.Sprintf("sent mail %d", i)] = m.Raw
+		places[fmt.Sprintf("sent mail %d", i)] = m.Data
 	}
 	for where, b := range places {
 		if m := anySecret.Find(b); m != nil {

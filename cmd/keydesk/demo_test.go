@@ -57,7 +57,7 @@ func TestDemoOnce(t *testing.T) {
 		t.Errorf("the demo printed a secret: %s", s)
 	}
 	for _, m := range env.Sink.Messages() {
-		if s := secrets.Find(m.Raw); s != nil {
+		if s := secrets.Find(m.Data); s != nil {
 			t.Errorf("an email to %v holds a secret in clear text", m.To)
 		}
 	}

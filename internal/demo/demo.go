@@ -29,6 +29,7 @@ import (
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/crypto"
+	"github.com/buildmarkets/keydesk/internal/mailsim"
 	"github.com/buildmarkets/keydesk/queue"
 )
 
@@ -118,7 +119,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	var env *Env
 	var envReady sync.WaitGroup
 	envReady.Add(1)
-	onMail := func(m *SinkMessage) {
+	onMail := func(m mailsim.Message) {
 		envReady.Wait()
 		if !o.Once {
 			env.showMail(p, m)
@@ -317,7 +318,7 @@ func MailKind(raw []byte) (kind string, msg *mail.Message) {
 
 // openDelivery decrypts a key delivery with the contact's demo key and
 // checks keydesk's signature on it.
-func (e *Env) openDelivery(m *SinkMessage) (contact *contact, inner []byte, err error) {
+func (e *Env) openDelivery(m mailsim.Message) (contact *contact, inner []byte, err error) {
 	for _, c := range e.contacts {
 		if slices.ContainsFunc(m.To, func(t string) bool { return strings.EqualFold(t, c.email) }) {
 			contact = c
@@ -326,13 +327,13 @@ func (e *Env) openDelivery(m *SinkMessage) (contact *contact, inner []byte, err 
 	if contact == nil {
 		return nil, nil, fmt.Errorf("sent to %v, not to a registered technical contact", m.To)
 	}
-	inner, err = crypto.DecryptAndVerify(m.Raw, contact.priv, contact.passphrase, e.signerPub)
+	inner, err = crypto.DecryptAndVerify(m.Data, contact.priv, contact.passphrase, e.signerPub)
 	return contact, inner, err
 }
 
 // showMail prints an email as it arrives at the sink.
-func (e *Env) showMail(p *printer, m *SinkMessage) {
-	kind, msg := MailKind(m.Raw)
+func (e *Env) showMail(p *printer, m mailsim.Message) {
+	kind, msg := MailKind(m.Data)
 	subject := ""
 	if msg != nil {
 		subject = msg.Header.Get("Subject")
@@ -341,8 +342,8 @@ func (e *Env) showMail(p *printer, m *SinkMessage) {
 	if kind != "key delivery" {
 		return
 	}
-	if i := bytes.Index(m.Raw, []byte("-----BEGIN PGP MESSAGE-----")); i >= 0 {
-		line, _, _ := bytes.Cut(m.Raw[i:], []byte("\n-----END"))
+	if i := bytes.Index(m.Data, []byte("-----BEGIN PGP MESSAGE-----")); i >= 0 {
+		line, _, _ := bytes.Cut(m.Data[i:], []byte("\n-----END"))
 		if len(line) > 160 {
 			line = line[:160]
 		}
@@ -499,7 +500,7 @@ func (e *Env) drive(ctx context.Context, q *queue.Conn, p *printer, base string,
 		// And the notices that follow each delivery.
 		notices := 0
 		for _, m := range e.Sink.Messages() {
-			if k, _ := MailKind(m.Raw); k == "delivery notice" {
+			if k, _ := MailKind(m.Data); k == "delivery notice" {
 				notices++
 			}
 		}
@@ -566,7 +567,7 @@ func (e *Env) check(ctx context.Context, q *queue.Conn, sum *Summary) {
 	opened := map[string]bool{}
 	gotRejection := map[string]bool{}
 	for _, m := range e.Sink.Messages() {
-		kind, _ := MailKind(m.Raw)
+		kind, _ := MailKind(m.Data)
 		switch kind {
 		case "key delivery":
 			sum.KeyDeliveries++

@@ -4,24 +4,19 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
-	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
-	"github.com/emersion/go-smtp"
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/bmapi/fake"
 	"github.com/buildmarkets/keydesk/crypto"
+	"github.com/buildmarkets/keydesk/internal/mailsim"
 	"github.com/buildmarkets/keydesk/review/users"
 )
 
@@ -56,10 +51,8 @@ type Env struct {
 	dir       string
 	IMAPAddr  string
 	IMAPPass  string
-	imapUser  *imapmemserver.User
-	imapSrv   *imapserver.Server
-	Sink      *Sink
-	smtpSrv   *smtp.Server
+	IMAP      *mailsim.IMAPServer
+	Sink      *mailsim.SMTPServer
 	API       *fake.Server
 	APIURL    string
 	apiSrv    *http.Server
@@ -79,7 +72,7 @@ func RandHex(n int) string {
 }
 
 // StartEnv makes the keys and starts IMAP, SMTP and the API simulator.
-func StartEnv(dir string, onMail func(m *SinkMessage)) (*Env, error) {
+func StartEnv(dir string, onMail func(m mailsim.Message)) (*Env, error) {
 	e := &Env{dir: dir}
 	ok := false
 	defer func() {
@@ -148,37 +141,20 @@ func StartEnv(dir string, onMail func(m *SinkMessage)) (*Env, error) {
 
 	// The support mailbox, seeded with the demo's emails.
 	e.IMAPPass = RandHex(12)
-	mem := imapmemserver.New()
-	e.imapUser = imapmemserver.NewUser(Mailbox, e.IMAPPass)
-	for _, mb := range []string{"INBOX", "Processed", "Rejected"} {
-		if err := e.imapUser.Create(mb, nil); err != nil {
-			return nil, err
-		}
+	if e.IMAP, err = mailsim.ServeIMAP(Mailbox, e.IMAPPass, mailsim.IMAPOptions{Mailboxes: []string{"Processed", "Rejected"}}); err != nil {
+		return nil, err
 	}
-	mem.AddUser(e.imapUser)
+	e.IMAPAddr = e.IMAP.Addr
 	e.Emails = seedEmails(time.Now())
 	for _, m := range e.Emails {
 		raw := []byte(m.raw)
-		if _, err := e.imapUser.Append("INBOX", bytesLiteral(raw), &imap.AppendOptions{Time: time.Now()}); err != nil {
+		if _, err := e.IMAP.User.Append("INBOX", bytesLiteral(raw), &imap.AppendOptions{Time: time.Now()}); err != nil {
 			return nil, fmt.Errorf("demo: seed mailbox: %w", err)
 		}
 	}
-	e.imapSrv = imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return mem.NewSession(), nil, nil
-		},
-		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}},
-		InsecureAuth: true, // loopback only
-	})
-	ln, err = net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	e.IMAPAddr = ln.Addr().String()
-	go func(ln net.Listener) { _ = e.imapSrv.Serve(ln) }(ln)
 
 	// The outgoing mail sink.
-	if e.Sink, e.smtpSrv, err = StartSink(onMail); err != nil {
+	if e.Sink, err = StartSink(onMail); err != nil {
 		return nil, err
 	}
 	ok = true
@@ -189,11 +165,11 @@ func StartEnv(dir string, onMail func(m *SinkMessage)) (*Env, error) {
 func bytesLiteral(b []byte) imap.LiteralReader { return bytes.NewReader(b) }
 
 func (e *Env) Close() {
-	if e.imapSrv != nil {
-		_ = e.imapSrv.Close()
+	if e.IMAP != nil {
+		e.IMAP.Close()
 	}
-	if e.smtpSrv != nil {
-		_ = e.smtpSrv.Close()
+	if e.Sink != nil {
+		e.Sink.Close()
 	}
 	if e.apiSrv != nil {
 		_ = e.apiSrv.Close()
@@ -203,7 +179,7 @@ func (e *Env) Close() {
 // mailboxCounts says how many messages each folder holds.
 func (e *Env) mailboxCounts() (inbox, processed, rejected int) {
 	n := func(mb string) int {
-		d, err := e.imapUser.Status(mb, &imap.StatusOptions{NumMessages: true})
+		d, err := e.IMAP.User.Status(mb, &imap.StatusOptions{NumMessages: true})
 		if err != nil || d.NumMessages == nil {
 			return -1
 		}
@@ -212,79 +188,9 @@ func (e *Env) mailboxCounts() (inbox, processed, rejected int) {
 	return n("INBOX"), n("Processed"), n("Rejected")
 }
 
-// Sink is the outgoing mail server: it keeps what keydesk sends.
-type Sink struct {
-	Addr   string
-	onMail func(m *SinkMessage)
-
-	mu   sync.Mutex
-	msgs []*SinkMessage
+// StartSink serves the outgoing mail server on a loopback port: it keeps
+// what keydesk sends; onMail, if set, sees each message as it arrives.
+// Close it to stop it.
+func StartSink(onMail func(m mailsim.Message)) (*mailsim.SMTPServer, error) {
+	return mailsim.ServeSMTP(mailsim.SMTPOptions{Domain: "sink." + Domain, MaxMessageBytes: 8 << 20, OnMessage: onMail})
 }
-
-// SinkMessage is one email as it arrived.
-type SinkMessage struct {
-	From string
-	To   []string
-	Raw  []byte
-}
-
-// StartSink serves a sink on a loopback port; onMail, if set, sees each
-// message as it arrives. Close the server to stop it.
-func StartSink(onMail func(m *SinkMessage)) (*Sink, *smtp.Server, error) {
-	sink := &Sink{onMail: onMail}
-	srv := smtp.NewServer(sink)
-	srv.Domain = "sink." + Domain
-	srv.MaxMessageBytes = 8 << 20
-	srv.ReadTimeout, srv.WriteTimeout = time.Minute, time.Minute
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, nil, err
-	}
-	sink.Addr = ln.Addr().String()
-	go func() { _ = srv.Serve(ln) }()
-	return sink, srv, nil
-}
-
-func (s *Sink) NewSession(*smtp.Conn) (smtp.Session, error) { return &sinkSession{sink: s}, nil }
-
-func (s *Sink) Messages() []*SinkMessage {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]*SinkMessage(nil), s.msgs...)
-}
-
-type sinkSession struct {
-	sink *Sink
-	m    SinkMessage
-}
-
-func (ss *sinkSession) Mail(from string, _ *smtp.MailOptions) error {
-	ss.m = SinkMessage{From: from}
-	return nil
-}
-
-func (ss *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	ss.m.To = append(ss.m.To, to)
-	return nil
-}
-
-func (ss *sinkSession) Data(r io.Reader) error {
-	raw, err := io.ReadAll(io.LimitReader(r, 8<<20))
-	if err != nil {
-		return err
-	}
-	if len(ss.m.To) == 0 {
-		return errors.New("no recipients")
-	}
-	m := &SinkMessage{From: ss.m.From, To: ss.m.To, Raw: raw}
-	ss.sink.mu.Lock()
-	ss.sink.msgs = append(ss.sink.msgs, m)
-	ss.sink.mu.Unlock()
-	if ss.sink.onMail != nil {
-		ss.sink.onMail(m)
-	}
-	return nil
-}
-
-func (ss *sinkSession) Reset()        { ss.m = SinkMessage{} }
-func (ss *sinkSession) Logout() error { return nil }

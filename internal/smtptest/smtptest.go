@@ -1,325 +1,36 @@
-// Package smtptest runs a real go-smtp server on loopback for tests and
-// keeps what it accepts: the message that arrives is what a test checks.
-// Options give it what the tests of a sending part need: STARTTLS or
-// implicit TLS, SASL logins (PLAIN, LOGIN, OAUTHBEARER and XOAUTH2 as
+// Package smtptest runs mailsim's go-smtp server on loopback for tests
+// and keeps what it accepts: the message that arrives is what a test
+// checks. Options give it what the tests of a sending part need: STARTTLS
+// or implicit TLS, SASL logins (PLAIN, LOGIN, OAUTHBEARER and XOAUTH2 as
 // Gmail runs it), refused recipients, and a chosen answer to each DATA.
+// The server stops when the test ends.
 package smtptest
 
 import (
-	"crypto/tls"
-	"errors"
-	"io"
-	"net"
-	"slices"
-	"strings"
-	"sync"
 	"testing"
-	"time"
 
-	"github.com/emersion/go-sasl"
-	"github.com/emersion/go-smtp"
+	"github.com/buildmarkets/keydesk/internal/mailsim"
 )
 
 // XOAuth2 is the name of Google's XOAUTH2 mechanism.
-const XOAuth2 = "XOAUTH2"
+const XOAuth2 = mailsim.XOAuth2
 
 // Message is one message as the server got it.
-type Message struct {
-	From string
-	To   []string
-	Data []byte
-}
+type Message = mailsim.Message
 
-// Options say how the server behaves; the zero value accepts every
-// message on a plain connection without a login.
-type Options struct {
-	// Domain is the name the server greets with (default "localhost").
-	Domain string
-	// Cert, when set, is offered for STARTTLS, or on the listener itself
-	// with ImplicitTLS.
-	Cert        *tls.Certificate
-	ImplicitTLS bool
-	// Login, when set, offers PLAIN, LOGIN, OAUTHBEARER and XOAUTH2 (also
-	// on a plain connection) and says whether a login is good: secret is
-	// the password or the token.
-	Login func(mech, user, secret string) bool
-	// LoginRequired refuses MAIL FROM before a good login.
-	LoginRequired bool
-	// Rcpt, when set, answers each RCPT TO; an error refuses it.
-	Rcpt func(to string) error
-	// MaxMessageBytes caps a message (default go-smtp's).
-	MaxMessageBytes int64
-}
+// Options say how the server behaves; see mailsim.SMTPOptions.
+type Options = mailsim.SMTPOptions
 
 // Server is a running server; Start returns it.
-type Server struct {
-	// Addr is host:port to dial.
-	Addr string
-
-	o       Options
-	mu      sync.Mutex
-	got     []Message
-	datas   int
-	reply   func(n int, to []string) error
-	hello   string
-	tls     bool
-	logins  []string // mechanisms of the good logins
-	refused int
-}
+type Server = mailsim.SMTPServer
 
 // Start runs a server on 127.0.0.1 until the test ends.
 func Start(t testing.TB, o Options) *Server {
 	t.Helper()
-	s := &Server{o: o}
-	srv := smtp.NewServer(s)
-	srv.Domain = o.Domain
-	if srv.Domain == "" {
-		srv.Domain = "localhost"
-	}
-	srv.ErrorLog = nopLogger{}
-	// A login on a plain connection is allowed: what is under test is
-	// whether the client upgrades, not whether the server insists.
-	srv.AllowInsecureAuth = true
-	if o.MaxMessageBytes > 0 {
-		srv.MaxMessageBytes = o.MaxMessageBytes
-	}
-	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	s, err := mailsim.ServeSMTP(o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.Cert != nil {
-		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*o.Cert}}
-		if o.ImplicitTLS {
-			ln = tls.NewListener(ln, srv.TLSConfig)
-		}
-	}
-	s.Addr = ln.Addr().String()
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
+	t.Cleanup(s.Close)
 	return s
-}
-
-// SetReply makes reply decide the answer to the n-th DATA (1-based) for
-// a recipient list: an error refuses the message (an *smtp.SMTPError
-// with the code to answer), nil accepts it. nil restores accepting all.
-func (s *Server) SetReply(reply func(n int, to []string) error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.reply = reply
-}
-
-// Messages returns every message accepted so far, in order.
-func (s *Server) Messages() []Message {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.got)
-}
-
-// To returns the messages accepted for rcpt.
-func (s *Server) To(rcpt string) []Message {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []Message
-	for _, m := range s.got {
-		if slices.Contains(m.To, rcpt) {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-// Count returns how many messages were accepted.
-func (s *Server) Count() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.got)
-}
-
-// Hello returns the name the last client gave in EHLO, and whether its
-// connection was TLS.
-func (s *Server) Hello() (name string, tls bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.hello, s.tls
-}
-
-// Logins returns the mechanisms of the good logins, in order, and how
-// many logins were refused.
-func (s *Server) Logins() (good []string, refused int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.logins), s.refused
-}
-
-// ResetLogins forgets the logins seen so far.
-func (s *Server) ResetLogins() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.logins, s.refused = nil, 0
-}
-
-// NewSession implements smtp.Backend.
-func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	s.mu.Lock()
-	s.hello = c.Hostname()
-	_, s.tls = c.TLSConnectionState()
-	s.mu.Unlock()
-	return &session{s: s}, nil
-}
-
-type nopLogger struct{}
-
-func (nopLogger) Printf(string, ...any) {}
-func (nopLogger) Println(...any)        {}
-
-type session struct {
-	s      *Server
-	authed bool
-	from   string
-	to     []string
-}
-
-var _ smtp.AuthSession = (*session)(nil)
-
-func (ss *session) Reset()        { ss.from, ss.to = "", nil }
-func (ss *session) Logout() error { return nil }
-
-func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
-	if ss.s.o.LoginRequired && !ss.authed {
-		return smtp.ErrAuthRequired
-	}
-	ss.from = from
-	return nil
-}
-
-func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
-	if ss.s.o.Rcpt != nil {
-		if err := ss.s.o.Rcpt(to); err != nil {
-			return err
-		}
-	}
-	ss.to = append(ss.to, to)
-	return nil
-}
-
-func (ss *session) Data(r io.Reader) error {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	s := ss.s
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.datas++
-	if s.reply != nil {
-		if err := s.reply(s.datas, ss.to); err != nil {
-			return err
-		}
-	}
-	s.got = append(s.got, Message{From: ss.from, To: slices.Clone(ss.to), Data: b})
-	return nil
-}
-
-// errBadLogin is what a refused login gets.
-var errBadLogin = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "credentials refused"}
-
-func (ss *session) AuthMechanisms() []string {
-	if ss.s.o.Login == nil {
-		return nil
-	}
-	return []string{sasl.Plain, sasl.Login, sasl.OAuthBearer, XOAuth2}
-}
-
-// check asks Options.Login and notes the answer.
-func (ss *session) check(mech, user, secret string) bool {
-	ok := ss.s.o.Login(mech, user, secret)
-	ss.s.mu.Lock()
-	defer ss.s.mu.Unlock()
-	if !ok {
-		ss.s.refused++
-		return false
-	}
-	ss.s.logins = append(ss.s.logins, mech)
-	ss.authed = true
-	return true
-}
-
-func (ss *session) Auth(mech string) (sasl.Server, error) {
-	if ss.s.o.Login == nil {
-		return nil, smtp.ErrAuthUnsupported
-	}
-	checkErr := func(user, secret string) error {
-		if !ss.check(mech, user, secret) {
-			return errBadLogin
-		}
-		return nil
-	}
-	switch mech {
-	case sasl.Plain:
-		return sasl.NewPlainServer(func(_, user, pass string) error { return checkErr(user, pass) }), nil
-	case sasl.Login:
-		return &loginServer{check: checkErr}, nil
-	case sasl.OAuthBearer:
-		return sasl.NewOAuthBearerServer(func(o sasl.OAuthBearerOptions) *sasl.OAuthBearerError {
-			if !ss.check(mech, o.Username, o.Token) {
-				return &sasl.OAuthBearerError{Status: "invalid_token", Schemes: "bearer"}
-			}
-			return nil
-		}), nil
-	case XOAuth2:
-		return &xoauth2Server{check: func(user, tok string) bool { return ss.check(mech, user, tok) }}, nil
-	}
-	return nil, smtp.ErrAuthUnknownMechanism
-}
-
-// loginServer is the server side of LOGIN (go-sasl has only the client).
-type loginServer struct {
-	step  int
-	user  string
-	check func(user, pass string) error
-}
-
-func (l *loginServer) Next(resp []byte) ([]byte, bool, error) {
-	switch l.step {
-	case 0:
-		l.step++
-		if resp != nil {
-			l.user = string(resp)
-			l.step++
-			return []byte("Password:"), false, nil
-		}
-		return []byte("Username:"), false, nil
-	case 1:
-		l.user = string(resp)
-		l.step++
-		return []byte("Password:"), false, nil
-	default:
-		return nil, true, l.check(l.user, string(resp))
-	}
-}
-
-// xoauth2Server is XOAUTH2 as Gmail runs it: a refused token gets a JSON
-// challenge, then a failure once the client answers with an empty line.
-type xoauth2Server struct {
-	check   func(user, tok string) bool
-	refused bool
-}
-
-func (x *xoauth2Server) Next(resp []byte) ([]byte, bool, error) {
-	if x.refused {
-		return nil, true, errBadLogin
-	}
-	if resp == nil {
-		return []byte{}, false, nil
-	}
-	parts := strings.Split(string(resp), "\x01")
-	if len(parts) != 4 || !strings.HasPrefix(parts[0], "user=") || !strings.HasPrefix(parts[1], "auth=Bearer ") || parts[2] != "" || parts[3] != "" {
-		return nil, true, errors.New("smtptest: malformed xoauth2 response")
-	}
-	if x.check(strings.TrimPrefix(parts[0], "user="), strings.TrimPrefix(parts[1], "auth=Bearer ")) {
-		return nil, true, nil
-	}
-	x.refused = true
-	return []byte(`{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}`), false, nil
 }
