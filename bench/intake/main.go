@@ -24,7 +24,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"slices"
@@ -34,14 +33,13 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
-	"github.com/emersion/go-imap/v2/imapserver"
-	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/intake"
 	"github.com/buildmarkets/keydesk/intake/parse"
 	"github.com/buildmarkets/keydesk/intake/reply"
 	"github.com/buildmarkets/keydesk/internal/dovecottest"
+	"github.com/buildmarkets/keydesk/internal/mailsim"
 	"github.com/buildmarkets/keydesk/mailauth"
 	"github.com/buildmarkets/keydesk/metrics"
 	"github.com/buildmarkets/keydesk/queue"
@@ -432,26 +430,12 @@ func benchLatency(n int) error {
 	if err := latency(mailServer{"Dovecot", d.Addr, d.User, d.Password}, n); err != nil {
 		return err
 	}
-	mem := imapmemserver.New()
-	u := imapmemserver.NewUser("keydesk", "bench")
-	if err := u.Create("INBOX", nil); err != nil {
-		return err
-	}
-	mem.AddUser(u)
-	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return mem.NewSession(), nil, nil
-		},
-		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}},
-		InsecureAuth: true,
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	mem, err := mailsim.ServeIMAP("keydesk", "bench", mailsim.IMAPOptions{})
 	if err != nil {
 		return err
 	}
-	go func() { _ = srv.Serve(ln) }()
-	defer srv.Close()
-	return latency(mailServer{"go-imap in-memory server", ln.Addr().String(), "keydesk", "bench"}, n)
+	defer mem.Close()
+	return latency(mailServer{"go-imap in-memory server", mem.Addr, "keydesk", "bench"}, n)
 }
 
 // latency appends n emails one at a time, each once the poller is idle
