@@ -116,37 +116,14 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	}
 	p.printf("keydesk demo: making OpenPGP keys and starting IMAP, SMTP and the Buildmarkets API simulator...\n")
 
-	var env *Env
-	var envReady sync.WaitGroup
-	envReady.Add(1)
-	onMail := func(m mailsim.Message) {
-		envReady.Wait()
-		if !o.Once {
-			env.showMail(p, m)
-		}
-	}
-	env, err = StartEnv(dir, onMail)
-	envReady.Done()
+	env, err := startWorld(dir, o, p)
 	if err != nil {
 		return nil, err
 	}
 	defer env.Close()
-	if o.Started != nil {
-		o.Started(env)
-	}
-
-	listen := o.Listen
-	if listen == "" {
-		listen = "127.0.0.1:8080"
-		if o.Once || !portFree(listen) {
-			listen = "127.0.0.1:0"
-		}
-	}
-	if host, port, err := net.SplitHostPort(listen); err == nil && port == "0" {
-		// The address is printed before the server listens: pick the port.
-		if listen, err = freeAddr(host); err != nil {
-			return nil, err
-		}
+	listen, err := reviewAddr(o)
+	if err != nil {
+		return nil, err
 	}
 	schedule := "@every 30s"
 	if o.Once {
@@ -195,6 +172,46 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		sum.print(p, time.Since(start))
 	}
 	return sum, nil
+}
+
+// startWorld starts the demo's servers; interactively, each email
+// keydesk sends is shown as it arrives.
+func startWorld(dir string, o Options, p *printer) (*Env, error) {
+	var env *Env
+	var envReady sync.WaitGroup
+	envReady.Add(1)
+	onMail := func(m mailsim.Message) {
+		envReady.Wait()
+		if !o.Once {
+			env.showMail(p, m)
+		}
+	}
+	env, err := StartEnv(dir, onMail)
+	envReady.Done()
+	if err != nil {
+		return nil, err
+	}
+	if o.Started != nil {
+		o.Started(env)
+	}
+	return env, nil
+}
+
+// reviewAddr is where the review UI listens: o.Listen, or 127.0.0.1:8080
+// if free, else (and always with --once) a free port, picked now since the
+// address is printed before the server listens.
+func reviewAddr(o Options) (string, error) {
+	listen := o.Listen
+	if listen == "" {
+		listen = "127.0.0.1:8080"
+		if o.Once || !portFree(listen) {
+			listen = "127.0.0.1:0"
+		}
+	}
+	if host, port, err := net.SplitHostPort(listen); err == nil && port == "0" {
+		return freeAddr(host)
+	}
+	return listen, nil
 }
 
 // loadConfig writes a config and loads it as keydesk would.
@@ -413,17 +430,30 @@ func (e *Env) drive(ctx context.Context, q *queue.Conn, p *printer, base string,
 	sum := &Summary{Emails: len(e.Emails), Requests: map[keydesk.State]int{}}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	fail := func(format string, args ...any) *Summary {
-		sum.Problems = append(sum.Problems, fmt.Sprintf(format, args...))
-		e.check(ctx, q, sum)
-		return sum
+	reqs, err := e.awaitIntake(ctx, q, p)
+	if err == nil {
+		err = e.review(ctx, q, p, base, reqs)
 	}
+	if err == nil {
+		err = e.askBatch(ctx, p, base)
+	}
+	if err == nil {
+		err = e.awaitEnds(ctx, q, p)
+	}
+	if err != nil {
+		sum.Problems = append(sum.Problems, err.Error())
+	}
+	e.check(ctx, q, sum)
+	return sum
+}
+
+// awaitIntake waits for intake to read the mailbox and queue every
+// request the emails hold, and returns them.
+func (e *Env) awaitIntake(ctx context.Context, q *queue.Conn, p *printer) ([]*keydesk.Request, error) {
 	wantRequests := 0
 	for _, m := range e.Emails {
 		wantRequests += m.requests
 	}
-
-	// 1. Intake reads the mailbox.
 	last := -1
 	err := waitUntil(ctx, func() bool {
 		inbox, _, _ := e.mailboxCounts()
@@ -434,7 +464,7 @@ func (e *Env) drive(ctx context.Context, q *queue.Conn, p *printer, base string,
 		return inbox == 0
 	})
 	if err != nil {
-		return fail("intake did not read every email in time")
+		return nil, errors.New("intake did not read every email in time")
 	}
 	var reqs []*keydesk.Request
 	err = waitUntil(ctx, func() bool {
@@ -442,11 +472,16 @@ func (e *Env) drive(ctx context.Context, q *queue.Conn, p *printer, base string,
 		return err == nil && len(reqs) >= wantRequests
 	})
 	if err != nil {
-		return fail("%d requests in the queue, want %d", len(reqs), wantRequests)
+		return nil, fmt.Errorf("%d requests in the queue, want %d", len(reqs), wantRequests)
 	}
 	p.printf("queue:    %s\n", StateCounts(reqs))
+	return reqs, nil
+}
 
-	// 2. The demo reviewers decide, as a person would in the UI.
+// review decides as the demo reviewers, through the JSON API as a person
+// would in the UI: the unknown sender's request is rejected, every other
+// pending one approved, by bob too where four eyes are needed.
+func (e *Env) review(ctx context.Context, q *queue.Conn, p *printer, base string, reqs []*keydesk.Request) error {
 	alice, bob := e.staff[0], e.staff[1]
 	for _, r := range reqs {
 		if r.State != keydesk.StatePendingReview {
@@ -454,35 +489,42 @@ func (e *Env) drive(ctx context.Context, q *queue.Conn, p *printer, base string,
 		}
 		if r.HasFlag(keydesk.FlagUnknownSender) {
 			if err := apiCall(ctx, base, alice.token, "POST", "/api/v1/requests/"+r.ID+"/reject", `{"reason":"not a registered partner"}`); err != nil {
-				return fail("reject %s: %v", r.ID, err)
+				return fmt.Errorf("reject %s: %v", r.ID, err)
 			}
 			p.printf("review:   alice rejected %s from unknown sender %s\n", r.ID, r.Requester)
 			continue
 		}
 		if err := apiCall(ctx, base, alice.token, "POST", "/api/v1/requests/"+r.ID+"/approve", ""); err != nil {
-			return fail("approve %s as alice: %v", r.ID, err)
+			return fmt.Errorf("approve %s as alice: %v", r.ID, err)
 		}
 		who := "alice"
 		cur, err := q.Get(ctx, r.ID)
 		if err == nil && cur.State == keydesk.StatePendingReview {
 			if err := apiCall(ctx, base, bob.token, "POST", "/api/v1/requests/"+r.ID+"/approve", ""); err != nil {
-				return fail("approve %s as bob: %v", r.ID, err)
+				return fmt.Errorf("approve %s as bob: %v", r.ID, err)
 			}
 			who = "alice and bob (four eyes)"
 		}
 		p.printf("review:   %s approved %s (%s, %s)\n", who, r.ID, r.Environment, r.Label)
 	}
+	return nil
+}
 
-	// 3. A batch now, rather than waiting for the schedule.
-	if err := apiCall(ctx, base, alice.token, "POST", "/api/v1/batches", ""); err != nil {
-		return fail("run a batch: %v", err)
+// askBatch asks for a batch now, rather than waiting for the schedule.
+func (e *Env) askBatch(ctx context.Context, p *printer, base string) error {
+	if err := apiCall(ctx, base, e.staff[0].token, "POST", "/api/v1/batches", ""); err != nil {
+		return fmt.Errorf("run a batch: %v", err)
 	}
 	p.printf("batch:    alice asked for a batch now\n")
+	return nil
+}
 
-	// 4. Every approved request is delivered.
+// awaitEnds waits until every request has reached an end and every
+// delivery's notice has been sent.
+func (e *Env) awaitEnds(ctx context.Context, q *queue.Conn, p *printer) error {
 	lastLine := ""
-	err = waitUntil(ctx, func() bool {
-		reqs, err = q.List(ctx, queue.Filter{})
+	err := waitUntil(ctx, func() bool {
+		reqs, err := q.List(ctx, queue.Filter{})
 		if err != nil {
 			return false
 		}
@@ -507,10 +549,9 @@ func (e *Env) drive(ctx context.Context, q *queue.Conn, p *printer, base string,
 		return notices >= count(reqs, keydesk.StateDelivered)
 	})
 	if err != nil {
-		return fail("not every request reached an end in time (%s)", lastLine)
+		return fmt.Errorf("not every request reached an end in time (%s)", lastLine)
 	}
-	e.check(ctx, q, sum)
-	return sum
+	return nil
 }
 
 func count(reqs []*keydesk.Request, s keydesk.State) int {
@@ -527,6 +568,37 @@ func count(reqs []*keydesk.Request, s keydesk.State) int {
 // and the sink hold, and lists what is not as expected.
 func (e *Env) check(ctx context.Context, q *queue.Conn, sum *Summary) {
 	bad := func(format string, args ...any) { sum.Problems = append(sum.Problems, fmt.Sprintf(format, args...)) }
+	byAPIKey := e.countState(ctx, q, sum, bad)
+	want := e.expected()
+	opened, gotRejection := e.countMail(sum, byAPIKey, want.unknown, bad)
+	if n := sum.Requests[keydesk.StateDelivered]; n != want.delivered {
+		bad("%d requests delivered, want %d", n, want.delivered)
+	}
+	if sum.KeysCreated != want.delivered {
+		bad("%d keys live at the API, want %d (one per delivered request)", sum.KeysCreated, want.delivered)
+	}
+	if sum.Decrypted != want.delivered || opened != want.delivered {
+		bad("%d deliveries decrypted and verified, want %d", sum.Decrypted, want.delivered)
+	}
+	for from := range want.rejectedMail {
+		if !gotRejection[from] {
+			bad("%s was not told why its request was refused", from)
+		}
+	}
+	if sum.Acks != want.acks {
+		bad("%d acknowledgements sent, want %d (one per accepted email)", sum.Acks, want.acks)
+	}
+	if sum.Notices != want.delivered {
+		bad("%d delivery notices sent, want %d", sum.Notices, want.delivered)
+	}
+	if sum.Rejections != len(want.rejectedMail) {
+		bad("%d rejections sent, want %d", sum.Rejections, len(want.rejectedMail))
+	}
+}
+
+// countState counts what the mailbox, the queue and the simulator hold,
+// and returns the requests by the API key they were given.
+func (e *Env) countState(ctx context.Context, q *queue.Conn, sum *Summary, bad func(string, ...any)) map[string]*keydesk.Request {
 	inbox, processed, rejected := e.mailboxCounts()
 	sum.EmailsRead, sum.Processed, sum.Rejected = len(e.Emails)-inbox, processed, rejected
 	if inbox != 0 {
@@ -548,45 +620,53 @@ func (e *Env) check(ctx context.Context, q *queue.Conn, sum *Summary) {
 	for _, acct := range e.SeedAccounts {
 		sum.KeysCreated += len(e.API.LiveKeys(acct.ID))
 	}
-	// Each accepted email is acknowledged once; a refused one gets a
-	// rejection; the auto-reply nothing (else it would count as one more
-	// acknowledgement); the unknown sender nothing at all (no backscatter).
-	wantDelivered, wantAcks, wantRejectedMail := 0, 0, map[string]bool{}
-	unknown := map[string]bool{}
+	return byAPIKey
+}
+
+// expectation is what the seeded emails should lead to.
+type expectation struct {
+	delivered, acks int
+	// rejectedMail and unknown are senders, lower case.
+	rejectedMail, unknown map[string]bool
+}
+
+// expected says what the seeded emails should lead to. Each accepted
+// email is acknowledged once; a refused one gets a rejection; the
+// auto-reply nothing (else it would count as one more acknowledgement);
+// the unknown sender nothing at all (no backscatter).
+func (e *Env) expected() expectation {
+	x := expectation{rejectedMail: map[string]bool{}, unknown: map[string]bool{}}
 	for _, m := range e.Emails {
 		switch m.want {
 		case "delivered":
-			wantDelivered += m.requests
-			wantAcks++
+			x.delivered += m.requests
+			x.acks++
 		case "rejected":
-			wantRejectedMail[m.from] = true
+			x.rejectedMail[m.from] = true
 		case "review-reject":
-			unknown[m.from] = true
+			x.unknown[m.from] = true
 		}
 	}
-	opened := map[string]bool{}
-	gotRejection := map[string]bool{}
+	return x
+}
+
+// countMail counts what the sink holds by kind, opens each key delivery,
+// and returns how many requests' deliveries opened and who got a
+// rejection.
+func (e *Env) countMail(sum *Summary, byAPIKey map[string]*keydesk.Request, unknown map[string]bool, bad func(string, ...any)) (opened int, gotRejection map[string]bool) {
+	openedIDs := map[string]bool{}
+	gotRejection = map[string]bool{}
 	for _, m := range e.Sink.Messages() {
 		kind, _ := MailKind(m.Data)
 		switch kind {
 		case "key delivery":
 			sum.KeyDeliveries++
-			_, inner, err := e.openDelivery(m)
+			id, err := e.openKeyDelivery(m, byAPIKey)
 			if err != nil {
-				bad("a key delivery to %v does not open: %v", m.To, err)
+				bad("%v", err)
 				continue
 			}
-			kf, err := innerKeyFile(inner)
-			if err != nil {
-				bad("a key delivery to %v: %v", m.To, err)
-				continue
-			}
-			r := byAPIKey[kf.APIKey]
-			if r == nil || r.ID != kf.RequestID || r.KeyID != kf.KeyID || kf.APISecret == "" {
-				bad("a key delivery to %v holds no key pair of a delivered request (%s)", m.To, kf.RequestID)
-				continue
-			}
-			opened[r.ID] = true
+			openedIDs[id] = true
 			sum.Decrypted++
 		case "delivery notice":
 			sum.Notices++
@@ -606,29 +686,25 @@ func (e *Env) check(ctx context.Context, q *queue.Conn, sum *Summary) {
 			}
 		}
 	}
-	if n := sum.Requests[keydesk.StateDelivered]; n != wantDelivered {
-		bad("%d requests delivered, want %d", n, wantDelivered)
+	return len(openedIDs), gotRejection
+}
+
+// openKeyDelivery opens a key delivery and returns the ID of the request
+// whose key pair it holds.
+func (e *Env) openKeyDelivery(m mailsim.Message, byAPIKey map[string]*keydesk.Request) (string, error) {
+	_, inner, err := e.openDelivery(m)
+	if err != nil {
+		return "", fmt.Errorf("a key delivery to %v does not open: %v", m.To, err)
 	}
-	if sum.KeysCreated != wantDelivered {
-		bad("%d keys live at the API, want %d (one per delivered request)", sum.KeysCreated, wantDelivered)
+	kf, err := innerKeyFile(inner)
+	if err != nil {
+		return "", fmt.Errorf("a key delivery to %v: %v", m.To, err)
 	}
-	if sum.Decrypted != wantDelivered || len(opened) != wantDelivered {
-		bad("%d deliveries decrypted and verified, want %d", sum.Decrypted, wantDelivered)
+	r := byAPIKey[kf.APIKey]
+	if r == nil || r.ID != kf.RequestID || r.KeyID != kf.KeyID || kf.APISecret == "" {
+		return "", fmt.Errorf("a key delivery to %v holds no key pair of a delivered request (%s)", m.To, kf.RequestID)
 	}
-	for from := range wantRejectedMail {
-		if !gotRejection[from] {
-			bad("%s was not told why its request was refused", from)
-		}
-	}
-	if sum.Acks != wantAcks {
-		bad("%d acknowledgements sent, want %d (one per accepted email)", sum.Acks, wantAcks)
-	}
-	if sum.Notices != wantDelivered {
-		bad("%d delivery notices sent, want %d", sum.Notices, wantDelivered)
-	}
-	if sum.Rejections != len(wantRejectedMail) {
-		bad("%d rejections sent, want %d", sum.Rejections, len(wantRejectedMail))
-	}
+	return r.ID, nil
 }
 
 func (s *Summary) print(p *printer, took time.Duration) {

@@ -80,7 +80,21 @@ func StartEnv(dir string, onMail func(m mailsim.Message)) (*Env, error) {
 			e.Close()
 		}
 	}()
-	// Keys: one per technical contact, and keydesk's signing key.
+	for _, phase := range []func() error{e.makeKeys, e.makeStaff, e.startAPI, e.startMailbox} {
+		if err := phase(); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	if e.Sink, err = StartSink(onMail); err != nil {
+		return nil, err
+	}
+	ok = true
+	return e, nil
+}
+
+// makeKeys makes a key per technical contact, and keydesk's signing key.
+func (e *Env) makeKeys() error {
 	for _, c := range []*contact{
 		{partner: "acme", name: "Acme Security", email: "sec@acme.example"},
 		{partner: "globex", name: "Globex Platform Team", email: "platform-keys@globex.example"},
@@ -89,36 +103,41 @@ func StartEnv(dir string, onMail func(m mailsim.Message)) (*Env, error) {
 		var err error
 		c.priv, c.pub, c.fpr, err = crypto.GenerateKey(c.name, c.email, crypto.Curve25519, c.passphrase)
 		if err != nil {
-			return nil, fmt.Errorf("demo: contact key: %w", err)
+			return fmt.Errorf("demo: contact key: %w", err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, c.partner+".asc"), []byte(c.pub), 0o600); err != nil {
-			return nil, err
+		if err := os.WriteFile(filepath.Join(e.dir, c.partner+".asc"), []byte(c.pub), 0o600); err != nil {
+			return err
 		}
 		e.contacts = append(e.contacts, c)
 	}
 	signPass := RandHex(8)
 	signPriv, signPub, signFpr, err := crypto.GenerateKey("keydesk demo", "support@"+Domain, crypto.Curve25519, []byte(signPass))
 	if err != nil {
-		return nil, fmt.Errorf("demo: signing key: %w", err)
+		return fmt.Errorf("demo: signing key: %w", err)
 	}
 	e.signerPub, e.signerFpr = signPub, signFpr
-	if err := os.WriteFile(filepath.Join(dir, "signing.asc"), []byte(signPriv), 0o600); err != nil {
-		return nil, err
+	if err := os.WriteFile(filepath.Join(e.dir, "signing.asc"), []byte(signPriv), 0o600); err != nil {
+		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "signing.pass"), []byte(signPass), 0o600); err != nil {
-		return nil, err
-	}
+	return os.WriteFile(filepath.Join(e.dir, "signing.pass"), []byte(signPass), 0o600)
+}
 
-	// Staff: two approvers, since production requests need four eyes.
+// makeStaff makes two approvers, since production requests need four eyes.
+func (e *Env) makeStaff() error {
 	for _, s := range []staffMember{{name: "alice", role: "admin"}, {name: "bob", role: "approver"}} {
+		var err error
 		s.password, s.token, err = users.NewCredentials()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		e.staff = append(e.staff, s)
 	}
+	return nil
+}
 
-	// The Buildmarkets API simulator with each partner's manager keys.
+// startAPI starts the Buildmarkets API simulator with each partner's
+// manager keys.
+func (e *Env) startAPI() error {
 	seed := &fake.Seed{}
 	for _, p := range []string{"acme", "globex"} {
 		seed.Accounts = append(seed.Accounts, fake.SeedAccount{ID: p, ManagerKeys: []fake.SeedKey{{
@@ -127,38 +146,36 @@ func StartEnv(dir string, onMail func(m mailsim.Message)) (*Env, error) {
 		}}})
 	}
 	e.SeedAccounts = seed.Accounts
+	var err error
 	e.API, err = fake.New(fake.Options{Seed: seed})
 	if err != nil {
-		return nil, fmt.Errorf("demo: api simulator: %w", err)
+		return fmt.Errorf("demo: api simulator: %w", err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	e.APIURL = "http://" + ln.Addr().String()
 	e.apiSrv = &http.Server{Handler: e.API, ReadHeaderTimeout: 10 * time.Second}
-	go func(ln net.Listener) { _ = e.apiSrv.Serve(ln) }(ln)
+	go func() { _ = e.apiSrv.Serve(ln) }()
+	return nil
+}
 
-	// The support mailbox, seeded with the demo's emails.
+// startMailbox starts the support mailbox, seeded with the demo's emails.
+func (e *Env) startMailbox() error {
 	e.IMAPPass = RandHex(12)
+	var err error
 	if e.IMAP, err = mailsim.ServeIMAP(Mailbox, e.IMAPPass, mailsim.IMAPOptions{Mailboxes: []string{"Processed", "Rejected"}}); err != nil {
-		return nil, err
+		return err
 	}
 	e.IMAPAddr = e.IMAP.Addr
 	e.Emails = seedEmails(time.Now())
 	for _, m := range e.Emails {
-		raw := []byte(m.raw)
-		if _, err := e.IMAP.User.Append("INBOX", bytesLiteral(raw), &imap.AppendOptions{Time: time.Now()}); err != nil {
-			return nil, fmt.Errorf("demo: seed mailbox: %w", err)
+		if _, err := e.IMAP.User.Append("INBOX", bytesLiteral([]byte(m.raw)), &imap.AppendOptions{Time: time.Now()}); err != nil {
+			return fmt.Errorf("demo: seed mailbox: %w", err)
 		}
 	}
-
-	// The outgoing mail sink.
-	if e.Sink, err = StartSink(onMail); err != nil {
-		return nil, err
-	}
-	ok = true
-	return e, nil
+	return nil
 }
 
 // bytesLiteral makes an IMAP literal of b (bytes.Reader has Size).
