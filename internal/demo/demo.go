@@ -97,6 +97,9 @@ func (p *printer) printf(format string, args ...any) {
 // Run starts the world, runs the roles, and in once mode drives and
 // checks the flow.
 func Run(ctx context.Context, o Options) (*Summary, error) {
+	if o.Serve == nil || len(o.Roles) == 0 || o.Cluster != nil && o.Setup == nil {
+		return nil, errors.New("demo: Options need Serve, Roles (and Setup for a cluster): the command's role wiring")
+	}
 	if o.Out == nil {
 		o.Out = os.Stdout
 	}
