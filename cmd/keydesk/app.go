@@ -15,7 +15,9 @@ import (
 
 	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/metrics"
+	"github.com/buildmarkets/keydesk/observe"
 	"github.com/buildmarkets/keydesk/queue"
+	"github.com/buildmarkets/keydesk/templates"
 )
 
 // app holds what the roles are built from. It is made once per serve (or
@@ -166,7 +168,7 @@ func (a *app) connect(ctx context.Context) error {
 			if try > 1 {
 				a.log.Info("nats ready", "tries", try)
 			}
-			startObservability(a)
+			a.startObserve()
 			return nil
 		}
 		if cfg.NATS.URL == "" || errors.Is(err, queue.ErrConfig) || ctx.Err() != nil {
@@ -247,4 +249,28 @@ func (a *app) close() error {
 		errs = append(errs, a.q.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// startObserve runs the deployment's gauges and alerts (package observe)
+// until the app closes.
+func (a *app) startObserve() {
+	tpl, err := templates.Load(a.cfg.Path(a.cfg.Templates.Dir))
+	if err != nil {
+		a.log.Error("observability: templates: contact key alerts are off", "err", err)
+	}
+	o := observe.New(observe.Options{
+		Queue: a.q, Partners: a.partners.Current, SupportAddress: a.cfg.SMTP.SupportAddress, Templates: tpl,
+		Metrics: a.metrics, Log: a.log.With("part", "observability"),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		o.Run(ctx)
+	}()
+	a.onClose(func() error {
+		cancel()
+		<-done
+		return nil
+	})
 }

@@ -1,4 +1,18 @@
-package main
+// Package observe watches the whole deployment rather than one role:
+// requests by state and how long the oldest has waited in each waiting
+// state (from the queue, recomputed at most every observeEvery, so a
+// scrape never waits on NATS), the technical contacts' key expiry, and an
+// alert to support for a contact key that expires within keyExpiryWarning
+// — at most once a day per key, whichever instances run; and the AUDIT
+// stream's size against its limit, with an alert, at most once a day,
+// once it is auditAlertFull full: past the limit the oldest events are
+// dropped.
+//
+// Invariants: a scrape reads only what the last check computed, never
+// the queue; an alert's ID names what it reports and the day, so the
+// outbox and delivery's sent-once records send it once however many
+// instances look; alert texts are templates (mail/alert-*.tmpl).
+package observe
 
 import (
 	"context"
@@ -8,19 +22,10 @@ import (
 	"time"
 
 	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/metrics"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/templates"
 )
-
-// Observability that concerns the whole deployment rather than one role:
-// requests by state and how long the oldest has waited in each waiting
-// state (from the queue, recomputed at most every observeEvery, so a
-// scrape never waits on NATS), the technical contacts' key expiry, and an
-// alert to smtp.support_address for a contact key that expires within
-// keyExpiryWarning — at most once a day per key, whichever instances run;
-// and the AUDIT stream's size against its limit (nats.audit_max_bytes),
-// with an alert, at most once a day, once it is auditAlertFull full: past
-// the limit the oldest events are dropped.
 
 const (
 	// observeEvery is how often the request gauges are recomputed.
@@ -42,8 +47,29 @@ var waitingStates = []keydesk.State{
 	keydesk.StateGenerated, keydesk.StateDeliveryFailed, keydesk.StateBlocked, keydesk.StateFailed,
 }
 
-// observer computes the gauges and sends the key alerts.
-type observer struct {
+// Options are what an Observer watches and where it alerts.
+type Options struct {
+	// Queue is where requests and the AUDIT stream are read and alerts
+	// queued.
+	Queue *queue.Conn
+	// Partners returns the partner registry in force (it may be reloaded).
+	Partners func() *keydesk.Registry
+	// SupportAddress receives the alerts (smtp.support_address); empty:
+	// alerts are only logged.
+	SupportAddress string
+	// Templates render the alerts; nil: alerts are only logged (the
+	// templates did not load).
+	Templates *templates.Set
+	// Metrics is where the gauges are declared.
+	Metrics *metrics.Registry
+	// Log is the logger; nil discards.
+	Log *slog.Logger
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+}
+
+// Observer computes the gauges and sends the alerts.
+type Observer struct {
 	q        *queue.Conn
 	partners func() *keydesk.Registry
 	support  string
@@ -61,32 +87,25 @@ type observer struct {
 	alerted map[string]bool
 }
 
-func startObservability(a *app) {
-	tpl, err := templates.Load(a.cfg.Path(a.cfg.Templates.Dir))
-	if err != nil {
-		a.log.Error("observability: templates: contact key alerts are off", "err", err)
+// New declares the gauges on o.Metrics; Run computes them and alerts.
+func New(o Options) *Observer {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
 	}
-	o := &observer{
-		q: a.q, partners: a.partners.Current, support: a.cfg.SMTP.SupportAddress, tpl: tpl,
-		log: a.log.With("part", "observability"), now: time.Now, alerted: map[string]bool{},
+	if o.Now == nil {
+		o.Now = time.Now
 	}
-	o.register(a)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		o.run(ctx)
-	}()
-	a.onClose(func() error {
-		cancel()
-		<-done
-		return nil
-	})
+	ob := &Observer{
+		q: o.Queue, partners: o.Partners, support: o.SupportAddress, tpl: o.Templates,
+		log: o.Log, now: o.Now, alerted: map[string]bool{},
+	}
+	ob.register(o.Metrics)
+	return ob
 }
 
 // register declares the gauges; each reads what run computed.
-func (o *observer) register(a *app) {
-	a.metrics.GaugeFunc("keydesk_requests", "Requests by state (recomputed every 15s).", func() map[string]float64 {
+func (o *Observer) register(m *metrics.Registry) {
+	m.GaugeFunc("keydesk_requests", "Requests by state (recomputed every 15s).", func() map[string]float64 {
 		o.mu.Lock()
 		defer o.mu.Unlock()
 		if !o.refreshed {
@@ -98,7 +117,7 @@ func (o *observer) register(a *app) {
 		}
 		return out
 	}, "state")
-	a.metrics.GaugeFunc("keydesk_request_oldest_age_seconds",
+	m.GaugeFunc("keydesk_request_oldest_age_seconds",
 		"How long the oldest request in each waiting state has waited: since it arrived for pending_review, since its last change otherwise (0: none waits).",
 		func() map[string]float64 {
 			o.mu.Lock()
@@ -126,11 +145,11 @@ func (o *observer) register(a *app) {
 			return map[string]float64{"": v(o.audit)}
 		}
 	}
-	a.metrics.GaugeFunc("keydesk_audit_bytes", "Bytes the AUDIT stream holds (recomputed every 15s).",
+	m.GaugeFunc("keydesk_audit_bytes", "Bytes the AUDIT stream holds (recomputed every 15s).",
 		auditGauge(func(u *queue.AuditUsage) float64 { return float64(u.Bytes) }))
-	a.metrics.GaugeFunc("keydesk_audit_max_bytes", "The AUDIT stream's size limit (nats.audit_max_bytes): past it the oldest events are dropped.",
+	m.GaugeFunc("keydesk_audit_max_bytes", "The AUDIT stream's size limit (nats.audit_max_bytes): past it the oldest events are dropped.",
 		auditGauge(func(u *queue.AuditUsage) float64 { return float64(u.MaxBytes) }))
-	a.metrics.GaugeFunc("keydesk_contact_key_expiry_timestamp_seconds",
+	m.GaugeFunc("keydesk_contact_key_expiry_timestamp_seconds",
 		"When each partner's technical-contact key expires (Unix time); keys that never expire are left out.",
 		func() map[string]float64 {
 			out := map[string]float64{}
@@ -141,13 +160,14 @@ func (o *observer) register(a *app) {
 			}
 			return out
 		}, "partner")
-	a.metrics.GaugeFunc("keydesk_contact_keys_expiring", "Technical-contact keys that expire within 30 days or have expired.",
+	m.GaugeFunc("keydesk_contact_keys_expiring", "Technical-contact keys that expire within 30 days or have expired.",
 		func() map[string]float64 {
 			return map[string]float64{"": float64(len(o.expiring(o.now())))}
 		})
 }
 
-func (o *observer) run(ctx context.Context) {
+// Run computes the gauges and checks for alerts until ctx is done.
+func (o *Observer) Run(ctx context.Context) {
 	o.refresh(ctx)
 	o.checkKeys(ctx)
 	gauges := time.NewTicker(observeEvery)
@@ -168,7 +188,7 @@ func (o *observer) run(ctx context.Context) {
 
 // refresh recomputes the request gauges from the queue. On an error the
 // last values stay, and the log says why.
-func (o *observer) refresh(ctx context.Context) {
+func (o *Observer) refresh(ctx context.Context) {
 	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	reqs, err := o.q.List(lctx, queue.Filter{})
@@ -198,7 +218,7 @@ func (o *observer) refresh(ctx context.Context) {
 
 // checkAudit reads how full the AUDIT stream is and alerts support,
 // once a day, while it is more than auditAlertFull full.
-func (o *observer) checkAudit(ctx context.Context) {
+func (o *Observer) checkAudit(ctx context.Context) {
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	u, err := o.q.AuditUsage(actx)
@@ -232,7 +252,7 @@ func (o *observer) checkAudit(ctx context.Context) {
 
 // expiring returns the partners whose contact key expires within
 // keyExpiryWarning of now, or has expired.
-func (o *observer) expiring(now time.Time) []*keydesk.Partner {
+func (o *Observer) expiring(now time.Time) []*keydesk.Partner {
 	var out []*keydesk.Partner
 	for _, p := range o.partners().Partners {
 		if exp := p.TechnicalContact.KeyExpires; !exp.IsZero() && exp.Sub(now) < keyExpiryWarning {
@@ -254,7 +274,7 @@ func keyAlertID(p *keydesk.Partner, now time.Time) string {
 }
 
 // checkKeys alerts support about each contact key that expires soon.
-func (o *observer) checkKeys(ctx context.Context) {
+func (o *Observer) checkKeys(ctx context.Context) {
 	now := o.now()
 	for _, p := range o.expiring(now) {
 		id := keyAlertID(p, now)
@@ -268,7 +288,7 @@ func (o *observer) checkKeys(ctx context.Context) {
 // alert id to support: the same id is sent once however many instances
 // try (the outbox and delivery's sent-once records dedupe it). A failure
 // is logged and tried again at the next check.
-func (o *observer) alert(ctx context.Context, log *slog.Logger, id, partner string, now time.Time, d templates.Alert, warning string) {
+func (o *Observer) alert(ctx context.Context, log *slog.Logger, id, partner string, now time.Time, d templates.Alert, warning string) {
 	o.mu.Lock()
 	done := o.alerted[id]
 	o.mu.Unlock()
