@@ -237,17 +237,9 @@ func (o *Observer) checkAudit(ctx context.Context) {
 	now := o.now()
 	log := o.log.With("bytes", u.Bytes, "max_bytes", u.MaxBytes)
 	pct := int(u.Full() * 100)
-	title := fmt.Sprintf("The audit trail is %d%% full", pct)
-	o.alert(ctx, log, "alert.audit-size."+now.UTC().Format("20060102"), "", now, templates.Alert{
-		Title: title,
-		Text: fmt.Sprintf("The AUDIT stream holds %d events in %d of its %d bytes (%d%%), the oldest from %s.\n"+
-			"When it is full, JetStream drops the oldest events to make room: the audit\n"+
-			"trail then starts later than it does now.",
-			u.Msgs, u.Bytes, u.MaxBytes, pct, u.First.UTC().Format("2006-01-02")),
-		Action: "export the audit trail (Audit page, Export) to keep the oldest events, then\n" +
-			"raise nats.audit_max_bytes and restart keydesk (or run 'keydesk setup'); check\n" +
-			"the audit page for a flood of events from one source.",
-	}, title)
+	o.alert(ctx, log, "alert.audit-size."+now.UTC().Format("20060102"), "", now, "alert-audit-size", templates.AuditSizeAlert{
+		Msgs: u.Msgs, Bytes: u.Bytes, MaxBytes: u.MaxBytes, Percent: pct, First: u.First,
+	}, fmt.Sprintf("The audit trail is %d%% full", pct))
 }
 
 // expiring returns the partners whose contact key expires within
@@ -280,15 +272,15 @@ func (o *Observer) checkKeys(ctx context.Context) {
 		id := keyAlertID(p, now)
 		exp := p.TechnicalContact.KeyExpires
 		log := o.log.With("partner", p.ID, "fingerprint", p.TechnicalContact.Fingerprint, "expires", exp.UTC().Format(time.RFC3339))
-		o.alert(ctx, log, id, p.ID, now, keyAlert(p, now), "technical contact key expires soon: keys cannot be delivered to an expired key")
+		o.alert(ctx, log, id, p.ID, now, "alert-contact-key", keyAlert(p, now), "technical contact key expires soon: keys cannot be delivered to an expired key")
 	}
 }
 
 // alert logs warning and, unless this process has already, queues the
-// alert id to support: the same id is sent once however many instances
+// alert id, mail template tmpl with data, to support: the same id is sent once however many instances
 // try (the outbox and delivery's sent-once records dedupe it). A failure
 // is logged and tried again at the next check.
-func (o *Observer) alert(ctx context.Context, log *slog.Logger, id, partner string, now time.Time, d templates.Alert, warning string) {
+func (o *Observer) alert(ctx context.Context, log *slog.Logger, id, partner string, now time.Time, tmpl string, data any, warning string) {
 	o.mu.Lock()
 	done := o.alerted[id]
 	o.mu.Unlock()
@@ -304,7 +296,7 @@ func (o *Observer) alert(ctx context.Context, log *slog.Logger, id, partner stri
 		log.Warn("no alert sent: the templates did not load (see the error at start)")
 		return
 	}
-	out, err := o.tpl.AlertMail(id, o.support, d)
+	out, err := o.tpl.AlertMailFrom(tmpl, id, o.support, data)
 	if err != nil {
 		log.Error("alert not rendered", "err", err)
 		return
@@ -322,21 +314,12 @@ func (o *Observer) alert(ctx context.Context, log *slog.Logger, id, partner stri
 	o.mu.Unlock()
 }
 
-func keyAlert(p *keydesk.Partner, now time.Time) templates.Alert {
+// keyAlert is what the contact-key alert says of p's key on now.
+func keyAlert(p *keydesk.Partner, now time.Time) templates.ContactKeyAlert {
 	tc := p.TechnicalContact
 	exp := tc.KeyExpires.UTC()
-	when := fmt.Sprintf("expires on %s, in %d days", exp.Format("2006-01-02"), int(exp.Sub(now).Hours()/24))
-	if !exp.After(now) {
-		when = "expired on " + exp.Format("2006-01-02")
-	}
-	return templates.Alert{
-		Title: fmt.Sprintf("The key of %s's technical contact %s", p.Name, when),
-		Text: fmt.Sprintf("Partner: %s (%s)\nTechnical contact: %s\nPinned fingerprint: %s\nThe key %s.\n\n"+
-			"keydesk checks the contact's key before it creates a key pair: once the key has\n"+
-			"expired, %s's approved requests are blocked until the key is renewed.",
-			p.Name, p.ID, tc.Email, tc.Fingerprint, when, p.Name),
-		Action: fmt.Sprintf("ask %s for a renewed key (or an extended expiry), verify its fingerprint with them\n"+
-			"out of band, replace %s, update the pinned fingerprint in partners.yaml if it\n"+
-			"changed, run 'keydesk check', and reload keydesk (SIGHUP).", tc.Email, tc.KeyFile),
+	return templates.ContactKeyAlert{
+		PartnerID: p.ID, PartnerName: p.Name, Email: tc.Email, Fingerprint: tc.Fingerprint, KeyFile: tc.KeyFile,
+		Expires: exp, Expired: !exp.After(now), DaysLeft: int(exp.Sub(now).Hours() / 24),
 	}
 }
