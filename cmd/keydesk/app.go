@@ -75,11 +75,6 @@ func findRole(name string) (role, bool) {
 	return role{}, false
 }
 
-// contactKeyChecker makes the checker that loads and checks contact keys
-// (wire_crypto.go). Tests whose key files are placeholders set it to nil:
-// keys are then only read, not checked.
-var contactKeyChecker = func() config.ContactKeyChecker { return registryKeyChecker{} }
-
 // addCheck registers a readiness check shown on /readyz.
 func (a *app) addCheck(name string, fn func(ctx context.Context) error) {
 	a.mu.Lock()
@@ -111,13 +106,15 @@ func instanceName() string {
 
 // newApp loads the partners and sets up /healthz, /readyz and /metrics.
 // It does not reach NATS: connect does, so that an instance can answer
-// its health probe while the cluster is still recovering.
-func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, error) {
+// its health probe while the cluster is still recovering. keys checks the
+// contacts' keys (nil: they are only read, for tests whose key files are
+// placeholders).
+func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, keys config.ContactKeyChecker) (*app, error) {
 	a := &app{
 		cfg: cfg, log: log, metrics: metrics.New(), mux: http.NewServeMux(),
 		holder: instanceName(), checks: map[string]func(context.Context) error{},
 	}
-	ps, err := newPartnerSource(cfg, log)
+	ps, err := newPartnerSource(cfg, log, keys)
 	if err != nil {
 		return nil, err
 	}
