@@ -136,11 +136,39 @@ type Alert struct {
 // message per ID, so a producer that retries after a crash cannot alert
 // twice.
 func (s *Set) AlertMail(id, to string, a Alert) (*keydesk.Outgoing, error) {
-	m, err := s.RenderMail("alert", a)
+	return s.AlertMailFrom("alert", id, to, a)
+}
+
+// AlertMailFrom is AlertMail with an alert's own template (name, e.g.
+// "alert-contact-key") and data, for an alert whose whole wording is a
+// template.
+func (s *Set) AlertMailFrom(name, id, to string, data any) (*keydesk.Outgoing, error) {
+	m, err := s.RenderMail(name, data)
 	if err != nil {
 		return nil, err
 	}
 	return &keydesk.Outgoing{ID: id, Kind: keydesk.KindAlert, To: []string{to}, Subject: m.Subject, Text: m.Body}, nil
+}
+
+// ContactKeyAlert is what mail/alert-contact-key.tmpl tells support of a
+// technical contact's key that expires soon or has expired.
+type ContactKeyAlert struct {
+	PartnerID, PartnerName      string
+	Email, Fingerprint, KeyFile string
+	Expires                     time.Time
+	// Expired says Expires has passed; otherwise DaysLeft is the whole
+	// days until it.
+	Expired  bool
+	DaysLeft int
+}
+
+// AuditSizeAlert is what mail/alert-audit-size.tmpl tells support of an
+// AUDIT stream near its size limit.
+type AuditSizeAlert struct {
+	Msgs, Bytes uint64
+	MaxBytes    int64
+	Percent     int       // of MaxBytes in use
+	First       time.Time // the oldest event's
 }
 
 // normalizeBody trims the template's leading blank lines and ends the body
@@ -169,6 +197,8 @@ var Funcs = template.FuncMap{
 		return t.UTC().Format("Mon 2 Jan 2006 15:04 MST")
 	},
 	"upper": strings.ToUpper,
+	// day is a time's UTC date, 2006-01-02.
+	"day": func(t time.Time) string { return t.UTC().Format("2006-01-02") },
 	"indent": func(n int, s string) string {
 		pad := strings.Repeat(" ", n)
 		return pad + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n"+pad)

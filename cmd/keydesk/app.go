@@ -15,7 +15,9 @@ import (
 
 	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/metrics"
+	"github.com/buildmarkets/keydesk/observe"
 	"github.com/buildmarkets/keydesk/queue"
+	"github.com/buildmarkets/keydesk/templates"
 )
 
 // app holds what the roles are built from. It is made once per serve (or
@@ -73,11 +75,6 @@ func findRole(name string) (role, bool) {
 	return role{}, false
 }
 
-// contactKeyChecker makes the checker that loads and checks contact keys
-// (wire_crypto.go). Tests whose key files are placeholders set it to nil:
-// keys are then only read, not checked.
-var contactKeyChecker = func() config.ContactKeyChecker { return registryKeyChecker{} }
-
 // addCheck registers a readiness check shown on /readyz.
 func (a *app) addCheck(name string, fn func(ctx context.Context) error) {
 	a.mu.Lock()
@@ -109,13 +106,15 @@ func instanceName() string {
 
 // newApp loads the partners and sets up /healthz, /readyz and /metrics.
 // It does not reach NATS: connect does, so that an instance can answer
-// its health probe while the cluster is still recovering.
-func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, error) {
+// its health probe while the cluster is still recovering. keys checks the
+// contacts' keys (nil: they are only read, for tests whose key files are
+// placeholders).
+func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, keys config.ContactKeyChecker) (*app, error) {
 	a := &app{
 		cfg: cfg, log: log, metrics: metrics.New(), mux: http.NewServeMux(),
 		holder: instanceName(), checks: map[string]func(context.Context) error{},
 	}
-	ps, err := newPartnerSource(cfg, log)
+	ps, err := newPartnerSource(cfg, log, keys)
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +165,7 @@ func (a *app) connect(ctx context.Context) error {
 			if try > 1 {
 				a.log.Info("nats ready", "tries", try)
 			}
-			startObservability(a)
+			a.startObserve()
 			return nil
 		}
 		if cfg.NATS.URL == "" || errors.Is(err, queue.ErrConfig) || ctx.Err() != nil {
@@ -247,4 +246,28 @@ func (a *app) close() error {
 		errs = append(errs, a.q.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// startObserve runs the deployment's gauges and alerts (package observe)
+// until the app closes.
+func (a *app) startObserve() {
+	tpl, err := templates.Load(a.cfg.Path(a.cfg.Templates.Dir))
+	if err != nil {
+		a.log.Error("observability: templates: contact key alerts are off", "err", err)
+	}
+	o := observe.New(observe.Options{
+		Queue: a.q, Partners: a.partners.Current, SupportAddress: a.cfg.SMTP.SupportAddress, Templates: tpl,
+		Metrics: a.metrics, Log: a.log.With("part", "observability"),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		o.Run(ctx)
+	}()
+	a.onClose(func() error {
+		cancel()
+		<-done
+		return nil
+	})
 }

@@ -123,12 +123,8 @@ func checkFiles(o checkOptions) (*config.Config, *keydesk.Registry, []error) {
 	if cfg == nil {
 		return nil, nil, problems
 	}
-	var checker config.ContactKeyChecker
-	if contactKeyChecker != nil {
-		checker = contactKeyChecker()
-	}
 	partnersPath := cfg.Path(cfg.PartnersFile)
-	reg, err := config.LoadPartners(partnersPath, checker, o.now)
+	reg, err := config.LoadPartners(partnersPath, registryKeyChecker{}, o.now)
 	if err != nil {
 		problems = append(problems, err)
 	}

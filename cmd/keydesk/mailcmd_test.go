@@ -30,10 +30,6 @@ import (
 // with 'keydesk mail list' as a support engineer would: newest first, the
 // configured mailbox each went to, hostile subjects made inert.
 func TestMailCLIEndToEnd(t *testing.T) {
-	saved := contactKeyChecker
-	contactKeyChecker = nil // the key file is a placeholder; checking keys is crypto's test
-	t.Cleanup(func() { contactKeyChecker = saved })
-
 	dir := t.TempDir()
 	usersFile := filepath.Join(dir, "users.yaml")
 	token := addUser(t, usersFile, "viv", "viewer")

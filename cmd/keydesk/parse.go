@@ -135,11 +135,7 @@ func parseOptions(cfgPath string, now time.Time) (o parse.Options, schedule, tem
 	if err != nil {
 		return o, "", "", err
 	}
-	var checker config.ContactKeyChecker
-	if contactKeyChecker != nil {
-		checker = contactKeyChecker()
-	}
-	reg, err := config.LoadPartners(cfg.Path(cfg.PartnersFile), checker, now)
+	reg, err := config.LoadPartners(cfg.Path(cfg.PartnersFile), registryKeyChecker{}, now)
 	if err != nil {
 		return o, "", "", fmt.Errorf("%w\n(run keydesk check --config %s for details)", err, cfgPath)
 	}

@@ -13,9 +13,10 @@ import (
 
 // partnerSource holds the current partner registry; SIGHUP reloads it.
 type partnerSource struct {
-	cfg *config.Config
-	log *slog.Logger
-	cur atomic.Pointer[keydesk.Registry]
+	cfg  *config.Config
+	log  *slog.Logger
+	keys config.ContactKeyChecker // nil: keys are only read, not checked
+	cur  atomic.Pointer[keydesk.Registry]
 
 	mu sync.Mutex
 	// checks are what a role running here needs of every registry beyond
@@ -23,8 +24,8 @@ type partnerSource struct {
 	checks []func(*keydesk.Registry) error
 }
 
-func newPartnerSource(cfg *config.Config, log *slog.Logger) (*partnerSource, error) {
-	ps := &partnerSource{cfg: cfg, log: log}
+func newPartnerSource(cfg *config.Config, log *slog.Logger, keys config.ContactKeyChecker) (*partnerSource, error) {
+	ps := &partnerSource{cfg: cfg, log: log, keys: keys}
 	reg, err := ps.load()
 	if err != nil {
 		return nil, err
@@ -34,11 +35,7 @@ func newPartnerSource(cfg *config.Config, log *slog.Logger) (*partnerSource, err
 }
 
 func (ps *partnerSource) load() (*keydesk.Registry, error) {
-	var checker config.ContactKeyChecker
-	if contactKeyChecker != nil {
-		checker = contactKeyChecker()
-	}
-	return config.LoadPartners(ps.cfg.Path(ps.cfg.PartnersFile), checker, time.Now())
+	return config.LoadPartners(ps.cfg.Path(ps.cfg.PartnersFile), ps.keys, time.Now())
 }
 
 // Current returns the registry in force.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,7 +17,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/internal/apiclient"
 	"github.com/buildmarkets/keydesk/review"
 )
@@ -73,19 +71,6 @@ func clientFlags(fs *flag.FlagSet, getenv func(string) string) func() (*apiclien
 		}
 		return &apiclient.Client{Base: strings.TrimRight(base, "/"), Token: token, HC: &http.Client{Transport: tr, Timeout: 60 * time.Second}}, nil
 	}
-}
-
-// clean makes text from a request safe on a terminal, on one line
-// (keydesk.SafeLine): an escape sequence or a bidi override in a label or
-// a subject must not reach the terminal as is.
-func clean(s string) string {
-	return keydesk.SafeLine(s, 0)
-}
-
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 func runQueueCmd(ctx context.Context, stdout, stderr io.Writer, args []string, getenv func(string) string) error {
@@ -149,46 +134,7 @@ func queueList(ctx context.Context, stdout io.Writer, args []string, getenv func
 	if *asJSON {
 		return printJSON(stdout, review.RequestList{Requests: reqs, NextCursor: next})
 	}
-	if len(reqs) == 0 {
-		fmt.Fprintln(stdout, "No requests match.")
-		return nil
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tPARTNER\tENV\tSCOPES\tLABEL\tAPPROVALS\tFLAGS\tAGE")
-	now := time.Now()
-	for _, r := range reqs {
-		appr := "-"
-		if r.State == "pending_review" {
-			appr = fmt.Sprintf("%d/%d", len(r.Approvals), r.ApprovalsNeeded)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.State, dash(clean(r.Partner)), dash(r.Environment),
-			dash(clean(strings.Join(r.Scopes, ","))), dash(clean(r.Label)), appr, dash(strings.Join(r.Flags, ",")), age(now, r.CreatedAt))
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	if next != "" {
-		fmt.Fprintf(stdout, "\nMore requests: add --all, or --limit.\n")
-	}
-	return nil
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
-func age(now, t time.Time) string {
-	d := now.Sub(t)
-	switch {
-	case d < time.Hour:
-		return fmt.Sprintf("%dm", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh", int(d.Hours()))
-	}
-	return fmt.Sprintf("%dd", int(d.Hours()/24))
+	return printRequestTable(stdout, reqs, next)
 }
 
 func queueShow(ctx context.Context, stdout io.Writer, args []string, getenv func(string) string) error {
@@ -213,45 +159,8 @@ func queueShow(ctx context.Context, stdout io.Writer, args []string, getenv func
 		return printJSON(stdout, r)
 	}
 	printRequest(stdout, &r)
-	if len(r.History) > 0 {
-		fmt.Fprintln(stdout, "\nHistory:")
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		for _, h := range r.History {
-			move := string(h.To)
-			if h.From != "" && h.From != h.To {
-				move = string(h.From) + " -> " + string(h.To)
-			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", h.At.UTC().Format("2006-01-02 15:04:05Z"), clean(h.Actor), clean(h.Action), move, clean(h.Change))
-		}
-		_ = tw.Flush()
-	}
+	printHistory(stdout, r.History)
 	return nil
-}
-
-func printRequest(w io.Writer, r *review.Request) {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "Request:\t%s\n", r.ID)
-	fmt.Fprintf(tw, "State:\t%s\n", r.State)
-	fmt.Fprintf(tw, "Partner:\t%s\n", dash(clean(r.Partner)))
-	fmt.Fprintf(tw, "Requester:\t%s\n", clean(r.Requester))
-	fmt.Fprintf(tw, "Subject:\t%s\n", dash(clean(r.Subject)))
-	fmt.Fprintf(tw, "Environment:\t%s\n", dash(r.Environment))
-	fmt.Fprintf(tw, "Scopes:\t%s\n", dash(strings.Join(r.Scopes, ", ")))
-	fmt.Fprintf(tw, "Label:\t%s\n", dash(clean(r.Label)))
-	fmt.Fprintf(tw, "Flags:\t%s\n", dash(strings.Join(r.Flags, ", ")))
-	var ap []string
-	for _, a := range r.Approvals {
-		ap = append(ap, clean(a.By)+" at "+a.At.UTC().Format("2006-01-02 15:04Z"))
-	}
-	fmt.Fprintf(tw, "Approvals:\t%s (%d needed)\n", dash(strings.Join(ap, "; ")), r.ApprovalsNeeded)
-	if r.KeyID != "" {
-		fmt.Fprintf(tw, "Key:\t%s\n", clean(r.KeyID))
-	}
-	if r.Problem != "" {
-		fmt.Fprintf(tw, "Problem:\t%s\n", clean(r.Problem))
-	}
-	fmt.Fprintf(tw, "Created:\t%s\n", r.CreatedAt.UTC().Format(time.RFC3339))
-	_ = tw.Flush()
 }
 
 func queueAct(ctx context.Context, stdout io.Writer, act string, args []string, getenv func(string) string) error {

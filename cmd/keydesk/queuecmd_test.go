@@ -57,10 +57,6 @@ func freeAddr(t *testing.T) string {
 // of its own, then drives it with 'keydesk queue ...' and 'keydesk batch
 // ...' as a support engineer would.
 func TestQueueCLIEndToEnd(t *testing.T) {
-	saved := contactKeyChecker
-	contactKeyChecker = nil // the key file is a placeholder; checking keys is crypto's test
-	t.Cleanup(func() { contactKeyChecker = saved })
-
 	dir := t.TempDir()
 	usersFile := filepath.Join(dir, "users.yaml")
 	tokens := map[string]string{}
@@ -199,7 +195,8 @@ func TestQueueCLIEndToEnd(t *testing.T) {
 }
 
 // startServe runs 'keydesk serve --roles review' on cfg until the test
-// ends and waits for base/healthz to answer.
+// ends and waits for base/healthz to answer. The contacts' keys are only
+// read: the key files are placeholders; checking keys is crypto's test.
 func startServe(t *testing.T, cfg *config.Config, base string, hc *http.Client) *app {
 	t.Helper()
 	if hc == nil {
@@ -209,7 +206,7 @@ func startServe(t *testing.T, cfg *config.Config, base string, hc *http.Client) 
 	apps := make(chan *app, 1)
 	served := make(chan error, 1)
 	go func() {
-		served <- serveRoles(ctx, cfg, slog.New(slog.DiscardHandler), []string{"review"}, func(a *app) error { apps <- a; return nil })
+		served <- serveRolesKeys(ctx, cfg, slog.New(slog.DiscardHandler), nil, []string{"review"}, func(a *app) error { apps <- a; return nil })
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -260,9 +257,6 @@ func writePartners(t *testing.T, dir string) {
 // TestQueueCLIOverTLS serves the review role over HTTPS (review.tls_cert
 // and tls_key) and calls it with the CLI trusting a private CA.
 func TestQueueCLIOverTLS(t *testing.T) {
-	saved := contactKeyChecker
-	contactKeyChecker = nil
-	t.Cleanup(func() { contactKeyChecker = saved })
 	dir := t.TempDir()
 	writePartners(t, dir)
 	token := addUser(t, filepath.Join(dir, "users.yaml"), "ada", "admin")

@@ -13,10 +13,6 @@ import (
 )
 
 func TestPartnersReloadKeepsRegistryOnError(t *testing.T) {
-	saved := contactKeyChecker
-	contactKeyChecker = nil // key files here are placeholders; checking them is crypto's test
-	t.Cleanup(func() { contactKeyChecker = saved })
-
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "acme.asc"), []byte("key"), 0o600)
 	partner := func(id string) string {
@@ -31,7 +27,7 @@ func TestPartnersReloadKeepsRegistryOnError(t *testing.T) {
 	cfg := config.Default()
 	cfg.File = filepath.Join(dir, "keydesk.yaml")
 	var logs bytes.Buffer
-	ps, err := newPartnerSource(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	ps, err := newPartnerSource(cfg, slog.New(slog.NewTextHandler(&logs, nil)), nil) // placeholder key files: checking them is crypto's test
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,10 +62,6 @@ func TestPartnersReloadKeepsRegistryOnError(t *testing.T) {
 // without API credentials; the batch role refuses to start on one, and a
 // reload that drops credentials keeps its registry in force.
 func TestBatchRequiresCredentials(t *testing.T) {
-	saved := contactKeyChecker
-	contactKeyChecker = nil // key files here are placeholders; checking them is crypto's test
-	t.Cleanup(func() { contactKeyChecker = saved })
-
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "acme.asc"), []byte("key"), 0o600)
 	partner := func(id, env string) string {
@@ -93,7 +85,7 @@ func TestBatchRequiresCredentials(t *testing.T) {
 		t.Helper()
 		var logs bytes.Buffer
 		log := slog.New(slog.NewTextHandler(&logs, nil))
-		ps, err := newPartnerSource(cfg, log)
+		ps, err := newPartnerSource(cfg, log, nil) // placeholder key files
 		if err != nil {
 			t.Fatalf("a partners.yaml without credentials must load for the other roles: %v", err)
 		}

@@ -24,10 +24,6 @@ import (
 // configured server, with the outbox consumer's ack wait from
 // delivery.ack_wait, and reports the server on /readyz and /metrics.
 func TestServeDeliveryRole(t *testing.T) {
-	saved := contactKeyChecker
-	contactKeyChecker = nil // placeholder key files; checking them is crypto's test
-	t.Cleanup(func() { contactKeyChecker = saved })
-
 	mails := smtptest.Start(t, smtptest.Options{})
 
 	dir := t.TempDir()
@@ -36,7 +32,7 @@ func TestServeDeliveryRole(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write("acme.asc", "key")
+	write("acme.asc", "key") // a placeholder: serveRolesKeys below does not check it; crypto's tests do
 	write("partners.yaml", `partners:
   - id: acme
     requesters: ["*@acme.example"]
@@ -55,7 +51,7 @@ delivery: {ack_wait: 7s}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	log := slog.New(slog.DiscardHandler)
-	err = serveRoles(ctx, cfg, log, []string{"delivery"}, func(a *app) error {
+	err = serveRolesKeys(ctx, cfg, log, nil, []string{"delivery"}, func(a *app) error {
 		if err := a.q.Enqueue(ctx, &keydesk.Outgoing{ID: "KR-20261127-DDDD.ack", Kind: keydesk.KindAcknowledgement, To: []string{"cto@acme.example"}, Subject: "We have your request", Text: "Thanks.\n"}); err != nil {
 			return err
 		}

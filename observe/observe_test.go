@@ -1,17 +1,15 @@
-package main
+package observe
 
 import (
 	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/buildmarkets/keydesk"
-	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/metrics"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/queue/queuetest"
@@ -23,7 +21,7 @@ import (
 type obsEnv struct {
 	q   *queue.Conn
 	m   *metrics.Registry
-	o   *observer
+	o   *Observer
 	now time.Time
 }
 
@@ -37,12 +35,8 @@ func newObsEnvOn(t *testing.T, q *queue.Conn, reg *keydesk.Registry, support str
 	t.Helper()
 	e := &obsEnv{q: q, m: metrics.New(), now: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}
 	e.q.Now = func() time.Time { return e.now }
-	ps := &partnerSource{}
-	ps.cur.Store(reg)
-	a := &app{cfg: &config.Config{SMTP: config.SMTP{SupportAddress: support}}, q: e.q, metrics: e.m, partners: ps}
-	e.o = &observer{q: e.q, partners: ps.Current, support: support, tpl: templates.MustLoadEmbedded(),
-		log: slog.New(slog.DiscardHandler), now: func() time.Time { return e.now }, alerted: map[string]bool{}}
-	e.o.register(a)
+	e.o = New(Options{Queue: e.q, Partners: func() *keydesk.Registry { return reg }, SupportAddress: support,
+		Templates: templates.MustLoadEmbedded(), Metrics: e.m, Now: func() time.Time { return e.now }})
 	return e
 }
 
