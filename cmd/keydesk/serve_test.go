@@ -72,27 +72,10 @@ func TestServeBinary(t *testing.T) {
 	cfgPath := cryptotest.WriteFile(t, dir, "keydesk.yaml", "data_dir: data\nreview: {listen: \""+listen+"\"}\nlog: {format: json}\n")
 
 	start := func() (*exec.Cmd, *testenv.Buffer, <-chan error) {
-		cmd := exec.Command(bin, "serve", "--config", cfgPath, "--roles", "review")
-		logs := &testenv.Buffer{}
-		cmd.Stdout, cmd.Stderr = logs, logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		t.Cleanup(func() { _ = cmd.Process.Kill() })
+		p := startProc(t, bin, listen, "serve", "--config", cfgPath, "--roles", "review")
 		// /healthz answers before NATS is reached; /readyz once the roles run.
-		if err := testenv.Poll(30*time.Second, "/readyz answering ok", func() bool {
-			resp, err := http.Get("http://" + listen + "/readyz")
-			if err != nil {
-				return false
-			}
-			resp.Body.Close()
-			return resp.StatusCode == 200
-		}); err != nil {
-			t.Fatalf("%v; log:\n%s", err, logs.String())
-		}
-		return cmd, logs, done
+		p.waitOK(t, "/readyz", 30*time.Second)
+		return p.cmd, p.logs, p.done
 	}
 	get := func(path string) (int, string) {
 		resp, err := http.Get("http://" + listen + path)

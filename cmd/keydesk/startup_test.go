@@ -1,12 +1,9 @@
 package main
 
 import (
-	"io"
 	"net/http"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -42,34 +39,9 @@ func TestServeStopsWhileWaitingForNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfgPath, listen, _ := natsLaterConfig(t)
-	cmd := exec.Command(bin, "serve", "--config", cfgPath, "--roles", "review")
-	logs := &testenv.Buffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	if err := testenv.Poll(30*time.Second, "/healthz answering", func() bool {
-		resp, err := http.Get("http://" + listen + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	}); err != nil {
-		t.Fatalf("%v; log:\n%s", err, logs.String())
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM while waiting for NATS: %v; log:\n%s", err, logs.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("no exit after SIGTERM; log:\n%s", logs.String())
-	}
+	p := startProc(t, bin, listen, "serve", "--config", cfgPath, "--roles", "review")
+	p.waitOK(t, "/healthz", 30*time.Second)
+	p.stop(t, 30*time.Second)
 }
 
 // TestServeWaitsForNATS starts `keydesk serve` while its NATS server is
@@ -82,31 +54,10 @@ func TestServeWaitsForNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfgPath, listen, natsAddr := natsLaterConfig(t)
-	cmd := exec.Command(bin, "serve", "--config", cfgPath, "--roles", "review")
-	logs := &testenv.Buffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
 	started := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	get := func(path string) (int, string, error) {
-		resp, err := http.Get("http://" + listen + path)
-		if err != nil {
-			return 0, "", err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b), nil
-	}
-	if err := testenv.Poll(30*time.Second, "/healthz answering", func() bool {
-		code, _, err := get("/healthz")
-		return err == nil && code == 200
-	}); err != nil {
-		t.Fatalf("%v; log:\n%s", err, logs.String())
-	}
+	p := startProc(t, bin, listen, "serve", "--config", cfgPath, "--roles", "review")
+	get, logs, done := p.get, p.logs, p.done
+	p.waitOK(t, "/healthz", 30*time.Second)
 	t.Logf("/healthz answered %s after start, with NATS down", time.Since(started).Round(time.Millisecond))
 	code, body, err := get("/readyz")
 	if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "nats: waiting for the NATS cluster") {
@@ -142,13 +93,5 @@ func TestServeWaitsForNATS(t *testing.T) {
 	if code, _, err := get("/api/v1/requests"); err != nil || code != http.StatusUnauthorized {
 		t.Fatalf("review API after NATS came up: %d %v", code, err)
 	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v; log:\n%s", err, logs.String())
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatalf("no exit after SIGTERM; log:\n%s", logs.String())
-	}
+	p.stop(t, 60*time.Second)
 }
