@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/bmapi/fake"
-	"github.com/buildmarkets/keydesk/crypto"
 	"github.com/buildmarkets/keydesk/crypto/cryptotest"
 	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/queue"
@@ -48,28 +46,7 @@ func TestProductionBinaryIgnoresFailpoint(t *testing.T) {
 	}
 	srv := httptest.NewServer(api)
 	defer srv.Close()
-	contact := cryptotest.Contact(t, crypto.Curve25519)
-	cryptotest.WriteFile(t, dir, "acme.asc", contact.Public)
-	cryptotest.WriteFile(t, dir, "signing.asc", cryptotest.SigningKey(t).Private)
-	cryptotest.WriteFile(t, dir, "partners.yaml", fmt.Sprintf(`partners:
-  - id: acme
-    name: Acme Capital
-    requesters: ["*@acme.example"]
-    technical_contact: {email: sec@acme.example, pgp_key_file: acme.asc, fingerprint: "%s"}
-    environments:
-      sandbox: {api_key: %s, api_secret: %s}
-`, contact.Fingerprint, apiKey, apiSecret))
-	cfg := cryptotest.WriteFile(t, dir, "keydesk.yaml", fmt.Sprintf(`data_dir: ./data
-nats: {url: "%s"}
-api:
-  sandbox: {base_url: "%s", timeout: 5s, rate_limit: 100}
-signing_key: {file: signing.asc, passphrase: "%s"}
-batch: {schedule: "@every 1000h", concurrency: 1, lease_ttl: 1s}
-review: {listen: "127.0.0.1:0"}
-smtp: {support_address: support@buildmarkets.example}
-log: {level: debug, format: json}
-partners_file: partners.yaml
-`, q.ClientURL(), srv.URL, cryptotest.Passphrase))
+	cfg := cryptotest.BatchRoleConfig(t, dir, q.ClientURL(), srv.URL, apiKey, apiSecret)
 
 	r, _, err := q.Create(ctx, &keydesk.Request{
 		State: keydesk.StateApproved, Partner: "acme", Environment: keydesk.Sandbox, Scopes: []keydesk.Scope{"accounts:read"},
