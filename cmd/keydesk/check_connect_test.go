@@ -7,8 +7,6 @@ import (
 	"github.com/buildmarkets/keydesk/config"
 	"github.com/buildmarkets/keydesk/internal/demo"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -119,23 +117,7 @@ func TestCheckConnect(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			for file, edits := range tc.edits {
-				p := filepath.Join(dir, file)
-				b, err := os.ReadFile(p)
-				if err != nil {
-					t.Fatal(err)
-				}
-				s := string(b)
-				for _, ed := range edits {
-					if !strings.Contains(s, ed[0]) {
-						t.Fatalf("%s does not contain %q:\n%s", file, ed[0], s)
-					}
-					s = strings.Replace(s, ed[0], ed[1], 1)
-				}
-				if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
-					t.Fatal(err)
-				}
-			}
+			editFiles(t, dir, tc.edits)
 			var out, errOut bytes.Buffer
 			err := check(ctx, &out, &errOut, checkOptions{config: path, now: time.Now(), connect: true, timeout: 10 * time.Second})
 			if ee, ok := err.(exitError); tc.fail != (ok && ee.code == 1) || !tc.fail && err != nil {

@@ -110,19 +110,10 @@ func replaceExampleMaterial(t *testing.T, dir string) {
 func TestCheckTellsEverythingAtOnce(t *testing.T) {
 	dir := t.TempDir()
 	copyDir(t, examplesDir, dir)
-	edit := func(file, old, new string) {
-		p := filepath.Join(dir, file)
-		b, err := os.ReadFile(p)
-		if err != nil || !bytes.Contains(b, []byte(old)) {
-			t.Fatalf("%s no longer contains %q: update the test", file, old)
-		}
-		if err := os.WriteFile(p, bytes.Replace(b, []byte(old), []byte(new), 1), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	edit("keydesk.yaml", "  schedule:", "  shedule:")
-	edit("keydesk.yaml", "password_file: secrets/smtp-password", "password_file: secrets/nowhere")
-	edit("partners.yaml", `"*@acme.example"`, `"*@acme"`)
+	editFiles(t, dir, map[string][][2]string{
+		"keydesk.yaml":  {{"  schedule:", "  shedule:"}, {"password_file: secrets/smtp-password", "password_file: secrets/nowhere"}},
+		"partners.yaml": {{`"*@acme.example"`, `"*@acme"`}},
+	})
 	batchEnv(t, dir)
 	var out, errOut bytes.Buffer
 	err := runCheck(&out, &errOut, filepath.Join(dir, "keydesk.yaml"), nil, exampleNow)

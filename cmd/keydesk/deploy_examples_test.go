@@ -180,23 +180,7 @@ func TestCheckListsEveryProblem(t *testing.T) {
 			}
 			dir := t.TempDir()
 			copyDir(t, examplesDir, dir)
-			for file, edits := range tc.edits {
-				p := filepath.Join(dir, file)
-				b, err := os.ReadFile(p)
-				if err != nil {
-					t.Fatal(err)
-				}
-				s := string(b)
-				for _, e := range edits {
-					if !strings.Contains(s, e[0]) {
-						t.Fatalf("%s no longer contains %q: update the test", file, e[0])
-					}
-					s = strings.Replace(s, e[0], e[1], 1)
-				}
-				if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
+			editFiles(t, dir, tc.edits)
 			batchEnv(t, dir)
 			var out, errOut bytes.Buffer
 			err := runCheck(&out, &errOut, filepath.Join(dir, "keydesk.yaml"), nil, exampleNow)
@@ -369,5 +353,28 @@ func copyDir(t *testing.T, src, dst string) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// editFiles replaces, in each file of dir, each old text with its new
+// one, once; a file that no longer holds an old text fails the test.
+func editFiles(t *testing.T, dir string, edits map[string][][2]string) {
+	t.Helper()
+	for file, eds := range edits {
+		p := filepath.Join(dir, file)
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := string(b)
+		for _, e := range eds {
+			if !strings.Contains(s, e[0]) {
+				t.Fatalf("%s no longer contains %q: update the test", file, e[0])
+			}
+			s = strings.Replace(s, e[0], e[1], 1)
+		}
+		if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
