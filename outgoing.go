@@ -13,6 +13,11 @@ const (
 	KindRevocationNotice MessageKind = "revocation-notice" // to the requester, an undeliverable key was revoked
 	KindBatchReport      MessageKind = "batch-report"      // to support
 	KindAlert            MessageKind = "alert"             // to support
+	KindStatusReply      MessageKind = "status-reply"      // to the requester, who asked where a request stands
+	KindReceived         MessageKind = "received"          // to the requester: a person is looking at it
+	KindProposalOutcome  MessageKind = "proposal-outcome"  // to the requester: their correction accepted or refused
+	KindStaffReply       MessageKind = "staff-reply"       // to the requester, written by support
+	KindDigest           MessageKind = "digest"            // to support: what waits, and for how long
 )
 
 // Outgoing is an email waiting in the outbox. Producers (intake, batch)
@@ -24,18 +29,35 @@ type Outgoing struct {
 	ID        string      `json:"id"`
 	Kind      MessageKind `json:"kind"`
 	RequestID string      `json:"request_id,omitempty"`
-	Partner   string      `json:"partner,omitempty"`
+	// Thread lists every request the message is about when there are
+	// several (an acknowledgement of a multi-request email); empty: just
+	// RequestID. Delivery adds the sent message to each one's thread.
+	Thread  []string `json:"thread,omitempty"`
+	Partner string   `json:"partner,omitempty"`
 	// AttemptID ties a key delivery to the key-creation attempt it carries:
 	// a delivery whose attempt is no longer the request's is stale.
 	AttemptID string   `json:"attempt_id,omitempty"`
 	To        []string `json:"to"`
 	Subject   string   `json:"subject"`
-	// InReplyTo threads a reply to the partner's email (its Message-ID).
-	InReplyTo string `json:"in_reply_to,omitempty"`
+	// InReplyTo threads a reply to the partner's email (its Message-ID);
+	// References, when set, is the thread's Message-IDs before it.
+	InReplyTo  string   `json:"in_reply_to,omitempty"`
+	References []string `json:"references,omitempty"`
 	// Text is a text/plain UTF-8 body; Entity, when set, replaces it: a
 	// complete MIME entity (its Content-* headers, a blank line, its body),
 	// such as PGP/MIME ciphertext.
 	Text      string    `json:"text,omitempty"`
 	Entity    []byte    `json:"entity,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
+}
+
+// Requests lists the requests o is about: Thread, or RequestID alone.
+func (o *Outgoing) Requests() []string {
+	if len(o.Thread) > 0 {
+		return o.Thread
+	}
+	if o.RequestID != "" {
+		return []string{o.RequestID}
+	}
+	return nil
 }

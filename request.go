@@ -24,6 +24,12 @@ const (
 	FlagUnknownSender      Flag = "unknown-sender"
 	FlagContactKeyExpiring Flag = "contact-key-expiring"
 	FlagNeedsReview        Flag = "needs-review" // mail that is not a clear key request
+	// FlagDuplicate: the same partner, environment and label as an open
+	// request (DuplicateOf names it).
+	FlagDuplicate Flag = "duplicate"
+	// FlagProposedChange: the partner asked to change the fields; a person
+	// accepts or refuses (Proposal).
+	FlagProposedChange Flag = "proposed-change"
 )
 
 // ReasonCode is the fixed vocabulary of why an email was not accepted as is.
@@ -89,6 +95,7 @@ type Event struct {
 // one source email. It is the record support reviews and batches act on.
 type Request struct {
 	ID          string      `json:"id"`
+	Kind        RequestKind `json:"kind,omitempty"` // empty in records from before kinds: an issue
 	State       State       `json:"state"`
 	Partner     string      `json:"partner,omitempty"` // partner ID; empty for an unknown sender
 	Environment Environment `json:"environment,omitempty"`
@@ -116,6 +123,19 @@ type Request struct {
 	// (a scope, keys:manage or production added): none of them may
 	// approve it, with or without four eyes.
 	WidenedBy []string `json:"widened_by,omitempty"`
+
+	// Assignee is the staff member on it; empty: nobody.
+	Assignee string `json:"assignee,omitempty"`
+	// Proposal is a change the partner asked for in a reply, waiting for
+	// a person.
+	Proposal *Proposal `json:"proposed_change,omitempty"`
+	// DuplicateOf is the open request with the same partner, environment
+	// and label that this one repeats (FlagDuplicate).
+	DuplicateOf string `json:"duplicate_of,omitempty"`
+	// StatusReplyAt is when the last automatic status reply about it was
+	// queued, and StatusReplyRef what it answered: at most one an hour.
+	StatusReplyAt  time.Time `json:"status_reply_at,omitzero"`
+	StatusReplyRef string    `json:"status_reply_ref,omitempty"`
 
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
@@ -149,6 +169,7 @@ func (r *Request) Clone() *Request {
 	c.Warnings = slices.Clone(r.Warnings)
 	c.Approvals = slices.Clone(r.Approvals)
 	c.WidenedBy = slices.Clone(r.WidenedBy)
+	c.Proposal = r.Proposal.clone()
 	if r.Attempt != nil {
 		a := *r.Attempt
 		c.Attempt = &a

@@ -29,14 +29,16 @@ var States = []State{
 // transitions is the state table of DESIGN.md. Approved may also be
 // cancelled (support changes its mind before a batch), and a request may be
 // created directly in approved when its partner's environment auto-approves.
+// A partner's correction sends an approved or blocked request back to
+// pending_review until a person accepts or refuses it.
 var transitions = map[State][]State{
 	StateReceived:       {StatePendingReview, StateApproved, StateRejected},
 	StatePendingReview:  {StateApproved, StateRejected, StateCancelled},
-	StateApproved:       {StateGenerating, StateBlocked, StateFailed, StateCancelled},
+	StateApproved:       {StateGenerating, StateBlocked, StateFailed, StateCancelled, StatePendingReview},
 	StateGenerating:     {StateGenerated, StateApproved, StateBlocked, StateFailed},
 	StateGenerated:      {StateDelivered, StateDeliveryFailed},
 	StateDeliveryFailed: {StateRevoked},
-	StateBlocked:        {StateApproved, StateCancelled},
+	StateBlocked:        {StateApproved, StateCancelled, StatePendingReview},
 	StateFailed:         {StateApproved, StateCancelled},
 }
 

@@ -75,6 +75,8 @@ type Conn struct {
 
 	requests *Bucket[keydesk.Request]
 	batches  *Bucket[keydesk.Batch]
+	threads  *Bucket[keydesk.ThreadEntry]
+	index    *Bucket[MessageIndex]
 	locks    jetstream.KeyValue
 	kvs      map[string]jetstream.KeyValue
 	mail     jetstream.ObjectStore

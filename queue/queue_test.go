@@ -307,7 +307,7 @@ func TestLeaderReads(t *testing.T) {
 	q := queuetest.Open(t)
 	ctx := context.Background()
 	_, js := q.Raw()
-	for _, b := range []string{queue.BucketRequests, queue.BucketLocks, queue.BucketBatches, queue.BucketDeliveries, queue.BucketIntake, queue.BucketSessions} {
+	for _, b := range []string{queue.BucketRequests, queue.BucketLocks, queue.BucketBatches, queue.BucketDeliveries, queue.BucketIntake, queue.BucketSessions, queue.BucketThreads} {
 		s, err := js.Stream(ctx, "KV_"+b)
 		if err != nil {
 			t.Fatal(err)

@@ -19,6 +19,7 @@ const (
 	BucketDeliveries = "deliveries" // one record per sent message: sent once, even across crashes
 	BucketIntake     = "intake"     // mailbox state (UIDVALIDITY) and per-message intake outcomes
 	BucketSessions   = "sessions"   // review UI sessions
+	BucketThreads    = "threads"    // each request's conversation, and the Message-ID index that finds it
 	StreamAudit      = "AUDIT"
 	StreamOutbox     = "OUTBOX"
 	StreamDeadLetter = "DEADLETTER"
@@ -90,6 +91,8 @@ func (c *Conn) setup(ctx context.Context) error {
 	}
 	c.requests = NewBucket[keydesk.Request](c, BucketRequests)
 	c.batches = NewBucket[keydesk.Batch](c, BucketBatches)
+	c.threads = NewBucket[keydesk.ThreadEntry](c, BucketThreads)
+	c.index = NewBucket[MessageIndex](c, BucketThreads)
 	c.locks = c.kvs[BucketLocks]
 
 	streams := streamConfigs(r, c.opts.AuditMaxBytes)
@@ -121,6 +124,7 @@ func kvConfigs(r int) []jetstream.KeyValueConfig {
 		{Bucket: BucketDeliveries, Description: "keydesk sent messages", History: 1, Storage: jetstream.FileStorage, Replicas: r, TTL: sentRetention},
 		{Bucket: BucketIntake, Description: "keydesk mailbox state", History: 1, Storage: jetstream.FileStorage, Replicas: r},
 		{Bucket: BucketSessions, Description: "keydesk review sessions", History: 1, Storage: jetstream.FileStorage, Replicas: r, LimitMarkerTTL: time.Second},
+		{Bucket: BucketThreads, Description: "keydesk request conversations", History: 1, Storage: jetstream.FileStorage, Replicas: r},
 	}
 }
 
