@@ -238,7 +238,7 @@ func (s *Service) handle(ctx context.Context, msg *queue.OutboxMsg) {
 		return
 	}
 	to, data, ok := s.prepare(ctx, m)
-	if !ok || !s.claim(ctx, m) {
+	if !ok || !s.claim(ctx, m) || !s.thread(ctx, m) {
 		return
 	}
 	reply, ok := s.submit(ctx, m, to, data)
@@ -384,6 +384,39 @@ func (s *Service) claim(ctx context.Context, m *inHand) bool {
 		return false
 	}
 	m.rev = rev
+	return true
+}
+
+// thread adds the message to the conversation of each request it is
+// about and indexes its Message-ID, before it is sent: a reply, however
+// quick, then finds its request. Both are idempotent, so a message sent
+// again after a crash is recorded once.
+func (s *Service) thread(ctx context.Context, m *inHand) bool {
+	o := m.o
+	ids := o.Requests()
+	if len(ids) == 0 {
+		return true
+	}
+	msgID := s.composer.MessageID(o)
+	err := s.q.IndexMessage(ctx, msgID, ids...)
+	text := o.Text
+	if len(o.Entity) > 0 {
+		text = "(an encrypted OpenPGP message: the key pair, readable only by the technical contact)"
+	}
+	for _, id := range ids {
+		if err != nil {
+			break
+		}
+		_, err = s.q.AppendThread(ctx, keydesk.ThreadEntry{
+			ID: keydesk.EntryID("out", o.ID), RequestID: id, At: s.o.Now().UTC(), Kind: keydesk.ThreadEmailOut,
+			From: s.composer.From.Address, To: strings.Join(o.To, ", "), Subject: o.Subject, MessageID: msgID, Text: text,
+		})
+	}
+	if err != nil {
+		m.log.Warn("cannot add the message to its conversation; retrying", "err", err)
+		s.retry(m)
+		return false
+	}
 	return true
 }
 

@@ -89,6 +89,22 @@ func TestKeyDeliverySent(t *testing.T) {
 	if v := e.metrics.Counter("keydesk_deliveries_total", "", "kind", "outcome").Value("key-delivery", "sent"); v != 1 {
 		t.Errorf("deliveries_total{key-delivery,sent} = %v", v)
 	}
+
+	// Both emails are in the request's conversation, and a reply to
+	// either finds the request by its Message-ID.
+	thread := e.thread(r.ID, 2)
+	if thread[0].MessageID != "<"+o.ID+"@buildmarkets.ai>" || thread[0].To != contactAddr || strings.Contains(thread[0].Text, "ciphertext") {
+		t.Errorf("first thread entry %+v: want the key delivery, without its ciphertext", thread[0])
+	}
+	if thread[1].Kind != keydesk.ThreadEmailOut || thread[1].To != requesterAddr || !strings.Contains(thread[1].Text, r.ID) {
+		t.Errorf("second thread entry %+v: want the delivery notice", thread[1])
+	}
+	for _, en := range thread {
+		got, err := e.q.LookupMessage(context.Background(), en.MessageID)
+		if err != nil || len(got) != 1 || got[0] != r.ID {
+			t.Errorf("a reply to %s finds %v, %v; want %s", en.MessageID, got, err, r.ID)
+		}
+	}
 }
 
 // A server that answers 451 twice and then accepts: exactly one message
@@ -185,6 +201,7 @@ func TestCrashAfterAcceptSendsOnce(t *testing.T) {
 	if v := e.metrics.Counter("keydesk_deliveries_total", "", "kind", "outcome").Value("key-delivery", "duplicate"); v != 1 {
 		t.Errorf("deliveries_total{duplicate} = %v, want 1", v)
 	}
+	e.thread(r.ID, 2) // the key delivery once, the notice once
 }
 
 // Found in "sending" (a crash between the server's acceptance and the sent

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/mail"
@@ -186,4 +187,22 @@ func contains(s string, subs ...string) (missing []string) {
 		}
 	}
 	return missing
+}
+
+// thread waits for the request's conversation to hold n entries and
+// returns them, failing if it ever holds more.
+func (e *env) thread(id string, n int) []keydesk.ThreadEntry {
+	e.t.Helper()
+	var got []keydesk.ThreadEntry
+	testenv.Eventually(e.t, 20*time.Second, fmt.Sprintf("%d entries in the conversation of %s", n, id), func() bool {
+		var err error
+		if got, err = e.q.Thread(context.Background(), id); err != nil {
+			e.t.Fatal(err)
+		}
+		return len(got) >= n
+	})
+	if len(got) != n {
+		e.t.Fatalf("the conversation of %s holds %d entries, want %d: %+v", id, len(got), n, got)
+	}
+	return got
 }

@@ -65,6 +65,22 @@ func safeID(id string) string {
 	return "h-" + hex.EncodeToString(sum[:16])
 }
 
+// maxReferences bounds the References header: the thread's first
+// message and the latest ones are what mail clients thread on.
+const maxReferences = 20
+
+// angle is a Message-ID in angle brackets, "" for none.
+func angle(id string) string {
+	id = strings.TrimSpace(id)
+	if id == "" {
+		return ""
+	}
+	if !strings.HasPrefix(id, "<") {
+		id = "<" + id + ">"
+	}
+	return id
+}
+
 // ErrMalformed marks an outbox message that can never be sent as it is.
 var ErrMalformed = errors.New("delivery: malformed outgoing message")
 
@@ -101,6 +117,11 @@ func (c *Composer) Compose(o *keydesk.Outgoing) ([]byte, error) {
 	if strings.ContainsAny(o.InReplyTo, "\r\n") || len(o.InReplyTo) > 998 {
 		return nil, malformed("%s: in_reply_to is not one Message-ID", o.ID)
 	}
+	for _, r := range o.References {
+		if strings.ContainsAny(r, "\r\n \t") || len(r) > 250 {
+			return nil, malformed("%s: references holds %q, not one Message-ID", o.ID, r)
+		}
+	}
 	var b bytes.Buffer
 	h := func(k, v string) { writeField(&b, k, v) }
 	h("From", c.From.String())
@@ -113,12 +134,15 @@ func (c *Composer) Compose(o *keydesk.Outgoing) ([]byte, error) {
 	h("Subject", mime.QEncoding.Encode("utf-8", o.Subject))
 	h("Date", c.Now().UTC().Format(time.RFC1123Z))
 	h("Message-ID", c.MessageID(o))
-	if irt := strings.TrimSpace(o.InReplyTo); irt != "" {
-		if !strings.HasPrefix(irt, "<") {
-			irt = "<" + irt + ">"
-		}
+	if irt := angle(o.InReplyTo); irt != "" {
 		h("In-Reply-To", irt)
-		h("References", irt)
+		refs := make([]string, 0, len(o.References)+1)
+		for _, r := range o.References {
+			if r = angle(r); r != "" && r != irt && len(refs) < maxReferences {
+				refs = append(refs, r)
+			}
+		}
+		h("References", strings.Join(append(refs, irt), " "))
 	}
 	// Auto-Submitted keeps vacation responders quiet (RFC 3834); X-Loop
 	// lets intake drop any of our own mail that comes back.

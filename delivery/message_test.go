@@ -57,6 +57,12 @@ func TestComposeGolden(t *testing.T) {
 			InReplyTo: "<CAF=abc123@mail.acme.example>",
 			Text:      "Bonjour,\n\nLa clé a été envoyée chiffrée à s***@acme.example.\nA line that is long enough to need a soft line break in quoted-printable encoding, past 76 characters.\n",
 		}},
+		{"reply-in-thread", &keydesk.Outgoing{
+			ID: "KR-20261127-7QX4.status.1", Kind: keydesk.KindStatusReply, To: []string{"cto@acme.example"},
+			Subject: "Re: API keys", InReplyTo: "CAF=def456@mail.acme.example",
+			References: []string{"<CAF=abc123@mail.acme.example>", "<KR-20261127-7QX4.ack@buildmarkets.ai>", "<CAF=def456@mail.acme.example>"},
+			Text:       "Hello,\n\nRequest KR-20261127-7QX4 is waiting for review.\n",
+		}},
 		{"key-delivery", &keydesk.Outgoing{
 			ID: "KR-20261127-7QX4.key.att-1", Kind: keydesk.KindKeyDelivery, To: []string{"sec@acme.example"},
 			Subject: "Your Buildmarkets API key", Entity: fakeEntity("hQEMA-fake-ciphertext"),
@@ -96,6 +102,9 @@ func TestComposeRefuses(t *testing.T) {
 		{"header injection in address", func(o *keydesk.Outgoing) { o.To = []string{"a@b.example\r\nBcc: x@evil.example"} }, "not an address"},
 		{"entity with a Bcc", func(o *keydesk.Outgoing) { o.Entity = []byte("Content-Type: text/plain\nBcc: x@evil.example\n\nhi\n") }, "only Content-* fields"},
 		{"entity without type", func(o *keydesk.Outgoing) { o.Entity = []byte("Content-Transfer-Encoding: 7bit\n\nhi\n") }, "no Content-Type"},
+		{"header injection in references", func(o *keydesk.Outgoing) {
+			o.InReplyTo, o.References = "<a@b.example>", []string{"<x@y>\r\nBcc: x@evil.example"}
+		}, "not one Message-ID"},
 		{"too many recipients", func(o *keydesk.Outgoing) { o.To = strings.Split(strings.Repeat("a@b.example,", 21), ",")[:21] }, "21 recipients"},
 	}
 	for _, tt := range tests {
