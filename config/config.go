@@ -210,6 +210,9 @@ type Review struct {
 	SessionIdle time.Duration `yaml:"session_idle"`
 	// BaseURL is the UI's public address, for links in emails.
 	BaseURL string `yaml:"base_url"`
+	// AgeTarget is how long a request should wait for review: the queue
+	// shows an age past it in amber, past twice it in red. Default 4h.
+	AgeTarget time.Duration `yaml:"age_target"`
 }
 
 // Delivery is the outgoing mail policy.
@@ -321,6 +324,7 @@ func (c *Config) applyDefaults() {
 		c.Review.FourEyes = []string{string(keydesk.Production), string(keydesk.ScopeKeysManage)}
 	}
 	defDur(&c.Review.SessionIdle, 30*time.Minute)
+	defDur(&c.Review.AgeTarget, 4*time.Hour)
 	defDur(&c.Delivery.RetryFor, 48*time.Hour)
 	defDur(&c.Delivery.RevokeUndeliveredAfter, 72*time.Hour)
 	defDur(&c.Delivery.AckWait, 2*time.Minute)
@@ -534,6 +538,9 @@ func (v *validator) review() {
 		if !keydesk.Scope(fe).Valid() {
 			v.bad(fmt.Sprintf("review.four_eyes[%d]", i), "%q is neither an environment nor a scope", fe)
 		}
+	}
+	if r.AgeTarget < time.Minute || r.AgeTarget > 30*24*time.Hour {
+		v.bad("review.age_target", "%s is out of range 1m..720h (default 4h)", r.AgeTarget)
 	}
 }
 

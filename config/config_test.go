@@ -78,6 +78,7 @@ api:
 		{"internal_domains default", strings.Join(c.SenderAuth.InternalDomains, ","), "buildmarkets.ai"},
 		{"retry_for default", c.Delivery.RetryFor, 48 * time.Hour},
 		{"ack_wait default", c.Delivery.AckWait, 2 * time.Minute},
+		{"review.age_target default", c.Review.AgeTarget, 4 * time.Hour},
 		{"inbox_prefix default (_INBOX)", c.NATS.InboxPrefix, ""},
 		{"audit_max_bytes default (the queue's)", c.NATS.AuditMaxBytes, Size(0)},
 	}
@@ -118,9 +119,9 @@ smtp:
   username: x
 api:
   production: {base_url: "http://api.buildmarkets.example"}
-review: {listen: "nowhere", four_eyes: [production, staging]}
+review: {listen: "nowhere", four_eyes: [production, staging], age_target: 10s}
 batch: {concurrency: 1000}
-delivery: {ack_wait: 1s}
+delivery: {ack_wait: 1s, retry_for: 2 days}
 log: {level: loud}
 signing_key: {file: missing.asc}
 sender_auth:
@@ -160,8 +161,10 @@ imap_pasword: typo
 		"keydesk.yaml: api.production.base_url: \"http://api.buildmarkets.example\" sends API secrets in clear text",
 		"keydesk.yaml: review.listen:",
 		"keydesk.yaml: review.four_eyes[1]: \"staging\" is neither",
+		"keydesk.yaml: review.age_target: 10s is out of range 1m..720h",
 		"keydesk.yaml: batch.concurrency: 1000 is out of range",
 		"keydesk.yaml: delivery.ack_wait: 1s is out of range 3s..1h",
+		"keydesk.yaml: delivery.retry_for: \"2 days\" is not a duration (line 17): write it like 90s, 45m or 4h",
 		"keydesk.yaml: log.level: \"loud\"",
 		"keydesk.yaml: signing_key.file:",
 		"keydesk.yaml: sender_auth.trusted_authserv_ids[0]: \"mx.buildmarKets.ai\" must be your MTA's host name in ASCII",

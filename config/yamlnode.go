@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -169,6 +170,8 @@ func decode(file, dir string, data []byte, out any, getenv func(string) string, 
 	return true, errors.Join(pr.errs...)
 }
 
+var durationType = reflect.TypeOf(time.Duration(0))
+
 // checkKnown reports every mapping key that has no field in t, with the
 // nearest known key of that mapping when one is close enough to be a typo.
 func checkKnown(file string, n *yaml.Node, t reflect.Type, path string, errs *[]error) {
@@ -176,6 +179,13 @@ func checkKnown(file string, n *yaml.Node, t reflect.Type, path string, errs *[]
 		t = t.Elem()
 	}
 	switch {
+	case t == durationType && n.Kind == yaml.ScalarNode:
+		if _, err := time.ParseDuration(n.Value); err != nil {
+			*errs = append(*errs, fmt.Errorf("%s: %s: %q is not a duration (line %d): write it like 90s, 45m or 4h", file, path, n.Value, n.Line))
+			// Reported here with its key: the decoder, which would report
+			// it again by line only, sees no value and the default applies.
+			n.Value, n.Tag = "0s", "!!str"
+		}
 	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
 		fields := yamlFields(t)
 		for i := 0; i+1 < len(n.Content); i += 2 {

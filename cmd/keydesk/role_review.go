@@ -55,7 +55,7 @@ func startReview(ctx context.Context, a *app) (func(context.Context) error, erro
 	schedule := cfg.Batch.Schedule
 	srv, err := review.New(review.Options{
 		Queue: a.q, Users: src.Current, Partners: a.partners.Current, Templates: tpl,
-		FourEyes: cfg.Review.FourEyes, SessionIdle: cfg.Review.SessionIdle,
+		FourEyes: cfg.Review.FourEyes, SessionIdle: cfg.Review.SessionIdle, AgeTarget: cfg.Review.AgeTarget,
 		InsecureCookie: insecure, TLS: tlsOn,
 		NextRun: func(now time.Time) time.Time {
 			t, err := batch.NextRun(schedule, now)
