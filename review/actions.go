@@ -159,20 +159,10 @@ func (s *Server) approve(ctx context.Context, a action) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if r.State != keydesk.StatePendingReview {
-		return nil, errConflict("invalid_state", "request %s is %s: only a request pending review can be approved", r.ID, r.State)
-	}
-	if err := s.approvable(r); err != nil {
-		return nil, err
-	}
-	if slices.Contains(r.WidenedBy, a.By.Name) {
-		return nil, &Error{Status: http.StatusForbidden, Code: "own_widening",
-			Msg: fmt.Sprintf("you widened request %s with a correction (a scope, keys:manage or production added), so you cannot approve it: another approver must", r.ID)}
+	if rf := s.approveRefusal(r, a.By); rf != nil {
+		return nil, rf.Err
 	}
 	need := s.approvalsNeeded(r)
-	if r.ApprovedBy(a.By.Name) {
-		return nil, errConflict("already_approved", "you have already approved %s: four eyes needs a second approval from someone else", r.ID)
-	}
 	var others []string
 	for _, ap := range r.Approvals {
 		if !slices.Contains(others, ap.By) {
@@ -211,8 +201,27 @@ func (s *Server) approve(ctx context.Context, a action) (*result, error) {
 	return &result{Request: out, Message: msg}, nil
 }
 
-// approvable refuses requests a batch could not act on.
-func (s *Server) approvable(r *keydesk.Request) error {
+// refusal is why a person cannot approve a request: Short is shown in
+// place of the Approve button (queue rows, request page), Err is what the
+// action answers.
+type refusal struct {
+	Short string
+	Err   *Error
+}
+
+// approveRefusal decides whether by may approve r as it is now; nil: the
+// button is offered and the action goes through (unless someone acts
+// first). approve asks it too, so that the page never offers an action
+// the server refuses, nor hides one it would take.
+func (s *Server) approveRefusal(r *keydesk.Request, by staff) *refusal {
+	if !by.Role.Can(users.Approver) {
+		return &refusal{"approving needs the approver role", errForbidden(users.Approver)}
+	}
+	if r.State != keydesk.StatePendingReview {
+		return &refusal{"only a request pending review can be approved",
+			errConflict("invalid_state", "request %s is %s: only a request pending review can be approved", r.ID, r.State)}
+	}
+	// A batch could not act on these.
 	var missing []string
 	if !r.Environment.Valid() {
 		missing = append(missing, "environment")
@@ -224,13 +233,29 @@ func (s *Server) approvable(r *keydesk.Request) error {
 		missing = append(missing, "label")
 	}
 	if len(missing) > 0 {
-		return errConflict("incomplete", "request %s has no %s: correct it first, or reject it", r.ID, strings.Join(missing, ", "))
+		return &refusal{"no " + strings.Join(missing, ", ") + ": correct it first",
+			errConflict("incomplete", "request %s has no %s: correct it first, or reject it", r.ID, strings.Join(missing, ", "))}
 	}
 	if r.Partner == "" {
-		return errConflict("unknown_partner", "request %s comes from a sender of no registered partner: reject or cancel it (add the partner to partners.yaml first if the sender is legitimate)", r.ID)
+		return &refusal{"unknown sender: reject or cancel it",
+			errConflict("unknown_partner", "request %s comes from a sender of no registered partner: reject or cancel it (add the partner to partners.yaml first if the sender is legitimate)", r.ID)}
 	}
 	if _, ok := s.o.Partners().Partner(r.Partner); !ok {
-		return errConflict("unknown_partner", "partner %q of request %s is not in partners.yaml any more", r.Partner, r.ID)
+		return &refusal{"partner " + r.Partner + " is not in partners.yaml",
+			errConflict("unknown_partner", "partner %q of request %s is not in partners.yaml any more", r.Partner, r.ID)}
+	}
+	if r.Proposal != nil {
+		return &refusal{"a proposed change waits for a decision",
+			errConflict("proposal_pending", "request %s has a change proposed by the partner waiting for a decision: accept or refuse it first", r.ID)}
+	}
+	if slices.Contains(r.WidenedBy, by.Name) {
+		return &refusal{"you widened it: another approver must approve",
+			&Error{Status: http.StatusForbidden, Code: "own_widening",
+				Msg: fmt.Sprintf("you widened request %s with a correction (a scope, keys:manage or production added), so you cannot approve it: another approver must", r.ID)}}
+	}
+	if r.ApprovedBy(by.Name) {
+		return &refusal{"you approved it: four eyes needs someone else",
+			errConflict("already_approved", "you have already approved %s: four eyes needs a second approval from someone else", r.ID)}
 	}
 	return nil
 }

@@ -33,7 +33,6 @@ func sampleMail(from, subject, body, authres string) string {
 // batches, mail and audit pages. Screenshots of each page land in
 // testdata/artifacts/.
 func TestBrowser(t *testing.T) {
-	chromium := testenv.LookPath(t, "chromium", "chromium")
 	e := newEnv(t)
 	e.reg.Partners = append(e.reg.Partners, &keydesk.Partner{
 		ID: "northwind", Name: "Northwind Markets", Requesters: []string{"*@northwind.example"},
@@ -63,51 +62,8 @@ func TestBrowser(t *testing.T) {
 	_ = done
 	e.clock.Add(3*time.Hour + 17*time.Minute)
 
-	artifacts := filepath.Join("testdata", "artifacts")
-	if err := os.MkdirAll(artifacts, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromium),
-		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1440, 900),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(actx)
-	defer cancelBrowser()
-	// The first Run starts the browser and must not carry a timeout.
-	if err := chromedp.Do(bctx, chromedp.Navigate(e.ts.URL+"/queue")); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(bctx, 60*time.Second)
-	defer cancel()
-
-	shot := func(name string) {
-		t.Helper()
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Fatalf("screenshot %s: %v", name, err)
-		}
-		if err := os.WriteFile(filepath.Join(artifacts, name), png, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	text := func(sel string) string {
-		t.Helper()
-		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("read %s: %v", sel, err)
-		}
-		return strings.TrimSpace(s)
-	}
+	c := startChromium(t, e.ts.URL+"/queue")
+	ctx, shot, text := c.ctx, c.shot, c.text
 
 	// Signed out, the queue sends us to the login page.
 	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`input[name=username]`))); err != nil {
@@ -143,8 +99,10 @@ func TestBrowser(t *testing.T) {
 	if loc, _ := chromedp.Run(ctx, chromedp.Location()); loc != e.ts.URL+"/queue" {
 		t.Fatalf("a login link with next=/%%09/host/x took the browser to %s, want %s/queue", loc, e.ts.URL)
 	}
-	// Pending first, oldest first: the production request heads the queue.
-	if first := text(`table.queue tbody tr:first-child td.label`); first != "prod-trading-engine" {
+	// Waiting for me: high severity first, then the oldest: the keys:manage
+	// request (a scope Northwind is not allowed) heads the queue, ahead of
+	// the production one that is older but only flagged for information.
+	if first := text(`table.queue tbody tr:first-child td.label`); first != "nw-keys-admin" {
 		t.Fatalf("first row = %q", first)
 	}
 	shot("queue.png")
@@ -209,5 +167,81 @@ func TestBrowser(t *testing.T) {
 	}
 	if hist := text(`table.audit`); !strings.Contains(hist, "login") || !strings.Contains(hist, target.ID) {
 		t.Fatalf("audit page: %q", hist)
+	}
+}
+
+// chromium is a headless Chromium driven over the DevTools protocol, with
+// what the browser tests do with it: screenshots into testdata/artifacts/
+// and the text of an element.
+type chromium struct {
+	t   *testing.T
+	ctx context.Context
+}
+
+// startChromium starts the browser on url; it stops with the test.
+func startChromium(t *testing.T, url string) *chromium {
+	t.Helper()
+	path := testenv.LookPath(t, "chromium", "chromium")
+	if err := os.MkdirAll(filepath.Join("testdata", "artifacts"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(path),
+		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("disable-extensions", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1440, 900),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelAlloc)
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	t.Cleanup(cancelBrowser)
+	// The first Run starts the browser and must not carry a timeout.
+	if err := chromedp.Do(bctx, chromedp.Navigate(url)); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(bctx, 60*time.Second)
+	t.Cleanup(cancel)
+	return &chromium{t: t, ctx: ctx}
+}
+
+// shot saves a full-page screenshot as testdata/artifacts/name.
+func (c *chromium) shot(name string) {
+	c.t.Helper()
+	png, err := chromedp.Run(c.ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		c.t.Fatalf("screenshot %s: %v", name, err)
+	}
+	if err := os.WriteFile(filepath.Join("testdata", "artifacts", name), png, 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// text is the trimmed text of the first element matching sel.
+func (c *chromium) text(sel string) string {
+	c.t.Helper()
+	s, err := chromedp.Run(c.ctx, chromedp.Text(chromedp.CSS(sel)))
+	if err != nil {
+		c.t.Fatalf("read %s: %v", sel, err)
+	}
+	return strings.TrimSpace(s)
+}
+
+// signIn fills the login form the browser is on and waits for the queue.
+func (c *chromium) signIn(name string) {
+	c.t.Helper()
+	if err := chromedp.Do(c.ctx,
+		chromedp.WaitVisible(chromedp.CSS(`input[name=username]`)),
+		chromedp.SendKeys(chromedp.CSS(`input[name=username]`), name),
+		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), password(name)),
+		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS(`nav.tabs`)),
+	); err != nil {
+		c.t.Fatalf("sign in as %s: %v", name, err)
 	}
 }

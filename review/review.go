@@ -83,6 +83,10 @@ type Options struct {
 	// not available. review reads it through this func so that it needs
 	// nothing of the intake package.
 	Mail func(ctx context.Context) ([]MailEntry, error)
+	// AgeTarget is how long a request should wait for review
+	// (review.age_target): the queue shows an age past it in amber, past
+	// twice it in red. Default 4h.
+	AgeTarget time.Duration
 	// RequestTimeout bounds what one request waits for the store: within
 	// it a call the NATS cluster cannot answer (a leader election) is
 	// tried again; past it the person gets a 503 with Retry-After.
@@ -116,6 +120,9 @@ func New(o Options) (*Server, error) {
 	}
 	if o.SessionIdle <= 0 {
 		o.SessionIdle = 30 * time.Minute
+	}
+	if o.AgeTarget <= 0 {
+		o.AgeTarget = 4 * time.Hour
 	}
 	if o.RequestTimeout <= 0 {
 		o.RequestTimeout = 15 * time.Second

@@ -200,188 +200,6 @@ func (s *Server) postLogout(w http.ResponseWriter, r *http.Request, st *staff) e
 	return nil
 }
 
-// --- queue ---
-
-type queueView struct {
-	Rows     []rowView
-	Counts   []stateCount
-	Total    int
-	Shown    int
-	State    string
-	Env      string
-	Partner  string
-	Partners []string
-	Envs     []keydesk.Environment
-}
-
-type stateCount struct {
-	State keydesk.State
-	N     int
-}
-
-type rowView struct {
-	R         *keydesk.Request
-	Flags     []flagView
-	Approvals string
-}
-
-// maxRows bounds the queue page.
-const maxRows = 500
-
-func (s *Server) getQueue(w http.ResponseWriter, r *http.Request, st *staff) error {
-	q := r.URL.Query()
-	v := &queueView{State: q.Get("state"), Env: q.Get("environment"), Partner: q.Get("partner"), Envs: keydesk.Environments}
-	if v.State != "" && !keydesk.State(v.State).Valid() {
-		return errBadRequest("state %q is not one of the request states", clip(v.State, 40))
-	}
-	if v.Env != "" && !keydesk.Environment(v.Env).Valid() {
-		return errBadRequest("environment %q is not sandbox or production", clip(v.Env, 40))
-	}
-	all, err := s.o.Queue.List(r.Context(), queue.Filter{})
-	if err != nil {
-		return err
-	}
-	reg := s.o.Partners()
-	counts := map[keydesk.State]int{}
-	partners := map[string]bool{}
-	for _, x := range all {
-		counts[x.State]++
-		if x.Partner != "" {
-			partners[x.Partner] = true
-		}
-	}
-	for _, p := range reg.Partners {
-		partners[p.ID] = true
-	}
-	for p := range partners {
-		v.Partners = append(v.Partners, p)
-	}
-	slices.Sort(v.Partners)
-	for _, stt := range keydesk.States {
-		if counts[stt] > 0 {
-			v.Counts = append(v.Counts, stateCount{stt, counts[stt]})
-		}
-	}
-	v.Total = len(all)
-	var rows []*keydesk.Request
-	for _, x := range all {
-		if (v.State == "" || string(x.State) == v.State) && (v.Env == "" || string(x.Environment) == v.Env) && (v.Partner == "" || x.Partner == v.Partner) {
-			rows = append(rows, x)
-		}
-	}
-	sortQueue(rows)
-	v.Shown = len(rows)
-	if len(rows) > maxRows {
-		rows = rows[:maxRows]
-	}
-	now := s.now()
-	for _, x := range rows {
-		rv := rowView{R: x, Flags: riskFlags(x, reg, now)}
-		if x.State == keydesk.StatePendingReview {
-			rv.Approvals = fmt.Sprintf("%d/%d", len(x.Approvals), s.approvalsNeeded(x))
-		}
-		v.Rows = append(v.Rows, rv)
-	}
-	s.render(w, http.StatusOK, "queue", pageData{Title: "Queue", Nav: "queue", Staff: st, Queue: v})
-	return nil
-}
-
-// sortQueue puts requests awaiting review first, oldest first (the one
-// waiting longest is the next to look at); then the rest, latest change
-// first.
-func sortQueue(rs []*keydesk.Request) {
-	waiting := func(r *keydesk.Request) bool {
-		return r.State == keydesk.StatePendingReview || r.State == keydesk.StateReceived
-	}
-	slices.SortStableFunc(rs, func(a, b *keydesk.Request) int {
-		wa, wb := waiting(a), waiting(b)
-		switch {
-		case wa && !wb:
-			return -1
-		case wb && !wa:
-			return 1
-		case wa:
-			if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
-				return c
-			}
-			return strings.Compare(a.ID, b.ID)
-		}
-		if c := b.UpdatedAt.Compare(a.UpdatedAt); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID, b.ID)
-	})
-}
-
-// flagView is one risk flag as shown.
-type flagView struct {
-	Code  string
-	Text  string
-	Title string
-	Level string // danger, warn, info
-}
-
-var flagTexts = map[keydesk.Flag]flagView{
-	keydesk.FlagProduction:         {Text: "production", Title: "a live key: four eyes applies if configured", Level: "danger"},
-	keydesk.FlagKeysManage:         {Text: "keys:manage", Title: "this key could create and revoke other keys", Level: "danger"},
-	keydesk.FlagScopeNotAllowed:    {Text: "scope not allowed", Title: "a scope outside the partner's allowed set", Level: "danger"},
-	keydesk.FlagDMARCNotPassed:     {Text: "DMARC not passed", Title: "our MTA did not stamp dmarc=pass: the sender may be forged", Level: "danger"},
-	keydesk.FlagUnknownSender:      {Text: "unknown sender", Title: "the sender is no requester of a registered partner", Level: "danger"},
-	keydesk.FlagForwarded:          {Text: "forwarded by RM", Title: "forwarded by a Relationship Manager: check the original sender", Level: "warn"},
-	keydesk.FlagContactKeyExpiring: {Text: "contact key expiring", Title: "the technical contact's key expires within 30 days", Level: "warn"},
-	keydesk.FlagNeedsReview:        {Text: "needs review", Title: "not a clear key request", Level: "warn"},
-}
-
-// riskFlags are the request's flags and those that follow from the
-// registry now (a key that has started to expire since intake, say).
-func riskFlags(r *keydesk.Request, reg *keydesk.Registry, now time.Time) []flagView {
-	fl := slices.Clone(r.Flags)
-	add := func(f keydesk.Flag) {
-		if !slices.Contains(fl, f) {
-			fl = append(fl, f)
-		}
-	}
-	if r.Environment == keydesk.Production {
-		add(keydesk.FlagProduction)
-	}
-	if slices.Contains(r.Scopes, keydesk.ScopeKeysManage) {
-		add(keydesk.FlagKeysManage)
-	}
-	if r.Partner == "" {
-		add(keydesk.FlagUnknownSender)
-	}
-	if p, ok := reg.Partner(r.Partner); ok {
-		for _, sc := range r.Scopes {
-			if !p.Allows(sc) {
-				add(keydesk.FlagScopeNotAllowed)
-			}
-		}
-		if exp := p.TechnicalContact.KeyExpires; !exp.IsZero() && exp.Sub(now) < 30*24*time.Hour {
-			add(keydesk.FlagContactKeyExpiring)
-		}
-	}
-	order := []keydesk.Flag{keydesk.FlagUnknownSender, keydesk.FlagDMARCNotPassed, keydesk.FlagScopeNotAllowed, keydesk.FlagKeysManage,
-		keydesk.FlagProduction, keydesk.FlagForwarded, keydesk.FlagContactKeyExpiring, keydesk.FlagNeedsReview}
-	slices.SortStableFunc(fl, func(a, b keydesk.Flag) int { return rank(order, a) - rank(order, b) })
-	out := make([]flagView, 0, len(fl))
-	for _, f := range fl {
-		v, ok := flagTexts[f]
-		if !ok {
-			v = flagView{Text: string(f), Level: "info"}
-		}
-		v.Code = string(f)
-		out = append(out, v)
-	}
-	return out
-}
-
-func rank(order []keydesk.Flag, f keydesk.Flag) int {
-	if i := slices.Index(order, f); i >= 0 {
-		return i
-	}
-	return len(order)
-}
-
 // --- request page ---
 
 type requestView struct {
@@ -395,6 +213,9 @@ type requestView struct {
 	History    []queue.AuditEntry
 	Mail       *mailView
 	CanApprove bool
+	// NoApprove, for a request pending review, says why Approve is not
+	// offered (approveRefusal).
+	NoApprove  string
 	CanReject  bool
 	CanCancel  bool
 	CanRetry   bool
@@ -469,7 +290,9 @@ func (s *Server) requestView(ctx context.Context, st *staff, req *keydesk.Reques
 	}
 	can := st.Role.Can(users.Approver)
 	waiting := req.State == keydesk.StatePendingReview || req.State == keydesk.StateReceived
-	v.CanApprove = can && req.State == keydesk.StatePendingReview
+	if req.State == keydesk.StatePendingReview {
+		v.CanApprove, v.NoApprove = s.approveOffer(req, *st)
+	}
 	v.CanReject = can && waiting
 	v.CanCorrect = can && waiting
 	v.CanCancel = can && slices.Contains(cancelStates, req.State)
