@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -101,7 +102,7 @@ func TestBrowser(t *testing.T) {
 	}
 	// Waiting for me: high severity first, then the oldest: the keys:manage
 	// request (a scope Northwind is not allowed) heads the queue, ahead of
-	// the production one that is older but only flagged for information.
+	// the production one that is older but flagged for information only.
 	if first := text(`table.queue tbody tr:first-child td.label`); first != "nw-keys-admin" {
 		t.Fatalf("first row = %q", first)
 	}
@@ -232,6 +233,16 @@ func (c *chromium) text(sel string) string {
 	return strings.TrimSpace(s)
 }
 
+// evalJS is the value of a JavaScript expression on the page.
+func evalJS[T any](c *chromium, expr string) T {
+	c.t.Helper()
+	v, err := chromedp.Run(c.ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		c.t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return v
+}
+
 // signIn fills the login form the browser is on and waits for the queue.
 func (c *chromium) signIn(name string) {
 	c.t.Helper()
@@ -244,4 +255,104 @@ func (c *chromium) signIn(name string) {
 	); err != nil {
 		c.t.Fatalf("sign in as %s: %v", name, err)
 	}
+}
+
+// TestBrowserQueue drives the queue page in headless Chromium: "Waiting
+// for me" shows the signed-in person's rows, high severity first, with
+// ages coloured against the target; the search finds a closed request by
+// label and opens one by its KR-ID typed in lower case; an unknown
+// sender's request offers no Approve but says why, in the queue and on
+// its page. Screenshots land in testdata/artifacts/.
+func TestBrowserQueue(t *testing.T) {
+	e := newEnv(t)
+	unknown := e.request(func(r *keydesk.Request) {
+		r.Partner, r.Requester, r.Label = "", "ceo@acme-payments.example", "urgent-prod"
+		r.Environment = keydesk.Production
+		r.Flags = []keydesk.Flag{keydesk.FlagUnknownSender, keydesk.FlagDMARCNotPassed}
+	}, "")
+	e.clock.Add(3 * time.Hour)
+	overdue := e.request(func(r *keydesk.Request) { r.Label = "sandbox-reporting" }, "")
+	e.clock.Add(2 * time.Hour)
+	fresh := e.request(func(r *keydesk.Request) {
+		r.Label, r.Environment, r.Assignee = "prod-trading-engine", keydesk.Production, "alice"
+	}, "")
+	bobs := e.request(func(r *keydesk.Request) { r.Label = "bobs-integration"; r.Assignee = "bob" }, "")
+	approved := e.request(func(r *keydesk.Request) {
+		r.Label, r.Environment = "prod-half-approved", keydesk.Production
+		r.Approvals = []keydesk.Approval{{By: "alice", At: e.clock.Now()}}
+	}, "")
+	archived := e.request(func(r *keydesk.Request) {
+		r.Label, r.State, r.KeyID = "archived-backtest", keydesk.StateDelivered, "key-007"
+	}, "")
+	e.clock.Add(3 * time.Hour)
+
+	c := startChromium(t, e.ts.URL+"/queue")
+	c.signIn("alice")
+	rows := func() []string {
+		t.Helper()
+		return evalJS[[]string](c, `[...document.querySelectorAll("table.queue tbody tr")].map(r => r.dataset.id)`)
+	}
+	// Waiting for me: pending, not approved by alice, hers or nobody's;
+	// the unknown sender (high) first, then the oldest.
+	if got, want := rows(), []string{unknown.ID, overdue.ID, fresh.ID}; !slices.Equal(got, want) {
+		t.Fatalf("waiting for alice: %v, want %v (not %s, %s, %s)", got, want, bobs.ID, approved.ID, archived.ID)
+	}
+	if tab := c.text(`nav.tabs a.on`); tab != "Waiting for me 3" {
+		t.Fatalf("the open tab reads %q", tab)
+	}
+	row := `tr[data-id="` + unknown.ID + `"]`
+	if why := c.text(row + ` td.act`); why != "unknown sender: reject or cancel it" {
+		t.Fatalf("the unknown sender's row says %q where Approve would be", why)
+	}
+	if n := evalJS[int](c, `document.querySelectorAll('`+row+` form[action$="/approve"]').length`); n != 0 {
+		t.Fatalf("the unknown sender's row has %d Approve forms", n)
+	}
+	for id, class := range map[string]string{unknown.ID: "age-late", overdue.ID: "age-over", fresh.ID: ""} {
+		got := evalJS[string](c, `document.querySelector('tr[data-id="`+id+`"] td.age').className`)
+		if strings.TrimSpace(strings.TrimPrefix(got, "num age")) != class {
+			t.Errorf("%s: age cell class %q, want %q", id, got, class)
+		}
+	}
+	if age := c.text(`tr[data-id="` + unknown.ID + `"] td.age`); age != "8 h" {
+		t.Errorf("the unknown sender's age reads %q", age)
+	}
+	c.shot("queue-waiting.png")
+
+	// The search finds a delivered request by its label, and says why.
+	search := func(q string, wait string) {
+		t.Helper()
+		evalJS[string](c, `document.querySelector('form.search input[name=q]').value = ""`)
+		if err := chromedp.Do(c.ctx,
+			chromedp.SendKeys(chromedp.CSS(`form.search input[name=q]`), q),
+			chromedp.Submit(chromedp.CSS(`form.search input[name=q]`)),
+			chromedp.WaitVisible(chromedp.CSS(wait)),
+		); err != nil {
+			t.Fatalf("search %q: %v", q, err)
+		}
+	}
+	search("BACKTEST", `p.searching`)
+	if got := rows(); !slices.Equal(got, []string{archived.ID}) {
+		t.Fatalf("search by label: %v, want %s", got, archived.ID)
+	}
+	if why := c.text(`td.id .why`); why != "matched label" {
+		t.Fatalf("the result says %q", why)
+	}
+	c.shot("queue-search.png")
+
+	// An exact KR-ID, in lower case, opens the request: an unknown sender,
+	// so the page offers no Approve and says why.
+	search(strings.ToLower(unknown.ID), `section.card p.noaction`)
+	if loc, _ := chromedp.Run(c.ctx, chromedp.Location()); loc != e.ts.URL+"/requests/"+unknown.ID {
+		t.Fatalf("search by ID landed on %s", loc)
+	}
+	if why := c.text(`p.noaction`); why != "Approve is not offered: unknown sender: reject or cancel it." {
+		t.Fatalf("the request page says %q", why)
+	}
+	if n := evalJS[int](c, `document.querySelectorAll('form[action$="/approve"]').length`); n != 0 {
+		t.Fatalf("the unknown sender's page has %d Approve forms", n)
+	}
+	if n := evalJS[int](c, `document.querySelectorAll('form[action$="/reject"]').length`); n != 1 {
+		t.Fatalf("the unknown sender's page has %d Reject forms, want 1", n)
+	}
+	c.shot("request-unknown-sender.png")
 }

@@ -188,9 +188,10 @@ func topSeverity(flags []flagView) severity {
 }
 
 // queueKey is a request's place in the queue's order, and the cursor of
-// the queue's pages: requests awaiting review first, the highest
-// severity of their flags first, then the one waiting longest; then the
-// rest, latest change first. The ID breaks ties, so the order is total.
+// the queue's pages: requests awaiting review first, those with a high
+// flag, then those with a medium one, then the rest, each group the one
+// waiting longest first; then the requests not awaiting review, latest
+// change first. The ID breaks ties, so the order is total.
 type queueKey struct {
 	Group int   // 0: awaiting review; 1: the rest
 	Sev   int   // minus the top severity, so that high sorts first
@@ -199,6 +200,11 @@ type queueKey struct {
 }
 
 func keyOf(r *keydesk.Request, top severity) queueKey {
+	if top < sevMedium {
+		// Information (production, keys:manage) orders nothing: among
+		// routine requests the one waiting longest is next.
+		top = sevNone
+	}
 	if awaitingReview(r) {
 		return queueKey{Group: 0, Sev: -int(top), At: r.CreatedAt.UnixNano(), ID: r.ID}
 	}
