@@ -18,7 +18,6 @@ import (
 	"github.com/buildmarkets/keydesk/templates"
 )
 
-
 func conversationRegistry() *keydesk.Registry {
 	return &keydesk.Registry{Partners: []*keydesk.Partner{{
 		ID: "acme", Name: "Acme Capital", Requesters: []string{"*@acme.example"},

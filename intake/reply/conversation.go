@@ -95,9 +95,13 @@ func Status(r *parse.Result, reqs []*keydesk.Request, t *templates.Set, nextBatc
 		ids = append(ids, q.ID)
 		state, next := StateInWords(q, nextBatch)
 		scopes := keydesk.JoinScopes(q.Scopes)
+		long := utf8.RuneCountInString(scopes) > valueWidth
+		if long {
+			scopes = indented(scopes, 68, 4)
+		}
 		d.Requests = append(d.Requests, StatusLine{
 			ID: q.ID, Environment: orNone(string(q.Environment)), Scopes: orNone(scopes), Label: orNone(q.Label),
-			LongScopes: utf8.RuneCountInString(scopes) > valueWidth, LongLabel: utf8.RuneCountInString(q.Label) > valueWidth,
+			LongScopes: long, LongLabel: utf8.RuneCountInString(q.Label) > valueWidth,
 			State: state, Next: wrap(next, 70),
 		})
 		if q.State == keydesk.StateApproved && q.Proposal == nil {
@@ -141,7 +145,12 @@ func CorrectionReceived(r *parse.Result, req *keydesk.Request, p *keydesk.Propos
 	if err != nil {
 		return nil, err
 	}
-	return renderInto(out, t, "correction-received", CorrectionData{Subject: Subject(r.Subject), ID: req.ID, Changes: p.Diff(req), WasApproved: p.WasApproved})
+	changes := p.Diff(req)
+	for i := range changes {
+		// "    was: " and "    now: " take 9 columns.
+		changes[i].From, changes[i].To = indented(orNone(changes[i].From), 63, 9), indented(orNone(changes[i].To), 63, 9)
+	}
+	return renderInto(out, t, "correction-received", CorrectionData{Subject: Subject(r.Subject), ID: req.ID, Changes: changes, WasApproved: p.WasApproved})
 }
 
 // CorrectionRejected returns the rejection of a correction that does not
@@ -207,6 +216,12 @@ func StateInWords(r *keydesk.Request, nextBatch time.Time) (state, next string) 
 		return "cancelled", "The request was cancelled by our support team and no key is created from it. Reply to this email if that is not what you expected."
 	}
 	return string(r.State), "Our support team will get back to you."
+}
+
+// indented is s wrapped at width, its continuation lines indented by
+// indent spaces.
+func indented(s string, width, indent int) string {
+	return strings.ReplaceAll(wrap(s, width), "\n", "\n"+strings.Repeat(" ", indent))
 }
 
 // wrap fills text into lines of at most width bytes (a longer word stands
