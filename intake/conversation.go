@@ -168,23 +168,23 @@ type conversation struct {
 
 func (c *conversation) run(ctx context.Context) ([]*keydesk.Outgoing, error) {
 	q := c.h.o.Threads
-	// Once the email is in a thread, all it did is done: read again
-	// after a crash, it changes nothing twice.
+	// Read again after a crash, the email does each thing once: its
+	// proposal, status claim, alerts and entries carry IDs derived from
+	// it, and what it queues is queued again under the same IDs (the
+	// outbox keeps one), since the crash may have come before the queue.
 	seen, err := c.inThread(ctx, c.requests[0])
 	if err != nil {
 		return nil, err
 	}
 	var outs []*keydesk.Outgoing
-	if !seen {
-		switch {
-		case statesFields(c.res):
-			outs, err = c.correct(ctx)
-		case c.res.Question:
-			outs, err = c.status(ctx, c.named())
-		}
-		if err != nil {
-			return nil, err
-		}
+	switch {
+	case statesFields(c.res):
+		outs, err = c.correct(ctx, seen)
+	case c.res.Question:
+		outs, err = c.status(ctx, c.named())
+	}
+	if err != nil {
+		return nil, err
 	}
 	if err := q.IndexMessage(ctx, c.res.MessageID, c.requests...); err != nil {
 		return nil, err
@@ -234,8 +234,10 @@ func (c *conversation) named() []string {
 	return out
 }
 
-// correct handles a reply that states fields.
-func (c *conversation) correct(ctx context.Context) ([]*keydesk.Outgoing, error) {
+// correct handles a reply that states fields. seen says the email is in
+// the thread already: everything it did was stored, and a proposal of its
+// that the request no longer holds was accepted or refused since.
+func (c *conversation) correct(ctx context.Context, seen bool) ([]*keydesk.Outgoing, error) {
 	target := c.named()
 	var stated []parse.Stated
 	for _, s := range c.res.Stated {
@@ -268,6 +270,9 @@ func (c *conversation) correct(ctx context.Context) ([]*keydesk.Outgoing, error)
 	for range maxCAS {
 		if r.Proposal != nil && r.Proposal.ID == c.ref {
 			return c.correctionAck(r)
+		}
+		if seen {
+			return nil, nil
 		}
 		p := c.proposal(r, s)
 		if len(p.Diff(r)) == 0 {

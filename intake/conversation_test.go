@@ -15,6 +15,7 @@ import (
 	"github.com/buildmarkets/keydesk/internal/dovecottest"
 	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/queue"
+	"github.com/buildmarkets/keydesk/queue/queuetest"
 	"github.com/buildmarkets/keydesk/templates"
 )
 
@@ -511,4 +512,65 @@ func TestAmbiguousCorrection(t *testing.T) {
 	if r := w.get(ids[0]); r.Proposal != nil {
 		t.Errorf("%s: proposal %+v, want none", ids[0], r.Proposal)
 	}
+}
+
+// TestConversationRunTwice: keydesk ends after a reply's effects are
+// stored and before what it queues is in the outbox; the email, read
+// again, queues the same messages under the same IDs (the outbox keeps
+// one of each) and changes nothing twice.
+func TestConversationRunTwice(t *testing.T) {
+	ctx := context.Background()
+	q := queuetest.Open(t)
+	h := &parseHandler{o: ParseOptions{Threads: q, Templates: templates.MustLoadEmbedded(), SupportAddress: supportAddr,
+		Now: func() time.Time { return worldStart }}}
+	r, _, err := q.Create(ctx, &keydesk.Request{State: keydesk.StateApproved, Partner: "acme", Environment: keydesk.Sandbox,
+		Scopes: []keydesk.Scope{"accounts:read", "trading:write"}, Label: "bot", Requester: "ada@acme.example",
+		SourceKey: "ada@acme.example\x00o@acme.example", SourceDate: worldStart}, "intake")
+	if err != nil {
+		t.Fatal(err)
+	}
+	po := parse.Options{Registry: conversationRegistry(), TrustedAuthservIDs: []string{"mx.buildmarkets.ai"}, RequireDMARC: true,
+		Now: func() time.Time { return worldStart }}
+	for _, tc := range []struct {
+		name, body string
+		kind       keydesk.MessageKind
+	}{
+		{"status question", "Any update?\n", keydesk.KindStatusReply},
+		{"correction", "Scopes: accounts:read\n", keydesk.KindReceived},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := msg{from: "ada@acme.example", id: tc.name[:6] + "@acme.example", subject: "Re: " + r.ID, body: tc.body}.raw()
+			res, err := parse.Parse(strings.NewReader(string(raw)), po)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dec := h.reply(res, res.SourceKey, []*keydesk.Request{r})
+			first, err := dec.Converse(ctx, nil, "ref")
+			if err != nil {
+				t.Fatal(err)
+			}
+			before, err := q.Get(ctx, r.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			again, err := dec.Converse(ctx, nil, "ref")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(first) != 1 || first[0].Kind != tc.kind || len(again) != 1 || again[0].ID != first[0].ID {
+				t.Fatalf("first run queued %v, the second %v: want the same one %s", ids2(first), ids2(again), tc.kind)
+			}
+			if after, _ := q.Get(ctx, r.ID); after.Revision != before.Revision {
+				t.Errorf("the second run changed the request (revision %d → %d)", before.Revision, after.Revision)
+			}
+		})
+	}
+}
+
+func ids2(os []*keydesk.Outgoing) []string {
+	var out []string
+	for _, o := range os {
+		out = append(out, o.ID)
+	}
+	return out
 }

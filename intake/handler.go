@@ -58,7 +58,8 @@ const (
 // Decision is what the Handler made of an email.
 type Decision struct {
 	// Outcome names it for metrics and the intake record: accept, reject,
-	// review, ignore, malformed, too-large, poison.
+	// review, ignore, malformed, too-large, poison, reply (it joined a
+	// request's conversation and made no request).
 	Outcome string
 	// Disposition says which mailbox it goes to.
 	Disposition Disposition

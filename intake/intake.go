@@ -254,7 +254,7 @@ func New(o Options) (*Poller, error) {
 		fetchFails: map[uint32]int{},
 		inFlight:   newByteBudget(o.InFlightBytes),
 		emails: o.Metrics.Counter("keydesk_emails_total",
-			"Emails taken out of the inbox, by outcome (accept, reject, review, ignore, malformed, too-large, poison).", "outcome"),
+			"Emails taken out of the inbox, by outcome (accept, reject, review, ignore, malformed, too-large, poison, reply).", "outcome"),
 		reconnects: o.Metrics.Counter("keydesk_imap_reconnects_total", "IMAP connections re-established after a failure."),
 		seconds: o.Metrics.Histogram("keydesk_intake_seconds",
 			"Time to process one email, from the end of its download to its records being stored.", nil),
