@@ -58,7 +58,8 @@ const (
 // Decision is what the Handler made of an email.
 type Decision struct {
 	// Outcome names it for metrics and the intake record: accept, reject,
-	// review, ignore, malformed, too-large, poison.
+	// review, ignore, malformed, too-large, poison, reply (it joined a
+	// request's conversation and made no request).
 	Outcome string
 	// Disposition says which mailbox it goes to.
 	Disposition Disposition
@@ -78,6 +79,14 @@ type Decision struct {
 	// queue salts an ID that collides with another email's). A failure is
 	// recorded and sends nothing: the requests are stored already.
 	BuildReply func(stored []*keydesk.Request) (*keydesk.Outgoing, error)
+	// Converse, if set, runs after the requests are created and the raw
+	// mail stored (mailRef: its queue.MailRef, "" when it was not
+	// stored), with the requests as stored: it adds the email to the
+	// conversations it belongs to and returns the emails to queue. It
+	// must be idempotent (the same email read again after a crash changes
+	// nothing twice; each email it returns has a stable ID). An error
+	// leaves the email in the inbox, to be tried again.
+	Converse func(ctx context.Context, stored []*keydesk.Request, mailRef string) ([]*keydesk.Outgoing, error)
 	// Reason says, for a person, why it was set aside or ignored.
 	Reason string
 }

@@ -36,7 +36,14 @@
 //   - a change of the mailbox's UIDVALIDITY is logged, audited and followed
 //     by a full rescan (which is harmless: creation is idempotent);
 //   - one poller per mailbox runs across instances (the caller holds the
-//     lease LeaseName(mailbox) around Run).
+//     lease LeaseName(mailbox) around Run);
+//   - with conversations (ParseOptions.Threads), a reply from an
+//     authenticated requester of a request's own partner joins that
+//     request's thread and never makes a request; anyone else who names a
+//     request learns nothing of it and is read as a new email; a request
+//     is never changed silently: a correction holds it for a person, or is
+//     attached with an alert to support when it comes too late; at most
+//     one status reply an hour goes out per request.
 package intake
 
 import (
@@ -254,7 +261,7 @@ func New(o Options) (*Poller, error) {
 		fetchFails: map[uint32]int{},
 		inFlight:   newByteBudget(o.InFlightBytes),
 		emails: o.Metrics.Counter("keydesk_emails_total",
-			"Emails taken out of the inbox, by outcome (accept, reject, review, ignore, malformed, too-large, poison).", "outcome"),
+			"Emails taken out of the inbox, by outcome (accept, reject, review, ignore, malformed, too-large, poison, reply).", "outcome"),
 		reconnects: o.Metrics.Counter("keydesk_imap_reconnects_total", "IMAP connections re-established after a failure."),
 		seconds: o.Metrics.Histogram("keydesk_intake_seconds",
 			"Time to process one email, from the end of its download to its records being stored.", nil),

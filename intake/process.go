@@ -568,6 +568,22 @@ func (p *Poller) store(ctx context.Context, m *Message, dec *Decision, keepRaw b
 		}
 		rec.Reply = out.ID
 	}
+	if dec.Converse != nil {
+		mailRef := ""
+		if stored {
+			mailRef = ref
+		}
+		more, err := dec.Converse(sctx, saved, mailRef)
+		if err != nil {
+			return nil, tmp("conversation", err)
+		}
+		for _, o := range more {
+			if err := p.o.Queue.Enqueue(sctx, o); err != nil {
+				return nil, tmp("enqueue reply", err)
+			}
+			rec.Conversation = append(rec.Conversation, o.ID)
+		}
+	}
 	if err := saveRecord(sctx, p.records, rec); err != nil {
 		return nil, tmp("intake record", err)
 	}

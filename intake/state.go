@@ -31,21 +31,24 @@ type MailboxState struct {
 // inbox, so that support can see why a message was set aside even when it
 // made no request.
 type Record struct {
-	Ref         string    `json:"ref"` // queue.MailRef of its source key; the raw mail is stored under it
-	Outcome     string    `json:"outcome"`
-	Disposition string    `json:"disposition"`
-	Reason      string    `json:"reason,omitempty"`
-	Mailbox     string    `json:"mailbox"`
-	UIDValidity uint32    `json:"uidvalidity"`
-	UID         uint32    `json:"uid"`
-	MessageID   string    `json:"message_id,omitempty"`
-	From        string    `json:"from,omitempty"`
-	Subject     string    `json:"subject,omitempty"`
-	Size        int64     `json:"size"`
-	Stored      bool      `json:"stored"` // the raw mail is in the object store
-	Requests    []string  `json:"requests,omitempty"`
-	Reply       string    `json:"reply,omitempty"` // the outbox message ID
-	At          time.Time `json:"at"`
+	Ref         string   `json:"ref"` // queue.MailRef of its source key; the raw mail is stored under it
+	Outcome     string   `json:"outcome"`
+	Disposition string   `json:"disposition"`
+	Reason      string   `json:"reason,omitempty"`
+	Mailbox     string   `json:"mailbox"`
+	UIDValidity uint32   `json:"uidvalidity"`
+	UID         uint32   `json:"uid"`
+	MessageID   string   `json:"message_id,omitempty"`
+	From        string   `json:"from,omitempty"`
+	Subject     string   `json:"subject,omitempty"`
+	Size        int64    `json:"size"`
+	Stored      bool     `json:"stored"` // the raw mail is in the object store
+	Requests    []string `json:"requests,omitempty"`
+	Reply       string   `json:"reply,omitempty"` // the outbox message ID
+	// Conversation are the outbox IDs of what the email got as part of a
+	// conversation: a status reply, a received notice, an alert to support.
+	Conversation []string  `json:"conversation,omitempty"`
+	At           time.Time `json:"at"`
 }
 
 // LeaseName is the lease one poller of mailbox holds across instances.

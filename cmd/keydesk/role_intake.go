@@ -66,6 +66,17 @@ func newIntakePoller(a *app) (*intake.Poller, error) {
 			}
 			return reply.Build(res, tpl, next)
 		},
+		Threads:        a.q,
+		Templates:      tpl,
+		SupportAddress: cfg.SMTP.SupportAddress,
+		NextBatch: func() time.Time {
+			next, err := batch.NextRun(schedule, time.Now())
+			if err != nil {
+				return time.Time{}
+			}
+			return next
+		},
+		Log: a.log.With("role", "intake"),
 	})
 	o.Queue, o.Handler, o.Metrics = a.q, handler, a.metrics
 	o.Templates, o.SupportAddress = tpl, cfg.SMTP.SupportAddress

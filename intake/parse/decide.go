@@ -13,6 +13,8 @@ import (
 // reads the warnings and reasons.
 func decide(m *msg, o Options, digest string) *Result {
 	res := &Result{MessageID: m.messageID, Subject: m.subject}
+	res.InReplyTo, res.References = threading(m)
+	res.SubjectIDs = requestIDs(m.subject)
 	headerFrom := headerSender(m)
 	res.SourceKey = sourceKey(headerFrom, m.messageID, digest)
 	if m.headerOK {
@@ -53,6 +55,13 @@ func decide(m *msg, o Options, digest string) *Result {
 	d.settle(parsed, fatal, internal, res.Partner != nil && (dmarcOK || !o.RequireDMARC))
 	d.checkEnvironments(parsed)
 	d.finish(parsed)
+	// What a reply says about requests it answers: only the sender's own
+	// new text counts, never the history it quotes.
+	res.Authenticated = res.Partner != nil && dmarcOK && !internal && res.From == headerFrom && len(fatal) == 0
+	res.Text = ownText(bd.own)
+	res.TextIDs = requestIDs(res.Text)
+	res.Question = asksStatus(bd.own)
+	res.Stated = stated(parsed)
 	return res
 }
 

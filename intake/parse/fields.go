@@ -222,6 +222,7 @@ type parsedRequest struct {
 	scopes  []keydesk.Scope
 	label   string
 	reasons []keydesk.Reason
+	has     [4]bool // which fields the email wrote (draft.has)
 }
 
 // validate turns a draft into one request per environment it names, each
@@ -296,11 +297,11 @@ func validate(d *draft, lim Limits) []parsedRequest {
 		}
 	}
 	if len(envs) == 0 {
-		return []parsedRequest{{scopes: scopes, label: label, reasons: reasons}}
+		return []parsedRequest{{scopes: scopes, label: label, reasons: reasons, has: d.has}}
 	}
 	out := make([]parsedRequest, 0, len(envs))
 	for _, e := range envs {
-		out = append(out, parsedRequest{env: e, scopes: scopes, label: label, reasons: reasons})
+		out = append(out, parsedRequest{env: e, scopes: scopes, label: label, reasons: reasons, has: d.has})
 	}
 	return out
 }

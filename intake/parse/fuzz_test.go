@@ -121,6 +121,7 @@ func checkInvariants(t *testing.T, r *Result, o Options) {
 			t.Errorf("rejected record without a problem: %+v", q)
 		}
 	}
+	checkThreading(t, r)
 	if _, err := r.Summary("fuzz.eml").JSONLine(); err != nil {
 		t.Errorf("summary: %v", err)
 	}

@@ -170,7 +170,49 @@ type Result struct {
 	SourceKey string
 	// Size is the number of bytes read.
 	Size int64
+
+	// The conversation: what a reply says about the requests it answers.
+
+	// InReplyTo and References are the Message-IDs the email answers
+	// (without angle brackets, as written), at most MaxReferences of
+	// them together, each at most MaxMessageIDLength bytes.
+	InReplyTo  []string
+	References []string
+	// SubjectIDs are the request IDs (KR-…) named in the subject, and
+	// TextIDs those in the sender's own new text (never the quoted
+	// history), upper-cased, at most MaxNamedIDs each.
+	SubjectIDs []string
+	TextIDs    []string
+	// Authenticated: the sender is an authorised requester of Partner and
+	// passed DMARC, writing for themselves (no forward): an email that
+	// may speak for the partner's requests.
+	Authenticated bool
+	// Stated are the fields the sender's own text states, one per request
+	// block and environment, as the parser read them; a field the email
+	// left out is not Has. Their Reasons are what stands against the
+	// fields stated (a bad scope), never a field left out.
+	Stated []Stated
+	// Question: the sender's own text asks where things stand ("any
+	// update?", "where is my key", "Stand?", "des nouvelles ?").
+	Question bool
+	// Text is the sender's own new text, inert (keydesk.SafeText), at
+	// most MaxOwnText bytes.
+	Text string
 }
+
+// Stated is one request's fields as an email states them.
+type Stated struct {
+	Environment    keydesk.Environment
+	HasEnvironment bool
+	Scopes         []keydesk.Scope
+	HasScopes      bool
+	Label          string
+	HasLabel       bool
+	Reasons        []keydesk.Reason
+}
+
+// Any reports whether s states some field.
+func (s Stated) Any() bool { return s.HasEnvironment || s.HasScopes || s.HasLabel }
 
 // errTooLarge is the cause of a read stopped by Options.MaxBytes; Parse
 // turns it into a too-large reason, never returns it.
