@@ -82,27 +82,35 @@ var (
 const maxLabel = 24
 
 // hangOf returns the start of line that every continuation line repeats
-// as spaces: the indentation and a list marker or a field's label.
-func hangOf(line string) string {
+// as spaces: the indentation and a list marker or a field's label. A
+// start wider than half the width is not repeated: the words would have
+// no room left.
+func hangOf(line string, width int) string {
 	indent := len(line) - len(strings.TrimLeft(line, " "))
 	rest := line[indent:]
+	var heads []string
 	if m := listItem.FindString(rest); m != "" {
-		return line[:indent+len(m)]
+		heads = append(heads, line[:indent+len(m)])
 	}
 	m := alignedField.FindString(rest)
 	if m == "" && indent > 0 {
 		m = colonField.FindString(rest)
 	}
 	if m != "" && Columns(m) <= maxLabel && len(m) < len(rest) {
-		return line[:indent+len(m)]
+		heads = append(heads, line[:indent+len(m)])
 	}
-	return line[:indent]
+	for _, h := range append(heads, line[:indent]) {
+		if Columns(h) <= width/2 {
+			return h
+		}
+	}
+	return ""
 }
 
 // wrapLine fills the words of one over-wide line into lines of at most
 // width columns (see Wrap).
 func wrapLine(line string, width int) []string {
-	head := hangOf(line)
+	head := hangOf(line, width)
 	hang := Columns(head)
 	pad := strings.Repeat(" ", hang)
 	var out []string
