@@ -78,3 +78,15 @@ func AddressKey(addr string) (string, bool) {
 	}
 	return ASCIILower(addr[:at]) + "@" + d, true
 }
+
+// MaskAddress shows an address as its first letter and domain,
+// sec@acme.example → s***@acme.example: how an email to a requester names
+// a technical contact, whose full address it never shows.
+func MaskAddress(addr string) string {
+	at := strings.LastIndexByte(addr, '@')
+	if at <= 0 {
+		return "***"
+	}
+	r := []rune(addr[:at])
+	return string(r[0]) + "***" + addr[at:]
+}

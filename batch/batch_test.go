@@ -23,6 +23,7 @@ import (
 	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/metrics"
 	"github.com/buildmarkets/keydesk/queue"
+	"github.com/buildmarkets/keydesk/templates/templatestest"
 )
 
 var secretRE = regexp.MustCompile(`bm_secret_[A-Za-z0-9]+`)
@@ -464,7 +465,7 @@ func TestRevokeUndelivered(t *testing.T) {
 			r.State, r.KeyID, r.APIKey = state, k.ID, k.APIKey
 			r.Attempt = &keydesk.Attempt{ID: "a-" + label, StartedAt: started}
 			if state == keydesk.StateDeliveryFailed {
-				r.Problem = "sec@acme.example: 550 mailbox unavailable"
+				r.Problem = "<" + strings.ToUpper(h.partner.TechnicalContact.Email) + ">: 550 mailbox unavailable"
 			}
 		}), k.ID
 	}
@@ -496,10 +497,16 @@ func TestRevokeUndelivered(t *testing.T) {
 	if len(notices) != 2 {
 		t.Fatalf("notices = %s", dump(notices))
 	}
+	contact := h.partner.TechnicalContact.Email
 	for _, n := range notices {
 		if n.To[0] != "cto@acme.example" || n.InReplyTo == "" || !strings.Contains(n.Subject, n.RequestID) || !strings.Contains(n.Text, "revoked") {
 			t.Errorf("notice = %s", dump(n))
 		}
+		// The requester is shown the contact masked, in the reason too.
+		if strings.Contains(strings.ToLower(n.Text), strings.ToLower(contact)) || !strings.Contains(n.Text, keydesk.MaskAddress(contact)) {
+			t.Errorf("the notice shows the contact %s unmasked, or not at all:\n%s", contact, n.Text)
+		}
+		templatestest.Check(t, n.Text)
 	}
 	if !strings.Contains(notices[0].Text+notices[1].Text, "550 mailbox unavailable") {
 		t.Error("the notice does not say why")

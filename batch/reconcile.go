@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -260,9 +261,15 @@ func (r *Runner) notifyRevoked(ctx context.Context, req *keydesk.Request, p *key
 	contact := ""
 	if p != nil {
 		partnerName = p.Name
-		contact = p.TechnicalContact.Email
+		// The requester is told which contact, masked as the delivery
+		// notice names it; the SMTP reply in the reason often quotes
+		// the address too.
+		if email := p.TechnicalContact.Email; email != "" {
+			contact = keydesk.MaskAddress(email)
+			reason = regexp.MustCompile(`(?i)`+regexp.QuoteMeta(email)).ReplaceAllLiteralString(reason, contact)
+		}
 	}
-	m, err := r.o.Templates.RenderMail("revocation-notice", map[string]any{
+	m, err := r.o.Templates.RenderPartnerMail("revocation-notice", map[string]any{
 		"RequestID": req.ID, "Partner": partnerName, "Environment": string(req.Environment), "Label": req.Label,
 		"KeyID": req.KeyID, "APIKey": req.APIKey, "Reason": reason, "Contact": contact,
 	})

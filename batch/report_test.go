@@ -10,6 +10,7 @@ import (
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/batch"
 	"github.com/buildmarkets/keydesk/templates"
+	"github.com/buildmarkets/keydesk/templates/templatestest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -50,25 +51,33 @@ func TestMailGolden(t *testing.T) {
 	tests := []struct {
 		name, template string
 		data           any
+		partner        bool // an email to a partner: wrapped, and its conventions checked
 	}{
 		{"batch-report", "batch-report", batch.ReportData{
 			Batch: b, Duration: 83 * time.Second, Generated: 41, Revoked: 1, PendingReview: 3, Approved: 2,
 			Counts:    []batch.ReportCount{{"blocked", 1}, {"failed", 1}, {"generated", 41}, {"reconciled", 1}, {"revoked", 1}, {"skipped", 2}},
 			Attention: b.Outcomes[1:], NextRun: start.Add(6 * time.Hour),
-		}},
-		{"batch-report-empty", "batch-report", batch.ReportData{Batch: &keydesk.Batch{ID: "B-20261127-160000-SCHED", Trigger: "schedule", By: "schedule", State: keydesk.BatchDone, Started: start}}},
+		}, false},
+		{"batch-report-empty", "batch-report", batch.ReportData{Batch: &keydesk.Batch{ID: "B-20261127-160000-SCHED", Trigger: "schedule", By: "schedule", State: keydesk.BatchDone, Started: start}}, false},
 		{"revocation-notice", "revocation-notice", map[string]any{
 			"RequestID": "KR-20261126-7QX4", "Partner": "Acme Capital", "Environment": "production", "Label": "prod-trading-engine",
-			"KeyID": "key-101", "APIKey": "bm_key_abc123", "Reason": "sec@acme.example: 550 5.1.1 mailbox unavailable", "Contact": "sec@acme.example",
-		}},
+			"KeyID": "key-101", "APIKey": "bm_key_abc123", "Reason": "s***@acme.example: 550 5.1.1 mailbox unavailable", "Contact": "s***@acme.example",
+		}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			m, err := tpl.RenderMail(tc.template, tc.data)
+			render := tpl.RenderMail
+			if tc.partner {
+				render = tpl.RenderPartnerMail
+			}
+			m, err := render(tc.template, tc.data)
 			if err != nil {
 				t.Fatal(err)
 			}
 			golden(t, tc.name, "Subject: "+m.Subject+"\n\n"+m.Body)
+			if tc.partner {
+				templatestest.Check(t, m.Body)
+			}
 		})
 	}
 }

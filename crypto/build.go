@@ -142,9 +142,19 @@ func BuildKeyDelivery(d keydesk.KeyDelivery, p *keydesk.Partner, s *Signer, opt 
 // written by hand rather than with a MIME library so that every byte that
 // holds the secret lands in w, which the caller zeroes.
 func writeInner(w *wipeBuffer, d keydesk.KeyDelivery, p *keydesk.Partner, s *Signer, ck *contactKey, ts *templates.Set, boundary string, secret []byte) error {
+	// The template sees a random placeholder as wide as the secret, so
+	// the body is wrapped around the secret as it will be read; the
+	// secret itself goes in only as bytes, after.
 	placeholder, err := randomToken()
 	if err != nil {
 		return err
+	}
+	if cols := secretColumns(secret); cols > len(placeholder) {
+		pad, err := randomHex(cols - len(placeholder))
+		if err != nil {
+			return err
+		}
+		placeholder += pad
 	}
 	data := deliveryData{
 		RequestID: d.RequestID, PartnerName: p.Name, Environment: string(d.Environment), Label: d.Label,
@@ -161,7 +171,7 @@ func writeInner(w *wipeBuffer, d keydesk.KeyDelivery, p *keydesk.Partner, s *Sig
 	for _, sc := range d.Scopes {
 		data.Scopes = append(data.Scopes, scopeLine{Name: string(sc), Grants: sc.Grants()})
 	}
-	m, err := ts.RenderMail(TemplateName, data)
+	m, err := ts.RenderPartnerMail(TemplateName, data)
 	if err != nil {
 		return fmt.Errorf("crypto: request %s: %w", d.RequestID, err)
 	}
@@ -360,12 +370,27 @@ func truncateRunes(s string, n int) string {
 	return string([]rune(s)[:n-1]) + "…"
 }
 
-func randomToken() (string, error) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
+func randomToken() (string, error) { return randomHex(32) }
+
+// randomHex is n random hex digits.
+func randomHex(n int) (string, error) {
+	b := make([]byte, (n+1)/2)
+	if _, err := rand.Read(b); err != nil {
 		return "", fmt.Errorf("crypto: random: %w", err)
 	}
-	return hex.EncodeToString(b[:]), nil
+	return hex.EncodeToString(b)[:n], nil
+}
+
+// secretColumns is how many columns the secret takes in the body,
+// counted on its bytes: a string of it would be a copy nobody can wipe.
+func secretColumns(secret []byte) int {
+	n := 0
+	for i := 0; i < len(secret); {
+		r, size := utf8.DecodeRune(secret[i:])
+		n += templates.RuneColumns(r)
+		i += size
+	}
+	return n
 }
 
 // wipeBuffer is a growable buffer that zeroes its old storage when it grows

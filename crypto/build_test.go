@@ -18,6 +18,7 @@ import (
 	"github.com/buildmarkets/keydesk/crypto"
 	"github.com/buildmarkets/keydesk/crypto/cryptotest"
 	"github.com/buildmarkets/keydesk/templates"
+	"github.com/buildmarkets/keydesk/templates/templatestest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -68,6 +69,13 @@ func TestBuildKeyDeliveryGolden(t *testing.T) {
 			d.Scopes = []keydesk.Scope{keydesk.ScopeFundingRead}
 			return d
 		}()},
+		// A secret wider than the line after its label stands whole on
+		// a line of its own, and the rest is wrapped around it.
+		{name: "long-secret", d: func() keydesk.KeyDelivery {
+			d := testDelivery()
+			d.APISecret = keydesk.SecretString("bm_secret_" + strings.Repeat("0123456789abcdef", 5))
+			return d
+		}()},
 		{name: "caller-subject", d: func() keydesk.KeyDelivery {
 			d := testDelivery()
 			d.Subject = "Re: API keys for the trading engine"
@@ -98,6 +106,13 @@ func TestBuildKeyDeliveryGolden(t *testing.T) {
 				t.Error("the inner entity has bare LF line endings: MIME wants CRLF")
 			}
 			checkInnerLabel(t, inner, tc.d)
+			// The text the contact reads keeps the partner-mail conventions.
+			_, text, _ := bytes.Cut(inner, []byte("Content-Transfer-Encoding: 8bit\r\n\r\n"))
+			text, _, _ = bytes.Cut(text, []byte("\r\n--keydesk-inner-boundary"))
+			templatestest.Check(t, strings.ReplaceAll(string(text), "\r\n", "\n"))
+			if secret := tc.d.APISecret.Reveal(); !bytes.Contains(inner, []byte("\r\n"+secret+"\r\n")) && !bytes.Contains(inner, []byte(" "+secret+"\r\n")) {
+				t.Errorf("the secret is not whole at the end of a line")
+			}
 		})
 	}
 }

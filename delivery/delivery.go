@@ -781,7 +781,7 @@ func (s *Service) afterSent(ctx context.Context, o *keydesk.Outgoing, log *slog.
 	if p, ok := s.o.Partners().Partner(req.Partner); ok && p.Name != "" {
 		data.PartnerName = p.Name
 	}
-	m, err := s.o.Templates.RenderMail(string(keydesk.KindDeliveryNotice), data)
+	m, err := s.o.Templates.RenderPartnerMail(string(keydesk.KindDeliveryNotice), data)
 	if err != nil {
 		return err
 	}
@@ -791,13 +791,5 @@ func (s *Service) afterSent(ctx context.Context, o *keydesk.Outgoing, log *slog.
 	})
 }
 
-// MaskAddress shows an address as its first letter and domain:
-// sec@acme.example → s***@acme.example.
-func MaskAddress(addr string) string {
-	at := strings.LastIndexByte(addr, '@')
-	if at <= 0 {
-		return "***"
-	}
-	r := []rune(addr[:at])
-	return string(r[0]) + "***" + addr[at:]
-}
+// MaskAddress is keydesk.MaskAddress: sec@acme.example → s***@acme.example.
+func MaskAddress(addr string) string { return keydesk.MaskAddress(addr) }

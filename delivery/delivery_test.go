@@ -6,12 +6,14 @@ import (
 	"io"
 	"mime/quotedprintable"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/internal/smtptest"
 	"github.com/buildmarkets/keydesk/internal/testenv"
+	"github.com/buildmarkets/keydesk/templates/templatestest"
 	"github.com/emersion/go-smtp"
 )
 
@@ -41,6 +43,13 @@ func TestKeyDeliverySent(t *testing.T) {
 	r := e.generated("a\x00m1", "att-1")
 	o := keyDelivery(r, contactAddr)
 	e.enqueue(o)
+	// A clock that starts at a fixed minute and ticks a millisecond a
+	// reading: the notice says when (to the minute) the key was sent,
+	// and the thread keeps its order.
+	var ticks atomic.Int64
+	e.opts.Now = func() time.Time {
+		return time.Date(2026, 11, 27, 10, 5, 0, 0, time.UTC).Add(time.Duration(ticks.Add(1)) * time.Millisecond)
+	}
 	e.start(e.opts)
 
 	got := e.waitState(r.ID, keydesk.StateDelivered)
@@ -86,6 +95,8 @@ func TestKeyDeliverySent(t *testing.T) {
 	if strings.Contains(text, contactAddr) {
 		t.Errorf("the notice shows the contact's full address:\n%s", text)
 	}
+	golden(t, "delivery-notice", []byte("Subject: "+n.Header.Get("Subject")+"\n\n"+strings.ReplaceAll(text, "\r\n", "\n")))
+	templatestest.Check(t, strings.ReplaceAll(text, "\r\n", "\n"))
 	if v := e.metrics.Counter("keydesk_deliveries_total", "", "kind", "outcome").Value("key-delivery", "sent"); v != 1 {
 		t.Errorf("deliveries_total{key-delivery,sent} = %v", v)
 	}

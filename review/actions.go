@@ -309,9 +309,9 @@ func (s *Server) reject(ctx context.Context, a action) (*result, error) {
 
 // rejectionData is what templates/mail/review-rejection.tmpl sees.
 type rejectionData struct {
-	ID, Subject, Label, Reason, Support string
-	Environment                         keydesk.Environment
-	Scopes                              []string
+	ID, Subject, Label, Reason string
+	Environment                keydesk.Environment
+	Scopes                     []string
 }
 
 func (s *Server) tellRejection(ctx context.Context, r *keydesk.Request) error {
@@ -319,9 +319,9 @@ func (s *Server) tellRejection(ctx context.Context, r *keydesk.Request) error {
 	for _, sc := range r.Scopes {
 		scopes = append(scopes, string(sc))
 	}
-	m, err := s.o.Templates.RenderMail("review-rejection", rejectionData{
+	m, err := s.o.Templates.RenderPartnerMail("review-rejection", rejectionData{
 		ID: r.ID, Subject: keydesk.SafeLine(r.Subject, 120), Label: r.Label, Reason: r.Problem,
-		Support: s.o.SupportAddress, Environment: r.Environment, Scopes: scopes,
+		Environment: r.Environment, Scopes: scopes,
 	})
 	if err != nil {
 		return err

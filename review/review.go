@@ -70,7 +70,9 @@ type Options struct {
 	NextRun func(now time.Time) time.Time
 	// Location is the time zone of the batch schedule, for display.
 	Location *time.Location
-	// SupportAddress is named in the rejection email as who to write to.
+	// SupportAddress is support's own address (smtp.support_address), for
+	// mail to support. A partner's email never names it: partners answer
+	// the email they received.
 	SupportAddress string
 	// Metrics receives keydesk_review_actions_total; nil keeps them private.
 	Metrics *metrics.Registry

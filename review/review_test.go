@@ -3,9 +3,11 @@ package review
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"net/http"
 	"net/url"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,7 +15,9 @@ import (
 	"time"
 
 	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/queue"
+	"github.com/buildmarkets/keydesk/templates/templatestest"
 	"golang.org/x/net/html"
 )
 
@@ -377,9 +381,17 @@ func outboxMessages(t *testing.T, q *queue.Conn) []*keydesk.Outgoing {
 	return out
 }
 
+var update = flag.Bool("update", false, "rewrite testdata/*.golden")
+
 func TestRejectTellsRequester(t *testing.T) {
 	e := newEnv(t)
-	known := e.request(nil, "")
+	// A fixed source message: a fixed request ID for the golden email.
+	known := e.request(func(r *keydesk.Request) {
+		r.SourceMessageID = "<reject-golden@acme.example>"
+		r.SourceKey = keydesk.SourceKey(r.Requester, r.SourceMessageID, nil)
+		r.Label = "Équipe trésorerie — moteur de règlement des ordres, instance 2/3"
+		r.Scopes = []keydesk.Scope{keydesk.ScopeAccountsRead, keydesk.ScopeTradingRead, keydesk.ScopeTradingWrite, keydesk.ScopeMarketdataRead, keydesk.ScopeKeysManage}
+	}, "")
 	unknown := e.request(func(r *keydesk.Request) {
 		r.Partner = ""
 		r.Requester = "spoof@evil.example"
@@ -413,6 +425,11 @@ func TestRejectTellsRequester(t *testing.T) {
 	if m.Kind != keydesk.KindRejection || m.To[0] != "dev@acme.example" || m.InReplyTo != known.SourceMessageID ||
 		!strings.Contains(m.Text, "keys:manage is not available to partners") || !strings.Contains(m.Subject, known.ID) {
 		t.Fatalf("rejection email: %+v", m)
+	}
+	testenv.Golden(t, filepath.Join("testdata", "review-rejection.golden"), []byte("Subject: "+m.Subject+"\n\n"+m.Text), *update)
+	templatestest.Check(t, m.Text)
+	if strings.Contains(m.Text, "support@buildmarkets.ai") {
+		t.Errorf("the rejection names support's own address:\n%s", m.Text)
 	}
 }
 

@@ -6,7 +6,10 @@
 // Invariants: a mail template defines "subject" and "body"; a subject is
 // one line (line breaks are refused, so no data can inject a header); data
 // passed to templates never holds a secret except the key-delivery body,
-// which is rendered in memory and encrypted at once.
+// which is rendered in memory and encrypted at once. Every email to a
+// partner is rendered by RenderPartnerMail: wrapped at 72 columns, and
+// closed by the "closing" partial (mail/partials/closing.tmpl), the one
+// place that says how to answer and signs off in the company's name.
 package templates
 
 import (
@@ -66,6 +69,10 @@ func Load(dir string) (*Set, error) {
 	if err != nil {
 		return nil, err
 	}
+	partials, err := fs.Glob(embedded, "mail/partials/*.tmpl")
+	if err != nil {
+		return nil, err
+	}
 	var errs []error
 	for _, n := range names {
 		b, err := fs.ReadFile(o, n)
@@ -74,8 +81,19 @@ func Load(dir string) (*Set, error) {
 			continue
 		}
 		name := strings.TrimSuffix(path.Base(n), ".tmpl")
-		t, err := template.New(name).Funcs(Funcs).Option("missingkey=error").Parse(string(b))
-		if err != nil {
+		t := template.New(name).Funcs(Funcs).Option("missingkey=error")
+		// The partials first: a mail template that defines one of their
+		// names itself keeps its own.
+		for _, pn := range partials {
+			pb, err := fs.ReadFile(o, pn)
+			if err == nil {
+				_, err = t.New(pn).Parse(string(pb))
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("templates: %s: %w", pn, err))
+			}
+		}
+		if _, err := t.Parse(string(b)); err != nil {
 			errs = append(errs, fmt.Errorf("templates: %s: %w", n, err))
 			continue
 		}
@@ -124,6 +142,19 @@ func (s *Set) RenderMail(name string, data any) (Mail, error) {
 		return Mail{}, fmt.Errorf("templates: %s: the subject has a line break", name)
 	}
 	return Mail{Subject: sub, Body: normalizeBody(body.String())}, nil
+}
+
+// RenderPartnerMail is RenderMail for an email to a partner: its body is
+// wrapped at Width columns (Wrap), so a template writes each paragraph as
+// one line and a long value never runs past the edge. Every builder of a
+// partner-facing email renders it through here.
+func (s *Set) RenderPartnerMail(name string, data any) (Mail, error) {
+	m, err := s.RenderMail(name, data)
+	if err != nil {
+		return Mail{}, err
+	}
+	m.Body = Wrap(m.Body, Width)
+	return m, nil
 }
 
 // Alert is what alert.tmpl shows support: what happened and what to do.

@@ -15,7 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"strings"
+	"slices"
 	"time"
 	"unicode/utf8"
 
@@ -47,6 +47,19 @@ type AckData struct {
 	NextBatch time.Time
 }
 
+// Plural says the email holds several requests.
+func (d AckData) Plural() bool { return len(d.Requests) > 1 }
+
+// AnyApproved says some request goes into the next batch as it is.
+func (d AckData) AnyApproved() bool {
+	return slices.ContainsFunc(d.Requests, func(l RequestLine) bool { return l.Approved })
+}
+
+// AnyWaiting says some request waits for a person's review.
+func (d AckData) AnyWaiting() bool {
+	return slices.ContainsFunc(d.Requests, func(l RequestLine) bool { return !l.Approved })
+}
+
 // ReasonLine is one problem as the rejection shows it.
 type ReasonLine struct {
 	Code       string
@@ -67,7 +80,7 @@ type RejectData struct {
 	// the example and the field guide help.
 	ShowExample bool
 	MaxLabel    int
-	Scopes      string // the twelve scopes, wrapped, for reference
+	Scopes      string // the twelve scopes, for reference
 }
 
 // Example is a correct request email body, as the rejection shows it.
@@ -116,7 +129,7 @@ func Build(r *parse.Result, t *templates.Set, nextBatch time.Time) (*keydesk.Out
 	if r.Verdict == parse.Accept {
 		d := AckData{Subject: subject, Partner: partner, Via: r.Via, From: r.From, NextBatch: nextBatch}
 		for _, q := range r.Requests {
-			l := RequestLine{ID: q.ID, Environment: string(q.Environment), Scopes: joinScopes(q.Scopes), Label: q.Label,
+			l := RequestLine{ID: q.ID, Environment: string(q.Environment), Scopes: keydesk.JoinScopes(q.Scopes), Label: q.Label,
 				Approved: q.State == keydesk.StateApproved}
 			if !l.Approved {
 				for _, f := range q.Flags {
@@ -131,10 +144,10 @@ func Build(r *parse.Result, t *templates.Set, nextBatch time.Time) (*keydesk.Out
 			d.Requests = append(d.Requests, l)
 		}
 		out.ID, out.Kind = base+".ack", keydesk.KindAcknowledgement
-		m, err = t.RenderMail("acknowledgement", d)
+		m, err = t.RenderPartnerMail("acknowledgement", d)
 	} else {
 		d := RejectData{Subject: subject, Partner: partner, Via: r.Via, From: r.From, Example: Example,
-			MaxLabel: keydesk.MaxLabelLength, Scopes: wrapScopes(keydesk.Scopes, 56, 15)}
+			MaxLabel: keydesk.MaxLabelLength, Scopes: keydesk.JoinScopes(keydesk.Scopes)}
 		for _, q := range r.Requests {
 			d.IDs = append(d.IDs, q.ID)
 		}
@@ -147,7 +160,7 @@ func Build(r *parse.Result, t *templates.Set, nextBatch time.Time) (*keydesk.Out
 			}
 		}
 		out.ID, out.Kind = base+".rejection", keydesk.KindRejection
-		m, err = t.RenderMail("rejection", d)
+		m, err = t.RenderPartnerMail("rejection", d)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reply: %w", err)
@@ -184,35 +197,4 @@ func Subject(theirs string) string {
 		s = string([]rune(s)[:MaxSubject-1]) + "…"
 	}
 	return s
-}
-
-func joinScopes(ss []keydesk.Scope) string {
-	p := make([]string, len(ss))
-	for i, s := range ss {
-		p[i] = string(s)
-	}
-	return strings.Join(p, ", ")
-}
-
-// wrapScopes lists scopes on lines of at most width bytes, continuation
-// lines indented by indent spaces.
-func wrapScopes(ss []keydesk.Scope, width, indent int) string {
-	var b strings.Builder
-	line := 0
-	for i, s := range ss {
-		w := string(s)
-		if i < len(ss)-1 {
-			w += ","
-		}
-		if line > 0 && line+1+len(w) > width {
-			b.WriteString("\n" + strings.Repeat(" ", indent))
-			line = 0
-		} else if line > 0 {
-			b.WriteByte(' ')
-			line++
-		}
-		b.WriteString(w)
-		line += len(w)
-	}
-	return b.String()
 }

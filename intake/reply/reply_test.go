@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/intake/parse"
 	"github.com/buildmarkets/keydesk/templates"
+	"github.com/buildmarkets/keydesk/templates/templatestest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden replies")
@@ -56,15 +58,20 @@ func TestBuild(t *testing.T) {
 		has   []string // what the partner must read in it
 	}{
 		{"accept-plain-sandbox", keydesk.KindAcknowledgement, "jane.doe@acme.example",
-			[]string{"KR-20261126-SAF2", "sandbox-backend", "accounts:read, trading:read, marketdata:read", "approved", "Fri 27 Nov 2026 10:00 UTC"}},
+			[]string{"KR-20261126-SAF2", "sandbox-backend", "accounts:read, trading:read, marketdata:read", "approved for the batch of Fri 27 Nov 2026 10:00 UTC",
+				"before the batch runs", "this request"}},
+		{"accept-outlook-html-production", keydesk.KindAcknowledgement, "robert.smith@acme.example",
+			[]string{"prod-trading-engine", "waiting for review, because production keys are approved by our support team",
+				"reply to this email to correct it, with the fields as they should be", "until a person on our team has confirmed the change"}},
 		{"accept-subject-bidi-controls", keydesk.KindAcknowledgement, "jane.doe@acme.example",
 			[]string{"sandbox-backend"}},
 		{"accept-two-blocks", keydesk.KindAcknowledgement, "jane.doe@acme.example",
-			[]string{"KR-20261126-32C1", "KR-20261126-0EPD", "production keys are approved by our support team"}},
+			[]string{"KR-20261126-32C1", "KR-20261126-0EPD", "production keys are approved by our support team",
+				"approved for the batch of Fri 27 Nov 2026 10:00 UTC", "(for an approved request, before the batch runs)", "these requests"}},
 		{"accept-rm-forward-gmail-inline", keydesk.KindAcknowledgement, "alex.morgan@buildmarkets.ai",
-			[]string{"from jane.doe@acme.example that you\nforwarded", "the request was forwarded"}},
+			[]string{"from jane.doe@acme.example that you forwarded", "the request was forwarded"}},
 		{"reject-scope-typo", keydesk.KindRejection, "jane.doe@acme.example",
-			[]string{`"trading:raed" is not a scope`, "did you mean trading:read?", "did you mean trading:write?", "Environment: sandbox", "nothing was\nqueued"}},
+			[]string{`"trading:raed" is not a scope`, "did you mean trading:read?", "did you mean trading:write?", "Environment: sandbox", "nothing was queued"}},
 		{"reject-globex-production-not-enabled", keydesk.KindRejection, "ops@globex.example",
 			[]string{"Globex Markets has no production access set up"}},
 		{"reject-mime-too-deep", keydesk.KindRejection, "jane.doe@acme.example",
@@ -98,10 +105,28 @@ func TestBuild(t *testing.T) {
 			if out.ID != wantID || out.InReplyTo != r.MessageID || out.RequestID != r.Requests[0].ID {
 				t.Errorf("ID %s in-reply-to %s request %s", out.ID, out.InReplyTo, out.RequestID)
 			}
+			// What the partner reads, whatever line it was wrapped onto
+			// (the golden file holds the layout).
+			words := strings.Join(strings.Fields(out.Text), " ")
 			for _, s := range tt.has {
-				if !strings.Contains(out.Text, s) {
+				if !strings.Contains(words, s) {
 					t.Errorf("the body lacks %q", s)
 				}
+			}
+			templatestest.Check(t, out.Text)
+			// Each request's status says when it is created only if it is
+			// approved: a request waiting for review is promised no batch.
+			for _, q := range r.Requests {
+				if q.State == keydesk.StateApproved {
+					continue
+				}
+				if st := statusOf(out.Text, q.ID); strings.Contains(st, "batch") {
+					t.Errorf("request %s is %s, but its status names a batch: %q", q.ID, q.State, st)
+				}
+			}
+			approved := func(q *keydesk.Request) bool { return q.State == keydesk.StateApproved }
+			if !slices.ContainsFunc(r.Requests, approved) && strings.Contains(out.Text, "batch") {
+				t.Errorf("no request is approved, but the reply names a batch:\n%s", out.Text)
 			}
 			golden := filepath.Join("testdata", tt.email+".golden")
 			got := render(out)
@@ -126,6 +151,18 @@ func TestBuild(t *testing.T) {
 			}
 		})
 	}
+}
+
+// statusOf is the text of the Status field of request id in an
+// acknowledgement, continuation lines included.
+func statusOf(text, id string) string {
+	_, after, ok := strings.Cut(text, "Request:     "+id+"\n")
+	if !ok {
+		return ""
+	}
+	_, status, _ := strings.Cut(after, "  Status:      ")
+	status, _, _ = strings.Cut(status, "\n\n")
+	return status
 }
 
 func TestSubject(t *testing.T) {
@@ -162,7 +199,7 @@ func TestReplyOnlyToAuthenticatedSender(t *testing.T) {
 	if len(out.To) != 1 || out.To[0] != "jane@acme.example" {
 		t.Errorf("reply to %v, want jane@acme.example only", out.To)
 	}
-	if strings.Contains(out.Text, "next batch runs on") {
+	if !strings.Contains(out.Text, "approved for the next batch\n") || strings.Contains(out.Text, "batch of") {
 		t.Errorf("an unknown next batch is dated: %s", out.Text)
 	}
 }

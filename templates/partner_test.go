@@ -1,0 +1,112 @@
+package templates_test
+
+import (
+	"io/fs"
+	"path"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/delivery"
+	"github.com/buildmarkets/keydesk/intake/reply"
+	"github.com/buildmarkets/keydesk/templates"
+	"github.com/buildmarkets/keydesk/templates/templatestest"
+)
+
+// Sample values as long as their fields allow, so that every wrap shows.
+var (
+	longLabel = "Équipe trésorerie — moteur de règlement des ordres, instance 2/3"
+	allScopes = keydesk.JoinScopes(keydesk.Scopes)
+	when      = time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	longToken = "very.long.local.part.that.cannot.be.broken@mail.subsidiary.acme-holdings.example"
+)
+
+// partnerMail is a partner-facing template and sample data for it.
+type partnerMail struct {
+	name, tmpl string
+	data       any
+	plural     bool // the email is about several requests
+}
+
+// partnerMails is every template of an email to a partner, with sample
+// data. A new partner-facing template gets a row here.
+var partnerMails = []partnerMail{
+	{"acknowledgement approved", "acknowledgement", reply.AckData{Subject: "Re: keys", Partner: "Acme Capital", From: "jane@acme.example",
+		Requests: []reply.RequestLine{{ID: "KR-20261127-7QX4", Environment: "sandbox", Scopes: allScopes, Label: longLabel, Approved: true}}, NextBatch: when}, false},
+	{"acknowledgement waiting", "acknowledgement", reply.AckData{Subject: "Re: keys", Partner: "Acme Capital", Via: "rm@buildmarkets.ai", From: longToken,
+		Requests: []reply.RequestLine{{ID: "KR-20261127-7QX4", Environment: "production", Scopes: allScopes, Label: longLabel,
+			Why: []string{"production keys are approved by our support team", "a key with keys:manage is approved by our support team"}}}, NextBatch: when}, false},
+	{"acknowledgement mixed", "acknowledgement", reply.AckData{Subject: "Re: keys", Partner: "Acme Capital", From: "jane@acme.example",
+		Requests: []reply.RequestLine{{ID: "KR-20261127-7QX4", Environment: "sandbox", Scopes: "accounts:read", Label: "a", Approved: true},
+			{ID: "KR-20261127-8QX5", Environment: "production", Scopes: "accounts:read", Label: "b", Why: []string{"production keys are approved by our support team"}}}}, true},
+	{"rejection with example", "rejection", reply.RejectData{Subject: "Re: keys", Partner: "Acme Capital", Via: "rm@buildmarkets.ai", From: longToken,
+		IDs: []string{"KR-20261127-7QX4", "KR-20261127-8QX5"}, Reasons: []reply.ReasonLine{{Code: "unknown_scope", Message: `"trading:raed" is not a scope`,
+			Suggestion: "did you mean trading:read? Write each scope exactly as in the list below, separated by commas."}},
+		Example: reply.Example, ShowExample: true, MaxLabel: keydesk.MaxLabelLength, Scopes: allScopes}, true},
+	{"rejection without example", "rejection", reply.RejectData{Subject: "Re: keys", From: "jane@acme.example", IDs: []string{"KR-20261127-7QX4"},
+		Reasons: []reply.ReasonLine{{Message: "Globex Markets has no production access set up", Suggestion: "ask your Relationship Manager to enable production, or request a key for an environment you have"}},
+		Scopes:  allScopes, MaxLabel: keydesk.MaxLabelLength}, false},
+	{"review rejection", "review-rejection", map[string]any{"ID": "KR-20261127-7QX4", "Subject": strings.Repeat("API keys for our new settlement engine ", 3),
+		"Environment": keydesk.Production, "Scopes": strings.Split(allScopes, ", "), "Label": longLabel,
+		"Reason": "keys:manage is not available to partners; write to " + longToken + " if you need it explained.\nA second line."}, false},
+	{"delivery notice", "delivery-notice", delivery.NoticeData{RequestID: "KR-20261127-7QX4", PartnerName: "Acme Capital", Environment: "production",
+		Label: longLabel, Scopes: allScopes, KeyID: "key-001", Contact: keydesk.MaskAddress(longToken), Delivered: when}, false},
+	{"revocation notice", "revocation-notice", map[string]any{"RequestID": "KR-20261127-7QX4", "Partner": "Acme Capital Treasury and Settlement Services",
+		"Environment": "production", "Label": longLabel, "KeyID": "key-001", "APIKey": "bm_key_abc123",
+		"Reason":  keydesk.MaskAddress(longToken) + ": 550 5.1.1 <" + keydesk.MaskAddress(longToken) + ">: Recipient address rejected: User unknown in virtual mailbox table",
+		"Contact": keydesk.MaskAddress(longToken)}, false},
+	{"key delivery", "key-delivery", map[string]any{"RequestID": "KR-20261127-7QX4", "PartnerName": "Acme Capital Treasury and Settlement Services",
+		"Environment": "production", "Label": longLabel, "KeyID": "key-001", "APIKey": "bm_key_abc123", "APISecret": strings.Repeat("s3cr3t", 15),
+		"Scopes":    []map[string]string{{"Name": "accounts:read", "Grants": "read account details, balances, positions"}, {"Name": "keys:manage", "Grants": "create, list and revoke the partner's own API keys, which is a long description"}},
+		"CreatedAt": when, "ContactEmail": longToken, "ContactFingerprint": "B9CC B7B4 0795 7889 2000 8F9E 2A8E DAD0 7EB4 FCA7",
+		"SignerFingerprint": "42A3 6E22 D9E0 6D44 82C6 1B91 7D9E 4648 BEA1 62A7", "AttachmentName": "buildmarkets-key-" + strings.Repeat("x", 64) + ".json"}, false},
+}
+
+// supportMails are the templates of emails to support, which keep their
+// own conventions.
+var supportMails = []string{"alert", "alert-audit-size", "alert-contact-key", "batch-report"}
+
+// TestPartnerMail renders every partner-facing template with sample data
+// and holds the conventions: lines of at most 72 columns (one unbreakable
+// word aside), the reply sentence (singular or plural as the email is
+// about one request or several) just before the company's sign-off, and
+// never the tool's name.
+func TestPartnerMail(t *testing.T) {
+	s := templates.MustLoadEmbedded()
+	for _, tc := range partnerMails {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := s.RenderPartnerMail(tc.tmpl, tc.data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			templatestest.Check(t, m.Body)
+			if testing.Verbose() {
+				t.Logf("%s\n\n%s", m.Subject, m.Body)
+			}
+			want := templatestest.Reply
+			if tc.plural {
+				want = templatestest.ReplyPlural
+			}
+			if !strings.Contains(m.Body, want) {
+				t.Errorf("the body lacks %q:\n%s", want, m.Body)
+			}
+			if strings.Contains(strings.ToLower(m.Subject), "keydesk") {
+				t.Errorf("the subject names the tool: %q", m.Subject)
+			}
+		})
+	}
+	// Every mail template is in one list or the other, so a new one
+	// cannot miss these checks by being forgotten.
+	names, err := fs.Glob(s.FS(), "mail/*.tmpl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		n = strings.TrimSuffix(path.Base(n), ".tmpl")
+		if !slices.Contains(supportMails, n) && !slices.ContainsFunc(partnerMails, func(c partnerMail) bool { return c.tmpl == n }) {
+			t.Errorf("mail template %s is in neither partnerMails nor supportMails", n)
+		}
+	}
+}
