@@ -62,6 +62,14 @@ var partnerMails = []partnerMail{
 		"Scopes":    []map[string]string{{"Name": "accounts:read", "Grants": "read account details, balances, positions"}, {"Name": "keys:manage", "Grants": "create, list and revoke the partner's own API keys, which is a long description"}},
 		"CreatedAt": when, "ContactEmail": longToken, "ContactFingerprint": "B9CC B7B4 0795 7889 2000 8F9E 2A8E DAD0 7EB4 FCA7",
 		"SignerFingerprint": "42A3 6E22 D9E0 6D44 82C6 1B91 7D9E 4648 BEA1 62A7", "AttachmentName": "buildmarkets-key-" + strings.Repeat("x", 64) + ".json"}, false},
+	{"status reply", "status-reply", reply.StatusData{Subject: "Re: keys", Plural: true, Requests: []reply.StatusLine{
+		{ID: "KR-20261127-7QX4", Environment: "sandbox", Scopes: allScopes, LongScopes: true, Label: longLabel, State: "approved", NextBatch: when,
+			Next: "The key is created in the next batch and sent encrypted to your registered technical contact."},
+		{ID: "KR-20261127-8QX5", Environment: "production", Scopes: "accounts:read", Label: "b", State: "waiting for review by our support team",
+			Next: "A person in our support team reviews it. Once it is approved, the key is created in the next batch and sent to your technical contact."}}}, true},
+	{"received", "received", reply.ReceivedData{Subject: "Re: keys", IDs: []string{"KR-20261127-7QX4"}}, false},
+	{"correction received", "correction-received", reply.CorrectionData{Subject: "Re: keys", ID: "KR-20261127-7QX4", WasApproved: true,
+		Changes: []keydesk.FieldChange{{Field: "scopes", From: allScopes, To: "accounts:read"}}}, false},
 }
 
 // supportMails are the templates of emails to support, which keep their

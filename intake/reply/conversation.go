@@ -168,7 +168,7 @@ func CorrectionRejected(r *parse.Result, req *keydesk.Request, reasons []keydesk
 }
 
 func renderInto(out *keydesk.Outgoing, t *templates.Set, name string, data any) (*keydesk.Outgoing, error) {
-	m, err := t.RenderMail(name, data)
+	m, err := t.RenderPartnerMail(name, data)
 	if err != nil {
 		return nil, fmt.Errorf("reply: %w", err)
 	}
