@@ -411,8 +411,8 @@ type requestView struct {
 	Staff       []string
 	CanConverse bool
 	Form        url.Values // what the person typed, kept after an error
-	AllScopes    []keydesk.Scope
-	Envs         []keydesk.Environment
+	AllScopes   []keydesk.Scope
+	Envs        []keydesk.Environment
 }
 
 // done messages after an action, by code, so no text travels in URLs.
