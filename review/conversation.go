@@ -137,7 +137,8 @@ func (s *Server) replyable(r *keydesk.Request) error {
 }
 
 // references is the References of an email about r: its source email's
-// Message-ID, then those of its thread, oldest first, each once; past
+// Message-ID, then those of its thread's emails, oldest first, each once
+// (compared as keydesk.NormalizeMessageID does); past
 // maxReferences the first and the latest are kept.
 func (s *Server) references(ctx context.Context, r *keydesk.Request) []string {
 	var ids []string
@@ -148,7 +149,8 @@ func (s *Server) references(ctx context.Context, r *keydesk.Request) []string {
 			return
 		}
 		seen[n] = true
-		ids = append(ids, "<"+n+">")
+		// As it was written: mail clients match Message-IDs as strings.
+		ids = append(ids, "<"+strings.Trim(strings.TrimSpace(id), "<> \t")+">")
 	}
 	add(r.SourceMessageID)
 	th, err := s.o.Queue.Thread(ctx, r.ID)
