@@ -221,8 +221,12 @@ func (s *Server) approve(ctx context.Context, a action) (*result, error) {
 	return &result{Request: out, Message: msg}, nil
 }
 
-// approvable refuses requests a batch could not act on.
+// approvable refuses requests a batch could not act on, and one whose
+// partner has proposed a change nobody has decided yet.
 func (s *Server) approvable(r *keydesk.Request) error {
+	if r.Proposal != nil {
+		return errConflict("proposed_change", "the partner proposed a change to request %s (%s): accept or refuse it first", r.ID, r.Proposal.From)
+	}
 	var missing []string
 	if !r.Environment.Valid() {
 		missing = append(missing, "environment")

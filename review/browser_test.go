@@ -28,12 +28,72 @@ func sampleMail(from, subject, body, authres string) string {
 		"Content-Type: text/plain; charset=utf-8\r\n\r\n" + strings.ReplaceAll(body, "\n", "\r\n")
 }
 
+// chrome is a headless Chromium on a review server, with screenshots
+// landing in testdata/artifacts/.
+type chrome struct {
+	t   *testing.T
+	ctx context.Context
+}
+
+// newChrome starts Chromium at the server's path; it stops with the test.
+func newChrome(t *testing.T, e *env, path string) *chrome {
+	t.Helper()
+	chromium := testenv.LookPath(t, "chromium", "chromium")
+	if err := os.MkdirAll(filepath.Join("testdata", "artifacts"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromium),
+		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("disable-extensions", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1440, 900),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelAlloc)
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	t.Cleanup(cancelBrowser)
+	// The first Run starts the browser and must not carry a timeout.
+	if err := chromedp.Do(bctx, chromedp.Navigate(e.ts.URL+path)); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(bctx, 60*time.Second)
+	t.Cleanup(cancel)
+	return &chrome{t: t, ctx: ctx}
+}
+
+// shot saves a full-page screenshot as testdata/artifacts/name.
+func (c *chrome) shot(name string) {
+	c.t.Helper()
+	png, err := chromedp.Run(c.ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		c.t.Fatalf("screenshot %s: %v", name, err)
+	}
+	if err := os.WriteFile(filepath.Join("testdata", "artifacts", name), png, 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// text is the visible text of the first element sel matches.
+func (c *chrome) text(sel string) string {
+	c.t.Helper()
+	s, err := chromedp.Run(c.ctx, chromedp.Text(chromedp.CSS(sel)))
+	if err != nil {
+		c.t.Fatalf("read %s: %v", sel, err)
+	}
+	return strings.TrimSpace(s)
+}
+
 // TestBrowser drives the UI in a real headless Chromium: sign in, open
 // the queue, open a request, approve it, see its new state, then the
 // batches, mail and audit pages. Screenshots of each page land in
 // testdata/artifacts/.
 func TestBrowser(t *testing.T) {
-	chromium := testenv.LookPath(t, "chromium", "chromium")
 	e := newEnv(t)
 	e.reg.Partners = append(e.reg.Partners, &keydesk.Partner{
 		ID: "northwind", Name: "Northwind Markets", Requesters: []string{"*@northwind.example"},
@@ -63,51 +123,8 @@ func TestBrowser(t *testing.T) {
 	_ = done
 	e.clock.Add(3*time.Hour + 17*time.Minute)
 
-	artifacts := filepath.Join("testdata", "artifacts")
-	if err := os.MkdirAll(artifacts, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromium),
-		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1440, 900),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(actx)
-	defer cancelBrowser()
-	// The first Run starts the browser and must not carry a timeout.
-	if err := chromedp.Do(bctx, chromedp.Navigate(e.ts.URL+"/queue")); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(bctx, 60*time.Second)
-	defer cancel()
-
-	shot := func(name string) {
-		t.Helper()
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Fatalf("screenshot %s: %v", name, err)
-		}
-		if err := os.WriteFile(filepath.Join(artifacts, name), png, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	text := func(sel string) string {
-		t.Helper()
-		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("read %s: %v", sel, err)
-		}
-		return strings.TrimSpace(s)
-	}
+	c := newChrome(t, e, "/queue")
+	ctx, shot, text := c.ctx, c.shot, c.text
 
 	// Signed out, the queue sends us to the login page.
 	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`input[name=username]`))); err != nil {
@@ -209,5 +226,98 @@ func TestBrowser(t *testing.T) {
 	}
 	if hist := text(`table.audit`); !strings.Contains(hist, "login") || !strings.Contains(hist, target.ID) {
 		t.Fatalf("audit page: %q", hist)
+	}
+}
+
+// TestBrowserConversation drives a request's conversation in headless
+// Chromium: the partner's correction shown as a diff and accepted (the
+// fields change), a note, a reply to the requester (queued for them
+// alone) and "Assign to me". Screenshots land in testdata/artifacts/.
+func TestBrowserConversation(t *testing.T) {
+	e := newEnv(t)
+	r := e.request(withProposal(keydesk.Proposal{Environment: keydesk.Sandbox, Scopes: []keydesk.Scope{keydesk.ScopeAccountsRead}, Label: "sandbox-backend"}),
+		sampleMail("dev@acme.example", "Sandbox API keys for our backend",
+			"Hello,\n\nEnvironment: sandbox\nScopes: accounts:read, trading:read\nLabel: sandbox-backend\n\nDana\n", "dmarc=pass header.from=acme.example"))
+	e.inThread(r.ID, keydesk.ThreadEmailOut, "support@buildmarkets.ai", "<"+r.ID+".ack@buildmarkets.ai>",
+		"Hello,\n\nWe received your request for Buildmarkets API keys.\n\n  Request:     "+r.ID+"\n  Scopes:      accounts:read, trading:read\n")
+	e.inThread(r.ID, keydesk.ThreadEmailIn, "dev@acme.example", "<re-"+r.ID+"@acme.example>",
+		"Sorry, only accounts:read please.\n\nScopes: accounts:read\n\n> We received your request <b>for</b> Buildmarkets API keys.")
+	e.clock.Add(25 * time.Minute)
+
+	c := newChrome(t, e, "/requests/"+r.ID)
+	if err := chromedp.Do(c.ctx,
+		chromedp.WaitVisible(chromedp.CSS(`input[name=username]`)),
+		chromedp.SendKeys(chromedp.CSS(`input[name=username]`), "alice"),
+		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), password("alice")),
+		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS(`section.proposal table.diff`)),
+	); err != nil {
+		t.Fatalf("sign in to the request page: %v", err)
+	}
+	if d := c.text(`table.diff tbody`); !strings.Contains(d, "scopes") || !strings.Contains(d, "accounts:read, trading:read") {
+		t.Fatalf("the diff reads %q", d)
+	}
+	if th := c.text(`ol.thread`); !strings.Contains(th, "Sorry, only accounts:read please.") || !strings.Contains(th, "<b>for</b>") {
+		t.Fatalf("the thread reads %q (the partner's email must show as text)", th)
+	}
+	c.shot("conversation-proposal.png")
+
+	// act opens the request page afresh (no notice), takes one action and
+	// returns the notice it leads to.
+	act := func(what string, steps ...chromedp.Action[chromedp.Void]) string {
+		t.Helper()
+		all := append([]chromedp.Action[chromedp.Void]{
+			chromedp.Navigate(e.ts.URL + "/requests/" + r.ID),
+			chromedp.WaitVisible(chromedp.CSS(`section.conversation`)),
+		}, steps...)
+		all = append(all, chromedp.WaitVisible(chromedp.CSS(`p.notice`)))
+		if err := chromedp.Do(c.ctx, all...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return c.text(`p.notice`)
+	}
+	if n := act("accept the change", chromedp.Click(chromedp.CSS(`form[action$="/proposal/accept"] button`))); !strings.Contains(n, "Change accepted") {
+		t.Fatalf("notice after accepting: %q", n)
+	}
+	if s := c.text(`ul.scopelist`); !strings.Contains(s, "accounts:read") || strings.Contains(s, "trading:read") {
+		t.Fatalf("the scopes after accepting: %q", s)
+	}
+	if st := c.text(`h1 .state`); st != "pending_review" {
+		t.Fatalf("state after accepting: %q", st)
+	}
+	if n := act("write a note",
+		chromedp.SendKeys(chromedp.CSS(`form.note-form textarea`), "Called Dana: accounts:read is all they need."),
+		chromedp.Click(chromedp.CSS(`form.note-form button`))); n != "Note added." {
+		t.Fatalf("notice after the note: %q", n)
+	}
+	if n := act("send a reply",
+		chromedp.SendKeys(chromedp.CSS(`form.reply-form textarea`), "Hello Dana,\n\nDone: the request now asks for accounts:read only."),
+		chromedp.Click(chromedp.CSS(`form.reply-form button`))); !strings.Contains(n, "Reply queued") {
+		t.Fatalf("notice after the reply: %q", n)
+	}
+	if n := act("assign to me", chromedp.Click(chromedp.CSS(`button.assign-me`))); n != "Assignment saved." {
+		t.Fatalf("notice after assigning: %q", n)
+	}
+	if a := c.text(`p.assignee`); a != "alice (you)" {
+		t.Fatalf("assignee shown: %q", a)
+	}
+	if note := c.text(`ol.thread li.entry-note`); !strings.Contains(note, "alice") || !strings.Contains(note, "Called Dana") {
+		t.Fatalf("the note in the thread: %q", note)
+	}
+	c.shot("conversation-after.png")
+
+	got := e.get(r.ID)
+	if got.Assignee != "alice" || got.Proposal != nil || keydesk.JoinScopes(got.Scopes) != "accounts:read" || got.State != keydesk.StatePendingReview {
+		t.Fatalf("stored after the page's actions: %+v", got)
+	}
+	var kinds []keydesk.MessageKind
+	for _, m := range outboxMessages(t, e.q) {
+		kinds = append(kinds, m.Kind)
+		if len(m.To) != 1 || m.To[0] != "dev@acme.example" {
+			t.Errorf("%s goes to %v, want the requester alone", m.Kind, m.To)
+		}
+	}
+	if len(kinds) != 2 || kinds[0] != keydesk.KindProposalOutcome || kinds[1] != keydesk.KindStaffReply {
+		t.Fatalf("outbox kinds %v, want the proposal's outcome and the reply", kinds)
 	}
 }

@@ -33,6 +33,7 @@ func (e *env) inThread(id string, kind keydesk.ThreadKind, from, messageID, text
 func withProposal(p keydesk.Proposal) func(*keydesk.Request) {
 	return func(r *keydesk.Request) {
 		p.From, p.MessageID, p.ID = "dev@acme.example", "<reply-"+r.SourceMessageID[1:], "prop-"+keydesk.EntryID(r.SourceMessageID)
+		p.At = r.SourceDate.Add(10 * time.Minute)
 		r.Proposal = &p
 		r.Flags = append(r.Flags, keydesk.FlagProposedChange)
 	}
@@ -254,6 +255,9 @@ func TestProposal(t *testing.T) {
 			diff, _ := pc["diff"].([]any)
 			if len(diff) != 1 || diff[0].(map[string]any)["field"] != "scopes" || pc["from"] != "dev@acme.example" {
 				t.Fatalf("GET shows proposed_change %v", got["proposed_change"])
+			}
+			if code, out := e.api("bob", "POST", "/api/v1/requests/"+r.ID+"/approve", nil); code != http.StatusConflict || out["code"] != "proposed_change" {
+				t.Fatalf("approved with a change undecided: %d %v", code, out)
 			}
 			if code, out := e.api("viv", "POST", "/api/v1/requests/"+r.ID+"/proposal/"+tt.decision, nil); code != http.StatusForbidden {
 				t.Fatalf("a viewer decides a proposal: %d %v", code, out)
