@@ -145,7 +145,9 @@ func (s *Server) references(ctx context.Context, r *keydesk.Request) []string {
 	seen := map[string]bool{}
 	add := func(id string) {
 		n := keydesk.NormalizeMessageID(id)
-		if n == "" || seen[n] {
+		// A Message-ID from an email that is not one header token would
+		// make delivery refuse the whole reply: leave it out.
+		if n == "" || seen[n] || len(n) > 240 || strings.ContainsAny(n, " \t\r\n") || !keydesk.Inert(n) {
 			return
 		}
 		seen[n] = true

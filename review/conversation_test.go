@@ -105,6 +105,10 @@ func TestStaffReply(t *testing.T) {
 	e.inThread(r.ID, keydesk.ThreadEmailOut, "support@buildmarkets.ai", "<"+r.ID+".ack@buildmarkets.ai>", "We received your request.")
 	e.inThread(r.ID, keydesk.ThreadEmailIn, "dev@acme.example", "<second@acme.example>", "Any news?")
 	e.inThread(r.ID, keydesk.ThreadNote, "bob", "", "they are impatient")
+	// Message-IDs no header can carry are left out, not sent to delivery,
+	// which would refuse the whole reply.
+	e.inThread(r.ID, keydesk.ThreadEmailIn, "dev@acme.example", "<two words@acme.example>", "hostile 1")
+	e.inThread(r.ID, keydesk.ThreadEmailIn, "dev@acme.example", "<x@acme.example>\r\nBcc: all@evil.example", "hostile 2")
 	unknown := e.request(func(r *keydesk.Request) {
 		r.Partner, r.Requester, r.Flags = "", "spoof@evil.example", []keydesk.Flag{keydesk.FlagUnknownSender}
 	}, "")
