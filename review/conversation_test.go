@@ -475,8 +475,14 @@ func TestConversationOnRequestPage(t *testing.T) {
 	if got.Assignee != "alice" || got.Proposal != nil || !slices.Equal(got.Scopes, []keydesk.Scope{keydesk.ScopeAccountsRead}) {
 		t.Fatalf("after the page's forms: %+v", got)
 	}
-	if code, _, body := b.post("/requests/"+r.ID+"/reply", url.Values{"text": {"here: bm_secret_x1"}}); code != http.StatusBadRequest || !strings.Contains(body, "never sends a secret") {
+	// A refused reply comes back with its text kept, in the reply form
+	// only, and the secret in it redacted.
+	code, _, body = b.post("/requests/"+r.ID+"/reply", url.Values{"form": {"reply"}, "text": {"Dear Dana, here: bm_secret_x1"}})
+	if code != http.StatusBadRequest || !strings.Contains(body, "never sends a secret") {
 		t.Fatalf("a reply with a secret from the page: %d", code)
+	}
+	if strings.Contains(body, "bm_secret_x1") || strings.Count(body, "Dear Dana, here: [redacted]") != 1 || !strings.Contains(body, `maxlength="8000" required>Dear Dana`) {
+		t.Fatal("the refused reply's text is not kept in the reply form (and only there), with the secret redacted")
 	}
 	v := e.login("viv")
 	if _, _, body := v.get("/requests/" + r.ID); strings.Contains(body, `/notes"`) || strings.Contains(body, "Assign to me") {

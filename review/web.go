@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"html/template"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -586,8 +587,14 @@ func (s *Server) postRequest(w http.ResponseWriter, r *http.Request, st *staff) 
 		if e.Status == http.StatusNotFound || e.Status >= 500 {
 			return e
 		}
-		// Show the request again, as it is now, with what went wrong.
-		return s.showRequest(w, r, st, e.Status, "", e.Msg, r.PostForm)
+		// Show the request again, as it is now, with what went wrong and
+		// what the person typed — but never a secret, not even theirs.
+		form := r.PostForm
+		if t := form.Get("text"); keydesk.HoldsSecret(t) {
+			form = maps.Clone(form)
+			form.Set("text", keydesk.RedactSecrets(t))
+		}
+		return s.showRequest(w, r, st, e.Status, "", e.Msg, form)
 	}
 	if done == "rejected" {
 		for code, msg := range doneMessages {
