@@ -3,6 +3,7 @@ package keydesk
 import (
 	"fmt"
 	"log/slog"
+	"regexp"
 )
 
 const redacted = "[redacted]"
@@ -74,3 +75,17 @@ func (s *Secret) UnmarshalText(b []byte) error {
 	*s = NewSecret(append([]byte(nil), b...))
 	return nil
 }
+
+// secretShape matches text that is, or holds, a credential keydesk knows
+// the look of: a Buildmarkets API secret (bm_secret_…) and the armour of
+// a private key (OpenPGP or PEM).
+var secretShape = regexp.MustCompile(`bm_secret_[A-Za-z0-9_\-]*|-----BEGIN [A-Z0-9 ]*PRIVATE KEY[A-Z0-9 ]*-----`)
+
+// HoldsSecret reports whether s holds something shaped like a secret.
+// Text that people write and keydesk sends on (a staff reply) is refused
+// with it: a secret never travels in plain text.
+func HoldsSecret(s string) bool { return secretShape.MatchString(s) }
+
+// RedactSecrets replaces whatever is shaped like a secret in s with
+// [redacted] (an API's error body that echoes one, say).
+func RedactSecrets(s string) string { return secretShape.ReplaceAllString(s, redacted) }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/buildmarkets/keydesk"
 )
 
 // ErrorKind classes a failed call. Each kind is also a sentinel:
@@ -119,13 +121,9 @@ func Unclear(err error) bool {
 // maxErrorBody is how much of an error response is kept.
 const maxErrorBody = 512
 
-var (
-	// secretField matches a JSON member whose name holds "secret" or
-	// "password", with its string value, even one cut short.
-	secretField = regexp.MustCompile(`(?i)("[^"]*(?:secret|password|token)[^"]*"\s*:\s*)"(?:[^"\\]|\\.)*(?:"|$)`)
-	// secretValue matches a Buildmarkets secret anywhere.
-	secretValue = regexp.MustCompile(`bm_secret_[A-Za-z0-9_\-]*`)
-)
+// secretField matches a JSON member whose name holds "secret" or
+// "password", with its string value, even one cut short.
+var secretField = regexp.MustCompile(`(?i)("[^"]*(?:secret|password|token)[^"]*"\s*:\s*)"(?:[^"\\]|\\.)*(?:"|$)`)
 
 // scrub removes secrets from an error body, then cuts it short on a rune
 // boundary. own is the request's own secret, which a server might echo.
@@ -135,7 +133,7 @@ func scrub(body []byte, own []byte) string {
 		s = strings.ReplaceAll(s, string(own), "[redacted]")
 	}
 	s = secretField.ReplaceAllString(s, `$1"[redacted]"`)
-	s = secretValue.ReplaceAllString(s, "[redacted]")
+	s = keydesk.RedactSecrets(s)
 	s = strings.TrimSpace(s)
 	if len(s) > maxErrorBody {
 		cut := maxErrorBody

@@ -485,6 +485,9 @@ func testRolePermissions(t *testing.T, c *natstest.Cluster, tlsDir string) {
 		{"review", "request a batch", kvPut(queue.BucketBatches), true},
 		{"review", "record a staff action", audit("staff"), true},
 		{"review", "send a rejection", enqueue(keydesk.KindRejection), true},
+		{"review", "send a staff reply", enqueue(keydesk.KindStaffReply), true},
+		{"review", "tell the outcome of a proposed change", enqueue(keydesk.KindProposalOutcome), true},
+		{"review", "send a status reply", enqueue(keydesk.KindStatusReply), false},
 		{"review", "consume the outbox", consumeOutbox, false},
 		{"review", "send a key delivery", enqueue(keydesk.KindKeyDelivery), false},
 		{"review", "store raw mail", func(ctx context.Context, q *queue.Conn) error {

@@ -99,28 +99,38 @@ type result struct {
 	// Warning is set when the action widened access (a correction that
 	// adds a scope or keys:manage, or moves to production).
 	Warning string
+	// Unsent: the email the action owes the requester could not be
+	// queued; the person is told to write themselves.
+	Unsent bool
 }
 
 const maxReason = 1000
 
 // cleanReason checks a free-text reason: one paragraph of printable text.
 func cleanReason(s string, required bool) (string, error) {
+	if strings.TrimSpace(s) == "" && required {
+		return "", errBadRequest("give a reason: the requester is told it")
+	}
+	return cleanText(s, "the reason", maxReason)
+}
+
+// cleanText checks free text a person wrote (a reason, a note, a reply):
+// valid UTF-8, at most max characters, no control character but line
+// ends and tabs. what names it in the error.
+func cleanText(s, what string, max int) (string, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
-		if required {
-			return "", errBadRequest("give a reason: the requester is told it")
-		}
 		return "", nil
 	}
 	if !utf8.ValidString(s) {
-		return "", errBadRequest("the reason is not valid UTF-8 text")
+		return "", errBadRequest("%s is not valid UTF-8 text", what)
 	}
-	if n := utf8.RuneCountInString(s); n > maxReason {
-		return "", errBadRequest("the reason is %d characters long: keep it under %d", n, maxReason)
+	if n := utf8.RuneCountInString(s); n > max {
+		return "", errBadRequest("%s is %d characters long: keep it under %d", what, n, max)
 	}
 	for _, r := range s {
 		if r != '\n' && r != '\r' && r != '\t' && (unicode.IsControl(r) || unicode.Is(unicode.Cf, r)) {
-			return "", errBadRequest("the reason contains the control character %U", r)
+			return "", errBadRequest("%s contains the control character %U", what, r)
 		}
 	}
 	return strings.ReplaceAll(s, "\r\n", "\n"), nil
@@ -409,9 +419,28 @@ func (s *Server) correct(ctx context.Context, a action) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
-	note := c.note
+	out, note, widen, err := s.rewrite(ctx, a, r, "correct", c.note, c.mutate, c.drop)
+	if err != nil {
+		return nil, err
+	}
+	s.actions.Inc("correct")
+	s.log.Info("review: correct", "request", r.ID, "by", a.By.Name, "field", a.Field, "widens", widen.Any())
+	res := &result{Request: out, Message: "Corrected: " + note + "."}
+	if widen.Any() {
+		res.Warning = widenWarning(widen)
+	}
+	return res, nil
+}
+
+// rewrite changes what was understood of r (a correction, an accepted
+// proposal) as one compare-and-set: earlier approvals were for other
+// content, so they are cleared; a change that widens access is marked
+// as a.By's, who then cannot approve it; the reasons the change answers
+// (drop) go, and the flags that follow from the content are computed
+// anew. It returns the stored request and the audit note written.
+func (s *Server) rewrite(ctx context.Context, a action, r *keydesk.Request, act, note string, mutate func(*keydesk.Request), drop []keydesk.ReasonCode) (*keydesk.Request, string, keydesk.Widening, error) {
 	after := r.Clone()
-	c.mutate(after)
+	mutate(after)
 	widen := keydesk.WideningOf(r, after)
 	if widen.Any() {
 		note += " — widens access (" + widen.String() + "): " + a.By.Name + " cannot approve it"
@@ -421,28 +450,22 @@ func (s *Server) correct(ctx context.Context, a action) (*result, error) {
 	}
 	reg := s.o.Partners()
 	out, err := s.o.Queue.Apply(ctx, r.ID, queue.Change{
-		Actor: a.By.Name, Action: "correct", From: r.State, Revision: r.Revision, Note: s.note(a, note),
+		Actor: a.By.Name, Action: act, From: r.State, Revision: r.Revision, Note: s.note(a, note),
 		Mutate: func(x *keydesk.Request) error {
-			c.mutate(x)
+			mutate(x)
 			x.Approvals = nil
 			if widen.Any() && !slices.Contains(x.WidenedBy, a.By.Name) {
 				x.WidenedBy = append(x.WidenedBy, a.By.Name)
 			}
-			x.Reasons = slices.DeleteFunc(x.Reasons, func(re keydesk.Reason) bool { return slices.Contains(c.drop, re.Code) })
+			x.Reasons = slices.DeleteFunc(x.Reasons, func(re keydesk.Reason) bool { return slices.Contains(drop, re.Code) })
 			refreshFlags(x, reg)
 			return nil
 		},
 	})
 	if err != nil {
-		return nil, asError(r.ID, err)
+		return nil, "", widen, asError(r.ID, err)
 	}
-	s.actions.Inc("correct")
-	s.log.Info("review: correct", "request", r.ID, "by", a.By.Name, "field", a.Field, "widens", widen.Any())
-	res := &result{Request: out, Message: "Corrected: " + note + "."}
-	if widen.Any() {
-		res.Warning = widenWarning(widen)
-	}
-	return res, nil
+	return out, note, widen, nil
 }
 
 // fieldCorrection is one corrected field: the audit note, the change, and

@@ -40,13 +40,32 @@ type Request struct {
 	Problem         string `json:"problem,omitempty"`
 	Revision        uint64 `json:"revision"`
 	ApprovalsNeeded int    `json:"approvals_needed"`
-	// History is filled by GET /api/v1/requests/{id}.
-	History []HistoryEvent `json:"history,omitempty"`
+	// Kind is what the request asks for: issue, revoke or rotate.
+	Kind keydesk.RequestKind `json:"kind"`
+	// Assignee is the staff member on it; empty: nobody.
+	Assignee string `json:"assignee"`
+	// ProposedChange is a change the partner asked for in a reply,
+	// waiting for a person to accept or refuse it.
+	ProposedChange *ProposedChange `json:"proposed_change,omitempty"`
+	// DuplicateOf is the open request this one repeats.
+	DuplicateOf string `json:"duplicate_of,omitempty"`
+	// History and Thread are filled by GET /api/v1/requests/{id}; the
+	// thread is the conversation, oldest first.
+	History []HistoryEvent        `json:"history,omitempty"`
+	Thread  []keydesk.ThreadEntry `json:"thread,omitempty"`
 	// Message says what an action did.
 	Message string `json:"message,omitempty"`
 	// Warning is set when the action widened access (a correction that
 	// adds a scope or keys:manage, or moves to production).
 	Warning string `json:"warning,omitempty"`
+}
+
+// ProposedChange is a partner's proposed change with what it changes.
+type ProposedChange struct {
+	keydesk.Proposal
+	// Diff lists the fields it changes, from the request's value to the
+	// proposed one.
+	Diff []keydesk.FieldChange `json:"diff"`
 }
 
 // HistoryEvent is one audit event of a request.
@@ -84,6 +103,13 @@ func (s *Server) apiRequest(r *keydesk.Request, reg *keydesk.Registry) Request {
 		SourceMessageID: r.SourceMessageID, Approvals: r.Approvals, KeyID: r.KeyID,
 		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, Subject: r.Subject, Problem: r.Problem,
 		Revision: r.Revision, ApprovalsNeeded: s.approvalsNeeded(r), WidenedBy: r.WidenedBy,
+		Kind: r.KindOf(), Assignee: r.Assignee, DuplicateOf: r.DuplicateOf,
+	}
+	if p := r.Proposal; p != nil {
+		out.ProposedChange = &ProposedChange{Proposal: *p, Diff: p.Diff(r)}
+		if out.ProposedChange.Diff == nil {
+			out.ProposedChange.Diff = []keydesk.FieldChange{}
+		}
 	}
 	if out.Approvals == nil {
 		out.Approvals = []keydesk.Approval{}
@@ -188,6 +214,10 @@ func (s *Server) apiListRequests(w http.ResponseWriter, r *http.Request, st *sta
 		f.Environment = keydesk.Environment(v)
 	}
 	f.Partner = q.Get("partner")
+	find, err := parseSearch(q, st)
+	if err != nil {
+		return err
+	}
 	limit := defaultLimit
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -218,6 +248,9 @@ func (s *Server) apiListRequests(w http.ResponseWriter, r *http.Request, st *sta
 			if c := x.CreatedAt.Compare(curAt); c > 0 || (c == 0 && x.ID >= curID) {
 				continue
 			}
+		}
+		if !find.match(x, reg) {
+			continue
 		}
 		if len(out.Requests) == limit {
 			out.NextCursor = encodeCursor(last)
@@ -251,6 +284,11 @@ func (s *Server) apiGetRequest(w http.ResponseWriter, r *http.Request, st *staff
 	if h, err := s.o.Queue.History(r.Context(), id, time.Second); err == nil {
 		out.History = historyEvents(h)
 	}
+	th, err := s.thread(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	out.Thread = th
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
@@ -272,6 +310,12 @@ type ActionBody struct {
 	// Field and Value correct a field (action correct).
 	Field string `json:"field,omitempty"`
 	Value string `json:"value,omitempty"`
+	// Text is a note's or a reply's text (actions notes, reply).
+	Text string `json:"text,omitempty"`
+	// User is who to assign the request to, "" for nobody (action
+	// assign): a pointer, so that leaving it out is an error, not an
+	// unassignment.
+	User *string `json:"user,omitempty"`
 }
 
 func (s *Server) apiAction(w http.ResponseWriter, r *http.Request, st *staff) error {
@@ -288,8 +332,12 @@ func (s *Server) apiAction(w http.ResponseWriter, r *http.Request, st *staff) er
 		}
 	}
 	a := action{By: *st, ID: strings.ToUpper(r.PathValue("id")), Revision: body.Revision, Reason: body.Reason, Field: body.Field, Value: body.Value, Via: "api"}
+	act := r.PathValue("action")
+	if d := r.PathValue("decision"); d != "" {
+		act = "proposal/" + d
+	}
 	var res *result
-	switch r.PathValue("action") {
+	switch act {
 	case "approve":
 		res, err = s.approve(r.Context(), a)
 	case "reject":
@@ -300,8 +348,21 @@ func (s *Server) apiAction(w http.ResponseWriter, r *http.Request, st *staff) er
 		res, err = s.correct(r.Context(), a)
 	case "retry":
 		res, err = s.retry(r.Context(), a)
+	case "notes":
+		res, err = s.addNote(r.Context(), a, body.Text)
+	case "reply":
+		res, err = s.sendReply(r.Context(), a, body.Text)
+	case "assign":
+		if body.User == nil {
+			return errBadRequest(`name the user: {"user": "alice"}, or {"user": ""} to unassign`)
+		}
+		res, err = s.assign(r.Context(), a, *body.User)
+	case "proposal/accept":
+		res, err = s.acceptProposal(r.Context(), a)
+	case "proposal/refuse":
+		res, err = s.refuseProposal(r.Context(), a)
 	default:
-		return &Error{Status: http.StatusNotFound, Code: "not_found", Msg: "no action " + clip(r.PathValue("action"), 40) + ": use approve, reject, cancel, correct or retry"}
+		return &Error{Status: http.StatusNotFound, Code: "not_found", Msg: "no action " + clip(r.PathValue("action"), 40) + ": use approve, reject, cancel, correct, retry, notes, reply, assign, proposal/accept or proposal/refuse"}
 	}
 	if err != nil {
 		return err

@@ -356,3 +356,96 @@ func TestBrowserQueue(t *testing.T) {
 	}
 	c.shot("request-unknown-sender.png")
 }
+
+// TestBrowserConversation drives a request's conversation in headless
+// Chromium: the partner's correction shown as a diff and accepted (the
+// fields change), a note, a reply to the requester (queued for them
+// alone) and "Assign to me". Screenshots land in testdata/artifacts/.
+func TestBrowserConversation(t *testing.T) {
+	e := newEnv(t)
+	r := e.request(withProposal(keydesk.Proposal{Environment: keydesk.Sandbox, Scopes: []keydesk.Scope{keydesk.ScopeAccountsRead}, Label: "sandbox-backend"}),
+		sampleMail("dev@acme.example", "Sandbox API keys for our backend",
+			"Hello,\n\nEnvironment: sandbox\nScopes: accounts:read, trading:read\nLabel: sandbox-backend\n\nDana\n", "dmarc=pass header.from=acme.example"))
+	e.inThread(r.ID, keydesk.ThreadEmailOut, "support@buildmarkets.ai", "<"+r.ID+".ack@buildmarkets.ai>",
+		"Hello,\n\nWe received your request for Buildmarkets API keys.\n\n  Request:     "+r.ID+"\n  Scopes:      accounts:read, trading:read\n")
+	e.inThread(r.ID, keydesk.ThreadEmailIn, "dev@acme.example", "<re-"+r.ID+"@acme.example>",
+		"Sorry, only accounts:read please.\n\nScopes: accounts:read\n\n> We received your request <b>for</b> Buildmarkets API keys.")
+	e.clock.Add(25 * time.Minute)
+
+	c := startChromium(t, e.ts.URL+"/requests/"+r.ID)
+	if err := chromedp.Do(c.ctx,
+		chromedp.WaitVisible(chromedp.CSS(`input[name=username]`)),
+		chromedp.SendKeys(chromedp.CSS(`input[name=username]`), "alice"),
+		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), password("alice")),
+		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS(`section.proposal table.diff`)),
+	); err != nil {
+		t.Fatalf("sign in to the request page: %v", err)
+	}
+	if d := c.text(`table.diff tbody`); !strings.Contains(d, "scopes") || !strings.Contains(d, "accounts:read, trading:read") {
+		t.Fatalf("the diff reads %q", d)
+	}
+	if th := c.text(`ol.thread`); !strings.Contains(th, "Sorry, only accounts:read please.") || !strings.Contains(th, "<b>for</b>") {
+		t.Fatalf("the thread reads %q (the partner's email must show as text)", th)
+	}
+	c.shot("conversation-proposal.png")
+
+	// act opens the request page afresh (no notice), takes one action and
+	// returns the notice it leads to.
+	act := func(what string, steps ...chromedp.Action[chromedp.Void]) string {
+		t.Helper()
+		all := append([]chromedp.Action[chromedp.Void]{
+			chromedp.Navigate(e.ts.URL + "/requests/" + r.ID),
+			chromedp.WaitVisible(chromedp.CSS(`section.conversation`)),
+		}, steps...)
+		all = append(all, chromedp.WaitVisible(chromedp.CSS(`p.notice`)))
+		if err := chromedp.Do(c.ctx, all...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return c.text(`p.notice`)
+	}
+	if n := act("accept the change", chromedp.Click(chromedp.CSS(`form[action$="/proposal/accept"] button`))); !strings.Contains(n, "Change accepted") {
+		t.Fatalf("notice after accepting: %q", n)
+	}
+	if s := c.text(`ul.scopelist`); !strings.Contains(s, "accounts:read") || strings.Contains(s, "trading:read") {
+		t.Fatalf("the scopes after accepting: %q", s)
+	}
+	if st := c.text(`h1 .state`); st != "pending_review" {
+		t.Fatalf("state after accepting: %q", st)
+	}
+	if n := act("write a note",
+		chromedp.SendKeys(chromedp.CSS(`form.note-form textarea`), "Called Dana: accounts:read is all they need."),
+		chromedp.Click(chromedp.CSS(`form.note-form button`))); n != "Note added." {
+		t.Fatalf("notice after the note: %q", n)
+	}
+	if n := act("send a reply",
+		chromedp.SendKeys(chromedp.CSS(`form.reply-form textarea`), "Hello Dana,\n\nDone: the request now asks for accounts:read only."),
+		chromedp.Click(chromedp.CSS(`form.reply-form button`))); !strings.Contains(n, "Reply queued") {
+		t.Fatalf("notice after the reply: %q", n)
+	}
+	if n := act("assign to me", chromedp.Click(chromedp.CSS(`button.assign-me`))); n != "Assignment saved." {
+		t.Fatalf("notice after assigning: %q", n)
+	}
+	if a := c.text(`p.assignee`); a != "alice (you)" {
+		t.Fatalf("assignee shown: %q", a)
+	}
+	if note := c.text(`ol.thread li.entry-note`); !strings.Contains(note, "alice") || !strings.Contains(note, "Called Dana") {
+		t.Fatalf("the note in the thread: %q", note)
+	}
+	c.shot("conversation-after.png")
+
+	got := e.get(r.ID)
+	if got.Assignee != "alice" || got.Proposal != nil || keydesk.JoinScopes(got.Scopes) != "accounts:read" || got.State != keydesk.StatePendingReview {
+		t.Fatalf("stored after the page's actions: %+v", got)
+	}
+	var kinds []keydesk.MessageKind
+	for _, m := range outboxMessages(t, e.q) {
+		kinds = append(kinds, m.Kind)
+		if len(m.To) != 1 || m.To[0] != "dev@acme.example" {
+			t.Errorf("%s goes to %v, want the requester alone", m.Kind, m.To)
+		}
+	}
+	if len(kinds) != 2 || kinds[0] != keydesk.KindProposalOutcome || kinds[1] != keydesk.KindStaffReply {
+		t.Fatalf("outbox kinds %v, want the proposal's outcome and the reply", kinds)
+	}
+}

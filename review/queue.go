@@ -29,7 +29,7 @@ var queueViews = []struct{ Key, Name string }{
 const (
 	// queuePage is how many rows one queue page shows.
 	queuePage = 100
-	// maxSearch bounds the search box, in bytes.
+	// maxSearch bounds a search (the box, the API's q), in characters.
 	maxSearch = 100
 )
 
@@ -384,7 +384,7 @@ func (s *Server) getQueue(w http.ResponseWriter, r *http.Request, st *staff) err
 	if v.Env != "" && !keydesk.Environment(v.Env).Valid() {
 		return errBadRequest("environment %q is not sandbox or production", clip(v.Env, 40))
 	}
-	if len(v.Search) > maxSearch {
+	if len([]rune(v.Search)) > maxSearch {
 		return errBadRequest("the search is %d characters long: a KR-ID, label, sender or partner is under %d", len(v.Search), maxSearch)
 	}
 	var after, before *queueKey

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"html/template"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -225,9 +226,15 @@ type requestView struct {
 	// correction, so cannot approve it.
 	WidenedByYou bool
 	ScopesText   string
-	Form         url.Values // what the person typed, kept after an error
-	AllScopes    []keydesk.Scope
-	Envs         []keydesk.Environment
+	// The conversation: its thread, oldest first; the partner's proposed
+	// change as a diff; the staff a request can be assigned to.
+	Thread      []keydesk.ThreadEntry
+	Diff        []keydesk.FieldChange
+	Staff       []string
+	CanConverse bool
+	Form        url.Values // what the person typed, kept after an error
+	AllScopes   []keydesk.Scope
+	Envs        []keydesk.Environment
 }
 
 // done messages after an action, by code, so no text travels in URLs.
@@ -241,6 +248,14 @@ var doneMessages = map[string]string{
 	"corrected":       "Corrected.",
 	"corrected-wider": "Corrected. This correction widens access (a new scope, keys:manage or production): you made it, so you cannot approve this request; another approver must.",
 	"retried":         "Back to approved: the next batch tries again.",
+	// the conversation
+	"noted":                   "Note added.",
+	"replied":                 "Reply queued to the requester: it is sent within a minute and then shows in the thread.",
+	"assigned":                "Assignment saved.",
+	"proposal-accepted":       "Change accepted. The request waits for approval; the requester is told.",
+	"proposal-accepted-wider": "Change accepted. It widens access (a new scope, keys:manage or production): you accepted it, so you cannot approve this request; another approver must. The requester is told.",
+	"proposal-refused":        "Change refused: the fields are kept and the request waits for approval; the requester is told.",
+	"proposal-unsent":         "Your decision on the change is recorded, but the email to the requester could not be queued (the log has the cause): tell them yourself.",
 }
 
 func (s *Server) getRequest(w http.ResponseWriter, r *http.Request, st *staff) error {
@@ -297,6 +312,13 @@ func (s *Server) requestView(ctx context.Context, st *staff, req *keydesk.Reques
 	v.CanCorrect = can && waiting
 	v.CanCancel = can && slices.Contains(cancelStates, req.State)
 	v.CanRetry = can && (req.State == keydesk.StateBlocked || req.State == keydesk.StateFailed)
+	v.CanConverse = can
+	if req.Proposal != nil {
+		v.Diff = req.Proposal.Diff(req)
+	}
+	for _, u := range s.o.Users().All() {
+		v.Staff = append(v.Staff, u.Name)
+	}
 	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	// The audit stream is filled by the server a moment after a change:
@@ -307,6 +329,11 @@ func (s *Server) requestView(ctx context.Context, st *staff, req *keydesk.Reques
 		s.log.Warn("review: history", "request", req.ID, "err", err)
 	}
 	v.Mail = s.loadMail(hctx, req)
+	if th, err := s.thread(hctx, req.ID); err == nil {
+		v.Thread = th
+	} else {
+		s.log.Warn("review: thread", "request", req.ID, "err", err)
+	}
 	return v
 }
 
@@ -323,7 +350,11 @@ func (s *Server) postRequest(w http.ResponseWriter, r *http.Request, st *staff) 
 	var res *result
 	var err error
 	var done string
-	switch r.PathValue("action") {
+	act := r.PathValue("action")
+	if r.PathValue("decision") != "" {
+		act = "proposal"
+	}
+	switch act {
 	case "approve":
 		res, err = s.approve(r.Context(), a)
 		done = "approved"
@@ -345,6 +376,32 @@ func (s *Server) postRequest(w http.ResponseWriter, r *http.Request, st *staff) 
 	case "retry":
 		res, err = s.retry(r.Context(), a)
 		done = "retried"
+	case "notes":
+		_, err = s.addNote(r.Context(), a, r.PostFormValue("text"))
+		done = "noted"
+	case "reply":
+		_, err = s.sendReply(r.Context(), a, r.PostFormValue("text"))
+		done = "replied"
+	case "assign":
+		_, err = s.assign(r.Context(), a, r.PostFormValue("user"))
+		done = "assigned"
+	case "proposal":
+		switch r.PathValue("decision") {
+		case "accept":
+			res, err = s.acceptProposal(r.Context(), a)
+			done = "proposal-accepted"
+			if err == nil && res.Warning != "" {
+				done = "proposal-accepted-wider"
+			}
+		case "refuse":
+			res, err = s.refuseProposal(r.Context(), a)
+			done = "proposal-refused"
+		default:
+			return &Error{Status: http.StatusNotFound, Code: "not_found", Msg: "no such action"}
+		}
+		if err == nil && res.Unsent {
+			done = "proposal-unsent"
+		}
 	default:
 		return &Error{Status: http.StatusNotFound, Code: "not_found", Msg: "no such action"}
 	}
@@ -353,8 +410,14 @@ func (s *Server) postRequest(w http.ResponseWriter, r *http.Request, st *staff) 
 		if e.Status == http.StatusNotFound || e.Status >= 500 {
 			return e
 		}
-		// Show the request again, as it is now, with what went wrong.
-		return s.showRequest(w, r, st, e.Status, "", e.Msg, r.PostForm)
+		// Show the request again, as it is now, with what went wrong and
+		// what the person typed — but never a secret, not even theirs.
+		form := r.PostForm
+		if t := form.Get("text"); keydesk.HoldsSecret(t) {
+			form = maps.Clone(form)
+			form.Set("text", keydesk.RedactSecrets(t))
+		}
+		return s.showRequest(w, r, st, e.Status, "", e.Msg, form)
 	}
 	if done == "rejected" {
 		for code, msg := range doneMessages {

@@ -230,6 +230,11 @@ var Funcs = template.FuncMap{
 	"upper": strings.ToUpper,
 	// day is a time's UTC date, 2006-01-02.
 	"day": func(t time.Time) string { return t.UTC().Format("2006-01-02") },
+	// field is one "  Label:       value" line of a facts block (a long
+	// value below its label); wrap breaks text at MailWidth.
+	"field":      field,
+	"wrap":       func(s string) string { return wrapText(MailWidth, s) },
+	"stateWords": StateWords,
 	"indent": func(n int, s string) string {
 		pad := strings.Repeat(" ", n)
 		return pad + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n"+pad)

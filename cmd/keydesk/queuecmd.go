@@ -85,19 +85,28 @@ func runQueueCmd(ctx context.Context, stdout, stderr io.Writer, args []string, g
 		return queueShow(ctx, stdout, args, getenv)
 	case "approve", "reject", "cancel":
 		return queueAct(ctx, stdout, sub, args, getenv)
+	case "note", "reply":
+		return queueWrite(ctx, stdout, sub, args, getenv)
+	case "assign":
+		return queueAssign(ctx, stdout, args, getenv)
+	case "accept", "refuse":
+		return queueDecide(ctx, stdout, sub, args, getenv)
 	case "-h", "--help", "help":
-		fmt.Fprintln(stdout, "usage: keydesk queue list|show|approve|reject|cancel [ID] [options]\nRun 'keydesk queue SUBCOMMAND --help' for its options."+apiHelp)
+		fmt.Fprintln(stdout, "usage: keydesk queue list|show|approve|reject|cancel|note|reply|assign|accept|refuse [ID] [options]\nRun 'keydesk queue SUBCOMMAND --help' for its options."+apiHelp)
 		return nil
 	}
-	return fmt.Errorf("unknown subcommand %q: use list, show, approve, reject or cancel", sub)
+	return fmt.Errorf("unknown subcommand %q: use list, show, approve, reject, cancel, note, reply, assign, accept or refuse", sub)
 }
 
 func queueList(ctx context.Context, stdout io.Writer, args []string, getenv func(string) string) error {
-	fs := newFlags("queue list", "[--state S] [--partner P] [--environment E] [--limit N] [--all] [--json]",
+	fs := newFlags("queue list", "[--state S] [--partner P] [--environment E] [--kind K] [--assignee USER|me] [--q TEXT] [--limit N] [--all] [--json]",
 		"List requests, newest first (pending_review by default)."+apiHelp)
 	state := fs.String("state", "pending_review", "only this state (comma-separated for several; \"\" for all)")
 	partner := fs.String("partner", "", "only this partner ID")
 	env := fs.String("environment", "", "only sandbox or production")
+	kind := fs.String("kind", "", "only issue, revoke or rotate requests")
+	assignee := fs.String("assignee", "", "only requests assigned to this staff member (me: you)")
+	find := fs.String("q", "", "only requests whose ID, label, sender or partner contains this text (any case)")
 	limit := fs.Int("limit", 500, "at most this many per page")
 	all := fs.Bool("all", false, "follow every page")
 	asJSON := fs.Bool("json", false, "print JSON for scripts")
@@ -122,6 +131,11 @@ func queueList(ctx context.Context, stdout io.Writer, args []string, getenv func
 	if *env != "" {
 		q.Set("environment", *env)
 	}
+	for k, v := range map[string]string{"kind": *kind, "assignee": *assignee, "q": *find} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
 	q.Set("limit", fmt.Sprint(*limit))
 	var reqs []review.Request
 	next, err := apiclient.GetPages(ctx, c, "/api/v1/requests", q, *all, func(page *review.RequestList) string {
@@ -138,7 +152,7 @@ func queueList(ctx context.Context, stdout io.Writer, args []string, getenv func
 }
 
 func queueShow(ctx context.Context, stdout io.Writer, args []string, getenv func(string) string) error {
-	fs := newFlags("queue show", "ID [--json]", "Show one request with its history."+apiHelp)
+	fs := newFlags("queue show", "ID [--json]", "Show one request with its proposed change, history and conversation (oldest first)."+apiHelp)
 	asJSON := fs.Bool("json", false, "print JSON for scripts")
 	mk := clientFlags(fs, getenv)
 	if err := parseFlags(fs, args); err != nil {
@@ -159,7 +173,9 @@ func queueShow(ctx context.Context, stdout io.Writer, args []string, getenv func
 		return printJSON(stdout, r)
 	}
 	printRequest(stdout, &r)
+	printProposal(stdout, r.ProposedChange)
 	printHistory(stdout, r.History)
+	printThread(stdout, r.Thread)
 	return nil
 }
 
@@ -190,8 +206,8 @@ func queueAct(ctx context.Context, stdout io.Writer, act string, args []string, 
 	if err != nil {
 		return err
 	}
-	var r review.Request
-	if err := c.Do(ctx, "POST", "/api/v1/requests/"+url.PathEscape(fs.Arg(0))+"/"+act, review.ActionBody{Reason: *reason}, &r); err != nil {
+	r, err := c.Act(ctx, fs.Arg(0), act, review.ActionBody{Reason: *reason})
+	if err != nil {
 		return err
 	}
 	if *asJSON {

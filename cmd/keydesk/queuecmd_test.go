@@ -53,15 +53,23 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// TestQueueCLIEndToEnd runs 'keydesk serve --roles review' with a config
-// of its own, then drives it with 'keydesk queue ...' and 'keydesk batch
-// ...' as a support engineer would.
-func TestQueueCLIEndToEnd(t *testing.T) {
+// cliWorld is 'keydesk serve --roles review' with four staff (alice and
+// bob approvers, ada admin, viv viewer), and the queue and batch commands
+// to drive it.
+type cliWorld struct {
+	t      *testing.T
+	a      *app
+	base   string
+	tokens map[string]string
+}
+
+func newCLIWorld(t *testing.T) *cliWorld {
+	t.Helper()
 	dir := t.TempDir()
 	usersFile := filepath.Join(dir, "users.yaml")
-	tokens := map[string]string{}
+	w := &cliWorld{t: t, tokens: map[string]string{}}
 	for _, u := range [][2]string{{"alice", "approver"}, {"bob", "approver"}, {"ada", "admin"}, {"viv", "viewer"}} {
-		tokens[u[0]] = addUser(t, usersFile, u[0], u[1])
+		w.tokens[u[0]] = addUser(t, usersFile, u[0], u[1])
 	}
 	if err := runUsersAdd(io.Discard, []string{"alice", "--role", "viewer", "--write", usersFile}); err == nil || !strings.Contains(err.Error(), "twice") {
 		t.Fatalf("adding alice twice: %v", err)
@@ -76,51 +84,68 @@ func TestQueueCLIEndToEnd(t *testing.T) {
 	cfg.DataDir = filepath.Join(dir, "data")
 	cfg.Review.Listen = freeAddr(t)
 	cfg.Review.UsersFile = "users.yaml"
+	w.base = "http://" + cfg.Review.Listen
+	w.a = startServe(t, cfg, w.base, nil)
+	return w
+}
 
-	a := startServe(t, cfg, "http://"+cfg.Review.Listen, nil)
-	base := "http://" + cfg.Review.Listen
-
-	mk := func(env keydesk.Environment, label string) *keydesk.Request {
-		r := &keydesk.Request{State: keydesk.StatePendingReview, Partner: "acme", Environment: env,
-			Scopes: []keydesk.Scope{keydesk.ScopeAccountsRead}, Label: label, Requester: "dev@acme.example",
-			SourceMessageID: "<" + label + "@acme.example>", SourceDate: time.Now(), Subject: "keys"}
-		r.SourceKey = keydesk.SourceKey(r.Requester, r.SourceMessageID, nil)
-		out, _, err := a.q.Create(context.Background(), r, "intake")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out
+// request stores a pending request of acme as intake would; mod changes it.
+func (w *cliWorld) request(env keydesk.Environment, label string, mod func(*keydesk.Request)) *keydesk.Request {
+	w.t.Helper()
+	r := &keydesk.Request{State: keydesk.StatePendingReview, Partner: "acme", Environment: env,
+		Scopes: []keydesk.Scope{keydesk.ScopeAccountsRead}, Label: label, Requester: "dev@acme.example",
+		SourceMessageID: "<" + label + "@acme.example>", SourceDate: time.Now(), Subject: "keys"}
+	r.SourceKey = keydesk.SourceKey(r.Requester, r.SourceMessageID, nil)
+	if mod != nil {
+		mod(r)
 	}
+	out, _, err := w.a.q.Create(context.Background(), r, "intake")
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return out
+}
+
+// cli runs a queue or batch command as user and returns its output.
+func (w *cliWorld) cli(user string, args ...string) (string, error) {
+	env := map[string]string{"KEYDESK_URL": w.base, "KEYDESK_TOKEN": w.tokens[user]}
+	var out bytes.Buffer
+	var err error
+	if args[0] == "batch" {
+		err = runBatchCmd(context.Background(), &out, io.Discard, args[1:], func(k string) string { return env[k] })
+	} else {
+		err = runQueueCmd(context.Background(), &out, io.Discard, args[1:], func(k string) string { return env[k] })
+	}
+	return out.String(), err
+}
+
+func (w *cliWorld) must(user string, args ...string) string {
+	w.t.Helper()
+	out, err := w.cli(user, args...)
+	if err != nil {
+		w.t.Fatalf("%s %v: %v", user, args, err)
+	}
+	return out
+}
+
+func wantAPIError(t *testing.T, err error, status int, code string) {
+	t.Helper()
+	var ae *apiclient.Error
+	if !errors.As(err, &ae) || ae.Status != status || ae.Code != code || ae.ErrorBody.Error == "" {
+		t.Fatalf("error = %v, want HTTP %d %s with a message", err, status, code)
+	}
+}
+
+// TestQueueCLIEndToEnd runs 'keydesk serve --roles review' with a config
+// of its own, then drives it with 'keydesk queue ...' and 'keydesk batch
+// ...' as a support engineer would.
+func TestQueueCLIEndToEnd(t *testing.T) {
+	w := newCLIWorld(t)
+	tokens, cli, must := w.tokens, w.cli, w.must
+	mk := func(env keydesk.Environment, label string) *keydesk.Request { return w.request(env, label, nil) }
+	var err error
 	sandbox := mk(keydesk.Sandbox, "sandbox-backend")
 	prod := mk(keydesk.Production, "prod-engine\x1b[31m")
-
-	// cli runs a queue or batch command as user and returns its output.
-	cli := func(user string, args ...string) (string, error) {
-		env := map[string]string{"KEYDESK_URL": base, "KEYDESK_TOKEN": tokens[user]}
-		var out bytes.Buffer
-		var err error
-		if args[0] == "batch" {
-			err = runBatchCmd(context.Background(), &out, io.Discard, args[1:], func(k string) string { return env[k] })
-		} else {
-			err = runQueueCmd(context.Background(), &out, io.Discard, args[1:], func(k string) string { return env[k] })
-		}
-		return out.String(), err
-	}
-	must := func(user string, args ...string) string {
-		t.Helper()
-		out, err := cli(user, args...)
-		if err != nil {
-			t.Fatalf("%s %v: %v", user, args, err)
-		}
-		return out
-	}
-	wantAPIError := func(err error, status int, code string) {
-		t.Helper()
-		var ae *apiclient.Error
-		if !errors.As(err, &ae) || ae.Status != status || ae.Code != code || ae.ErrorBody.Error == "" {
-			t.Fatalf("error = %v, want HTTP %d %s with a message", err, status, code)
-		}
-	}
 
 	// list: an aligned table, newest first, escape sequences neutralised.
 	out := must("viv", "queue", "list")
@@ -144,9 +169,9 @@ func TestQueueCLIEndToEnd(t *testing.T) {
 		t.Fatalf("first approval:\n%s", out)
 	}
 	_, err = cli("alice", "queue", "approve", prod.ID)
-	wantAPIError(err, 409, "already_approved")
+	wantAPIError(t, err, 409, "already_approved")
 	_, err = cli("viv", "queue", "approve", sandbox.ID)
-	wantAPIError(err, 403, "forbidden")
+	wantAPIError(t, err, 403, "forbidden")
 	if out := must("bob", "queue", "approve", strings.ToLower(prod.ID)); !strings.Contains(out, prod.ID+": approved") {
 		t.Fatalf("second approval:\n%s", out)
 	}
@@ -165,13 +190,13 @@ func TestQueueCLIEndToEnd(t *testing.T) {
 		t.Fatalf("reject:\n%s", out)
 	}
 	_, err = cli("alice", "queue", "cancel", sandbox.ID)
-	wantAPIError(err, 409, "invalid_state")
+	wantAPIError(t, err, 409, "invalid_state")
 	_, err = cli("alice", "queue", "show", "KR-20000101-0000")
-	wantAPIError(err, 404, "not_found")
+	wantAPIError(t, err, 404, "not_found")
 
 	// batch run is for admins.
 	_, err = cli("alice", "batch", "run")
-	wantAPIError(err, 403, "forbidden")
+	wantAPIError(t, err, 403, "forbidden")
 	if out := must("ada", "batch", "run"); !strings.Contains(out, "requested") {
 		t.Fatalf("batch run:\n%s", out)
 	}
@@ -182,7 +207,7 @@ func TestQueueCLIEndToEnd(t *testing.T) {
 	// A wrong token and an unreachable server say what to do.
 	tokens["mallory"] = "kd_wrong"
 	_, err = cli("mallory", "queue", "list")
-	wantAPIError(err, 401, "unauthorized")
+	wantAPIError(t, err, 401, "unauthorized")
 	env := map[string]string{"KEYDESK_URL": "http://" + freeAddr(t), "KEYDESK_TOKEN": "x"}
 	err = runQueueCmd(context.Background(), io.Discard, io.Discard, []string{"list"}, func(k string) string { return env[k] })
 	if err == nil || !strings.Contains(err.Error(), "cannot reach keydesk") {

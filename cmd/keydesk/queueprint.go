@@ -78,6 +78,11 @@ func printRequest(w io.Writer, r *review.Request) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "Request:\t%s\n", r.ID)
 	fmt.Fprintf(tw, "State:\t%s\n", r.State)
+	fmt.Fprintf(tw, "Kind:\t%s\n", dash(string(r.Kind)))
+	fmt.Fprintf(tw, "Assignee:\t%s\n", dash(clean(r.Assignee)))
+	if r.DuplicateOf != "" {
+		fmt.Fprintf(tw, "Duplicate of:\t%s\n", clean(r.DuplicateOf))
+	}
 	fmt.Fprintf(tw, "Partner:\t%s\n", dash(clean(r.Partner)))
 	fmt.Fprintf(tw, "Requester:\t%s\n", clean(r.Requester))
 	fmt.Fprintf(tw, "Subject:\t%s\n", dash(clean(r.Subject)))
@@ -113,5 +118,47 @@ func printHistory(w io.Writer, history []review.HistoryEvent) {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", h.At.UTC().Format("2006-01-02 15:04:05Z"), clean(h.Actor), clean(h.Action), move, clean(h.Change))
 		}
 		_ = tw.Flush()
+	}
+}
+
+// printProposal prints the partner's proposed change of 'queue show' as
+// a diff of its fields.
+func printProposal(w io.Writer, p *review.ProposedChange) {
+	if p == nil {
+		return
+	}
+	fmt.Fprintf(w, "\nProposed change from %s (%s): 'keydesk queue accept|refuse ID' decides it\n", clean(p.From), p.At.UTC().Format("2006-01-02 15:04Z"))
+	if len(p.Diff) == 0 {
+		fmt.Fprintln(w, "  (it changes nothing)")
+	}
+	for _, c := range p.Diff {
+		fmt.Fprintf(w, "  %s:\n    - %s\n    + %s\n", clean(c.Field), dash(clean(c.From)), dash(clean(c.To)))
+	}
+}
+
+// printThread prints the conversation of 'queue show', oldest first,
+// each text made inert for the terminal and indented under its entry.
+func printThread(w io.Writer, th []keydesk.ThreadEntry) {
+	if len(th) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nConversation:")
+	for _, e := range th {
+		who := clean(e.From)
+		if e.To != "" {
+			who += " -> " + clean(e.To)
+		}
+		fmt.Fprintf(w, "\n  %s  %s  %s\n", e.At.UTC().Format("2006-01-02 15:04:05Z"), strings.ReplaceAll(string(e.Kind), "_", " "), dash(who))
+		if e.Subject != "" {
+			fmt.Fprintf(w, "    Subject: %s\n", clean(e.Subject))
+		}
+		if e.Text != "" {
+			for l := range strings.SplitSeq(strings.TrimRight(keydesk.SafeText(e.Text), "\n"), "\n") {
+				fmt.Fprintf(w, "    | %s\n", l)
+			}
+		}
+		if e.Truncated {
+			fmt.Fprintf(w, "    (longer than the thread keeps%s)\n", map[bool]string{true: "; the whole email is in the mail store: " + clean(e.MailRef), false: ""}[e.MailRef != ""])
+		}
 	}
 }

@@ -100,3 +100,14 @@ func GetPages[T any](ctx context.Context, c *Client, path string, q url.Values, 
 		q.Set("cursor", next)
 	}
 }
+
+// Act posts action on request id (approve, reject, cancel, notes, reply,
+// assign, proposal/accept, proposal/refuse…) with body, and returns the
+// request as the API answers it, with Message saying what was done.
+func (c *Client) Act(ctx context.Context, id, action string, body review.ActionBody) (*review.Request, error) {
+	var r review.Request
+	if err := c.Do(ctx, "POST", "/api/v1/requests/"+url.PathEscape(id)+"/"+action, body, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
