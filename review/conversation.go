@@ -99,7 +99,7 @@ func (s *Server) sendReply(ctx context.Context, a action, text string) (*result,
 	if err := s.replyable(r); err != nil {
 		return nil, err
 	}
-	m, err := s.o.Templates.RenderMail("staff-reply", templates.StaffReply{
+	m, err := s.o.Templates.RenderPartnerMail("staff-reply", templates.StaffReply{
 		Subject: reply.Subject(r.Subject), Text: text, Request: templates.FactsOf(r),
 	})
 	if err != nil {
@@ -320,7 +320,7 @@ func (s *Server) tellOutcome(ctx context.Context, r *keydesk.Request, p *keydesk
 	if err := s.replyable(r); err != nil {
 		return "the sender is not a partner's requester, so no email is sent.", true
 	}
-	m, err := s.o.Templates.RenderMail("proposal-outcome", templates.ProposalOutcome{
+	m, err := s.o.Templates.RenderPartnerMail("proposal-outcome", templates.ProposalOutcome{
 		Subject: reply.Subject(r.Subject), Accepted: accepted, Asked: templates.AskedOf(diff), Request: templates.FactsOf(r),
 	})
 	if err == nil {

@@ -70,6 +70,11 @@ var partnerMails = []partnerMail{
 	{"received", "received", reply.ReceivedData{Subject: "Re: keys", IDs: []string{"KR-20261127-7QX4"}}, false},
 	{"correction received", "correction-received", reply.CorrectionData{Subject: "Re: keys", ID: "KR-20261127-7QX4", WasApproved: true,
 		Changes: []keydesk.FieldChange{{Field: "scopes", From: allScopes, To: "accounts:read"}}}, false},
+	{"staff reply", "staff-reply", templates.StaffReply{Subject: "Re: keys", Text: "Hello Dana,\n\nDone: the request now asks for accounts:read only, as you wrote in your reply this morning.",
+		Request: templates.RequestFacts{ID: "KR-20261127-7QX4", Environment: "sandbox", Scopes: allScopes, Label: longLabel, Status: "waiting for review"}}, false},
+	{"proposal outcome", "proposal-outcome", templates.ProposalOutcome{Subject: "Re: keys", Accepted: false,
+		Asked:   []templates.Fact{{Name: "Scopes", Value: allScopes}},
+		Request: templates.RequestFacts{ID: "KR-20261127-7QX4", Environment: "sandbox", Scopes: "accounts:read", Label: longLabel, Status: "waiting for review"}}, false},
 }
 
 // supportMails are the templates of emails to support, which keep their
