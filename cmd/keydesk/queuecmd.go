@@ -210,11 +210,7 @@ func queueAct(ctx context.Context, stdout io.Writer, act string, args []string, 
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		return printJSON(stdout, r)
-	}
-	fmt.Fprintf(stdout, "%s: %s\n%s\n", r.ID, r.State, clean(r.Message))
-	return nil
+	return printAction(stdout, r, *asJSON)
 }
 
 func runBatchCmd(ctx context.Context, stdout, stderr io.Writer, args []string, getenv func(string) string) error {

@@ -50,11 +50,7 @@ func queueWrite(ctx context.Context, stdout io.Writer, act string, args []string
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		return printJSON(stdout, r)
-	}
-	fmt.Fprintf(stdout, "%s: %s\n", r.ID, clean(r.Message))
-	return nil
+	return printAction(stdout, r, *asJSON)
 }
 
 func readTextFile(name string) (string, error) {
@@ -99,11 +95,7 @@ func queueAssign(ctx context.Context, stdout io.Writer, args []string, getenv fu
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		return printJSON(stdout, r)
-	}
-	fmt.Fprintf(stdout, "%s: %s\n", r.ID, clean(r.Message))
-	return nil
+	return printAction(stdout, r, *asJSON)
 }
 
 // queueDecide is 'queue accept' and 'queue refuse' of a proposed change.
@@ -129,12 +121,5 @@ func queueDecide(ctx context.Context, stdout io.Writer, act string, args []strin
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		return printJSON(stdout, r)
-	}
-	fmt.Fprintf(stdout, "%s: %s\n%s\n", r.ID, r.State, clean(r.Message))
-	if r.Warning != "" {
-		fmt.Fprintf(stdout, "Warning: %s\n", clean(r.Warning))
-	}
-	return nil
+	return printAction(stdout, r, *asJSON)
 }

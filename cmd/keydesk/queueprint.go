@@ -162,3 +162,16 @@ func printThread(w io.Writer, th []keydesk.ThreadEntry) {
 		}
 	}
 }
+
+// printAction prints what a staff action did to a request: as JSON for
+// scripts, or its ID and state, the server's message and any warning.
+func printAction(stdout io.Writer, r *review.Request, asJSON bool) error {
+	if asJSON {
+		return printJSON(stdout, r)
+	}
+	fmt.Fprintf(stdout, "%s: %s\n%s\n", r.ID, r.State, clean(r.Message))
+	if r.Warning != "" {
+		fmt.Fprintf(stdout, "Warning: %s\n", clean(r.Warning))
+	}
+	return nil
+}
