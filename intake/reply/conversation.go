@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -96,13 +95,10 @@ func Status(r *parse.Result, reqs []*keydesk.Request, t *templates.Set, nextBatc
 		state, next := StateInWords(q, nextBatch)
 		scopes := keydesk.JoinScopes(q.Scopes)
 		long := utf8.RuneCountInString(scopes) > valueWidth
-		if long {
-			scopes = indented(scopes, 68, 4)
-		}
 		d.Requests = append(d.Requests, StatusLine{
 			ID: q.ID, Environment: orNone(string(q.Environment)), Scopes: orNone(scopes), Label: orNone(q.Label),
 			LongScopes: long, LongLabel: utf8.RuneCountInString(q.Label) > valueWidth,
-			State: state, Next: wrap(next, 70),
+			State: state, Next: next,
 		})
 		if q.State == keydesk.StateApproved && q.Proposal == nil {
 			d.Requests[len(d.Requests)-1].NextBatch = nextBatch
@@ -147,8 +143,7 @@ func CorrectionReceived(r *parse.Result, req *keydesk.Request, p *keydesk.Propos
 	}
 	changes := p.Diff(req)
 	for i := range changes {
-		// "    was: " and "    now: " take 9 columns.
-		changes[i].From, changes[i].To = indented(orNone(changes[i].From), 63, 9), indented(orNone(changes[i].To), 63, 9)
+		changes[i].From, changes[i].To = orNone(changes[i].From), orNone(changes[i].To)
 	}
 	return renderInto(out, t, "correction-received", CorrectionData{Subject: Subject(r.Subject), ID: req.ID, Changes: changes, WasApproved: p.WasApproved})
 }
@@ -216,27 +211,4 @@ func StateInWords(r *keydesk.Request, nextBatch time.Time) (state, next string) 
 		return "cancelled", "The request was cancelled by our support team and no key is created from it. Reply to this email if that is not what you expected."
 	}
 	return string(r.State), "Our support team will get back to you."
-}
-
-// indented is s wrapped at width, its continuation lines indented by
-// indent spaces.
-func indented(s string, width, indent int) string {
-	return strings.ReplaceAll(wrap(s, width), "\n", "\n"+strings.Repeat(" ", indent))
-}
-
-// wrap fills text into lines of at most width bytes (a longer word stands
-// alone on its line).
-func wrap(s string, width int) string {
-	var out, line []byte
-	for _, w := range strings.Fields(s) {
-		if len(line) > 0 && len(line)+1+len(w) > width {
-			out = append(append(out, line...), '\n')
-			line = line[:0]
-		}
-		if len(line) > 0 {
-			line = append(line, ' ')
-		}
-		line = append(line, w...)
-	}
-	return string(append(out, line...))
 }
