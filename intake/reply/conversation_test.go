@@ -1,8 +1,6 @@
 package reply
 
 import (
-	"bytes"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,6 +9,7 @@ import (
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/intake/parse"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/templates"
 )
 
@@ -71,19 +70,7 @@ func TestConversationGolden(t *testing.T) {
 			}
 			got := render(out)
 			golden := filepath.Join("testdata", name+".golden")
-			if *update {
-				if err := os.WriteFile(golden, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test ./intake/reply -update)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("differs from %s:\n%s", golden, got)
-			}
+			testenv.Golden(t, golden, got, *update)
 		})
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/intake/parse"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/templates"
 	"github.com/buildmarkets/keydesk/templates/templatestest"
 )
@@ -136,19 +137,7 @@ func TestBuild(t *testing.T) {
 			}); i >= 0 {
 				t.Errorf("the reply holds a control or format character at byte %d:\n%q", i, got)
 			}
-			if *update {
-				if err := os.WriteFile(golden, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test ./intake/reply -update)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("reply differs from %s:\n%s", golden, got)
-			}
+			testenv.Golden(t, golden, got, *update)
 		})
 	}
 }
