@@ -59,7 +59,6 @@ type hook struct {
 	// posts are the texts of the posts answered 2xx; tries every post.
 	posts, tries []string
 	statuses     []int
-	headers      []http.Header
 }
 
 func startHook(t *testing.T, statuses ...int) *hook {
