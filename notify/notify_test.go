@@ -290,6 +290,28 @@ func TestWebhookRetries(t *testing.T) {
 			t.Errorf("%d tries, want 1", tries)
 		}
 	})
+	t.Run("no answer: retried, then given up, the URL never logged", func(t *testing.T) {
+		h := startHook(t)
+		h.srv.Close() // nothing listens there any more
+		q := queuetest.Open(t)
+		create(t, q, 0, keydesk.StatePendingReview)
+		logs := &testenv.Buffer{}
+		o := options(q, "keydesk-1")
+		o.WebhookURL = keydesk.SecretString(h.url())
+		o.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		run := start(t, o)
+		c := run.metrics.Counter("keydesk_notifications_total", "", "channel", "outcome")
+		testenv.Eventually(t, wait, "the failure counted", func() bool { return c.Value("webhook", "failed") == 1 })
+		if got := c.Value("webhook", "retried"); got != 2 {
+			t.Errorf("retried %v times, want 2 (one per retry delay)", got)
+		}
+		if strings.Contains(logs.String(), "T0KEN") || strings.Contains(logs.String(), "/hooks/") {
+			t.Errorf("the log holds the webhook URL:\n%s", logs.String())
+		}
+		if !strings.Contains(logs.String(), "connection refused") {
+			t.Errorf("the log does not say why:\n%s", logs.String())
+		}
+	})
 	t.Run("a post under way at a crash is not sent again", func(t *testing.T) {
 		h := startHook(t)
 		q := queuetest.Open(t)
