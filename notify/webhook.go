@@ -135,7 +135,13 @@ func (n *Notifier) webhookLoop(ctx context.Context) error {
 					break
 				}
 				if err := n.consider(ctx, id); err != nil && ctx.Err() == nil {
-					n.log.Warn("notify: webhook: look at a request", "request", id, "err", err)
+					// Most likely the cluster could not answer: look again
+					// later rather than wait for the request to change.
+					n.log.Warn("notify: webhook: look at a request; trying again", "request", id, "err", err, "wait", rewatchDelay)
+					if !n.sleep(ctx, rewatchDelay) {
+						return
+					}
+					w.add(id)
 				}
 			}
 		}
