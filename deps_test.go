@@ -29,6 +29,9 @@ func TestImportRules(t *testing.T) {
 		// observe reads the queue and the partner registry and alerts
 		// through the outbox: it never creates keys or touches them.
 		{mod + "/observe", []string{mod + "/config", mod + "/bmapi", mod + "/crypto", mod + "/batch", mod + "/delivery", mod + "/intake", mod + "/review"}},
+		// notify runs in the review role: it reads requests and posts to a
+		// chat and the outbox; it touches no key and calls no API.
+		{mod + "/notify", []string{mod + "/config", mod + "/bmapi", mod + "/crypto", mod + "/batch", mod + "/delivery", mod + "/intake", mod + "/review", "github.com/ProtonMail/"}},
 	}
 	for _, r := range rules {
 		t.Run(r.pkg, func(t *testing.T) {

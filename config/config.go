@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/mail"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -46,6 +47,8 @@ type Config struct {
 	Review Review `yaml:"review"`
 	// Delivery is how long outgoing mail is retried.
 	Delivery Delivery `yaml:"delivery"`
+	// Notify tells support of work that waits: a chat webhook and a digest email.
+	Notify Notify `yaml:"notify"`
 	// Templates: a directory whose files override the embedded templates.
 	Templates Templates `yaml:"templates"`
 	// Log: level (debug, info, warn, error) and format (text, json; empty:
@@ -228,6 +231,21 @@ type Delivery struct {
 	AckWait time.Duration `yaml:"ack_wait"`
 }
 
+// Notify is how support hears of work that waits without watching the
+// queue; the review role sends both.
+type Notify struct {
+	// WebhookURL receives a JSON {"text": ...} post for each request that
+	// enters pending_review (Slack, Mattermost and Teams incoming webhooks
+	// accept it). Its path holds the channel's token, so it is a secret
+	// (or webhook_url_file); https://, or http:// to loopback only. Empty:
+	// no webhook.
+	WebhookURL keydesk.Secret `yaml:"webhook_url"`
+	// Digest is the schedule of the email to smtp.support_address that
+	// lists what waits (pending_review, blocked, delivery_failed), in the
+	// form of batch.schedule, e.g. "CRON_TZ=UTC 0 9 * * 1-5". Empty: no digest.
+	Digest string `yaml:"digest"`
+}
+
 // Templates overrides the embedded templates.
 type Templates struct {
 	// Dir holds files named like the embedded ones.
@@ -389,6 +407,7 @@ func (c *Config) Validate() error {
 	v.checkFile("signing_key.file", c.SigningKey.File)
 	v.batch()
 	v.review()
+	v.notify()
 	v.rest()
 	return errors.Join(v.errs...)
 }
@@ -542,6 +561,41 @@ func (v *validator) review() {
 	if r.AgeTarget < time.Minute || r.AgeTarget > 30*24*time.Hour {
 		v.bad("review.age_target", "%s is out of range 1m..720h (default 4h)", r.AgeTarget)
 	}
+}
+
+func (v *validator) notify() {
+	n := v.c.Notify
+	if !n.WebhookURL.IsZero() {
+		if err := CheckWebhookURL(n.WebhookURL.Reveal()); err != nil {
+			v.bad("notify.webhook_url", "%v", err)
+		}
+	}
+	if n.Digest != "" && v.c.SMTP.SupportAddress == "" {
+		v.bad("notify.digest", "the digest goes to smtp.support_address, which is not set")
+	}
+}
+
+// CheckWebhookURL accepts an absolute https:// URL with a host, or
+// http:// to a loopback host. Its errors never quote the URL's path or
+// query, which hold the channel's token.
+func CheckWebhookURL(raw string) error {
+	u, err := url.Parse(strings.TrimSpace(raw))
+	if err != nil {
+		return errors.New("is not a URL: give the incoming webhook's address as the chat service shows it")
+	}
+	switch {
+	case u.Host == "" || u.Opaque != "":
+		return fmt.Errorf("is not an absolute URL with a host: write https://host/path")
+	case u.User != nil:
+		return fmt.Errorf("holds a user name or password before the host (%s): the webhook's token belongs in its path", u.Scheme+"://…@"+u.Hostname())
+	case u.Scheme == "https":
+		return nil
+	case u.Scheme == "http" && mailauth.IsLoopback(u.Hostname()):
+		return nil
+	case u.Scheme == "http":
+		return fmt.Errorf("http://%s sends the webhook's token in clear text: use https:// (http:// only to loopback)", u.Host)
+	}
+	return fmt.Errorf("scheme %q: use https://", u.Scheme)
 }
 
 // rest checks the delivery, log and templates sections.

@@ -20,7 +20,7 @@ import (
 // secretNames are the keys whose value may come from "<name>_file" instead.
 var secretNames = map[string]bool{
 	"password": true, "passphrase": true, "api_key": true, "api_secret": true,
-	"token": true, "client_secret": true,
+	"token": true, "client_secret": true, "webhook_url": true,
 }
 
 var varRE = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)

@@ -16,8 +16,10 @@ import (
 	"time"
 
 	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/batch"
 	"github.com/buildmarkets/keydesk/internal/natstest"
 	"github.com/buildmarkets/keydesk/internal/testenv"
+	"github.com/buildmarkets/keydesk/notify"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -430,6 +432,19 @@ func testRolePermissions(t *testing.T, c *natstest.Cluster, tlsDir string) {
 		}
 	}
 
+	// A lease taken and given back.
+	lease := func(name string) func(ctx context.Context, q *queue.Conn) error {
+		return func(ctx context.Context, q *queue.Conn) error {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			l, err := q.Acquire(cctx, name, "perm-test", 5*time.Second)
+			if err != nil {
+				return err
+			}
+			return l.Release(cctx)
+		}
+	}
+
 	// A subscription to reply subjects: the server refuses a SUB with
 	// -ERR before it answers the flush's PING, so the refusal is known
 	// when the flush returns.
@@ -469,6 +484,7 @@ func testRolePermissions(t *testing.T, c *natstest.Cluster, tlsDir string) {
 		{"intake", "send a received notice", enqueue(keydesk.KindReceived), true},
 		{"intake", "send a staff reply", enqueue(keydesk.KindStaffReply), false},
 		{"intake", "consume the outbox", consumeOutbox, false},
+		{"intake", "send a digest", enqueue(keydesk.KindDigest), false},
 		{"intake", "send a key delivery", enqueue(keydesk.KindKeyDelivery), false},
 		{"intake", "read sent-message records", kvGet(queue.BucketDeliveries), false},
 		{"intake", "read review sessions", kvGet(queue.BucketSessions), false},
@@ -488,6 +504,15 @@ func testRolePermissions(t *testing.T, c *natstest.Cluster, tlsDir string) {
 		{"review", "send a staff reply", enqueue(keydesk.KindStaffReply), true},
 		{"review", "tell the outcome of a proposed change", enqueue(keydesk.KindProposalOutcome), true},
 		{"review", "send a status reply", enqueue(keydesk.KindStatusReply), false},
+		{"review", "send a digest", enqueue(keydesk.KindDigest), true},
+		{"review", "record a webhook notification", func(ctx context.Context, q *queue.Conn) error {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			_, err := queue.NewBucket[json.RawMessage](q, queue.BucketThreads).Put(cctx, "n.perm-review.new", &json.RawMessage{'"', 'x', '"'})
+			return err
+		}, true},
+		{"review", "take the notify lease", lease(notify.LeaseName), true},
+		{"review", "take the batch lease", lease(batch.LeaseName), false},
 		{"review", "consume the outbox", consumeOutbox, false},
 		{"review", "send a key delivery", enqueue(keydesk.KindKeyDelivery), false},
 		{"review", "store raw mail", func(ctx context.Context, q *queue.Conn) error {
@@ -506,6 +531,7 @@ func testRolePermissions(t *testing.T, c *natstest.Cluster, tlsDir string) {
 		{"batch", "read review sessions", kvGet(queue.BucketSessions), false},
 		{"batch", "read a conversation", kvGet(queue.BucketThreads), false},
 		{"batch", "send an acknowledgement", enqueue(keydesk.KindAcknowledgement), false},
+		{"batch", "send a digest", enqueue(keydesk.KindDigest), false},
 		{"batch", "subscribe to every inbox", subscribe("_INBOX.>"), false},
 		{"batch", "subscribe to delivery's replies", subscribe("_INBOX_delivery.>"), false},
 

@@ -79,7 +79,7 @@ var partnerMails = []partnerMail{
 
 // supportMails are the templates of emails to support, which keep their
 // own conventions.
-var supportMails = []string{"alert", "alert-audit-size", "alert-contact-key", "batch-report"}
+var supportMails = []string{"alert", "alert-audit-size", "alert-contact-key", "batch-report", "digest"}
 
 // TestPartnerMail renders every partner-facing template with sample data
 // and holds the conventions: lines of at most 72 columns (one unbreakable

@@ -200,5 +200,6 @@ var configChecks = []func(cfg *config.Config) error{checkSMTP, checkUsersFile, c
 // roleChecks are checks of what one role alone needs (the batch role's
 // schedule and signing key), run when check is asked for that role.
 var roleChecks = map[string][]func(cfg *config.Config) error{
-	"batch": {checkBatchSchedule, checkSigningKey},
+	"batch":  {checkBatchSchedule, checkSigningKey},
+	"review": {checkNotify},
 }

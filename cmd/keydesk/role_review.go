@@ -52,6 +52,10 @@ func startReview(ctx context.Context, a *app) (func(context.Context) error, erro
 	if !tlsOn && !insecure {
 		log.Warn("review serves plain HTTP on a non-loopback address: put it behind a TLS proxy or set review.tls_cert and review.tls_key", "listen", cfg.Review.Listen)
 	}
+	nt, err := newNotifier(a, tpl)
+	if err != nil {
+		return nil, err
+	}
 	schedule := cfg.Batch.Schedule
 	srv, err := review.New(review.Options{
 		Queue: a.q, Users: src.Current, Partners: a.partners.Current, Templates: tpl,
@@ -81,6 +85,9 @@ func startReview(ctx context.Context, a *app) (func(context.Context) error, erro
 		return nil
 	})
 	log.Info("review UI and API ready", "listen", cfg.Review.Listen, "tls", tlsOn, "users", src.Current().Len())
+	if nt.Enabled() {
+		return runTogether(srv.Run, nt.Run), nil
+	}
 	return srv.Run, nil
 }
 
