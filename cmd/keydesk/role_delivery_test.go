@@ -108,7 +108,7 @@ func TestCheckSMTP(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := config.Default()
 			cfg.SMTP = tt.smtp
-			err := checkSMTP(cfg)
+			err := checkDelivery(cfg)
 			if tt.want == nil {
 				if err != nil {
 					t.Fatal(err)

@@ -38,6 +38,9 @@ func cmdServe(ctx context.Context, args []string) error {
 		return err
 	}
 	cfg, err := config.Load(*cfgPath)
+	if cfg != nil {
+		err = errors.Join(err, settingsProblems(cfg, roles))
+	}
 	if err != nil {
 		return fmt.Errorf("config has problems; 'keydesk check --config %s' lists them all:\n%w", *cfgPath, err)
 	}
