@@ -38,13 +38,7 @@ func newAPIFlags(fs *flag.FlagSet, getenv func(string) string) *apiFlags {
 
 // parseArgs parses args, which must leave nargs arguments.
 func (f *apiFlags) parseArgs(args []string, nargs int) error {
-	if err := parseFlags(f.fs, args); err != nil {
-		return err
-	}
-	if f.fs.NArg() != nargs {
-		return errUsage
-	}
-	return nil
+	return parseArgs(f.fs, args, nargs)
 }
 
 // parse is parseArgs, then the client the flags say.
