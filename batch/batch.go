@@ -128,9 +128,29 @@ type Runner struct {
 	outcomes *metrics.Counter
 }
 
-// Validate reports every option New refuses, joined: the parts a Runner
-// needs, a schedule that parses and a concurrency in range.
+// Validate reports every setting of the batch section outside what
+// keydesk supports, joined, each as "batch.<key>: what" (the key as
+// keydesk.yaml spells it, for `keydesk check` and serve to name the
+// file): a schedule that parses, a concurrency and a lease in range.
+// Zero values are the defaults New applies.
 func (o *Options) Validate() error {
+	var errs []error
+	if o.Schedule != "" {
+		if _, err := ParseSchedule(o.Schedule); err != nil {
+			errs = append(errs, fmt.Errorf("batch.schedule: %w", err))
+		}
+	}
+	if o.Concurrency < 0 || o.Concurrency > 256 {
+		errs = append(errs, fmt.Errorf("batch.concurrency: %d is out of range 1..256", o.Concurrency))
+	}
+	if o.LeaseTTL != 0 && (o.LeaseTTL < time.Second || o.LeaseTTL > time.Hour) {
+		errs = append(errs, fmt.Errorf("batch.lease_ttl: %s is out of range 1s..1h", o.LeaseTTL))
+	}
+	return errors.Join(errs...)
+}
+
+// missingParts reports the parts a Runner needs and o lacks.
+func (o *Options) missingParts() error {
 	var errs []error
 	if o.Queue == nil {
 		errs = append(errs, errors.New("batch: no queue"))
@@ -150,20 +170,12 @@ func (o *Options) Validate() error {
 	if o.Templates == nil {
 		errs = append(errs, errors.New("batch: no templates"))
 	}
-	if o.Schedule != "" {
-		if _, err := ParseSchedule(o.Schedule); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if o.Concurrency < 0 || o.Concurrency > 256 {
-		errs = append(errs, fmt.Errorf("batch: concurrency %d is out of range 1..256", o.Concurrency))
-	}
 	return errors.Join(errs...)
 }
 
 // New checks o and returns a Runner.
 func New(o Options) (*Runner, error) {
-	if err := o.Validate(); err != nil {
+	if err := errors.Join(o.missingParts(), o.Validate()); err != nil {
 		return nil, err
 	}
 	o.Concurrency = cmp.Or(o.Concurrency, 8)

@@ -391,21 +391,19 @@ func (c *Config) Path(p string) string {
 	return filepath.Join(filepath.Dir(c.File), p)
 }
 
-// Validate checks every key and returns all problems joined, section by
-// section in the order of the file.
+// Validate checks what is config's own and returns all problems joined,
+// section by section in the order of the file: the NATS connection, sender
+// authentication, the API endpoints, the review listener, files named,
+// and rules that span sections. The settings of one role (the imap and
+// smtp servers, the mailbox, batch, the delivery policy, smtp.from) are
+// that role's package's to judge: its Options.Validate, which `keydesk
+// check` and serve ask (cmd/keydesk).
 func (c *Config) Validate() error {
 	v := &validator{c: c, file: c.fileName()}
 	v.nats()
-	v.mailServer("imap", c.IMAP.MailServer)
-	v.mailServer("smtp", c.SMTP.MailServer)
-	v.imap()
 	v.senderAuth()
-	if c.SMTP.Address != "" && c.SMTP.From == "" {
-		v.bad("smtp.from", "is required to send mail")
-	}
 	v.api()
 	v.checkFile("signing_key.file", c.SigningKey.File)
-	v.batch()
 	v.review()
 	v.notify()
 	v.rest()
@@ -459,40 +457,6 @@ func (v *validator) nats() {
 	v.checkFile("nats.tls_ca_file", n.TLSCAFile)
 }
 
-// mailServer checks what the imap and smtp sections share: mailauth says
-// what is wrong, the section names where.
-func (v *validator) mailServer(section string, ms mailauth.MailServer) {
-	err := mailauth.Resolve(ms, v.c.Path).Validate()
-	if err == nil {
-		return
-	}
-	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
-		v.errs = append(v.errs, fmt.Errorf("%s: %s.%v", v.file, section, e))
-	}
-}
-
-func (v *validator) imap() {
-	m := v.c.IMAP
-	if m.Address == "" {
-		return
-	}
-	if m.PollInterval < time.Second {
-		v.bad("imap.poll_interval", "%s is too short: at least 1s", m.PollInterval)
-	}
-	if m.LeaseTTL < time.Second || m.LeaseTTL > time.Hour {
-		v.bad("imap.lease_ttl", "%s is out of range 1s..1h", m.LeaseTTL)
-	}
-	if m.MaxMessageBytes < 64<<10 {
-		v.bad("imap.max_message_bytes", "%d is too small: at least 64KiB", m.MaxMessageBytes)
-	}
-	if m.MaxAttempts < 1 || m.MaxAttempts > 100 {
-		v.bad("imap.max_attempts", "%d is out of range: use 1 to 100 (default 3)", m.MaxAttempts)
-	}
-	if m.ProcessedMailbox == m.Mailbox || m.RejectedMailbox == m.Mailbox {
-		v.bad("imap.processed_mailbox", "processed and rejected mailboxes must differ from imap.mailbox %q", m.Mailbox)
-	}
-}
-
 func (v *validator) senderAuth() {
 	sa := v.c.SenderAuth
 	for i, id := range sa.TrustedAuthservIDs {
@@ -527,16 +491,6 @@ func (v *validator) api() {
 		if a.RateLimit < 0 {
 			v.bad(key+".rate_limit", "must be positive")
 		}
-	}
-}
-
-func (v *validator) batch() {
-	b := v.c.Batch
-	if b.Concurrency < 1 || b.Concurrency > 256 {
-		v.bad("batch.concurrency", "%d is out of range 1..256", b.Concurrency)
-	}
-	if b.LeaseTTL < time.Second || b.LeaseTTL > time.Hour {
-		v.bad("batch.lease_ttl", "%s is out of range 1s..1h", b.LeaseTTL)
 	}
 }
 
@@ -598,14 +552,12 @@ func CheckWebhookURL(raw string) error {
 	return fmt.Errorf("scheme %q: use https://", u.Scheme)
 }
 
-// rest checks the delivery, log and templates sections.
+// rest checks the log and templates sections, and the one rule of the
+// delivery section that spans two roles (batch revokes, delivery retries).
 func (v *validator) rest() {
 	d := v.c.Delivery
 	if d.RevokeUndeliveredAfter < d.RetryFor {
 		v.bad("delivery.revoke_undelivered_after", "%s is shorter than delivery.retry_for %s", d.RevokeUndeliveredAfter, d.RetryFor)
-	}
-	if d.AckWait < 3*time.Second || d.AckWait > time.Hour {
-		v.bad("delivery.ack_wait", "%s is out of range 3s..1h", d.AckWait)
 	}
 	switch v.c.Log.Level {
 	case "debug", "info", "warn", "error":

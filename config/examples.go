@@ -137,6 +137,25 @@ func ExampleSecrets(c *Config, partnersPath string, reg *keydesk.Registry) error
 	return errors.Join(errs...)
 }
 
+// InFile names the config file in each problem of err (a package's
+// Options.Validate, whose lines say "key: what"), so that a role's
+// settings are reported as the loader reports its own: "keydesk.yaml:
+// key: what". A joined error stays one line per problem.
+func (c *Config) InFile(err error) error {
+	if err == nil {
+		return nil
+	}
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return fmt.Errorf("%s: %w", c.fileName(), err)
+	}
+	var errs []error
+	for _, e := range j.Unwrap() {
+		errs = append(errs, c.InFile(e))
+	}
+	return errors.Join(errs...)
+}
+
 // fileName is the config file's base name, for problem lines.
 func (c *Config) fileName() string {
 	f := filepath.Base(c.File)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"mime"
+	"net/mail"
 	"strings"
 	"time"
 
@@ -86,20 +87,29 @@ type Service struct {
 	smtpTime   *metrics.Histogram
 }
 
-// Validate reports what New refuses: a missing part, or a From that is
-// not one address.
+// Validate reports every setting outside what keydesk supports, joined,
+// each as "<section>.<key>: what" (the key as keydesk.yaml spells it, for
+// `keydesk check` and serve to name the file): a From that is one
+// address, an ack wait in range. Zero values are the defaults New
+// applies. New refuses less: a missing part or a From it cannot send
+// as (tests take back a message sooner than an operator may).
 func (o *Options) Validate() error {
-	if o.Queue == nil || o.Sender == nil || o.Partners == nil || o.Templates == nil {
-		return errors.New("delivery: Options need Queue, Sender, Partners and Templates")
+	var errs []error
+	if o.From == "" {
+		errs = append(errs, errors.New("smtp.from: is required to send mail"))
+	} else if _, err := mail.ParseAddress(o.From); err != nil {
+		errs = append(errs, fmt.Errorf("smtp.from: %q is not one address: %w", o.From, err))
 	}
-	_, err := NewComposer(o.From, nil)
-	return err
+	if o.AckWait != 0 && (o.AckWait < 3*time.Second || o.AckWait > time.Hour) {
+		errs = append(errs, fmt.Errorf("delivery.ack_wait: %s is out of range 3s..1h", o.AckWait))
+	}
+	return errors.Join(errs...)
 }
 
 // New checks the options and returns the service; Run starts it.
 func New(o Options) (*Service, error) {
-	if err := o.Validate(); err != nil {
-		return nil, err
+	if o.Queue == nil || o.Sender == nil || o.Partners == nil || o.Templates == nil {
+		return nil, errors.New("delivery: Options need Queue, Sender, Partners and Templates")
 	}
 	if o.Now == nil {
 		o.Now = o.Queue.Now

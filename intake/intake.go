@@ -100,6 +100,10 @@ type Mailbox struct {
 	// MaxAttempts: an email whose processing ended with the process this
 	// many times is set aside unparsed. Default 3.
 	MaxAttempts int
+	// LeaseTTL is how long the mailbox's lease (LeaseName) outlives an
+	// instance that dies while polling; main runs the poller under it.
+	// Only Validate looks at it.
+	LeaseTTL time.Duration
 }
 
 // Options configure New.
@@ -182,10 +186,58 @@ type retryState struct {
 	notBefore time.Time
 }
 
-// Validate reports every option New refuses, joined: a poller needs a
-// server, a queue, a handler, a spool directory and three distinct
-// mailboxes.
+// Validate reports every setting of the imap section outside what
+// keydesk supports, joined, each as "imap.<key>: what" (the key as
+// keydesk.yaml spells it, for `keydesk check` and serve to name the file):
+// the server's (mailauth.MailServer.Validate; file names resolved) and
+// the mailbox's.
+// Zero values are the defaults New applies. New refuses less: only what
+// a poller cannot run with (tests poll faster than an operator may).
 func (o *Options) Validate() error {
+	m := o.IMAP
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("imap.%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if m.Address == "" {
+		bad("address", "is not set: the intake role needs the support mailbox")
+	}
+	errs = append(errs, mailauth.InSection("imap", m.MailServer.Validate()))
+	if m.PollInterval < time.Second {
+		bad("poll_interval", "%s is too short: at least 1s", m.PollInterval)
+	}
+	if m.LeaseTTL != 0 && (m.LeaseTTL < time.Second || m.LeaseTTL > time.Hour) {
+		bad("lease_ttl", "%s is out of range 1s..1h", m.LeaseTTL)
+	}
+	if m.MaxMessageBytes < 64<<10 {
+		bad("max_message_bytes", "%d is too small: at least 64KiB", m.MaxMessageBytes)
+	}
+	if m.MaxAttempts < 0 || m.MaxAttempts > 100 {
+		bad("max_attempts", "%d is out of range: use 1 to 100 (default 3)", m.MaxAttempts)
+	}
+	if err := m.mailboxesDiffer(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// mailboxesDiffer reports three mailboxes that are not all set and
+// distinct: a poller that moved mail into the mailbox it reads would
+// read it again.
+func (m Mailbox) mailboxesDiffer() error {
+	if m.Mailbox == "" || m.ProcessedMailbox == "" || m.RejectedMailbox == "" {
+		return errors.New("imap.mailbox: mailbox, processed_mailbox and rejected_mailbox must all be set")
+	}
+	if m.ProcessedMailbox == m.Mailbox || m.RejectedMailbox == m.Mailbox {
+		return fmt.Errorf("imap.processed_mailbox: processed and rejected mailboxes must differ from imap.mailbox %q", m.Mailbox)
+	}
+	return nil
+}
+
+// runnable reports what New refuses, joined: a poller needs a server, a
+// queue, a handler, a spool directory, three distinct mailboxes and
+// positive bounds.
+func (o *Options) runnable() error {
 	var errs []error
 	if o.IMAP.Address == "" {
 		errs = append(errs, errors.New("intake: imap.address is empty"))
@@ -199,10 +251,8 @@ func (o *Options) Validate() error {
 	if o.SpoolDir == "" {
 		errs = append(errs, errors.New("intake: no spool directory"))
 	}
-	if o.IMAP.Mailbox == "" || o.IMAP.ProcessedMailbox == "" || o.IMAP.RejectedMailbox == "" {
-		errs = append(errs, errors.New("intake: imap.mailbox, processed_mailbox and rejected_mailbox must all be set"))
-	} else if o.IMAP.Mailbox == o.IMAP.ProcessedMailbox || o.IMAP.Mailbox == o.IMAP.RejectedMailbox {
-		errs = append(errs, errors.New("intake: processed_mailbox and rejected_mailbox must differ from imap.mailbox"))
+	if err := o.IMAP.mailboxesDiffer(); err != nil {
+		errs = append(errs, fmt.Errorf("intake: %w", err))
 	}
 	if o.IMAP.MaxMessageBytes <= 0 {
 		errs = append(errs, errors.New("intake: imap.max_message_bytes must be positive"))
@@ -218,7 +268,7 @@ func (o *Options) Validate() error {
 
 // New checks the options and returns a poller.
 func New(o Options) (*Poller, error) {
-	if err := o.Validate(); err != nil {
+	if err := o.runnable(); err != nil {
 		return nil, err
 	}
 	if o.IMAP.Timeout <= 0 {

@@ -78,7 +78,9 @@ func (ms MailServer) Validate() error {
 		if ms.OAuth2TokenFile == "" && ms.OAuth2TokenCommand == "" {
 			bad("oauth2_token_file", "%s needs oauth2_token_file or oauth2_token_command", ms.Auth)
 		}
-	case AuthNone:
+	case AuthNone, "":
+		// Empty is a server not read from keydesk.yaml, whose loader
+		// writes plain there: the clients log in with PLAIN then.
 	default:
 		bad("auth", "%q is not one of plain, login, oauthbearer, xoauth2", ms.Auth)
 	}
@@ -89,6 +91,19 @@ func (ms MailServer) Validate() error {
 		if _, err := os.Stat(f.path); err != nil {
 			bad(f.key, "%v", err)
 		}
+	}
+	return errors.Join(errs...)
+}
+
+// InSection names the section in each problem of a MailServer.Validate
+// error ("security: …" becomes "imap.security: …"); nil stays nil.
+func InSection(section string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var errs []error
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		errs = append(errs, fmt.Errorf("%s.%w", section, e))
 	}
 	return errors.Join(errs...)
 }

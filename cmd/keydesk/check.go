@@ -194,12 +194,38 @@ func printPartners(w io.Writer, reg *keydesk.Registry, now time.Time) {
 }
 
 // configChecks look beyond what the config loader validates (contact
-// keys, users.yaml, the smtp section), for every config.
-var configChecks = []func(cfg *config.Config) error{checkSMTP, checkUsersFile, checkContactKeys}
+// keys, users.yaml), for every config.
+var configChecks = []func(cfg *config.Config) error{checkUsersFile, checkContactKeys}
 
-// roleChecks are checks of what one role alone needs (the batch role's
-// schedule and signing key), run when check is asked for that role.
+// roleSettings is each role's look at its settings: the Options serve
+// starts the role with (built by the same function), judged by the
+// role's package (Options.Validate), each problem naming the file and
+// key. serve refuses to start roles whose settings have problems.
+var roleSettings = map[string]func(cfg *config.Config) error{
+	"intake":   checkIntake,
+	"review":   checkNotify,
+	"batch":    checkBatch,
+	"delivery": checkDelivery,
+}
+
+// roleChecks are what check looks at for one role beyond the config
+// loader: the role's settings (roleSettings), and the batch role's
+// signing key.
 var roleChecks = map[string][]func(cfg *config.Config) error{
-	"batch":  {checkBatchSchedule, checkSigningKey},
-	"review": {checkNotify},
+	"intake":   {checkIntake},
+	"review":   {checkNotify},
+	"batch":    {checkBatch, checkSigningKey},
+	"delivery": {checkDelivery},
+}
+
+// settingsProblems reports every problem of the settings of roles, as
+// their packages judge them: what serve refuses to start with.
+func settingsProblems(cfg *config.Config, roles []string) error {
+	var errs []error
+	for _, r := range roles {
+		if c := roleSettings[r]; c != nil {
+			errs = append(errs, c(cfg))
+		}
+	}
+	return errors.Join(errs...)
 }

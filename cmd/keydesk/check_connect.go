@@ -49,6 +49,15 @@ func (l probeLine) fail(err error, todo string) probeLine {
 	return l
 }
 
+// failIn is fail with what to do by the phase that failed, otherwise
+// for a phase without advice.
+func (l probeLine) failIn(err error, phase string, todo map[string]string, otherwise string) probeLine {
+	if t := todo[phase]; t != "" {
+		return l.fail(err, t)
+	}
+	return l.fail(err, otherwise)
+}
+
 // runProbes logs in to each server o.roles use, each within o.timeout,
 // prints a line per check and returns how many failed.
 func runProbes(ctx context.Context, w io.Writer, cfg *config.Config, reg *keydesk.Registry, o checkOptions) int {
@@ -92,15 +101,11 @@ func probeIMAP(ctx context.Context, cfg *config.Config, timeout time.Duration) p
 		if pe := (*intake.ProbeError)(nil); errors.As(err, &pe) {
 			phase = pe.Phase
 		}
-		todo := map[string]string{
+		return l.failIn(err, phase, map[string]string{
 			"login":   "check imap.username and imap.password (or the OAuth2 token) and the auth mechanism",
 			"examine": "check imap.mailbox: the account has no such mailbox, or may not read it",
 			"list":    "the server refused to list mailboxes: check the account's rights",
-		}[phase]
-		if todo == "" {
-			todo = "check imap.address, imap.security and imap.tls_ca_file, and that the server is reachable from here"
-		}
-		return l.fail(err, todo)
+		}, "check imap.address, imap.security and imap.tls_ca_file, and that the server is reachable from here")
 	}
 	if len(res.Missing) > 0 {
 		return l.ok("(%s, %d messages; intake will create %s)", res.Mailbox, res.Messages, strings.Join(res.Missing, ", "))
@@ -127,15 +132,11 @@ func probeSMTP(ctx context.Context, cfg *config.Config, timeout time.Duration) p
 		if se := (*delivery.SendError)(nil); errors.As(err, &se) {
 			phase = se.Phase
 		}
-		todo := map[string]string{
+		return l.failIn(err, phase, map[string]string{
 			"tls":   "check smtp.security (tls: implicit, port 465; starttls: port 587) and smtp.tls_ca_file",
 			"hello": "the server refused EHLO: check smtp.helo_name",
 			"auth":  "check smtp.username and smtp.password (or the OAuth2 token) and smtp.auth",
-		}[phase]
-		if todo == "" {
-			todo = "check smtp.address and that the server is reachable from here"
-		}
-		return l.fail(err, todo)
+		}, "check smtp.address and that the server is reachable from here")
 	}
 	if cfg.SMTP.Auth == "none" {
 		return l.ok("(connected; smtp.auth none: no login)")

@@ -24,11 +24,8 @@ func cmdDemo(ctx context.Context, args []string) error {
 	listen := fs.String("listen", "", "review UI address (default 127.0.0.1:8080, or a free port if that is taken; --once: a free port)")
 	keep := fs.Bool("keep", false, "keep the demo's directory (config, keys, NATS data, log) after it ends")
 	timeout := fs.Duration("timeout", 50*time.Second, "--once: how long the whole flow may take")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseArgs(fs, args, 0); err != nil {
 		return err
-	}
-	if fs.NArg() != 0 {
-		return errUsage
 	}
 	sum, err := demo.Run(ctx, demoWiring(demo.Options{Once: *once, Listen: *listen, Keep: *keep, Timeout: *timeout, Out: os.Stdout}))
 	if err != nil {

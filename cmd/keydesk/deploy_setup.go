@@ -20,11 +20,8 @@ func cmdSetup(ctx context.Context, args []string) error {
 			"certificate before the roles start, and after each upgrade; the roles run with\n"+
 			"nats.skip_setup: true. nats.skip_setup is ignored here.")
 	cfgPath := fs.String("config", "keydesk.yaml", "config `file`")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseArgs(fs, args, 0); err != nil {
 		return err
-	}
-	if fs.NArg() != 0 {
-		return errUsage
 	}
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {

@@ -31,11 +31,8 @@ func runFakeapi(ctx context.Context, stdout, stderr io.Writer, args []string) er
 	rateLimit := fs.Float64("rate-limit", 0, "admit this many API requests per `second`, answer the rest 429 (0: no limit)")
 	envelope := fs.String("list-envelope", "", "answer GET /v1/keys as {\"`name`\": [...]} instead of a bare array")
 	logLevel := fs.String("log-level", "info", "log `level`: debug (a line per request), info, warn, error")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseArgs(fs, args, 0); err != nil {
 		return err
-	}
-	if fs.NArg() != 0 {
-		return errUsage
 	}
 	if *seedPath == "" {
 		return errors.New("--seed is required: a JSON file such as " +

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/url"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -37,26 +36,12 @@ func mailList(ctx context.Context, stdout io.Writer, args []string, getenv func(
 	sender := fs.String("sender", "", "only senders whose address contains this text")
 	limit := fs.Int("limit", 100, "at most this many per page")
 	all := fs.Bool("all", false, "follow every page")
-	asJSON := fs.Bool("json", false, "print JSON for scripts")
-	mk := clientFlags(fs, getenv)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 0 {
-		return errUsage
-	}
-	c, err := mk()
+	af := newAPIFlags(fs, getenv)
+	c, err := af.parse(args, 0)
 	if err != nil {
 		return err
 	}
-	q := url.Values{}
-	if *outcome != "" {
-		q.Set("outcome", *outcome)
-	}
-	if *sender != "" {
-		q.Set("sender", *sender)
-	}
-	q.Set("limit", fmt.Sprint(*limit))
+	q := listQuery(*limit, map[string]string{"outcome": *outcome, "sender": *sender})
 	var list review.MailList
 	if _, err := apiclient.GetPages(ctx, c, "/api/v1/mail", q, *all, func(page *review.MailList) string {
 		page.Mail = append(list.Mail, page.Mail...)
@@ -65,8 +50,8 @@ func mailList(ctx context.Context, stdout io.Writer, args []string, getenv func(
 	}); err != nil {
 		return err
 	}
-	if *asJSON {
-		return printJSON(stdout, list)
+	if ok, err := af.print(stdout, list); ok {
+		return err
 	}
 	if len(list.Mail) == 0 {
 		fmt.Fprintln(stdout, "No mail matches.")

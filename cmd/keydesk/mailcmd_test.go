@@ -53,7 +53,7 @@ func TestMailCLIEndToEnd(t *testing.T) {
 	if err := c.Login(user, pass).Wait(); err != nil {
 		t.Fatal(err)
 	}
-	imapCfg := intakeMailbox(cfg.IMAP)
+	imapCfg := intakeMailbox(cfg)
 	imapCfg.Address, imapCfg.Security, imapCfg.Username, imapCfg.Password = srv.Addr, mailauth.SecurityNone, user, keydesk.SecretString(pass)
 	imapCfg.PollInterval, imapCfg.Timeout = 200*time.Millisecond, 10*time.Second
 	// Each email is taken in a minute after the one before.

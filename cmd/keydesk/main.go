@@ -159,6 +159,17 @@ func newFlags(name, args, summary string) *flag.FlagSet {
 	return fs
 }
 
+// parseArgs is parseFlags for a command that takes exactly n arguments.
+func parseArgs(fs *flag.FlagSet, args []string, n int) error {
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != n {
+		return errUsage
+	}
+	return nil
+}
+
 // parseFlags parses args, allowing flags after positional arguments too
 // (keydesk parse a.eml --json).
 func parseFlags(fs *flag.FlagSet, args []string) error {

@@ -24,6 +24,53 @@ import (
 const apiHelp = "\nThe server is KEYDESK_URL (default http://127.0.0.1:8080) and the API token KEYDESK_TOKEN\n" +
 	"(make one with 'keydesk users add'); --url, --token-file and --ca-file override them."
 
+// apiFlags are the flags every command that calls the review JSON API
+// shares: the connection (clientFlags) and --json.
+type apiFlags struct {
+	fs     *flag.FlagSet
+	asJSON *bool
+	client func() (*apiclient.Client, error)
+}
+
+func newAPIFlags(fs *flag.FlagSet, getenv func(string) string) *apiFlags {
+	return &apiFlags{fs: fs, asJSON: fs.Bool("json", false, "print JSON for scripts"), client: clientFlags(fs, getenv)}
+}
+
+// parseArgs parses args, which must leave nargs arguments.
+func (f *apiFlags) parseArgs(args []string, nargs int) error {
+	return parseArgs(f.fs, args, nargs)
+}
+
+// parse is parseArgs, then the client the flags say.
+func (f *apiFlags) parse(args []string, nargs int) (*apiclient.Client, error) {
+	if err := f.parseArgs(args, nargs); err != nil {
+		return nil, err
+	}
+	return f.client()
+}
+
+// print prints v as JSON with --json and says so; otherwise the caller
+// prints its table.
+func (f *apiFlags) print(w io.Writer, v any) (bool, error) {
+	if !*f.asJSON {
+		return false, nil
+	}
+	return true, printJSON(w, v)
+}
+
+// listQuery is a list command's API query: its filters, those left empty
+// left out, and the page size.
+func listQuery(limit int, filters map[string]string) url.Values {
+	q := url.Values{}
+	for k, v := range filters {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	q.Set("limit", fmt.Sprint(limit))
+	return q
+}
+
 // clientFlags adds the connection flags to fs and returns a constructor
 // to call after parsing.
 func clientFlags(fs *flag.FlagSet, getenv func(string) string) func() (*apiclient.Client, error) {
@@ -109,34 +156,13 @@ func queueList(ctx context.Context, stdout io.Writer, args []string, getenv func
 	find := fs.String("q", "", "only requests whose ID, label, sender or partner contains this text (any case)")
 	limit := fs.Int("limit", 500, "at most this many per page")
 	all := fs.Bool("all", false, "follow every page")
-	asJSON := fs.Bool("json", false, "print JSON for scripts")
-	mk := clientFlags(fs, getenv)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 0 {
-		return errUsage
-	}
-	c, err := mk()
+	af := newAPIFlags(fs, getenv)
+	c, err := af.parse(args, 0)
 	if err != nil {
 		return err
 	}
-	q := url.Values{}
-	if *state != "" {
-		q.Set("state", *state)
-	}
-	if *partner != "" {
-		q.Set("partner", *partner)
-	}
-	if *env != "" {
-		q.Set("environment", *env)
-	}
-	for k, v := range map[string]string{"kind": *kind, "assignee": *assignee, "q": *find} {
-		if v != "" {
-			q.Set(k, v)
-		}
-	}
-	q.Set("limit", fmt.Sprint(*limit))
+	q := listQuery(*limit, map[string]string{"state": *state, "partner": *partner, "environment": *env,
+		"kind": *kind, "assignee": *assignee, "q": *find})
 	var reqs []review.Request
 	next, err := apiclient.GetPages(ctx, c, "/api/v1/requests", q, *all, func(page *review.RequestList) string {
 		reqs = append(reqs, page.Requests...)
@@ -145,23 +171,16 @@ func queueList(ctx context.Context, stdout io.Writer, args []string, getenv func
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		return printJSON(stdout, review.RequestList{Requests: reqs, NextCursor: next})
+	if ok, err := af.print(stdout, review.RequestList{Requests: reqs, NextCursor: next}); ok {
+		return err
 	}
 	return printRequestTable(stdout, reqs, next)
 }
 
 func queueShow(ctx context.Context, stdout io.Writer, args []string, getenv func(string) string) error {
 	fs := newFlags("queue show", "ID [--json]", "Show one request with its proposed change, history and conversation (oldest first)."+apiHelp)
-	asJSON := fs.Bool("json", false, "print JSON for scripts")
-	mk := clientFlags(fs, getenv)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return errUsage
-	}
-	c, err := mk()
+	af := newAPIFlags(fs, getenv)
+	c, err := af.parse(args, 1)
 	if err != nil {
 		return err
 	}
@@ -169,8 +188,8 @@ func queueShow(ctx context.Context, stdout io.Writer, args []string, getenv func
 	if err := c.Do(ctx, "GET", "/api/v1/requests/"+url.PathEscape(fs.Arg(0)), nil, &r); err != nil {
 		return err
 	}
-	if *asJSON {
-		return printJSON(stdout, r)
+	if ok, err := af.print(stdout, r); ok {
+		return err
 	}
 	printRequest(stdout, &r)
 	printProposal(stdout, r.ProposedChange)
@@ -191,18 +210,14 @@ func queueAct(ctx context.Context, stdout io.Writer, act string, args []string, 
 	}
 	fs := newFlags("queue "+act, usage, summary+apiHelp)
 	reason := fs.String("reason", "", "why (required to reject; the requester reads it)")
-	asJSON := fs.Bool("json", false, "print JSON for scripts")
-	mk := clientFlags(fs, getenv)
-	if err := parseFlags(fs, args); err != nil {
+	af := newAPIFlags(fs, getenv)
+	if err := af.parseArgs(args, 1); err != nil {
 		return err
-	}
-	if fs.NArg() != 1 {
-		return errUsage
 	}
 	if act == "reject" && strings.TrimSpace(*reason) == "" {
 		return errors.New("--reason is required to reject: the requester is told it")
 	}
-	c, err := mk()
+	c, err := af.client()
 	if err != nil {
 		return err
 	}
@@ -210,7 +225,7 @@ func queueAct(ctx context.Context, stdout io.Writer, act string, args []string, 
 	if err != nil {
 		return err
 	}
-	return printAction(stdout, r, *asJSON)
+	return printAction(stdout, r, *af.asJSON)
 }
 
 func runBatchCmd(ctx context.Context, stdout, stderr io.Writer, args []string, getenv func(string) string) error {
@@ -229,15 +244,8 @@ func runBatchCmd(ctx context.Context, stdout, stderr io.Writer, args []string, g
 		"run":  "Ask for a batch to run now (admin role); a batch worker starts it within seconds.",
 		"list": "List the latest batches with their outcome counts, and the next scheduled run.",
 	}[sub]+apiHelp)
-	asJSON := fs.Bool("json", false, "print JSON for scripts")
-	mk := clientFlags(fs, getenv)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 0 {
-		return errUsage
-	}
-	c, err := mk()
+	af := newAPIFlags(fs, getenv)
+	c, err := af.parse(args, 0)
 	if err != nil {
 		return err
 	}
@@ -246,8 +254,8 @@ func runBatchCmd(ctx context.Context, stdout, stderr io.Writer, args []string, g
 		if err := c.Do(ctx, "POST", "/api/v1/batches", nil, &b); err != nil {
 			return err
 		}
-		if *asJSON {
-			return printJSON(stdout, b)
+		if ok, err := af.print(stdout, b); ok {
+			return err
 		}
 		fmt.Fprintf(stdout, "Batch %v requested: a batch worker starts it shortly ('keydesk batch list' shows it).\n", b["id"])
 		return nil
@@ -256,8 +264,8 @@ func runBatchCmd(ctx context.Context, stdout, stderr io.Writer, args []string, g
 	if err := c.Do(ctx, "GET", "/api/v1/batches", nil, &bl); err != nil {
 		return err
 	}
-	if *asJSON {
-		return printJSON(stdout, bl)
+	if ok, err := af.print(stdout, bl); ok {
+		return err
 	}
 	if bl.NextRun != nil {
 		fmt.Fprintf(stdout, "Next scheduled run: %s\n\n", bl.NextRun.Format("2006-01-02 15:04 MST"))

@@ -25,8 +25,7 @@ func queueWrite(ctx context.Context, stdout io.Writer, act string, args []string
 	}[act]
 	fs := newFlags("queue "+act, "ID TEXT... | ID --file FILE [--json]", summary+apiHelp)
 	file := fs.String("file", "", "read the text from `FILE` instead of the arguments")
-	asJSON := fs.Bool("json", false, "print JSON for scripts")
-	mk := clientFlags(fs, getenv)
+	af := newAPIFlags(fs, getenv)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -41,7 +40,7 @@ func queueWrite(ctx context.Context, stdout io.Writer, act string, args []string
 		}
 		text = b
 	}
-	c, err := mk()
+	c, err := af.client()
 	if err != nil {
 		return err
 	}
@@ -50,7 +49,7 @@ func queueWrite(ctx context.Context, stdout io.Writer, act string, args []string
 	if err != nil {
 		return err
 	}
-	return printAction(stdout, r, *asJSON)
+	return printAction(stdout, r, *af.asJSON)
 }
 
 func readTextFile(name string) (string, error) {
@@ -74,8 +73,7 @@ func queueAssign(ctx context.Context, stdout io.Writer, args []string, getenv fu
 	fs := newFlags("queue assign", "ID USER | ID --unassign [--json]",
 		"Assign a request to a staff member of users.yaml (\"\" or --unassign: to nobody)."+apiHelp)
 	unassign := fs.Bool("unassign", false, "assign the request to nobody")
-	asJSON := fs.Bool("json", false, "print JSON for scripts")
-	mk := clientFlags(fs, getenv)
+	af := newAPIFlags(fs, getenv)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -87,7 +85,7 @@ func queueAssign(ctx context.Context, stdout io.Writer, args []string, getenv fu
 	default:
 		return errUsage
 	}
-	c, err := mk()
+	c, err := af.client()
 	if err != nil {
 		return err
 	}
@@ -95,7 +93,7 @@ func queueAssign(ctx context.Context, stdout io.Writer, args []string, getenv fu
 	if err != nil {
 		return err
 	}
-	return printAction(stdout, r, *asJSON)
+	return printAction(stdout, r, *af.asJSON)
 }
 
 // queueDecide is 'queue accept' and 'queue refuse' of a proposed change.
@@ -105,15 +103,8 @@ func queueDecide(ctx context.Context, stdout io.Writer, act string, args []strin
 		"refuse": "Refuse the change the partner proposed in a reply: the fields are kept, the request stays\npending review, and the requester is told.",
 	}[act]
 	fs := newFlags("queue "+act, "ID [--json]", summary+apiHelp)
-	asJSON := fs.Bool("json", false, "print JSON for scripts")
-	mk := clientFlags(fs, getenv)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return errUsage
-	}
-	c, err := mk()
+	af := newAPIFlags(fs, getenv)
+	c, err := af.parse(args, 1)
 	if err != nil {
 		return err
 	}
@@ -121,5 +112,5 @@ func queueDecide(ctx context.Context, stdout io.Writer, act string, args []strin
 	if err != nil {
 		return err
 	}
-	return printAction(stdout, r, *asJSON)
+	return printAction(stdout, r, *af.asJSON)
 }

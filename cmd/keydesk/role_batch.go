@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strconv"
 	"time"
 
@@ -34,17 +33,20 @@ func requireCredentials(a *app) error {
 	return nil
 }
 
-// checkBatchSchedule lets `keydesk check` report a schedule the batch role
-// would refuse at start.
-func checkBatchSchedule(cfg *config.Config) error {
-	if _, err := batch.ParseSchedule(cfg.Batch.Schedule); err != nil {
-		f := filepath.Base(cfg.File)
-		if f == "." || f == "" {
-			f = "keydesk.yaml"
-		}
-		return fmt.Errorf("%s: batch.schedule: %v", f, err)
+// batchOptions are the batch role's settings from the config: what
+// serve starts the runner with and `keydesk check` asks batch to judge.
+func batchOptions(cfg *config.Config) batch.Options {
+	return batch.Options{
+		Schedule: cfg.Batch.Schedule, Concurrency: cfg.Batch.Concurrency, SupportAddress: cfg.SMTP.SupportAddress,
+		RevokeUndeliveredAfter: cfg.Delivery.RevokeUndeliveredAfter, LeaseTTL: cfg.Batch.LeaseTTL,
 	}
-	return nil
+}
+
+// checkBatch reports the batch settings the role would refuse at start
+// (its schedule among them), each naming the file and key.
+func checkBatch(cfg *config.Config) error {
+	o := batchOptions(cfg)
+	return cfg.InFile(o.Validate())
 }
 
 // startBatch wires the batch role: the Buildmarkets API per environment
@@ -98,13 +100,11 @@ func newBatchRunner(a *app) (*batch.Runner, error) {
 			secs.Observe(d.Seconds(), string(env), method)
 		},
 	})
-	r, err := batch.New(batch.Options{
-		Queue: a.q, Partners: a.partners.Current, Accounts: accounts, Classify: batch.ClassifyBMAPI,
-		Sealer: &batch.PGPSealer{Signer: signer, Templates: tpl}, Templates: tpl,
-		Schedule: cfg.Batch.Schedule, Concurrency: cfg.Batch.Concurrency, SupportAddress: cfg.SMTP.SupportAddress,
-		RevokeUndeliveredAfter: cfg.Delivery.RevokeUndeliveredAfter, Holder: a.holder, LeaseTTL: cfg.Batch.LeaseTTL,
-		Logger: a.log.With("role", "batch"), Metrics: a.metrics, Failpoint: failpointFromEnv(),
-	})
+	o := batchOptions(cfg)
+	o.Queue, o.Partners, o.Accounts, o.Classify = a.q, a.partners.Current, accounts, batch.ClassifyBMAPI
+	o.Sealer, o.Templates = &batch.PGPSealer{Signer: signer, Templates: tpl}, tpl
+	o.Holder, o.Logger, o.Metrics, o.Failpoint = a.holder, a.log.With("role", "batch"), a.metrics, failpointFromEnv()
+	r, err := batch.New(o)
 	if err != nil {
 		return nil, err
 	}

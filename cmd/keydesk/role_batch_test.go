@@ -22,9 +22,9 @@ func TestCheckBatchSchedule(t *testing.T) {
 			cfg := config.Default()
 			cfg.File = "/etc/keydesk/keydesk.yaml"
 			cfg.Batch.Schedule = tc.schedule
-			err := checkBatchSchedule(cfg)
+			err := checkBatch(cfg)
 			if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
-				t.Errorf("checkBatchSchedule(%q) = %v, want %q", tc.schedule, err, tc.err)
+				t.Errorf("checkBatch(%q) = %v, want %q", tc.schedule, err, tc.err)
 			}
 		})
 	}

@@ -11,18 +11,27 @@ import (
 	"github.com/buildmarkets/keydesk/templates"
 )
 
-// checkSMTP is keydesk check's look at the smtp section beyond what the
-// config loader validates: delivery's own checks of the server (plain text
-// to loopback only, the CA file a certificate) and of smtp.from.
-func checkSMTP(cfg *config.Config) error {
+// deliveryOptions are the delivery role's settings from the config:
+// what serve starts the service with and `keydesk check` asks delivery
+// to judge.
+func deliveryOptions(cfg *config.Config) delivery.Options {
+	return delivery.Options{
+		From: cfg.SMTP.From, SupportAddress: cfg.SMTP.SupportAddress,
+		RetryFor: cfg.Delivery.RetryFor, AckWait: cfg.Delivery.AckWait,
+	}
+}
+
+// checkDelivery reports what the delivery role would refuse: its
+// settings (smtp.from, delivery.ack_wait) and the smtp server as the
+// sender takes it (plain text to loopback only, the CA file a
+// certificate), each naming the file and key. Without smtp.address
+// there is nothing to judge: the role says so when it starts.
+func checkDelivery(cfg *config.Config) error {
 	if cfg.SMTP.Address == "" {
 		return nil
 	}
-	errs := []error{smtpOptions(cfg).Validate()}
-	if _, err := delivery.NewComposer(cfg.SMTP.From, nil); err != nil {
-		errs = append(errs, fmt.Errorf("smtp.from: %w", err))
-	}
-	return errors.Join(errs...)
+	o := deliveryOptions(cfg)
+	return cfg.InFile(errors.Join(o.Validate(), smtpOptions(cfg).Validate()))
 }
 
 // startDelivery wires the delivery role: the SMTP sender (its TLS and
@@ -41,11 +50,10 @@ func startDelivery(ctx context.Context, a *app) (func(context.Context) error, er
 	if err != nil {
 		return nil, err
 	}
-	svc, err := delivery.New(delivery.Options{
-		Queue: a.q, Sender: sender, From: cfg.SMTP.From, SupportAddress: cfg.SMTP.SupportAddress,
-		Partners: a.partners.Current, Templates: tpl, RetryFor: cfg.Delivery.RetryFor,
-		AckWait: cfg.Delivery.AckWait, Holder: a.holder, Log: a.log.With("role", "delivery"), Metrics: a.metrics,
-	})
+	o := deliveryOptions(cfg)
+	o.Queue, o.Sender, o.Partners, o.Templates = a.q, sender, a.partners.Current, tpl
+	o.Holder, o.Log, o.Metrics = a.holder, a.log.With("role", "delivery"), a.metrics
+	svc, err := delivery.New(o)
 	if err != nil {
 		return nil, err
 	}

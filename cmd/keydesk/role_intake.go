@@ -88,7 +88,8 @@ func newIntakePoller(a *app) (*intake.Poller, error) {
 // intakeMailOptions are the poller's mailbox, TLS and SASL from the imap
 // section: what the intake role and `keydesk check --connect` log in with.
 func intakeMailOptions(cfg *config.Config) (intake.Options, error) {
-	ms := mailauth.Resolve(cfg.IMAP.MailServer, cfg.Path)
+	mb := intakeMailbox(cfg)
+	ms := mb.MailServer
 	if err := mailauth.CheckSecurity(ms); err != nil {
 		return intake.Options{}, fmt.Errorf("intake: imap: %w", err)
 	}
@@ -104,8 +105,6 @@ func intakeMailOptions(cfg *config.Config) (intake.Options, error) {
 	if tokens != nil {
 		authFailed = tokens.Invalidate
 	}
-	mb := intakeMailbox(cfg.IMAP)
-	mb.MailServer = ms
 	return intake.Options{
 		IMAP:       mb,
 		TLSConfig:  tc,
@@ -114,10 +113,25 @@ func intakeMailOptions(cfg *config.Config) (intake.Options, error) {
 	}, nil
 }
 
-// intakeMailbox is the imap section as the poller takes it.
-func intakeMailbox(c config.IMAP) intake.Mailbox {
+// intakeMailbox is the imap section as the poller takes it, file names
+// resolved.
+func intakeMailbox(cfg *config.Config) intake.Mailbox {
+	c := cfg.IMAP
 	return intake.Mailbox{
-		MailServer: c.MailServer, Mailbox: c.Mailbox, ProcessedMailbox: c.ProcessedMailbox, RejectedMailbox: c.RejectedMailbox,
+		MailServer: mailauth.Resolve(c.MailServer, cfg.Path), Mailbox: c.Mailbox, ProcessedMailbox: c.ProcessedMailbox, RejectedMailbox: c.RejectedMailbox,
 		PollInterval: c.PollInterval, MaxMessageBytes: int64(c.MaxMessageBytes), MaxAttempts: c.MaxAttempts,
+		LeaseTTL: c.LeaseTTL,
 	}
+}
+
+// checkIntake is `keydesk check`'s and serve's look at the intake role's
+// settings: the imap section as the poller takes it, judged by intake.
+// Without imap.address there is nothing to judge: the role says so when
+// it starts.
+func checkIntake(cfg *config.Config) error {
+	if cfg.IMAP.Address == "" {
+		return nil
+	}
+	o := intake.Options{IMAP: intakeMailbox(cfg)}
+	return cfg.InFile(o.Validate())
 }

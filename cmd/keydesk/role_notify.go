@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"sync"
 
@@ -25,11 +24,7 @@ func checkNotify(cfg *config.Config) error {
 		return nil
 	}
 	if _, err := batch.ParseSchedule(cfg.Notify.Digest); err != nil {
-		f := filepath.Base(cfg.File)
-		if f == "." || f == "" {
-			f = "keydesk.yaml"
-		}
-		return fmt.Errorf("%s: notify.digest: %s", f, strings.TrimPrefix(err.Error(), "batch: "))
+		return cfg.InFile(fmt.Errorf("notify.digest: %s", strings.TrimPrefix(err.Error(), "batch: ")))
 	}
 	return nil
 }

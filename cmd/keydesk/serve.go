@@ -27,17 +27,17 @@ func cmdServe(ctx context.Context, args []string) error {
 		"Run the given roles (default: all) until SIGTERM or SIGINT. SIGHUP reloads partners.yaml.")
 	cfgPath := fs.String("config", "keydesk.yaml", "config `file`")
 	rolesFlag := fs.String("roles", strings.Join(roleOrder, ","), "comma-separated roles to run: "+strings.Join(roleOrder, ", "))
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseArgs(fs, args, 0); err != nil {
 		return err
-	}
-	if fs.NArg() != 0 {
-		return errUsage
 	}
 	roles, err := parseRoles(*rolesFlag)
 	if err != nil {
 		return err
 	}
 	cfg, err := config.Load(*cfgPath)
+	if cfg != nil {
+		err = errors.Join(err, settingsProblems(cfg, roles))
+	}
 	if err != nil {
 		return fmt.Errorf("config has problems; 'keydesk check --config %s' lists them all:\n%w", *cfgPath, err)
 	}
