@@ -30,28 +30,18 @@ type draft struct {
 func (d *draft) any() bool { return d.has[fieldEnv] || d.has[fieldScopes] || d.has[fieldLabel] }
 
 var (
-	// A field line: optional bullet or number, optional markdown emphasis,
-	// the field's name, then ":", "=" or a table bar.
-	fieldRE = regexp.MustCompile(`(?i)^\s*(?:[-*•·+]\s+|\d{1,2}[.)]\s+)?[*_]*\s*(environments?|env|api environment|scopes?|permissions?|permission scopes|api scopes|key scopes|labels?|key label|key name)\s*[*_]*\s*[:=|]\s*[*_]*\s*(.*?)\s*[*_]*\s*$`)
 	// A heading that starts another request: "Request 2", "Key #3:", "2nd key".
-	headingRE  = regexp.MustCompile(`(?i)^\W*((request|key|api key)\s*#?\s*\d{1,2}|(first|second|third|fourth|fifth|\d(st|nd|rd|th))\s+(request|key))\b`)
-	bulletRE   = regexp.MustCompile(`^\s*(?:[-*•·+]|\d{1,2}[.)])\s+`)
-	scopeishRE = regexp.MustCompile(`(?i)^[a-z]+\s*:\s*[a-z]+\b`)
-	parenRE    = regexp.MustCompile(`\([^)]*\)|\[[^\]]*\]`)
-	mdTableSep = regexp.MustCompile(`^[\s|:-]+$`)
+	headingRE = regexp.MustCompile(`(?i)^\W*((request|key|api key)\s*#?\s*\d{1,2}|(first|second|third|fourth|fifth|\d(st|nd|rd|th))\s+(request|key))\b`)
+	bulletRE  = regexp.MustCompile(`^\s*(?:` + bulletPattern + `)\s*`)
+	// asciiBorder is a pipe or ASCII table's rule: "+----+----+", "|---|".
+	asciiBorder = regexp.MustCompile(`^[+|]?[-=+|: ]*[-=]{3,}[-=+|: ]*$`)
+	scopeishRE  = regexp.MustCompile(`(?i)^[a-z]+\s*:\s*[a-z]+\b`)
+	parenRE     = regexp.MustCompile(`\([^)]*\)|\[[^\]]*\]`)
 )
 
+// fieldOf maps a field's name, in any language of the table, to the field.
 func fieldOf(name string) field {
-	n := strings.ToLower(name)
-	switch {
-	case strings.HasPrefix(n, "env") || strings.HasSuffix(n, "environment"):
-		return fieldEnv
-	case strings.Contains(n, "scope") || strings.HasPrefix(n, "permission"):
-		return fieldScopes
-	case strings.Contains(n, "label") || n == "key name":
-		return fieldLabel
-	}
-	return fieldNone
+	return fieldWords[strings.Join(strings.Fields(strings.ToLower(name)), " ")]
 }
 
 // tableCells splits a table row ("a | b | c", "| a | b |") into cells.
@@ -83,13 +73,24 @@ func readDrafts(lines []string, lim Limits) []*draft {
 	for _, l := range lines {
 		t := strings.TrimSpace(l)
 		if cells := tableCells(t); len(cells) >= 2 {
-			if mdTableSep.MatchString(t) {
+			if asciiBorder.MatchString(t) {
 				continue
 			}
 			if hdr := tableHeader(cells); hdr != nil {
 				flush()
 				cols, inScopes = hdr, false
 				continue
+			}
+			if cols == nil && len(cells) == 2 {
+				// "| Environment | Production |": a key-value row.
+				if m := fieldRE.FindStringSubmatch(cells[0] + ": " + cells[1]); m != nil {
+					f := fieldOf(m[1])
+					if cur.has[f] {
+						flush()
+					}
+					cur.set(f, m[2], lim)
+					continue
+				}
 			}
 			if cols != nil {
 				flush()
@@ -101,6 +102,8 @@ func readDrafts(lines []string, lim Limits) []*draft {
 				flush()
 				continue
 			}
+		} else if asciiBorder.MatchString(t) && t != "---" {
+			continue // the rule under or around a table's header row
 		} else {
 			cols = nil
 		}
@@ -214,7 +217,10 @@ func isVerb(s string) bool { return s == "read" || s == "write" || s == "manage"
 
 var envSplitter = strings.NewReplacer(",", " ", "/", " ", ";", " ")
 
-var envFiller = map[string]bool{"and": true, "&": true, "or": true, "both": true, "please": true, "only": true, "the": true, "env": true, "environment": true, "environments": true, "+": true}
+// envFiller are the words around an environment's name: "the production
+// environment", "entorno de producción", "die Produktionsumgebung".
+var envFiller = map[string]bool{"and": true, "&": true, "or": true, "both": true, "please": true, "only": true, "the": true, "+": true,
+	"de": true, "del": true, "la": true, "le": true, "el": true, "die": true, "das": true, "der": true, "di": true, "da": true, "do": true, "het": true, "de la": true, "und": true, "et": true, "y": true, "e": true, "en": true}
 
 // parsedRequest is one validated request (one environment).
 type parsedRequest struct {
@@ -234,12 +240,13 @@ func validate(d *draft, lim Limits) []parsedRequest {
 			Message:    "the request does not say which environment the key is for",
 			Suggestion: "add a line such as \"Environment: sandbox\" (or production)"})
 	} else {
-		v := parenRE.ReplaceAllString(d.env, " ")
+		v := envPhrases.Replace(strings.ToLower(parenRE.ReplaceAllString(d.env, " ")))
 		for _, w := range strings.Fields(envSplitter.Replace(v)) {
-			if envFiller[strings.ToLower(strings.Trim(w, "*_`'\"."))] {
+			w = strings.Trim(w, "*_`'\".:")
+			if envFiller[w] || isFieldName(w) {
 				continue
 			}
-			e, err := keydesk.ParseEnvironment(w)
+			e, err := keydesk.ParseEnvironment(envWord(w))
 			if err != nil {
 				reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonInvalidEnvironment,
 					Message:    fmt.Sprintf("%q is not an environment", keydesk.SafeLine(w, 40)),
