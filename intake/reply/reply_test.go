@@ -63,6 +63,8 @@ func TestBuild(t *testing.T) {
 			[]string{"KR-20261126-32C1", "KR-20261126-0EPD", "production keys are approved by our support team"}},
 		{"accept-rm-forward-gmail-inline", keydesk.KindAcknowledgement, "alex.morgan@buildmarkets.ai",
 			[]string{"from jane.doe@acme.example that you\nforwarded", "the request was forwarded"}},
+		{"accept-example-copied-as-request-held", keydesk.KindAcknowledgement, "jane.en@acme.example",
+			[]string{"waiting for review, because our support team checks how the request was written"}},
 		{"reject-scope-typo", keydesk.KindRejection, "jane.doe@acme.example",
 			[]string{`"trading:raed" is not a scope`, "did you mean trading:read?", "did you mean trading:write?", "Environment: sandbox", "nothing was\nqueued"}},
 		{"reject-globex-production-not-enabled", keydesk.KindRejection, "ops@globex.example",
