@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/buildmarkets/keydesk"
 )
@@ -73,7 +75,7 @@ func readDrafts(lines []string, lim Limits) []*draft {
 	for _, l := range lines {
 		t := strings.TrimSpace(l)
 		if cells := tableCells(t); len(cells) >= 2 {
-			if asciiBorder.MatchString(t) {
+			if isBorder(t) {
 				continue
 			}
 			if hdr := tableHeader(cells); hdr != nil {
@@ -83,7 +85,7 @@ func readDrafts(lines []string, lim Limits) []*draft {
 			}
 			if cols == nil && len(cells) == 2 {
 				// "| Environment | Production |": a key-value row.
-				if m := fieldRE.FindStringSubmatch(cells[0] + ": " + cells[1]); m != nil {
+				if m := matchField(cells[0] + ": " + cells[1]); m != nil {
 					f := fieldOf(m[1])
 					if cur.has[f] {
 						flush()
@@ -102,12 +104,12 @@ func readDrafts(lines []string, lim Limits) []*draft {
 				flush()
 				continue
 			}
-		} else if asciiBorder.MatchString(t) && t != "---" {
+		} else if t != "---" && isBorder(t) {
 			continue // the rule under or around a table's header row
 		} else {
 			cols = nil
 		}
-		if m := fieldRE.FindStringSubmatch(l); m != nil {
+		if m := matchField(l); m != nil {
 			f := fieldOf(m[1])
 			if cur.has[f] {
 				flush()
@@ -149,7 +151,7 @@ func tableHeader(cells []string) []field {
 	cols := make([]field, len(cells))
 	n := 0
 	for i, c := range cells {
-		if m := fieldRE.FindStringSubmatch(c + ":"); m != nil && strings.TrimSpace(m[2]) == "" {
+		if m := matchField(c + ":"); m != nil && strings.TrimSpace(m[2]) == "" {
 			cols[i] = fieldOf(m[1])
 			n++
 		}
@@ -327,4 +329,53 @@ func scopeList() string {
 		s[i] = string(sc)
 	}
 	return strings.Join(s, ", ")
+}
+
+// matchField reads a field line: an optional bullet, optional emphasis,
+// a field's name in any language of the table, a separator and the value.
+// It returns the line, the name and the value, or nil. The names are
+// tried by their first letter, longest first; one regular expression over
+// every name would cost more than the rest of the parse.
+func matchField(l string) []string {
+	t := l
+	if mayBeBullet(t) {
+		if loc := bulletRE.FindStringIndex(t); loc != nil {
+			t = t[loc[1]:]
+		}
+	}
+	t = strings.TrimLeft(t, " *_")
+	r, _ := utf8.DecodeRuneInString(t)
+	for _, n := range fieldNames[unicode.ToLower(r)] {
+		p := runePrefix(t, utf8.RuneCountInString(n))
+		if !strings.EqualFold(p, n) {
+			continue
+		}
+		if m := fieldSepRE.FindStringSubmatch(t[len(p):]); m != nil {
+			return []string{l, p, m[1]}
+		}
+	}
+	return nil
+}
+
+// runePrefix is the first n runes of s (all of s when it has fewer).
+func runePrefix(s string, n int) string {
+	for i := range s {
+		if n == 0 {
+			return s[:i]
+		}
+		n--
+	}
+	return s
+}
+
+// isBorder reports whether a trimmed line is a table's rule.
+func isBorder(t string) bool {
+	return (strings.Contains(t, "---") || strings.Contains(t, "===")) && asciiBorder.MatchString(t)
+}
+
+// mayBeBullet is a cheap test before bulletRE: the line's first
+// character could start a list marker.
+func mayBeBullet(l string) bool {
+	r, _ := utf8.DecodeRuneInString(strings.TrimLeft(l, " "))
+	return strings.ContainsRune("-*•·+▪▫◦‣○●■□►▶➢➤✓✔–—(0123456789abcdefgh", r)
 }

@@ -4,6 +4,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"unicode/utf8"
 )
 
 // The words partners' mail clients write, per language, in one table:
@@ -204,43 +205,45 @@ var languages = []language{
 var (
 	headerWords  = map[string]string{} // name → "from", "date", "to" or "subject"
 	forwardMarks = map[string]bool{}   // the marker lines of a forward
+	historyMarks = map[string]bool{}   // the marker lines of a reply or a forward
 	fieldWords   = map[string]field{}  // field name → field
-	envWords     = map[string]string{} // environment word → "production" or "sandbox"
+	// fieldNames are the fields' names by their first letter, lower-case,
+	// longest first.
+	fieldNames = map[rune][]string{}
+	envWords   = map[string]string{} // environment word → "production" or "sandbox"
 
-	// hdrLineRE is a header-block line: "From: …", "**Von:** …", "差出人: …".
-	hdrLineRE *regexp.Regexp
 	// wroteRE is an attribution line: it ends in a colon and holds a
 	// "wrote" word of some language.
 	wroteRE *regexp.Regexp
-	// fwdMarkRE is a marker line of a reply's or a forward's history.
-	fwdMarkRE *regexp.Regexp
 	// fwdSubjRE is a forward's subject prefix.
 	fwdSubjRE *regexp.Regexp
-	// fieldRE is a field line: optional bullet, optional markdown emphasis,
-	// the field's name, a separator, the value.
-	fieldRE *regexp.Regexp
+	// fieldSepRE is what follows a field's name on a field line: optional
+	// emphasis, a separator, the value.
+	fieldSepRE = regexp.MustCompile(`^\s*[*_]*\s*(?:[:=|：\t]|\s[-–—]\s|[–—]|\s{2,})\s*[*_]*\s*(.*?)\s*[*_]*\s*$`)
 )
 
 func init() {
-	var hdr, wrote, marks, subj, fields []string
+	var wrote, subj, fields []string
 	for _, l := range languages {
 		for kind, ws := range map[string][]string{"from": l.from, "date": l.date, "to": l.to, "subject": l.subject} {
 			for _, w := range ws {
 				headerWords[w] = kind
-				hdr = append(hdr, w)
 			}
 		}
 		wrote = append(wrote, l.wrote...)
-		marks = append(marks, l.original...)
-		marks = append(marks, l.forwarded...)
+		for _, w := range l.original {
+			historyMarks[w] = true
+		}
 		for _, w := range l.forwarded {
 			forwardMarks[w] = true
+			historyMarks[w] = true
 		}
 		subj = append(subj, l.fwdSubject...)
 		for f, ws := range map[field][]string{fieldEnv: l.envName, fieldScopes: l.scopesName, fieldLabel: l.labelName} {
 			for _, w := range ws {
 				fieldWords[w] = f
 				fields = append(fields, w)
+
 			}
 		}
 		for _, w := range l.production {
@@ -251,11 +254,16 @@ func init() {
 		}
 	}
 	envPhrases = buildEnvPhrases()
-	hdrLineRE = regexp.MustCompile(`(?i)^\s*[*_]*\s*(` + alternation(hdr) + `)\s*[*_]*\s*[:：]\s*[*_]*\s*(.*)$`)
 	wroteRE = regexp.MustCompile(`(?i)(?:^|[\s\p{P}\p{Han}\p{Hiragana}\p{Katakana}])(?:` + alternation(wrote) + `)(?:[\s\p{L}<>@.()\[\]'"_-]*)[:：]\s*$`)
-	fwdMarkRE = regexp.MustCompile(`(?i)^[-\s_=*]*(` + alternation(marks) + `)[-\s_=:：*]*$`)
 	fwdSubjRE = regexp.MustCompile(`(?i)^\s*(` + alternation(subj) + `)\s*[:：]`)
-	fieldRE = regexp.MustCompile(`(?i)^\s*(?:` + bulletPattern + `)?[*_]*\s*(` + alternation(fields) + `)\s*[*_]*\s*(?:[:=|：\t]|\s[-–—]\s|[–—]|\s{2,})\s*[*_]*\s*(.*?)\s*[*_]*\s*$`)
+	for _, w := range fields {
+		r, _ := utf8.DecodeRuneInString(w)
+		fieldNames[r] = append(fieldNames[r], w)
+	}
+	for r, ws := range fieldNames {
+		slices.SortFunc(ws, func(a, b string) int { return len(b) - len(a) })
+		fieldNames[r] = ws
+	}
 }
 
 // bulletPattern is a list marker of any kind: "- ", "• ", "▪ ", "1. ",

@@ -43,12 +43,24 @@ var closingSentences = []string{
 // acknowledgement's "Request:     KR-…" and "For reference: KR-…".
 var ownLineRE = regexp.MustCompile(`(?i)^(request:\s+|for reference:\s+)KR-\d{8}-[0-9A-Z]{4}\b|^status:\s+(approved: the key is created|waiting for review, because)`)
 
+// ownStarts are the first four letters of keydesk's lines, lower-case.
+var ownStarts = func() map[string]bool {
+	m := map[string]bool{"requ": true, "for ": true, "stat": true}
+	for _, s := range append(append([]string(nil), ownSentences...), closingSentences...) {
+		m[s[:4]] = true
+	}
+	return m
+}()
+
 // ownWords reports whether a trimmed line is one of keydesk's fixed
 // sentences.
 func ownWords(t string) bool {
 	t = strings.TrimSpace(strings.TrimLeft(t, "> "))
 	if len(t) < 12 || len(t) > 200 {
 		return false
+	}
+	if !ownStarts[strings.ToLower(t[:4])] {
+		return false // a cheap test first: most lines start otherwise
 	}
 	if ownLineRE.MatchString(t) {
 		return true

@@ -89,3 +89,36 @@ func TestFieldWordsEveryLanguage(t *testing.T) {
 		}
 	}
 }
+
+// TestLanguageTableDocumented keeps docs/parsing.md in step with the
+// language table: each language has its rows there, naming every word.
+func TestLanguageTableDocumented(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "parsing.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "| ") {
+			rows = append(rows, l)
+		}
+	}
+	for _, l := range languages {
+		var all []string
+		for _, ws := range [][]string{l.from, l.date, l.to, l.subject, l.wrote, l.original, l.forwarded, l.fwdSubject,
+			l.envName, l.scopesName, l.labelName, l.production, l.sandbox} {
+			all = append(all, ws...)
+		}
+		var doc strings.Builder
+		for _, r := range rows {
+			if strings.HasPrefix(r, "| "+l.code+" |") {
+				doc.WriteString(r)
+			}
+		}
+		for _, w := range all {
+			if !strings.Contains(doc.String(), "`"+w+"`") {
+				t.Errorf("docs/parsing.md does not list %q for %s", w, l.code)
+			}
+		}
+	}
+}

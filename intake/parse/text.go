@@ -82,15 +82,21 @@ func isSignature(l string) bool {
 // headerKey maps the header-block names of every language in the table
 // to from, date, to or subject.
 func headerKey(l string) (key, value string, ok bool) {
-	m := hdrLineRE.FindStringSubmatch(l)
-	if m == nil {
+	// "**Von:** x", "差出人： x": the name is what stands before the first
+	// colon, without emphasis. A map lookup, where one expression over
+	// every language's names would cost more than the rest of the parse.
+	i := strings.IndexAny(l, ":：")
+	if i < 0 || i > 64 {
 		return "", "", false
 	}
-	v := strings.TrimSpace(strings.Trim(strings.TrimSpace(m[2]), "*|"))
-	k := headerWords[strings.Join(strings.Fields(strings.ToLower(m[1])), " ")]
-	if k == "" {
-		k = "to"
+	name := strings.Join(strings.Fields(strings.ToLower(strings.Trim(l[:i], " *_"))), " ")
+	k, known := headerWords[name]
+	if !known {
+		return "", "", false
 	}
+	_, size := utf8.DecodeRuneInString(l[i:])
+	v := strings.TrimLeft(l[i+size:], " *_")
+	v = strings.TrimSpace(strings.Trim(strings.TrimSpace(v), "*|"))
 	return k, v, true
 }
 
@@ -115,13 +121,19 @@ func headerBlockAt(lines []string, i int) bool {
 // for: a "word: value" line naming an address, then at least two more such
 // lines within four, one with a date or time. A field name never counts.
 func genericHeaderBlockAt(lines []string, i int) bool {
+	if !strings.Contains(lines[i], "@") || !hasColonEarly(lines[i]) {
+		return false
+	}
 	m := genericHdrRE.FindStringSubmatch(lines[i])
 	if m == nil || isFieldName(m[1]) || !strings.Contains(m[2], "@") {
 		return false
 	}
 	more, dated := 0, false
 	for j := i + 1; j < len(lines) && j <= i+4; j++ {
-		mj := genericHdrRE.FindStringSubmatch(lines[j])
+		var mj []string
+		if hasColonEarly(lines[j]) {
+			mj = genericHdrRE.FindStringSubmatch(lines[j])
+		}
 		if mj == nil {
 			if strings.TrimSpace(lines[j]) == "" {
 				break
@@ -141,16 +153,22 @@ func genericHeaderBlockAt(lines []string, i int) bool {
 // reply: "On …, Jane <jane@x> wrote:" in any language of the table, or an
 // address and a time ending in a colon.
 func isAttribution(t string) bool {
-	if len(t) > 400 {
-		return false
+	if len(t) > 400 || !(strings.HasSuffix(t, ":") || strings.HasSuffix(t, "：")) {
+		return false // every attribution ends in a colon: most lines are out at once
 	}
 	return wroteRE.MatchString(t) || (attribNoVerbRE.MatchString(t) && timeRE.MatchString(t) && strings.ContainsAny(t, "<>[]()"))
 }
 
-// forwardMark reports whether a marker line starts a forwarded message
-// (not a reply's history).
-func forwardMark(mark string) bool {
-	return forwardMarks[strings.Join(strings.Fields(strings.ToLower(mark)), " ")]
+// historyMark reports whether a trimmed line is a marker line of a reply's
+// or a forward's history ("-----Original Message-----", "Begin forwarded
+// message:"), and which.
+func historyMark(t string) (string, bool) {
+	if len(t) > 120 {
+		return "", false
+	}
+	m := strings.Join(strings.Fields(strings.ToLower(strings.Trim(t, "-_=*:： "))), " ")
+	_, ok := historyMarks[m]
+	return m, ok
 }
 
 // readHeaderBlock reads "Key: value" lines from lines[i:], skipping blank
@@ -275,9 +293,10 @@ func splitBody(lines []string, forwarded bool, depth int) body {
 			continue
 		}
 		// "On …, Jane <jane@x>" may wrap before "wrote:".
-		wrapped := !isAttribution(t) && i+1 < len(lines) && strings.ContainsAny(t, "0123456789") && !strings.HasSuffix(t, ":") &&
+		attribution := isAttribution(t)
+		wrapped := !attribution && i+1 < len(lines) && strings.ContainsAny(t, "0123456789") && !strings.HasSuffix(t, ":") &&
 			isAttribution(t+" "+strings.TrimSpace(lines[i+1]))
-		if isAttribution(t) || wrapped {
+		if attribution || wrapped {
 			// A reply. When the history is quoted with "> ", lines after it
 			// are the sender's again (bottom or interleaved posting);
 			// unquoted history ends the sender's text here.
@@ -297,14 +316,14 @@ func splitBody(lines []string, forwarded bool, depth int) body {
 		if ownWords(t) {
 			return b // keydesk's own email quoted back: history, never a request
 		}
-		marker := fwdMarkRE.FindStringSubmatch(t)
-		if marker != nil || headerBlockAt(lines, i) {
+		mark, marked := historyMark(t)
+		if marked || headerBlockAt(lines, i) {
 			start := i
-			if marker != nil {
+			if marked {
 				start = i + 1
 			}
 			f, next := readHeaderBlock(lines, start)
-			isForward := marker != nil && forwardMark(marker[1])
+			isForward := marked && forwardMarks[mark]
 			if !isForward && (fwdSubjRE.MatchString(f.subject) || (forwarded && depth == 0)) {
 				isForward = true
 			}
@@ -327,4 +346,14 @@ func splitBody(lines []string, forwarded bool, depth int) body {
 		}
 	}
 	return b
+}
+
+// hasColonEarly reports whether a colon (ASCII or full-width) stands in
+// the first 64 bytes of l, as in every header-block line: a cheap test
+// before the regular expressions.
+func hasColonEarly(l string) bool {
+	if len(l) > 64 {
+		l = l[:64]
+	}
+	return strings.ContainsAny(l, ":：")
 }
