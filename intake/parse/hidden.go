@@ -28,7 +28,8 @@ const (
 	hiddenDoubt
 )
 
-// maxStyleBytes bounds the CSS of <style> elements read for hiding rules.
+// maxStyleBytes bounds the CSS of all <style> elements of a part read for
+// hiding rules; past it, keydesk cannot be sure and says so.
 const maxStyleBytes = 64 << 10
 
 // hidingRules are the class and id selectors a <style> element hides.
@@ -36,6 +37,7 @@ type hidingRules struct {
 	classes, ids map[string]bool
 	doubt        bool // a hiding rule with a selector keydesk cannot place
 	css          strings.Builder
+	read         int // CSS bytes kept, all <style> elements together
 }
 
 var (
@@ -156,10 +158,11 @@ func sameColor(a, b string) bool {
 
 // addCSS keeps the text of a <style> element, within maxStyleBytes.
 func (h *hidingRules) addCSS(s string) {
-	if h.css.Len()+len(s) > maxStyleBytes {
+	if h.read+len(s) > maxStyleBytes {
 		h.doubt = true // rules past the bound are not read
 		return
 	}
+	h.read += len(s)
 	h.css.WriteString(s)
 }
 

@@ -93,6 +93,7 @@ func TestHTMLHiddenDoubt(t *testing.T) {
 		{"rule keydesk cannot place", "<style>div p:first-child { display:none }</style><div><p>x</p></div>seen", true, true},
 		{"outlook's own styles", "<style>p.MsoNormal {margin:0cm; font-size:11.0pt}</style><p class=\"MsoNormal\">seen</p>", false, false},
 		{"plain", "<p>seen</p>", false, false},
+		{"style rules past the bound", strings.Repeat("<style>"+strings.Repeat("p{color:red}", 3000)+"</style>", 2) + "<p>seen</p>", true, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
