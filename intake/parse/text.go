@@ -119,14 +119,21 @@ func headerBlockAt(lines []string, i int) bool {
 
 // genericHeaderBlockAt is headerBlockAt for a language keydesk has no words
 // for: a "word: value" line naming an address, then at least two more such
-// lines within four, one with a date or time. A field name never counts.
+// lines within four, one with a date or time (three more when the first
+// names no address). A field name never counts.
 func genericHeaderBlockAt(lines []string, i int) bool {
-	if !strings.Contains(lines[i], "@") || !hasColonEarly(lines[i]) {
+	if !hasColonEarly(lines[i]) {
 		return false
 	}
 	m := genericHdrRE.FindStringSubmatch(lines[i])
-	if m == nil || isFieldName(m[1]) || !strings.Contains(m[2], "@") {
+	if m == nil || isFieldName(m[1]) {
 		return false
+	}
+	// With an address, two more lines make a block; with a name only,
+	// three: "Name: Jane" and "Date: …" alone are ordinary lines.
+	need := 2
+	if !strings.Contains(m[2], "@") {
+		need = 3
 	}
 	more, dated := 0, false
 	for j := i + 1; j < len(lines) && j <= i+4; j++ {
@@ -146,7 +153,7 @@ func genericHeaderBlockAt(lines []string, i int) bool {
 		more++
 		dated = dated || timeRE.MatchString(mj[2])
 	}
-	return more >= 2 && dated
+	return more >= need && dated
 }
 
 // isAttribution reports whether t (one trimmed line) introduces a quoted
