@@ -65,7 +65,9 @@ func normalizeCSS(s string) string {
 			return m[2]
 		})
 	}
-	s = cssComment.ReplaceAllString(s, "")
+	if strings.Contains(s, "/*") {
+		s = cssComment.ReplaceAllString(s, "")
+	}
 	s = strings.ToLower(s)
 	s = strings.ReplaceAll(s, "!important", "")
 	return strings.Map(func(r rune) rune {
@@ -76,19 +78,60 @@ func normalizeCSS(s string) string {
 	}, s)
 }
 
-// declarations reads normalised "a:b;c:d" into a map, the last one winning.
-func declarations(s string) map[string]string {
-	d := map[string]string{}
-	for i, decl := range strings.Split(s, ";") {
-		if i >= 200 {
-			break
-		}
+// style is the declarations of a normalised style that decide whether
+// its text shows, the last one of each winning.
+type style struct {
+	display, visibility, msoHide, fontSize, opacity, color, background string
+	overflowHidden, zeroBox                                            bool
+	textIndent, position, left, top, clip, clipPath, transform         string
+}
+
+// readStyle reads normalised "a:b;c:d" declarations, at most 200.
+func readStyle(s string) style {
+	var st style
+	for n := 0; s != "" && n < 200; n++ {
+		var decl string
+		decl, s, _ = strings.Cut(s, ";")
 		k, v, ok := strings.Cut(decl, ":")
-		if ok && k != "" {
-			d[k] = v
+		if !ok {
+			continue
+		}
+		switch k {
+		case "display":
+			st.display = v
+		case "visibility":
+			st.visibility = v
+		case "mso-hide":
+			st.msoHide = v
+		case "font-size":
+			st.fontSize = v
+		case "opacity":
+			st.opacity = v
+		case "color":
+			st.color = v
+		case "background-color", "background":
+			st.background = v
+		case "overflow", "overflow-x", "overflow-y":
+			st.overflowHidden = st.overflowHidden || v == "hidden"
+		case "width", "height", "max-width", "max-height", "line-height":
+			st.zeroBox = st.zeroBox || zeroLength.MatchString(v)
+		case "text-indent":
+			st.textIndent = v
+		case "position":
+			st.position = v
+		case "left":
+			st.left = v
+		case "top":
+			st.top = v
+		case "clip":
+			st.clip = v
+		case "clip-path":
+			st.clipPath = v
+		case "transform":
+			st.transform = v
 		}
 	}
-	return d
+	return st
 }
 
 // styleVisibility judges normalised declarations.
@@ -96,38 +139,25 @@ func styleVisibility(s string) visibility {
 	if s == "" {
 		return visible
 	}
-	d := declarations(s)
+	d := readStyle(s)
 	switch {
-	case d["display"] == "none", d["visibility"] == "hidden", d["visibility"] == "collapse", d["mso-hide"] == "all":
+	case d.display == "none", d.visibility == "hidden", d.visibility == "collapse", d.msoHide == "all":
 		return hiddenSure
-	case zeroLength.MatchString(d["font-size"]), zeroLength.MatchString(d["opacity"]):
+	case zeroLength.MatchString(d.fontSize), zeroLength.MatchString(d.opacity):
 		return hiddenSure
-	}
-	color := d["color"]
-	bg := d["background-color"]
-	if bg == "" {
-		bg = d["background"]
-	}
-	switch {
-	case color == "transparent" || rgbZeroAlpha.MatchString(color):
+	case d.color == "transparent" || rgbZeroAlpha.MatchString(d.color):
 		return hiddenSure
-	case color != "" && bg != "" && sameColor(color, bg):
+	case d.color != "" && d.background != "" && sameColor(d.color, d.background):
 		return hiddenSure
-	}
-	overflowHidden := d["overflow"] == "hidden" || d["overflow-x"] == "hidden" || d["overflow-y"] == "hidden"
-	for _, k := range []string{"width", "height", "max-width", "max-height", "line-height"} {
-		if zeroLength.MatchString(d[k]) && overflowHidden {
-			return hiddenSure
-		}
-	}
-	switch {
-	case color != "" && bg == "" && isWhite(color):
+	case d.zeroBox && d.overflowHidden:
+		return hiddenSure
+	case d.color != "" && d.background == "" && isWhite(d.color):
 		return hiddenDoubt // white on the white page most readers see
-	case tinyLength.MatchString(d["font-size"]),
-		negativeFar.MatchString(d["text-indent"]),
-		(d["position"] == "absolute" || d["position"] == "fixed") && (negativeFar.MatchString(d["left"]) || negativeFar.MatchString(d["top"])),
-		strings.HasPrefix(d["clip"], "rect(0"), d["clip-path"] != "" && d["clip-path"] != "none",
-		strings.HasPrefix(d["transform"], "scale(0"):
+	case tinyLength.MatchString(d.fontSize),
+		negativeFar.MatchString(d.textIndent),
+		(d.position == "absolute" || d.position == "fixed") && (negativeFar.MatchString(d.left) || negativeFar.MatchString(d.top)),
+		strings.HasPrefix(d.clip, "rect(0"), d.clipPath != "" && d.clipPath != "none",
+		strings.HasPrefix(d.transform, "scale(0"):
 		return hiddenDoubt
 	}
 	return visible

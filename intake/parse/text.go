@@ -89,7 +89,14 @@ func headerKey(l string) (key, value string, ok bool) {
 	if i < 0 || i > 64 {
 		return "", "", false
 	}
-	name := strings.Join(strings.Fields(strings.ToLower(strings.Trim(l[:i], " *_"))), " ")
+	name := strings.Trim(l[:i], " *_")
+	if len(name) > 32 {
+		return "", "", false // longer than any header name of the table
+	}
+	name = strings.ToLower(name)
+	if strings.Contains(name, "  ") {
+		name = strings.Join(strings.Fields(name), " ")
+	}
 	k, known := headerWords[name]
 	if !known {
 		return "", "", false
@@ -123,6 +130,15 @@ func headerBlockAt(lines []string, i int) bool {
 // names no address). A field name never counts.
 func genericHeaderBlockAt(lines []string, i int) bool {
 	if !hasColonEarly(lines[i]) {
+		return false
+	}
+	colons := 0 // a cheap test first: the lines below must look like header lines too
+	for j := i + 1; j < len(lines) && j <= i+4 && strings.TrimSpace(lines[j]) != ""; j++ {
+		if hasColonEarly(lines[j]) {
+			colons++
+		}
+	}
+	if colons < 2 {
 		return false
 	}
 	m := genericHdrRE.FindStringSubmatch(lines[i])
@@ -173,7 +189,11 @@ func historyMark(t string) (string, bool) {
 	if len(t) > 120 {
 		return "", false
 	}
-	m := strings.Join(strings.Fields(strings.ToLower(strings.Trim(t, "-_=*:： "))), " ")
+	m := strings.Trim(t, "-_=*:： ")
+	if len(m) > 48 || m == "" {
+		return "", false // longer than any marker of the table
+	}
+	m = strings.Join(strings.Fields(strings.ToLower(m)), " ")
 	_, ok := historyMarks[m]
 	return m, ok
 }
