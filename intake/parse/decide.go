@@ -52,6 +52,7 @@ func decide(m *msg, o Options, digest string) *Result {
 	}
 	d.authenticate(headerFrom, dmarcOK, dmarcWhy)
 	parsed := d.readRequests(drafts)
+	d.doubt(m, parsed)
 	d.settle(parsed, fatal, internal, res.Partner != nil && (dmarcOK || !o.RequireDMARC))
 	d.checkEnvironments(parsed)
 	d.finish(parsed)
@@ -246,6 +247,23 @@ func (d *decision) readRequests(drafts []*draft) []parsedRequest {
 		parsed = parsed[:lim.Requests]
 	}
 	return parsed
+}
+
+// doubt holds for a person what keydesk cannot be sure the partner wrote
+// for a reader: a request that is exactly the example keydesk's rejection
+// shows, or an HTML part that hides text in a way keydesk cannot judge.
+func (d *decision) doubt(m *msg, parsed []parsedRequest) {
+	for _, pr := range parsed {
+		if isOwnExample(pr) {
+			d.flags = append(d.flags, keydesk.FlagNeedsReview)
+			d.warn("the request is exactly the example keydesk's rejection shows: a person confirms the partner means it")
+			break
+		}
+	}
+	if m.hiddenDoubt && len(parsed) > 0 {
+		d.flags = append(d.flags, keydesk.FlagNeedsReview)
+		d.warn("the HTML hides some of its text in a way keydesk cannot judge: a person checks what the partner sees")
+	}
 }
 
 // settle takes the verdict: an unknown or unauthenticated sender goes to a

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/buildmarkets/keydesk"
 )
@@ -30,28 +32,18 @@ type draft struct {
 func (d *draft) any() bool { return d.has[fieldEnv] || d.has[fieldScopes] || d.has[fieldLabel] }
 
 var (
-	// A field line: optional bullet or number, optional markdown emphasis,
-	// the field's name, then ":", "=" or a table bar.
-	fieldRE = regexp.MustCompile(`(?i)^\s*(?:[-*•·+]\s+|\d{1,2}[.)]\s+)?[*_]*\s*(environments?|env|api environment|scopes?|permissions?|permission scopes|api scopes|key scopes|labels?|key label|key name)\s*[*_]*\s*[:=|]\s*[*_]*\s*(.*?)\s*[*_]*\s*$`)
 	// A heading that starts another request: "Request 2", "Key #3:", "2nd key".
-	headingRE  = regexp.MustCompile(`(?i)^\W*((request|key|api key)\s*#?\s*\d{1,2}|(first|second|third|fourth|fifth|\d(st|nd|rd|th))\s+(request|key))\b`)
-	bulletRE   = regexp.MustCompile(`^\s*(?:[-*•·+]|\d{1,2}[.)])\s+`)
-	scopeishRE = regexp.MustCompile(`(?i)^[a-z]+\s*:\s*[a-z]+\b`)
-	parenRE    = regexp.MustCompile(`\([^)]*\)|\[[^\]]*\]`)
-	mdTableSep = regexp.MustCompile(`^[\s|:-]+$`)
+	headingRE = regexp.MustCompile(`(?i)^\W*((request|key|api key)\s*#?\s*\d{1,2}|(first|second|third|fourth|fifth|\d(st|nd|rd|th))\s+(request|key))\b`)
+	bulletRE  = regexp.MustCompile(`^\s*(?:` + bulletPattern + `)\s*`)
+	// asciiBorder is a pipe or ASCII table's rule: "+----+----+", "|---|".
+	asciiBorder = regexp.MustCompile(`^[+|]?[-=+|: ]*[-=]{3,}[-=+|: ]*$`)
+	scopeishRE  = regexp.MustCompile(`(?i)^[a-z]+\s*:\s*[a-z]+\b`)
+	parenRE     = regexp.MustCompile(`\([^)]*\)|\[[^\]]*\]`)
 )
 
+// fieldOf maps a field's name, in any language of the table, to the field.
 func fieldOf(name string) field {
-	n := strings.ToLower(name)
-	switch {
-	case strings.HasPrefix(n, "env") || strings.HasSuffix(n, "environment"):
-		return fieldEnv
-	case strings.Contains(n, "scope") || strings.HasPrefix(n, "permission"):
-		return fieldScopes
-	case strings.Contains(n, "label") || n == "key name":
-		return fieldLabel
-	}
-	return fieldNone
+	return fieldWords[strings.Join(strings.Fields(strings.ToLower(name)), " ")]
 }
 
 // tableCells splits a table row ("a | b | c", "| a | b |") into cells.
@@ -83,13 +75,24 @@ func readDrafts(lines []string, lim Limits) []*draft {
 	for _, l := range lines {
 		t := strings.TrimSpace(l)
 		if cells := tableCells(t); len(cells) >= 2 {
-			if mdTableSep.MatchString(t) {
+			if isBorder(t) {
 				continue
 			}
 			if hdr := tableHeader(cells); hdr != nil {
 				flush()
 				cols, inScopes = hdr, false
 				continue
+			}
+			if cols == nil && len(cells) == 2 {
+				// "| Environment | Production |": a key-value row.
+				if m := matchField(cells[0] + ": " + cells[1]); m != nil {
+					f := fieldOf(m[1])
+					if cur.has[f] {
+						flush()
+					}
+					cur.set(f, m[2], lim)
+					continue
+				}
 			}
 			if cols != nil {
 				flush()
@@ -101,10 +104,12 @@ func readDrafts(lines []string, lim Limits) []*draft {
 				flush()
 				continue
 			}
+		} else if t != "---" && isBorder(t) {
+			continue // the rule under or around a table's header row
 		} else {
 			cols = nil
 		}
-		if m := fieldRE.FindStringSubmatch(l); m != nil {
+		if m := matchField(l); m != nil {
 			f := fieldOf(m[1])
 			if cur.has[f] {
 				flush()
@@ -146,7 +151,7 @@ func tableHeader(cells []string) []field {
 	cols := make([]field, len(cells))
 	n := 0
 	for i, c := range cells {
-		if m := fieldRE.FindStringSubmatch(c + ":"); m != nil && strings.TrimSpace(m[2]) == "" {
+		if m := matchField(c + ":"); m != nil && strings.TrimSpace(m[2]) == "" {
 			cols[i] = fieldOf(m[1])
 			n++
 		}
@@ -214,7 +219,10 @@ func isVerb(s string) bool { return s == "read" || s == "write" || s == "manage"
 
 var envSplitter = strings.NewReplacer(",", " ", "/", " ", ";", " ")
 
-var envFiller = map[string]bool{"and": true, "&": true, "or": true, "both": true, "please": true, "only": true, "the": true, "env": true, "environment": true, "environments": true, "+": true}
+// envFiller are the words around an environment's name: "the production
+// environment", "entorno de producción", "die Produktionsumgebung".
+var envFiller = map[string]bool{"and": true, "&": true, "or": true, "both": true, "please": true, "only": true, "the": true, "+": true,
+	"de": true, "del": true, "la": true, "le": true, "el": true, "die": true, "das": true, "der": true, "di": true, "da": true, "do": true, "het": true, "de la": true, "und": true, "et": true, "y": true, "e": true, "en": true}
 
 // parsedRequest is one validated request (one environment).
 type parsedRequest struct {
@@ -235,12 +243,13 @@ func validate(d *draft, lim Limits) []parsedRequest {
 			Message:    "the request does not say which environment the key is for",
 			Suggestion: "add a line such as \"Environment: sandbox\" (or production)"})
 	} else {
-		v := parenRE.ReplaceAllString(d.env, " ")
+		v := envPhrases.Replace(strings.ToLower(parenRE.ReplaceAllString(d.env, " ")))
 		for _, w := range strings.Fields(envSplitter.Replace(v)) {
-			if envFiller[strings.ToLower(strings.Trim(w, "*_`'\"."))] {
+			w = strings.Trim(w, "*_`'\".:")
+			if envFiller[w] || isFieldName(w) {
 				continue
 			}
-			e, err := keydesk.ParseEnvironment(w)
+			e, err := keydesk.ParseEnvironment(envWord(w))
 			if err != nil {
 				reasons = append(reasons, keydesk.Reason{Code: keydesk.ReasonInvalidEnvironment,
 					Message:    fmt.Sprintf("%q is not an environment", keydesk.SafeLine(w, 40)),
@@ -321,4 +330,53 @@ func scopeList() string {
 		s[i] = string(sc)
 	}
 	return strings.Join(s, ", ")
+}
+
+// matchField reads a field line: an optional bullet, optional emphasis,
+// a field's name in any language of the table, a separator and the value.
+// It returns the line, the name and the value, or nil. The names are
+// tried by their first letter, longest first; one regular expression over
+// every name would cost more than the rest of the parse.
+func matchField(l string) []string {
+	t := l
+	if mayBeBullet(t) {
+		if loc := bulletRE.FindStringIndex(t); loc != nil {
+			t = t[loc[1]:]
+		}
+	}
+	t = strings.TrimLeft(t, " *_")
+	r, _ := utf8.DecodeRuneInString(t)
+	for _, n := range fieldNames[unicode.ToLower(r)] {
+		p := runePrefix(t, utf8.RuneCountInString(n))
+		if !strings.EqualFold(p, n) {
+			continue
+		}
+		if m := fieldSepRE.FindStringSubmatch(t[len(p):]); m != nil {
+			return []string{l, p, m[1]}
+		}
+	}
+	return nil
+}
+
+// runePrefix is the first n runes of s (all of s when it has fewer).
+func runePrefix(s string, n int) string {
+	for i := range s {
+		if n == 0 {
+			return s[:i]
+		}
+		n--
+	}
+	return s
+}
+
+// isBorder reports whether a trimmed line is a table's rule.
+func isBorder(t string) bool {
+	return (strings.Contains(t, "---") || strings.Contains(t, "===")) && asciiBorder.MatchString(t)
+}
+
+// mayBeBullet is a cheap test before bulletRE: the line's first
+// character could start a list marker.
+func mayBeBullet(l string) bool {
+	r, _ := utf8.DecodeRuneInString(strings.TrimLeft(l, " "))
+	return strings.ContainsRune("-*•·+▪▫◦‣○●■□►▶➢➤✓✔–—(0123456789abcdefgh", r)
 }

@@ -24,6 +24,8 @@ func (w *walker) html(r io.Reader) string {
 	z.SetMaxBuf(64 << 10) // one token (a huge attribute or text run) cannot take more
 	hw := &htmlWriter{max: w.textLeft}
 	var skip htmlSkip
+	var rules hidingRules
+	inStyle := false
 	for tokens := 1; ; tokens++ {
 		tt := z.Next()
 		if tt == html.ErrorToken || tokens > maxHTMLTokens || hw.full {
@@ -32,6 +34,15 @@ func (w *walker) html(r io.Reader) string {
 		}
 		name, hasAttr := z.TagName()
 		a := atom.Lookup(name)
+		switch {
+		case a == atom.Style && tt == html.StartTagToken:
+			inStyle = true
+		case a == atom.Style && tt == html.EndTagToken:
+			inStyle = false
+			rules.compile()
+		case inStyle && tt == html.TextToken:
+			rules.addCSS(string(z.Text()))
+		}
 		if skip.skipping(tt, a, string(name)) {
 			continue
 		}
@@ -39,7 +50,10 @@ func (w *walker) html(r io.Reader) string {
 		case html.TextToken:
 			hw.text(string(z.Text()))
 		case html.StartTagToken, html.SelfClosingTagToken:
-			if hiddenElement(z, a, hasAttr) && !voidElement(a) && tt == html.StartTagToken {
+			if v := rules.elementVisibility(z, a, hasAttr); v != visible && !voidElement(a) && tt == html.StartTagToken {
+				if v == hiddenDoubt {
+					w.m.hiddenDoubt = true
+				}
 				skip = htmlSkip{a: a, name: string(name), depth: 1}
 				continue
 			}
@@ -47,6 +61,9 @@ func (w *walker) html(r io.Reader) string {
 		case html.EndTagToken:
 			hw.endTag(a)
 		}
+	}
+	if rules.doubt && hw.b.Len() > 0 {
+		w.m.hiddenDoubt = true
 	}
 	if lr.N <= 0 {
 		w.m.bound(limitHTML, "an HTML part is larger than %d bytes: the rest was not read", w.lim.HTMLBytes)
@@ -96,28 +113,6 @@ func (s *htmlSkip) skipping(tt html.TokenType, a atom.Atom, name string) bool {
 		}
 	}
 	return true
-}
-
-// hiddenElement reads the tag's attributes and reports whether a reader
-// cannot see its content: hidden by attribute or style, or never shown.
-func hiddenElement(z *html.Tokenizer, a atom.Atom, hasAttr bool) bool {
-	hidden := false
-	for hasAttr {
-		var k, v []byte
-		k, v, hasAttr = z.TagAttr()
-		switch string(k) {
-		case "hidden":
-			hidden = true
-		case "style":
-			st := strings.ToLower(strings.ReplaceAll(string(v), " ", ""))
-			hidden = hidden || strings.Contains(st, "display:none") || strings.Contains(st, "visibility:hidden") || strings.Contains(st, "mso-hide:all")
-		}
-	}
-	switch a {
-	case atom.Script, atom.Style, atom.Head, atom.Title, atom.Template, atom.Noscript, atom.Iframe, atom.Object, atom.Svg, atom.Math, atom.Select, atom.Textarea:
-		hidden = true
-	}
-	return hidden
 }
 
 // startTag writes what an opening tag shows: a break, a rule, a quote

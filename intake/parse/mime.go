@@ -36,7 +36,10 @@ type msg struct {
 	bounds    []limit  // which limits were hit
 	warnings  []string
 	encrypted bool
-	report    string // report-type of a multipart/report (delivery-status: a bounce)
+	// hiddenDoubt: an HTML part hides text in a way keydesk cannot be sure
+	// of (a style rule it cannot place, aria-hidden, off-screen boxes).
+	hiddenDoubt bool
+	report      string // report-type of a multipart/report (delivery-status: a bounce)
 }
 
 func (m *msg) warn(format string, args ...any) {

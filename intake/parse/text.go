@@ -31,7 +31,7 @@ type forward struct {
 // lineNormalizer unifies line ends and turns invisible and non-breaking
 // spaces into what a reader sees.
 var lineNormalizer = strings.NewReplacer("\r\n", "\n", "\r", "\n",
-	"\u00a0", " ", "\u2007", " ", "\u202f", " ", "\t", " ",
+	"\u00a0", " ", "\u2007", " ", "\u202f", " ", "\t", "  ",
 	"\u200b", "", "\u200c", "", "\u200d", "", "\ufeff", "", "\u2060", "")
 
 // splitLines normalises line ends and invisible characters and applies
@@ -57,14 +57,16 @@ func splitLines(s string, lim Limits) (lines []string, cut, long bool) {
 }
 
 var (
-	// Reply attributions: "On Mon, 23 Nov 2026 at 10:02, Jane <jane@x> wrote:",
-	// and the German and French forms.
-	wroteRE    = regexp.MustCompile(`(?i)^(on\s.*\bwrote|am\s.*\bschrieb.*|le\s.*\ba\s+écrit\s*)\s*:\s*$`)
-	fwdMarkRE  = regexp.MustCompile(`(?i)^[-\s_=]*(forwarded message|begin forwarded message\s*:?|weitergeleitete nachricht|message transféré|original message|ursprüngliche nachricht|message d'origine)[-\s_=:]*$`)
-	hdrLineRE  = regexp.MustCompile(`(?i)^\s*\**\s*(from|sent|date|to|cc|subject|von|gesendet|an|betreff|datum|de|envoyé|à|objet|reply-to)\s*\**\s*:\s*\**\s*(.*)$`)
-	fwdSubjRE  = regexp.MustCompile(`(?i)^\s*(fwd?|fw|wg|tr|vs)\s*:`)
 	mailtoRE   = regexp.MustCompile(`(?i)[<\[(](?:mailto:)?([^\s<>\[\]()]+@[^\s<>\[\]()]+)[>\])]`)
 	bareAddrRE = regexp.MustCompile(`[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}`)
+	// An attribution line that names no verb (Gmail in Japanese, Apple
+	// Mail in Czech): "2026年11月23日(月) 10:02 Jane <jane@x>:" — an
+	// address and a time, ending in a colon.
+	attribNoVerbRE = regexp.MustCompile(`@.*[:：]\s*$`)
+	timeRE         = regexp.MustCompile(`\d{1,2}[:.時]\d{2}|\d{4}`)
+	// genericHdrRE is a header-like line in a language not in the table:
+	// a short word, a colon, a value.
+	genericHdrRE = regexp.MustCompile(`^\s*[*_]*\s*(\p{L}[\p{L}\p{M} .'-]{0,23})\s*[*_]*\s*[:：]\s*[*_]*\s*(\S.*)$`)
 )
 
 func isSignature(l string) bool {
@@ -77,38 +79,123 @@ func isSignature(l string) bool {
 		strings.HasPrefix(lt, "envoyé de mon ") || strings.HasPrefix(lt, "von meinem ")
 }
 
-// headerKey maps the localized forward-header names to From, Date or Subject.
+// headerKey maps the header-block names of every language in the table
+// to from, date, to or subject.
 func headerKey(l string) (key, value string, ok bool) {
-	m := hdrLineRE.FindStringSubmatch(l)
-	if m == nil {
+	// "**Von:** x", "差出人： x": the name is what stands before the first
+	// colon, without emphasis. A map lookup, where one expression over
+	// every language's names would cost more than the rest of the parse.
+	i := strings.IndexAny(l, ":：")
+	if i < 0 || i > 64 {
 		return "", "", false
 	}
-	v := strings.TrimSpace(strings.Trim(strings.TrimSpace(m[2]), "*|"))
-	switch strings.ToLower(m[1]) {
-	case "from", "von", "de":
-		return "from", v, true
-	case "sent", "date", "gesendet", "datum", "envoyé":
-		return "date", v, true
-	case "subject", "betreff", "objet":
-		return "subject", v, true
+	name := strings.Trim(l[:i], " *_")
+	if len(name) > 32 {
+		return "", "", false // longer than any header name of the table
 	}
-	return "other", v, true
+	name = strings.ToLower(name)
+	if strings.Contains(name, "  ") {
+		name = strings.Join(strings.Fields(name), " ")
+	}
+	k, known := headerWords[name]
+	if !known {
+		return "", "", false
+	}
+	_, size := utf8.DecodeRuneInString(l[i:])
+	v := strings.TrimLeft(l[i+size:], " *_")
+	v = strings.TrimSpace(strings.Trim(strings.TrimSpace(v), "*|"))
+	return k, v, true
 }
 
 // headerBlockAt reports whether lines[i] starts a forward or reply header
 // block (From: then Sent:/Date: within a few lines), the shape Outlook
-// writes with no marker line.
+// writes with no marker line. Beyond the languages of the table, a line
+// "word: address or name" followed by two more "word: value" lines, one of
+// them a date, is taken for a header block too: what follows is history.
 func headerBlockAt(lines []string, i int) bool {
 	k, _, ok := headerKey(lines[i])
-	if !ok || k != "from" {
-		return false
-	}
-	for j := i + 1; j < len(lines) && j <= i+4; j++ {
-		if k, _, ok := headerKey(lines[j]); ok && k == "date" {
-			return true
+	if ok && k == "from" {
+		for j := i + 1; j < len(lines) && j <= i+4; j++ {
+			if k, _, ok := headerKey(lines[j]); ok && k == "date" {
+				return true
+			}
 		}
 	}
-	return false
+	return genericHeaderBlockAt(lines, i)
+}
+
+// genericHeaderBlockAt is headerBlockAt for a language keydesk has no words
+// for: a "word: value" line naming an address, then at least two more such
+// lines within four, one with a date or time (three more when the first
+// names no address). A field name never counts.
+func genericHeaderBlockAt(lines []string, i int) bool {
+	if !hasColonEarly(lines[i]) {
+		return false
+	}
+	colons := 0 // a cheap test first: the lines below must look like header lines too
+	for j := i + 1; j < len(lines) && j <= i+4 && strings.TrimSpace(lines[j]) != ""; j++ {
+		if hasColonEarly(lines[j]) {
+			colons++
+		}
+	}
+	if colons < 2 {
+		return false
+	}
+	m := genericHdrRE.FindStringSubmatch(lines[i])
+	if m == nil || isFieldName(m[1]) {
+		return false
+	}
+	// With an address, two more lines make a block; with a name only,
+	// three: "Name: Jane" and "Date: …" alone are ordinary lines.
+	need := 2
+	if !strings.Contains(m[2], "@") {
+		need = 3
+	}
+	more, dated := 0, false
+	for j := i + 1; j < len(lines) && j <= i+4; j++ {
+		var mj []string
+		if hasColonEarly(lines[j]) {
+			mj = genericHdrRE.FindStringSubmatch(lines[j])
+		}
+		if mj == nil {
+			if strings.TrimSpace(lines[j]) == "" {
+				break
+			}
+			continue // a wrapped recipient list
+		}
+		if isFieldName(mj[1]) {
+			return false
+		}
+		more++
+		dated = dated || timeRE.MatchString(mj[2])
+	}
+	return more >= need && dated
+}
+
+// isAttribution reports whether t (one trimmed line) introduces a quoted
+// reply: "On …, Jane <jane@x> wrote:" in any language of the table, or an
+// address and a time ending in a colon.
+func isAttribution(t string) bool {
+	if len(t) > 400 || !(strings.HasSuffix(t, ":") || strings.HasSuffix(t, "：")) {
+		return false // every attribution ends in a colon: most lines are out at once
+	}
+	return wroteRE.MatchString(t) || (attribNoVerbRE.MatchString(t) && timeRE.MatchString(t) && strings.ContainsAny(t, "<>[]()"))
+}
+
+// historyMark reports whether a trimmed line is a marker line of a reply's
+// or a forward's history ("-----Original Message-----", "Begin forwarded
+// message:"), and which.
+func historyMark(t string) (string, bool) {
+	if len(t) > 120 {
+		return "", false
+	}
+	m := strings.Trim(t, "-_=*:： ")
+	if len(m) > 48 || m == "" {
+		return "", false // longer than any marker of the table
+	}
+	m = strings.Join(strings.Fields(strings.ToLower(m)), " ")
+	_, ok := historyMarks[m]
+	return m, ok
 }
 
 // readHeaderBlock reads "Key: value" lines from lines[i:], skipping blank
@@ -233,12 +320,15 @@ func splitBody(lines []string, forwarded bool, depth int) body {
 			continue
 		}
 		// "On …, Jane <jane@x>" may wrap before "wrote:".
-		if wroteRE.MatchString(t) || (strings.HasPrefix(strings.ToLower(t), "on ") && i+1 < len(lines) && wroteRE.MatchString(t+" "+strings.TrimSpace(lines[i+1]))) {
+		attribution := isAttribution(t)
+		wrapped := !attribution && i+1 < len(lines) && strings.ContainsAny(t, "0123456789") && !strings.HasSuffix(t, ":") &&
+			isAttribution(t+" "+strings.TrimSpace(lines[i+1]))
+		if attribution || wrapped {
 			// A reply. When the history is quoted with "> ", lines after it
 			// are the sender's again (bottom or interleaved posting);
 			// unquoted history ends the sender's text here.
 			j := i + 1
-			if !wroteRE.MatchString(t) {
+			if wrapped {
 				j++
 			}
 			for j < len(lines) && strings.TrimSpace(lines[j]) == "" {
@@ -250,15 +340,17 @@ func splitBody(lines []string, forwarded bool, depth int) body {
 			}
 			return b
 		}
-		marker := fwdMarkRE.FindStringSubmatch(t)
-		if marker != nil || headerBlockAt(lines, i) {
+		if ownWords(t) {
+			return b // keydesk's own email quoted back: history, never a request
+		}
+		mark, marked := historyMark(t)
+		if marked || headerBlockAt(lines, i) {
 			start := i
-			if marker != nil {
+			if marked {
 				start = i + 1
 			}
 			f, next := readHeaderBlock(lines, start)
-			isForward := marker != nil && !strings.Contains(strings.ToLower(marker[1]), "original") &&
-				!strings.Contains(strings.ToLower(marker[1]), "ursprüngliche") && !strings.Contains(strings.ToLower(marker[1]), "d'origine")
+			isForward := marked && forwardMarks[mark]
 			if !isForward && (fwdSubjRE.MatchString(f.subject) || (forwarded && depth == 0)) {
 				isForward = true
 			}
@@ -281,4 +373,14 @@ func splitBody(lines []string, forwarded bool, depth int) body {
 		}
 	}
 	return b
+}
+
+// hasColonEarly reports whether a colon (ASCII or full-width) stands in
+// the first 64 bytes of l, as in every header-block line: a cheap test
+// before the regular expressions.
+func hasColonEarly(l string) bool {
+	if len(l) > 64 {
+		l = l[:64]
+	}
+	return strings.ContainsAny(l, ":：")
 }

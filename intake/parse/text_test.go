@@ -134,3 +134,26 @@ func TestStripComments(t *testing.T) {
 		}
 	}
 }
+
+// TestGenericHeaderBlock checks a header block in a language keydesk has
+// no words for is found by its shape, and a partner's own lines are not.
+func TestGenericHeaderBlock(t *testing.T) {
+	tests := []struct {
+		name  string
+		lines []string
+		want  bool
+	}{
+		{"turkish with address", []string{"Kimden: Support <support@buildmarkets.ai>", "Gönderildi: 25 Kasım 2026 16:02", "Kime: Jane <jane@acme.example>", "Konu: API"}, true},
+		{"hungarian name only", []string{"Feladó: Buildmarkets Partner Support", "Elküldve: 2026. november 25. 16:02", "Címzett: Jane Doe", "Tárgy: API key request"}, true},
+		{"name only, too few lines", []string{"Name: Jane", "Date: 2026-12-01", "Team: backend"}, false},
+		{"no date", []string{"Kimden: Support <support@buildmarkets.ai>", "Kime: Jane <jane@acme.example>", "Konu: API"}, false},
+		{"field lines are never a block", []string{"Contact: jane@acme.example", "Environment: production", "Scopes: trading:read", "Label: due 2026-12-01"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := genericHeaderBlockAt(tt.lines, 0); got != tt.want {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

@@ -97,6 +97,7 @@ var flagWhy = map[keydesk.Flag]string{
 	keydesk.FlagDMARCNotPassed:     "your email could not be authenticated, so our support team confirms it",
 	keydesk.FlagContactKeyExpiring: "your technical contact's OpenPGP key expires soon: please send a renewed key to your Relationship Manager",
 	keydesk.FlagDuplicate:          "it repeats an open request for the same environment and label",
+	keydesk.FlagNeedsReview:        "our support team checks how the request was written",
 }
 
 // Build returns the acknowledgement (accept) or rejection email for r, or

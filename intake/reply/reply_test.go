@@ -71,6 +71,8 @@ func TestBuild(t *testing.T) {
 				"approved for the batch of Fri 27 Nov 2026 10:00 UTC", "(for an approved request, before the batch runs)", "these requests"}},
 		{"accept-rm-forward-gmail-inline", keydesk.KindAcknowledgement, "alex.morgan@buildmarkets.ai",
 			[]string{"from jane.doe@acme.example that you forwarded", "the request was forwarded"}},
+		{"accept-example-copied-as-request-held", keydesk.KindAcknowledgement, "jane.en@acme.example",
+			[]string{"waiting for review, because our support team checks how the request was written"}},
 		{"reject-scope-typo", keydesk.KindRejection, "jane.doe@acme.example",
 			[]string{`"trading:raed" is not a scope`, "did you mean trading:read?", "did you mean trading:write?", "Environment: sandbox", "nothing was queued"}},
 		{"reject-globex-production-not-enabled", keydesk.KindRejection, "ops@globex.example",
