@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/config"
+	"github.com/buildmarkets/keydesk/crypto"
 	"github.com/buildmarkets/keydesk/intake/parse"
 	"github.com/buildmarkets/keydesk/intake/reply"
 	"github.com/buildmarkets/keydesk/templates"
@@ -149,8 +149,8 @@ func parseOptions(cfgPath string, now time.Time) (o parse.Options, schedule, tem
 
 // parseOptionsFromConfig is the parser's configuration as keydesk.yaml
 // states it: sender_auth, imap.max_message_bytes, and the contact-key
-// checks on the loaded registry (an expired key is unusable; one expiring
-// within 30 days is flagged).
+// checks on the loaded registry, the same for `keydesk parse` and the intake
+// role (an unusable key rejects; one expiring within 30 days is flagged).
 func parseOptionsFromConfig(cfg *config.Config, reg *keydesk.Registry, now func() time.Time) parse.Options {
 	return parse.Options{
 		Registry:             reg,
@@ -160,12 +160,9 @@ func parseOptionsFromConfig(cfg *config.Config, reg *keydesk.Registry, now func(
 		RelationshipManagers: cfg.SenderAuth.RelationshipManagers,
 		MaxBytes:             int64(cfg.IMAP.MaxMessageBytes),
 		Now:                  now,
-		ContactKeyProblem: func(p *keydesk.Partner) error {
-			if exp := p.TechnicalContact.KeyExpires; !exp.IsZero() && !exp.After(now()) {
-				return errors.New("it expired on " + exp.UTC().Format("2006-01-02"))
-			}
-			return nil
-		},
+		// The full check, the one the batch makes before a key is created:
+		// expired, revoked, sign-only or too weak, the key cannot be used.
+		ContactKeyProblem: func(p *keydesk.Partner) error { return crypto.CheckPartnerKey(p, now()) },
 		ExpiringSoon: func(p *keydesk.Partner) bool {
 			exp := p.TechnicalContact.KeyExpires
 			return !exp.IsZero() && exp.Sub(now()) < expiringWithin
