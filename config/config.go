@@ -15,6 +15,7 @@ import (
 	"net/mail"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -175,6 +176,18 @@ type SenderAuth struct {
 	// trusted so: a shared mailbox, a no-reply sender or one compromised
 	// account there could then vouch for any partner. Exact addresses only.
 	RelationshipManagers []string `yaml:"relationship_managers"`
+	// Microsoft365 trusts the stamp of the Microsoft 365 tenant that hosts
+	// the support mailbox, which has no authserv-id. Unset: not trusted.
+	Microsoft365 Microsoft365 `yaml:"microsoft365"`
+}
+
+// Microsoft365 names the support mailbox's own Microsoft 365 tenant.
+type Microsoft365 struct {
+	// TenantID is the tenant's directory ID (a GUID, shown in the Entra
+	// admin center as "Tenant ID"); mail delivered by that tenant carries
+	// it in X-MS-Exchange-CrossTenant-Id. Empty: Exchange Online's
+	// Authentication-Results are not trusted.
+	TenantID string `yaml:"tenant_id"`
 }
 
 // DMARCRequired reports the effective require_dmarc.
@@ -470,6 +483,9 @@ func (v *validator) imap() {
 	}
 }
 
+// guidRE is a GUID as Microsoft writes tenant IDs.
+var guidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
 func (v *validator) senderAuth() {
 	sa := v.c.SenderAuth
 	for i, id := range sa.TrustedAuthservIDs {
@@ -481,6 +497,9 @@ func (v *validator) senderAuth() {
 		if _, ok := keydesk.DomainKey(d); !ok || strings.Contains(d, "@") {
 			v.bad(fmt.Sprintf("sender_auth.internal_domains[%d]", i), "%q is not a domain name (write it in lower case, or in its xn-- form)", d)
 		}
+	}
+	if id := sa.Microsoft365.TenantID; id != "" && !guidRE.MatchString(id) {
+		v.bad("sender_auth.microsoft365.tenant_id", "%q is not a tenant ID: write the GUID shown as Tenant ID in the Microsoft Entra admin center (8-4-4-4-12 hex digits)", id)
 	}
 	for i, a := range sa.RelationshipManagers {
 		if pa, err := mail.ParseAddress(a); err != nil || pa.Address != strings.TrimSpace(a) || strings.HasPrefix(a, "*") {

@@ -28,7 +28,8 @@ func cmdParse(_ context.Context, args []string) error {
 		"Parse request emails exactly as intake does and print the verdict, the sender, the partner,\n"+
 			"each request with its ID, state and flags, and every reason and warning. Nothing is queued\n"+
 			"or sent. Without --config the built-in example registry is used (partners acme and globex,\n"+
-			"authserv-id mx.buildmarkets.ai, DMARC required, internal domain buildmarkets.ai).")
+			"authserv-id mx.buildmarkets.ai, Microsoft 365 tenant "+parse.ExampleTenantID+",\n"+
+			"DMARC required, internal domain buildmarkets.ai).")
 	cfgPath := fs.String("config", "", "config `file`: use its partners, sender_auth and limits")
 	asJSON := fs.Bool("json", false, "print one JSON object per email (JSON lines)")
 	showReply := fs.Bool("reply", false, "also print the acknowledgement or rejection that would be sent")
@@ -158,6 +159,7 @@ func parseOptionsFromConfig(cfg *config.Config, reg *keydesk.Registry, now func(
 		RequireDMARC:         cfg.SenderAuth.DMARCRequired(),
 		InternalDomains:      cfg.SenderAuth.InternalDomains,
 		RelationshipManagers: cfg.SenderAuth.RelationshipManagers,
+		Microsoft365TenantID: cfg.SenderAuth.Microsoft365.TenantID,
 		MaxBytes:             int64(cfg.IMAP.MaxMessageBytes),
 		Now:                  now,
 		// The full check, the one the batch makes before a key is created:

@@ -38,7 +38,7 @@ func decide(m *msg, o Options, digest string) *Result {
 	}
 
 	// Authentication: our MTA's verdict on the From domain.
-	dmarcOK, dmarcWhy := dmarc(m, o.TrustedAuthservIDs, keydesk.AddressDomain(headerFrom))
+	dmarcOK, dmarcWhy := dmarc(m, o, keydesk.AddressDomain(headerFrom))
 
 	bd, warnings := readBody(m, o.Limits)
 	d.warn(warnings...)

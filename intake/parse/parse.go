@@ -117,6 +117,12 @@ type Options struct {
 	// TrustedAuthservIDs are our own MTA's authserv-ids: only
 	// Authentication-Results headers stamped by one of them count.
 	TrustedAuthservIDs []string
+	// Microsoft365TenantID, when set, is the directory (tenant) ID of the
+	// Microsoft 365 organisation that hosts the mailbox: the topmost
+	// Authentication-Results header, which Exchange Online writes without
+	// an authserv-id, counts as our own MTA's when the tenant's headers
+	// vouch for it (see dmarc).
+	Microsoft365TenantID string
 	// RequireDMARC sends mail without a trusted dmarc=pass for its From
 	// domain to review, unanswered. Without it, such mail is flagged only.
 	RequireDMARC bool
