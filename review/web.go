@@ -330,6 +330,7 @@ var flagTexts = map[keydesk.Flag]flagView{
 	keydesk.FlagForwarded:          {Text: "forwarded by RM", Title: "forwarded by a Relationship Manager: check the original sender", Level: "warn"},
 	keydesk.FlagContactKeyExpiring: {Text: "contact key expiring", Title: "the technical contact's key expires within 30 days", Level: "warn"},
 	keydesk.FlagNeedsReview:        {Text: "needs review", Title: "not a clear key request", Level: "warn"},
+	keydesk.FlagFromProse:          {Text: "suggested from prose", Title: "the fields were read from sentences, not field lines: accept the suggestion or correct it", Level: "warn"},
 }
 
 // riskFlags are the request's flags and those that follow from the

@@ -2,6 +2,7 @@ package parse
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -51,6 +52,9 @@ func decide(m *msg, o Options, digest string) *Result {
 	d.authenticate(headerFrom, dmarcOK, dmarcWhy)
 	parsed := d.readRequests(drafts)
 	d.settle(parsed, fatal, internal, res.Partner != nil && (dmarcOK || !o.RequireDMARC))
+	if res.Verdict == Review && len(parsed) == 0 && res.Partner != nil && len(fatal) == 0 {
+		d.suggest(bd)
+	}
 	d.checkEnvironments(parsed)
 	d.finish(parsed)
 	return res
@@ -63,6 +67,22 @@ type decision struct {
 	o       Options
 	flags   []keydesk.Flag
 	reasons []keydesk.Reason
+	prose   *suggestion // what the prose names, when no field line was found
+}
+
+// suggest reads the sender's prose for the fields no line gave, and
+// proposes them to a person: flagged from-prose, never a request's fields.
+func (d *decision) suggest(bd body) {
+	s, ok := proseSuggestion(bd.own)
+	if !ok && bd.forward != nil && !isInternal(bd.forward.from, d.o.InternalDomains) {
+		s, ok = proseSuggestion(bd.forward.own)
+	}
+	if !ok {
+		return
+	}
+	d.prose = &s
+	d.flags = append(d.flags, keydesk.FlagFromProse)
+	d.warn(s.String() + " (read from the email's prose, not from field lines: accept or correct it)")
 }
 
 // warn adds warnings to the result.
@@ -334,6 +354,14 @@ func (d *decision) finish(parsed []parsedRequest) {
 		}
 	}
 	res.Requests = records(res, parsed, d.flags, d.reasons)
+	if d.prose != nil {
+		for _, r := range res.Requests {
+			r.Proposal = &keydesk.Proposal{
+				ID: keydesk.EntryID("from-prose", res.SourceKey), From: res.From, MessageID: res.MessageID, At: res.Date,
+				Environment: d.prose.env, Scopes: slices.Clone(d.prose.scopes), Label: d.prose.label,
+			}
+		}
+	}
 }
 
 // records builds the queue records: one per request, or one standing for
