@@ -34,6 +34,7 @@ func decide(m *msg, o Options, digest string) *Result {
 	fatal, warnings := unreadable(m, o.MaxBytes)
 	d.warn(warnings...)
 	d.warn(m.warnings...)
+	d.warn(notKept(m, cutAt(o))...)
 	if m.encrypted {
 		d.warn("the email is encrypted: keydesk cannot read encrypted requests; send it unencrypted (it holds no secret)")
 	}
@@ -160,6 +161,50 @@ func unreadable(m *msg, maxBytes int64) (fatal []keydesk.Reason, warnings []stri
 			Suggestion: "send the request from one mailbox"})
 	}
 	return fatal, warnings
+}
+
+// cutAt is where the kept copy of an email ends (0: it is kept whole).
+func cutAt(o Options) int64 {
+	if o.KeepBytes <= 0 || o.KeepBytes >= o.MaxBytes {
+		return 0
+	}
+	return o.KeepBytes
+}
+
+// notKept names what a copy cut at cut bytes leaves out: each attachment
+// that ends past it. The text of the email was read whole all the same.
+func notKept(m *msg, cut int64) []string {
+	if cut <= 0 || m.size <= cut {
+		return nil
+	}
+	var out []string
+	for _, a := range m.attachments {
+		if a.end <= cut {
+			continue
+		}
+		name := a.name
+		if name == "" {
+			name = "no name"
+		}
+		out = append(out, fmt.Sprintf("an attachment of %s (%s) was not kept", approxBytes(a.size), name))
+	}
+	if len(out) == 0 {
+		out = append(out, fmt.Sprintf("the email is %s: only its first %s were kept", approxBytes(m.size), byteSize(cut)))
+	} else {
+		out = append(out, fmt.Sprintf("the stored copy of the email (%s) is cut at %s; its text was read whole", approxBytes(m.size), byteSize(cut)))
+	}
+	return out
+}
+
+// approxBytes is a size as people say it: 23 MB, 480 KB.
+func approxBytes(n int64) string {
+	switch {
+	case n >= 1e6:
+		return fmt.Sprintf("%d MB", (n+5e5)/1e6)
+	case n >= 1e3:
+		return fmt.Sprintf("%d KB", (n+500)/1e3)
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 // readBody splits the text into the sender's own lines and the first
