@@ -103,8 +103,14 @@ type IMAP struct {
 	// PollInterval is the scan interval when the server has no IDLE, and
 	// the safety rescan when it has. Default 60s.
 	PollInterval time.Duration `yaml:"poll_interval"`
-	// MaxMessageBytes: larger messages are set aside unread. Default 10 MiB.
+	// MaxMessageBytes is how much of an email is kept for review: the raw
+	// copy of a larger one is cut there (marked, and each attachment left
+	// out named on its requests), while its text is still read whole.
+	// Default 10 MiB.
 	MaxMessageBytes Size `yaml:"max_message_bytes"`
+	// HardMaxMessageBytes: larger messages are set aside unread, from their
+	// header. At least max_message_bytes. Default 100 MiB.
+	HardMaxMessageBytes Size `yaml:"hard_max_message_bytes"`
 	// MaxAttempts: an email whose processing ended with the process this
 	// many times (a crash, an out-of-memory kill) is set aside unparsed,
 	// and support is alerted. Default 3.
@@ -311,6 +317,9 @@ func (c *Config) applyDefaults() {
 	if c.IMAP.MaxMessageBytes == 0 {
 		c.IMAP.MaxMessageBytes = 10 << 20
 	}
+	if c.IMAP.HardMaxMessageBytes == 0 {
+		c.IMAP.HardMaxMessageBytes = max(100<<20, c.IMAP.MaxMessageBytes)
+	}
 	if c.IMAP.MaxAttempts == 0 {
 		c.IMAP.MaxAttempts = 3
 	}
@@ -474,6 +483,9 @@ func (v *validator) imap() {
 	}
 	if m.MaxMessageBytes < 64<<10 {
 		v.bad("imap.max_message_bytes", "%d is too small: at least 64KiB", m.MaxMessageBytes)
+	}
+	if m.HardMaxMessageBytes < m.MaxMessageBytes {
+		v.bad("imap.hard_max_message_bytes", "%d is smaller than imap.max_message_bytes (%d): it must be at least that", m.HardMaxMessageBytes, m.MaxMessageBytes)
 	}
 	if m.MaxAttempts < 1 || m.MaxAttempts > 100 {
 		v.bad("imap.max_attempts", "%d is out of range: use 1 to 100 (default 3)", m.MaxAttempts)

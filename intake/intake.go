@@ -88,12 +88,22 @@ type Mailbox struct {
 	// PollInterval is the scan interval when the server has no IDLE, and
 	// the safety rescan when it has.
 	PollInterval time.Duration
-	// MaxMessageBytes: larger messages are set aside unread.
+	// MaxMessageBytes is how much of an email is kept (the raw copy in the
+	// queue is cut there, marked); a larger email is still read whole.
 	MaxMessageBytes int64
+	// HardMaxMessageBytes: larger emails are set aside unread, from their
+	// header alone. Default the larger of MaxMessageBytes and
+	// DefaultHardMaxMessageBytes.
+	HardMaxMessageBytes int64
 	// MaxAttempts: an email whose processing ended with the process this
 	// many times is set aside unparsed. Default 3.
 	MaxAttempts int
 }
+
+// DefaultHardMaxMessageBytes bounds an email keydesk downloads at all,
+// unless Mailbox.HardMaxMessageBytes says otherwise: it is spooled to disk
+// and read as a stream, so the bound is one of disk and time, not memory.
+const DefaultHardMaxMessageBytes = 100 << 20
 
 // Options configure New.
 type Options struct {
@@ -200,6 +210,9 @@ func (o *Options) Validate() error {
 	if o.IMAP.MaxMessageBytes <= 0 {
 		errs = append(errs, errors.New("intake: imap.max_message_bytes must be positive"))
 	}
+	if o.IMAP.HardMaxMessageBytes < 0 || (o.IMAP.HardMaxMessageBytes > 0 && o.IMAP.HardMaxMessageBytes < o.IMAP.MaxMessageBytes) {
+		errs = append(errs, errors.New("intake: imap.hard_max_message_bytes must be at least imap.max_message_bytes"))
+	}
 	if o.IMAP.PollInterval <= 0 {
 		errs = append(errs, errors.New("intake: imap.poll_interval must be positive"))
 	}
@@ -219,6 +232,9 @@ func New(o Options) (*Poller, error) {
 	}
 	if o.IMAP.MaxAttempts == 0 {
 		o.IMAP.MaxAttempts = 3
+	}
+	if o.IMAP.HardMaxMessageBytes == 0 {
+		o.IMAP.HardMaxMessageBytes = max(o.IMAP.MaxMessageBytes, DefaultHardMaxMessageBytes)
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)

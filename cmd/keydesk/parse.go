@@ -149,7 +149,8 @@ func parseOptions(cfgPath string, now time.Time) (o parse.Options, schedule, tem
 }
 
 // parseOptionsFromConfig is the parser's configuration as keydesk.yaml
-// states it: sender_auth, imap.max_message_bytes, and the contact-key
+// states it: sender_auth, imap.hard_max_message_bytes (refused past it),
+// imap.max_message_bytes (kept up to it), and the contact-key
 // checks on the loaded registry, the same for `keydesk parse` and the intake
 // role (an unusable key rejects; one expiring within 30 days is flagged).
 func parseOptionsFromConfig(cfg *config.Config, reg *keydesk.Registry, now func() time.Time) parse.Options {
@@ -160,7 +161,8 @@ func parseOptionsFromConfig(cfg *config.Config, reg *keydesk.Registry, now func(
 		InternalDomains:      cfg.SenderAuth.InternalDomains,
 		RelationshipManagers: cfg.SenderAuth.RelationshipManagers,
 		Microsoft365TenantID: cfg.SenderAuth.Microsoft365.TenantID,
-		MaxBytes:             int64(cfg.IMAP.MaxMessageBytes),
+		MaxBytes:             int64(cfg.IMAP.HardMaxMessageBytes),
+		KeepBytes:            int64(cfg.IMAP.MaxMessageBytes),
 		Now:                  now,
 		// The full check, the one the batch makes before a key is created:
 		// expired, revoked, sign-only or too weak, the key cannot be used.

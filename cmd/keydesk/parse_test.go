@@ -158,7 +158,7 @@ func TestParseOptionsFromConfig(t *testing.T) {
 	cfg.SenderAuth.TrustedAuthservIDs = []string{"mx.example"}
 	cfg.SenderAuth.RelationshipManagers = []string{"rm@buildmarkets.ai"}
 	o := parseOptionsFromConfig(cfg, &keydesk.Registry{}, func() time.Time { return time.Now() })
-	if !o.RequireDMARC || o.MaxBytes != 10<<20 || o.TrustedAuthservIDs[0] != "mx.example" || o.InternalDomains[0] != "buildmarkets.ai" ||
+	if !o.RequireDMARC || o.MaxBytes != 100<<20 || o.KeepBytes != 10<<20 || o.TrustedAuthservIDs[0] != "mx.example" || o.InternalDomains[0] != "buildmarkets.ai" ||
 		len(o.RelationshipManagers) != 1 || o.RelationshipManagers[0] != "rm@buildmarkets.ai" {
 		t.Errorf("options %+v", o)
 	}

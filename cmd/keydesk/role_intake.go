@@ -105,6 +105,7 @@ func intakeMailOptions(cfg *config.Config) (intake.Options, error) {
 func intakeMailbox(c config.IMAP) intake.Mailbox {
 	return intake.Mailbox{
 		MailServer: c.MailServer, Mailbox: c.Mailbox, ProcessedMailbox: c.ProcessedMailbox, RejectedMailbox: c.RejectedMailbox,
-		PollInterval: c.PollInterval, MaxMessageBytes: int64(c.MaxMessageBytes), MaxAttempts: c.MaxAttempts,
+		PollInterval: c.PollInterval, MaxMessageBytes: int64(c.MaxMessageBytes), HardMaxMessageBytes: int64(c.HardMaxMessageBytes),
+		MaxAttempts: c.MaxAttempts,
 	}
 }

@@ -2,6 +2,8 @@ package parse
 
 import (
 	"io"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -71,4 +73,25 @@ func mustParseReader(t *testing.T, rd io.Reader, o Options) *Result {
 		t.Fatalf("Parse: %v", err)
 	}
 	return r
+}
+
+// TestCorpusAttachmentsNotKept: the corpus's Outlook email with two files,
+// kept only up to its text, names both files it lacks with their sizes.
+func TestCorpusAttachmentsNotKept(t *testing.T) {
+	f, err := os.Open(filepath.Join("testdata", "mail", "accept-attach-outlook-two-files.eml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	o := testOptions()
+	o.KeepBytes = 2 << 10
+	r := mustParseReader(t, f, o)
+	want := []string{
+		"an attachment of 3 KB (recon-spec.pdf) was not kept",
+		"an attachment of 2 KB (accounts.xlsx) was not kept",
+		"the stored copy of the email (9 KB) is cut at 2 KiB; its text was read whole",
+	}
+	if r.Verdict != Accept || !slices.Equal(r.Warnings, want) {
+		t.Errorf("verdict %s warnings %q, want accept with %q", r.Verdict, r.Warnings, want)
+	}
 }
