@@ -48,7 +48,7 @@ func TestProseSuggestion(t *testing.T) {
 
 		{"a label with an environment word in it", "A sandbox key with accounts:read, label it acme-prod-mirror.\n",
 			"sandbox · accounts:read · acme-prod-mirror"},
-		{"negated over a wrapped line", "We do not need\nproduction keys with trading:read, label it acme-md.\n", ""},		{"swedish", "Hej, vi behöver en nyckel för produktion med trading:read, etikett acme-md.\n",
+		{"negated over a wrapped line", "We do not need\nproduction keys with trading:read, label it acme-md.\n", ""}, {"swedish", "Hej, vi behöver en nyckel för produktion med trading:read, etikett acme-md.\n",
 			"production · trading:read · acme-md"},
 		{"polish", "Dzień dobry, prosimy o klucz produkcyjny z trading:read, nazwa acme-md.\n",
 			"production · trading:read · acme-md"},
