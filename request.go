@@ -30,6 +30,10 @@ const (
 	// FlagProposedChange: the partner asked to change the fields; a person
 	// accepts or refuses (Proposal).
 	FlagProposedChange Flag = "proposed-change"
+	// FlagFromProse: no field line was found, but the email's prose names
+	// the fields; they wait as a Proposal for a person, never as the
+	// request's own.
+	FlagFromProse Flag = "from-prose"
 )
 
 // ReasonCode is the fixed vocabulary of why an email was not accepted as is.

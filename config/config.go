@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -105,8 +106,14 @@ type IMAP struct {
 	// PollInterval is the scan interval when the server has no IDLE, and
 	// the safety rescan when it has. Default 60s.
 	PollInterval time.Duration `yaml:"poll_interval"`
-	// MaxMessageBytes: larger messages are set aside unread. Default 10 MiB.
+	// MaxMessageBytes is how much of an email is kept for review: the raw
+	// copy of a larger one is cut there (marked, and each attachment left
+	// out named on its requests), while its text is still read whole.
+	// Default 10 MiB.
 	MaxMessageBytes Size `yaml:"max_message_bytes"`
+	// HardMaxMessageBytes: larger messages are set aside unread, from their
+	// header. At least max_message_bytes. Default 100 MiB.
+	HardMaxMessageBytes Size `yaml:"hard_max_message_bytes"`
 	// MaxAttempts: an email whose processing ended with the process this
 	// many times (a crash, an out-of-memory kill) is set aside unparsed,
 	// and support is alerted. Default 3.
@@ -178,6 +185,18 @@ type SenderAuth struct {
 	// trusted so: a shared mailbox, a no-reply sender or one compromised
 	// account there could then vouch for any partner. Exact addresses only.
 	RelationshipManagers []string `yaml:"relationship_managers"`
+	// Microsoft365 trusts the stamp of the Microsoft 365 tenant that hosts
+	// the support mailbox, which has no authserv-id. Unset: not trusted.
+	Microsoft365 Microsoft365 `yaml:"microsoft365"`
+}
+
+// Microsoft365 names the support mailbox's own Microsoft 365 tenant.
+type Microsoft365 struct {
+	// TenantID is the tenant's directory ID (a GUID, shown in the Entra
+	// admin center as "Tenant ID"); mail delivered by that tenant carries
+	// it in X-MS-Exchange-CrossTenant-Id. Empty: Exchange Online's
+	// Authentication-Results are not trusted.
+	TenantID string `yaml:"tenant_id"`
 }
 
 // DMARCRequired reports the effective require_dmarc.
@@ -319,6 +338,9 @@ func (c *Config) applyDefaults() {
 	if c.IMAP.MaxMessageBytes == 0 {
 		c.IMAP.MaxMessageBytes = 10 << 20
 	}
+	if c.IMAP.HardMaxMessageBytes == 0 {
+		c.IMAP.HardMaxMessageBytes = max(100<<20, c.IMAP.MaxMessageBytes)
+	}
 	if c.IMAP.MaxAttempts == 0 {
 		c.IMAP.MaxAttempts = 3
 	}
@@ -457,6 +479,9 @@ func (v *validator) nats() {
 	v.checkFile("nats.tls_ca_file", n.TLSCAFile)
 }
 
+// guidRE is a GUID as Microsoft writes tenant IDs.
+var guidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
 func (v *validator) senderAuth() {
 	sa := v.c.SenderAuth
 	for i, id := range sa.TrustedAuthservIDs {
@@ -468,6 +493,9 @@ func (v *validator) senderAuth() {
 		if _, ok := keydesk.DomainKey(d); !ok || strings.Contains(d, "@") {
 			v.bad(fmt.Sprintf("sender_auth.internal_domains[%d]", i), "%q is not a domain name (write it in lower case, or in its xn-- form)", d)
 		}
+	}
+	if id := sa.Microsoft365.TenantID; id != "" && !guidRE.MatchString(id) {
+		v.bad("sender_auth.microsoft365.tenant_id", "%q is not a tenant ID: write the GUID shown as Tenant ID in the Microsoft Entra admin center (8-4-4-4-12 hex digits)", id)
 	}
 	for i, a := range sa.RelationshipManagers {
 		if pa, err := mail.ParseAddress(a); err != nil || pa.Address != strings.TrimSpace(a) || strings.HasPrefix(a, "*") {

@@ -128,6 +128,7 @@ sender_auth:
   trusted_authserv_ids: ["mx.buildmarKets.ai"]
   internal_domains: ["buildmarketſ.ai"]
   relationship_managers: ["Ron <rm@buildmarkets.ai>", "*@buildmarkets.ai"]
+  microsoft365: {tenant_id: buildmarkets.onmicrosoft.com}
 imap_pasword: typo
 `)
 	_, err := load(p, env(nil))
@@ -135,7 +136,7 @@ imap_pasword: typo
 		t.Fatal("broken config accepted")
 	}
 	for _, want := range []string{
-		"keydesk.yaml: imap_pasword: unknown key (line 24)",
+		"keydesk.yaml: imap_pasword: unknown key (line 25)",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)
@@ -167,6 +168,7 @@ imap_pasword: typo
 		"keydesk.yaml: sender_auth.internal_domains[0]: \"buildmarketſ.ai\" is not a domain name",
 		"keydesk.yaml: sender_auth.relationship_managers[0]: \"Ron <rm@buildmarkets.ai>\" is not one email address",
 		"keydesk.yaml: sender_auth.relationship_managers[1]: \"*@buildmarkets.ai\" is not one email address",
+		"keydesk.yaml: sender_auth.microsoft365.tenant_id: \"buildmarkets.onmicrosoft.com\" is not a tenant ID",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)

@@ -101,6 +101,7 @@ func TestDovecotIdleAndRestart(t *testing.T) {
 // is processed.
 func TestDovecotBadMail(t *testing.T) {
 	d, h := dovecotHarness(t)
+	h.cfg.HardMaxMessageBytes = 128 << 10
 	for _, m := range [][]byte{
 		email("p1", "panic"),
 		email("big", "accept\r\n"+strings.Repeat("y", 200<<10)),

@@ -95,8 +95,13 @@ type Mailbox struct {
 	// PollInterval is the scan interval when the server has no IDLE, and
 	// the safety rescan when it has.
 	PollInterval time.Duration
-	// MaxMessageBytes: larger messages are set aside unread.
+	// MaxMessageBytes is how much of an email is kept (the raw copy in the
+	// queue is cut there, marked); a larger email is still read whole.
 	MaxMessageBytes int64
+	// HardMaxMessageBytes: larger emails are set aside unread, from their
+	// header alone. Default the larger of MaxMessageBytes and
+	// DefaultHardMaxMessageBytes.
+	HardMaxMessageBytes int64
 	// MaxAttempts: an email whose processing ended with the process this
 	// many times is set aside unparsed. Default 3.
 	MaxAttempts int
@@ -105,6 +110,11 @@ type Mailbox struct {
 	// Only Validate looks at it.
 	LeaseTTL time.Duration
 }
+
+// DefaultHardMaxMessageBytes bounds an email keydesk downloads at all,
+// unless Mailbox.HardMaxMessageBytes says otherwise: it is spooled to disk
+// and read as a stream, so the bound is one of disk and time, not memory.
+const DefaultHardMaxMessageBytes = 100 << 20
 
 // Options configure New.
 type Options struct {
@@ -212,6 +222,9 @@ func (o *Options) Validate() error {
 	if m.MaxMessageBytes < 64<<10 {
 		bad("max_message_bytes", "%d is too small: at least 64KiB", m.MaxMessageBytes)
 	}
+	if m.HardMaxMessageBytes != 0 && m.HardMaxMessageBytes < m.MaxMessageBytes {
+		bad("hard_max_message_bytes", "%d is smaller than imap.max_message_bytes (%d): it must be at least that", m.HardMaxMessageBytes, m.MaxMessageBytes)
+	}
 	if m.MaxAttempts < 0 || m.MaxAttempts > 100 {
 		bad("max_attempts", "%d is out of range: use 1 to 100 (default 3)", m.MaxAttempts)
 	}
@@ -257,6 +270,9 @@ func (o *Options) runnable() error {
 	if o.IMAP.MaxMessageBytes <= 0 {
 		errs = append(errs, errors.New("intake: imap.max_message_bytes must be positive"))
 	}
+	if o.IMAP.HardMaxMessageBytes < 0 || (o.IMAP.HardMaxMessageBytes > 0 && o.IMAP.HardMaxMessageBytes < o.IMAP.MaxMessageBytes) {
+		errs = append(errs, errors.New("intake: imap.hard_max_message_bytes must be at least imap.max_message_bytes"))
+	}
 	if o.IMAP.PollInterval <= 0 {
 		errs = append(errs, errors.New("intake: imap.poll_interval must be positive"))
 	}
@@ -276,6 +292,9 @@ func New(o Options) (*Poller, error) {
 	}
 	if o.IMAP.MaxAttempts == 0 {
 		o.IMAP.MaxAttempts = 3
+	}
+	if o.IMAP.HardMaxMessageBytes == 0 {
+		o.IMAP.HardMaxMessageBytes = max(o.IMAP.MaxMessageBytes, DefaultHardMaxMessageBytes)
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)

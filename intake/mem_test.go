@@ -143,13 +143,14 @@ func TestBadMailSetAside(t *testing.T) {
 	}
 }
 
-// TestOversizeMovedUnread: an email over max_message_bytes is recorded as
-// too large from its header, moved to Rejected, and its body is never
-// handed to the parser.
+// TestOversizeMovedUnread: an email over hard_max_message_bytes is
+// recorded as too large from its header, moved to Rejected, and its body
+// is never handed to the parser.
 func TestOversizeMovedUnread(t *testing.T) {
 	srv := startMem(t, nil)
 	hd := &simpleHandler{}
 	h := newHarness(t, srv.Addr, hd)
+	h.cfg.HardMaxMessageBytes = 80 << 10
 	c := client(t, srv.Addr, testUser, testPass)
 	big := email("big", "accept\r\n"+strings.Repeat("x", 100<<10))
 	appendMsg(t, c, "INBOX", big)
@@ -177,7 +178,7 @@ func TestOversizeMovedUnread(t *testing.T) {
 	if r.Subject != "API key big" || r.Requester != "ada@acme.example" {
 		t.Errorf("oversized: subject %q requester %q", r.Subject, r.Requester)
 	}
-	if !strings.Contains(r.Problem, "64.0 KiB") {
+	if !strings.Contains(r.Problem, "80.0 KiB") {
 		t.Errorf("problem %q does not name the limit", r.Problem)
 	}
 	rec, err := GetRecord(context.Background(), h.q, queue.MailRef(r.SourceKey))

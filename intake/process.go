@@ -153,7 +153,7 @@ func (s *conn) fetchSizes(ctx context.Context, uids []imap.UID) (map[imap.UID]si
 }
 
 // setAsideUndownloadable sets aside each message attempted max_attempts
-// times already, and each larger than max_message_bytes, unread. It
+// times already, and each larger than hard_max_message_bytes, unread. It
 // returns the others, to download; stop when a temporary failure says to
 // wait before trying more.
 func (s *conn) setAsideUndownloadable(ctx context.Context, uids []imap.UID, sizes map[imap.UID]sizeInfo, counts map[uint32]int, mv *moves) (small []imap.UID, stop bool, err error) {
@@ -167,7 +167,7 @@ func (s *conn) setAsideUndownloadable(ctx context.Context, uids []imap.UID, size
 		switch n := counts[uint32(u)] - 1; {
 		case n >= p.o.IMAP.MaxAttempts:
 			d, err = s.poison(ctx, u, si, n)
-		case si.size > int64(p.o.IMAP.MaxMessageBytes):
+		case si.size > p.o.IMAP.HardMaxMessageBytes:
 			d, err = s.oversize(ctx, u, si)
 		default:
 			small = append(small, u)
@@ -409,7 +409,9 @@ func (s *conn) download(ctx context.Context, uids []imap.UID, total int64) (map[
 }
 
 // spool writes one FETCH response's body to a new spool file, hashing it,
-// reading at most max_message_bytes+1 bytes into the file.
+// reading at most hard_max_message_bytes+1 bytes into the file: an email
+// larger than max_message_bytes is spooled whole (on disk, never in
+// memory) so that its text is read; only its stored copy is cut.
 func (p *Poller) spool(msg *imapclient.FetchMessageData, buf []byte) (*spooled, error) {
 	f, err := os.CreateTemp(p.o.SpoolDir, "msg-*")
 	if err != nil {
@@ -417,7 +419,7 @@ func (p *Poller) spool(msg *imapclient.FetchMessageData, buf []byte) (*spooled, 
 	}
 	sp := &spooled{file: f.Name()}
 	h := sha256.New()
-	limit := int64(p.o.IMAP.MaxMessageBytes)
+	limit := p.o.IMAP.HardMaxMessageBytes
 	var werr error
 	for {
 		item := msg.Next()
@@ -465,7 +467,7 @@ func (s *conn) process(ctx context.Context, sp *spooled) (string, error) {
 	var dec *Decision
 	if sp.tooLarge {
 		hdr, _ := readHead(sp.file)
-		dec = tooLargeDecision(hdr, m, int64(p.o.IMAP.MaxMessageBytes))
+		dec = tooLargeDecision(hdr, m, p.o.IMAP.HardMaxMessageBytes)
 	} else {
 		var err error
 		dec, err = p.handle(ctx, m)
@@ -524,7 +526,7 @@ func (p *Poller) store(ctx context.Context, m *Message, dec *Decision, keepRaw b
 		if err != nil {
 			return nil, tmp("reopen spool", err)
 		}
-		err = p.o.Queue.PutMail(sctx, ref, f, int64(p.o.IMAP.MaxMessageBytes))
+		err = p.o.Queue.PutMail(sctx, ref, keptCopy(f, m.Size, p.o.IMAP.MaxMessageBytes), p.o.IMAP.MaxMessageBytes)
 		_ = f.Close()
 		if err != nil && !errors.Is(err, queue.ErrMailTooLarge) {
 			return nil, tmp("store raw mail", err)
@@ -590,6 +592,17 @@ func (p *Poller) store(ctx context.Context, m *Message, dec *Decision, keepRaw b
 	return ids, nil
 }
 
+// keptCopy is what is stored of a raw email of size bytes: all of it, or,
+// past keep bytes, its start and a line that says it was cut. The parser
+// read the whole email and names in a warning what the copy lacks.
+func keptCopy(r io.Reader, size, keep int64) io.Reader {
+	if size <= keep {
+		return r
+	}
+	mark := fmt.Sprintf("\r\n\r\n[keydesk: this copy of the email is cut at %d of its %d bytes (imap.max_message_bytes); the rest was not kept]\r\n", keep, size)
+	return io.MultiReader(io.LimitReader(r, keep-int64(len(mark))), strings.NewReader(mark))
+}
+
 // buildReply runs a reply builder, turning a panic into an error.
 func buildReply(f func([]*keydesk.Request) (*keydesk.Outgoing, error), stored []*keydesk.Request) (out *keydesk.Outgoing, err error) {
 	defer func() {
@@ -607,8 +620,8 @@ type storeError struct{ err error }
 func (e *storeError) Error() string { return e.err.Error() }
 func (e *storeError) Unwrap() error { return e.err }
 
-// oversize records an email larger than max_message_bytes from its header
-// alone and says where it goes; its body is never downloaded.
+// oversize records an email larger than hard_max_message_bytes from its
+// header alone and says where it goes; its body is never downloaded.
 func (s *conn) oversize(ctx context.Context, uid imap.UID, si sizeInfo) (string, error) {
 	p := s.p
 	hdr, err := s.fetchHeader(ctx, uid)
@@ -616,12 +629,12 @@ func (s *conn) oversize(ctx context.Context, uid imap.UID, si sizeInfo) (string,
 		return "", err
 	}
 	m := &Message{Mailbox: p.o.IMAP.Mailbox, UIDValidity: s.uidVal, UID: uint32(uid), Size: si.size, InternalDate: si.date}
-	dec := tooLargeDecision(hdr, m, int64(p.o.IMAP.MaxMessageBytes))
+	dec := tooLargeDecision(hdr, m, p.o.IMAP.HardMaxMessageBytes)
 	if _, err := p.store(ctx, m, dec, false, ""); err != nil {
 		return "", err
 	}
 	p.emails.Inc(dec.Outcome)
-	p.log.Warn("email too large: set aside unread", "uid", uid, "size", si.size, "limit", int64(p.o.IMAP.MaxMessageBytes), "message_id", dec.MessageID)
+	p.log.Warn("email too large: set aside unread", "uid", uid, "size", si.size, "limit", p.o.IMAP.HardMaxMessageBytes, "message_id", dec.MessageID)
 	return s.moveTo(dec.Disposition), nil
 }
 

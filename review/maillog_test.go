@@ -69,7 +69,7 @@ func (e *env) intakeMail(t *testing.T, raws ...string) {
 			MailServer: mailauth.MailServer{Address: srv.Addr, Security: mailauth.SecurityNone, Username: user,
 				Password: keydesk.SecretString(pass), Timeout: 10 * time.Second},
 			Mailbox: "INBOX", ProcessedMailbox: "Processed", RejectedMailbox: "Rejected",
-			PollInterval: 200 * time.Millisecond, MaxMessageBytes: 16 << 10,
+			PollInterval: 200 * time.Millisecond, MaxMessageBytes: 16 << 10, HardMaxMessageBytes: 16 << 10,
 		},
 		Queue: e.q,
 		Handler: intake.NewParseHandler(intake.ParseOptions{

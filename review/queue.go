@@ -124,6 +124,7 @@ var flagTexts = []flagInfo{
 	{keydesk.FlagForwarded, flagView{Text: "forwarded by RM", Title: "forwarded by a Relationship Manager: check the original sender", Severity: sevMedium}},
 	{keydesk.FlagContactKeyExpiring, flagView{Text: "contact key expiring", Title: "the technical contact's key expires within 30 days", Severity: sevMedium}},
 	{keydesk.FlagNeedsReview, flagView{Text: "needs review", Title: "not a clear key request", Severity: sevMedium}},
+	{keydesk.FlagFromProse, flagView{Text: "suggested from prose", Title: "the fields were read from sentences, not field lines: accept the suggestion or correct it", Severity: sevMedium}},
 	{keydesk.FlagKeysManage, flagView{Text: "keys:manage", Title: "this key could create and revoke other keys: four eyes applies if configured", Severity: sevInfo}},
 	{keydesk.FlagProduction, flagView{Text: "production", Title: "a live key: four eyes applies if configured", Severity: sevInfo}},
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/config"
+	"github.com/buildmarkets/keydesk/crypto"
 	"github.com/buildmarkets/keydesk/intake/parse"
 	"github.com/buildmarkets/keydesk/intake/reply"
 	"github.com/buildmarkets/keydesk/templates"
@@ -28,7 +28,8 @@ func cmdParse(_ context.Context, args []string) error {
 		"Parse request emails exactly as intake does and print the verdict, the sender, the partner,\n"+
 			"each request with its ID, state and flags, and every reason and warning. Nothing is queued\n"+
 			"or sent. Without --config the built-in example registry is used (partners acme and globex,\n"+
-			"authserv-id mx.buildmarkets.ai, DMARC required, internal domain buildmarkets.ai).")
+			"authserv-id mx.buildmarkets.ai, Microsoft 365 tenant "+parse.ExampleTenantID+",\n"+
+			"DMARC required, internal domain buildmarkets.ai).")
 	cfgPath := fs.String("config", "", "config `file`: use its partners, sender_auth and limits")
 	asJSON := fs.Bool("json", false, "print one JSON object per email (JSON lines)")
 	showReply := fs.Bool("reply", false, "also print the acknowledgement or rejection that would be sent")
@@ -148,9 +149,10 @@ func parseOptions(cfgPath string, now time.Time) (o parse.Options, schedule, tem
 }
 
 // parseOptionsFromConfig is the parser's configuration as keydesk.yaml
-// states it: sender_auth, imap.max_message_bytes, and the contact-key
-// checks on the loaded registry (an expired key is unusable; one expiring
-// within 30 days is flagged).
+// states it: sender_auth, imap.hard_max_message_bytes (refused past it),
+// imap.max_message_bytes (kept up to it), and the contact-key
+// checks on the loaded registry, the same for `keydesk parse` and the intake
+// role (an unusable key rejects; one expiring within 30 days is flagged).
 func parseOptionsFromConfig(cfg *config.Config, reg *keydesk.Registry, now func() time.Time) parse.Options {
 	return parse.Options{
 		Registry:             reg,
@@ -158,14 +160,13 @@ func parseOptionsFromConfig(cfg *config.Config, reg *keydesk.Registry, now func(
 		RequireDMARC:         cfg.SenderAuth.DMARCRequired(),
 		InternalDomains:      cfg.SenderAuth.InternalDomains,
 		RelationshipManagers: cfg.SenderAuth.RelationshipManagers,
-		MaxBytes:             int64(cfg.IMAP.MaxMessageBytes),
+		Microsoft365TenantID: cfg.SenderAuth.Microsoft365.TenantID,
+		MaxBytes:             int64(cfg.IMAP.HardMaxMessageBytes),
+		KeepBytes:            int64(cfg.IMAP.MaxMessageBytes),
 		Now:                  now,
-		ContactKeyProblem: func(p *keydesk.Partner) error {
-			if exp := p.TechnicalContact.KeyExpires; !exp.IsZero() && !exp.After(now()) {
-				return errors.New("it expired on " + exp.UTC().Format("2006-01-02"))
-			}
-			return nil
-		},
+		// The full check, the one the batch makes before a key is created:
+		// expired, revoked, sign-only or too weak, the key cannot be used.
+		ContactKeyProblem: func(p *keydesk.Partner) error { return crypto.CheckPartnerKey(p, now()) },
 		ExpiringSoon: func(p *keydesk.Partner) bool {
 			exp := p.TechnicalContact.KeyExpires
 			return !exp.IsZero() && exp.Sub(now()) < expiringWithin

@@ -11,6 +11,8 @@ import (
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/config"
+	"github.com/buildmarkets/keydesk/crypto"
+	"github.com/buildmarkets/keydesk/crypto/cryptotest"
 	"github.com/buildmarkets/keydesk/intake/parse"
 )
 
@@ -148,37 +150,59 @@ func TestParseWithConfig(t *testing.T) {
 	}
 }
 
-// TestParseOptionsFromConfig: the contact-key checks the intake role uses.
+// TestParseOptionsFromConfig: the contact-key checks are the intake
+// role's: a revoked, sign-only or RSA-1024 key is unusable in `keydesk
+// parse` as in the running intake, and one expiring soon is flagged.
 func TestParseOptionsFromConfig(t *testing.T) {
 	cfg := config.Default()
 	cfg.SenderAuth.TrustedAuthservIDs = []string{"mx.example"}
 	cfg.SenderAuth.RelationshipManagers = []string{"rm@buildmarkets.ai"}
-	p := func(exp time.Time) *keydesk.Partner {
-		return &keydesk.Partner{ID: "p", TechnicalContact: keydesk.TechnicalContact{KeyExpires: exp}}
-	}
-	o := parseOptionsFromConfig(cfg, &keydesk.Registry{}, func() time.Time { return parseNow })
-	if !o.RequireDMARC || o.MaxBytes != 10<<20 || o.TrustedAuthservIDs[0] != "mx.example" || o.InternalDomains[0] != "buildmarkets.ai" ||
+	o := parseOptionsFromConfig(cfg, &keydesk.Registry{}, func() time.Time { return time.Now() })
+	if !o.RequireDMARC || o.MaxBytes != 100<<20 || o.KeepBytes != 10<<20 || o.TrustedAuthservIDs[0] != "mx.example" || o.InternalDomains[0] != "buildmarkets.ai" ||
 		len(o.RelationshipManagers) != 1 || o.RelationshipManagers[0] != "rm@buildmarkets.ai" {
 		t.Errorf("options %+v", o)
 	}
+	good := cryptotest.Partner(t, crypto.Curve25519)
 	tests := []struct {
-		name     string
-		exp      time.Time
-		problem  bool
-		expiring bool
+		name    string
+		partner *keydesk.Partner
+		problem string // "" for a usable key
 	}{
-		{"no expiry", time.Time{}, false, false},
-		{"far", parseNow.AddDate(1, 0, 0), false, false},
-		{"in 10 days", parseNow.AddDate(0, 0, 10), false, true},
-		{"expired", parseNow.AddDate(0, 0, -1), true, true},
+		{"usable", good, ""},
+		{"revoked", cryptotest.UnusablePartner(t, cryptotest.UnusableRevoked), "revoked"},
+		{"sign-only", cryptotest.UnusablePartner(t, cryptotest.UnusableSignOnly), "can only sign"},
+		{"rsa-1024", cryptotest.UnusablePartner(t, cryptotest.UnusableRSA1024), "RSA-1024"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := o.ContactKeyProblem(p(tt.exp)) != nil; got != tt.problem {
-				t.Errorf("problem %v, want %v", got, tt.problem)
+			// The intake role's check, for comparison: both must agree.
+			intakeErr := crypto.CheckPartnerKey(tt.partner, time.Now())
+			err := o.ContactKeyProblem(tt.partner)
+			if (err == nil) != (intakeErr == nil) {
+				t.Fatalf("parse says %v, intake says %v", err, intakeErr)
 			}
-			if got := o.ExpiringSoon(p(tt.exp)); got != tt.expiring {
-				t.Errorf("expiring %v, want %v", got, tt.expiring)
+			switch {
+			case tt.problem == "" && err != nil:
+				t.Errorf("usable key refused: %v", err)
+			case tt.problem != "" && (err == nil || !strings.Contains(err.Error(), tt.problem)):
+				t.Errorf("problem %v, want one naming %q", err, tt.problem)
+			}
+		})
+	}
+	expiring := []struct {
+		name string
+		exp  time.Time
+		want bool
+	}{
+		{"no expiry", time.Time{}, false},
+		{"far", time.Now().AddDate(1, 0, 0), false},
+		{"in 10 days", time.Now().AddDate(0, 0, 10), true},
+	}
+	for _, tt := range expiring {
+		t.Run("expiring "+tt.name, func(t *testing.T) {
+			p := &keydesk.Partner{ID: "p", TechnicalContact: keydesk.TechnicalContact{KeyExpires: tt.exp}}
+			if got := o.ExpiringSoon(p); got != tt.want {
+				t.Errorf("expiring %v, want %v", got, tt.want)
 			}
 		})
 	}

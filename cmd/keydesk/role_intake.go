@@ -12,7 +12,6 @@ import (
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/batch"
 	"github.com/buildmarkets/keydesk/config"
-	"github.com/buildmarkets/keydesk/crypto"
 	"github.com/buildmarkets/keydesk/intake"
 	"github.com/buildmarkets/keydesk/intake/parse"
 	"github.com/buildmarkets/keydesk/intake/reply"
@@ -50,10 +49,9 @@ func newIntakePoller(a *app) (*intake.Poller, error) {
 	}
 	schedule := cfg.Batch.Schedule
 	// The same parser options as "keydesk parse" (parseOptionsFromConfig),
-	// with the full contact-key check: a key that cannot be used rejects
+	// with its full contact-key check: a key that cannot be used rejects
 	// the request before any key is made. The registry is taken per email.
 	po := parseOptionsFromConfig(cfg, nil, time.Now)
-	po.ContactKeyProblem = func(p *keydesk.Partner) error { return crypto.CheckPartnerKey(p, time.Now()) }
 	handler := intake.NewParseHandler(intake.ParseOptions{
 		Registry: a.partners.Current,
 		Parse:    po,
@@ -119,8 +117,8 @@ func intakeMailbox(cfg *config.Config) intake.Mailbox {
 	c := cfg.IMAP
 	return intake.Mailbox{
 		MailServer: mailauth.Resolve(c.MailServer, cfg.Path), Mailbox: c.Mailbox, ProcessedMailbox: c.ProcessedMailbox, RejectedMailbox: c.RejectedMailbox,
-		PollInterval: c.PollInterval, MaxMessageBytes: int64(c.MaxMessageBytes), MaxAttempts: c.MaxAttempts,
-		LeaseTTL: c.LeaseTTL,
+		PollInterval: c.PollInterval, MaxMessageBytes: int64(c.MaxMessageBytes), HardMaxMessageBytes: int64(c.HardMaxMessageBytes),
+		MaxAttempts: c.MaxAttempts, LeaseTTL: c.LeaseTTL,
 	}
 }
 

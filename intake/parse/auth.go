@@ -11,7 +11,9 @@ import (
 // by a trusted authserv-id says dmarc=pass for fromDomain. Our MTA adds its
 // header on top and removes any with its own ID that arrived with the
 // message (RFC 8601 §5), so lower ones are the sender's word, not ours.
-func dmarc(m *msg, trusted []string, fromDomain string) (bool, string) {
+// With a Microsoft 365 tenant configured, the topmost header of all may
+// instead be Exchange Online's stamp, which has no authserv-id (m365Stamp).
+func dmarc(m *msg, o Options, fromDomain string) (bool, string) {
 	if !m.headerOK || fromDomain == "" {
 		return false, "no sender address"
 	}
@@ -22,29 +24,84 @@ func dmarc(m *msg, trusted []string, fromDomain string) (bool, string) {
 		if n > 50 {
 			break
 		}
-		id, results, _ := authres.Parse(stripComments(fields.Value()))
-		if !isTrusted(id, trusted) {
+		value := stripComments(fields.Value())
+		id, results, _ := authres.Parse(value)
+		switch {
+		case isTrusted(id, o.TrustedAuthservIDs):
+		case n == 1 && o.Microsoft365TenantID != "" && noAuthservID(value):
+			if why := m365Stamp(m, o.Microsoft365TenantID); why != "" {
+				return false, why
+			}
+			id = "Microsoft 365"
+			_, results, _ = authres.Parse(m365AuthservID + "; " + value)
+		default:
 			continue
 		}
-		why := "no dmarc result from " + keydesk.SafeLine(id, 100)
-		for _, r := range results {
-			d, ok := r.(*authres.DMARCResult)
-			if !ok {
-				continue
-			}
-			hf := keydesk.ASCIILower(strings.TrimSpace(d.From))
-			switch {
-			case d.Value != authres.ResultPass:
-				why = "dmarc=" + string(d.Value) + " for " + keydesk.SafeLine(hf, 100)
-			case hf != fromDomain && !keydesk.SameDomain(hf, fromDomain):
-				why = "dmarc=pass is for " + keydesk.SafeLine(hf, 100) + ", not the From domain " + keydesk.SafeLine(fromDomain, 100)
-			default:
-				return true, ""
-			}
-		}
-		return false, why
+		return dmarcPass(results, id, fromDomain)
 	}
 	return false, "no Authentication-Results header from a trusted server"
+}
+
+// dmarcPass reads the dmarc result of one trusted header.
+func dmarcPass(results []authres.Result, id, fromDomain string) (bool, string) {
+	why := "no dmarc result from " + keydesk.SafeLine(id, 100)
+	for _, r := range results {
+		d, ok := r.(*authres.DMARCResult)
+		if !ok {
+			continue
+		}
+		hf := keydesk.ASCIILower(strings.TrimSpace(d.From))
+		switch {
+		case d.Value != authres.ResultPass:
+			why = "dmarc=" + string(d.Value) + " for " + keydesk.SafeLine(hf, 100)
+		case hf != fromDomain && !keydesk.SameDomain(hf, fromDomain):
+			why = "dmarc=pass is for " + keydesk.SafeLine(hf, 100) + ", not the From domain " + keydesk.SafeLine(fromDomain, 100)
+		default:
+			return true, ""
+		}
+	}
+	return false, why
+}
+
+// m365AuthservID stands in for the authserv-id Exchange Online leaves out,
+// so that its stamp parses as RFC 8601 says.
+const m365AuthservID = "microsoft365.invalid"
+
+// noAuthservID reports whether an Authentication-Results value starts with
+// a result (method=value) rather than an authserv-id, as Exchange Online
+// writes it: "spf=pass (sender IP is …) smtp.mailfrom=…; dkim=pass …".
+func noAuthservID(value string) bool {
+	first, _, _ := strings.Cut(value, ";")
+	first = strings.TrimSpace(first)
+	name, _, ok := strings.Cut(first, "=")
+	return ok && !strings.ContainsAny(strings.TrimSpace(name), " \t.")
+}
+
+// m365Stamp says why the topmost Authentication-Results header cannot be
+// taken for the configured Microsoft 365 tenant's own stamp ("" when it
+// can). Exchange Online stamps it on mail arriving from the internet,
+// above every header the sender wrote, together with
+// X-MS-Exchange-Organization-AuthAs: Anonymous; its header firewall
+// removes X-MS-Exchange-Organization-* fields that arrive with a message,
+// so that field is the tenant's own. Mail submitted inside the tenant
+// (AuthAs Internal) gets no stamp: its topmost header could be anyone's.
+// X-MS-Exchange-CrossTenant-Id names the tenant that delivered the mail.
+func m365Stamp(m *msg, tenantID string) string {
+	authAs := m.header.Values("X-MS-Exchange-Organization-AuthAs")
+	if len(authAs) == 0 {
+		return "no X-MS-Exchange-Organization-AuthAs header: the Authentication-Results header without authserv-id is not Microsoft 365's stamp"
+	}
+	for _, v := range authAs {
+		if !strings.EqualFold(strings.TrimSpace(v), "Anonymous") {
+			return "X-MS-Exchange-Organization-AuthAs is " + keydesk.SafeLine(v, 40) + ", not Anonymous: Microsoft 365 stamps only mail from the internet"
+		}
+	}
+	for _, v := range m.header.Values("X-MS-Exchange-CrossTenant-Id") {
+		if strings.EqualFold(strings.TrimSpace(v), tenantID) {
+			return ""
+		}
+	}
+	return "the email was not delivered by the configured Microsoft 365 tenant (no X-MS-Exchange-CrossTenant-Id " + keydesk.SafeLine(tenantID, 40) + ")"
 }
 
 // isTrusted compares authserv-ids as ASCII, case aside: ours are host

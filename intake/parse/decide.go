@@ -2,6 +2,7 @@ package parse
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,12 +36,13 @@ func decide(m *msg, o Options, digest string) *Result {
 	fatal, warnings := unreadable(m, o.MaxBytes)
 	d.warn(warnings...)
 	d.warn(m.warnings...)
+	d.warn(notKept(m, cutAt(o))...)
 	if m.encrypted {
 		d.warn("the email is encrypted: keydesk cannot read encrypted requests; send it unencrypted (it holds no secret)")
 	}
 
 	// Authentication: our MTA's verdict on the From domain.
-	dmarcOK, dmarcWhy := dmarc(m, o.TrustedAuthservIDs, keydesk.AddressDomain(headerFrom))
+	dmarcOK, dmarcWhy := dmarc(m, o, keydesk.AddressDomain(headerFrom))
 
 	bd, warnings := readBody(m, o.Limits)
 	d.warn(warnings...)
@@ -54,6 +56,9 @@ func decide(m *msg, o Options, digest string) *Result {
 	parsed := d.readRequests(drafts)
 	d.doubt(m, parsed)
 	d.settle(parsed, fatal, internal, res.Partner != nil && (dmarcOK || !o.RequireDMARC))
+	if res.Verdict == Review && len(parsed) == 0 && res.Partner != nil && len(fatal) == 0 {
+		d.suggest(bd)
+	}
 	d.checkEnvironments(parsed)
 	d.finish(parsed)
 	// What a reply says about requests it answers: only the sender's own
@@ -73,6 +78,22 @@ type decision struct {
 	o       Options
 	flags   []keydesk.Flag
 	reasons []keydesk.Reason
+	prose   *suggestion // what the prose names, when no field line was found
+}
+
+// suggest reads the sender's prose for the fields no line gave, and
+// proposes them to a person: flagged from-prose, never a request's fields.
+func (d *decision) suggest(bd body) {
+	s, ok := proseSuggestion(bd.own)
+	if !ok && bd.forward != nil && !isInternal(bd.forward.from, d.o.InternalDomains) {
+		s, ok = proseSuggestion(bd.forward.own)
+	}
+	if !ok {
+		return
+	}
+	d.prose = &s
+	d.flags = append(d.flags, keydesk.FlagFromProse)
+	d.warn(s.String() + " (read from the email's prose, not from field lines: accept or correct it)")
 }
 
 // warn adds warnings to the result.
@@ -150,6 +171,50 @@ func unreadable(m *msg, maxBytes int64) (fatal []keydesk.Reason, warnings []stri
 			Suggestion: "send the request from one mailbox"})
 	}
 	return fatal, warnings
+}
+
+// cutAt is where the kept copy of an email ends (0: it is kept whole).
+func cutAt(o Options) int64 {
+	if o.KeepBytes <= 0 || o.KeepBytes >= o.MaxBytes {
+		return 0
+	}
+	return o.KeepBytes
+}
+
+// notKept names what a copy cut at cut bytes leaves out: each attachment
+// that ends past it. The text of the email was read whole all the same.
+func notKept(m *msg, cut int64) []string {
+	if cut <= 0 || m.size <= cut {
+		return nil
+	}
+	var out []string
+	for _, a := range m.attachments {
+		if a.end <= cut {
+			continue
+		}
+		name := a.name
+		if name == "" {
+			name = "no name"
+		}
+		out = append(out, fmt.Sprintf("an attachment of %s (%s) was not kept", approxBytes(a.size), name))
+	}
+	if len(out) == 0 {
+		out = append(out, fmt.Sprintf("the email is %s: only its first %s were kept", approxBytes(m.size), byteSize(cut)))
+	} else {
+		out = append(out, fmt.Sprintf("the stored copy of the email (%s) is cut at %s; its text was read whole", approxBytes(m.size), byteSize(cut)))
+	}
+	return out
+}
+
+// approxBytes is a size as people say it: 23 MB, 480 KB.
+func approxBytes(n int64) string {
+	switch {
+	case n >= 1e6:
+		return fmt.Sprintf("%d MB", (n+5e5)/1e6)
+	case n >= 1e3:
+		return fmt.Sprintf("%d KB", (n+500)/1e3)
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 // readBody splits the text into the sender's own lines and the first
@@ -361,6 +426,14 @@ func (d *decision) finish(parsed []parsedRequest) {
 		}
 	}
 	res.Requests = records(res, parsed, d.flags, d.reasons)
+	if d.prose != nil {
+		for _, r := range res.Requests {
+			r.Proposal = &keydesk.Proposal{
+				ID: keydesk.EntryID("from-prose", res.SourceKey), From: res.From, MessageID: res.MessageID, At: res.Date,
+				Environment: d.prose.env, Scopes: slices.Clone(d.prose.scopes), Label: d.prose.label,
+			}
+		}
+	}
 }
 
 // records builds the queue records: one per request, or one standing for

@@ -76,7 +76,7 @@ func TestQuotedHistoryNeverAccepted(t *testing.T) {
 			t.Fatalf("%s: %v %v", name, err, orig.Verdict)
 		}
 		accepted++
-		text := readMessage(bytes.NewReader(raw), testOptions().Limits.withDefaults()).text
+		text := readMessage(bytes.NewReader(raw), testOptions().Limits.withDefaults(), func() int64 { return 0 }).text
 		for li, l := range languages {
 			for how, wrap := range historyWrappers(l) {
 				newText := newTexts[(li+len(how))%len(newTexts)]

@@ -40,7 +40,22 @@ type msg struct {
 	// of (a style rule it cannot place, aria-hidden, off-screen boxes).
 	hiddenDoubt bool
 	report      string // report-type of a multipart/report (delivery-status: a bounce)
+	// attachments are the files the email carries, in order, at most
+	// maxAttachments of them: what a copy cut short leaves out.
+	attachments []attachment
+	size        int64 // raw bytes read, the whole email unless too large
 }
+
+// attachment is one file of an email: its name as the sender gave it, its
+// decoded size, and where in the raw email it ends.
+type attachment struct {
+	name string
+	size int64
+	end  int64
+}
+
+// maxAttachments bounds the attachments named for one email.
+const maxAttachments = 20
 
 func (m *msg) warn(format string, args ...any) {
 	if len(m.warnings) < 20 {
@@ -50,7 +65,8 @@ func (m *msg) warn(format string, args ...any) {
 
 // readMessage reads the header and walks the body. It never fails: what it
 // cannot read becomes malformed, bounds or warnings on the result.
-func readMessage(r io.Reader, lim Limits) *msg {
+// pos tells how many raw bytes have been read so far (nil: unknown).
+func readMessage(r io.Reader, lim Limits, pos func() int64) *msg {
 	m := &msg{}
 	br := bufio.NewReader(r)
 	// An mbox "From " line (a saved .eml often has one) is not a header.
@@ -117,7 +133,7 @@ func readMessage(r io.Reader, lim Limits) *msg {
 	if ct, params, err := e.Header.ContentType(); err == nil && ct == "multipart/report" {
 		m.report = strings.ToLower(params["report-type"])
 	}
-	w := &walker{m: m, lim: lim, textLeft: lim.TextBytes, headers: hb}
+	w := &walker{m: m, lim: lim, textLeft: lim.TextBytes, headers: hb, pos: pos}
 	m.text = w.walk(e, 0).text
 	if hb.hit != "" {
 		// A part's header past its bound stops the walk wherever the read
@@ -133,6 +149,7 @@ type walker struct {
 	parts    int
 	textLeft int
 	headers  *headerBudget // shared by every header block of the message
+	pos      func() int64
 }
 
 type walked struct {
@@ -161,6 +178,7 @@ func (w *walker) walk(e *message.Entity, depth int) walked {
 	case ct == "message/rfc822" || ct == "message/global":
 		return w.attachedMessage(e, depth)
 	case disp == "attachment" || (dparams["filename"] != "" && disp != "inline"):
+		w.attachment(e, dparams["filename"], params["name"])
 		return walked{} // a file, not the email's text
 	case ct == "text/plain":
 		return walked{text: w.plain(e.Body, params)}
@@ -170,8 +188,28 @@ func (w *walker) walk(e *message.Entity, depth int) walked {
 	return walked{}
 }
 
+// attachment reads past a file, as a stream, and notes its name, size and
+// where it ends, so that a stored copy cut short can say what it lacks.
+func (w *walker) attachment(e *message.Entity, filename, name string) {
+	n, err := io.Copy(io.Discard, e.Body)
+	w.drained(err)
+	if len(w.m.attachments) >= maxAttachments || w.pos == nil {
+		return
+	}
+	if filename == "" {
+		filename = name
+	}
+	w.m.attachments = append(w.m.attachments, attachment{name: keydesk.SafeLine(filename, 100), size: n, end: w.pos()})
+}
+
 func (w *walker) drain(r io.Reader) {
-	if _, err := io.Copy(io.Discard, r); err != nil {
+	_, err := io.Copy(io.Discard, r)
+	w.drained(err)
+}
+
+// drained notes why reading a part to its end failed, if it did.
+func (w *walker) drained(err error) {
+	if err != nil {
 		if errors.Is(err, errTooLarge) {
 			w.m.tooLarge = true
 			return

@@ -117,6 +117,12 @@ type Options struct {
 	// TrustedAuthservIDs are our own MTA's authserv-ids: only
 	// Authentication-Results headers stamped by one of them count.
 	TrustedAuthservIDs []string
+	// Microsoft365TenantID, when set, is the directory (tenant) ID of the
+	// Microsoft 365 organisation that hosts the mailbox: the topmost
+	// Authentication-Results header, which Exchange Online writes without
+	// an authserv-id, counts as our own MTA's when the tenant's headers
+	// vouch for it (see dmarc).
+	Microsoft365TenantID string
 	// RequireDMARC sends mail without a trusted dmarc=pass for its From
 	// domain to review, unanswered. Without it, such mail is flagged only.
 	RequireDMARC bool
@@ -127,8 +133,13 @@ type Options struct {
 	// forwards are read as a partner's request; without them, any address
 	// at an internal domain is taken for a Relationship Manager.
 	RelationshipManagers []string
-	// MaxBytes bounds the whole message (default DefaultMaxBytes).
+	// MaxBytes bounds the whole message (default DefaultMaxBytes): a
+	// larger one is refused as too large.
 	MaxBytes int64
+	// KeepBytes, when set, is how much of the raw email is kept (intake
+	// keeps a copy cut at imap.max_message_bytes): each attachment past it
+	// is named in a warning, so the review shows what was not kept.
+	KeepBytes int64
 	// Limits bound the parts of a message.
 	Limits Limits
 	// Now is the clock (default time.Now).
@@ -263,7 +274,7 @@ func Parse(r io.Reader, o Options) (*Result, error) {
 		o.Now = time.Now
 	}
 	cr := &countingReader{r: r, limit: o.MaxBytes, h: sha256.New()}
-	m := readMessage(cr, o.Limits)
+	m := readMessage(cr, o.Limits, func() int64 { return cr.n })
 	if cr.err != nil {
 		return nil, fmt.Errorf("parse: read message: %w", cr.err)
 	}
@@ -279,6 +290,7 @@ func Parse(r io.Reader, o Options) (*Result, error) {
 			m.tooLarge = true
 		}
 	}
+	m.size = cr.n
 	res := decide(m, o, hex.EncodeToString(cr.h.Sum(nil)))
 	res.Size = cr.n
 	return res, nil

@@ -87,16 +87,23 @@ func ExampleRegistry() *keydesk.Registry {
 	}}
 }
 
+// ExampleTenantID is the Microsoft 365 tenant of ExampleOptions.
+const ExampleTenantID = "5d2e7f4a-91c3-4b8e-a6d0-3f1b9c8e2a47"
+
 // ExampleOptions are the options `keydesk parse` uses without --config:
 // the example registry, mx.buildmarkets.ai as the trusted authserv-id,
-// DMARC required, buildmarkets.ai internal, and the given clock.
+// Microsoft 365 tenant ExampleTenantID, DMARC required, buildmarkets.ai
+// internal, and the given clock.
 func ExampleOptions(now time.Time) Options {
 	return Options{
 		Registry:           ExampleRegistry(),
 		TrustedAuthservIDs: []string{"mx.buildmarkets.ai"},
 		RequireDMARC:       true,
 		InternalDomains:    []string{"buildmarkets.ai"},
-		Now:                func() time.Time { return now },
+		// The example mailbox is also on a Microsoft 365 tenant, so that
+		// the corpus shows Exchange Online's stamp read (m365-*.eml).
+		Microsoft365TenantID: ExampleTenantID,
+		Now:                  func() time.Time { return now },
 	}
 }
 
