@@ -235,10 +235,16 @@ func TestStateTable(t *testing.T) {
 			}
 		}
 	}
-	for _, s := range []State{StateDelivered, StateRevoked, StateRejected, StateCancelled} {
-		if !s.Terminal() {
+	for _, s := range []State{StateRevoked, StateRejected, StateCancelled} {
+		if !s.Terminal() || !s.Done() {
 			t.Errorf("%s should be terminal", s)
 		}
+	}
+	if StateDelivered.Terminal() || !StateDelivered.Done() || !CanTransition(StateDelivered, StateRevoked) {
+		t.Error("a delivered key can be revoked later, and its request waits for nothing")
+	}
+	if !CanTransition(StateApproved, StateRevoking) || !CanTransition(StateRevoking, StateRevoked) || CanTransition(StateRevoking, StateApproved) {
+		t.Error("a revocation goes approved → revoking → revoked, and is finished, never begun again")
 	}
 	if StateApproved.Terminal() || !CanTransition(StateGenerating, StateApproved) || CanTransition(StateDelivered, StateApproved) {
 		t.Error("state table does not match DESIGN.md")

@@ -119,9 +119,12 @@ type Request struct {
 
 	Approvals []Approval `json:"approvals,omitempty"`
 	Attempt   *Attempt   `json:"attempt,omitempty"`
-	KeyID     string     `json:"key_id,omitempty"`
-	APIKey    string     `json:"api_key,omitempty"` // the public half only; the secret is never stored
-	Problem   string     `json:"problem,omitempty"` // why it is rejected, blocked, failed or undeliverable
+	// KeyID is the key the request is about, in its partner's account and
+	// environment: the key made (issue, rotate) or the key to revoke
+	// (revoke).
+	KeyID   string `json:"key_id,omitempty"`
+	APIKey  string `json:"api_key,omitempty"` // the public half only; the secret is never stored
+	Problem string `json:"problem,omitempty"` // why it is rejected, blocked, failed or undeliverable
 
 	// WidenedBy names the staff who widened the request by a correction
 	// (a scope, keys:manage or production added): none of them may
@@ -140,6 +143,24 @@ type Request struct {
 	// queued, and StatusReplyRef what it answered: at most one an hour.
 	StatusReplyAt  time.Time `json:"status_reply_at,omitzero"`
 	StatusReplyRef string    `json:"status_reply_ref,omitempty"`
+
+	// The key's life (revoke and rotate requests).
+	//
+	// ReplacesKeyID is the key a rotate request replaces (same partner and
+	// environment); Rotation follows it until it is revoked.
+	ReplacesKeyID string    `json:"replaces_key_id,omitempty"`
+	Rotation      *Rotation `json:"rotation,omitempty"`
+	// KeyCandidates are the live keys a revoke or rotate request named by
+	// label matches when there are several: a person picks one (KeyID).
+	KeyCandidates []string `json:"key_candidates,omitempty"`
+	// Reason is why a revocation or rotation was asked for: the staff
+	// member's reason, or the partner's own words.
+	Reason string `json:"reason,omitempty"`
+	// RevokedAt is when the request's key (KeyID) was revoked.
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
+	// RevokeOf is, on a revoke request that keydesk made itself (the old
+	// key of a rotation, an exposed secret), the request it serves.
+	RevokeOf string `json:"revoke_of,omitempty"`
 
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
@@ -174,6 +195,11 @@ func (r *Request) Clone() *Request {
 	c.Approvals = slices.Clone(r.Approvals)
 	c.WidenedBy = slices.Clone(r.WidenedBy)
 	c.Proposal = r.Proposal.clone()
+	c.KeyCandidates = slices.Clone(r.KeyCandidates)
+	if r.Rotation != nil {
+		x := *r.Rotation
+		c.Rotation = &x
+	}
 	if r.Attempt != nil {
 		a := *r.Attempt
 		c.Attempt = &a

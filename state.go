@@ -12,6 +12,7 @@ const (
 	StateGenerated      State = "generated"
 	StateDelivered      State = "delivered"
 	StateDeliveryFailed State = "delivery_failed"
+	StateRevoking       State = "revoking"
 	StateRevoked        State = "revoked"
 	StateRejected       State = "rejected"
 	StateCancelled      State = "cancelled"
@@ -22,7 +23,7 @@ const (
 // States lists every state in the order of the flow.
 var States = []State{
 	StateReceived, StatePendingReview, StateApproved, StateGenerating,
-	StateGenerated, StateDelivered, StateDeliveryFailed, StateRevoked,
+	StateGenerated, StateDelivered, StateDeliveryFailed, StateRevoking, StateRevoked,
 	StateRejected, StateCancelled, StateBlocked, StateFailed,
 }
 
@@ -31,13 +32,19 @@ var States = []State{
 // created directly in approved when its partner's environment auto-approves.
 // A partner's correction sends an approved or blocked request back to
 // pending_review until a person accepts or refuses it.
+//
+// A revoke request goes approved → revoking → revoked (failed when the
+// partner's credentials are refused); an issued key revoked later takes
+// its request from delivered to revoked.
 var transitions = map[State][]State{
 	StateReceived:       {StatePendingReview, StateApproved, StateRejected},
 	StatePendingReview:  {StateApproved, StateRejected, StateCancelled},
-	StateApproved:       {StateGenerating, StateBlocked, StateFailed, StateCancelled, StatePendingReview},
+	StateApproved:       {StateGenerating, StateRevoking, StateBlocked, StateFailed, StateCancelled, StatePendingReview},
 	StateGenerating:     {StateGenerated, StateApproved, StateBlocked, StateFailed},
 	StateGenerated:      {StateDelivered, StateDeliveryFailed},
+	StateDelivered:      {StateRevoked},
 	StateDeliveryFailed: {StateRevoked},
+	StateRevoking:       {StateRevoked, StateFailed},
 	StateBlocked:        {StateApproved, StateCancelled, StatePendingReview},
 	StateFailed:         {StateApproved, StateCancelled},
 }
@@ -67,5 +74,10 @@ func (s State) Valid() bool {
 
 // Terminal reports whether nothing more happens to a request in state s.
 func (s State) Terminal() bool { return s.Valid() && len(transitions[s]) == 0 }
+
+// Done reports whether the request in state s needs nothing more before
+// its key's life: terminal, or delivered (whose key may still be revoked
+// one day, by a request of its own).
+func (s State) Done() bool { return s.Terminal() || s == StateDelivered }
 
 func (s State) String() string { return string(s) }

@@ -50,6 +50,8 @@ type Config struct {
 	Delivery Delivery `yaml:"delivery"`
 	// Notify tells support of work that waits: a chat webhook and a digest email.
 	Notify Notify `yaml:"notify"`
+	// Rotation is the key rotation policy.
+	Rotation Rotation `yaml:"rotation"`
 	// Templates: a directory whose files override the embedded templates.
 	Templates Templates `yaml:"templates"`
 	// Log: level (debug, info, warn, error) and format (text, json; empty:
@@ -265,6 +267,19 @@ type Notify struct {
 	Digest string `yaml:"digest"`
 }
 
+// Rotation is the key rotation policy and the grace of a rotation.
+type Rotation struct {
+	// MaxAge: keys older than MaxAge − RemindBefore are listed on the
+	// partner page and in the digest, and their requester is reminded
+	// once. 0 (unset): no policy.
+	MaxAge time.Duration `yaml:"max_age"`
+	// RemindBefore is how long before MaxAge the reminder goes (default 30d).
+	RemindBefore time.Duration `yaml:"remind_before"`
+	// Grace is how long the old key of a rotation stays live after the
+	// new one is delivered, unless the contact confirms sooner (default 7d).
+	Grace time.Duration `yaml:"grace"`
+}
+
 // Templates overrides the embedded templates.
 type Templates struct {
 	// Dir holds files named like the embedded ones.
@@ -365,6 +380,8 @@ func (c *Config) applyDefaults() {
 	}
 	defDur(&c.Review.SessionIdle, 30*time.Minute)
 	defDur(&c.Review.AgeTarget, 4*time.Hour)
+	defDur(&c.Rotation.RemindBefore, 30*24*time.Hour)
+	defDur(&c.Rotation.Grace, 7*24*time.Hour)
 	defDur(&c.Delivery.RetryFor, 48*time.Hour)
 	defDur(&c.Delivery.RevokeUndeliveredAfter, 72*time.Hour)
 	defDur(&c.Delivery.AckWait, 2*time.Minute)
@@ -539,6 +556,12 @@ func (v *validator) review() {
 		if !keydesk.Scope(fe).Valid() {
 			v.bad(fmt.Sprintf("review.four_eyes[%d]", i), "%q is neither an environment nor a scope", fe)
 		}
+	}
+	if rot := v.c.Rotation; rot.MaxAge != 0 && (rot.MaxAge < 24*time.Hour || rot.RemindBefore >= rot.MaxAge) {
+		v.bad("rotation.max_age", "%s must be at least 1d and longer than rotation.remind_before (%s)", rot.MaxAge, rot.RemindBefore)
+	}
+	if g := v.c.Rotation.Grace; g < time.Hour || g > 90*24*time.Hour {
+		v.bad("rotation.grace", "%s is out of range 1h..90d (default 7d)", g)
 	}
 	if r.AgeTarget < time.Minute || r.AgeTarget > 30*24*time.Hour {
 		v.bad("review.age_target", "%s is out of range 1m..720h (default 4h)", r.AgeTarget)

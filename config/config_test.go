@@ -51,6 +51,7 @@ smtp:
   from: support@buildmarkets.ai
 api:
   sandbox: {base_url: "https://dev-tapp-api.tappengine.com", rate_limit: 10}
+rotation: {max_age: 365d}
 `)
 	c, err := load(p, env(map[string]string{"IMAP_HOST": "imap.example.com", "SMTP_PASSWORD": "s3cret-smtp"}))
 	if err != nil {
@@ -79,6 +80,9 @@ api:
 		{"retry_for default", c.Delivery.RetryFor, 48 * time.Hour},
 		{"ack_wait default", c.Delivery.AckWait, 2 * time.Minute},
 		{"review.age_target default", c.Review.AgeTarget, 4 * time.Hour},
+		{"rotation.max_age in days", c.Rotation.MaxAge, 365 * 24 * time.Hour},
+		{"rotation.remind_before default", c.Rotation.RemindBefore, 30 * 24 * time.Hour},
+		{"rotation.grace default", c.Rotation.Grace, 7 * 24 * time.Hour},
 		{"inbox_prefix default (_INBOX)", c.NATS.InboxPrefix, ""},
 		{"audit_max_bytes default (the queue's)", c.NATS.AuditMaxBytes, Size(0)},
 	}
@@ -120,6 +124,7 @@ smtp:
 api:
   production: {base_url: "http://api.buildmarkets.example"}
 review: {listen: "nowhere", four_eyes: [production, staging], age_target: 10s}
+rotation: {max_age: 20d, grace: 100d}
 batch: {concurrency: 1000}
 delivery: {ack_wait: 1s, retry_for: 2 days}
 log: {level: loud}
@@ -136,7 +141,7 @@ imap_pasword: typo
 		t.Fatal("broken config accepted")
 	}
 	for _, want := range []string{
-		"keydesk.yaml: imap_pasword: unknown key (line 25)",
+		"keydesk.yaml: imap_pasword: unknown key (line 26)",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)
@@ -161,7 +166,9 @@ imap_pasword: typo
 		"keydesk.yaml: review.listen:",
 		"keydesk.yaml: review.four_eyes[1]: \"staging\" is neither",
 		"keydesk.yaml: review.age_target: 10s is out of range 1m..720h",
-		"keydesk.yaml: delivery.retry_for: \"2 days\" is not a duration (line 17): write it like 90s, 45m or 4h",
+		"keydesk.yaml: rotation.max_age: 480h0m0s must be at least 1d and longer than rotation.remind_before",
+		"keydesk.yaml: rotation.grace: 2400h0m0s is out of range 1h..90d",
+		"keydesk.yaml: delivery.retry_for: \"2 days\" is not a duration (line 18): write it like 90s, 45m, 4h or 30d",
 		"keydesk.yaml: log.level: \"loud\"",
 		"keydesk.yaml: signing_key.file:",
 		"keydesk.yaml: sender_auth.trusted_authserv_ids[0]: \"mx.buildmarKets.ai\" must be your MTA's host name in ASCII",

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -172,6 +173,19 @@ func decode(file, dir string, data []byte, out any, getenv func(string) string, 
 
 var durationType = reflect.TypeOf(time.Duration(0))
 
+// days reads a whole number of days written "365d" (at most 100 years).
+func days(s string) (time.Duration, bool) {
+	n, ok := strings.CutSuffix(strings.TrimSpace(s), "d")
+	if !ok || n == "" || len(n) > 5 {
+		return 0, false
+	}
+	v, err := strconv.Atoi(n)
+	if err != nil || v < 0 || v > 36500 {
+		return 0, false
+	}
+	return time.Duration(v) * 24 * time.Hour, true
+}
+
 // checkKnown reports every mapping key that has no field in t, with the
 // nearest known key of that mapping when one is close enough to be a typo.
 func checkKnown(file string, n *yaml.Node, t reflect.Type, path string, errs *[]error) {
@@ -180,8 +194,12 @@ func checkKnown(file string, n *yaml.Node, t reflect.Type, path string, errs *[]
 	}
 	switch {
 	case t == durationType && n.Kind == yaml.ScalarNode:
-		if _, err := time.ParseDuration(n.Value); err != nil {
-			*errs = append(*errs, fmt.Errorf("%s: %s: %q is not a duration (line %d): write it like 90s, 45m or 4h", file, path, n.Value, n.Line))
+		if d, ok := days(n.Value); ok {
+			// Days, as rotation periods are written: the decoder knows
+			// hours only.
+			n.Value = d.String()
+		} else if _, err := time.ParseDuration(n.Value); err != nil {
+			*errs = append(*errs, fmt.Errorf("%s: %s: %q is not a duration (line %d): write it like 90s, 45m, 4h or 30d", file, path, n.Value, n.Line))
 			// Reported here with its key: the decoder, which would report
 			// it again by line only, sees no value and the default applies.
 			n.Value, n.Tag = "0s", "!!str"

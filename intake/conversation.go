@@ -62,7 +62,7 @@ func duplicateKey(r *keydesk.Request) string {
 // open reports whether a request still waits for or is on its way to a
 // key: a new one like it repeats it.
 func open(s keydesk.State) bool {
-	return !s.Terminal() && s != keydesk.StateDeliveryFailed
+	return !s.Done() && s != keydesk.StateDeliveryFailed
 }
 
 // tooLate reports whether a correction comes after the request's fields

@@ -77,6 +77,7 @@ type Conn struct {
 	batches  *Bucket[keydesk.Batch]
 	threads  *Bucket[keydesk.ThreadEntry]
 	index    *Bucket[MessageIndex]
+	keys     *Bucket[keydesk.Inventory]
 	locks    jetstream.KeyValue
 	kvs      map[string]jetstream.KeyValue
 	mail     jetstream.ObjectStore

@@ -20,6 +20,7 @@ const (
 	BucketIntake     = "intake"     // mailbox state (UIDVALIDITY) and per-message intake outcomes
 	BucketSessions   = "sessions"   // review UI sessions
 	BucketThreads    = "threads"    // each request's conversation, and the Message-ID index that finds it
+	BucketKeys       = "keys"       // each partner account's keys per environment, as the batch role last listed them
 	StreamAudit      = "AUDIT"
 	StreamOutbox     = "OUTBOX"
 	StreamDeadLetter = "DEADLETTER"
@@ -93,6 +94,7 @@ func (c *Conn) setup(ctx context.Context) error {
 	c.batches = NewBucket[keydesk.Batch](c, BucketBatches)
 	c.threads = NewBucket[keydesk.ThreadEntry](c, BucketThreads)
 	c.index = NewBucket[MessageIndex](c, BucketThreads)
+	c.keys = NewBucket[keydesk.Inventory](c, BucketKeys)
 	c.locks = c.kvs[BucketLocks]
 
 	streams := streamConfigs(r, c.opts.AuditMaxBytes)
@@ -125,6 +127,7 @@ func kvConfigs(r int) []jetstream.KeyValueConfig {
 		{Bucket: BucketIntake, Description: "keydesk mailbox state", History: 1, Storage: jetstream.FileStorage, Replicas: r},
 		{Bucket: BucketSessions, Description: "keydesk review sessions", History: 1, Storage: jetstream.FileStorage, Replicas: r, LimitMarkerTTL: time.Second},
 		{Bucket: BucketThreads, Description: "keydesk request conversations", History: 1, Storage: jetstream.FileStorage, Replicas: r},
+		{Bucket: BucketKeys, Description: "keydesk key inventory", History: 1, Storage: jetstream.FileStorage, Replicas: r},
 	}
 }
 

@@ -39,9 +39,9 @@ func inView(view string, r *keydesk.Request, name string) bool {
 	case "mine":
 		return waitingFor(r, name)
 	case "open":
-		return !r.State.Terminal()
+		return !r.State.Done()
 	case "assigned":
-		return r.Assignee == name && !r.State.Terminal()
+		return r.Assignee == name && !r.State.Done()
 	}
 	return true
 }
