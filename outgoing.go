@@ -18,6 +18,9 @@ const (
 	KindProposalOutcome  MessageKind = "proposal-outcome"  // to the requester: their correction accepted or refused
 	KindStaffReply       MessageKind = "staff-reply"       // to the requester, written by support
 	KindDigest           MessageKind = "digest"            // to support: what waits, and for how long
+	KindKeyRevoked       MessageKind = "key-revoked"       // to the requester and the technical contact: a key was revoked as asked
+	KindRotationReminder MessageKind = "rotation-reminder" // to the requester and the technical contact: a rotation's old key is revoked soon
+	KindRotationDue      MessageKind = "rotation-due"      // to the requester: a key is older than the rotation policy allows
 )
 
 // Outgoing is an email waiting in the outbox. Producers (intake, batch)
