@@ -12,11 +12,20 @@ const (
 	BatchFailed    BatchState = "failed" // the batch itself could not run (its requests are unharmed)
 )
 
+// Triggers of a batch run. A person's run-now is "manual"; the review
+// role asks for the other two without calling the API itself.
+const (
+	TriggerSchedule  = "schedule"
+	TriggerManual    = "manual"
+	TriggerRevoke    = "revoke"    // revoke the approved revocations now, without generating keys
+	TriggerInventory = "inventory" // list the partners' keys now
+)
+
 // Batch is one run of key generation: its trigger and what became of
 // each request it touched.
 type Batch struct {
 	ID        string     `json:"id"`
-	Trigger   string     `json:"trigger"` // schedule, manual
+	Trigger   string     `json:"trigger"` // TriggerSchedule, TriggerManual, TriggerRevoke, TriggerInventory
 	By        string     `json:"by"`      // who asked (staff name), or "schedule"
 	State     BatchState `json:"state"`
 	Requested time.Time  `json:"requested_at"`
