@@ -38,8 +38,8 @@ func TestProbe(t *testing.T) {
 		wantStreams int
 		wantErr     string
 	}{
-		{name: "set up", url: ready.ClientURL(), wantStreams: 11},
-		{name: "no streams", url: bare.ClientURL(), wantErr: "11 of keydesk's streams and buckets do not exist: KV_requests, KV_locks"},
+		{name: "set up", url: ready.ClientURL(), wantStreams: 12},
+		{name: "no streams", url: bare.ClientURL(), wantErr: "12 of keydesk's streams and buckets do not exist: KV_requests, KV_locks"},
 		{name: "nothing listens", url: closed, wantErr: "queue: connect to nats " + closed},
 		{name: "no url", wantErr: "no nats url"},
 	}
