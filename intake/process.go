@@ -23,6 +23,7 @@ import (
 	"github.com/emersion/go-message/charset"
 
 	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/intake/parse"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/templates"
 )
@@ -807,7 +808,7 @@ func parseHead(raw []byte) head {
 		subj = d
 	}
 	h.subject = keydesk.SafeLine(subj, 200)
-	if t, err := mail.ParseDate(msg.Header.Get("Date")); err == nil {
+	if t, err := parse.Date(msg.Header.Get("Date")); err == nil {
 		h.date = t
 	}
 	return h

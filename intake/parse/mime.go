@@ -128,7 +128,7 @@ func readMessage(r io.Reader, lim Limits, pos func() int64) *msg {
 		m.messageID = keydesk.SafeLine(strings.Trim(raw, "<>"), 250)
 	}
 	if e.Header.Get("Date") != "" {
-		m.date, m.dateErr = h.Date()
+		m.date, m.dateErr = Date(e.Header.Get("Date"))
 	}
 	if ct, params, err := e.Header.ContentType(); err == nil && ct == "multipart/report" {
 		m.report = strings.ToLower(params["report-type"])
