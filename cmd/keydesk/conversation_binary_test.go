@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/mail"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -112,7 +114,16 @@ func TestConversationBinary(t *testing.T) {
 
 	// c. Support decides each change, and two approvers approve.
 	w.act("alice", accepted.id, "proposal/accept")
-	w.act("alice", refused.id, "proposal/refuse")
+	// The other one through the CLI, as a person at a terminal would.
+	w.cli("bob", "queue", "assign", refused.id, "bob")
+	w.cli("bob", "queue", "note", refused.id, "Called Ada: risk-monitor trades, keep trading:write")
+	if out := w.cli("bob", "queue", "refuse", refused.id); !strings.Contains(out, "Change refused") {
+		t.Errorf("queue refuse:\n%s", out)
+	}
+	out := w.cli("alice", "queue", "show", refused.id)
+	if miss := missing(out, "Assignee:     bob", "Called Ada: risk-monitor trades", "Sorry, we only need to read for now"); len(miss) > 0 {
+		t.Errorf("queue show lacks %q:\n%s", miss, out)
+	}
 	for _, c := range []*convRequest{accepted, refused} {
 		if r := w.get(c.id); r.State != keydesk.StatePendingReview || r.ProposedChange != nil || r.ApprovalsNeeded != 2 {
 			t.Fatalf("%s after the decision: %s, proposal %+v, approvals needed %d", c.id, r.State, r.ProposedChange, r.ApprovalsNeeded)
@@ -375,6 +386,19 @@ func (w *convWorld) waitMail(what string, match func(*convMail) bool) *convMail 
 
 func (w *convWorld) client(user string) *apiclient.Client {
 	return &apiclient.Client{Base: "http://" + w.listen, Token: w.tokens[user], HC: &http.Client{Timeout: 20 * time.Second}}
+}
+
+// cli runs the binary's support CLI as user, against the running
+// instance, and returns what it printed.
+func (w *convWorld) cli(user string, args ...string) string {
+	w.t.Helper()
+	cmd := exec.Command(w.bin, args...)
+	cmd.Env = append(os.Environ(), "KEYDESK_URL=http://"+w.listen, "KEYDESK_TOKEN="+w.tokens[user])
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		w.t.Fatalf("keydesk %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
 }
 
 func (w *convWorld) get(id string) *review.Request {
