@@ -265,6 +265,11 @@ type Notify struct {
 	// lists what waits (pending_review, blocked, delivery_failed), in the
 	// form of batch.schedule, e.g. "CRON_TZ=UTC 0 9 * * 1-5". Empty: no digest.
 	Digest string `yaml:"digest"`
+	// LeaseTTL is how long the notify lease outlives an instance that dies
+	// while holding it (it is renewed at a third of it): a standby, or the
+	// same instance restarted, sends notifications again within about
+	// this long. Default 30s.
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
 }
 
 // Rotation is the key rotation policy and the grace of a rotation.
@@ -373,6 +378,7 @@ func (c *Config) applyDefaults() {
 		c.Batch.Concurrency = 8
 	}
 	defDur(&c.Batch.LeaseTTL, 30*time.Second)
+	defDur(&c.Notify.LeaseTTL, 30*time.Second)
 	def(&c.Review.Listen, "127.0.0.1:8080")
 	def(&c.Review.UsersFile, "users.yaml")
 	if c.Review.FourEyes == nil {
@@ -577,6 +583,9 @@ func (v *validator) notify() {
 	}
 	if n.Digest != "" && v.c.SMTP.SupportAddress == "" {
 		v.bad("notify.digest", "the digest goes to smtp.support_address, which is not set")
+	}
+	if n.LeaseTTL < time.Second || n.LeaseTTL > time.Hour {
+		v.bad("notify.lease_ttl", "%s is out of range 1s..1h", n.LeaseTTL)
 	}
 }
 

@@ -38,7 +38,7 @@ func newNotifier(a *app, tpl *templates.Set) (*notify.Notifier, error) {
 	}
 	o := notify.Options{
 		Queue: a.q, WebhookURL: cfg.Notify.WebhookURL, SupportAddress: cfg.SMTP.SupportAddress,
-		Templates: tpl, BaseURL: cfg.Review.BaseURL, Holder: a.holder,
+		Templates: tpl, BaseURL: cfg.Review.BaseURL, Holder: a.holder, LeaseTTL: cfg.Notify.LeaseTTL,
 		Metrics: a.metrics, Logger: a.log.With("role", "review"),
 	}
 	if cfg.Notify.Digest != "" {
