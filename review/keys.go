@@ -38,8 +38,12 @@ import (
 // "requester", a staff name).
 const staffSource = "staff\x00"
 
-// maxKeyID bounds a key ID taken from a caller.
-const maxKeyID = 100
+const (
+	// maxKeyID bounds a key ID taken from a caller.
+	maxKeyID = 100
+	// maxAskTries bounds the search for a new request ID.
+	maxAskTries = 8
+)
 
 // staffMade reports whether staff asked for r in the UI, API or CLI.
 func staffMade(r *keydesk.Request) bool { return strings.HasPrefix(r.SourceKey, staffSource) }
@@ -347,12 +351,21 @@ func (s *Server) askKey(ctx context.Context, kr keyRequest) (*keydesk.Request, e
 		what += fmt.Sprintf(" (label %q)", keydesk.SafeLine(k.Label, 64))
 	}
 	refreshFlags(r, s.o.Partners())
-	out, created, err := s.o.Queue.Create(ctx, r, kr.By.Name)
-	if err != nil {
-		return nil, asError("", err)
-	}
-	if !created {
-		return nil, errConflict("conflict", "a request with the same ID exists already (%s): try again", out.ID)
+	// The source key holds the time to the nanosecond; should a clock
+	// give the same time twice, the index makes the second one new.
+	var out *keydesk.Request
+	for i := 0; out == nil; i++ {
+		if i == maxAskTries {
+			return nil, errConflict("conflict", "no free request ID after %d tries: try again", maxAskTries)
+		}
+		r.Index = i
+		x, created, err := s.o.Queue.Create(ctx, r, kr.By.Name)
+		if err != nil {
+			return nil, asError("", err)
+		}
+		if created {
+			out = x
+		}
 	}
 	note := what + ": " + keydesk.SafeLine(reason, 300)
 	if kr.Via == "api" {
