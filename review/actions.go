@@ -453,6 +453,10 @@ func (s *Server) correct(ctx context.Context, a action) (*result, error) {
 	if r.State != keydesk.StatePendingReview && r.State != keydesk.StateReceived {
 		return nil, errConflict("invalid_state", "request %s is %s: only a request awaiting review can be corrected", r.ID, r.State)
 	}
+	if k := r.KindOf(); k != keydesk.KindIssue {
+		// Its fields are the key's: another key is another request.
+		return nil, errConflict("not_correctable", "request %s is a %s request: its fields are those of the key; cancel it and ask again for another key", r.ID, k)
+	}
 	c, err := correction(r, a.Field, a.Value)
 	if err != nil {
 		return nil, err

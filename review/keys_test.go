@@ -292,6 +292,9 @@ func TestAPIPickKey(t *testing.T) {
 	if code, out := e.api("alice", "POST", "/api/v1/requests/"+r.ID+"/approve", nil); code != http.StatusConflict || out["code"] != "key_not_picked" {
 		t.Fatalf("approve before a pick: %d %v", code, out)
 	}
+	if code, out := e.api("alice", "POST", "/api/v1/requests/"+r.ID+"/correct", map[string]string{"field": "environment", "value": "production"}); code != http.StatusConflict || out["code"] != "not_correctable" {
+		t.Fatalf("correcting a revocation: %d %v", code, out)
+	}
 	for _, tt := range []struct {
 		user, key string
 		status    int

@@ -332,7 +332,7 @@ func (s *Server) requestView(ctx context.Context, st *staff, req *keydesk.Reques
 		v.CanApprove, v.NoApprove = s.approveOffer(req, *st)
 	}
 	v.CanReject = can && waiting
-	v.CanCorrect = can && waiting
+	v.CanCorrect = can && waiting && req.KindOf() == keydesk.KindIssue
 	v.CanCancel = can && slices.Contains(cancelStates, req.State)
 	v.CanRetry = can && (req.State == keydesk.StateBlocked || req.State == keydesk.StateFailed)
 	v.CanConverse = can
