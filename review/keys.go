@@ -78,6 +78,8 @@ type Listing struct {
 type KeyList struct {
 	Keys     []Key     `json:"keys"`
 	Listings []Listing `json:"listings"`
+	// More: keys were left out past the limit (?limit=, at most 5000).
+	More bool `json:"more,omitempty"`
 }
 
 // KeyActionBody is the body of POST /api/v1/keys/revoke and /rotate.
@@ -191,6 +193,14 @@ func (s *Server) apiListKeys(w http.ResponseWriter, r *http.Request, st *staff) 
 	if env != "" && !env.Valid() {
 		return errBadRequest("environment %q: use sandbox or production", clip(string(env), 40))
 	}
+	limit := maxLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxLimit {
+			return errBadRequest("limit %q: use a number from 1 to %d", clip(v, 20), maxLimit)
+		}
+		limit = n
+	}
 	invs, err := s.inventories(r.Context())
 	if err != nil {
 		return err
@@ -203,6 +213,10 @@ func (s *Server) apiListKeys(w http.ResponseWriter, r *http.Request, st *staff) 
 		}
 		out.Listings = append(out.Listings, Listing{Partner: inv.Partner, Environment: string(inv.Environment), ListedAt: timePtr(inv.ListedAt), Problem: inv.Problem})
 		for i := range inv.Keys {
+			if len(out.Keys) == limit {
+				out.More = true
+				break
+			}
 			k := &inv.Keys[i]
 			// The record's own partner and environment: a key's copy may
 			// be empty in records written before the triple was stored.
