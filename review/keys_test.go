@@ -3,6 +3,7 @@ package review
 import (
 	"context"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -405,4 +406,31 @@ func testAuditHas(t *testing.T, e *env, action, what string) {
 		}
 	}
 	t.Fatalf("no %s audit event naming %s in %+v", action, what, entries)
+}
+
+// TestQueueKindFilter: the queue page filters by kind and marks the
+// requests that are not issues with their kind.
+func TestQueueKindFilter(t *testing.T) {
+	e := newKeysEnv(t)
+	issue := e.request(nil, "")
+	revoke := e.request(func(r *keydesk.Request) { r.Kind, r.KeyID, r.Label, r.Scopes = keydesk.KindRevoke, "key-010", "", nil }, "")
+	b := e.login("alice")
+	rowRE := regexp.MustCompile(`data-id="(KR-[^"]+)"`)
+	ids := func(body string) []string {
+		var out []string
+		for _, m := range rowRE.FindAllStringSubmatch(body, -1) {
+			out = append(out, m[1])
+		}
+		return out
+	}
+	code, _, body := b.get("/queue?view=all&kind=revoke")
+	if code != http.StatusOK || !slices.Equal(ids(body), []string{revoke.ID}) || !strings.Contains(body, `<span class="tag kind kind-revoke">revoke</span>`) {
+		t.Fatalf("kind=revoke: %d rows %v", code, ids(body))
+	}
+	if _, _, body := b.get("/queue?view=all&kind=issue"); !slices.Equal(ids(body), []string{issue.ID}) {
+		t.Fatalf("kind=issue: rows %v", ids(body))
+	}
+	if code, _, _ := b.get("/queue?kind=renew"); code != http.StatusBadRequest {
+		t.Fatalf("kind=renew: %d", code)
+	}
 }
