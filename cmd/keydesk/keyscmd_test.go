@@ -106,6 +106,10 @@ func TestKeysCLI(t *testing.T) {
 	if _, err := w.cli("bob", "keys", "revoke", "--partner", "acme", "--environment", "production", "key-001", "--reason", "again"); err == nil || !strings.Contains(err.Error(), id) {
 		t.Fatalf("a second revoke: %v, want the open request %s named", err, id)
 	}
+	if show := w.must("viv", "queue", "show", id); !regexp.MustCompile(`(?m)^Kind:\s+revoke$`).MatchString(show) ||
+		!regexp.MustCompile(`(?m)^Key:\s+key-001$`).MatchString(show) || !regexp.MustCompile(`(?m)^Reason:\s+secret in a public repository$`).MatchString(show) {
+		t.Fatalf("queue show of the revocation:\n%s", show)
+	}
 	if out := w.must("alice", "queue", "approve", id); !strings.HasPrefix(out, id+": pending_review") {
 		t.Fatalf("alice's approval:\n%s", out)
 	}
