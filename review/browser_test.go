@@ -569,6 +569,16 @@ func TestBrowserKeys(t *testing.T) {
 		t.Fatalf("revoke runs: %+v", runs)
 	}
 	c.shot("revoke-approved.png")
+	// The batch role's trigger shows on the Batches page as a person sees it.
+	if err := chromedp.Do(c.ctx,
+		chromedp.Click(chromedp.CSS(`header nav a[href="/batches"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`table.batches`)),
+	); err != nil {
+		t.Fatalf("batches page: %v", err)
+	}
+	if row := c.text(`table.batches tbody tr:first-child`); !strings.Contains(row, runs[0].ID) || !strings.Contains(row, "revoke by bob") || !strings.Contains(row, "requested") {
+		t.Fatalf("the batches page's first row reads %q", row)
+	}
 
 	// Rotate the sandbox key-001 from the partner page.
 	if err := chromedp.Do(c.ctx,

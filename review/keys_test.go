@@ -3,6 +3,7 @@ package review
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -432,5 +433,72 @@ func TestQueueKindFilter(t *testing.T) {
 	}
 	if code, _, _ := b.get("/queue?kind=renew"); code != http.StatusBadRequest {
 		t.Fatalf("kind=renew: %d", code)
+	}
+}
+
+// TestPartnerPageForms drives the partner page's and request page's
+// forms over HTTP: a listing that failed shows why; a viewer sees the
+// keys but no Revoke… or Rotate…; a second revocation of a key shows the
+// page again with the open request named; Refresh asks for a listing;
+// Confirm rotation is offered on a delivered rotation and records who.
+func TestPartnerPageForms(t *testing.T) {
+	e := newKeysEnv(t)
+	if _, err := e.q.UpdateInventory(context.Background(), "acme", keydesk.Production, func(x *keydesk.Inventory) error {
+		x.Problem = "the API refused the partner's credentials (401)"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	viv := e.login("viv")
+	code, _, body := viv.get("/partners/acme")
+	if code != http.StatusOK || !strings.Contains(body, `data-key="key-010"`) || strings.Contains(body, `action="/keys/revoke"`) || strings.Contains(body, `action="/keys/refresh"`) {
+		t.Fatalf("viewer's partner page: %d, forms shown or keys missing", code)
+	}
+	if !strings.Contains(body, "The last listing failed: the API refused the partner&#39;s credentials (401)") {
+		t.Fatalf("the listing's problem is not shown")
+	}
+	if code, _, _ := viv.get("/partners/initech"); code != http.StatusNotFound {
+		t.Fatalf("unknown partner page: %d", code)
+	}
+
+	alice := e.login("alice")
+	alice.get("/partners/acme")
+	form := url.Values{"partner": {"acme"}, "environment": {"sandbox"}, "key_id": {"key-010"}, "reason": {"CI retired"}}
+	code, h, _ := alice.post("/keys/revoke", form)
+	if code != http.StatusSeeOther || !strings.HasSuffix(h.Get("Location"), "?done=asked-revoke") {
+		t.Fatalf("revoke form: %d %s", code, h.Get("Location"))
+	}
+	first := strings.TrimPrefix(strings.TrimSuffix(h.Get("Location"), "?done=asked-revoke"), "/requests/")
+	code, _, body = alice.post("/keys/revoke", form)
+	if code != http.StatusConflict || !strings.Contains(body, first) || !strings.Contains(body, `class="error"`) || !strings.Contains(body, `data-key="key-010"`) {
+		t.Fatalf("second revoke form: %d (want the partner page with an error naming %s)", code, first)
+	}
+	code, _, body = alice.post("/keys/revoke", url.Values{"partner": {"acme"}, "environment": {"sandbox"}, "key_id": {"key-001"}, "reason": {""}})
+	if code != http.StatusBadRequest || !strings.Contains(body, "give a reason") {
+		t.Fatalf("revoke without a reason: %d", code)
+	}
+	code, h, _ = alice.post("/keys/refresh", url.Values{"partner": {"acme"}})
+	if code != http.StatusSeeOther || h.Get("Location") != "/partners/acme?done=refresh" {
+		t.Fatalf("refresh: %d %s", code, h.Get("Location"))
+	}
+	if _, _, body := alice.get("/partners/acme?done=refresh"); !strings.Contains(body, "a listing is asked for") {
+		t.Fatalf("the partner page does not say a listing is asked for")
+	}
+
+	rot := e.request(func(r *keydesk.Request) {
+		r.Kind, r.State, r.ReplacesKeyID, r.KeyID = keydesk.KindRotate, keydesk.StateDelivered, "key-001", "key-011"
+		r.Rotation = &keydesk.Rotation{Due: e.clock.Now().Add(7 * day)}
+	}, "")
+	_, _, body = alice.get("/requests/" + rot.ID)
+	if !strings.Contains(body, `action="/requests/`+rot.ID+`/rotation/confirm"`) {
+		t.Fatalf("no Confirm rotation on a delivered rotation")
+	}
+	code, h, _ = alice.post("/requests/"+rot.ID+"/rotation/confirm", nil)
+	if code != http.StatusSeeOther || !strings.HasSuffix(h.Get("Location"), "?done=rotation-confirmed") {
+		t.Fatalf("confirm: %d %s", code, h.Get("Location"))
+	}
+	_, _, body = alice.get("/requests/" + rot.ID)
+	if strings.Contains(body, `/rotation/confirm"`) || !regexp.MustCompile(`class="confirmed">[^<]+ by alice`).MatchString(body) {
+		t.Fatalf("after confirming, the page still offers it or does not say who confirmed")
 	}
 }
