@@ -279,6 +279,11 @@ func (s *Server) approveRefusal(r *keydesk.Request, by staff) *refusal {
 		}
 	}
 	if len(missing) > 0 {
+		if kind != keydesk.KindIssue {
+			// Its fields are the key's, which a correction cannot change.
+			return &refusal{"no " + strings.Join(missing, ", ") + ": reject or cancel it",
+				errConflict("incomplete", "request %s has no %s: reject or cancel it, and ask again for the key meant", r.ID, strings.Join(missing, ", "))}
+		}
 		return &refusal{"no " + strings.Join(missing, ", ") + ": correct it first",
 			errConflict("incomplete", "request %s has no %s: correct it first, or reject it", r.ID, strings.Join(missing, ", "))}
 	}

@@ -320,6 +320,11 @@ func TestAPIPickKey(t *testing.T) {
 	if code, out := e.api("bob", "POST", "/api/v1/requests/"+r.ID+"/approve", nil); code != http.StatusOK || out["state"] != "approved" {
 		t.Fatalf("approve after the pick: %d %v", code, out)
 	}
+	// A revocation that names no key at all cannot be approved either.
+	none := e.request(func(r *keydesk.Request) { r.Kind, r.Label, r.Scopes = keydesk.KindRevoke, "gone-label", nil }, "")
+	if code, out := e.api("bob", "POST", "/api/v1/requests/"+none.ID+"/approve", nil); code != http.StatusConflict || out["code"] != "incomplete" || !strings.Contains(out["error"].(string), "no key") {
+		t.Fatalf("approve a revocation without a key: %d %v", code, out)
+	}
 	if runs := revokeRuns(t, e); len(runs) != 1 {
 		t.Fatalf("revoke runs: %d", len(runs))
 	}
