@@ -48,6 +48,7 @@ type Queue interface {
 	Get(ctx context.Context, id string) (*keydesk.Request, error)
 	List(ctx context.Context, f queue.Filter) ([]*keydesk.Request, error)
 	Enqueue(ctx context.Context, m *keydesk.Outgoing) error
+	Inventories(ctx context.Context) ([]*keydesk.Inventory, error)
 	Standby(ctx context.Context, name, holder string, ttl time.Duration, fn func(ctx context.Context) error) error
 }
 
@@ -96,6 +97,11 @@ type Options struct {
 	// turning the webhook on does not flood the channel with the backlog.
 	// Default 24h.
 	MaxAge time.Duration
+	// RotationMaxAge and RotationRemindBefore are the rotation policy
+	// (rotation.max_age, rotation.remind_before): the digest lists the
+	// keys older than their difference. A max age of 0: no policy, and
+	// no keys listed.
+	RotationMaxAge, RotationRemindBefore time.Duration
 	// Holder names this instance in the lease and the records. Required.
 	Holder string
 	// LeaseTTL is how long the lease outlives an instance that dies while

@@ -40,6 +40,7 @@ func newNotifier(a *app, tpl *templates.Set) (*notify.Notifier, error) {
 		Queue: a.q, WebhookURL: cfg.Notify.WebhookURL, SupportAddress: cfg.SMTP.SupportAddress,
 		Templates: tpl, BaseURL: cfg.Review.BaseURL, Holder: a.holder, LeaseTTL: cfg.Notify.LeaseTTL,
 		Metrics: a.metrics, Logger: a.log.With("role", "review"),
+		RotationMaxAge: cfg.Rotation.MaxAge, RotationRemindBefore: cfg.Rotation.RemindBefore,
 	}
 	if cfg.Notify.Digest != "" {
 		s, err := batch.ParseSchedule(cfg.Notify.Digest)
