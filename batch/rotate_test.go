@@ -1,6 +1,7 @@
 package batch_test
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/buildmarkets/keydesk/batch"
 	"github.com/buildmarkets/keydesk/crypto"
 	"github.com/buildmarkets/keydesk/crypto/cryptotest"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/templates"
 )
@@ -449,4 +451,39 @@ func TestRotationMailsGolden(t *testing.T) {
 			golden(t, tc.name, "Subject: "+m.Subject+"\n\n"+m.Body)
 		})
 	}
+}
+
+// TestRunSweepsRotations: the role sweeps rotations when it starts and
+// every minute after, by its clock.
+func TestRunSweepsRotations(t *testing.T) {
+	h := newHarness(t)
+	clock := newFakeClock(time.Now().UTC())
+	rotation := func(label, oldKey string, due time.Time) *keydesk.Request {
+		return h.request(label, func(x *keydesk.Request) {
+			x.Kind, x.State, x.KeyID, x.ReplacesKeyID = keydesk.KindRotate, keydesk.StateDelivered, oldKey+"-new", oldKey
+			x.Rotation = &keydesk.Rotation{Due: due}
+		})
+	}
+	past := rotation("backend", "key-001", clock.Now().Add(-time.Minute))
+	soon := rotation("reporting", "key-002", clock.Now().Add(30*time.Second))
+	r := h.runner(func(o *batch.Options) { o.Clock = clock })
+	ctx, cancel := context.WithCancel(h.ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != context.Canceled {
+			t.Errorf("Run returned %v", err)
+		}
+	}()
+	revokeOf := func(id string) bool {
+		return slices.ContainsFunc(h.requestsOfKind(keydesk.KindRevoke), func(c *keydesk.Request) bool { return c.RevokeOf == id })
+	}
+	testenv.Eventually(t, 30*time.Second, "the start's sweep", func() bool { return revokeOf(past.ID) })
+	testenv.Eventually(t, 30*time.Second, "the loop waiting", func() bool { return clock.Waiters() == 1 })
+	if revokeOf(soon.ID) {
+		t.Fatal("a rotation was revoked before its Due")
+	}
+	clock.Advance(batch.SweepInterval)
+	testenv.Eventually(t, 30*time.Second, "the sweep a minute later", func() bool { return revokeOf(soon.ID) })
 }
