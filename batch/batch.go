@@ -21,6 +21,11 @@
 //     Sealer; it is wiped after, and never logged, stored or reported.
 //   - Keys whose delivery failed, or that were not delivered in time, are
 //     revoked and the requester is told.
+//   - A rotation makes its new key as an issue does; its old key is never
+//     an orphan of the attempt, and is revoked (through a revoke request
+//     the rotation makes once) when the contact confirms or its grace
+//     ends: never two live keys beyond the grace without support being
+//     told (rotate.go).
 package batch
 
 import (

@@ -325,7 +325,7 @@ func (st *run) known(k keydesk.KeyRef) bool {
 }
 
 // runLocked is a batch under the lease: reconcile, revoke what was not
-// delivered, then generate.
+// delivered, generate, then sweep rotations.
 func (r *Runner) runLocked(ctx context.Context, st *run) error {
 	if err := r.loadRecorded(ctx, st); err != nil {
 		return err
