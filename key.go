@@ -63,6 +63,11 @@ type KeyDelivery struct {
 	// Subject is the real subject, sent only inside the encryption as a
 	// protected header; empty: the key-delivery template's subject.
 	Subject string
+	// ReplacesKeyID is, for a rotation, the key the new one replaces (same
+	// partner and environment); OldKeyStops is when that key is revoked at
+	// the latest (zero: only once the contact confirms).
+	ReplacesKeyID string
+	OldKeyStops   time.Time
 }
 
 // Rotation follows the old key of a rotate request once the new one is
