@@ -563,12 +563,6 @@ func (v *validator) review() {
 			v.bad(fmt.Sprintf("review.four_eyes[%d]", i), "%q is neither an environment nor a scope", fe)
 		}
 	}
-	if rot := v.c.Rotation; rot.MaxAge != 0 && (rot.MaxAge < 24*time.Hour || rot.RemindBefore >= rot.MaxAge) {
-		v.bad("rotation.max_age", "%s must be at least 1d and longer than rotation.remind_before (%s)", rot.MaxAge, rot.RemindBefore)
-	}
-	if g := v.c.Rotation.Grace; g < time.Hour || g > 90*24*time.Hour {
-		v.bad("rotation.grace", "%s is out of range 1h..90d (default 7d)", g)
-	}
 	if r.AgeTarget < time.Minute || r.AgeTarget > 30*24*time.Hour {
 		v.bad("review.age_target", "%s is out of range 1m..720h (default 4h)", r.AgeTarget)
 	}

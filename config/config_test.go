@@ -125,7 +125,6 @@ smtp:
 api:
   production: {base_url: "http://api.buildmarkets.example"}
 review: {listen: "nowhere", four_eyes: [production, staging], age_target: 10s}
-rotation: {max_age: 20d, grace: 100d}
 batch: {concurrency: 1000}
 notify: {lease_ttl: 2h}
 delivery: {ack_wait: 1s, retry_for: 2 days}
@@ -143,7 +142,7 @@ imap_pasword: typo
 		t.Fatal("broken config accepted")
 	}
 	for _, want := range []string{
-		"keydesk.yaml: imap_pasword: unknown key (line 27)",
+		"keydesk.yaml: imap_pasword: unknown key (line 26)",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)
@@ -168,10 +167,8 @@ imap_pasword: typo
 		"keydesk.yaml: review.listen:",
 		"keydesk.yaml: review.four_eyes[1]: \"staging\" is neither",
 		"keydesk.yaml: review.age_target: 10s is out of range 1m..720h",
-		"keydesk.yaml: rotation.max_age: 480h0m0s must be at least 1d and longer than rotation.remind_before",
-		"keydesk.yaml: rotation.grace: 2400h0m0s is out of range 1h..90d",
 		"keydesk.yaml: notify.lease_ttl: 2h0m0s is out of range 1s..1h",
-		"keydesk.yaml: delivery.retry_for: \"2 days\" is not a duration (line 19): write it like 90s, 45m, 4h or 30d",
+		"keydesk.yaml: delivery.retry_for: \"2 days\" is not a duration (line 18): write it like 90s, 45m, 4h or 30d",
 		"keydesk.yaml: log.level: \"loud\"",
 		"keydesk.yaml: signing_key.file:",
 		"keydesk.yaml: sender_auth.trusted_authserv_ids[0]: \"mx.buildmarKets.ai\" must be your MTA's host name in ASCII",
