@@ -144,24 +144,28 @@ func BuildKeyDelivery(d keydesk.KeyDelivery, p *keydesk.Partner, s *Signer, opt 
 	return writeOuter(armored, opt.Boundary)
 }
 
-// writeInner writes the signed-and-encrypted MIME entity into w. It is
-// written by hand rather than with a MIME library so that every byte that
-// holds the secret lands in w, which the caller zeroes.
-func writeInner(w *wipeBuffer, d keydesk.KeyDelivery, p *keydesk.Partner, s *Signer, ck *contactKey, ts *templates.Set, boundary string, secret []byte) error {
-	// The template sees a random placeholder as wide as the secret, so
-	// the body is wrapped around the secret as it will be read; the
-	// secret itself goes in only as bytes, after.
+// secretPlaceholder is what the template sees instead of the secret: a
+// random token as wide as the secret, so that the body is wrapped around
+// the secret as it will be read; the secret itself goes in only as bytes,
+// after.
+func secretPlaceholder(secret []byte) (string, error) {
 	placeholder, err := randomToken()
 	if err != nil {
-		return err
+		return "", err
 	}
 	if cols := secretColumns(secret); cols > len(placeholder) {
 		pad, err := randomHex(cols - len(placeholder))
 		if err != nil {
-			return err
+			return "", err
 		}
 		placeholder += pad
 	}
+	return placeholder, nil
+}
+
+// templateData is what the key-delivery template shows of d, the secret
+// as placeholder.
+func templateData(d keydesk.KeyDelivery, p *keydesk.Partner, s *Signer, ck *contactKey, placeholder string) deliveryData {
 	data := deliveryData{
 		RequestID: d.RequestID, PartnerName: p.Name, Environment: string(d.Environment), Label: d.Label,
 		KeyID: d.KeyID, APIKey: d.APIKey, APISecret: placeholder, CreatedAt: d.CreatedAt,
@@ -178,6 +182,18 @@ func writeInner(w *wipeBuffer, d keydesk.KeyDelivery, p *keydesk.Partner, s *Sig
 	for _, sc := range d.Scopes {
 		data.Scopes = append(data.Scopes, scopeLine{Name: string(sc), Grants: sc.Grants()})
 	}
+	return data
+}
+
+// writeInner writes the signed-and-encrypted MIME entity into w. It is
+// written by hand rather than with a MIME library so that every byte that
+// holds the secret lands in w, which the caller zeroes.
+func writeInner(w *wipeBuffer, d keydesk.KeyDelivery, p *keydesk.Partner, s *Signer, ck *contactKey, ts *templates.Set, boundary string, secret []byte) error {
+	placeholder, err := secretPlaceholder(secret)
+	if err != nil {
+		return err
+	}
+	data := templateData(d, p, s, ck, placeholder)
 	m, err := ts.RenderPartnerMail(TemplateName, data)
 	if err != nil {
 		return fmt.Errorf("crypto: request %s: %w", d.RequestID, err)

@@ -369,40 +369,13 @@ type queueItem struct {
 	r     *keydesk.Request
 	flags []flagView
 	key   queueKey
+	why   string // what the search matched
 }
 
 func (s *Server) getQueue(w http.ResponseWriter, r *http.Request, st *staff) error {
-	q := r.URL.Query()
-	v := &queueView{View: q.Get("view"), State: q.Get("state"), Env: q.Get("environment"), Kind: q.Get("kind"), Partner: q.Get("partner"),
-		Search: strings.TrimSpace(q.Get("q")), Envs: keydesk.Environments, Target: ageWords(s.o.AgeTarget),
-		Kinds: []keydesk.RequestKind{keydesk.KindIssue, keydesk.KindRevoke, keydesk.KindRotate}}
-	if v.Kind != "" && !slices.Contains(v.Kinds, keydesk.RequestKind(v.Kind)) {
-		return errBadRequest("kind %q: use issue, revoke or rotate", clip(v.Kind, 40))
-	}
-	if v.View == "" {
-		v.View = queueViews[0].Key
-	}
-	if !slices.ContainsFunc(queueViews, func(x struct{ Key, Name string }) bool { return x.Key == v.View }) {
-		return errBadRequest("view %q: use mine, open, assigned or all", clip(v.View, 40))
-	}
-	if v.State != "" && !keydesk.State(v.State).Valid() {
-		return errBadRequest("state %q is not one of the request states", clip(v.State, 40))
-	}
-	if v.Env != "" && !keydesk.Environment(v.Env).Valid() {
-		return errBadRequest("environment %q is not sandbox or production", clip(v.Env, 40))
-	}
-	if len([]rune(v.Search)) > maxSearch {
-		return errBadRequest("the search is %d characters long: a KR-ID, label, sender or partner is under %d", len(v.Search), maxSearch)
-	}
-	var after, before *queueKey
-	for name, dst := range map[string]**queueKey{"after": &after, "before": &before} {
-		if c := q.Get(name); c != "" {
-			k, err := parseQueueCursor(c)
-			if err != nil {
-				return err
-			}
-			*dst = &k
-		}
+	v, after, before, err := s.queueQuery(r.URL.Query())
+	if err != nil {
+		return err
 	}
 	ctx := r.Context()
 	// An exact request ID opens its page.
@@ -420,8 +393,54 @@ func (s *Server) getQueue(w http.ResponseWriter, r *http.Request, st *staff) err
 	if err != nil {
 		return err
 	}
-	reg := s.o.Partners()
 	now := s.now()
+	items := s.queueItems(v, all, st, now)
+	page := v.paginate(items, after, before)
+	s.queueRows(v, page, st, now)
+	s.render(w, http.StatusOK, "queue", pageData{Title: "Queue", Nav: "queue", Staff: st, Queue: v})
+	return nil
+}
+
+// queueQuery reads and checks the queue page's query: its filters and
+// the page's cursor, if any.
+func (s *Server) queueQuery(q url.Values) (v *queueView, after, before *queueKey, _ error) {
+	v = &queueView{View: q.Get("view"), State: q.Get("state"), Env: q.Get("environment"), Kind: q.Get("kind"), Partner: q.Get("partner"),
+		Search: strings.TrimSpace(q.Get("q")), Envs: keydesk.Environments, Target: ageWords(s.o.AgeTarget),
+		Kinds: []keydesk.RequestKind{keydesk.KindIssue, keydesk.KindRevoke, keydesk.KindRotate}}
+	if v.Kind != "" && !slices.Contains(v.Kinds, keydesk.RequestKind(v.Kind)) {
+		return nil, nil, nil, errBadRequest("kind %q: use issue, revoke or rotate", clip(v.Kind, 40))
+	}
+	if v.View == "" {
+		v.View = queueViews[0].Key
+	}
+	if !slices.ContainsFunc(queueViews, func(x struct{ Key, Name string }) bool { return x.Key == v.View }) {
+		return nil, nil, nil, errBadRequest("view %q: use mine, open, assigned or all", clip(v.View, 40))
+	}
+	if v.State != "" && !keydesk.State(v.State).Valid() {
+		return nil, nil, nil, errBadRequest("state %q is not one of the request states", clip(v.State, 40))
+	}
+	if v.Env != "" && !keydesk.Environment(v.Env).Valid() {
+		return nil, nil, nil, errBadRequest("environment %q is not sandbox or production", clip(v.Env, 40))
+	}
+	if len([]rune(v.Search)) > maxSearch {
+		return nil, nil, nil, errBadRequest("the search is %d characters long: a KR-ID, label, sender or partner is under %d", len(v.Search), maxSearch)
+	}
+	for name, dst := range map[string]**queueKey{"after": &after, "before": &before} {
+		if c := q.Get(name); c != "" {
+			k, err := parseQueueCursor(c)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			*dst = &k
+		}
+	}
+	return v, after, before, nil
+}
+
+// queueItems counts all requests for the page's tabs and state counts and
+// returns those the page's filters keep, in the queue's order.
+func (s *Server) queueItems(v *queueView, all []*keydesk.Request, st *staff, now time.Time) []queueItem {
+	reg := s.o.Partners()
 	counts := map[keydesk.State]int{}
 	views := map[string]int{}
 	partners := map[string]bool{}
@@ -430,7 +449,6 @@ func (s *Server) getQueue(w http.ResponseWriter, r *http.Request, st *staff) err
 	}
 	needle := strings.ToLower(v.Search)
 	var items []queueItem
-	why := map[string]string{}
 	for _, x := range all {
 		counts[x.State]++
 		for _, vw := range queueViews {
@@ -441,20 +459,20 @@ func (s *Server) getQueue(w http.ResponseWriter, r *http.Request, st *staff) err
 		if x.Partner != "" {
 			partners[x.Partner] = true
 		}
-		if !inView(v.View, x, st.Name) || (v.State != "" && string(x.State) != v.State) ||
-			(v.Env != "" && string(x.Environment) != v.Env) || (v.Partner != "" && x.Partner != v.Partner) ||
-			(v.Kind != "" && string(x.KindOf()) != v.Kind) {
+		if !v.keeps(x, st.Name) {
 			continue
 		}
+		it := queueItem{r: x}
 		if needle != "" {
 			w, ok := searchMatch(x, reg, needle)
 			if !ok {
 				continue
 			}
-			why[x.ID] = w
+			it.why = w
 		}
-		fl := riskFlags(x, reg, now)
-		items = append(items, queueItem{r: x, flags: fl, key: keyOf(x, topSeverity(fl))})
+		it.flags = riskFlags(x, reg, now)
+		it.key = keyOf(x, topSeverity(it.flags))
+		items = append(items, it)
 	}
 	for p := range partners {
 		v.Partners = append(v.Partners, p)
@@ -470,8 +488,19 @@ func (s *Server) getQueue(w http.ResponseWriter, r *http.Request, st *staff) err
 	}
 	slices.SortFunc(items, func(a, b queueItem) int { return a.key.compare(b.key) })
 	v.Shown = len(items)
+	return items
+}
 
-	// The page: after a cursor, before one, or the first.
+// keeps reports whether the page's view and filters keep x.
+func (v *queueView) keeps(x *keydesk.Request, name string) bool {
+	return inView(v.View, x, name) && (v.State == "" || string(x.State) == v.State) &&
+		(v.Env == "" || string(x.Environment) == v.Env) && (v.Partner == "" || x.Partner == v.Partner) &&
+		(v.Kind == "" || string(x.KindOf()) == v.Kind)
+}
+
+// paginate returns the page of items after a cursor, before one, or the
+// first, and sets the page's links.
+func (v *queueView) paginate(items []queueItem, after, before *queueKey) []queueItem {
 	lo, hi := 0, min(len(items), queuePage)
 	switch {
 	case after != nil:
@@ -492,9 +521,14 @@ func (s *Server) getQueue(w http.ResponseWriter, r *http.Request, st *staff) err
 		v.Next = page[len(page)-1].key.cursor()
 	}
 	v.First = lo + 1
+	return page
+}
+
+// queueRows turns the page's items into its rows.
+func (s *Server) queueRows(v *queueView, page []queueItem, st *staff, now time.Time) {
 	for _, it := range page {
 		x := it.r
-		rv := rowView{R: x, Flags: it.flags, Top: topSeverity(it.flags).Class(), Why: why[x.ID]}
+		rv := rowView{R: x, Flags: it.flags, Top: topSeverity(it.flags).Class(), Why: it.why}
 		if x.State == keydesk.StatePendingReview {
 			rv.Approvals = fmt.Sprintf("%d/%d", len(x.Approvals), s.approvalsNeeded(x))
 			rv.CanApprove, rv.NoApprove = s.approveOffer(x, *st)
@@ -505,8 +539,6 @@ func (s *Server) getQueue(w http.ResponseWriter, r *http.Request, st *staff) err
 		rv.Age = ageWords(max(0, now.Sub(x.CreatedAt)))
 		v.Rows = append(v.Rows, rv)
 	}
-	s.render(w, http.StatusOK, "queue", pageData{Title: "Queue", Nav: "queue", Staff: st, Queue: v})
-	return nil
 }
 
 // approveOffer says whether the Approve button is offered to st for r,

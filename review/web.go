@@ -375,6 +375,64 @@ func (s *Server) requestView(ctx context.Context, st *staff, req *keydesk.Reques
 	return v
 }
 
+// errNoAction answers a form posted to an action the request page has not.
+var errNoAction = &Error{Status: http.StatusNotFound, Code: "not_found", Msg: "no such action"}
+
+// approvedDone is the banner code of an approval's outcome.
+func approvedDone(res *result, err error) string {
+	switch {
+	case err != nil:
+	case res.Request.State == keydesk.StatePendingReview:
+		return "approval1"
+	case res.Unsent:
+		return "approved-unrun"
+	case res.Request.KindOf() == keydesk.KindRevoke:
+		return "approved-revoke"
+	case res.Request.KindOf() == keydesk.KindRotate:
+		return "approved-rotate"
+	}
+	return "approved"
+}
+
+// decideProposal accepts or refuses (decision) the request's proposed
+// change, and says the banner code of the outcome.
+func (s *Server) decideProposal(ctx context.Context, a action, decision string) (res *result, done string, err error) {
+	switch decision {
+	case "accept":
+		res, err = s.acceptProposal(ctx, a)
+		done = "proposal-accepted"
+		if err == nil && res.Warning != "" {
+			done = "proposal-accepted-wider"
+		}
+	case "refuse":
+		res, err = s.refuseProposal(ctx, a)
+		done = "proposal-refused"
+	default:
+		return nil, "", errNoAction
+	}
+	if err == nil && res.Unsent {
+		done = "proposal-unsent"
+	}
+	return res, done, err
+}
+
+// showFailed answers an action that failed: the request page again, as
+// the request is now, with what went wrong and what the person typed —
+// but never a secret, not even theirs. A missing request or a server
+// fault is an error page.
+func (s *Server) showFailed(w http.ResponseWriter, r *http.Request, st *staff, a action, err error) error {
+	e := asError(a.ID, err)
+	if e.Status == http.StatusNotFound || e.Status >= 500 {
+		return e
+	}
+	form := r.PostForm
+	if t := form.Get("text"); keydesk.HoldsSecret(t) {
+		form = maps.Clone(form)
+		form.Set("text", keydesk.RedactSecrets(t))
+	}
+	return s.showRequest(w, r, st, e.Status, "", e.Msg, form)
+}
+
 func (s *Server) postRequest(w http.ResponseWriter, r *http.Request, st *staff) error {
 	a := action{By: *st, ID: strings.ToUpper(r.PathValue("id")), Reason: r.PostFormValue("reason"),
 		Field: r.PostFormValue("field"), Value: r.PostFormValue("value"), Via: "web"}
@@ -395,18 +453,7 @@ func (s *Server) postRequest(w http.ResponseWriter, r *http.Request, st *staff) 
 	switch act {
 	case "approve":
 		res, err = s.approve(r.Context(), a)
-		done = "approved"
-		switch {
-		case err != nil:
-		case res.Request.State == keydesk.StatePendingReview:
-			done = "approval1"
-		case res.Unsent:
-			done = "approved-unrun"
-		case res.Request.KindOf() == keydesk.KindRevoke:
-			done = "approved-revoke"
-		case res.Request.KindOf() == keydesk.KindRotate:
-			done = "approved-rotate"
-		}
+		done = approvedDone(res, err)
 	case "key":
 		_, err = s.pickKey(r.Context(), a, r.PostFormValue("key_id"))
 		done = "key-picked"
@@ -435,38 +482,14 @@ func (s *Server) postRequest(w http.ResponseWriter, r *http.Request, st *staff) 
 		_, err = s.assign(r.Context(), a, r.PostFormValue("user"))
 		done = "assigned"
 	case "proposal":
-		switch r.PathValue("decision") {
-		case "accept":
-			res, err = s.acceptProposal(r.Context(), a)
-			done = "proposal-accepted"
-			if err == nil && res.Warning != "" {
-				done = "proposal-accepted-wider"
-			}
-		case "refuse":
-			res, err = s.refuseProposal(r.Context(), a)
-			done = "proposal-refused"
-		default:
-			return &Error{Status: http.StatusNotFound, Code: "not_found", Msg: "no such action"}
-		}
-		if err == nil && res.Unsent {
-			done = "proposal-unsent"
+		if res, done, err = s.decideProposal(r.Context(), a, r.PathValue("decision")); err == errNoAction {
+			return err
 		}
 	default:
-		return &Error{Status: http.StatusNotFound, Code: "not_found", Msg: "no such action"}
+		return errNoAction
 	}
 	if err != nil {
-		e := asError(a.ID, err)
-		if e.Status == http.StatusNotFound || e.Status >= 500 {
-			return e
-		}
-		// Show the request again, as it is now, with what went wrong and
-		// what the person typed — but never a secret, not even theirs.
-		form := r.PostForm
-		if t := form.Get("text"); keydesk.HoldsSecret(t) {
-			form = maps.Clone(form)
-			form.Set("text", keydesk.RedactSecrets(t))
-		}
-		return s.showRequest(w, r, st, e.Status, "", e.Msg, form)
+		return s.showFailed(w, r, st, a, err)
 	}
 	if done == "rejected" {
 		for code, msg := range doneMessages {
