@@ -38,6 +38,11 @@ type SummaryRequest struct {
 	Label       string              `json:"label"`
 	State       keydesk.State       `json:"state"`
 	Flags       []keydesk.Flag      `json:"flags"`
+	// Kind, KeyID and ReplacesKeyID: the key a revoke or rotate request
+	// names, as the email names it; absent for a new key.
+	Kind          keydesk.RequestKind `json:"kind,omitempty"`
+	KeyID         string              `json:"key_id,omitempty"`
+	ReplacesKeyID string              `json:"replaces_key_id,omitempty"`
 }
 
 // Summary returns the stable summary of r, naming the file it was read from.
@@ -49,7 +54,8 @@ func (r *Result) Summary(file string) Summary {
 		s.Partner = r.Partner.ID
 	}
 	for _, q := range r.Requests {
-		sr := SummaryRequest{ID: q.ID, Environment: q.Environment, Scopes: q.Scopes, Label: q.Label, State: q.State, Flags: q.Flags}
+		sr := SummaryRequest{ID: q.ID, Environment: q.Environment, Scopes: q.Scopes, Label: q.Label, State: q.State, Flags: q.Flags,
+			Kind: q.Kind, KeyID: q.KeyID, ReplacesKeyID: q.ReplacesKeyID}
 		if sr.Scopes == nil {
 			sr.Scopes = []keydesk.Scope{}
 		}
