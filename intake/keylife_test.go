@@ -283,7 +283,9 @@ func TestRotationConfirmed(t *testing.T) {
 	th := w.thread(rot.ID)
 	if !slices.ContainsFunc(th, func(e keydesk.ThreadEntry) bool {
 		return e.Kind == keydesk.ThreadSystem && strings.Contains(e.Text, "confirmed that the new key is in use") && strings.Contains(e.Text, "key-003")
-	}) || !slices.ContainsFunc(th, func(e keydesk.ThreadEntry) bool { return e.Kind == keydesk.ThreadEmailIn && e.MessageID == "done@acme.example" }) {
+	}) || !slices.ContainsFunc(th, func(e keydesk.ThreadEntry) bool {
+		return e.Kind == keydesk.ThreadEmailIn && e.MessageID == "done@acme.example"
+	}) {
 		t.Errorf("thread %+v lacks the email and the system entry", th)
 	}
 	// A second confirmation keeps the first.
