@@ -150,29 +150,40 @@ func (a KeyAsk) same(b KeyAsk) bool {
 type verb struct {
 	kind       keydesk.RequestKind
 	start, end int
+	negated    bool // "do not revoke": the keys it governs are not asked for
 }
 
 // sentenceAsks reads the asks of one sentence: each key it names belongs
 // to the nearest asking verb before it (or, without one, the first after).
 func sentenceAsks(s string) []KeyAsk {
-	verbs := findVerbs(s)
+	all := findVerbs(s)
+	verbs := slices.DeleteFunc(slices.Clone(all), func(v verb) bool { return v.negated })
 	if len(verbs) == 0 {
 		return nil
 	}
 	env := sentenceEnv(s)
 	reason := keydesk.SafeLine(strings.TrimSpace(s), maxReasonText)
-	kindAt := func(pos int) keydesk.RequestKind {
-		k := verbs[0].kind
-		for _, v := range verbs {
-			if v.start <= pos {
-				k = v.kind
+	// The verb that governs a key at pos: the nearest before it, else
+	// the first after it; a negated one asks for nothing.
+	kindAt := func(pos int) (keydesk.RequestKind, bool) {
+		var gov *verb
+		for i := range all {
+			if all[i].start <= pos {
+				gov = &all[i]
 			}
 		}
-		return k
+		if gov == nil {
+			return verbs[0].kind, true
+		}
+		return gov.kind, !gov.negated
 	}
 	var out []KeyAsk
 	add := func(pos int, a KeyAsk) {
-		a.Kind, a.Environment, a.Sentence = kindAt(pos), env, reason
+		k, ok := kindAt(pos)
+		if !ok {
+			return
+		}
+		a.Kind, a.Environment, a.Sentence = k, env, reason
 		out = append(out, a)
 	}
 	for _, m := range keyIDRE.FindAllStringSubmatchIndex(s, -1) {
@@ -211,8 +222,8 @@ func sentenceAsks(s string) []KeyAsk {
 	return out
 }
 
-// findVerbs lists the asking verbs of s that no negation before them in
-// their clause takes back ("do not revoke key-001").
+// findVerbs lists the asking verbs of s, each marked negated when a
+// negation before it in its clause takes it back ("do not revoke key-001").
 func findVerbs(s string) []verb {
 	var vs []verb
 	for _, k := range []struct {
@@ -220,10 +231,7 @@ func findVerbs(s string) []verb {
 		re   *regexp.Regexp
 	}{{keydesk.KindRevoke, revokeVerbRE}, {keydesk.KindRotate, rotateVerbRE}} {
 		for _, m := range k.re.FindAllStringSubmatchIndex(s, -1) {
-			if negatedVerb(s, m[2]) {
-				continue
-			}
-			vs = append(vs, verb{k.kind, m[2], m[3]})
+			vs = append(vs, verb{k.kind, m[2], m[3], negatedVerb(s, m[2])})
 		}
 	}
 	slices.SortFunc(vs, func(a, b verb) int { return a.start - b.start })

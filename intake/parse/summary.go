@@ -21,6 +21,21 @@ type Summary struct {
 	Requests  []SummaryRequest `json:"requests"`
 	Reasons   []SummaryReason  `json:"reasons"`
 	Warnings  []string         `json:"warnings"`
+	// KeyAsks are the keys the email asks to revoke or rotate, as named;
+	// absent when it asks none.
+	KeyAsks []SummaryKeyAsk `json:"key_asks,omitempty"`
+}
+
+// SummaryKeyAsk is one key ask of a Summary.
+type SummaryKeyAsk struct {
+	Kind        keydesk.RequestKind `json:"kind"`
+	KeyID       string              `json:"key_id,omitempty"`
+	APIKey      string              `json:"api_key,omitempty"`
+	Label       string              `json:"label,omitempty"`
+	Bare        bool                `json:"bare,omitempty"`
+	All         bool                `json:"all,omitempty"`
+	Environment keydesk.Environment `json:"environment,omitempty"`
+	Request     string              `json:"request"`
 }
 
 // SummaryReason is one reason of a Summary; suggestion is always present.
@@ -68,6 +83,13 @@ func (r *Result) Summary(file string) Summary {
 		s.Reasons = append(s.Reasons, SummaryReason(rs))
 	}
 	s.Warnings = append(s.Warnings, r.Warnings...)
+	for _, a := range r.KeyAsks {
+		sa := SummaryKeyAsk{Kind: a.Kind, KeyID: a.KeyID, APIKey: a.APIKey, Label: a.Label, Bare: a.Bare, All: a.All, Environment: a.Environment}
+		if a.Index < len(r.Requests) {
+			sa.Request = r.Requests[a.Index].ID
+		}
+		s.KeyAsks = append(s.KeyAsks, sa)
+	}
 	return s
 }
 
