@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-
-	"github.com/buildmarkets/keydesk"
 )
 
 // TestKeyAsks reads the ways partners ask to revoke or rotate keys.
@@ -79,5 +77,4 @@ func TestConfirms(t *testing.T) {
 			t.Errorf("confirms(%q) = %v, want %v", text, got, want)
 		}
 	}
-	_ = keydesk.KindRotate
 }
