@@ -295,3 +295,48 @@ func TestRotationConfirmed(t *testing.T) {
 		t.Errorf("second confirmation: rotation %+v, %d requests", r2.Rotation, len(w.h.requests()))
 	}
 }
+
+// TestRotationConfirmedByContact: the technical contact, who is no
+// requester, confirms a delivered rotation by replying to the delivery;
+// another partner's "done" to the same delivery confirms nothing.
+func TestRotationConfirmedByContact(t *testing.T) {
+	w := newWorld(t, false)
+	ctx := context.Background()
+	_, err := w.h.q.UpdateInventory(ctx, "initech", keydesk.Production, func(inv *keydesk.Inventory) error {
+		inv.ListedAt = worldStart
+		inv.Keys = []keydesk.InventoryKey{{KeyRef: keydesk.KeyRef{Partner: "initech", Environment: keydesk.Production, ID: "key-001"},
+			Label: "tps-reports", Scopes: []keydesk.Scope{keydesk.ScopeAccountsRead}, FirstSeen: worldStart, MadeBy: keydesk.MadeByPartner}}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.send(msg{from: "ops@initech.example", id: "rot@initech.example", subject: "Rotate", body: "Hello,\n\nplease rotate tps-reports\n"}.raw())
+	rot := w.made("rot@initech.example")[0]
+	if rot.KindOf() != keydesk.KindRotate || rot.ReplacesKeyID != "key-001" || rot.Label != "tps-reports" {
+		t.Fatalf("rotation %s replacing %q labelled %q", rot.KindOf(), rot.ReplacesKeyID, rot.Label)
+	}
+	w.approve(rot.ID)
+	for _, s := range [][2]keydesk.State{{keydesk.StateApproved, keydesk.StateGenerating}, {keydesk.StateGenerating, keydesk.StateGenerated}, {keydesk.StateGenerated, keydesk.StateDelivered}} {
+		if _, err := w.h.q.Transition(ctx, rot.ID, s[0], s[1], "batch", "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	delivery := rot.ID + ".delivery@buildmarkets.ai"
+	if err := w.h.q.IndexMessage(ctx, delivery, rot.ID); err != nil {
+		t.Fatal(err)
+	}
+	n := len(w.h.requests())
+	w.send(msg{from: "ops@globex.example", id: "g-done@globex.example", subject: "Re: key", inReplyTo: delivery, body: "Done.\n"}.raw())
+	if r := w.get(rot.ID); r.Rotation != nil {
+		t.Errorf("another partner's reply confirmed the rotation: %+v", r.Rotation)
+	}
+	w.send(msg{from: "keys@initech-sec.example", id: "c-done@initech-sec.example", subject: "Re: key", inReplyTo: delivery, body: "Done, the new key is in use.\n"}.raw())
+	r := w.get(rot.ID)
+	if r.Rotation == nil || r.Rotation.ConfirmedBy != "keys@initech-sec.example" || r.Rotation.ConfirmedAt.IsZero() || r.State != keydesk.StateDelivered {
+		t.Fatalf("rotation %+v in %s, want confirmed by the contact, still delivered", r.Rotation, r.State)
+	}
+	if got := len(w.h.requests()); got != n+1 {
+		t.Errorf("%d requests, want %d: Globex's email is a new review item, the confirmation makes none", got, n+1)
+	}
+}
