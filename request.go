@@ -57,6 +57,9 @@ const (
 	// ReasonPoison: the email was set aside unparsed after imap.max_attempts
 	// attempts at it ended with the process (a crash, an out-of-memory kill).
 	ReasonPoison ReasonCode = "poison"
+	// ReasonUnknownKey: a revoke or rotate request names a key that is
+	// not a live key of the sender's partner.
+	ReasonUnknownKey ReasonCode = "unknown-key"
 )
 
 // Reason is one problem with a request email, in words the partner can act on.

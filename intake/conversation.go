@@ -445,7 +445,7 @@ func (c *conversation) claimStatus(ctx context.Context, id string, now time.Time
 func (h *parseHandler) markDuplicates(ctx context.Context, reqs []*keydesk.Request) error {
 	idx := queue.NewBucket[DuplicateIndex](h.o.Threads, queue.BucketThreads)
 	for _, r := range reqs {
-		if r.State == keydesk.StateRejected || r.Partner == "" || r.Environment == "" || r.Label == "" {
+		if r.State == keydesk.StateRejected || r.Partner == "" || r.Environment == "" || r.Label == "" || r.KindOf() == keydesk.KindRevoke {
 			continue
 		}
 		cur, _, err := idx.Get(ctx, duplicateKey(r))
@@ -485,7 +485,7 @@ func markDuplicate(r *keydesk.Request, of string) {
 func (h *parseHandler) claimDuplicates(ctx context.Context, stored []*keydesk.Request) error {
 	idx := queue.NewBucket[DuplicateIndex](h.o.Threads, queue.BucketThreads)
 	for _, r := range stored {
-		if r.State == keydesk.StateRejected || r.Partner == "" || r.Environment == "" || r.Label == "" {
+		if r.State == keydesk.StateRejected || r.Partner == "" || r.Environment == "" || r.Label == "" || r.KindOf() == keydesk.KindRevoke {
 			continue
 		}
 		key := duplicateKey(r)

@@ -33,6 +33,13 @@ func conversationRegistry() *keydesk.Registry {
 		TechnicalContact: keydesk.TechnicalContact{Email: "sec@globex.example"},
 		AllowedScopes:    []keydesk.Scope{"accounts:read"},
 		Environments:     map[keydesk.Environment]keydesk.PartnerEnvironment{keydesk.Sandbox: {APIKey: "k"}},
+	}, {
+		// Initech's technical contact is no requester: only a rotation's
+		// confirmation is read from that address.
+		ID: "initech", Name: "Initech", Requesters: []string{"ops@initech.example"},
+		TechnicalContact: keydesk.TechnicalContact{Email: "keys@initech-sec.example"},
+		AllowedScopes:    []keydesk.Scope{"accounts:read"},
+		Environments:     map[keydesk.Environment]keydesk.PartnerEnvironment{keydesk.Production: {APIKey: "k"}},
 	}}}
 }
 

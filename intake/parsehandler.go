@@ -34,6 +34,11 @@ type ParseOptions struct {
 	// requests that repeat an open one are flagged duplicate. Nil: every
 	// email is a new one, as before conversations.
 	Threads Threads
+	// Keys reads the partners' key inventories, to resolve the keys an
+	// email asks to revoke or rotate. Nil: Threads, when it reads them
+	// too (*queue.Conn does); else every such request waits for a
+	// person with NotListedWarning.
+	Keys KeyInventory
 	// Templates render the status replies, received notices, correction
 	// acknowledgements and alerts of conversations; nil sends none.
 	Templates *templates.Set
@@ -109,10 +114,21 @@ func (h *parseHandler) Handle(ctx context.Context, m *Message) (*Decision, error
 	// Auto-replies, bounces and keydesk's own mail (Ignore) join nothing
 	// and get nothing.
 	if h.o.Threads != nil && res.Verdict != parse.Ignore {
+		if res.Confirms {
+			rs, err := h.rotations(ctx, res)
+			if err != nil {
+				return nil, fmt.Errorf("intake: rotation: %w: %w", ErrTemporary, err)
+			}
+			if len(rs) > 0 {
+				return h.confirm(res, key, rs), nil
+			}
+		}
 		if t, err = h.resolve(ctx, res); err != nil {
 			return nil, fmt.Errorf("intake: thread: %w: %w", ErrTemporary, err)
 		}
-		if len(t.joined) > 0 {
+		// A reply that asks to revoke or rotate keys makes requests of
+		// its own: joining the thread would lose the ask.
+		if len(t.joined) > 0 && len(res.KeyAsks) == 0 {
 			return h.reply(res, key, t.joined), nil
 		}
 		if len(t.foreign) > 0 {
@@ -122,6 +138,11 @@ func (h *parseHandler) Handle(ctx context.Context, m *Message) (*Decision, error
 				q.Warnings = append(q.Warnings, "the email names request "+strings.Join(t.foreign, ", ")+", which is not its sender's partner's: it was treated as a new email")
 			}
 		}
+	}
+	if err := h.resolveKeys(ctx, res); err != nil {
+		return nil, err
+	}
+	if h.o.Threads != nil && res.Verdict != parse.Ignore {
 		if err := h.markDuplicates(ctx, res.Requests); err != nil {
 			return nil, fmt.Errorf("intake: duplicates: %w: %w", ErrTemporary, err)
 		}

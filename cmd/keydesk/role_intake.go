@@ -62,9 +62,10 @@ func newIntakePoller(a *app) (*intake.Poller, error) {
 			if err != nil {
 				next = time.Time{}
 			}
-			return reply.Build(res, tpl, next)
+			return reply.BuildWith(res, tpl, reply.Options{NextBatch: next, RotationGrace: cfg.Rotation.Grace})
 		},
 		Threads:        a.q,
+		Keys:           a.q,
 		Templates:      tpl,
 		SupportAddress: cfg.SMTP.SupportAddress,
 		NextBatch: func() time.Time {

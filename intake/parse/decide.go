@@ -54,9 +54,10 @@ func decide(m *msg, o Options, digest string) *Result {
 	}
 	d.authenticate(headerFrom, dmarcOK, dmarcWhy)
 	parsed := d.readRequests(drafts)
+	d.asks = d.readKeyAsks(bd, internal, len(parsed))
 	d.doubt(m, parsed)
 	d.settle(parsed, fatal, internal, res.Partner != nil && (dmarcOK || !o.RequireDMARC))
-	if res.Verdict == Review && len(parsed) == 0 && res.Partner != nil && len(fatal) == 0 {
+	if res.Verdict == Review && len(parsed) == 0 && len(d.asks) == 0 && res.Partner != nil && len(fatal) == 0 {
 		d.suggest(bd)
 	}
 	d.checkEnvironments(parsed)
@@ -68,6 +69,8 @@ func decide(m *msg, o Options, digest string) *Result {
 	res.TextIDs = requestIDs(res.Text)
 	res.Question = asksStatus(bd.own)
 	res.Stated = stated(parsed)
+	res.DMARC = dmarcOK && len(fatal) == 0
+	res.Confirms = confirms(bd.own)
 	return res
 }
 
@@ -79,6 +82,7 @@ type decision struct {
 	flags   []keydesk.Flag
 	reasons []keydesk.Reason
 	prose   *suggestion // what the prose names, when no field line was found
+	asks    []KeyAsk    // the keys the email asks to revoke or rotate
 }
 
 // suggest reads the sender's prose for the fields no line gave, and
@@ -356,7 +360,7 @@ func (d *decision) settle(parsed []parsedRequest, fatal []keydesk.Reason, intern
 	case len(fatal) > 0:
 		res.Verdict = Reject
 		d.reasons = append(d.reasons, fatal...)
-	case len(parsed) == 0:
+	case len(parsed) == 0 && len(d.asks) == 0:
 		res.Verdict = Review
 		d.flags = append(d.flags, keydesk.FlagNeedsReview)
 		d.warn("no Environment, Scopes or Label line was found: this does not read as a key request")
@@ -364,7 +368,7 @@ func (d *decision) settle(parsed []parsedRequest, fatal []keydesk.Reason, intern
 		res.Verdict = Accept
 		d.checkContact()
 	}
-	if res.Verdict == Review && len(parsed) == 0 && !containsFlag(d.flags, keydesk.FlagNeedsReview) {
+	if res.Verdict == Review && len(parsed) == 0 && len(d.asks) == 0 && !containsFlag(d.flags, keydesk.FlagNeedsReview) {
 		d.flags = append(d.flags, keydesk.FlagNeedsReview)
 	}
 }
@@ -425,7 +429,9 @@ func (d *decision) finish(parsed []parsedRequest) {
 			res.ReplyTo = res.From
 		}
 	}
+	res.KeyAsks = d.asks
 	res.Requests = records(res, parsed, d.flags, d.reasons)
+	res.Requests = append(res.Requests, d.keyRecords(len(res.Requests))...)
 	if d.prose != nil {
 		for _, r := range res.Requests {
 			r.Proposal = &keydesk.Proposal{
@@ -441,6 +447,9 @@ func (d *decision) finish(parsed []parsedRequest) {
 func records(res *Result, parsed []parsedRequest, flags []keydesk.Flag, reasons []keydesk.Reason) []*keydesk.Request {
 	if res.Verdict == Ignore {
 		return nil
+	}
+	if len(parsed) == 0 && len(res.KeyAsks) > 0 {
+		return nil // the key asks make the email's records
 	}
 	if len(parsed) == 0 {
 		parsed = []parsedRequest{{}}

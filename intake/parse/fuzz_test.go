@@ -114,7 +114,16 @@ func checkInvariants(t *testing.T, r *Result, o Options) {
 		if q.Environment != "" && !q.Environment.Valid() {
 			t.Errorf("environment %q", q.Environment)
 		}
-		if r.Verdict == Accept && (q.Environment == "" || len(q.Scopes) == 0 || q.Label == "" || len(q.Reasons) > 0) {
+		if q.KindOf() != keydesk.KindIssue {
+			// A key ask names a key, resolved by intake; it always waits
+			// for a person and bounds what it keeps of the sentence.
+			if q.State == keydesk.StateApproved || len(q.Reason) > 4*maxReasonText || len(q.Scopes) > 0 {
+				t.Errorf("key ask %s in %s with a %d-byte reason and scopes %v", q.Kind, q.State, len(q.Reason), q.Scopes)
+			}
+			if len(r.KeyAsks) > MaxKeyAsks {
+				t.Errorf("%d key asks", len(r.KeyAsks))
+			}
+		} else if r.Verdict == Accept && (q.Environment == "" || len(q.Scopes) == 0 || q.Label == "" || len(q.Reasons) > 0) {
 			t.Errorf("accepted an incomplete request %+v", q)
 		}
 		if r.Verdict == Reject && q.Problem == "" {

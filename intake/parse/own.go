@@ -17,6 +17,8 @@ import (
 // with templates/mail.
 var ownSentences = []string{
 	"we could not accept your request for buildmarkets api keys",
+	"we could not accept your request about your buildmarkets api keys",
+	"the request about buildmarkets api keys from",
 	"the request for buildmarkets api keys from",
 	"we received your request for buildmarkets api keys",
 	"we received the request for buildmarkets api keys from",

@@ -209,6 +209,21 @@ type Result struct {
 	// Text is the sender's own new text, inert (keydesk.SafeText), at
 	// most MaxOwnText bytes.
 	Text string
+
+	// The key's life.
+
+	// KeyAsks are the keys the sender's own text asks to revoke or
+	// rotate; each has its request in Requests (kind revoke or rotate,
+	// pending_review), unresolved: intake resolves them against the
+	// partner's key inventory.
+	KeyAsks []KeyAsk
+	// Confirms: the sender's own text says a rotation is done ("done",
+	// "confirmed", "the new key is in use"). It means something only in
+	// a reply to a delivered rotation.
+	Confirms bool
+	// DMARC: our MTA stamped dmarc=pass for the From domain and the
+	// email could be read whole, whoever the sender is.
+	DMARC bool
 }
 
 // Stated is one request's fields as an email states them.

@@ -21,6 +21,21 @@ type Summary struct {
 	Requests  []SummaryRequest `json:"requests"`
 	Reasons   []SummaryReason  `json:"reasons"`
 	Warnings  []string         `json:"warnings"`
+	// KeyAsks are the keys the email asks to revoke or rotate, as named;
+	// absent when it asks none.
+	KeyAsks []SummaryKeyAsk `json:"key_asks,omitempty"`
+}
+
+// SummaryKeyAsk is one key ask of a Summary.
+type SummaryKeyAsk struct {
+	Kind        keydesk.RequestKind `json:"kind"`
+	KeyID       string              `json:"key_id,omitempty"`
+	APIKey      string              `json:"api_key,omitempty"`
+	Label       string              `json:"label,omitempty"`
+	Bare        bool                `json:"bare,omitempty"`
+	All         bool                `json:"all,omitempty"`
+	Environment keydesk.Environment `json:"environment,omitempty"`
+	Request     string              `json:"request"`
 }
 
 // SummaryReason is one reason of a Summary; suggestion is always present.
@@ -38,6 +53,11 @@ type SummaryRequest struct {
 	Label       string              `json:"label"`
 	State       keydesk.State       `json:"state"`
 	Flags       []keydesk.Flag      `json:"flags"`
+	// Kind, KeyID and ReplacesKeyID: the key a revoke or rotate request
+	// names, as the email names it; absent for a new key.
+	Kind          keydesk.RequestKind `json:"kind,omitempty"`
+	KeyID         string              `json:"key_id,omitempty"`
+	ReplacesKeyID string              `json:"replaces_key_id,omitempty"`
 }
 
 // Summary returns the stable summary of r, naming the file it was read from.
@@ -49,7 +69,8 @@ func (r *Result) Summary(file string) Summary {
 		s.Partner = r.Partner.ID
 	}
 	for _, q := range r.Requests {
-		sr := SummaryRequest{ID: q.ID, Environment: q.Environment, Scopes: q.Scopes, Label: q.Label, State: q.State, Flags: q.Flags}
+		sr := SummaryRequest{ID: q.ID, Environment: q.Environment, Scopes: q.Scopes, Label: q.Label, State: q.State, Flags: q.Flags,
+			Kind: q.Kind, KeyID: q.KeyID, ReplacesKeyID: q.ReplacesKeyID}
 		if sr.Scopes == nil {
 			sr.Scopes = []keydesk.Scope{}
 		}
@@ -62,6 +83,13 @@ func (r *Result) Summary(file string) Summary {
 		s.Reasons = append(s.Reasons, SummaryReason(rs))
 	}
 	s.Warnings = append(s.Warnings, r.Warnings...)
+	for _, a := range r.KeyAsks {
+		sa := SummaryKeyAsk{Kind: a.Kind, KeyID: a.KeyID, APIKey: a.APIKey, Label: a.Label, Bare: a.Bare, All: a.All, Environment: a.Environment}
+		if a.Index < len(r.Requests) {
+			sa.Request = r.Requests[a.Index].ID
+		}
+		s.KeyAsks = append(s.KeyAsks, sa)
+	}
 	return s
 }
 

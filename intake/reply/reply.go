@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -35,7 +36,24 @@ type RequestLine struct {
 	Label       string
 	Approved    bool     // auto-approved: it goes into the next batch
 	Why         []string // why a person reviews it first
+
+	// The key's life: a revoke or rotate request. Action is "Revoke" or
+	// "Rotate" ("" for a new key); Key names the key as understood
+	// ("key-007 (label prod-trading-engine, production)"); Pick: several
+	// keys match and a person checks which one; Problem and Suggestion:
+	// it was not accepted (the email's other requests were).
+	Action     string
+	Key        string
+	Pick       bool
+	Problem    string
+	Suggestion string
 }
+
+// Rotate reports whether the line is a rotation.
+func (l RequestLine) Rotate() bool { return l.Action == "Rotate" }
+
+// Waiting reports whether the line waits for a person.
+func (l RequestLine) Waiting() bool { return !l.Approved && l.Problem == "" }
 
 // AckData is what templates/mail/acknowledgement.tmpl gets.
 type AckData struct {
@@ -45,6 +63,19 @@ type AckData struct {
 	From      string // the partner's requester
 	Requests  []RequestLine
 	NextBatch time.Time
+	// GraceDays is rotation.grace in days: how long an old key works
+	// after its rotation is delivered, unless confirmed before.
+	GraceDays int
+}
+
+// AnyNew says some request makes a key (a new one or a rotation).
+func (d AckData) AnyNew() bool {
+	return slices.ContainsFunc(d.Requests, func(l RequestLine) bool { return l.Action != "Revoke" && l.Problem == "" })
+}
+
+// AnyKeyLife says some request revokes or replaces a key.
+func (d AckData) AnyKeyLife() bool {
+	return slices.ContainsFunc(d.Requests, func(l RequestLine) bool { return l.Action != "" && l.Problem == "" })
 }
 
 // Plural says the email holds several requests.
@@ -55,9 +86,9 @@ func (d AckData) AnyApproved() bool {
 	return slices.ContainsFunc(d.Requests, func(l RequestLine) bool { return l.Approved })
 }
 
-// AnyWaiting says some request waits for a person's review.
+// AnyWaiting says some new-key request waits for a person's review.
 func (d AckData) AnyWaiting() bool {
-	return slices.ContainsFunc(d.Requests, func(l RequestLine) bool { return !l.Approved })
+	return slices.ContainsFunc(d.Requests, func(l RequestLine) bool { return l.Action == "" && l.Waiting() })
 }
 
 // ReasonLine is one problem as the rejection shows it.
@@ -81,6 +112,8 @@ type RejectData struct {
 	ShowExample bool
 	MaxLabel    int
 	Scopes      string // the twelve scopes, for reference
+	// KeyLife: every request of the email revokes or rotates a key.
+	KeyLife bool
 }
 
 // Example is a correct request email body, as the rejection shows it.
@@ -100,10 +133,76 @@ var flagWhy = map[keydesk.Flag]string{
 	keydesk.FlagNeedsReview:        "our support team checks how the request was written",
 }
 
+// DefaultGrace is rotation.grace when the caller does not say.
+const DefaultGrace = 7 * 24 * time.Hour
+
+// Options are what BuildWith needs beyond the result.
+type Options struct {
+	// NextBatch is when the next batch runs (zero: not known).
+	NextBatch time.Time
+	// RotationGrace is rotation.grace; zero: DefaultGrace.
+	RotationGrace time.Duration
+}
+
 // Build returns the acknowledgement (accept) or rejection email for r, or
 // nil when no reply is due (ignore, review, no authenticated sender).
 // nextBatch is when the next batch runs (zero: not known).
 func Build(r *parse.Result, t *templates.Set, nextBatch time.Time) (*keydesk.Outgoing, error) {
+	return BuildWith(r, t, Options{NextBatch: nextBatch})
+}
+
+// keyLine describes a revoke or rotate request as understood.
+func keyLine(q *keydesk.Request) RequestLine {
+	l := RequestLine{ID: q.ID, Environment: string(q.Environment), Label: q.Label, Action: "Revoke"}
+	id := q.KeyID
+	if q.KindOf() == keydesk.KindRotate {
+		l.Action, id = "Rotate", q.ReplacesKeyID
+	}
+	var about []string
+	switch {
+	case len(q.KeyCandidates) > 0:
+		l.Pick = true
+		id = "the keys labelled " + q.Label
+		if q.Label == "" {
+			id = "one of the keys " + strings.Join(q.KeyCandidates, ", ")
+		} else {
+			about = append(about, strings.Join(q.KeyCandidates, ", "))
+		}
+	case id == "" && q.HasFlag(keydesk.FlagNeedsReview) && q.Label == "" && q.Problem == "":
+		id = "all keys"
+	case id == "" && q.Label != "":
+		id = "the key labelled " + q.Label
+	case id == "":
+		id = "a key"
+	default:
+		if q.Label != "" {
+			about = append(about, "label "+q.Label)
+		}
+	}
+	if q.Environment != "" {
+		about = append(about, string(q.Environment))
+	}
+	l.Key = id
+	if len(about) > 0 {
+		l.Key += " (" + strings.Join(about, ", ") + ")"
+	}
+	if q.State == keydesk.StateRejected {
+		for _, rs := range q.Reasons {
+			l.Problem, l.Suggestion = rs.Message, rs.Suggestion
+		}
+		if l.Problem == "" {
+			l.Problem = q.Problem
+		}
+	}
+	return l
+}
+
+// BuildWith is Build with Options.
+func BuildWith(r *parse.Result, t *templates.Set, o Options) (*keydesk.Outgoing, error) {
+	nextBatch := o.NextBatch
+	if o.RotationGrace <= 0 {
+		o.RotationGrace = DefaultGrace
+	}
 	if r == nil || r.ReplyTo == "" || (r.Verdict != parse.Accept && r.Verdict != parse.Reject) {
 		return nil, nil
 	}
@@ -128,8 +227,13 @@ func Build(r *parse.Result, t *templates.Set, nextBatch time.Time) (*keydesk.Out
 	var m templates.Mail
 	var err error
 	if r.Verdict == parse.Accept {
-		d := AckData{Subject: subject, Partner: partner, Via: r.Via, From: r.From, NextBatch: nextBatch}
+		d := AckData{Subject: subject, Partner: partner, Via: r.Via, From: r.From, NextBatch: nextBatch,
+			GraceDays: int((o.RotationGrace + 12*time.Hour) / (24 * time.Hour))}
 		for _, q := range r.Requests {
+			if q.KindOf() != keydesk.KindIssue {
+				d.Requests = append(d.Requests, keyLine(q))
+				continue
+			}
 			l := RequestLine{ID: q.ID, Environment: string(q.Environment), Scopes: keydesk.JoinScopes(q.Scopes), Label: q.Label,
 				Approved: q.State == keydesk.StateApproved}
 			if !l.Approved {
@@ -149,8 +253,12 @@ func Build(r *parse.Result, t *templates.Set, nextBatch time.Time) (*keydesk.Out
 	} else {
 		d := RejectData{Subject: subject, Partner: partner, Via: r.Via, From: r.From, Example: Example,
 			MaxLabel: keydesk.MaxLabelLength, Scopes: keydesk.JoinScopes(keydesk.Scopes)}
+		d.KeyLife = len(r.Requests) > 0
 		for _, q := range r.Requests {
 			d.IDs = append(d.IDs, q.ID)
+			if q.KindOf() == keydesk.KindIssue {
+				d.KeyLife = false
+			}
 		}
 		for _, rs := range r.Reasons {
 			d.Reasons = append(d.Reasons, ReasonLine{Code: string(rs.Code), Message: rs.Message, Suggestion: rs.Suggestion})
