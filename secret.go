@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 )
 
 const redacted = "[redacted]"
@@ -81,11 +82,84 @@ func (s *Secret) UnmarshalText(b []byte) error {
 // a private key (OpenPGP or PEM).
 var secretShape = regexp.MustCompile(`bm_secret_[A-Za-z0-9_\-]*|-----BEGIN [A-Z0-9 ]*PRIVATE KEY[A-Z0-9 ]*-----`)
 
+// The secrets FindSecrets finds. A value must be long enough to be one
+// (placeholders such as "bm_secret_…" or "api_secret: xxx" are not), and
+// a value that starts like a placeholder, a variable or keydesk's own
+// redaction marker ([, <, $, {, *) is none.
+var (
+	bmSecretRE = regexp.MustCompile(`bm_secret_[A-Za-z0-9_\-]{4,}`)
+	// X-API-Secret: value, as a header line, a curl -H argument or a
+	// JSON/YAML key.
+	headerSecretRE = regexp.MustCompile(`(?i)x-api-secret["']?[ \t]*[:=][ \t]*["']?([^\s"'<>,;\[\]{}()$*\x60]{8,})`)
+	// api_secret, API_SECRET, BM_API_SECRET, apiSecret, api-secret-key…
+	// in JSON, YAML, .env and INI files.
+	fieldSecretRE = regexp.MustCompile(`(?i)\b(?:[a-z0-9]+[_\-.])*api[_\-]?secret(?:[_\-]?key)?["']?[ \t]*[:=][ \t]*["']?([^\s"'<>,;\[\]{}()$*\x60]{8,})`)
+)
+
+// SecretKind is how a secret found in text was recognised.
+type SecretKind string
+
+const (
+	SecretBM     SecretKind = "bm_secret"    // a Buildmarkets API secret, by its prefix
+	SecretHeader SecretKind = "x-api-secret" // the value of an X-API-Secret header line
+	SecretField  SecretKind = "api_secret"   // the value of an api_secret field (JSON, YAML, .env)
+)
+
+// SecretSpan is where one secret is in a text: b[Start:End] is its value.
+type SecretSpan struct {
+	Start, End int
+	Kind       SecretKind
+}
+
+// FindSecrets returns where the secrets of b are, in order and without
+// overlaps: Buildmarkets API secrets (bm_secret_…), X-API-Secret header
+// values and api_secret field values. It is the one notion of what a
+// pasted secret looks like: the intake's redaction, RedactSecrets and
+// HoldsSecret all use it. A value that is a Buildmarkets secret is found
+// as one (its prefix decides where it ends).
+func FindSecrets(b []byte) []SecretSpan {
+	var out []SecretSpan
+	for _, m := range bmSecretRE.FindAllIndex(b, -1) {
+		out = append(out, SecretSpan{m[0], m[1], SecretBM})
+	}
+	for _, re := range []struct {
+		re   *regexp.Regexp
+		kind SecretKind
+	}{{headerSecretRE, SecretHeader}, {fieldSecretRE, SecretField}} {
+		for _, m := range re.re.FindAllSubmatchIndex(b, -1) {
+			s := SecretSpan{m[2], m[3], re.kind}
+			if !overlaps(out, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b SecretSpan) int { return a.Start - b.Start })
+	return out
+}
+
+func overlaps(spans []SecretSpan, s SecretSpan) bool {
+	return slices.ContainsFunc(spans, func(o SecretSpan) bool { return s.Start < o.End && o.Start < s.End })
+}
+
 // HoldsSecret reports whether s holds something shaped like a secret.
 // Text that people write and keydesk sends on (a staff reply) is refused
 // with it: a secret never travels in plain text.
-func HoldsSecret(s string) bool { return secretShape.MatchString(s) }
+func HoldsSecret(s string) bool {
+	return secretShape.MatchString(s) || len(FindSecrets([]byte(s))) > 0
+}
 
 // RedactSecrets replaces whatever is shaped like a secret in s with
 // [redacted] (an API's error body that echoes one, say).
-func RedactSecrets(s string) string { return secretShape.ReplaceAllString(s, redacted) }
+func RedactSecrets(s string) string {
+	b := []byte(s)
+	if spans := FindSecrets(b); len(spans) > 0 {
+		var out []byte
+		last := 0
+		for _, sp := range spans {
+			out = append(append(out, b[last:sp.Start]...), redacted...)
+			last = sp.End
+		}
+		b = append(out, b[last:]...)
+	}
+	return string(secretShape.ReplaceAll(b, []byte(redacted)))
+}
