@@ -1,6 +1,7 @@
 package keydesk
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -118,27 +119,67 @@ type SecretSpan struct {
 // HoldsSecret all use it. A value that is a Buildmarkets secret is found
 // as one (its prefix decides where it ends).
 func FindSecrets(b []byte) []SecretSpan {
+	// Every shape holds the word "secret", and none spans lines: only the
+	// lines that hold the word are matched, so that a long email without
+	// one costs a byte search.
 	var out []SecretSpan
+	for i := 0; i < len(b); {
+		j := indexSecretWord(b[i:])
+		if j < 0 {
+			break
+		}
+		start := bytes.LastIndexByte(b[:i+j], '\n') + 1
+		end := len(b)
+		if k := bytes.IndexByte(b[i+j:], '\n'); k >= 0 {
+			end = i + j + k
+		}
+		out = append(out, findInLine(b[start:end], start)...)
+		i = end + 1
+	}
+	return out
+}
+
+func indexSecretWord(b []byte) int {
+	i, j := bytes.Index(b, []byte("ecret")), bytes.Index(b, []byte("ECRET"))
+	if i < 0 || (j >= 0 && j < i) {
+		return j
+	}
+	return i
+}
+
+// findInLine finds the secrets of one line, at offset off in the text.
+// A header or field value that holds a Buildmarkets secret and more
+// (bm_secret_….x) is one secret, the whole value: what is left of a value
+// once a part of it is replaced must not read as a secret again.
+func findInLine(b []byte, off int) []SecretSpan {
+	var all []SecretSpan
 	for _, m := range bmSecretRE.FindAllIndex(b, -1) {
-		out = append(out, SecretSpan{m[0], m[1], SecretBM})
+		all = append(all, SecretSpan{off + m[0], off + m[1], SecretBM})
 	}
 	for _, re := range []struct {
 		re   *regexp.Regexp
 		kind SecretKind
 	}{{headerSecretRE, SecretHeader}, {fieldSecretRE, SecretField}} {
 		for _, m := range re.re.FindAllSubmatchIndex(b, -1) {
-			s := SecretSpan{m[2], m[3], re.kind}
-			if !overlaps(out, s) {
-				out = append(out, s)
-			}
+			all = append(all, SecretSpan{off + m[2], off + m[3], re.kind})
 		}
 	}
-	slices.SortFunc(out, func(a, b SecretSpan) int { return a.Start - b.Start })
+	slices.SortStableFunc(all, func(a, b SecretSpan) int { return a.Start - b.Start })
+	var out []SecretSpan
+	for _, s := range all {
+		if n := len(out); n > 0 && s.Start < out[n-1].End {
+			last := &out[n-1]
+			if s.End > last.End || s.Start < last.Start {
+				last.End = max(last.End, s.End)
+				if last.Kind == SecretBM {
+					last.Kind = s.Kind
+				}
+			}
+			continue
+		}
+		out = append(out, s)
+	}
 	return out
-}
-
-func overlaps(spans []SecretSpan, s SecretSpan) bool {
-	return slices.ContainsFunc(spans, func(o SecretSpan) bool { return s.Start < o.End && o.Start < s.End })
 }
 
 // HoldsSecret reports whether s holds something shaped like a secret.
