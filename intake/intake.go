@@ -76,6 +76,9 @@ type Queue interface {
 	Enqueue(ctx context.Context, m *keydesk.Outgoing) error
 	PutMail(ctx context.Context, ref string, r io.Reader, max int64) error
 	Record(ctx context.Context, kind string, ev keydesk.Event) error
+	// Inventories are the partners' keys, where a key whose secret an
+	// email exposed is found.
+	Inventories(ctx context.Context) ([]*keydesk.Inventory, error)
 	queue.Buckets
 	Attempts(name string) *queue.Attempts
 }
@@ -173,9 +176,13 @@ type Poller struct {
 	mailbox  *queue.Bucket[MailboxState]
 	attempts *queue.Attempts // of this mailbox, by UID: attempts that began and did not end
 
-	emails     *metrics.Counter
-	reconnects *metrics.Counter
-	seconds    *metrics.Histogram
+	emails       *metrics.Counter
+	reconnects   *metrics.Counter
+	seconds      *metrics.Histogram
+	exposedTotal *metrics.Counter
+
+	// noRedact turns the redaction of pasted secrets off (benchmarks).
+	noRedact bool
 
 	lastContact atomic.Int64 // unix nanoseconds of the last successful IMAP exchange
 	running     atomic.Bool
@@ -334,6 +341,8 @@ func New(o Options) (*Poller, error) {
 		reconnects: o.Metrics.Counter("keydesk_imap_reconnects_total", "IMAP connections re-established after a failure."),
 		seconds: o.Metrics.Histogram("keydesk_intake_seconds",
 			"Time to process one email, from the end of its download to its records being stored.", nil),
+		exposedTotal: o.Metrics.Counter("keydesk_exposed_secrets_total",
+			"API secrets found pasted in emails (redacted before anything was stored), by the partner of the key, else of the sender, else unknown.", "partner"),
 	}
 	return p, nil
 }

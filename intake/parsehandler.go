@@ -113,7 +113,9 @@ func (h *parseHandler) Handle(ctx context.Context, m *Message) (*Decision, error
 			return nil, fmt.Errorf("intake: thread: %w: %w", ErrTemporary, err)
 		}
 		if len(t.joined) > 0 {
-			return h.reply(res, key, t.joined), nil
+			dec := h.reply(res, key, t.joined)
+			describeSender(dec, res)
+			return dec, nil
 		}
 		if len(t.foreign) > 0 {
 			// Named requests that are not the sender's: a new email from
@@ -133,6 +135,7 @@ func (h *parseHandler) Handle(ctx context.Context, m *Message) (*Decision, error
 	if res.Verdict == parse.Reject {
 		dec.Disposition = Rejected
 	}
+	describeSender(dec, res)
 	var why []string
 	for _, rs := range res.Reasons {
 		why = append(why, rs.Message)

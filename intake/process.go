@@ -24,6 +24,7 @@ import (
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/intake/parse"
+	"github.com/buildmarkets/keydesk/intake/redact"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/templates"
 )
@@ -459,6 +460,10 @@ func (p *Poller) spool(msg *imapclient.FetchMessageData, buf []byte) (*spooled, 
 func (s *conn) process(ctx context.Context, sp *spooled) (string, error) {
 	p := s.p
 	start := time.Now()
+	exposed, err := p.redactSpool(sp)
+	if err != nil {
+		return "", err
+	}
 	m := &Message{
 		Mailbox: p.o.IMAP.Mailbox, UIDValidity: s.uidVal, UID: uint32(sp.uid),
 		Size: sp.size, InternalDate: sp.date, Digest: sp.digest,
@@ -480,6 +485,9 @@ func (s *conn) process(ctx context.Context, sp *spooled) (string, error) {
 			hdr, _ := readHead(sp.file)
 			dec = unreadableDecision(hdr, m, err)
 		}
+	}
+	if exposed != nil {
+		p.exposures(m, dec, exposed)
 	}
 	handled := time.Since(start)
 	ids, err := p.store(ctx, m, dec, !sp.tooLarge, sp.file)
@@ -817,6 +825,9 @@ func parseHead(raw []byte) head {
 // setAside builds the decision for an email the poller sets aside itself:
 // a rejected request, so that the review queue shows it with its reason.
 func setAside(raw []byte, m *Message, outcome string, code keydesk.ReasonCode, reason string) *Decision {
+	// A header read from the server (an email not downloaded) has not
+	// been through redactSpool: a secret in its subject is kept out too.
+	raw, _ = redact.Redact(raw, redact.Limits{})
 	h := parseHead(raw)
 	key := keydesk.SourceKey(h.from, h.messageID, raw)
 	switch {

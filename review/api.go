@@ -348,6 +348,8 @@ func (s *Server) apiAction(w http.ResponseWriter, r *http.Request, st *staff) er
 		res, err = s.correct(r.Context(), a)
 	case "retry":
 		res, err = s.retry(r.Context(), a)
+	case "revoke-replace":
+		res, err = s.revokeAndReplace(r.Context(), a)
 	case "notes":
 		res, err = s.addNote(r.Context(), a, body.Text)
 	case "reply":
@@ -362,7 +364,7 @@ func (s *Server) apiAction(w http.ResponseWriter, r *http.Request, st *staff) er
 	case "proposal/refuse":
 		res, err = s.refuseProposal(r.Context(), a)
 	default:
-		return &Error{Status: http.StatusNotFound, Code: "not_found", Msg: "no action " + clip(r.PathValue("action"), 40) + ": use approve, reject, cancel, correct, retry, notes, reply, assign, proposal/accept or proposal/refuse"}
+		return &Error{Status: http.StatusNotFound, Code: "not_found", Msg: "no action " + clip(r.PathValue("action"), 40) + ": use approve, reject, cancel, correct, retry, revoke-replace, notes, reply, assign, proposal/accept or proposal/refuse"}
 	}
 	if err != nil {
 		return err
