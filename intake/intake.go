@@ -79,6 +79,8 @@ type Queue interface {
 	// Inventories are the partners' keys, where a key whose secret an
 	// email exposed is found.
 	Inventories(ctx context.Context) ([]*keydesk.Inventory, error)
+	// List finds an open revoke request of an exposed key.
+	List(ctx context.Context, f queue.Filter) ([]*keydesk.Request, error)
 	queue.Buckets
 	Attempts(name string) *queue.Attempts
 }

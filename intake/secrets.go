@@ -14,6 +14,7 @@ import (
 	"github.com/buildmarkets/keydesk/intake/parse"
 	"github.com/buildmarkets/keydesk/intake/redact"
 	"github.com/buildmarkets/keydesk/intake/reply"
+	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/templates"
 )
 
@@ -281,6 +282,17 @@ func (p *Poller) proposeRevoke(ctx context.Context, dec *Decision, e *exposure, 
 	}
 	if len(stored) > 0 {
 		r.RevokeOf = stored[0].ID
+	}
+	// A key exposed again (the same pair pasted in a second email) keeps
+	// the revocation already waiting.
+	open, err := p.o.Queue.List(ctx, queue.Filter{Partner: k.Partner, Environment: k.Environment})
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range open {
+		if o.KindOf() == keydesk.KindRevoke && o.KeyID == k.ID && !o.State.Done() && o.SourceKey != r.SourceKey {
+			return o, nil
+		}
 	}
 	got, created, err := p.o.Queue.Create(ctx, r, p.o.Actor)
 	if err != nil {
