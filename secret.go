@@ -123,15 +123,24 @@ func FindSecrets(b []byte) []SecretSpan {
 	// lines that hold the word are matched, so that a long email without
 	// one costs a byte search.
 	var out []SecretSpan
+	// The next "ecret" and "ECRET" at or after i, each searched for again
+	// only once passed: one pass over b, whatever it holds.
+	lower, upper := -1, -1
 	for i := 0; i < len(b); {
-		j := indexSecretWord(b[i:])
-		if j < 0 {
+		if lower < i && lower != len(b) {
+			lower = nextAt(b, i, "ecret")
+		}
+		if upper < i && upper != len(b) {
+			upper = nextAt(b, i, "ECRET")
+		}
+		at := min(lower, upper)
+		if at >= len(b) {
 			break
 		}
-		start := bytes.LastIndexByte(b[:i+j], '\n') + 1
+		start := bytes.LastIndexByte(b[i:at], '\n') + 1 + i
 		end := len(b)
-		if k := bytes.IndexByte(b[i+j:], '\n'); k >= 0 {
-			end = i + j + k
+		if k := bytes.IndexByte(b[at:], '\n'); k >= 0 {
+			end = at + k
 		}
 		out = append(out, findInLine(b[start:end], start)...)
 		i = end + 1
@@ -139,12 +148,12 @@ func FindSecrets(b []byte) []SecretSpan {
 	return out
 }
 
-func indexSecretWord(b []byte) int {
-	i, j := bytes.Index(b, []byte("ecret")), bytes.Index(b, []byte("ECRET"))
-	if i < 0 || (j >= 0 && j < i) {
-		return j
+// nextAt is the index of word in b at or after i; len(b) if none.
+func nextAt(b []byte, i int, word string) int {
+	if j := bytes.Index(b[i:], []byte(word)); j >= 0 {
+		return i + j
 	}
-	return i
+	return len(b)
 }
 
 // findInLine finds the secrets of one line, at offset off in the text.

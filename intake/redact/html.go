@@ -16,7 +16,10 @@ func (w *walker) html(b []byte, where string) []byte {
 	if red != nil {
 		b = red
 	}
-	if !bytes.Contains(b, []byte("&")) && !bytes.Contains(b, []byte("<")) {
+	// The text differs from the markup only by tags and entities; the
+	// word "secret" stays whole in any realistic case (bm&#95;secret_…,
+	// a <span> around a secret): without it, there is nothing to read.
+	if !bytes.Contains(b, []byte("ecret")) && !bytes.Contains(b, []byte("ECRET")) {
 		return red
 	}
 	text, from, to := textView(b)

@@ -142,6 +142,9 @@ func lengthClass(n int) string {
 // it found. When nothing is found it returns raw itself. raw is read,
 // never changed; the caller bounds its size.
 func Redact(raw []byte, lim Limits) ([]byte, *Result) {
+	if !mayHold(raw) {
+		return raw, &Result{}
+	}
 	w := &walker{lim: lim.withDefaults(), res: &Result{}, byFP: map[string]*Finding{}}
 	w.scanLeft = w.lim.ScanBytes
 	out := w.entity(raw, "", 0)
@@ -156,13 +159,36 @@ func Redact(raw []byte, lim Limits) ([]byte, *Result) {
 	return out, w.res
 }
 
+// mayHold reports whether raw may hold a secret: the word "secret" as
+// written, or something that can hide it (a base64 or quoted-printable
+// part, an encoded word, a charset that does not write ASCII as ASCII).
+// Most emails have none of these, and cost one pass of byte searches.
+func mayHold(raw []byte) bool {
+	for _, w := range hiders {
+		if bytes.Contains(raw, w) {
+			return true
+		}
+	}
+	return false
+}
+
+var hiders = [][]byte{
+	[]byte("ecret"), []byte("ECRET"), []byte("ase64"), []byte("ASE64"), []byte("uoted-"), []byte("UOTED-"), []byte("=?"),
+	[]byte("tf-"), []byte("TF-"), []byte("cs-"), []byte("CS-"), []byte("nicode"), []byte("NICODE"),
+}
+
 type walker struct {
 	lim      Limits
 	res      *Result
 	byFP     map[string]*Finding
 	parts    int
 	scanLeft int
+	besides  int // lookups of what is beside a secret, at most maxBesides
 }
+
+// maxBesides bounds the lookups of the key beside a secret in one email:
+// each reads 2 KiB around it, and an email may hold thousands of secrets.
+const maxBesides = 64
 
 func (w *walker) unscanned(format string, args ...any) {
 	if len(w.res.Unscanned) < 20 {
@@ -211,7 +237,8 @@ func (w *walker) record(text []byte, sp keydesk.SecretSpan, where string) *Findi
 	if len(f.Where) < maxWhere && !contains(f.Where, where) {
 		f.Where = append(f.Where, where)
 	}
-	if f.APIKey == "" || f.KeyID == "" {
+	if (f.APIKey == "" || f.KeyID == "") && w.besides < maxBesides {
+		w.besides++
 		k, id := beside(text, sp.Start, sp.End)
 		if f.APIKey == "" {
 			f.APIKey = k
@@ -302,15 +329,29 @@ func splitHeader(b []byte) (fields []field, sep, body []byte) {
 	return fields, nil, nil
 }
 
+// blockOf is the bytes from first to the end of last, two slices of
+// one header block, in order.
+func blockOf(first, last []byte) []byte {
+	n := len(first)
+	if len(last) > 0 && cap(first) >= len(last) {
+		// last starts within first's backing array: its end is where
+		// last ends, counted from first.
+		n = cap(first) - cap(last) + len(last)
+	}
+	return first[:n]
+}
+
 // value is a field's value unfolded, encoded words left as they are.
 func (f field) value() string {
 	v := f.raw[len(f.name):]
 	if c := bytes.IndexByte(v, ':'); c >= 0 {
 		v = v[c+1:]
 	}
-	s := strings.NewReplacer("\r\n", "", "\n", "", "\r", "").Replace(string(v))
+	s := unfold.Replace(string(v))
 	return strings.TrimSpace(s)
 }
+
+var unfold = strings.NewReplacer("\r\n", "", "\n", "", "\r", "")
 
 var wordDecoder = &mime.WordDecoder{CharsetReader: charset.Reader}
 
@@ -319,20 +360,31 @@ var wordDecoder = &mime.WordDecoder{CharsetReader: charset.Reader}
 func (w *walker) header(fields []field, where string) (out []byte, ct string, params map[string]string, cte, filename string) {
 	changed := false
 	var b []byte
+	// One look at the whole block first: most hold no word "secret" and
+	// no encoded word, and then no field needs a closer one.
+	look := false
+	if len(fields) > 0 {
+		first, last := fields[0].raw, fields[len(fields)-1].raw
+		block := blockOf(first, last)
+		look = bytes.Contains(block, []byte("ecret")) || bytes.Contains(block, []byte("ECRET")) || bytes.Contains(block, []byte("=?"))
+	}
 	for _, f := range fields {
-		nb := w.headerField(f, where)
+		var nb []byte
+		if look {
+			nb = w.headerField(f, where)
+		}
 		if nb != nil {
 			changed = true
 			b = append(b, nb...)
 		} else {
 			b = append(b, f.raw...)
 		}
-		switch strings.ToLower(f.name) {
-		case "content-type":
+		switch {
+		case strings.EqualFold(f.name, "content-type"):
 			ct, params, _ = mime.ParseMediaType(f.value())
-		case "content-transfer-encoding":
+		case strings.EqualFold(f.name, "content-transfer-encoding"):
 			cte = strings.ToLower(strings.TrimSpace(f.value()))
-		case "content-disposition":
+		case strings.EqualFold(f.name, "content-disposition"):
 			if _, p, err := mime.ParseMediaType(f.value()); err == nil {
 				filename = p["filename"]
 			}
@@ -499,9 +551,9 @@ func (w *walker) body(b []byte, ct string, params map[string]string, cte, filena
 	case textFile(ct, filename):
 	default:
 		// A file keydesk cannot read as text (an image, a PDF, an
-		// archive): its bytes as written, where a secret in 8bit text
-		// would still show.
-		return w.asWritten(b, place)
+		// archive): only its bytes as written are looked at, by the
+		// last pass over the whole email.
+		return nil
 	}
 	desc := place + " (" + ct
 	if filename != "" {
@@ -594,30 +646,38 @@ func (w *walker) multipart(b []byte, boundary, where string, depth int) []byte {
 	var parts []span
 	partStart := -1
 	closed := false
+	// The delimiter is searched for, not every line read: an attachment's
+	// thousands of lines cost one byte search.
 	for i := 0; i < len(b) && !closed; {
-		j := bytes.IndexByte(b[i:], '\n')
+		k := bytes.Index(b[i:], delim)
+		if k < 0 {
+			break
+		}
+		at := i + k
 		lineEnd := len(b)
-		if j >= 0 {
-			lineEnd = i + j + 1
+		if j := bytes.IndexByte(b[at:], '\n'); j >= 0 {
+			lineEnd = at + j + 1
 		}
-		line := b[i:lineEnd]
-		if bytes.HasPrefix(line, delim) {
-			rest := bytes.TrimRight(line[len(delim):], " \t\r\n")
-			if len(rest) == 0 || bytes.Equal(rest, []byte("--")) {
-				if partStart >= 0 {
-					end := i
-					if end > partStart && b[end-1] == '\n' {
-						end--
-						if end > partStart && b[end-1] == '\r' {
-							end--
-						}
-					}
-					parts = append(parts, span{partStart, max(end, partStart)})
+		i = at + len(delim)
+		if at > 0 && b[at-1] != '\n' {
+			continue // not at the start of a line
+		}
+		rest := bytes.TrimRight(b[at+len(delim):lineEnd], " \t\r\n")
+		if len(rest) != 0 && !bytes.Equal(rest, []byte("--")) {
+			continue
+		}
+		if partStart >= 0 {
+			end := at
+			if end > partStart && b[end-1] == '\n' {
+				end--
+				if end > partStart && b[end-1] == '\r' {
+					end--
 				}
-				partStart = lineEnd
-				closed = len(rest) == 2
 			}
+			parts = append(parts, span{partStart, max(end, partStart)})
 		}
+		partStart = lineEnd
+		closed = len(rest) == 2
 		i = lineEnd
 	}
 	if len(parts) == 0 {
@@ -664,6 +724,12 @@ func decode(b []byte, cte string) ([]byte, bool) {
 	case "", "7bit", "8bit", "binary":
 		return b, true
 	case "base64":
+		// Line breaks are what the decoder skips itself; anything else
+		// (spaces, junk) is filtered out first, the slow way.
+		out := make([]byte, base64.StdEncoding.DecodedLen(len(b)))
+		if n, err := base64.StdEncoding.Decode(out, bytes.TrimRight(b, "\r\n")); err == nil {
+			return out[:n], true
+		}
 		clean := make([]byte, 0, len(b))
 		for _, c := range b {
 			if c == '=' {
@@ -676,13 +742,12 @@ func decode(b []byte, cte string) ([]byte, bool) {
 		if len(clean)%4 == 1 {
 			clean = clean[:len(clean)-1] // a stray character decodes to nothing
 		}
-		out := make([]byte, base64.RawStdEncoding.DecodedLen(len(clean)))
 		n, _ := base64.RawStdEncoding.Decode(out, clean)
 		clear(clean)
 		return out[:n], true
 	case "quoted-printable":
-		out, err := io.ReadAll(quotedprintable.NewReader(bytes.NewReader(b)))
-		if err != nil {
+		out, ok := decodeQP(b)
+		if !ok {
 			// Written back from what decodes, the rest would be lost:
 			// scan it as written instead.
 			clear(out)
@@ -729,4 +794,56 @@ func encode(text []byte, cte string, orig []byte) []byte {
 		out = text
 	}
 	return out
+}
+
+// decodeQP decodes a quoted-printable body in one pass: soft line breaks
+// (and the spaces before them) removed, =XX decoded. ok is false for an
+// '=' that is neither, which mime/quotedprintable refuses too.
+func decodeQP(b []byte) ([]byte, bool) {
+	out := make([]byte, 0, len(b))
+	for i := 0; i < len(b); i++ {
+		k := bytes.IndexByte(b[i:], '=')
+		if k < 0 {
+			out = append(out, b[i:]...)
+			break
+		}
+		out = append(out, b[i:i+k]...)
+		i += k
+		rest := b[i+1:]
+		switch {
+		case len(rest) >= 2 && unhex(rest[0]) >= 0 && unhex(rest[1]) >= 0:
+			out = append(out, byte(unhex(rest[0])<<4|unhex(rest[1])))
+			i += 2
+		case len(rest) == 0:
+		default:
+			// A soft line break, after optional trailing white space.
+			j := 0
+			for j < len(rest) && (rest[j] == ' ' || rest[j] == '\t') {
+				j++
+			}
+			switch {
+			case j < len(rest) && rest[j] == '\n':
+				i += j + 1
+			case j+1 < len(rest) && rest[j] == '\r' && rest[j+1] == '\n':
+				i += j + 2
+			case j == len(rest):
+				i += j
+			default:
+				return out, false
+			}
+		}
+	}
+	return out, true
+}
+
+func unhex(c byte) int {
+	switch {
+	case c >= '0' && c <= '9':
+		return int(c - '0')
+	case c >= 'A' && c <= 'F':
+		return int(c - 'A' + 10)
+	case c >= 'a' && c <= 'f':
+		return int(c - 'a' + 10)
+	}
+	return -1
 }
