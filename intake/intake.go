@@ -26,9 +26,14 @@
 //     emails whose attempts did not end are tried alone, and one whose
 //     count reaches imap.max_attempts is set aside unparsed, with an alert
 //     to support, and the poller goes on;
-//   - memory is bounded: a message body never sits whole in memory, it is
-//     streamed to a 0600 file under the spool directory that is removed
-//     after use;
+//   - memory is bounded: a message body is streamed to a 0600 file under
+//     the spool directory that is removed after use; only emails up to
+//     max_message_bytes, and at most InFlightBytes of them per FETCH, are
+//     also held in memory while they are processed;
+//   - no secret pasted in an email is kept: before anything reads the
+//     spooled email, the secrets in it are replaced by markers (package
+//     redact), in the file itself; the keys they belong to are proposed
+//     for revocation (secrets.go);
 //   - every network operation is bounded by a watchdog that closes the
 //     connection when it does not complete in time; a lost connection is
 //     re-established with back-off; IDLE is ended and the mailbox rescanned

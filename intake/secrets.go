@@ -33,46 +33,68 @@ import (
 // is kept, the same on every reading of it.
 func (p *Poller) redactSpool(sp *spooled) (*redact.Result, error) {
 	if p.noRedact {
+		sp.data = nil
 		return nil, nil
 	}
-	f, err := os.OpenFile(sp.file, os.O_RDWR, 0)
-	if err != nil {
-		return nil, p.spoolErr(err)
-	}
-	defer f.Close()
 	var out []byte
 	var res *redact.Result
+	var f *os.File
+	openFile := func() error {
+		var err error
+		if f == nil {
+			f, err = os.OpenFile(sp.file, os.O_RDWR, 0)
+		}
+		return err
+	}
+	defer func() {
+		if f != nil {
+			_ = f.Close()
+		}
+	}()
 	if sp.size <= p.o.IMAP.MaxMessageBytes && !sp.tooLarge {
-		raw := make([]byte, sp.size)
-		if _, err := io.ReadFull(f, raw); err != nil {
-			return nil, p.spoolErr(err)
+		raw := sp.data
+		if int64(len(raw)) != sp.size {
+			if err := openFile(); err != nil {
+				return nil, p.spoolErr(err)
+			}
+			raw = make([]byte, sp.size)
+			if _, err := io.ReadFull(f, raw); err != nil {
+				return nil, p.spoolErr(err)
+			}
 		}
 		out, res = redact.Redact(raw, redact.Limits{})
 		if len(res.Findings) > 0 {
 			clear(raw)
 		}
+		sp.data = out
 	} else {
-		// Too large to hold: looked at as written, and only rewritten
-		// (through memory bounded by the line) when it holds a secret.
+		sp.data = nil
+		if err := openFile(); err != nil {
+			return nil, p.spoolErr(err)
+		}
+		// Too large to hold: looked at as written, line by line, and
+		// only rewritten when it holds a secret: into a second spool
+		// file, copied back over the first.
+		var err error
 		if res, err = redact.Lines(f, io.Discard); err != nil {
 			return nil, p.spoolErr(err)
 		}
-		if len(res.Findings) > 0 {
-			var b strings.Builder
-			if _, err := f.Seek(0, io.SeekStart); err != nil {
-				return nil, p.spoolErr(err)
-			}
-			if res, err = redact.Lines(f, &b); err != nil {
-				return nil, p.spoolErr(err)
-			}
-			out = []byte(b.String())
+		if len(res.Findings) == 0 {
+			return nil, nil
 		}
+		if err := p.rewriteLarge(f, sp); err != nil {
+			return nil, p.spoolErr(err)
+		}
+		return res, nil
 	}
 	if len(res.Findings) == 0 {
 		return nil, nil
 	}
 	// Written over the same file, and cut to its new length: the blocks
 	// that held the secret are overwritten, not only unlinked.
+	if err := openFile(); err != nil {
+		return nil, p.spoolErr(err)
+	}
 	if _, err := f.WriteAt(out, 0); err != nil {
 		return nil, p.spoolErr(err)
 	}
@@ -85,11 +107,53 @@ func (p *Poller) redactSpool(sp *spooled) (*redact.Result, error) {
 		return nil, p.spoolErr(err)
 	}
 	sum := sha256.Sum256(out)
-	if !sp.tooLarge {
-		sp.size = int64(len(out))
-	}
+	sp.size = int64(len(out))
 	sp.digest = hex.EncodeToString(sum[:])
 	return res, nil
+}
+
+// rewriteLarge redacts a spooled email too large to hold, as written,
+// through a second spool file, and copies the result over the first
+// (overwriting its blocks, then cutting it to its new length).
+func (p *Poller) rewriteLarge(f *os.File, sp *spooled) error {
+	tmp, err := os.CreateTemp(p.o.SpoolDir, "msg-*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		_ = tmp.Close()
+		_ = os.Remove(tmp.Name())
+	}()
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	if _, err := redact.Lines(f, tmp); err != nil {
+		return err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), tmp)
+	if err != nil {
+		return err
+	}
+	if pad := sp.size - n; pad > 0 && !sp.tooLarge {
+		if _, err := f.Write(make([]byte, min(pad, 1<<20))); err != nil {
+			return err
+		}
+	}
+	if err := f.Truncate(n); err != nil {
+		return err
+	}
+	if !sp.tooLarge {
+		sp.size = n
+	}
+	sp.digest = hex.EncodeToString(h.Sum(nil))
+	return nil
 }
 
 func (p *Poller) spoolErr(err error) error {
