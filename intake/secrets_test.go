@@ -1,8 +1,11 @@
 package intake
 
 import (
+	"bytes"
+	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -107,5 +110,48 @@ func TestExposureEmails(t *testing.T) {
 		if !strings.Contains(a.Text, want) {
 			t.Errorf("the alert lacks %q:\n%s", want, a.Text)
 		}
+	}
+}
+
+// TestSecretInLargeEmail: an email larger than max_message_bytes (read
+// line by line, not into memory) with a pair pasted in its text: the
+// stored copy (cut at max_message_bytes) and the request hold only the
+// marker, the request is flagged, and support is alerted though no key
+// is known (the inventory is empty); the requester is told nothing,
+// since no key of theirs was named.
+func TestSecretInLargeEmail(t *testing.T) {
+	w := newWorld(t, false)
+	const secret = "bm_secret_L4rg3EmailS3cretValue0123456789"
+	body := "Hello,\n\nwe get 401 with this pair:\nX-API-Key: bm_key_acme_large\nX-API-Secret: " + secret + "\n\nOur log:\n" +
+		strings.Repeat("2026-11-30T08:00:00Z GET /v1/keys 401 unauthorized\n", 2000)
+	w.send(msg{from: "ada@acme.example", id: "large@acme.example", subject: "401 again", body: body}.raw())
+	r := w.bySource("large@acme.example")
+	if !r.HasFlag(keydesk.FlagSecretExposed) {
+		t.Errorf("request flags %v", r.Flags)
+	}
+	ctx := context.Background()
+	rd, err := w.h.q.OpenMail(ctx, r.MailRef)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, _ := io.ReadAll(rd)
+	rd.Close()
+	if bytes.Contains(stored, []byte(secret)) || !bytes.Contains(stored, []byte("[bm_secret redacted sha256:")) {
+		t.Errorf("the stored copy (%d bytes) holds the secret, or no marker", len(stored))
+	}
+	var alerts int
+	for _, o := range w.h.outbox() {
+		if o.Kind == keydesk.KindSecretExposed {
+			t.Errorf("a notice to the requester though no key was found: %+v", o)
+		}
+		if o.Kind == keydesk.KindAlert && strings.Contains(o.Text, "no key found") {
+			alerts++
+		}
+		if strings.Contains(o.Text, secret) {
+			t.Errorf("an email holds the secret: %s", o.ID)
+		}
+	}
+	if alerts != 1 {
+		t.Errorf("%d alerts, want 1", alerts)
 	}
 }
