@@ -234,12 +234,21 @@ func (w *walker) record(text []byte, sp keydesk.SecretSpan, where string) *Findi
 		w.res.Findings = append(w.res.Findings, f)
 	}
 	f.Count++
+	// A place is named by what the email says of it (a file name, a
+	// header's name): never with a secret in it.
+	where = keydesk.RedactSecrets(where)
 	if len(f.Where) < maxWhere && !contains(f.Where, where) {
 		f.Where = append(f.Where, where)
 	}
 	if (f.APIKey == "" || f.KeyID == "") && w.besides < maxBesides {
 		w.besides++
 		k, id := beside(text, sp.Start, sp.End)
+		if keydesk.HoldsSecret(k) {
+			k = ""
+		}
+		if keydesk.HoldsSecret(id) {
+			id = ""
+		}
 		if f.APIKey == "" {
 			f.APIKey = k
 		}

@@ -259,3 +259,21 @@ func TestMarker(t *testing.T) {
 		t.Errorf("marker %q, want %q", got, want)
 	}
 }
+
+// TestWhereHoldsNoSecret: a file name with a secret in it names the
+// place without it.
+func TestWhereHoldsNoSecret(t *testing.T) {
+	email := head + "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n" +
+		"--b\r\nContent-Type: text/plain; name=\"" + secret + ".txt\"\r\nContent-Disposition: attachment; filename=\"" + secret + ".txt\"\r\n\r\n" + pair + "--b--\r\n"
+	out, res := Redact([]byte(email), Limits{})
+	if bytes.Contains(out, []byte(secret)) {
+		t.Errorf("the secret is still in the email:\n%s", out)
+	}
+	for _, f := range res.Findings {
+		for _, w := range f.Where {
+			if strings.Contains(w, secret) {
+				t.Errorf("where %q holds the secret", w)
+			}
+		}
+	}
+}
