@@ -443,3 +443,50 @@ func grepLines(s, word string) string {
 	}
 	return strings.Join(out, "")
 }
+
+// TestRevokeAndReplaceAPI: on a secret-exposed revoke request, the
+// action approves the revocation and asks for the replacement (a rotate
+// request with the key's label and scopes, replacing it, its old key's
+// revocation recorded); a second call makes no second replacement; the
+// action refuses any other request, and a viewer.
+func TestRevokeAndReplaceAPI(t *testing.T) {
+	e := newEnv(t)
+	rv := e.request(func(r *keydesk.Request) {
+		r.Kind, r.KeyID, r.Label = keydesk.KindRevoke, "key-004", "sandbox-backend"
+		r.Flags = []keydesk.Flag{keydesk.FlagSecretExposed}
+		r.Reason = "secret exposed in the email of 27 November 2026 (sha256:1a2b3c4d)"
+	}, "")
+	issue := e.request(nil, "")
+
+	if code, body := e.api("viv", "POST", "/api/v1/requests/"+rv.ID+"/revoke-replace", nil); code != 403 {
+		t.Errorf("a viewer: %d %v", code, body)
+	}
+	if code, body := e.api("alice", "POST", "/api/v1/requests/"+issue.ID+"/revoke-replace", nil); code != 409 || body["code"] != "invalid_kind" {
+		t.Errorf("an issue request: %d %v", code, body)
+	}
+	code, body := e.api("alice", "POST", "/api/v1/requests/"+rv.ID+"/revoke-replace", nil)
+	if code != 200 || body["state"] != "approved" || !strings.Contains(fmt.Sprint(body["message"]), "replacement") {
+		t.Fatalf("revoke-replace: %d %v", code, body)
+	}
+	if code, _ := e.api("alice", "POST", "/api/v1/requests/"+rv.ID+"/revoke-replace", nil); code != 409 {
+		t.Errorf("a second call: %d", code)
+	}
+	all, err := e.q.List(context.Background(), queue.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rot []*keydesk.Request
+	for _, r := range all {
+		if r.KindOf() == keydesk.KindRotate {
+			rot = append(rot, r)
+		}
+	}
+	if len(rot) != 1 {
+		t.Fatalf("%d rotate requests, want 1", len(rot))
+	}
+	r := rot[0]
+	if r.ReplacesKeyID != "key-004" || r.Partner != rv.Partner || r.Environment != rv.Environment || r.Label != rv.Label ||
+		!slices.Equal(r.Scopes, rv.Scopes) || r.State != keydesk.StatePendingReview || r.Rotation == nil || r.Rotation.RevokeRequest != rv.ID {
+		t.Errorf("rotate request %+v", r)
+	}
+}
