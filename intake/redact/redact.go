@@ -735,7 +735,7 @@ func decode(b []byte, cte string) ([]byte, bool) {
 	case "base64":
 		// Line breaks are what the decoder skips itself; anything else
 		// (spaces, junk) is filtered out first, the slow way.
-		out := make([]byte, base64.StdEncoding.DecodedLen(len(b)))
+		out := make([]byte, len(b)+4) // decoded is never longer; Decode panics on too short a buffer
 		if n, err := base64.StdEncoding.Decode(out, bytes.TrimRight(b, "\r\n")); err == nil {
 			return out[:n], true
 		}
