@@ -230,6 +230,8 @@ func TestRedact(t *testing.T) {
 func TestRedactNoSecret(t *testing.T) {
 	for _, email := range []string{
 		head + "Content-Type: text/plain\r\n\r\nEnvironment: sandbox\r\nScopes: accounts:read\r\nLabel: sandbox-backend\r\n\r\nOur API secret is stored in our vault.\r\n",
+		// A base64 body shorter than a quantum (a fuzzer's find: it panicked).
+		"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\nxx",
 		head + "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\napi_secret: <the one you sent>\r\n--b\r\nContent-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\n" + b64("\x89PNG\r\n\x1a\nsecret") + "--b--\r\n",
 	} {
 		out, res := Redact([]byte(email), Limits{})
