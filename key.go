@@ -63,6 +63,11 @@ type KeyDelivery struct {
 	// Subject is the real subject, sent only inside the encryption as a
 	// protected header; empty: the key-delivery template's subject.
 	Subject string
+	// ReplacesKeyID is, for a rotation, the key the new one replaces (same
+	// partner and environment); OldKeyStops is when that key is revoked at
+	// the latest (zero: only once the contact confirms).
+	ReplacesKeyID string
+	OldKeyStops   time.Time
 }
 
 // Rotation follows the old key of a rotate request once the new one is
@@ -163,4 +168,24 @@ func (inv *Inventory) Live(label string) []InventoryKey {
 		}
 	}
 	return out
+}
+
+// RotationDue reports whether the rotation policy (rotation.max_age and
+// rotation.remind_before) calls for the key to be rotated at now: it is
+// live and older than maxAge − remindBefore. A maxAge of 0 is no policy.
+// The age counts from the key's creation, or from when keydesk first saw
+// it when the API gave no creation time; a key of unknown age is never
+// due, so that a listing without dates cannot flood the partner page.
+func (k *InventoryKey) RotationDue(now time.Time, maxAge, remindBefore time.Duration) bool {
+	if maxAge <= 0 || !k.Live() {
+		return false
+	}
+	from := k.CreatedAt
+	if from.IsZero() {
+		from = k.FirstSeen
+	}
+	if from.IsZero() {
+		return false
+	}
+	return now.Sub(from) >= maxAge-max(remindBefore, 0)
 }

@@ -21,6 +21,11 @@
 //     Sealer; it is wiped after, and never logged, stored or reported.
 //   - Keys whose delivery failed, or that were not delivered in time, are
 //     revoked and the requester is told.
+//   - A rotation makes its new key as an issue does; its old key is never
+//     an orphan of the attempt, and is revoked (through a revoke request
+//     the rotation makes once) when the contact confirms or its grace
+//     ends: never two live keys beyond the grace without support being
+//     told (rotate.go).
 package batch
 
 import (
@@ -82,6 +87,18 @@ type Options struct {
 	// long is revoked (delivery.revoke_undelivered_after). 0: never.
 	RevokeUndeliveredAfter time.Duration
 
+	// RotationGrace is how long the old key of a rotation keeps working
+	// after the new one is made, unless the technical contact confirms
+	// sooner (rotation.grace). Default 7 days.
+	RotationGrace time.Duration
+	// RotationMaxAge is the rotation policy (rotation.max_age): the
+	// requester of a key older than RotationMaxAge − RotationRemindBefore
+	// is reminded once. 0: no policy.
+	RotationMaxAge time.Duration
+	// RotationRemindBefore is how long before RotationMaxAge the reminder
+	// goes (rotation.remind_before). Default 30 days.
+	RotationRemindBefore time.Duration
+
 	// Holder names this instance in the lease and the audit trail.
 	Holder string
 	// LeaseTTL of the batch lease; renewed at a third of it. Default 30s.
@@ -126,6 +143,7 @@ type Runner struct {
 	clock    Clock
 	duration *metrics.Histogram
 	outcomes *metrics.Counter
+	sweep    *sweepState
 }
 
 // Validate reports every setting of the batch section outside what
@@ -146,6 +164,7 @@ func (o *Options) Validate() error {
 	if o.LeaseTTL != 0 && (o.LeaseTTL < time.Second || o.LeaseTTL > time.Hour) {
 		errs = append(errs, fmt.Errorf("batch.lease_ttl: %s is out of range 1s..1h", o.LeaseTTL))
 	}
+	errs = append(errs, o.validateRotation()...)
 	return errors.Join(errs...)
 }
 
@@ -189,6 +208,8 @@ func New(o Options) (*Runner, error) {
 	o.RequestTimeout = cmp.Or(o.RequestTimeout, 5*time.Minute)
 	o.MaxRequests = cmp.Or(o.MaxRequests, 10000)
 	o.Holder = cmp.Or(o.Holder, "keydesk")
+	o.RotationGrace = cmp.Or(o.RotationGrace, DefaultRotationGrace)
+	o.RotationRemindBefore = cmp.Or(o.RotationRemindBefore, DefaultRotationRemindBefore)
 	if o.Clock == nil {
 		o.Clock = RealClock
 	}
@@ -198,7 +219,7 @@ func New(o Options) (*Runner, error) {
 	if o.Failpoint == nil {
 		o.Failpoint = func(string) {}
 	}
-	r := &Runner{o: o, q: o.Queue, log: o.Logger, clock: o.Clock}
+	r := &Runner{o: o, q: o.Queue, log: o.Logger, clock: o.Clock, sweep: &sweepState{}}
 	if o.Metrics != nil {
 		r.duration = o.Metrics.Histogram("keydesk_batch_duration_seconds", "Wall time of each batch run.",
 			[]float64{1, 5, 15, 30, 60, 120, 300, 600, 1200, 3600})

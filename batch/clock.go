@@ -1,19 +1,9 @@
 package batch
 
-import "time"
+import "github.com/buildmarkets/keydesk"
 
-// Clock is the time source of the schedule and of retry back-offs, so a
-// test can move time on without waiting for it.
-type Clock interface {
-	Now() time.Time
-	// After sends the time on the channel once d has passed.
-	After(d time.Duration) <-chan time.Time
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time                         { return time.Now() }
-func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+// Clock is the time source of the schedule and of retry back-offs.
+type Clock = keydesk.Clock
 
 // RealClock is the wall clock.
-var RealClock Clock = realClock{}
+var RealClock = keydesk.RealClock

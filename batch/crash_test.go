@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/bmapi"
 	"github.com/buildmarkets/keydesk/bmapi/fake"
 	"github.com/buildmarkets/keydesk/crypto/cryptotest"
 	"github.com/buildmarkets/keydesk/internal/testenv"
@@ -87,12 +88,44 @@ func TestCrash(t *testing.T) {
 			name += "+dropped-answer"
 		}
 		t.Run(name, func(t *testing.T) {
-			crashRun(t, bin, st.failpoint, st.drop, st.revoked)
+			crashRun(t, bin, st.failpoint, st.drop, st.revoked, false)
 		})
 	}
 }
 
-func crashRun(t *testing.T, bin, failpoint string, drop, wantRevoked int) {
+// TestCrashRotate is TestCrash for rotate requests, killed between the
+// API's answer and the record: each rotation ends with exactly one live
+// new key, the one its record names, and the keys they replace stay live
+// (made just before, with the same labels, they look like the attempt's
+// keys; they are not its orphans).
+func TestCrashRotate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the keydesk binary")
+	}
+	bin := keydeskBinary(t)
+	for _, st := range []struct {
+		failpoint string
+		drop      int
+		revoked   int
+	}{
+		{failpoint: "after-create:2", revoked: 1},
+		{failpoint: "after-enqueue:2", revoked: 1},
+		{failpoint: "after-create:1", drop: 1, revoked: 2},
+	} {
+		name := st.failpoint
+		if st.drop > 0 {
+			name += "+dropped-answer"
+		}
+		t.Run(name, func(t *testing.T) {
+			crashRun(t, bin, st.failpoint, st.drop, st.revoked, true)
+		})
+	}
+}
+
+// crashRun kills the batch role at failpoint and checks the restart's
+// outcome. With rotate, each request is a rotation of a key made (through
+// the API, outside keydesk) just before.
+func crashRun(t *testing.T, bin, failpoint string, drop, wantRevoked int, rotate bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	dir := t.TempDir()
@@ -110,18 +143,35 @@ func crashRun(t *testing.T, bin, failpoint string, drop, wantRevoked int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api.DropAfterCreate(drop)
 	srv := httptest.NewServer(api)
 	defer srv.Close()
+	labels := []string{"backend", "backend", "reporting"}
+	var old []string // the keys the rotations replace
+	if rotate {
+		c := bmapi.New(bmapi.Options{BaseURL: srv.URL, APIKey: managerKey, APISecret: keydesk.SecretString(managerSecret)})
+		for _, label := range labels {
+			k, err := c.CreateKey(ctx, label, []keydesk.Scope{"accounts:read"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			k.APISecret.Wipe()
+			old = append(old, k.ID)
+		}
+	}
+	api.DropAfterCreate(drop)
 
 	cfg := cryptotest.BatchRoleConfig(t, dir, q.ClientURL(), srv.URL, managerKey, managerSecret)
 
 	var ids []string
-	for i, label := range []string{"backend", "backend", "reporting"} {
-		r, _, err := q.Create(ctx, &keydesk.Request{
+	for i, label := range labels {
+		req := &keydesk.Request{
 			State: keydesk.StateApproved, Partner: "acme", Environment: keydesk.Sandbox, Scopes: []keydesk.Scope{"accounts:read"},
 			Label: label, Requester: "cto@acme.example", SourceKey: fmt.Sprintf("crash-%d", i), SourceDate: time.Now(), Index: i,
-		}, "test")
+		}
+		if rotate {
+			req.Kind, req.ReplacesKeyID = keydesk.KindRotate, old[i]
+		}
+		r, _, err := q.Create(ctx, req, "test")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -180,7 +230,7 @@ func crashRun(t *testing.T, bin, failpoint string, drop, wantRevoked int) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.State != keydesk.StateGenerated || r.KeyID == "" {
+		if r.State != keydesk.StateGenerated || r.KeyID == "" || (rotate && (r.Rotation == nil || r.Rotation.Due.IsZero())) {
 			t.Fatalf("request %s after restart: %s\nfirst run:\n%s\nsecond run:\n%s", id, dump(r), log1.String(), log2.String())
 		}
 		recorded[r.KeyID] = id
@@ -188,12 +238,12 @@ func crashRun(t *testing.T, bin, failpoint string, drop, wantRevoked int) {
 	var live []string
 	for _, k := range api.LiveKeys("acme") {
 		live = append(live, k.ID)
-		if _, ok := recorded[k.ID]; !ok {
+		if _, ok := recorded[k.ID]; !ok && !slices.Contains(old, k.ID) {
 			t.Errorf("key %s (%s) is live but no request records it: an orphan", k.ID, k.Label)
 		}
 	}
-	if len(live) != len(ids) {
-		t.Errorf("live keys %v, want one per request (%d)", live, len(ids))
+	if len(live) != len(ids)+len(old) {
+		t.Errorf("live keys %v, want one per request (%d) and the %d replaced keys %v", live, len(ids), len(old), old)
 	}
 	created := 0
 	for _, k := range api.Keys("acme") {

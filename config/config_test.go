@@ -70,6 +70,7 @@ rotation: {max_age: 365d}
 		{"max_attempts default", c.IMAP.MaxAttempts, 3},
 		{"mailbox default", c.IMAP.Mailbox, "INBOX"},
 		{"imap.lease_ttl default", c.IMAP.LeaseTTL, 30 * time.Second},
+		{"notify.lease_ttl default", c.Notify.LeaseTTL, 30 * time.Second},
 		{"imap.security default", c.IMAP.Security, mailauth.SecurityTLS},
 		{"rate_limit", c.API.Sandbox.RateLimit, 10.0},
 		{"production timeout default", c.API.Production.Timeout, 30 * time.Second},
@@ -124,8 +125,8 @@ smtp:
 api:
   production: {base_url: "http://api.buildmarkets.example"}
 review: {listen: "nowhere", four_eyes: [production, staging], age_target: 10s}
-rotation: {max_age: 20d, grace: 100d}
 batch: {concurrency: 1000}
+notify: {lease_ttl: 2h}
 delivery: {ack_wait: 1s, retry_for: 2 days}
 log: {level: loud}
 signing_key: {file: missing.asc}
@@ -166,8 +167,7 @@ imap_pasword: typo
 		"keydesk.yaml: review.listen:",
 		"keydesk.yaml: review.four_eyes[1]: \"staging\" is neither",
 		"keydesk.yaml: review.age_target: 10s is out of range 1m..720h",
-		"keydesk.yaml: rotation.max_age: 480h0m0s must be at least 1d and longer than rotation.remind_before",
-		"keydesk.yaml: rotation.grace: 2400h0m0s is out of range 1h..90d",
+		"keydesk.yaml: notify.lease_ttl: 2h0m0s is out of range 1s..1h",
 		"keydesk.yaml: delivery.retry_for: \"2 days\" is not a duration (line 18): write it like 90s, 45m, 4h or 30d",
 		"keydesk.yaml: log.level: \"loud\"",
 		"keydesk.yaml: signing_key.file:",

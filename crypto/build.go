@@ -55,6 +55,8 @@ type KeyFile struct {
 	CreatedAt   string   `json:"created_at"`
 	RequestID   string   `json:"request_id"`
 	Partner     string   `json:"partner"`
+	// ReplacesKeyID is the key a rotation's new key replaces; absent otherwise.
+	ReplacesKeyID string `json:"replaces_key_id,omitempty"`
 }
 
 // scopeLine is a scope and what it grants, for the template.
@@ -67,6 +69,10 @@ type deliveryData struct {
 	Scopes                                                               []scopeLine
 	CreatedAt                                                            time.Time
 	ContactEmail, ContactFingerprint, SignerFingerprint, AttachmentName  string
+	// ReplacesKeyID and OldKeyStops: the old key of a rotation and when
+	// it stops working at the latest; empty and zero for a new key.
+	ReplacesKeyID string
+	OldKeyStops   time.Time
 }
 
 // BuildKeyDelivery encrypts d to p's pinned technical-contact key, signed by
@@ -161,6 +167,7 @@ func writeInner(w *wipeBuffer, d keydesk.KeyDelivery, p *keydesk.Partner, s *Sig
 		KeyID: d.KeyID, APIKey: d.APIKey, APISecret: placeholder, CreatedAt: d.CreatedAt,
 		ContactEmail: p.TechnicalContact.Email, ContactFingerprint: FormatFingerprint(fingerprintOf(ck.entity.PrimaryKey)),
 		SignerFingerprint: FormatFingerprint(s.fingerprint), AttachmentName: attachmentName(d.Label, d.KeyID),
+		ReplacesKeyID: d.ReplacesKeyID, OldKeyStops: d.OldKeyStops,
 	}
 	if d.PartnerName != "" {
 		data.PartnerName = d.PartnerName
@@ -267,11 +274,20 @@ func writeKeyFile(w *wipeBuffer, d keydesk.KeyDelivery, p *keydesk.Partner, secr
 	w.WriteString("  \"api_secret\": ")
 	w.jsonString(secret)
 	w.WriteString(",\n")
-	for i, f := range []struct {
+	tail := []struct {
 		name string
 		v    any
-	}{{"created_at", created}, {"request_id", d.RequestID}, {"partner", partner}} {
-		if err := field(f.name, f.v, i == 2); err != nil {
+	}{{"created_at", created}, {"request_id", d.RequestID}, {"partner", partner}}
+	if d.ReplacesKeyID != "" {
+		// A secrets manager that imports the file can retire the old
+		// entry by it.
+		tail = append(tail, struct {
+			name string
+			v    any
+		}{"replaces_key_id", d.ReplacesKeyID})
+	}
+	for i, f := range tail {
+		if err := field(f.name, f.v, i == len(tail)-1); err != nil {
 			return err
 		}
 	}

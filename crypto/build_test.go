@@ -76,6 +76,14 @@ func TestBuildKeyDeliveryGolden(t *testing.T) {
 			d.APISecret = keydesk.SecretString("bm_secret_" + strings.Repeat("0123456789abcdef", 5))
 			return d
 		}()},
+		// A rotation: the body and the attachment name the key replaced
+		// and when it stops working.
+		{name: "rotation", d: func() keydesk.KeyDelivery {
+			d := testDelivery()
+			d.KeyID, d.ReplacesKeyID = "key-012", "key-007"
+			d.OldKeyStops = time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)
+			return d
+		}()},
 		{name: "caller-subject", d: func() keydesk.KeyDelivery {
 			d := testDelivery()
 			d.Subject = "Re: API keys for the trading engine"

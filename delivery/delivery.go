@@ -728,6 +728,11 @@ type NoticeData struct {
 	// Contact is the technical contact's address, masked: s***@acme.example.
 	Contact   string
 	Delivered time.Time
+	// ReplacesKeyID is, for a rotation, the key the new one replaces, and
+	// OldKeyStops when it is revoked at the latest (zero: once the
+	// contact confirms).
+	ReplacesKeyID string
+	OldKeyStops   time.Time
 }
 
 // afterSent finishes a key delivery: generated→delivered, and the notice
@@ -780,7 +785,10 @@ func (s *Service) afterSent(ctx context.Context, o *keydesk.Outgoing, log *slog.
 	}
 	data := NoticeData{
 		RequestID: req.ID, Environment: string(req.Environment), Label: req.Label, KeyID: req.KeyID,
-		Contact: MaskAddress(contact), Delivered: s.o.Now().UTC(),
+		Contact: MaskAddress(contact), Delivered: s.o.Now().UTC(), ReplacesKeyID: req.ReplacesKeyID,
+	}
+	if req.Rotation != nil {
+		data.OldKeyStops = req.Rotation.Due
 	}
 	var scopes []string
 	for _, sc := range req.Scopes {

@@ -3,7 +3,9 @@ package notify
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -56,6 +58,66 @@ type DigestData struct {
 	Oldest                                                  string
 	// QueueLink is the review queue's address, when review.base_url is set.
 	QueueLink string
+	// DueKeys are the keys the rotation policy calls to rotate, the
+	// oldest first, at most maxDigestLines of them; DueMore is how many
+	// were left out, DueTotal how many there are; MaxAge is the policy.
+	DueKeys           []DueKey
+	DueMore, DueTotal int
+	MaxAge            string
+}
+
+// DueKey is one key due for rotation in the digest.
+type DueKey struct {
+	Partner, Environment, KeyID, Label string
+	AgeDays                            int
+	MadeBy                             string
+	// Link is the partner's page, when review.base_url is set.
+	Link string
+}
+
+// RotationDue lists the keys of invs that the rotation policy calls to
+// rotate at now (keydesk.InventoryKey.RotationDue), the oldest first, as
+// the digest shows them.
+func RotationDue(invs []*keydesk.Inventory, maxAge, remindBefore time.Duration, baseURL string, now time.Time) []DueKey {
+	base := strings.TrimRight(baseURL, "/")
+	var out []DueKey
+	for _, inv := range invs {
+		for i := range inv.Keys {
+			k := &inv.Keys[i]
+			if !k.RotationDue(now, maxAge, remindBefore) {
+				continue
+			}
+			d := DueKey{
+				Partner: keydesk.SafeLine(inv.Partner, 40), Environment: string(inv.Environment), KeyID: keydesk.SafeLine(k.ID, 40),
+				Label: keydesk.SafeLine(k.Label, 60), AgeDays: k.AgeDays(now), MadeBy: string(k.MadeBy),
+			}
+			if k.RequestID != "" {
+				d.MadeBy += " (" + keydesk.SafeLine(k.RequestID, 20) + ")"
+			}
+			if base != "" {
+				d.Link = base + "/partners/" + url.PathEscape(inv.Partner)
+			}
+			out = append(out, d)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b DueKey) int {
+		if a.AgeDays != b.AgeDays {
+			return b.AgeDays - a.AgeDays
+		}
+		return strings.Compare(a.Partner+"/"+a.Environment+"/"+a.KeyID, b.Partner+"/"+b.Environment+"/"+b.KeyID)
+	})
+	return out
+}
+
+// WithDueKeys adds the keys due for rotation to the digest d.
+func (d *DigestData) WithDueKeys(keys []DueKey, maxAge time.Duration) {
+	d.DueTotal = len(keys)
+	d.MaxAge = strconv.Itoa(int(maxAge/(24*time.Hour))) + " days"
+	if len(keys) > maxDigestLines {
+		d.DueMore = len(keys) - maxDigestLines
+		keys = keys[:maxDigestLines]
+	}
+	d.DueKeys = keys
 }
 
 // DigestID is the outbox ID of the digest due at tick: the same for every
@@ -102,12 +164,25 @@ func (n *Notifier) SendDigest(ctx context.Context, tick time.Time) error {
 	if err != nil {
 		return fmt.Errorf("notify: digest: %w", err)
 	}
-	if len(reqs) == 0 {
+	var due []DueKey
+	if n.o.RotationMaxAge > 0 {
+		invs, err := n.o.Queue.Inventories(ctx)
+		if err != nil {
+			// The requests that wait matter more than a late reminder:
+			// the digest goes with the keys that could be read.
+			n.log.Warn("notify: digest: key inventory", "err", err)
+		}
+		due = RotationDue(invs, n.o.RotationMaxAge, n.o.RotationRemindBefore, n.o.BaseURL, tick)
+	}
+	if len(reqs) == 0 && len(due) == 0 {
 		n.count.Inc("digest", "empty")
 		n.log.Info("notify: nothing waits: no digest", "due", tick)
 		return nil
 	}
 	d := Digest(reqs, n.o.BaseURL, tick)
+	if n.o.RotationMaxAge > 0 {
+		d.WithDueKeys(due, n.o.RotationMaxAge)
+	}
 	m, err := n.o.Templates.RenderMail("digest", d)
 	if err != nil {
 		return err
@@ -119,7 +194,7 @@ func (n *Notifier) SendDigest(ctx context.Context, tick time.Time) error {
 		return err
 	}
 	n.count.Inc("digest", "sent")
-	n.log.Info("notify: digest queued", "outbox_id", id, "waiting", d.Total)
+	n.log.Info("notify: digest queued", "outbox_id", id, "waiting", d.Total, "keys_due", d.DueTotal)
 	return nil
 }
 

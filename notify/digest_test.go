@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/mail"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -22,56 +21,6 @@ import (
 	"github.com/buildmarkets/keydesk/queue/queuetest"
 	"github.com/buildmarkets/keydesk/templates"
 )
-
-// fakeClock moves only when told to; After's channels fire as it passes
-// their time.
-type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	waiters []fakeWaiter
-}
-
-type fakeWaiter struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	c.waiters = append(c.waiters, fakeWaiter{c.now.Add(d), ch})
-	return ch
-}
-
-// waiting reports whether someone waits for the clock.
-func (c *fakeClock) waiting() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.waiters) > 0
-}
-
-// set moves the clock to t and fires what is due.
-func (c *fakeClock) set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-	var left []fakeWaiter
-	for _, w := range c.waiters {
-		if !w.at.After(t) {
-			w.ch <- t
-		} else {
-			left = append(left, w)
-		}
-	}
-	c.waiters = left
-}
 
 func digests(t *testing.T, q *queue.Conn) []*keydesk.Outgoing {
 	t.Helper()
@@ -97,15 +46,15 @@ func TestDigestOncePerTick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock := &fakeClock{now: time.Date(2026, 11, 30, 8, 59, 30, 0, time.UTC)} // a Monday
+	clock := testenv.NewClock(time.Date(2026, 11, 30, 8, 59, 30, 0, time.UTC)) // a Monday
 	o := options(q, "keydesk-1")
 	o.Digest, o.Clock = sched, clock
 	run := start(t, o)
 	count := run.metrics.Counter("keydesk_notifications_total", "", "channel", "outcome")
 
 	// Nothing waits at 09:00 Monday: no digest.
-	testenv.Eventually(t, wait, "the digest loop waiting", clock.waiting)
-	clock.set(time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC))
+	testenv.Eventually(t, wait, "the digest loop waiting", func() bool { return clock.Waiters() > 0 })
+	clock.Set(time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC))
 	testenv.Eventually(t, wait, "the empty digest counted", func() bool { return count.Value("digest", "empty") == 1 })
 	if ds := digests(t, q); len(ds) != 0 {
 		t.Fatalf("%d digests with nothing waiting", len(ds))
@@ -113,9 +62,9 @@ func TestDigestOncePerTick(t *testing.T) {
 
 	create(t, q, 0, keydesk.StatePendingReview)
 	create(t, q, 1, keydesk.StateApproved) // waits for the batch, not a person
-	testenv.Eventually(t, wait, "the digest loop waiting", clock.waiting)
+	testenv.Eventually(t, wait, "the digest loop waiting", func() bool { return clock.Waiters() > 0 })
 	tue := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
-	clock.set(tue)
+	clock.Set(tue)
 	testenv.Eventually(t, wait, "Tuesday's digest", func() bool { return len(digests(t, q)) == 1 })
 	d := digests(t, q)[0]
 	if d.ID != notify.DigestID(tue) || len(d.To) != 1 || d.To[0] != supportAddr || !strings.Contains(d.Subject, "1 request waits") {
@@ -133,8 +82,8 @@ func TestDigestOncePerTick(t *testing.T) {
 	if n := len(digests(t, q)); n != 1 {
 		t.Errorf("%d digests for one time, want 1", n)
 	}
-	testenv.Eventually(t, wait, "the digest loop waiting", clock.waiting)
-	clock.set(time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC))
+	testenv.Eventually(t, wait, "the digest loop waiting", func() bool { return clock.Waiters() > 0 })
+	clock.Set(time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC))
 	testenv.Eventually(t, wait, "Wednesday's digest", func() bool { return len(digests(t, q)) == 2 })
 }
 

@@ -25,10 +25,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/internal/group"
 	"github.com/buildmarkets/keydesk/metrics"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/templates"
@@ -48,6 +48,7 @@ type Queue interface {
 	Get(ctx context.Context, id string) (*keydesk.Request, error)
 	List(ctx context.Context, f queue.Filter) ([]*keydesk.Request, error)
 	Enqueue(ctx context.Context, m *keydesk.Outgoing) error
+	Inventories(ctx context.Context) ([]*keydesk.Inventory, error)
 	Standby(ctx context.Context, name, holder string, ttl time.Duration, fn func(ctx context.Context) error) error
 }
 
@@ -59,18 +60,8 @@ type Schedule interface {
 	Next(time.Time) time.Time
 }
 
-// Clock is the time source of the digest schedule and the retry waits, so
-// a test can move time on without waiting for it (the shape of
-// batch.Clock).
-type Clock interface {
-	Now() time.Time
-	After(d time.Duration) <-chan time.Time
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time                         { return time.Now() }
-func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+// Clock is the time source of the digest schedule and the retry waits.
+type Clock = keydesk.Clock
 
 // Options configure a Notifier. With neither WebhookURL nor Digest it
 // does nothing.
@@ -106,6 +97,11 @@ type Options struct {
 	// turning the webhook on does not flood the channel with the backlog.
 	// Default 24h.
 	MaxAge time.Duration
+	// RotationMaxAge and RotationRemindBefore are the rotation policy
+	// (rotation.max_age, rotation.remind_before): the digest lists the
+	// keys older than their difference. A max age of 0: no policy, and
+	// no keys listed.
+	RotationMaxAge, RotationRemindBefore time.Duration
 	// Holder names this instance in the lease and the records. Required.
 	Holder string
 	// LeaseTTL is how long the lease outlives an instance that dies while
@@ -171,7 +167,7 @@ func New(o Options) (*Notifier, error) {
 		o.LeaseTTL = 30 * time.Second
 	}
 	if o.Clock == nil {
-		o.Clock = realClock{}
+		o.Clock = keydesk.RealClock
 	}
 	if o.Metrics == nil {
 		o.Metrics = metrics.New()
@@ -208,30 +204,15 @@ func (n *Notifier) Run(ctx context.Context) error {
 // run is the lease holder's work: the webhook and the digest side by
 // side; the first to stop with an error stops the other.
 func (n *Notifier) run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg    sync.WaitGroup
-		once  sync.Once
-		first error
-	)
-	start := func(fn func(context.Context) error) {
-		wg.Go(func() {
-			if err := fn(ctx); err != nil && ctx.Err() == nil {
-				once.Do(func() { first = err })
-				cancel()
-			}
-		})
-	}
 	n.log.Info("notifications on", "webhook", !n.o.WebhookURL.IsZero(), "digest", n.o.Digest != nil, "holder", n.o.Holder)
+	var loops []func(context.Context) error
 	if !n.o.WebhookURL.IsZero() {
-		start(n.webhookLoop)
+		loops = append(loops, n.webhookLoop)
 	}
 	if n.o.Digest != nil {
-		start(n.digestLoop)
+		loops = append(loops, n.digestLoop)
 	}
-	wg.Wait()
-	return first
+	return group.Run(ctx, loops...)
 }
 
 // sleep waits d on the notifier's clock, or until ctx ends (false).

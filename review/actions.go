@@ -173,6 +173,7 @@ func (s *Server) approve(ctx context.Context, a action) (*result, error) {
 		return nil, rf.Err
 	}
 	need := s.approvalsNeeded(r)
+	after := approvedWords(r)
 	var others []string
 	for _, ap := range r.Approvals {
 		if !slices.Contains(others, ap.By) {
@@ -186,11 +187,11 @@ func (s *Server) approve(ctx context.Context, a action) (*result, error) {
 	case n >= need && need == 2:
 		to = keydesk.StateApproved
 		note = fmt.Sprintf("approval %d of %d (after %s): approved", n, need, strings.Join(others, ", "))
-		msg = fmt.Sprintf("Approved: second approval after %s. The next batch creates the key.", strings.Join(others, ", "))
+		msg = fmt.Sprintf("Approved: second approval after %s. %s", strings.Join(others, ", "), after)
 	case n >= need:
 		to = keydesk.StateApproved
 		note = "approved"
-		msg = "Approved. The next batch creates the key."
+		msg = "Approved. " + after
 	default:
 		note = fmt.Sprintf("approval %d of %d", n, need)
 		msg = fmt.Sprintf("Approval %d of %d recorded: four eyes needs a second approver.", n, need)
@@ -208,7 +209,29 @@ func (s *Server) approve(ctx context.Context, a action) (*result, error) {
 	}
 	s.actions.Inc("approve")
 	s.log.Info("review: approve", "request", r.ID, "by", a.By.Name, "state", out.State, "approvals", len(out.Approvals))
-	return &result{Request: out, Message: msg}, nil
+	res := &result{Request: out, Message: msg}
+	if out.State == keydesk.StateApproved && out.KindOf() == keydesk.KindRevoke {
+		// Revocation is the safe direction: it never waits for the
+		// schedule. The batch role, which alone holds API credentials,
+		// takes this record at once.
+		if _, err := s.requestRun(ctx, a.By.Name, keydesk.TriggerRevoke, "revoke "+out.KeyRef().String()+" ("+out.ID+") now"); err != nil {
+			s.log.Error("review: revoke run not requested", "request", out.ID, "err", err)
+			res.Message += " But the immediate run could not be requested (the log has the cause): the next batch revokes it, or ask for a run now on the Batches page."
+			res.Unsent = true
+		}
+	}
+	return res, nil
+}
+
+// approvedWords says what happens to a request once approved, by kind.
+func approvedWords(r *keydesk.Request) string {
+	switch r.KindOf() {
+	case keydesk.KindRevoke:
+		return "The batch role revokes key " + r.KeyID + " now."
+	case keydesk.KindRotate:
+		return "The next batch makes the new key; the old key " + r.ReplacesKeyID + " is revoked when the contact confirms, or at the end of the grace."
+	}
+	return "The next batch creates the key."
 }
 
 // refusal is why a person cannot approve a request: Short is shown in
@@ -232,17 +255,35 @@ func (s *Server) approveRefusal(r *keydesk.Request, by staff) *refusal {
 			errConflict("invalid_state", "request %s is %s: only a request pending review can be approved", r.ID, r.State)}
 	}
 	// A batch could not act on these.
+	kind := r.KindOf()
+	if kind != keydesk.KindIssue && len(r.KeyCandidates) > 0 {
+		return &refusal{"several keys match: pick one first",
+			errConflict("key_not_picked", "request %s matches several keys (%s): pick the one meant first", r.ID, strings.Join(r.KeyCandidates, ", "))}
+	}
 	var missing []string
 	if !r.Environment.Valid() {
 		missing = append(missing, "environment")
 	}
-	if len(r.Scopes) == 0 {
-		missing = append(missing, "scopes")
+	switch {
+	case kind == keydesk.KindRevoke && r.KeyID == "":
+		missing = append(missing, "key")
+	case kind == keydesk.KindRotate && r.ReplacesKeyID == "":
+		missing = append(missing, "key to replace")
 	}
-	if r.Label == "" {
-		missing = append(missing, "label")
+	if kind != keydesk.KindRevoke {
+		if len(r.Scopes) == 0 {
+			missing = append(missing, "scopes")
+		}
+		if r.Label == "" {
+			missing = append(missing, "label")
+		}
 	}
 	if len(missing) > 0 {
+		if kind != keydesk.KindIssue {
+			// Its fields are the key's, which a correction cannot change.
+			return &refusal{"no " + strings.Join(missing, ", ") + ": reject or cancel it",
+				errConflict("incomplete", "request %s has no %s: reject or cancel it, and ask again for the key meant", r.ID, strings.Join(missing, ", "))}
+		}
 		return &refusal{"no " + strings.Join(missing, ", ") + ": correct it first",
 			errConflict("incomplete", "request %s has no %s: correct it first, or reject it", r.ID, strings.Join(missing, ", "))}
 	}
@@ -308,7 +349,9 @@ func (s *Server) reject(ctx context.Context, a action) (*result, error) {
 	s.actions.Inc("reject")
 	s.log.Info("review: reject", "request", r.ID, "by", a.By.Name)
 	msg := "Rejected. The requester is told why."
-	if out.HasFlag(keydesk.FlagUnknownSender) || out.Partner == "" || out.Requester == "" {
+	if staffMade(out) {
+		msg = "Rejected. Staff asked for it, so no email is sent."
+	} else if out.HasFlag(keydesk.FlagUnknownSender) || out.Partner == "" || out.Requester == "" {
 		msg = "Rejected. The sender is unknown, so no reply is sent."
 	} else if err := s.tellRejection(ctx, out); err != nil {
 		s.log.Error("review: queue rejection email", "request", r.ID, "err", err)
@@ -414,6 +457,10 @@ func (s *Server) correct(ctx context.Context, a action) (*result, error) {
 	}
 	if r.State != keydesk.StatePendingReview && r.State != keydesk.StateReceived {
 		return nil, errConflict("invalid_state", "request %s is %s: only a request awaiting review can be corrected", r.ID, r.State)
+	}
+	if k := r.KindOf(); k != keydesk.KindIssue {
+		// Its fields are the key's: another key is another request.
+		return nil, errConflict("not_correctable", "request %s is a %s request: its fields are those of the key; cancel it and ask again for another key", r.ID, k)
 	}
 	c, err := correction(r, a.Field, a.Value)
 	if err != nil {

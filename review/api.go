@@ -58,6 +58,17 @@ type Request struct {
 	// Warning is set when the action widened access (a correction that
 	// adds a scope or keys:manage, or moves to production).
 	Warning string `json:"warning,omitempty"`
+
+	// The key's life (revoke and rotate requests): why it was asked, the
+	// key a rotation replaces, the keys a label matched (a person picks
+	// one), where a rotation stands, when the key was revoked, and the
+	// request a revocation keydesk made itself serves.
+	Reason        string            `json:"reason,omitempty"`
+	ReplacesKeyID string            `json:"replaces_key_id,omitempty"`
+	KeyCandidates []string          `json:"key_candidates,omitempty"`
+	Rotation      *keydesk.Rotation `json:"rotation,omitempty"`
+	RevokedAt     *time.Time        `json:"revoked_at,omitempty"`
+	RevokeOf      string            `json:"revoke_of,omitempty"`
 }
 
 // ProposedChange is a partner's proposed change with what it changes.
@@ -104,6 +115,8 @@ func (s *Server) apiRequest(r *keydesk.Request, reg *keydesk.Registry) Request {
 		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, Subject: r.Subject, Problem: r.Problem,
 		Revision: r.Revision, ApprovalsNeeded: s.approvalsNeeded(r), WidenedBy: r.WidenedBy,
 		Kind: r.KindOf(), Assignee: r.Assignee, DuplicateOf: r.DuplicateOf,
+		Reason: r.Reason, ReplacesKeyID: r.ReplacesKeyID, KeyCandidates: r.KeyCandidates,
+		Rotation: r.Rotation, RevokedAt: timePtr(r.RevokedAt), RevokeOf: r.RevokeOf,
 	}
 	if p := r.Proposal; p != nil {
 		out.ProposedChange = &ProposedChange{Proposal: *p, Diff: p.Diff(r)}
@@ -316,21 +329,34 @@ type ActionBody struct {
 	// assign): a pointer, so that leaving it out is an error, not an
 	// unassignment.
 	User *string `json:"user,omitempty"`
+	// KeyID is the key picked among a request's candidates (action key).
+	KeyID string `json:"key_id,omitempty"`
 }
 
-func (s *Server) apiAction(w http.ResponseWriter, r *http.Request, st *staff) error {
-	var body ActionBody
+// decodeBody reads a small JSON body into v; an empty body leaves v as
+// it is. shape shows the caller what was expected.
+func decodeBody(r *http.Request, v any, shape string) error {
 	data, err := io.ReadAll(r.Body)
 	if err != nil {
 		return errBadRequest("the body is too large or unreadable")
 	}
-	if len(strings.TrimSpace(string(data))) > 0 {
-		dec := json.NewDecoder(strings.NewReader(string(data)))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&body); err != nil {
-			return errBadRequest("the body is not the expected JSON {\"reason\": \"...\"}: %v", err)
-		}
+	if len(strings.TrimSpace(string(data))) == 0 {
+		return nil
 	}
+	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return errBadRequest("the body is not the expected JSON %s: %v", shape, err)
+	}
+	return nil
+}
+
+func (s *Server) apiAction(w http.ResponseWriter, r *http.Request, st *staff) error {
+	var body ActionBody
+	if err := decodeBody(r, &body, `{"reason": "..."}`); err != nil {
+		return err
+	}
+	var err error
 	a := action{By: *st, ID: strings.ToUpper(r.PathValue("id")), Revision: body.Revision, Reason: body.Reason, Field: body.Field, Value: body.Value, Via: "api"}
 	act := r.PathValue("action")
 	if d := r.PathValue("decision"); d != "" {
@@ -363,8 +389,10 @@ func (s *Server) apiAction(w http.ResponseWriter, r *http.Request, st *staff) er
 		res, err = s.acceptProposal(r.Context(), a)
 	case "proposal/refuse":
 		res, err = s.refuseProposal(r.Context(), a)
+	case "key":
+		res, err = s.pickKey(r.Context(), a, body.KeyID)
 	default:
-		return &Error{Status: http.StatusNotFound, Code: "not_found", Msg: "no action " + clip(r.PathValue("action"), 40) + ": use approve, reject, cancel, correct, retry, revoke-replace, notes, reply, assign, proposal/accept or proposal/refuse"}
+		return &Error{Status: http.StatusNotFound, Code: "not_found", Msg: "no action " + clip(r.PathValue("action"), 40) + ": use approve, reject, cancel, correct, retry, revoke-replace, notes, reply, assign, key, proposal/accept, proposal/refuse or rotation/confirm"}
 	}
 	if err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/internal/testenv"
+	"github.com/buildmarkets/keydesk/queue"
 	"github.com/chromedp/chromedp"
 )
 
@@ -448,4 +449,196 @@ func TestBrowserConversation(t *testing.T) {
 	if len(kinds) != 2 || kinds[0] != keydesk.KindProposalOutcome || kinds[1] != keydesk.KindStaffReply {
 		t.Fatalf("outbox kinds %v, want the proposal's outcome and the reply", kinds)
 	}
+}
+
+// TestBrowserKeys drives the key's life in headless Chromium: the
+// partner page shows the keys of both environments (each holding a
+// key-001) with their age, who made them and which are due for rotation;
+// a revocation asked there with a reason becomes a revoke request pending
+// review, which two approvers approve (four eyes in production) and
+// which asks the batch role to revoke at once; a rotation is asked from
+// the same page; on a revocation whose label matched several keys a
+// person picks one. Screenshots land in testdata/artifacts/.
+func TestBrowserKeys(t *testing.T) {
+	e := newKeysEnv(t)
+	picky := e.request(func(r *keydesk.Request) {
+		r.Kind, r.Label, r.Scopes = keydesk.KindRevoke, "", nil
+		r.KeyCandidates, r.Reason = []string{"key-001", "key-010"}, "the laptop with our sandbox keys was stolen"
+	}, "")
+
+	c := startChromium(t, e.ts.URL+"/queue")
+	c.signIn("alice")
+	if err := chromedp.Do(c.ctx,
+		chromedp.Click(chromedp.CSS(`header nav a[href="/partners"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`table.partners`)),
+	); err != nil {
+		t.Fatalf("partners page: %v", err)
+	}
+	if due := c.text(`tr[data-partner="acme"] td:nth-child(4)`); due != "2" {
+		t.Fatalf("acme's keys due for rotation read %q, want 2", due)
+	}
+	c.shot("partners.png")
+	if err := chromedp.Do(c.ctx,
+		chromedp.Click(chromedp.CSS(`a[href="/partners/acme"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`section#env-production table.keys`)),
+	); err != nil {
+		t.Fatalf("open acme: %v", err)
+	}
+	// Both environments hold a key-001, and they are two keys.
+	sb, prod := `section#env-sandbox tr[data-key="key-001"]`, `section#env-production tr[data-key="key-001"]`
+	if a, b := c.text(sb+` td.label`), c.text(prod+` td.label`); a != "sandbox-backend" || b != "prod-trading" {
+		t.Fatalf("the two key-001 labels read %q and %q", a, b)
+	}
+	if age := c.text(sb + ` td.age`); age != "400 d" {
+		t.Errorf("sandbox key-001 age %q", age)
+	}
+	if made := c.text(sb + ` td.madeby a`); made != "KR-20251022-BBBB" {
+		t.Errorf("sandbox key-001 made by %q", made)
+	}
+	due := evalJS[[]string](c, `[...document.querySelectorAll("tr.due")].map(r => r.closest("section").dataset.env + "/" + r.dataset.key)`)
+	if !slices.Equal(due, []string{"sandbox/key-001", "production/key-002"}) {
+		t.Errorf("due for rotation: %v", due)
+	}
+	revoked := `section#env-sandbox tr[data-key="key-002"]`
+	if st := c.text(revoked + ` td.status .state`); st != "revoked" {
+		t.Errorf("sandbox key-002 status %q", st)
+	}
+	if n := evalJS[int](c, `document.querySelectorAll('`+revoked+` form').length`); n != 0 {
+		t.Errorf("the revoked key offers %d forms", n)
+	}
+	c.shot("partner.png")
+
+	// Revoke the production key-001 with a reason.
+	if err := chromedp.Do(c.ctx,
+		chromedp.Click(chromedp.CSS(prod+` details.revoke summary`)),
+		chromedp.SendKeys(chromedp.CSS(prod+` details.revoke input[name=reason]`), "secret pasted in a public issue"),
+		chromedp.Click(chromedp.CSS(prod+` details.revoke button`)),
+		chromedp.WaitVisible(chromedp.CSS(`section.keylife`)),
+	); err != nil {
+		t.Fatalf("revoke from the partner page: %v", err)
+	}
+	if n := c.text(`p.notice`); !strings.HasPrefix(n, "Revocation asked") {
+		t.Fatalf("notice %q", n)
+	}
+	if k := c.text(`dd.keyref`); k != "acme / production / key-001" {
+		t.Fatalf("the key reads %q", k)
+	}
+	if l := c.text(`dd.keylabel`); l != "prod-trading" {
+		t.Fatalf("the key's label reads %q", l)
+	}
+	loc, _ := chromedp.Run(c.ctx, chromedp.Location())
+	id := loc[strings.LastIndex(loc, "/")+1:]
+	if i := strings.IndexByte(id, '?'); i >= 0 {
+		id = id[:i]
+	}
+	r := e.get(id)
+	if r.KindOf() != keydesk.KindRevoke || r.State != keydesk.StatePendingReview || r.KeyRef().String() != "acme/production/key-001" || r.Reason != "secret pasted in a public issue" {
+		t.Fatalf("stored: %+v", r)
+	}
+	c.shot("revoke-asked.png")
+
+	// Four eyes: alice approves first, bob second.
+	approve := func(want string) {
+		t.Helper()
+		if err := chromedp.Do(c.ctx,
+			chromedp.Navigate(e.ts.URL+"/requests/"+id),
+			chromedp.WaitVisible(chromedp.CSS(`section.keylife`)),
+			chromedp.Click(chromedp.CSS(`form[action$="/approve"] button`)),
+			chromedp.WaitVisible(chromedp.CSS(`p.notice`)),
+		); err != nil {
+			t.Fatalf("approve: %v", err)
+		}
+		if n := c.text(`p.notice`); !strings.HasPrefix(n, want) {
+			t.Fatalf("notice after approving: %q, want %q", n, want)
+		}
+	}
+	approve("Your approval is recorded")
+	if n := len(revokeRuns(t, e)); n != 0 {
+		t.Fatalf("%d revoke runs after one approval of two", n)
+	}
+	if err := chromedp.Do(c.ctx, chromedp.Click(chromedp.CSS(`form[action="/logout"] button`))); err != nil {
+		t.Fatalf("sign out: %v", err)
+	}
+	c.signIn("bob")
+	approve("Approved. The batch role revokes the key now.")
+	if st := c.text(`h1 .state`); st != "approved" {
+		t.Fatalf("state after the second approval: %q", st)
+	}
+	runs := revokeRuns(t, e)
+	if len(runs) != 1 || runs[0].By != "bob" || runs[0].State != keydesk.BatchRequested {
+		t.Fatalf("revoke runs: %+v", runs)
+	}
+	c.shot("revoke-approved.png")
+	// The batch role's trigger shows on the Batches page as a person sees it.
+	if err := chromedp.Do(c.ctx,
+		chromedp.Click(chromedp.CSS(`header nav a[href="/batches"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`table.batches`)),
+	); err != nil {
+		t.Fatalf("batches page: %v", err)
+	}
+	if row := c.text(`table.batches tbody tr:first-child`); !strings.Contains(row, runs[0].ID) || !strings.Contains(row, "revoke by bob") || !strings.Contains(row, "requested") {
+		t.Fatalf("the batches page's first row reads %q", row)
+	}
+
+	// Rotate the sandbox key-001 from the partner page.
+	if err := chromedp.Do(c.ctx,
+		chromedp.Navigate(e.ts.URL+"/partners/acme"),
+		chromedp.WaitVisible(chromedp.CSS(sb)),
+	); err != nil {
+		t.Fatalf("partner page again: %v", err)
+	}
+	if open := c.text(prod + ` td.status .sub a`); open != id {
+		t.Errorf("the production key-001 shows the open revocation %q, want %s", open, id)
+	}
+	if err := chromedp.Do(c.ctx,
+		chromedp.Click(chromedp.CSS(sb+` details.rotate summary`)),
+		chromedp.SendKeys(chromedp.CSS(sb+` details.rotate input[name=reason]`), "older than the policy allows"),
+		chromedp.Click(chromedp.CSS(sb+` details.rotate button`)),
+		chromedp.WaitVisible(chromedp.CSS(`section.keylife`)),
+	); err != nil {
+		t.Fatalf("rotate: %v", err)
+	}
+	if n := c.text(`p.notice`); !strings.HasPrefix(n, "Rotation asked") {
+		t.Fatalf("notice after rotate: %q", n)
+	}
+	if k := c.text(`dd.keyref`); k != "acme / sandbox / key-001" {
+		t.Fatalf("the rotated key reads %q", k)
+	}
+	c.shot("rotate-asked.png")
+	rots, err := e.q.List(context.Background(), queue.Filter{Partner: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rots = slices.DeleteFunc(rots, func(x *keydesk.Request) bool { return x.KindOf() != keydesk.KindRotate })
+	if len(rots) != 1 || rots[0].ReplacesKeyID != "key-001" || rots[0].Environment != keydesk.Sandbox || rots[0].Label != "sandbox-backend" || rots[0].State != keydesk.StatePendingReview {
+		t.Fatalf("rotate requests: %+v", rots)
+	}
+
+	// Pick the key a revocation by label meant.
+	if err := chromedp.Do(c.ctx,
+		chromedp.Navigate(e.ts.URL+"/requests/"+picky.ID),
+		chromedp.WaitVisible(chromedp.CSS(`table.candidates`)),
+	); err != nil {
+		t.Fatalf("open the request with candidates: %v", err)
+	}
+	if got := evalJS[[]string](c, `[...document.querySelectorAll("table.candidates tbody tr")].map(r => r.dataset.key)`); !slices.Equal(got, []string{"key-001", "key-010"}) {
+		t.Fatalf("candidates shown: %v", got)
+	}
+	if why := c.text(`p.noaction`); !strings.Contains(why, "pick one first") {
+		t.Fatalf("the approve refusal reads %q", why)
+	}
+	c.shot("revoke-candidates.png")
+	if err := chromedp.Do(c.ctx,
+		chromedp.Click(chromedp.CSS(`tr[data-key="key-010"] form.pick button`)),
+		chromedp.WaitVisible(chromedp.CSS(`p.notice`)),
+	); err != nil {
+		t.Fatalf("pick: %v", err)
+	}
+	if k := c.text(`dd.keyref`); k != "acme / sandbox / key-010" {
+		t.Fatalf("after the pick the key reads %q", k)
+	}
+	if got := e.get(picky.ID); got.KeyID != "key-010" || len(got.KeyCandidates) != 0 {
+		t.Fatalf("stored after the pick: %q %v", got.KeyID, got.KeyCandidates)
+	}
+	c.shot("revoke-picked.png")
 }

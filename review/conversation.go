@@ -126,6 +126,9 @@ func (s *Server) sendReply(ctx context.Context, a action, text string) (*result,
 // (no backscatter), or to an address that is no longer one of its
 // partner's requesters.
 func (s *Server) replyable(r *keydesk.Request) error {
+	if staffMade(r) {
+		return errConflict("staff_request", "request %s was asked by staff (%s), not by email: there is no requester to write to", r.ID, r.Requester)
+	}
 	if r.Partner == "" || r.Requester == "" || r.HasFlag(keydesk.FlagUnknownSender) {
 		return errConflict("unknown_sender", "request %s comes from a sender of no registered partner: keydesk writes only to a partner's requesters", r.ID)
 	}

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+
+	"github.com/buildmarkets/keydesk"
 )
 
 // routes wires the UI, the API and the static files behind the security
@@ -28,6 +30,10 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /audit", s.web(s.getAudit))
 	mux.HandleFunc("GET /audit/export", s.web(s.getAuditExport))
 	mux.HandleFunc("GET /mail", s.web(s.getMail))
+	mux.HandleFunc("GET /partners", s.web(s.getPartners))
+	mux.HandleFunc("GET /partners/{partner}", s.web(s.getPartner))
+	mux.HandleFunc("POST /keys/{action}", s.web(s.postKeys))
+	mux.HandleFunc("POST /requests/{id}/rotation/confirm", s.web(s.postConfirmRotation))
 	mux.HandleFunc("GET /static/{file}", s.getStatic)
 
 	mux.HandleFunc("GET /api/v1/requests", s.api(s.apiListRequests))
@@ -37,6 +43,11 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /api/v1/batches", s.api(s.apiListBatches))
 	mux.HandleFunc("POST /api/v1/batches", s.api(s.apiRunBatch))
 	mux.HandleFunc("GET /api/v1/mail", s.api(s.apiListMail))
+	mux.HandleFunc("GET /api/v1/keys", s.api(s.apiListKeys))
+	mux.HandleFunc("POST /api/v1/keys/revoke", s.api(s.apiAskKey(keydesk.KindRevoke)))
+	mux.HandleFunc("POST /api/v1/keys/rotate", s.api(s.apiAskKey(keydesk.KindRotate)))
+	mux.HandleFunc("POST /api/v1/keys/refresh", s.api(s.apiRefreshKeys))
+	mux.HandleFunc("POST /api/v1/requests/{id}/rotation/confirm", s.api(s.apiConfirmRotation))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, &Error{Status: http.StatusNotFound, Code: "not_found", Msg: "no such API endpoint: see docs/review.md"})
 	})

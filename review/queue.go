@@ -301,6 +301,8 @@ type queueView struct {
 	Shown    int
 	State    string
 	Env      string
+	Kind     string
+	Kinds    []keydesk.RequestKind
 	Partner  string
 	Search   string
 	Partners []string
@@ -341,7 +343,7 @@ type rowView struct {
 // link is the queue URL with the page's filters and the given changes.
 func (v *queueView) link(set ...string) string {
 	q := url.Values{}
-	for k, x := range map[string]string{"view": v.View, "state": v.State, "environment": v.Env, "partner": v.Partner, "q": v.Search} {
+	for k, x := range map[string]string{"view": v.View, "state": v.State, "environment": v.Env, "kind": v.Kind, "partner": v.Partner, "q": v.Search} {
 		if x != "" {
 			q.Set(k, x)
 		}
@@ -372,8 +374,12 @@ type queueItem struct {
 
 func (s *Server) getQueue(w http.ResponseWriter, r *http.Request, st *staff) error {
 	q := r.URL.Query()
-	v := &queueView{View: q.Get("view"), State: q.Get("state"), Env: q.Get("environment"), Partner: q.Get("partner"),
-		Search: strings.TrimSpace(q.Get("q")), Envs: keydesk.Environments, Target: ageWords(s.o.AgeTarget)}
+	v := &queueView{View: q.Get("view"), State: q.Get("state"), Env: q.Get("environment"), Kind: q.Get("kind"), Partner: q.Get("partner"),
+		Search: strings.TrimSpace(q.Get("q")), Envs: keydesk.Environments, Target: ageWords(s.o.AgeTarget),
+		Kinds: []keydesk.RequestKind{keydesk.KindIssue, keydesk.KindRevoke, keydesk.KindRotate}}
+	if v.Kind != "" && !slices.Contains(v.Kinds, keydesk.RequestKind(v.Kind)) {
+		return errBadRequest("kind %q: use issue, revoke or rotate", clip(v.Kind, 40))
+	}
 	if v.View == "" {
 		v.View = queueViews[0].Key
 	}
@@ -437,7 +443,8 @@ func (s *Server) getQueue(w http.ResponseWriter, r *http.Request, st *staff) err
 			partners[x.Partner] = true
 		}
 		if !inView(v.View, x, st.Name) || (v.State != "" && string(x.State) != v.State) ||
-			(v.Env != "" && string(x.Environment) != v.Env) || (v.Partner != "" && x.Partner != v.Partner) {
+			(v.Env != "" && string(x.Environment) != v.Env) || (v.Partner != "" && x.Partner != v.Partner) ||
+			(v.Kind != "" && string(x.KindOf()) != v.Kind) {
 			continue
 		}
 		if needle != "" {

@@ -94,6 +94,10 @@ type Options struct {
 	// tried again; past it the person gets a 503 with Retry-After.
 	// Default 15s.
 	RequestTimeout time.Duration
+	// RotationMaxAge and RotationRemindBefore are the rotation policy
+	// (rotation.max_age, rotation.remind_before): keys older than their
+	// difference show as due for rotation. A max age of 0: no policy.
+	RotationMaxAge, RotationRemindBefore time.Duration
 }
 
 // Server serves the UI and the API.
@@ -109,7 +113,7 @@ type Server struct {
 }
 
 // page names: each is templates/web/<name>.html over layout.html.
-var pageNames = []string{"login", "queue", "request", "batches", "audit", "mail", "error"}
+var pageNames = []string{"login", "queue", "request", "batches", "audit", "mail", "error", "partners", "partner"}
 
 // New builds a Server; the templates are parsed now, so a broken override
 // is an error at start.

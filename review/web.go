@@ -46,6 +46,10 @@ type pageData struct {
 
 	// mail log
 	Mail *mailLogView
+
+	// partners and one partner's keys
+	Partners *partnersView
+	Partner  *partnerView
 }
 
 // CSRF is the session's form token.
@@ -235,6 +239,15 @@ type requestView struct {
 	Form        url.Values // what the person typed, kept after an error
 	AllScopes   []keydesk.Scope
 	Envs        []keydesk.Environment
+	// The key's life: the key a revoke or rotate is about, with what the
+	// inventory says of it; the candidates a label matched; whether the
+	// person may pick one, or confirm a delivered rotation.
+	Kind       keydesk.RequestKind
+	Key        *keyFacts
+	Candidates []*keyFacts
+	CanPick    bool
+	CanConfirm bool
+	StaffMade  bool
 }
 
 // done messages after an action, by code, so no text travels in URLs.
@@ -243,6 +256,7 @@ var doneMessages = map[string]string{
 	"approval1":       "Your approval is recorded: four eyes needs a second approver.",
 	"rejected":        "Rejected. The requester is told why.",
 	"rejected-silent": "Rejected. The sender is unknown, so no reply is sent.",
+	"rejected-staff":  "Rejected. Staff asked for it, so no email is sent.",
 	"rejected-unsent": "Rejected, but the email to the requester could not be queued (the log has the cause): tell them yourself.",
 	"cancelled":       "Cancelled.",
 	"corrected":       "Corrected.",
@@ -257,6 +271,15 @@ var doneMessages = map[string]string{
 	"proposal-accepted-wider": "Change accepted. It widens access (a new scope, keys:manage or production): you accepted it, so you cannot approve this request; another approver must. The requester is told.",
 	"proposal-refused":        "Change refused: the fields are kept and the request waits for approval; the requester is told.",
 	"proposal-unsent":         "Your decision on the change is recorded, but the email to the requester could not be queued (the log has the cause): tell them yourself.",
+	// the key's life
+	"asked-revoke":       "Revocation asked: it waits for approval, and the key is revoked at once when approved.",
+	"asked-rotate":       "Rotation asked: it waits for approval; the next batch then makes the new key.",
+	"approved-revoke":    "Approved. The batch role revokes the key now.",
+	"approved-rotate":    "Approved. The next batch makes the new key; the old one is revoked when the contact confirms, or at the end of the grace.",
+	"approved-unrun":     "Approved, but the immediate run could not be requested (the log has the cause): the next batch revokes it, or ask for a run now on the Batches page.",
+	"key-picked":         "Key picked: the request waits for approval.",
+	"rotation-confirmed": "Rotation confirmed: the batch role revokes the old key on its next pass.",
+	"refresh":            "A new listing of the partners' keys is asked for: a batch worker lists them shortly; reload this page then.",
 }
 
 func (s *Server) getRequest(w http.ResponseWriter, r *http.Request, st *staff) error {
@@ -310,7 +333,7 @@ func (s *Server) requestView(ctx context.Context, st *staff, req *keydesk.Reques
 		v.CanApprove, v.NoApprove = s.approveOffer(req, *st)
 	}
 	v.CanReject = can && waiting
-	v.CanCorrect = can && waiting
+	v.CanCorrect = can && waiting && req.KindOf() == keydesk.KindIssue
 	v.CanCancel = can && slices.Contains(cancelStates, req.State)
 	v.CanRetry = can && (req.State == keydesk.StateBlocked || req.State == keydesk.StateFailed)
 	v.CanConverse = can
@@ -322,6 +345,21 @@ func (s *Server) requestView(ctx context.Context, st *staff, req *keydesk.Reques
 	}
 	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	v.Kind, v.StaffMade = req.KindOf(), staffMade(req)
+	switch {
+	case v.Kind == keydesk.KindRevoke && req.KeyID != "":
+		v.Key = s.keyFactsOf(hctx, req, req.KeyID)
+	case v.Kind == keydesk.KindRotate && req.ReplacesKeyID != "":
+		v.Key = s.keyFactsOf(hctx, req, req.ReplacesKeyID)
+	}
+	if v.Kind != keydesk.KindIssue {
+		for _, id := range req.KeyCandidates {
+			v.Candidates = append(v.Candidates, s.keyFactsOf(hctx, req, id))
+		}
+		v.CanPick = can && len(req.KeyCandidates) > 0 && waiting
+	}
+	v.CanConfirm = can && v.Kind == keydesk.KindRotate && req.State == keydesk.StateDelivered &&
+		(req.Rotation == nil || (req.Rotation.ConfirmedAt.IsZero() && req.Rotation.OldRevokedAt.IsZero()))
 	// The audit stream is filled by the server a moment after a change:
 	// wait briefly so the page shows the action just taken.
 	if h, err := s.o.Queue.History(hctx, req.ID, time.Second); err == nil {
@@ -359,9 +397,20 @@ func (s *Server) postRequest(w http.ResponseWriter, r *http.Request, st *staff) 
 	case "approve":
 		res, err = s.approve(r.Context(), a)
 		done = "approved"
-		if err == nil && res.Request.State == keydesk.StatePendingReview {
+		switch {
+		case err != nil:
+		case res.Request.State == keydesk.StatePendingReview:
 			done = "approval1"
+		case res.Unsent:
+			done = "approved-unrun"
+		case res.Request.KindOf() == keydesk.KindRevoke:
+			done = "approved-revoke"
+		case res.Request.KindOf() == keydesk.KindRotate:
+			done = "approved-rotate"
 		}
+	case "key":
+		_, err = s.pickKey(r.Context(), a, r.PostFormValue("key_id"))
+		done = "key-picked"
 	case "reject":
 		res, err = s.reject(r.Context(), a)
 		done = "rejected"

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/batch"
 	"github.com/buildmarkets/keydesk/delivery"
 	"github.com/buildmarkets/keydesk/intake/reply"
 	"github.com/buildmarkets/keydesk/templates"
@@ -61,7 +62,24 @@ var partnerMails = []partnerMail{
 		"Environment": "production", "Label": longLabel, "KeyID": "key-001", "APIKey": "bm_key_abc123", "APISecret": strings.Repeat("s3cr3t", 15),
 		"Scopes":    []map[string]string{{"Name": "accounts:read", "Grants": "read account details, balances, positions"}, {"Name": "keys:manage", "Grants": "create, list and revoke the partner's own API keys, which is a long description"}},
 		"CreatedAt": when, "ContactEmail": longToken, "ContactFingerprint": "B9CC B7B4 0795 7889 2000 8F9E 2A8E DAD0 7EB4 FCA7",
-		"SignerFingerprint": "42A3 6E22 D9E0 6D44 82C6 1B91 7D9E 4648 BEA1 62A7", "AttachmentName": "buildmarkets-key-" + strings.Repeat("x", 64) + ".json"}, false},
+		"SignerFingerprint": "42A3 6E22 D9E0 6D44 82C6 1B91 7D9E 4648 BEA1 62A7", "AttachmentName": "buildmarkets-key-" + strings.Repeat("x", 64) + ".json",
+		"ReplacesKeyID": "", "OldKeyStops": time.Time{}}, false},
+	{"key delivery rotation", "key-delivery", map[string]any{"RequestID": "KR-20261127-7QX4", "PartnerName": "Acme Capital Treasury and Settlement Services",
+		"Environment": "production", "Label": longLabel, "KeyID": "key-012", "APIKey": "bm_key_abc123", "APISecret": strings.Repeat("s3cr3t", 15),
+		"Scopes":    []map[string]string{{"Name": "accounts:read", "Grants": "read account details, balances, positions"}},
+		"CreatedAt": when, "ContactEmail": longToken, "ContactFingerprint": "B9CC B7B4 0795 7889 2000 8F9E 2A8E DAD0 7EB4 FCA7",
+		"SignerFingerprint": "42A3 6E22 D9E0 6D44 82C6 1B91 7D9E 4648 BEA1 62A7", "AttachmentName": "buildmarkets-key-x.json",
+		"ReplacesKeyID": "key-007-with-a-very-long-identifier-from-the-api", "OldKeyStops": when.Add(7 * 24 * time.Hour)}, false},
+	{"delivery notice rotation", "delivery-notice", delivery.NoticeData{RequestID: "KR-20261127-7QX4", PartnerName: "Acme Capital", Environment: "production",
+		Label: longLabel, Scopes: allScopes, KeyID: "key-012", Contact: keydesk.MaskAddress(longToken), Delivered: when,
+		ReplacesKeyID: "key-007", OldKeyStops: when.Add(7 * 24 * time.Hour)}, false},
+	{"rotation reminder", "rotation-reminder", batch.RotationReminder{RequestID: "KR-20261127-7QX4", PartnerName: "Acme Capital Treasury and Settlement Services",
+		Environment: "production", Label: longLabel, NewKeyID: "key-012", OldKeyID: "key-007", Contact: keydesk.MaskAddress(longToken),
+		Due: when.Add(7 * 24 * time.Hour)}, false},
+	{"rotation due", "rotation-due", batch.RotationDue{PartnerName: "Acme Capital Treasury and Settlement Services", Environment: "production",
+		Label: longLabel, KeyID: "key-007", APIKey: "bm_key_abc123", Created: when.Add(-340 * 24 * time.Hour), AgeDays: 340, MaxAgeDays: 365,
+		DueAt: when.Add(25 * 24 * time.Hour), ReplyLine: batch.RotationReplyLine("key-007", longLabel, keydesk.Production),
+		Contact: keydesk.MaskAddress(longToken), Grace: "7 days"}, false},
 	{"status reply", "status-reply", reply.StatusData{Subject: "Re: keys", Plural: true, Requests: []reply.StatusLine{
 		{ID: "KR-20261127-7QX4", Environment: "sandbox", Scopes: allScopes, LongScopes: true, Label: longLabel, State: "approved", NextBatch: when,
 			Next: "The key is created in the next batch and sent encrypted to your registered technical contact."},

@@ -56,6 +56,11 @@ func commandTable() []command {
 			run: func(ctx context.Context, args []string) error {
 				return runFakeapi(ctx, os.Stdout, os.Stderr, args)
 			}},
+		{name: "keys", args: "list|revoke|rotate|refresh [KEY_ID] [options]",
+			summary: "list the partners' keys; ask to revoke or rotate one (over the JSON API)",
+			run: func(ctx context.Context, args []string) error {
+				return runKeysCmd(ctx, os.Stdout, args, os.Getenv)
+			}},
 		{name: "mail", args: "list [options]",
 			summary: "list the emails intake took in and what became of each (over the JSON API)",
 			run: func(ctx context.Context, args []string) error {

@@ -61,7 +61,7 @@ type cliWorld struct {
 	tokens map[string]string
 }
 
-func newCLIWorld(t *testing.T) *cliWorld {
+func newCLIWorld(t *testing.T, mods ...func(*config.Config)) *cliWorld {
 	t.Helper()
 	dir := t.TempDir()
 	usersFile := filepath.Join(dir, "users.yaml")
@@ -83,6 +83,9 @@ func newCLIWorld(t *testing.T) *cliWorld {
 	cfg.Review.Listen = freeAddr(t)
 	cfg.Review.UsersFile = "users.yaml"
 	w.base = "http://" + cfg.Review.Listen
+	for _, mod := range mods {
+		mod(cfg)
+	}
 	w.a = startServe(t, cfg, w.base, nil)
 	return w
 }
@@ -109,9 +112,12 @@ func (w *cliWorld) cli(user string, args ...string) (string, error) {
 	env := map[string]string{"KEYDESK_URL": w.base, "KEYDESK_TOKEN": w.tokens[user]}
 	var out bytes.Buffer
 	var err error
-	if args[0] == "batch" {
+	switch args[0] {
+	case "batch":
 		err = runBatchCmd(context.Background(), &out, io.Discard, args[1:], func(k string) string { return env[k] })
-	} else {
+	case "keys":
+		err = runKeysCmd(context.Background(), &out, args[1:], func(k string) string { return env[k] })
+	default:
 		err = runQueueCmd(context.Background(), &out, io.Discard, args[1:], func(k string) string { return env[k] })
 	}
 	return out.String(), err

@@ -98,6 +98,28 @@ func printRequest(w io.Writer, r *review.Request) {
 	if r.KeyID != "" {
 		fmt.Fprintf(tw, "Key:\t%s\n", clean(r.KeyID))
 	}
+	if r.ReplacesKeyID != "" {
+		fmt.Fprintf(tw, "Replaces key:\t%s\n", clean(r.ReplacesKeyID))
+	}
+	if len(r.KeyCandidates) > 0 {
+		fmt.Fprintf(tw, "Key candidates:\t%s (pick one: POST /api/v1/requests/%s/key, or on its page)\n", clean(strings.Join(r.KeyCandidates, ", ")), r.ID)
+	}
+	if r.Reason != "" {
+		fmt.Fprintf(tw, "Reason:\t%s\n", clean(r.Reason))
+	}
+	if rot := r.Rotation; rot != nil {
+		var parts []string
+		if !rot.Due.IsZero() {
+			parts = append(parts, "old key revoked by "+rot.Due.UTC().Format("2006-01-02 15:04Z"))
+		}
+		if !rot.ConfirmedAt.IsZero() {
+			parts = append(parts, "confirmed by "+clean(rot.ConfirmedBy))
+		}
+		if !rot.OldRevokedAt.IsZero() {
+			parts = append(parts, "old key revoked "+rot.OldRevokedAt.UTC().Format("2006-01-02 15:04Z"))
+		}
+		fmt.Fprintf(tw, "Rotation:\t%s\n", dash(strings.Join(parts, "; ")))
+	}
 	if r.Problem != "" {
 		fmt.Fprintf(tw, "Problem:\t%s\n", clean(r.Problem))
 	}

@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 
 	"github.com/buildmarkets/keydesk/batch"
 	"github.com/buildmarkets/keydesk/config"
+	"github.com/buildmarkets/keydesk/internal/group"
 	"github.com/buildmarkets/keydesk/notify"
 	"github.com/buildmarkets/keydesk/templates"
 )
@@ -38,8 +38,9 @@ func newNotifier(a *app, tpl *templates.Set) (*notify.Notifier, error) {
 	}
 	o := notify.Options{
 		Queue: a.q, WebhookURL: cfg.Notify.WebhookURL, SupportAddress: cfg.SMTP.SupportAddress,
-		Templates: tpl, BaseURL: cfg.Review.BaseURL, Holder: a.holder,
+		Templates: tpl, BaseURL: cfg.Review.BaseURL, Holder: a.holder, LeaseTTL: cfg.Notify.LeaseTTL,
 		Metrics: a.metrics, Logger: a.log.With("role", "review"),
+		RotationMaxAge: cfg.Rotation.MaxAge, RotationRemindBefore: cfg.Rotation.RemindBefore,
 	}
 	if cfg.Notify.Digest != "" {
 		s, err := batch.ParseSchedule(cfg.Notify.Digest)
@@ -51,25 +52,7 @@ func newNotifier(a *app, tpl *templates.Set) (*notify.Notifier, error) {
 	return notify.New(o)
 }
 
-// runTogether runs fns side by side until ctx ends or one of them stops:
-// then the others are stopped too, and the first error is returned.
+// runTogether runs fns as one (group.Run).
 func runTogether(fns ...func(context.Context) error) func(context.Context) error {
-	return func(ctx context.Context) error {
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		var (
-			wg    sync.WaitGroup
-			once  sync.Once
-			first error
-		)
-		for _, fn := range fns {
-			wg.Go(func() {
-				err := fn(ctx)
-				once.Do(func() { first = err })
-				cancel()
-			})
-		}
-		wg.Wait()
-		return first
-	}
+	return func(ctx context.Context) error { return group.Run(ctx, fns...) }
 }

@@ -71,7 +71,8 @@ func startReview(ctx context.Context, a *app) (func(context.Context) error, erro
 		Location:       scheduleLocation(schedule),
 		SupportAddress: cfg.SMTP.SupportAddress,
 		Metrics:        a.metrics, Logger: log,
-		Mail: mailLog(a),
+		Mail:           mailLog(a),
+		RotationMaxAge: cfg.Rotation.MaxAge, RotationRemindBefore: cfg.Rotation.RemindBefore,
 	})
 	if err != nil {
 		return nil, err

@@ -380,9 +380,9 @@ func (e *Env) showMail(p *printer, m mailsim.Message) {
 	}
 }
 
-// innerKeyFile reads the JSON attachment of a decrypted delivery: the key
+// InnerKeyFile reads the JSON attachment of a decrypted delivery: the key
 // pair as the contact imports it.
-func innerKeyFile(inner []byte) (*crypto.KeyFile, error) {
+func InnerKeyFile(inner []byte) (*crypto.KeyFile, error) {
 	msg, err := mail.ReadMessage(bytes.NewReader(inner))
 	if err != nil {
 		return nil, err
@@ -416,7 +416,7 @@ func innerKeyFile(inner []byte) (*crypto.KeyFile, error) {
 // ID, label and API key, and that the secret is there, but not the secret
 // itself (the demo's secrets are throwaway; the habit is not).
 func innerSummary(inner []byte) []string {
-	kf, err := innerKeyFile(inner)
+	kf, err := InnerKeyFile(inner)
 	if err != nil {
 		return []string{fmt.Sprintf("(%d bytes of MIME; %v)", len(inner), err)}
 	}
@@ -699,7 +699,7 @@ func (e *Env) openKeyDelivery(m mailsim.Message, byAPIKey map[string]*keydesk.Re
 	if err != nil {
 		return "", fmt.Errorf("a key delivery to %v does not open: %v", m.To, err)
 	}
-	kf, err := innerKeyFile(inner)
+	kf, err := InnerKeyFile(inner)
 	if err != nil {
 		return "", fmt.Errorf("a key delivery to %v: %v", m.To, err)
 	}
