@@ -386,9 +386,35 @@ func (s *Server) postRequest(w http.ResponseWriter, r *http.Request, st *staff) 
 		}
 		a.Revision = n
 	}
-	var res *result
-	var err error
-	var done string
+	res, done, err := s.webAction(r, a)
+	if err != nil {
+		e := asError(a.ID, err)
+		if e.Status == http.StatusNotFound || e.Status >= 500 {
+			return e
+		}
+		// Show the request again, as it is now, with what went wrong and
+		// what the person typed — but never a secret, not even theirs.
+		form := r.PostForm
+		if t := form.Get("text"); keydesk.HoldsSecret(t) {
+			form = maps.Clone(form)
+			form.Set("text", keydesk.RedactSecrets(t))
+		}
+		return s.showRequest(w, r, st, e.Status, "", e.Msg, form)
+	}
+	if done == "rejected" {
+		for code, msg := range doneMessages {
+			if msg == res.Message {
+				done = code
+			}
+		}
+	}
+	http.Redirect(w, r, "/requests/"+url.PathEscape(a.ID)+"?done="+done, http.StatusSeeOther)
+	return nil
+}
+
+// webAction runs the action a form posted (the path's action, or a
+// decision on a proposal) and names the message shown after it.
+func (s *Server) webAction(r *http.Request, a action) (res *result, done string, err error) {
 	act := r.PathValue("action")
 	if r.PathValue("decision") != "" {
 		act = "proposal"
@@ -450,37 +476,15 @@ func (s *Server) postRequest(w http.ResponseWriter, r *http.Request, st *staff) 
 			res, err = s.refuseProposal(r.Context(), a)
 			done = "proposal-refused"
 		default:
-			return &Error{Status: http.StatusNotFound, Code: "not_found", Msg: "no such action"}
+			return nil, "", &Error{Status: http.StatusNotFound, Code: "not_found", Msg: "no such action"}
 		}
 		if err == nil && res.Unsent {
 			done = "proposal-unsent"
 		}
 	default:
-		return &Error{Status: http.StatusNotFound, Code: "not_found", Msg: "no such action"}
+		return nil, "", &Error{Status: http.StatusNotFound, Code: "not_found", Msg: "no such action"}
 	}
-	if err != nil {
-		e := asError(a.ID, err)
-		if e.Status == http.StatusNotFound || e.Status >= 500 {
-			return e
-		}
-		// Show the request again, as it is now, with what went wrong and
-		// what the person typed — but never a secret, not even theirs.
-		form := r.PostForm
-		if t := form.Get("text"); keydesk.HoldsSecret(t) {
-			form = maps.Clone(form)
-			form.Set("text", keydesk.RedactSecrets(t))
-		}
-		return s.showRequest(w, r, st, e.Status, "", e.Msg, form)
-	}
-	if done == "rejected" {
-		for code, msg := range doneMessages {
-			if msg == res.Message {
-				done = code
-			}
-		}
-	}
-	http.Redirect(w, r, "/requests/"+url.PathEscape(a.ID)+"?done="+done, http.StatusSeeOther)
-	return nil
+	return res, done, err
 }
 
 // --- batches ---
