@@ -21,6 +21,7 @@ const (
 	KindKeyRevoked       MessageKind = "key-revoked"       // to the requester and the technical contact: a key was revoked as asked
 	KindRotationReminder MessageKind = "rotation-reminder" // to the requester and the technical contact: a rotation's old key is revoked soon
 	KindRotationDue      MessageKind = "rotation-due"      // to the requester: a key is older than the rotation policy allows
+	KindSecretExposed    MessageKind = "secret-exposed"    // to the requester: their email held a live secret, which support will revoke
 )
 
 // Outgoing is an email waiting in the outbox. Producers (intake, batch)

@@ -34,6 +34,10 @@ const (
 	// the fields; they wait as a Proposal for a person, never as the
 	// request's own.
 	FlagFromProse Flag = "from-prose"
+	// FlagSecretExposed: a live API secret was pasted in the email (it
+	// was redacted before anything was stored); on a revoke request
+	// keydesk proposed, the key it was found beside.
+	FlagSecretExposed Flag = "secret-exposed"
 )
 
 // ReasonCode is the fixed vocabulary of why an email was not accepted as is.

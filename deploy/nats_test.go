@@ -482,6 +482,8 @@ func testRolePermissions(t *testing.T, c *natstest.Cluster, tlsDir string) {
 		{"intake", "add to a conversation", kvPut(queue.BucketThreads), true},
 		{"intake", "send a status reply", enqueue(keydesk.KindStatusReply), true},
 		{"intake", "send a received notice", enqueue(keydesk.KindReceived), true},
+		{"intake", "tell a requester of an exposed secret", enqueue(keydesk.KindSecretExposed), true},
+		{"review", "tell a requester of an exposed secret", enqueue(keydesk.KindSecretExposed), false},
 		{"intake", "send a staff reply", enqueue(keydesk.KindStaffReply), false},
 		{"intake", "consume the outbox", consumeOutbox, false},
 		{"intake", "send a digest", enqueue(keydesk.KindDigest), false},

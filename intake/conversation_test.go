@@ -97,7 +97,7 @@ func newWorld(t *testing.T, dovecot bool) *world {
 		w.deliver = func(raw []byte) { appendMsg(t, c, "INBOX", raw) }
 	}
 	handler.o.Threads = w.h.q
-	w.h.run(w.h.poller(nil))
+	w.h.run(w.h.poller(func(o *Options) { o.Templates, o.SupportAddress = tpl, supportAddr }))
 	return w
 }
 

@@ -89,6 +89,15 @@ type Decision struct {
 	Converse func(ctx context.Context, stored []*keydesk.Request, mailRef string) ([]*keydesk.Outgoing, error)
 	// Reason says, for a person, why it was set aside or ignored.
 	Reason string
+	// Partner is the partner the email comes from when its sender is an
+	// authenticated requester of it or a Relationship Manager forwarded
+	// it: where a key ID the email names is looked up. Empty: unknown.
+	Partner string
+	// Requester is the authenticated sender, who is told when the email
+	// exposed a secret; empty: nobody is told but support.
+	Requester string
+	// Date is when the email was written (its Date header); zero: unknown.
+	Date time.Time
 }
 
 // ErrTemporary marks a Handler error as passing: the email stays in the

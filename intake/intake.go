@@ -26,9 +26,14 @@
 //     emails whose attempts did not end are tried alone, and one whose
 //     count reaches imap.max_attempts is set aside unparsed, with an alert
 //     to support, and the poller goes on;
-//   - memory is bounded: a message body never sits whole in memory, it is
-//     streamed to a 0600 file under the spool directory that is removed
-//     after use;
+//   - memory is bounded: a message body is streamed to a 0600 file under
+//     the spool directory that is removed after use; only emails up to
+//     max_message_bytes, and at most InFlightBytes of them per FETCH, are
+//     also held in memory while they are processed;
+//   - no secret pasted in an email is kept: before anything reads the
+//     spooled email, the secrets in it are replaced by markers (package
+//     redact), in the file itself; the keys they belong to are proposed
+//     for revocation (secrets.go);
 //   - every network operation is bounded by a watchdog that closes the
 //     connection when it does not complete in time; a lost connection is
 //     re-established with back-off; IDLE is ended and the mailbox rescanned
@@ -76,6 +81,11 @@ type Queue interface {
 	Enqueue(ctx context.Context, m *keydesk.Outgoing) error
 	PutMail(ctx context.Context, ref string, r io.Reader, max int64) error
 	Record(ctx context.Context, kind string, ev keydesk.Event) error
+	// Inventories are the partners' keys, where a key whose secret an
+	// email exposed is found.
+	Inventories(ctx context.Context) ([]*keydesk.Inventory, error)
+	// List finds an open revoke request of an exposed key.
+	List(ctx context.Context, f queue.Filter) ([]*keydesk.Request, error)
 	queue.Buckets
 	Attempts(name string) *queue.Attempts
 }
@@ -173,9 +183,13 @@ type Poller struct {
 	mailbox  *queue.Bucket[MailboxState]
 	attempts *queue.Attempts // of this mailbox, by UID: attempts that began and did not end
 
-	emails     *metrics.Counter
-	reconnects *metrics.Counter
-	seconds    *metrics.Histogram
+	emails       *metrics.Counter
+	reconnects   *metrics.Counter
+	seconds      *metrics.Histogram
+	exposedTotal *metrics.Counter
+
+	// noRedact turns the redaction of pasted secrets off (benchmarks).
+	noRedact bool
 
 	lastContact atomic.Int64 // unix nanoseconds of the last successful IMAP exchange
 	running     atomic.Bool
@@ -334,6 +348,8 @@ func New(o Options) (*Poller, error) {
 		reconnects: o.Metrics.Counter("keydesk_imap_reconnects_total", "IMAP connections re-established after a failure."),
 		seconds: o.Metrics.Histogram("keydesk_intake_seconds",
 			"Time to process one email, from the end of its download to its records being stored.", nil),
+		exposedTotal: o.Metrics.Counter("keydesk_exposed_secrets_total",
+			"API secrets found pasted in emails (redacted before anything was stored), by the partner of the key, else of the sender, else unknown.", "partner"),
 	}
 	return p, nil
 }

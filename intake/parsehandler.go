@@ -129,7 +129,9 @@ func (h *parseHandler) Handle(ctx context.Context, m *Message) (*Decision, error
 		// A reply that asks to revoke or rotate keys makes requests of
 		// its own: joining the thread would lose the ask.
 		if len(t.joined) > 0 && len(res.KeyAsks) == 0 {
-			return h.reply(res, key, t.joined), nil
+			dec := h.reply(res, key, t.joined)
+			describeSender(dec, res)
+			return dec, nil
 		}
 		if len(t.foreign) > 0 {
 			// Named requests that are not the sender's: a new email from
@@ -154,6 +156,7 @@ func (h *parseHandler) Handle(ctx context.Context, m *Message) (*Decision, error
 	if res.Verdict == parse.Reject {
 		dec.Disposition = Rejected
 	}
+	describeSender(dec, res)
 	var why []string
 	for _, rs := range res.Reasons {
 		why = append(why, rs.Message)

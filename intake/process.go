@@ -24,6 +24,7 @@ import (
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/intake/parse"
+	"github.com/buildmarkets/keydesk/intake/redact"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/templates"
 )
@@ -39,6 +40,18 @@ type spooled struct {
 	file     string
 	digest   string
 	tooLarge bool // the server sent more than it announced
+	// data is the email as redactSpool read it (redacted), when it was
+	// small enough to read whole: the handler reads it from memory
+	// rather than from the file again.
+	data []byte
+}
+
+// open reads the spooled email: from memory when it is there.
+func (sp *spooled) open() (io.ReadCloser, error) {
+	if sp.data != nil {
+		return io.NopCloser(bytes.NewReader(sp.data)), nil
+	}
+	return os.Open(sp.file)
 }
 
 type sizeInfo struct {
@@ -386,6 +399,9 @@ func (s *conn) download(ctx context.Context, uids []imap.UID, total int64) (map[
 	timeout := p.o.IMAP.Timeout + time.Duration(total/(64<<10))*time.Second
 	section := &imap.FetchItemBodySection{Peek: true}
 	buf := make([]byte, 64<<10)
+	// Bytes of this FETCH's emails that may be kept in memory as well
+	// as spooled (in_flight_bytes): the rest are read from their files.
+	keep := p.o.InFlightBytes
 	err := s.do(ctx, timeout, "fetch bodies", func() error {
 		cmd := s.c.Fetch(imap.UIDSetNum(uids...), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{section}})
 		defer cmd.Close()
@@ -394,7 +410,7 @@ func (s *conn) download(ctx context.Context, uids []imap.UID, total int64) (map[
 			if msg == nil {
 				break
 			}
-			sp, err := p.spool(msg, buf)
+			sp, err := p.spool(msg, buf, &keep)
 			if sp != nil && sp.uid != 0 {
 				files[sp.uid] = sp
 			} else if sp != nil {
@@ -413,7 +429,7 @@ func (s *conn) download(ctx context.Context, uids []imap.UID, total int64) (map[
 // reading at most hard_max_message_bytes+1 bytes into the file: an email
 // larger than max_message_bytes is spooled whole (on disk, never in
 // memory) so that its text is read; only its stored copy is cut.
-func (p *Poller) spool(msg *imapclient.FetchMessageData, buf []byte) (*spooled, error) {
+func (p *Poller) spool(msg *imapclient.FetchMessageData, buf []byte, keep *int64) (*spooled, error) {
 	f, err := os.CreateTemp(p.o.SpoolDir, "msg-*")
 	if err != nil {
 		return nil, fmt.Errorf("intake: spool: %w", err)
@@ -434,7 +450,19 @@ func (p *Poller) spool(msg *imapclient.FetchMessageData, buf []byte) (*spooled, 
 			if it.Literal == nil {
 				continue
 			}
-			n, err := io.CopyBuffer(io.MultiWriter(f, h), io.LimitReader(it.Literal, limit+1), buf)
+			// An email small enough to be read whole is kept in memory
+			// too: redactSpool reads it from there.
+			var mem *bytes.Buffer
+			dst := io.MultiWriter(f, h)
+			if size := it.Literal.Size(); size <= p.o.IMAP.MaxMessageBytes && size <= *keep {
+				*keep -= size
+				mem = bytes.NewBuffer(make([]byte, 0, size))
+				dst = io.MultiWriter(f, h, mem)
+			}
+			n, err := io.CopyBuffer(dst, io.LimitReader(it.Literal, limit+1), buf)
+			if mem != nil && int64(mem.Len()) == n && n <= p.o.IMAP.MaxMessageBytes {
+				sp.data = mem.Bytes()
+			}
 			sp.size = n
 			if n > limit {
 				sp.tooLarge = true
@@ -459,10 +487,15 @@ func (p *Poller) spool(msg *imapclient.FetchMessageData, buf []byte) (*spooled, 
 func (s *conn) process(ctx context.Context, sp *spooled) (string, error) {
 	p := s.p
 	start := time.Now()
+	exposed, err := p.redactSpool(sp)
+	if err != nil {
+		return "", err
+	}
+	defer func() { sp.data = nil }()
 	m := &Message{
 		Mailbox: p.o.IMAP.Mailbox, UIDValidity: s.uidVal, UID: uint32(sp.uid),
 		Size: sp.size, InternalDate: sp.date, Digest: sp.digest,
-		open: func() (io.ReadCloser, error) { return os.Open(sp.file) },
+		open: sp.open,
 	}
 	log := p.log.With("uid", sp.uid, "size", sp.size)
 	var dec *Decision
@@ -480,6 +513,9 @@ func (s *conn) process(ctx context.Context, sp *spooled) (string, error) {
 			hdr, _ := readHead(sp.file)
 			dec = unreadableDecision(hdr, m, err)
 		}
+	}
+	if exposed != nil {
+		p.exposures(m, dec, exposed)
 	}
 	handled := time.Since(start)
 	ids, err := p.store(ctx, m, dec, !sp.tooLarge, sp.file)
@@ -817,6 +853,9 @@ func parseHead(raw []byte) head {
 // setAside builds the decision for an email the poller sets aside itself:
 // a rejected request, so that the review queue shows it with its reason.
 func setAside(raw []byte, m *Message, outcome string, code keydesk.ReasonCode, reason string) *Decision {
+	// A header read from the server (an email not downloaded) has not
+	// been through redactSpool: a secret in its subject is kept out too.
+	raw, _ = redact.Redact(raw, redact.Limits{})
 	h := parseHead(raw)
 	key := keydesk.SourceKey(h.from, h.messageID, raw)
 	switch {

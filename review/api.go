@@ -374,6 +374,8 @@ func (s *Server) apiAction(w http.ResponseWriter, r *http.Request, st *staff) er
 		res, err = s.correct(r.Context(), a)
 	case "retry":
 		res, err = s.retry(r.Context(), a)
+	case "revoke-replace":
+		res, err = s.revokeAndReplace(r.Context(), a)
 	case "notes":
 		res, err = s.addNote(r.Context(), a, body.Text)
 	case "reply":
@@ -390,7 +392,7 @@ func (s *Server) apiAction(w http.ResponseWriter, r *http.Request, st *staff) er
 	case "key":
 		res, err = s.pickKey(r.Context(), a, body.KeyID)
 	default:
-		return &Error{Status: http.StatusNotFound, Code: "not_found", Msg: "no action " + clip(r.PathValue("action"), 40) + ": use approve, reject, cancel, correct, retry, notes, reply, assign, key, proposal/accept, proposal/refuse or rotation/confirm"}
+		return &Error{Status: http.StatusNotFound, Code: "not_found", Msg: "no action " + clip(r.PathValue("action"), 40) + ": use approve, reject, cancel, correct, retry, revoke-replace, notes, reply, assign, key, proposal/accept, proposal/refuse or rotation/confirm"}
 	}
 	if err != nil {
 		return err

@@ -116,6 +116,7 @@ type flagInfo struct {
 // flagTexts are the known flags, highest severity first; within one
 // severity, the order in which a row shows them.
 var flagTexts = []flagInfo{
+	{keydesk.FlagSecretExposed, flagView{Text: "secret exposed", Title: "a live API secret was pasted in the email: it was redacted; revoke the key it belongs to and delete the email from the mailbox", Severity: sevHigh}},
 	{keydesk.FlagUnknownSender, flagView{Text: "unknown sender", Title: "the sender is no requester of a registered partner", Severity: sevHigh}},
 	{keydesk.FlagDMARCNotPassed, flagView{Text: "DMARC not passed", Title: "our MTA did not stamp dmarc=pass: the sender may be forged", Severity: sevHigh}},
 	{keydesk.FlagScopeNotAllowed, flagView{Text: "scope not allowed", Title: "a scope outside the partner's allowed set", Severity: sevHigh}},

@@ -262,6 +262,7 @@ var doneMessages = map[string]string{
 	"corrected":       "Corrected.",
 	"corrected-wider": "Corrected. This correction widens access (a new scope, keys:manage or production): you made it, so you cannot approve this request; another approver must.",
 	"retried":         "Back to approved: the next batch tries again.",
+	"revoke-replaced": "Revocation approved (or your approval recorded, under four eyes), and a replacement key requested: it waits for approval like any new key.",
 	// the conversation
 	"noted":                   "Note added.",
 	"replied":                 "Reply queued to the requester: it is sent within a minute and then shows in the thread.",
@@ -472,6 +473,9 @@ func (s *Server) postRequest(w http.ResponseWriter, r *http.Request, st *staff) 
 	case "retry":
 		res, err = s.retry(r.Context(), a)
 		done = "retried"
+	case "revoke-replace":
+		res, err = s.revokeAndReplace(r.Context(), a)
+		done = "revoke-replaced"
 	case "notes":
 		_, err = s.addNote(r.Context(), a, r.PostFormValue("text"))
 		done = "noted"

@@ -104,6 +104,11 @@ var partnerMails = []partnerMail{
 	{"proposal outcome", "proposal-outcome", templates.ProposalOutcome{Subject: "Re: keys", Accepted: false,
 		Asked:   []templates.Fact{{Name: "Scopes", Value: allScopes}},
 		Request: templates.RequestFacts{ID: "KR-20261127-7QX4", Environment: "sandbox", Scopes: "accounts:read", Label: longLabel, Status: "waiting for review"}}, false},
+	{"secret exposed", "secret-exposed", reply.SecretExposedData{Date: when, Subject: strings.Repeat("401 with this pair, can you check? ", 3),
+		Keys: []reply.ExposedKey{{KeyID: "key-001", Environment: "production", Label: longLabel, RequestID: "KR-20261127-7QX4"}}}, false},
+	{"secret exposed, two keys", "secret-exposed", reply.SecretExposedData{Date: when,
+		Keys: []reply.ExposedKey{{KeyID: "key-001", Environment: "production", Label: "prod-trading-engine", RequestID: "KR-20261127-7QX4"},
+			{KeyID: "key-002", Environment: "sandbox", Label: "sandbox-backend", RequestID: "KR-20261127-8QX5"}}}, true},
 }
 
 // supportMails are the templates of emails to support, which keep their

@@ -212,3 +212,19 @@ func StateInWords(r *keydesk.Request, nextBatch time.Time) (state, next string) 
 	}
 	return string(r.State), "Our support team will get back to you."
 }
+
+// ExposedKey is one key whose secret a partner's email exposed.
+type ExposedKey struct {
+	KeyID, Environment, Label string
+	// RequestID is the revoke request keydesk proposed for it.
+	RequestID string
+}
+
+// SecretExposedData is what templates/mail/secret-exposed.tmpl gets: the
+// email that held the secrets (its date and subject, as redacted) and
+// the keys they belong to. Never a secret.
+type SecretExposedData struct {
+	Date    time.Time
+	Subject string
+	Keys    []ExposedKey
+}
