@@ -87,58 +87,17 @@ func (h *parseHandler) log() *slog.Logger {
 }
 
 func (h *parseHandler) Handle(ctx context.Context, m *Message) (*Decision, error) {
-	r, err := m.Open()
+	res, key, err := h.read(m)
 	if err != nil {
-		return nil, fmt.Errorf("intake: open spooled email: %w: %w", ErrTemporary, err)
-	}
-	defer r.Close()
-	po := h.o.Parse
-	if h.o.Registry != nil {
-		po.Registry = h.o.Registry()
-	}
-	po.ReceivedAt = m.InternalDate
-	res, err := parse.Parse(r, po)
-	if err != nil {
-		// Parse fails only when reading fails, and this is a local file.
-		return nil, fmt.Errorf("intake: %w: %w", ErrTemporary, err)
-	}
-	key := res.SourceKey
-	if key == "" {
-		// Some verdicts (ignore) may carry no key: derive the same one.
-		key = strings.ToLower(strings.TrimSpace(res.From)) + "\x00sha256:" + m.Digest
-		if res.MessageID != "" {
-			key = keydesk.SourceKey(res.From, res.MessageID, nil)
-		}
+		return nil, err
 	}
 	var t thread
 	// Auto-replies, bounces and keydesk's own mail (Ignore) join nothing
 	// and get nothing.
 	if h.o.Threads != nil && res.Verdict != parse.Ignore {
-		if res.Confirms {
-			rs, err := h.rotations(ctx, res)
-			if err != nil {
-				return nil, fmt.Errorf("intake: rotation: %w: %w", ErrTemporary, err)
-			}
-			if len(rs) > 0 {
-				return h.confirm(res, key, rs), nil
-			}
-		}
-		if t, err = h.resolve(ctx, res); err != nil {
-			return nil, fmt.Errorf("intake: thread: %w: %w", ErrTemporary, err)
-		}
-		// A reply that asks to revoke or rotate keys makes requests of
-		// its own: joining the thread would lose the ask.
-		if len(t.joined) > 0 && len(res.KeyAsks) == 0 {
-			dec := h.reply(res, key, t.joined)
-			describeSender(dec, res)
-			return dec, nil
-		}
-		if len(t.foreign) > 0 {
-			// Named requests that are not the sender's: a new email from
-			// its sender, and nothing of those requests in what it gets.
-			for _, q := range res.Requests {
-				q.Warnings = append(q.Warnings, "the email names request "+strings.Join(t.foreign, ", ")+", which is not its sender's partner's: it was treated as a new email")
-			}
+		var dec *Decision
+		if dec, t, err = h.converse(ctx, res, key); dec != nil || err != nil {
+			return dec, err
 		}
 	}
 	if err := h.resolveKeys(ctx, res); err != nil {
@@ -149,6 +108,75 @@ func (h *parseHandler) Handle(ctx context.Context, m *Message) (*Decision, error
 			return nil, fmt.Errorf("intake: duplicates: %w: %w", ErrTemporary, err)
 		}
 	}
+	return h.decide(res, key, t), nil
+}
+
+// read parses the spooled email and returns what it says with the source
+// key its requests derive from.
+func (h *parseHandler) read(m *Message) (*parse.Result, string, error) {
+	r, err := m.Open()
+	if err != nil {
+		return nil, "", fmt.Errorf("intake: open spooled email: %w: %w", ErrTemporary, err)
+	}
+	defer r.Close()
+	po := h.o.Parse
+	if h.o.Registry != nil {
+		po.Registry = h.o.Registry()
+	}
+	po.ReceivedAt = m.InternalDate
+	res, err := parse.Parse(r, po)
+	if err != nil {
+		// Parse fails only when reading fails, and this is a local file.
+		return nil, "", fmt.Errorf("intake: %w: %w", ErrTemporary, err)
+	}
+	key := res.SourceKey
+	if key == "" {
+		// Some verdicts (ignore) may carry no key: derive the same one.
+		key = strings.ToLower(strings.TrimSpace(res.From)) + "\x00sha256:" + m.Digest
+		if res.MessageID != "" {
+			key = keydesk.SourceKey(res.From, res.MessageID, nil)
+		}
+	}
+	return res, key, nil
+}
+
+// converse places the email in the conversation: a rotation's
+// confirmation or a reply that joins its thread is decided here (dec);
+// otherwise it says which threads the email names (t) and leaves the
+// email to be decided as new.
+func (h *parseHandler) converse(ctx context.Context, res *parse.Result, key string) (dec *Decision, t thread, err error) {
+	if res.Confirms {
+		rs, err := h.rotations(ctx, res)
+		if err != nil {
+			return nil, t, fmt.Errorf("intake: rotation: %w: %w", ErrTemporary, err)
+		}
+		if len(rs) > 0 {
+			return h.confirm(res, key, rs), t, nil
+		}
+	}
+	if t, err = h.resolve(ctx, res); err != nil {
+		return nil, t, fmt.Errorf("intake: thread: %w: %w", ErrTemporary, err)
+	}
+	// A reply that asks to revoke or rotate keys makes requests of its
+	// own: joining the thread would lose the ask.
+	if len(t.joined) > 0 && len(res.KeyAsks) == 0 {
+		dec := h.reply(res, key, t.joined)
+		describeSender(dec, res)
+		return dec, t, nil
+	}
+	if len(t.foreign) > 0 {
+		// Named requests that are not the sender's: a new email from its
+		// sender, and nothing of those requests in what it gets.
+		for _, q := range res.Requests {
+			q.Warnings = append(q.Warnings, "the email names request "+strings.Join(t.foreign, ", ")+", which is not its sender's partner's: it was treated as a new email")
+		}
+	}
+	return nil, t, nil
+}
+
+// decide is the decision on a new email: its requests, the reply it
+// gets and, in a conversation, the threads it starts.
+func (h *parseHandler) decide(res *parse.Result, key string, t thread) *Decision {
 	dec := &Decision{
 		Outcome: string(res.Verdict), Disposition: Processed, SourceKey: key,
 		MessageID: res.MessageID, From: res.From, Subject: res.Subject, Requests: res.Requests,
@@ -176,7 +204,7 @@ func (h *parseHandler) Handle(ctx context.Context, m *Message) (*Decision, error
 			return h.newEmail(ctx, &answered, key, stored, mailRef, len(t.foreign) > 0)
 		}
 	}
-	return dec, nil
+	return dec
 }
 
 // newEmail starts the threads of the requests a new email made: its

@@ -62,88 +62,114 @@ func tableCells(l string) []string {
 
 // readDrafts reads the requests in the sender's own lines.
 func readDrafts(lines []string, lim Limits) []*draft {
-	var out []*draft
-	cur := &draft{}
-	flush := func() {
-		if cur.any() {
-			out = append(out, cur)
-		}
-		cur = &draft{}
-	}
-	var cols []field // the columns of a table header row, while in a table
-	inScopes := false
+	d := &draftReader{lim: lim, cur: &draft{}}
 	for _, l := range lines {
 		t := strings.TrimSpace(l)
 		if cells := tableCells(t); len(cells) >= 2 {
-			if isBorder(t) {
-				continue
-			}
-			if hdr := tableHeader(cells); hdr != nil {
-				flush()
-				cols, inScopes = hdr, false
-				continue
-			}
-			if cols == nil && len(cells) == 2 {
-				// "| Environment | Production |": a key-value row.
-				if m := matchField(cells[0] + ": " + cells[1]); m != nil {
-					f := fieldOf(m[1])
-					if cur.has[f] {
-						flush()
-					}
-					cur.set(f, m[2], lim)
-					continue
-				}
-			}
-			if cols != nil {
-				flush()
-				for i, c := range cells {
-					if i < len(cols) && cols[i] != fieldNone {
-						cur.set(cols[i], c, lim)
-					}
-				}
-				flush()
+			if d.tableRow(t, cells) {
 				continue
 			}
 		} else if t != "---" && isBorder(t) {
 			continue // the rule under or around a table's header row
 		} else {
-			cols = nil
+			d.cols = nil
 		}
 		if m := matchField(l); m != nil {
-			f := fieldOf(m[1])
-			if cur.has[f] {
-				flush()
-			}
-			cur.set(f, m[2], lim)
-			inScopes = f == fieldScopes && (strings.TrimSpace(m[2]) == "" || strings.HasSuffix(strings.TrimSpace(m[2]), ","))
+			f := d.set(m)
+			d.inScopes = f == fieldScopes && (strings.TrimSpace(m[2]) == "" || strings.HasSuffix(strings.TrimSpace(m[2]), ","))
 			continue
 		}
 		if t == "---" || headingRE.MatchString(t) {
-			flush()
-			inScopes = false
+			d.flush()
+			d.inScopes = false
 			continue
 		}
-		if inScopes {
-			switch {
-			case t == "" && len(cur.scopes) == 0:
-				continue // a blank line between "Scopes:" and its list
-			case t == "":
-				inScopes = false
-			case bulletRE.MatchString(l) || scopeishRE.MatchString(t):
-				item := bulletRE.ReplaceAllString(l, "")
-				// "- accounts:read – balances and positions": the scope is
-				// before the dash; the rest describes it.
-				for _, sep := range []string{" – ", " — ", " - ", " -- "} {
-					item, _, _ = strings.Cut(item, sep)
-				}
-				cur.addScopes(item, lim)
-			default:
-				inScopes = false
-			}
+		if d.inScopes {
+			d.scopeLine(l, t)
 		}
 	}
-	flush()
-	return out
+	d.flush()
+	return d.out
+}
+
+// draftReader is readDrafts' state between lines.
+type draftReader struct {
+	lim      Limits
+	out      []*draft
+	cur      *draft
+	cols     []field // the columns of a table header row, while in a table
+	inScopes bool    // in the list under a "Scopes:" line
+}
+
+// flush ends the current draft.
+func (d *draftReader) flush() {
+	if d.cur.any() {
+		d.out = append(d.out, d.cur)
+	}
+	d.cur = &draft{}
+}
+
+// set stores a field line's value; a field the draft has already starts
+// the next draft.
+func (d *draftReader) set(m []string) field {
+	f := fieldOf(m[1])
+	if d.cur.has[f] {
+		d.flush()
+	}
+	d.cur.set(f, m[2], d.lim)
+	return f
+}
+
+// tableRow reads a row of table cells, and reports whether it was one
+// (a border, a header, a key-value row or a row under a header).
+func (d *draftReader) tableRow(t string, cells []string) bool {
+	if isBorder(t) {
+		return true
+	}
+	if hdr := tableHeader(cells); hdr != nil {
+		d.flush()
+		d.cols, d.inScopes = hdr, false
+		return true
+	}
+	if d.cols == nil && len(cells) == 2 {
+		// "| Environment | Production |": a key-value row.
+		if m := matchField(cells[0] + ": " + cells[1]); m != nil {
+			d.set(m)
+			return true
+		}
+	}
+	if d.cols == nil {
+		return false
+	}
+	d.flush()
+	for i, c := range cells {
+		if i < len(d.cols) && d.cols[i] != fieldNone {
+			d.cur.set(d.cols[i], c, d.lim)
+		}
+	}
+	d.flush()
+	return true
+}
+
+// scopeLine reads a line of the list under "Scopes:", which ends at a
+// blank line after an item or at a line that is no item.
+func (d *draftReader) scopeLine(l, t string) {
+	switch {
+	case t == "" && len(d.cur.scopes) == 0:
+		// a blank line between "Scopes:" and its list
+	case t == "":
+		d.inScopes = false
+	case bulletRE.MatchString(l) || scopeishRE.MatchString(t):
+		item := bulletRE.ReplaceAllString(l, "")
+		// "- accounts:read – balances and positions": the scope is before
+		// the dash; the rest describes it.
+		for _, sep := range []string{" – ", " — ", " - ", " -- "} {
+			item, _, _ = strings.Cut(item, sep)
+		}
+		d.cur.addScopes(item, d.lim)
+	default:
+		d.inScopes = false
+	}
 }
 
 // tableHeader returns the columns of a header row naming at least two fields.
