@@ -480,7 +480,12 @@ func (s *Server) pickKey(ctx context.Context, a action, keyID string) (*result, 
 	if !slices.Contains(r.KeyCandidates, keyID) {
 		return nil, errBadRequest("%s is not one of the keys the request matched: pick one of %s", clip(keyID, 40), strings.Join(r.KeyCandidates, ", "))
 	}
+	// A candidate found in both environments is written environment/key_id,
+	// the request's environment left for the pick to set.
 	ref := keydesk.KeyRef{Partner: r.Partner, Environment: r.Environment, ID: keyID}
+	if env, id, ok := strings.Cut(keyID, "/"); ok {
+		ref.Environment, ref.ID = keydesk.Environment(env), id
+	}
 	_, k, err := s.inventoryKey(ctx, ref)
 	if err != nil {
 		return nil, err
@@ -492,8 +497,9 @@ func (s *Server) pickKey(ctx context.Context, a action, keyID string) (*result, 
 	out, err := s.o.Queue.Apply(ctx, r.ID, queue.Change{
 		Actor: a.By.Name, Action: "pick-key", From: r.State, Revision: r.Revision, Note: s.note(a, note),
 		Mutate: func(x *keydesk.Request) error {
+			x.Environment = ref.Environment
 			if kind == keydesk.KindRotate {
-				x.ReplacesKeyID = keyID
+				x.ReplacesKeyID = ref.ID
 				if x.Label == "" {
 					x.Label = k.Label
 				}
@@ -501,7 +507,7 @@ func (s *Server) pickKey(ctx context.Context, a action, keyID string) (*result, 
 					x.Scopes = slices.Clone(k.Scopes)
 				}
 			} else {
-				x.KeyID = keyID
+				x.KeyID = ref.ID
 			}
 			x.KeyCandidates = nil
 			refreshFlags(x, s.o.Partners())
@@ -513,7 +519,7 @@ func (s *Server) pickKey(ctx context.Context, a action, keyID string) (*result, 
 	}
 	s.actions.Inc("pick-key")
 	s.log.Info("review: key picked", "request", r.ID, "key", ref.String(), "by", a.By.Name)
-	return &result{Request: out, Message: "Key " + keyID + " picked: the request waits for approval."}, nil
+	return &result{Request: out, Message: "Key " + ref.String() + " picked: the request waits for approval."}, nil
 }
 
 // confirmRotation records, for a delivered rotation, that the new key is

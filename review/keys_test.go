@@ -320,6 +320,16 @@ func TestAPIPickKey(t *testing.T) {
 	if code, out := e.api("bob", "POST", "/api/v1/requests/"+r.ID+"/approve", nil); code != http.StatusOK || out["state"] != "approved" {
 		t.Fatalf("approve after the pick: %d %v", code, out)
 	}
+	// Found in both environments, the candidates name theirs, and the pick
+	// sets the request's environment.
+	both := e.request(func(r *keydesk.Request) {
+		r.Kind, r.Environment, r.Label, r.Scopes = keydesk.KindRevoke, "", "", nil
+		r.KeyCandidates = []string{"sandbox/key-001", "production/key-001"}
+	}, "")
+	code, out = e.api("alice", "POST", "/api/v1/requests/"+both.ID+"/key", map[string]string{"key_id": "production/key-001"})
+	if code != http.StatusOK || out["key_id"] != "key-001" || out["environment"] != "production" {
+		t.Fatalf("pick across environments: %d %v", code, out)
+	}
 	// A revocation that names no key at all cannot be approved either.
 	none := e.request(func(r *keydesk.Request) { r.Kind, r.Label, r.Scopes = keydesk.KindRevoke, "gone-label", nil }, "")
 	if code, out := e.api("bob", "POST", "/api/v1/requests/"+none.ID+"/approve", nil); code != http.StatusConflict || out["code"] != "incomplete" || !strings.Contains(out["error"].(string), "no key") {
