@@ -104,6 +104,13 @@ type Options struct {
 	// MaxRequests bounds the requests one batch takes on; the rest wait
 	// for the next batch. Default 10000.
 	MaxRequests int
+	// InventoryInterval is how often every account's keys are listed
+	// beside the batches (batch.inventory_interval). Default 1h.
+	InventoryInterval time.Duration
+	// SweepInterval is how often approved and interrupted revocations
+	// are looked for, beside the revoke records that ask for them at
+	// once. Default 1m.
+	SweepInterval time.Duration
 
 	// Clock is the time source of the schedule and back-offs. Default the wall clock.
 	Clock Clock
@@ -145,6 +152,9 @@ func (o *Options) Validate() error {
 	}
 	if o.LeaseTTL != 0 && (o.LeaseTTL < time.Second || o.LeaseTTL > time.Hour) {
 		errs = append(errs, fmt.Errorf("batch.lease_ttl: %s is out of range 1s..1h", o.LeaseTTL))
+	}
+	if o.InventoryInterval != 0 && (o.InventoryInterval < time.Minute || o.InventoryInterval > 7*24*time.Hour) {
+		errs = append(errs, fmt.Errorf("batch.inventory_interval: %s is out of range 1m..7d", o.InventoryInterval))
 	}
 	return errors.Join(errs...)
 }
@@ -188,6 +198,11 @@ func New(o Options) (*Runner, error) {
 	o.ClockSkew = cmp.Or(o.ClockSkew, 2*time.Minute)
 	o.RequestTimeout = cmp.Or(o.RequestTimeout, 5*time.Minute)
 	o.MaxRequests = cmp.Or(o.MaxRequests, 10000)
+	o.InventoryInterval = cmp.Or(o.InventoryInterval, time.Hour)
+	o.SweepInterval = cmp.Or(o.SweepInterval, time.Minute)
+	if o.InventoryInterval < 0 || o.SweepInterval < 0 {
+		return nil, errors.New("batch: negative inventory or sweep interval")
+	}
 	o.Holder = cmp.Or(o.Holder, "keydesk")
 	if o.Clock == nil {
 		o.Clock = RealClock
