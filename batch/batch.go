@@ -120,8 +120,8 @@ type Options struct {
 	Metrics *metrics.Registry
 	// Failpoint, if set, is called at each step of a request's handling
 	// with the step's name (after-generating, after-create, after-seal,
-	// after-enqueue, after-generated). Crash tests use it to kill the
-	// process there.
+	// after-enqueue, after-generated; after-revoking and after-revoke for
+	// a revocation). Crash tests use it to kill the process there.
 	Failpoint func(step string)
 }
 
