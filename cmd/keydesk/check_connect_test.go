@@ -75,7 +75,7 @@ func TestCheckConnect(t *testing.T) {
 			want: []string{
 				fmt.Sprintf("ok   imap  %s (INBOX, %d messages)", e.IMAPAddr, len(e.Emails)),
 				fmt.Sprintf("ok   smtp  %s (connected; smtp.auth none: no login)", e.Sink.Addr),
-				fmt.Sprintf("ok   nats  %s (JetStream, 11 streams and buckets)", q.ClientURL()),
+				fmt.Sprintf("ok   nats  %s (JetStream, 12 streams and buckets)", q.ClientURL()),
 				fmt.Sprintf("ok   api   acme sandbox %s (2 keys)", e.APIURL),
 				fmt.Sprintf("ok   api   acme production %s (2 keys)", e.APIURL),
 				fmt.Sprintf("ok   api   globex sandbox %s (1 keys)", e.APIURL),
@@ -99,7 +99,7 @@ func TestCheckConnect(t *testing.T) {
 			want: []string{
 				fmt.Sprintf("FAIL imap  %s: intake: log in to %s as %s: ", e.IMAPAddr, e.IMAPAddr, demo.Mailbox),
 				fmt.Sprintf("FAIL smtp  %s: delivery: smtp connect: ", closed),
-				fmt.Sprintf("FAIL nats  %s: queue: 11 of keydesk's streams and buckets do not exist: ", bare.ClientURL()),
+				fmt.Sprintf("FAIL nats  %s: queue: 12 of keydesk's streams and buckets do not exist: ", bare.ClientURL()),
 				fmt.Sprintf("FAIL api   acme sandbox %s: bmapi: GET /v1/keys: 401 Unauthorized: ", e.APIURL),
 				fmt.Sprintf("FAIL api   acme production %s: bmapi: GET /v1/keys: 403 Forbidden: ", e.APIURL),
 				fmt.Sprintf("ok   api   globex sandbox %s (1 keys)", e.APIURL),

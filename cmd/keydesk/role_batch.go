@@ -39,6 +39,7 @@ func batchOptions(cfg *config.Config) batch.Options {
 	return batch.Options{
 		Schedule: cfg.Batch.Schedule, Concurrency: cfg.Batch.Concurrency, SupportAddress: cfg.SMTP.SupportAddress,
 		RevokeUndeliveredAfter: cfg.Delivery.RevokeUndeliveredAfter, LeaseTTL: cfg.Batch.LeaseTTL,
+		InventoryInterval: cfg.Batch.InventoryInterval,
 	}
 }
 
