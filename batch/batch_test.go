@@ -172,6 +172,10 @@ func TestFaults(t *testing.T) {
 			state: keydesk.StateGenerated, live: 1},
 		{name: "429 and no tries left", inject: func(h *harness) { h.api.FailNextOf("POST", 1, http.StatusTooManyRequests) },
 			mod: func(o *batch.Options) { o.MaxTries = 1 }, state: keydesk.StateApproved},
+		// Not knowing the account's keys, the batch makes none there:
+		// a reconciliation could not tell the partner's own keys.
+		{name: "keys not listed", inject: func(h *harness) { h.api.FailNextOf("GET", 20, http.StatusServiceUnavailable) },
+			state: keydesk.StateApproved},
 		{name: "credentials refused", inject: func(h *harness) {
 			pe := h.partner.Environments[keydesk.Sandbox]
 			pe.APISecret = keydesk.SecretString("bm_secret_wrong")

@@ -74,6 +74,13 @@ func (r *Runner) refreshInventories(ctx context.Context, st *run) error {
 			api, err := st.account(p, env)
 			if err == nil {
 				err = r.refreshOne(ctx, api, p.ID, env, made)
+				// Refused credentials fail the account's requests on their
+				// own, with an alert; anything else keeps them waiting.
+				if kind, _ := r.o.Classify(err); err != nil && kind != Refused {
+					st.mu.Lock()
+					st.unlisted[pairKey(p.ID, env)] = err.Error()
+					st.mu.Unlock()
+				}
 			} else {
 				r.inventoryProblem(ctx, p.ID, env, err)
 			}

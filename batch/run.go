@@ -245,10 +245,14 @@ type run struct {
 	recorded map[keydesk.KeyRef]bool
 	// revoked holds the keys this run revoked, which an API may go on listing.
 	revoked map[keydesk.KeyRef]bool
+	// unlisted holds the partner/environment pairs whose keys this run
+	// could not list: no key is made there, since a key the partner made
+	// meanwhile would be unknown to a reconciliation.
+	unlisted map[string]string
 }
 
 func newRun(r *Runner, b *keydesk.Batch) *run {
-	return &run{r: r, b: b, counts: map[string]int{}, skip: map[string]string{}, apis: map[string]API{}, recorded: map[keydesk.KeyRef]bool{}, revoked: map[keydesk.KeyRef]bool{}}
+	return &run{r: r, b: b, counts: map[string]int{}, skip: map[string]string{}, apis: map[string]API{}, recorded: map[keydesk.KeyRef]bool{}, revoked: map[keydesk.KeyRef]bool{}, unlisted: map[string]string{}}
 }
 
 func (st *run) add(o keydesk.BatchOutcome) {
@@ -467,6 +471,13 @@ func (r *Runner) handle(ctx context.Context, st *run, req *keydesk.Request) {
 	}
 	if why, ok := st.skipped(p.ID, req.Environment); ok {
 		done(OutcomeSkipped, why)
+		return
+	}
+	st.mu.Lock()
+	why, unlisted := st.unlisted[pairKey(p.ID, req.Environment)]
+	st.mu.Unlock()
+	if unlisted {
+		done(OutcomeRetry, "the account's keys could not be listed ("+why+"); stays approved for the next batch")
 		return
 	}
 	api, err := st.account(p, req.Environment)
