@@ -21,6 +21,16 @@
 //     Sealer; it is wiped after, and never logged, stored or reported.
 //   - Keys whose delivery failed, or that were not delivered in time, are
 //     revoked and the requester is told.
+//   - A key is the triple (partner, environment, key ID) everywhere: the
+//     API numbers keys per account and environment.
+//   - Every batch lists each account's keys into the key inventory before
+//     its attempts, and makes no key in an account it could not list; a
+//     key the inventory knew before an attempt began is never that
+//     attempt's orphan, nor is a key of other scopes; when several keys
+//     could be the orphan, none is revoked and a person decides.
+//   - An approved revoke request runs at once, under its own lease (never
+//     behind a batch): approved → revoking → DELETE → revoked, each step
+//     repeatable, so that a crash is finished by the next sweep.
 package batch
 
 import (
