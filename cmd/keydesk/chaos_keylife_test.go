@@ -124,8 +124,12 @@ func (r *chaosRun) revokeSome(q *queue.Conn) {
 				return false
 			}
 		}
+		// Bounded: while an instance is down, so is an embedded server,
+		// and a read waits for it; the instance is started again above.
+		gctx, gcancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer gcancel()
 		for _, rv := range r.revocations {
-			got, err := q.Get(context.Background(), rv.id)
+			got, err := q.Get(gctx, rv.id)
 			if err != nil || got.State != keydesk.StateRevoked {
 				return false
 			}
@@ -138,14 +142,18 @@ func (r *chaosRun) revokeSome(q *queue.Conn) {
 	// An inventory run, as a person asking for a fresh list: every key
 	// keydesk knows of is then listed once more.
 	inv := &keydesk.Batch{ID: q.NewBatchID(), Trigger: keydesk.TriggerInventory, By: "ada", State: keydesk.BatchRequested, Requested: time.Now()}
-	if err := q.PutBatch(ctx, inv); err != nil {
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel2()
+	if err := q.PutBatch(ctx2, inv); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 30*time.Second, "the inventory run", func() bool {
-		b, err := q.GetBatch(context.Background(), inv.ID)
+		gctx, gcancel := context.WithTimeout(ctx2, 2*time.Second)
+		defer gcancel()
+		b, err := q.GetBatch(gctx, inv.ID)
 		return err == nil && b.State == keydesk.BatchDone
 	})
-	r.reqs, err = q.List(context.Background(), queue.Filter{})
+	r.reqs, err = q.List(ctx2, queue.Filter{})
 	if err != nil {
 		t.Fatal(err)
 	}
