@@ -34,6 +34,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	life := &loop{r: r, requested: make(chan *keydesk.Batch, 16), waiting: map[string]bool{}}
 	go r.watchRequested(ctx, life.requested, lifeTrigger)
 	go life.runLife(ctx)
+	go r.inventoryLoop(ctx)
 	l.arm()
 	if !l.next.IsZero() {
 		r.log.Info("batch schedule", "schedule", r.o.Schedule, "next", l.next)
@@ -185,16 +186,13 @@ func (r *Runner) watchRequestedOnce(ctx context.Context, out chan<- *keydesk.Bat
 }
 
 // runLife is the loop of the key's life, beside the batch loop: it
-// sweeps revocations at once and every SweepInterval, lists every
-// account's keys every InventoryInterval, and runs the revoke and
-// inventory records asked for, as they come. Its timers are the wall
-// clock's: they pace work, they decide nothing a test checks.
+// sweeps revocations at once and every SweepInterval, and runs the revoke
+// and inventory records asked for, as they come. Its timer is the wall
+// clock's: it paces work, it decides nothing a test checks.
 func (l *loop) runLife(ctx context.Context) {
 	r := l.r
 	sweep := time.NewTimer(0)
 	defer sweep.Stop()
-	inventory := time.NewTimer(r.o.InventoryInterval)
-	defer inventory.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -208,12 +206,27 @@ func (l *loop) runLife(ctx context.Context) {
 				r.log.Error("revocation sweep failed; the next one tries again", "err", err)
 			}
 			sweep.Reset(r.o.SweepInterval)
-		case <-inventory.C:
-			err := r.q.RunExclusive(ctx, LeaseInventory, r.o.Holder, r.o.LeaseTTL, r.RefreshInventory)
-			if err != nil && !errors.Is(err, queue.ErrLeaseHeld) && ctx.Err() == nil {
-				r.log.Warn("scheduled inventory incomplete", "err", err)
-			}
-			inventory.Reset(r.o.InventoryInterval)
 		}
+	}
+}
+
+// inventoryLoop lists every account's keys when the role starts and
+// every InventoryInterval, one instance at a time (the inventory lease);
+// on its own, so that an API slow to list delays neither revocations nor
+// batches.
+func (r *Runner) inventoryLoop(ctx context.Context) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := r.q.RunExclusive(ctx, LeaseInventory, r.o.Holder, r.o.LeaseTTL, r.RefreshInventory)
+		if err != nil && !errors.Is(err, queue.ErrLeaseHeld) && ctx.Err() == nil {
+			r.log.Warn("scheduled inventory incomplete", "err", err)
+		}
+		t.Reset(r.o.InventoryInterval)
 	}
 }

@@ -229,11 +229,6 @@ func (r *Runner) Reconcile(ctx context.Context) error {
 		if err := r.loadRecorded(ctx, st); err != nil {
 			return err
 		}
-		if err := r.refreshInventories(ctx, st); err != nil {
-			// Not fatal: the inventory keeps its last listing, and a
-			// key it does not know is looked at as a possible orphan.
-			r.log.Warn("inventory at start incomplete", "err", err)
-		}
 		return r.reconcileAll(ctx, st)
 	})
 	if errors.Is(err, queue.ErrLeaseHeld) {
