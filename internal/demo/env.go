@@ -48,11 +48,11 @@ type staffMember struct {
 
 // Env is the running world.
 type Env struct {
-	dir       string
-	IMAPAddr  string
-	IMAPPass  string
-	IMAP      *mailsim.IMAPServer
-	Sink      *mailsim.SMTPServer
+	dir      string
+	IMAPAddr string
+	IMAPPass string
+	IMAP     *mailsim.IMAPServer
+	Sink     *mailsim.SMTPServer
 	// API and APIURL are the sandbox's simulator, ProdAPI and
 	// ProdAPIURL production's: two servers, since the API numbers keys
 	// per account and environment (both hold a key-001).
@@ -61,11 +61,11 @@ type Env struct {
 	ProdAPI    *fake.Server
 	ProdAPIURL string
 	apiSrvs    []*http.Server
-	contacts  []*contact
-	signerPub string
-	signerFpr string
-	staff     []staffMember
-	Emails    []seedEmail
+	contacts   []*contact
+	signerPub  string
+	signerFpr  string
+	staff      []staffMember
+	Emails     []seedEmail
 	// SeedAccounts are the simulator's partner accounts and manager keys.
 	SeedAccounts []fake.SeedAccount
 }
