@@ -180,7 +180,9 @@ func (r *Runner) revokeOne(ctx context.Context, st *run, req *keydesk.Request) {
 	}
 	r.o.Failpoint("after-revoke")
 	at := r.clock.Now().UTC()
-	reason := strings.TrimSpace(req.Reason)
+	// The partner's own words go out in plain text: whatever looks like a
+	// secret in them (a pasted leaked secret) does not.
+	reason := keydesk.RedactSecrets(strings.TrimSpace(req.Reason))
 	r.recordRevoked(rctx, ref, at, keydesk.InventoryKey{})
 	made := r.revokeMaker(rctx, ref, at, req)
 	inv, _ := r.inventoryOf(rctx, ref.Partner, ref.Environment)
