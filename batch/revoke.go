@@ -123,7 +123,7 @@ func (r *Runner) revokeOne(ctx context.Context, st *run, req *keydesk.Request) {
 		fail(keydesk.StateFailed, fmt.Sprintf("partner %q is not in partners.yaml: add it back and retry, or revoke %s in the Buildmarkets console", req.Partner, req.KeyID))
 		return
 	}
-	if ref.IsZero() || !req.Environment.Valid() {
+	if ref.IsZero() || !req.Environment.Valid() || len(ref.ID) > maxKeyID {
 		fail(keydesk.StateFailed, "the revoke request names no key (an environment and a key ID): correct it and approve it again")
 		return
 	}
@@ -229,6 +229,10 @@ func reasonOr(s string) string {
 	}
 	return s
 }
+
+// maxKeyID bounds the key ID a revoke request may name: the API's IDs
+// are short (key-001).
+const maxKeyID = 128
 
 // maxMakerTries bounds the compare-and-set retries on the request that
 // made a revoked key.
