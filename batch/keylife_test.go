@@ -470,3 +470,34 @@ func TestReconcileSparesPartnerKeys(t *testing.T) {
 		})
 	}
 }
+
+// TestStaleRunRecords: a batch closes the batch records a dead instance
+// left running, but not a revocation's, which may be running beside it
+// under its own lease; the next revocation sweep closes that one.
+func TestStaleRunRecords(t *testing.T) {
+	h := newHarness(t)
+	stale := map[string]*keydesk.Batch{}
+	for _, trigger := range []string{keydesk.TriggerSchedule, keydesk.TriggerRevoke} {
+		b := &keydesk.Batch{ID: h.q.NewBatchID() + "-" + trigger, Trigger: trigger, By: "x", State: keydesk.BatchRunning, Requested: time.Now()}
+		if err := h.q.PutBatch(h.ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		stale[trigger] = b
+	}
+	r := h.runner(nil)
+	if err := r.Reconcile(h.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := h.batchRecord(stale[keydesk.TriggerSchedule].ID).State; s != keydesk.BatchFailed {
+		t.Errorf("stale batch is %s, want failed", s)
+	}
+	if s := h.batchRecord(stale[keydesk.TriggerRevoke].ID).State; s != keydesk.BatchRunning {
+		t.Errorf("a revocation's record is %s after a batch's reconciliation, want left running", s)
+	}
+	if _, err := r.SweepRevocations(h.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.batchRecord(stale[keydesk.TriggerRevoke].ID); got.State != keydesk.BatchFailed || !strings.Contains(got.Error, "interrupted") {
+		t.Errorf("stale revocation record after a sweep = %s", dump(got))
+	}
+}

@@ -223,7 +223,9 @@ func (r *Runner) inventoryLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		err := r.q.RunExclusive(ctx, LeaseInventory, r.o.Holder, r.o.LeaseTTL, r.RefreshInventory)
+		err := r.q.RunExclusive(ctx, LeaseInventory, r.o.Holder, r.o.LeaseTTL, func(ctx context.Context) error {
+			return r.inventoryRun(ctx, newRun(r, &keydesk.Batch{ID: "inventory-" + r.o.Holder}))
+		})
 		if err != nil && !errors.Is(err, queue.ErrLeaseHeld) && ctx.Err() == nil {
 			r.log.Warn("scheduled inventory incomplete", "err", err)
 		}

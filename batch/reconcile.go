@@ -205,7 +205,10 @@ func (r *Runner) reconcileAll(ctx context.Context, st *run) error {
 		return err
 	}
 	for _, b := range batches {
-		if b.State != keydesk.BatchRunning || b.ID == st.b.ID {
+		// A revocation or inventory run holds its own lease: it may run
+		// now, beside this batch. Those left by a dead instance are
+		// closed by the next run of their kind (closeStale).
+		if b.State != keydesk.BatchRunning || b.ID == st.b.ID || lifeTrigger(b.Trigger) {
 			continue
 		}
 		b.State = keydesk.BatchFailed

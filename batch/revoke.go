@@ -38,6 +38,7 @@ func (r *Runner) revokeRequestedIfFree(ctx context.Context, st *run) error {
 // revokeRequested revokes the key of every approved revoke request, and
 // finishes those left revoking by a crash. The revoke lease is held.
 func (r *Runner) revokeRequested(ctx context.Context, st *run) error {
+	r.closeStale(ctx, st, keydesk.TriggerRevoke)
 	reqs, err := r.q.List(ctx, queue.Filter{States: []keydesk.State{keydesk.StateApproved, keydesk.StateRevoking}})
 	if err != nil {
 		return err
@@ -355,4 +356,33 @@ func (r *Runner) notifyKeyRevoked(ctx context.Context, req *keydesk.Request, p *
 		ID: req.ID + ".key-revoked", Kind: keydesk.KindKeyRevoked, RequestID: req.ID, Partner: req.Partner,
 		To: to, Subject: m.Subject, Text: m.Body, InReplyTo: req.SourceMessageID,
 	})
+}
+
+// closeStale closes the records of runs of trigger left running by an
+// instance that died: the caller holds that kind's lease, so no other
+// such run is going on.
+func (r *Runner) closeStale(ctx context.Context, st *run, trigger string) {
+	batches, err := r.q.ListBatches(ctx)
+	if err != nil {
+		r.log.Warn("stale run records not looked at", "err", err)
+		return
+	}
+	for _, b := range batches {
+		if b.State != keydesk.BatchRunning || b.ID == st.b.ID || b.Trigger != trigger {
+			continue
+		}
+		b.State, b.Ended = keydesk.BatchFailed, r.clock.Now().UTC()
+		b.Error = "interrupted: the instance running it stopped; " + st.b.ID + " took over its work"
+		if err := r.q.PutBatch(ctx, b); err != nil && !errors.Is(err, keydesk.ErrConflict) {
+			r.log.Warn("stale run record not closed", "batch", b.ID, "err", err)
+			continue
+		}
+		_ = r.audit(ctx, b.ID, "batch-failed", b.Error)
+	}
+}
+
+// inventoryRun is an inventory run under the inventory lease.
+func (r *Runner) inventoryRun(ctx context.Context, st *run) error {
+	r.closeStale(ctx, st, keydesk.TriggerInventory)
+	return r.refreshInventories(ctx, st)
 }

@@ -82,7 +82,7 @@ func (r *Runner) runRequested(ctx context.Context, b *keydesk.Batch) error {
 	case keydesk.TriggerRevoke:
 		return r.executeOn(ctx, b, LeaseRevoke, r.revokeRequested, update, leave)
 	case keydesk.TriggerInventory:
-		return r.executeOn(ctx, b, LeaseInventory, r.refreshInventories, update, leave)
+		return r.executeOn(ctx, b, LeaseInventory, r.inventoryRun, update, leave)
 	}
 	return r.execute(ctx, b, update, leave)
 }
