@@ -50,7 +50,7 @@ type chaosRevocation struct {
 // it again to die between the API's answer and the record of its first
 // revocation; it waits until both are revoked, starting again whatever
 // dies.
-func (r *chaosRun) revokeSome(q *queue.Conn) {
+func (r *chaosRun) revokeSome(q *queue.Conn) *queue.Conn {
 	t := r.t
 	byRef := map[keydesk.KeyRef]*keydesk.Request{}
 	for _, req := range r.reqs {
@@ -122,6 +122,13 @@ func (r *chaosRun) revokeSome(q *queue.Conn) {
 			got, err := q.Get(gctx, rv.id)
 			if err != nil {
 				why = fmt.Sprintf("%s: %v", rv.id, err)
+				// An embedded server started again may not answer a
+				// connection that was made before: connect anew.
+				if nq, oerr := queue.Open(gctx, chaosQueueOptions(r.s, r.embeddedNATS)); oerr == nil {
+					_ = q.Close()
+					q = nq
+					t.Cleanup(func() { _ = nq.Close() })
+				}
 				return false
 			}
 			if got.State != keydesk.StateRevoked {
@@ -152,6 +159,7 @@ func (r *chaosRun) revokeSome(q *queue.Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return q
 }
 
 // checkKeyLife: each revocation revoked its key in its own environment

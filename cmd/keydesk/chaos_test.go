@@ -169,7 +169,7 @@ func runChaos(t *testing.T, s chaosSetup) {
 	r.chaosTook = time.Since(started)
 
 	q := r.settle()
-	r.revokeSome(q)
+	q = r.revokeSome(q)
 	// The batch records and the inventories, read while the instances
 	// (and an embedded server) still run.
 	r.batches = openChaosBatches(t, q)
