@@ -47,9 +47,9 @@ type chaosRevocation struct {
 // sandbox key whose ID a delivered production key also bears, and of one
 // production key, as the review role does on approval (a revoke request
 // approved, and a revoke record). It kills an instance at once and starts
-// it again to die between the API's answer and the record of its first
-// revocation; it waits until both are revoked, starting again whatever
-// dies.
+// it again (with a cluster, to die between the API's answer and the record
+// of its first revocation); it waits until both are revoked, starting
+// again whatever dies.
 func (r *chaosRun) revokeSome(q *queue.Conn) *queue.Conn {
 	t := r.t
 	byRef := map[keydesk.KeyRef]*keydesk.Request{}
@@ -101,7 +101,17 @@ func (r *chaosRun) revokeSome(q *queue.Conn) *queue.Conn {
 		t.Fatalf("%s ended other than by SIGKILL: %v", ex.in.name, ex.err)
 	}
 	r.kills++
-	ex.in.start(t, r.s.bin, "after-revoke:1", r.exits)
+	// With a cluster, the instance started again dies between the API's
+	// answer and the record of its first revocation. The embedded
+	// scenario only kills and restarts: its server, started again after
+	// that failpoint, left the test's own connection without JetStream
+	// answers in some runs (batch's TestCrashRevoke covers the failpoint
+	// with a server that outlives keydesk).
+	fp := ""
+	if r.s.cluster != nil {
+		fp = "after-revoke:1"
+	}
+	ex.in.start(t, r.s.bin, fp, r.exits)
 
 	why := ""
 	err := testenv.Poll(60*time.Second, "every revocation done", func() bool {
