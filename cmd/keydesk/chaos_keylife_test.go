@@ -132,13 +132,7 @@ func (r *chaosRun) revokeSome(q *queue.Conn) *queue.Conn {
 			got, err := q.Get(gctx, rv.id)
 			if err != nil {
 				why = fmt.Sprintf("%s: %v", rv.id, err)
-				// An embedded server started again may not answer a
-				// connection that was made before: connect anew.
-				if nq, oerr := queue.Open(gctx, chaosQueueOptions(r.s, r.embeddedNATS)); oerr == nil {
-					_ = q.Close()
-					q = nq
-					t.Cleanup(func() { _ = nq.Close() })
-				}
+				q = r.reconnect(gctx, q)
 				return false
 			}
 			if got.State != keydesk.StateRevoked {
@@ -159,10 +153,14 @@ func (r *chaosRun) revokeSome(q *queue.Conn) *queue.Conn {
 	if err := q.PutBatch(ctx2, inv); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 30*time.Second, "the inventory run", func() bool {
+	testenv.Eventually(t, 60*time.Second, "the inventory run", func() bool {
 		gctx, gcancel := context.WithTimeout(ctx2, 2*time.Second)
 		defer gcancel()
 		b, err := q.GetBatch(gctx, inv.ID)
+		if err != nil {
+			why = err.Error()
+			q = r.reconnect(gctx, q)
+		}
 		return err == nil && b.State == keydesk.BatchDone
 	})
 	r.reqs, err = q.List(ctx2, queue.Filter{})
@@ -243,4 +241,16 @@ func (r *chaosRun) checkKeyLife(q *queue.Conn) {
 			}
 		}
 	}
+}
+
+// reconnect connects anew: an embedded server started again may not
+// answer a connection made before. On failure it keeps q.
+func (r *chaosRun) reconnect(ctx context.Context, q *queue.Conn) *queue.Conn {
+	nq, err := queue.Open(ctx, chaosQueueOptions(r.s, r.embeddedNATS))
+	if err != nil {
+		return q
+	}
+	_ = q.Close()
+	r.t.Cleanup(func() { _ = nq.Close() })
+	return nq
 }
