@@ -128,13 +128,22 @@ func (r *chaosRun) revokeSome(q *queue.Conn) *queue.Conn {
 		// and a read waits for it; the instance is started again above.
 		gctx, gcancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer gcancel()
+		// Read through List (a consumer), as settle does: a direct get
+		// of one record has answered "no responders" for long after a
+		// server restart.
+		all, err := q.List(gctx, queue.Filter{States: []keydesk.State{keydesk.StateApproved, keydesk.StateRevoking, keydesk.StateRevoked, keydesk.StateFailed}})
+		if err != nil {
+			why = err.Error()
+			q = r.reconnect(gctx, q)
+			return false
+		}
 		for _, rv := range r.revocations {
-			got, err := q.Get(gctx, rv.id)
-			if err != nil {
-				why = fmt.Sprintf("%s: %v", rv.id, err)
-				q = r.reconnect(gctx, q)
+			i := slices.IndexFunc(all, func(x *keydesk.Request) bool { return x.ID == rv.id })
+			if i < 0 {
+				why = rv.id + " not listed"
 				return false
 			}
+			got := all[i]
 			if got.State != keydesk.StateRevoked {
 				why = fmt.Sprintf("%s is %s (%s)", rv.id, got.State, got.Problem)
 				return false
@@ -156,12 +165,13 @@ func (r *chaosRun) revokeSome(q *queue.Conn) *queue.Conn {
 	testenv.Eventually(t, 60*time.Second, "the inventory run", func() bool {
 		gctx, gcancel := context.WithTimeout(ctx2, 2*time.Second)
 		defer gcancel()
-		b, err := q.GetBatch(gctx, inv.ID)
+		bs, err := q.ListBatches(gctx)
 		if err != nil {
 			why = err.Error()
 			q = r.reconnect(gctx, q)
+			return false
 		}
-		return err == nil && b.State == keydesk.BatchDone
+		return slices.ContainsFunc(bs, func(b *keydesk.Batch) bool { return b.ID == inv.ID && b.State == keydesk.BatchDone })
 	})
 	r.reqs, err = q.List(ctx2, queue.Filter{})
 	if err != nil {
@@ -209,11 +219,16 @@ func (r *chaosRun) checkKeyLife(q *queue.Conn) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	invs, err := q.Inventories(ctx)
+	if err != nil {
+		t.Fatalf("inventories: %v", err)
+	}
 	for _, env := range keydesk.Environments {
-		inv, err := q.Inventory(ctx, "acme", env)
-		if err != nil {
-			t.Fatalf("inventory of %s: %v", env, err)
+		i := slices.IndexFunc(invs, func(inv *keydesk.Inventory) bool { return inv.Partner == "acme" && inv.Environment == env })
+		if i < 0 {
+			t.Fatalf("no inventory of acme %s", env)
 		}
+		inv := invs[i]
 		for ref := range live {
 			if ref.Environment != env {
 				continue

@@ -54,8 +54,8 @@ var failpointSteps = []string{"after-generating", "after-create", "after-seal", 
 // would check must hold: every email filed once, every request delivered
 // once, one live key per request and every live key delivered, and no
 // secret in any store, log or email. Then revocations are asked for,
-// one of them interrupted by a SIGKILL between the API's answer and the
-// record: each revokes its key in its own environment only (a key of the
+// with an instance killed meanwhile (with a cluster, by a SIGKILL between
+// the API's answer and the record): each revokes its key in its own environment only (a key of the
 // other environment with the same ID lives on), and the partner's own
 // keys, made beside keydesk's with the same label, all survive.
 //
