@@ -12,20 +12,25 @@ const (
 	BatchFailed    BatchState = "failed" // the batch itself could not run (its requests are unharmed)
 )
 
-// Triggers of a batch run. A person's run-now is "manual"; the review
-// role asks for the other two without calling the API itself.
+// Triggers of a batch record. A record in state requested with one of
+// these asks the batch role for that run; the review role writes them (it
+// never calls the API itself), the batch role takes them at once.
 const (
-	TriggerSchedule  = "schedule"
-	TriggerManual    = "manual"
-	TriggerRevoke    = "revoke"    // revoke the approved revocations now, without generating keys
-	TriggerInventory = "inventory" // list the partners' keys now
+	TriggerSchedule = "schedule" // the batch schedule
+	TriggerManual   = "manual"   // a person's run-now: a whole batch
+	// TriggerRevoke asks for the approved revoke requests to be revoked
+	// now, without waiting for the schedule and without generating keys.
+	TriggerRevoke = "revoke"
+	// TriggerInventory asks for every partner account's keys to be listed
+	// now and the key inventories written.
+	TriggerInventory = "inventory"
 )
 
 // Batch is one run of key generation: its trigger and what became of
 // each request it touched.
 type Batch struct {
 	ID        string     `json:"id"`
-	Trigger   string     `json:"trigger"` // TriggerSchedule, TriggerManual, TriggerRevoke, TriggerInventory
+	Trigger   string     `json:"trigger"` // schedule, manual, revoke, inventory
 	By        string     `json:"by"`      // who asked (staff name), or "schedule"
 	State     BatchState `json:"state"`
 	Requested time.Time  `json:"requested_at"`

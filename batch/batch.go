@@ -26,6 +26,16 @@
 //     the rotation makes once) when the contact confirms or its grace
 //     ends: never two live keys beyond the grace without support being
 //     told (rotate.go).
+//   - A key is the triple (partner, environment, key ID) everywhere: the
+//     API numbers keys per account and environment.
+//   - Every batch lists each account's keys into the key inventory before
+//     its attempts, and makes no key in an account it could not list; a
+//     key the inventory knew before an attempt began is never that
+//     attempt's orphan, nor is a key of other scopes; when several keys
+//     could be the orphan, none is revoked and a person decides.
+//   - An approved revoke request runs at once, under its own lease (never
+//     behind a batch): approved → revoking → DELETE → revoked, each step
+//     repeatable, so that a crash is finished by the next sweep.
 package batch
 
 import (
@@ -121,6 +131,13 @@ type Options struct {
 	// MaxRequests bounds the requests one batch takes on; the rest wait
 	// for the next batch. Default 10000.
 	MaxRequests int
+	// InventoryInterval is how often every account's keys are listed
+	// beside the batches (batch.inventory_interval). Default 1h.
+	InventoryInterval time.Duration
+	// SweepInterval is how often approved and interrupted revocations
+	// are looked for, beside the revoke records that ask for them at
+	// once. Default 1m.
+	SweepInterval time.Duration
 
 	// Clock is the time source of the schedule and back-offs. Default the wall clock.
 	Clock Clock
@@ -130,8 +147,8 @@ type Options struct {
 	Metrics *metrics.Registry
 	// Failpoint, if set, is called at each step of a request's handling
 	// with the step's name (after-generating, after-create, after-seal,
-	// after-enqueue, after-generated). Crash tests use it to kill the
-	// process there.
+	// after-enqueue, after-generated; after-revoking and after-revoke for
+	// a revocation). Crash tests use it to kill the process there.
 	Failpoint func(step string)
 }
 
@@ -165,6 +182,9 @@ func (o *Options) Validate() error {
 		errs = append(errs, fmt.Errorf("batch.lease_ttl: %s is out of range 1s..1h", o.LeaseTTL))
 	}
 	errs = append(errs, o.validateRotation()...)
+	if o.InventoryInterval != 0 && (o.InventoryInterval < time.Minute || o.InventoryInterval > 7*24*time.Hour) {
+		errs = append(errs, fmt.Errorf("batch.inventory_interval: %s is out of range 1m..7d", o.InventoryInterval))
+	}
 	return errors.Join(errs...)
 }
 
@@ -207,6 +227,11 @@ func New(o Options) (*Runner, error) {
 	o.ClockSkew = cmp.Or(o.ClockSkew, 2*time.Minute)
 	o.RequestTimeout = cmp.Or(o.RequestTimeout, 5*time.Minute)
 	o.MaxRequests = cmp.Or(o.MaxRequests, 10000)
+	o.InventoryInterval = cmp.Or(o.InventoryInterval, time.Hour)
+	o.SweepInterval = cmp.Or(o.SweepInterval, time.Minute)
+	if o.InventoryInterval < 0 || o.SweepInterval < 0 {
+		return nil, errors.New("batch: negative inventory or sweep interval")
+	}
 	o.Holder = cmp.Or(o.Holder, "keydesk")
 	o.RotationGrace = cmp.Or(o.RotationGrace, DefaultRotationGrace)
 	o.RotationRemindBefore = cmp.Or(o.RotationRemindBefore, DefaultRotationRemindBefore)

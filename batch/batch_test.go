@@ -166,12 +166,16 @@ func TestFaults(t *testing.T) {
 			state: keydesk.StateGenerated, live: 1, revoked: 1, reconciled: 1},
 		{name: "500 after create", inject: func(h *harness) { h.api.FailAfterCreate(1, 500) },
 			state: keydesk.StateGenerated, live: 1, revoked: 1, reconciled: 1},
-		{name: "503 before create", inject: func(h *harness) { h.api.FailNext(1, http.StatusServiceUnavailable) },
+		{name: "503 before create", inject: func(h *harness) { h.api.FailNextOf("POST", 1, http.StatusServiceUnavailable) },
 			state: keydesk.StateGenerated, live: 1, revoked: 0, reconciled: 1},
-		{name: "429 then success", inject: func(h *harness) { h.api.FailNext(1, http.StatusTooManyRequests) },
+		{name: "429 then success", inject: func(h *harness) { h.api.FailNextOf("POST", 1, http.StatusTooManyRequests) },
 			state: keydesk.StateGenerated, live: 1},
-		{name: "429 and no tries left", inject: func(h *harness) { h.api.FailNext(1, http.StatusTooManyRequests) },
+		{name: "429 and no tries left", inject: func(h *harness) { h.api.FailNextOf("POST", 1, http.StatusTooManyRequests) },
 			mod: func(o *batch.Options) { o.MaxTries = 1 }, state: keydesk.StateApproved},
+		// Not knowing the account's keys, the batch makes none there:
+		// a reconciliation could not tell the partner's own keys.
+		{name: "keys not listed", inject: func(h *harness) { h.api.FailNextOf("GET", 20, http.StatusServiceUnavailable) },
+			state: keydesk.StateApproved},
 		{name: "credentials refused", inject: func(h *harness) {
 			pe := h.partner.Environments[keydesk.Sandbox]
 			pe.APISecret = keydesk.SecretString("bm_secret_wrong")
@@ -265,7 +269,9 @@ func TestRefusedCredentialsSkipPartner(t *testing.T) {
 			t.Errorf("request %s is %s, want approved", id, s)
 		}
 	}
-	if n := h.api.Stats().Unauthorized; n != 1 {
+	// One refused listing of the account's keys at the batch's start,
+	// one refused create; the other requests never reach the API.
+	if n := h.api.Stats().Unauthorized; n != 2 {
 		t.Errorf("%d calls refused: the partner was not skipped", n)
 	}
 	alerts := kind(h.outbox(), keydesk.KindAlert)
@@ -333,8 +339,9 @@ func TestMissingCredentials(t *testing.T) {
 func TestReconcile(t *testing.T) {
 	h := newHarness(t)
 	client := bmapi.New(bmapi.Options{BaseURL: h.url, APIKey: managerKey, APISecret: keydesk.SecretString(managerSecret)})
+	scopes := []keydesk.Scope{"accounts:read", "trading:read"} // the requests'
 	// Another request holds a live key with the same label.
-	other, err := client.CreateKey(h.ctx, "backend", []keydesk.Scope{"accounts:read"})
+	other, err := client.CreateKey(h.ctx, "backend", scopes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +355,7 @@ func TestReconcile(t *testing.T) {
 		r.State = keydesk.StateGenerating
 		r.Attempt = &keydesk.Attempt{ID: "crashed", StartedAt: start}
 	})
-	orphan, err := client.CreateKey(h.ctx, "backend", []keydesk.Scope{"accounts:read"})
+	orphan, err := client.CreateKey(h.ctx, "backend", scopes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,7 +410,7 @@ func TestReconcileKeyIDsPerEnvironment(t *testing.T) {
 	prod := bmapi.New(bmapi.Options{BaseURL: h.prodURL, APIKey: managerKey, APISecret: keydesk.SecretString(managerSecret)})
 	mustCreate := func(c *bmapi.Client, label string) string {
 		t.Helper()
-		k, err := c.CreateKey(h.ctx, label, []keydesk.Scope{"accounts:read"})
+		k, err := c.CreateKey(h.ctx, label, []keydesk.Scope{"accounts:read", "trading:read"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -590,8 +597,9 @@ func TestRateLimit(t *testing.T) {
 	}
 	// The metrics hook saw every call, by environment, method and status.
 	mu.Lock()
-	if len(observed) != 1 || observed["sandbox POST 201"]+observed["sandbox POST 200"] != n {
-		t.Errorf("observed calls %v, want %d sandbox POSTs", observed, n)
+	// The batch lists the account's keys once, then creates.
+	if len(observed) != 2 || observed["sandbox POST 201"]+observed["sandbox POST 200"] != n || observed["sandbox GET 200"] != 1 {
+		t.Errorf("observed calls %v, want one sandbox GET and %d sandbox POSTs", observed, n)
 	}
 	mu.Unlock()
 	// n calls at rps with a burst of one take at least (n-1)/rps.

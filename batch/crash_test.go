@@ -285,3 +285,119 @@ func revokedIn(api *fake.Server) []string {
 	}
 	return out
 }
+
+// TestCrashRevoke kills the batch role with SIGKILL while it revokes a
+// key: after the request is recorded revoking and before the API is
+// called, and between the API's 204 and the record. The restart finishes
+// the revocation: the key is revoked once, the revoke request and the
+// request that made the key end revoked, one notice goes out, and the
+// other request's key stays live.
+func TestCrashRevoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the keydesk binary")
+	}
+	bin := keydeskBinary(t)
+	for _, failpoint := range []string{"after-revoking:1", "after-revoke:1"} {
+		t.Run(failpoint, func(t *testing.T) { crashRevoke(t, bin, failpoint) })
+	}
+}
+
+func crashRevoke(t *testing.T, bin, failpoint string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	q, err := queue.Open(ctx, queue.Options{DataDir: filepath.Join(dir, "nats-test"), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	api, err := fake.New(fake.Options{Seed: &fake.Seed{Accounts: []fake.SeedAccount{
+		{ID: "acme", ManagerKeys: []fake.SeedKey{{APIKey: managerKey, APISecret: managerSecret, Scopes: []keydesk.Scope{keydesk.ScopeKeysManage}}}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	cfg := cryptotest.BatchRoleConfig(t, dir, q.ClientURL(), srv.URL, managerKey, managerSecret)
+	client := bmapi.New(bmapi.Options{BaseURL: srv.URL, APIKey: managerKey, APISecret: keydesk.SecretString(managerSecret)})
+
+	// Two delivered keys; the first is to be revoked.
+	var makers []*keydesk.Request
+	for i, label := range []string{"leaked", "kept"} {
+		k, err := client.CreateKey(ctx, label, []keydesk.Scope{"accounts:read"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.APISecret.Wipe()
+		r, _, err := q.Create(ctx, &keydesk.Request{
+			State: keydesk.StateDelivered, Partner: "acme", Environment: keydesk.Sandbox, Scopes: []keydesk.Scope{"accounts:read"},
+			Label: label, Requester: "cto@acme.example", SourceKey: fmt.Sprintf("crash-revoke-%d", i), SourceDate: time.Now(), Index: i,
+			KeyID: k.ID, APIKey: k.APIKey,
+		}, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		makers = append(makers, r)
+	}
+	rev, _, err := q.Create(ctx, &keydesk.Request{
+		Kind: keydesk.KindRevoke, State: keydesk.StateApproved, Partner: "acme", Environment: keydesk.Sandbox, KeyID: makers[0].KeyID,
+		Requester: "cto@acme.example", Reason: "leaked", SourceKey: "crash-revoke-rev", SourceDate: time.Now(),
+	}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.PutBatch(ctx, &keydesk.Batch{ID: q.NewBatchID(), Trigger: keydesk.TriggerRevoke, By: "alice", State: keydesk.BatchRequested, Requested: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+
+	var log1 bytes.Buffer
+	cmd := exec.CommandContext(ctx, bin, "serve", "--roles", "batch", "--config", cfg)
+	cmd.Env = append(os.Environ(), "KEYDESK_FAILPOINT="+failpoint)
+	cmd.Stdout, cmd.Stderr = &log1, &log1
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("keydesk did not die by SIGKILL at %s: %v\n%s", failpoint, err, log1.String())
+	}
+	if got, _ := q.Get(ctx, rev.ID); got.State != keydesk.StateRevoking {
+		t.Fatalf("after the kill the revoke request is %s, want revoking\n%s", got.State, log1.String())
+	}
+
+	var log2 bytes.Buffer
+	cmd = exec.CommandContext(ctx, bin, "serve", "--roles", "batch", "--config", cfg)
+	cmd.Stdout, cmd.Stderr = &log2, &log2
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	testenv.Eventually(t, 30*time.Second, "the revocation finished after the restart", func() bool {
+		got, err := q.Get(ctx, rev.ID)
+		return err == nil && got.State == keydesk.StateRevoked
+	})
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-exited; err != nil {
+		t.Errorf("keydesk did not stop cleanly: %v\n%s", err, log2.String())
+	}
+	if got, _ := q.Get(ctx, makers[0].ID); got.State != keydesk.StateRevoked || got.RevokedAt.IsZero() {
+		t.Errorf("the leaked key's request: %s", dump(got))
+	}
+	if got, _ := q.Get(ctx, makers[1].ID); got.State != keydesk.StateDelivered {
+		t.Errorf("the other request: %s", got.State)
+	}
+	var live []string
+	for _, k := range api.LiveKeys("acme") {
+		live = append(live, k.ID)
+	}
+	if !slices.Equal(live, []string{makers[1].KeyID}) {
+		t.Errorf("live keys %v, want only %s", live, makers[1].KeyID)
+	}
+	if st := api.Stats(); st.Revokes != 1 {
+		t.Errorf("the API revoked %d keys, want 1", st.Revokes)
+	}
+	h := &harness{t: t, ctx: ctx, q: q}
+	if n := len(kind(h.outbox(), keydesk.KindKeyRevoked)); n != 1 {
+		t.Errorf("%d key-revoked notices, want 1", n)
+	}
+}

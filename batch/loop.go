@@ -29,7 +29,13 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	r.sweepLogged(ctx)
 	l := &loop{r: r, requested: make(chan *keydesk.Batch, 16), waiting: map[string]bool{}}
-	go r.watchRequested(ctx, l.requested)
+	go r.watchRequested(ctx, l.requested, func(trigger string) bool { return !lifeTrigger(trigger) })
+	// The key's life has its own loop, so that a revocation never waits
+	// for a batch to end.
+	life := &loop{r: r, requested: make(chan *keydesk.Batch, 16), waiting: map[string]bool{}}
+	go r.watchRequested(ctx, life.requested, lifeTrigger)
+	go life.runLife(ctx)
+	go r.inventoryLoop(ctx)
 	l.arm()
 	if !l.next.IsZero() {
 		r.log.Info("batch schedule", "schedule", r.o.Schedule, "next", l.next)
@@ -146,10 +152,10 @@ func (l *loop) runDue(ctx context.Context) {
 // the cluster elected a new leader) is started again after a pause; it
 // sends the current requested records anew, and runRequested ignores
 // one that was taken meanwhile.
-func (r *Runner) watchRequested(ctx context.Context, out chan<- *keydesk.Batch) {
+func (r *Runner) watchRequested(ctx context.Context, out chan<- *keydesk.Batch, want func(trigger string) bool) {
 	wait := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		err := r.watchRequestedOnce(ctx, out)
+		err := r.watchRequestedOnce(ctx, out, want)
 		if ctx.Err() != nil {
 			return
 		}
@@ -163,8 +169,11 @@ func (r *Runner) watchRequested(ctx context.Context, out chan<- *keydesk.Batch) 
 	}
 }
 
-func (r *Runner) watchRequestedOnce(ctx context.Context, out chan<- *keydesk.Batch) error {
+func (r *Runner) watchRequestedOnce(ctx context.Context, out chan<- *keydesk.Batch, want func(trigger string) bool) error {
 	err := r.q.WatchRequested(ctx, func(b *keydesk.Batch) error {
+		if !want(b.Trigger) {
+			return nil
+		}
 		select {
 		case out <- b:
 		case <-ctx.Done():
@@ -175,4 +184,52 @@ func (r *Runner) watchRequestedOnce(ctx context.Context, out chan<- *keydesk.Bat
 		return fmt.Errorf("batch: watch of batch requests: %w", err)
 	}
 	return nil
+}
+
+// runLife is the loop of the key's life, beside the batch loop: it
+// sweeps revocations at once and every SweepInterval, and runs the revoke
+// and inventory records asked for, as they come. Its timer is the wall
+// clock's: it paces work, it decides nothing a test checks.
+func (l *loop) runLife(ctx context.Context) {
+	r := l.r
+	sweep := time.NewTimer(0)
+	defer sweep.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case b := <-l.requested:
+			l.runRequested(ctx, b)
+		case <-l.recheck:
+			l.recheckWaiting(ctx)
+		case <-sweep.C:
+			if _, err := r.SweepRevocations(ctx); err != nil && ctx.Err() == nil {
+				r.log.Error("revocation sweep failed; the next one tries again", "err", err)
+			}
+			sweep.Reset(r.o.SweepInterval)
+		}
+	}
+}
+
+// inventoryLoop lists every account's keys when the role starts and
+// every InventoryInterval, one instance at a time (the inventory lease);
+// on its own, so that an API slow to list delays neither revocations nor
+// batches.
+func (r *Runner) inventoryLoop(ctx context.Context) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := r.q.RunExclusive(ctx, LeaseInventory, r.o.Holder, r.o.LeaseTTL, func(ctx context.Context) error {
+			return r.inventoryRun(ctx, newRun(r, &keydesk.Batch{ID: "inventory-" + r.o.Holder}))
+		})
+		if err != nil && !errors.Is(err, queue.ErrLeaseHeld) && ctx.Err() == nil {
+			r.log.Warn("scheduled inventory incomplete", "err", err)
+		}
+		t.Reset(r.o.InventoryInterval)
+	}
 }

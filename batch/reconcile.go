@@ -6,53 +6,95 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/queue"
+	"github.com/buildmarkets/keydesk/templates"
 )
 
 // reconciled is what reconcileOne did.
 type reconciled struct {
 	note string
-	// next is the record back in approved; nil if it changed meanwhile.
+	// next is the record back in approved; nil if it changed meanwhile,
+	// or if it was blocked.
 	next *keydesk.Request
+	// blocked: several keys could be the attempt's; none was revoked and
+	// the request waits for a person.
+	blocked bool
+}
+
+// sameScopes reports whether a and b hold the same scopes, in any order.
+func sameScopes(a, b []keydesk.Scope) bool {
+	x, y := slices.Clone(a), slices.Clone(b)
+	slices.Sort(x)
+	slices.Sort(y)
+	return slices.Equal(slices.Compact(x), slices.Compact(y))
+}
+
+// orphans lists the keys of keys that may be the orphan of req's
+// interrupted attempt, which started at start: of req's partner account
+// and environment (the list is of that account), with its label and its
+// scopes, created in the attempt's window (since start less the clock
+// skew; a key without a creation time cannot be placed and counts, since
+// two live keys are worse than one lost), held by no request, not revoked
+// by this run, and not known to the inventory before start — a key known
+// before the attempt began is someone else's, the partner's own above all.
+func (r *Runner) orphans(st *run, req *keydesk.Request, keys []keydesk.Key, inv *keydesk.Inventory, start time.Time) []keydesk.Key {
+	since := start.Add(-r.o.ClockSkew)
+	var out []keydesk.Key
+	for _, k := range keys {
+		ref := keydesk.KeyRef{Partner: req.Partner, Environment: req.Environment, ID: k.ID}
+		if st.known(ref) || strings.TrimSpace(k.Label) != strings.TrimSpace(req.Label) || !sameScopes(k.Scopes, req.Scopes) {
+			continue
+		}
+		if !k.CreatedAt.IsZero() && k.CreatedAt.Before(since) {
+			continue
+		}
+		if ik := inv.Key(k.ID); ik != nil && (!ik.Live() || (!ik.FirstSeen.IsZero() && ik.FirstSeen.Before(start))) {
+			continue
+		}
+		out = append(out, k)
+	}
+	return out
 }
 
 // reconcileOne finishes an interrupted attempt of req (generating): it
-// lists the partner's keys, revokes every key with the request's label
-// made since the attempt started (less the clock skew) that no request
-// records, and moves the request back to approved with no attempt. Only
-// keys of this attempt can match: requests sharing partner, environment
-// and label are never in flight together, and keys of earlier attempts
-// were revoked when those attempts were reconciled.
+// lists the partner's keys and looks for the attempt's orphan (orphans).
+// One: it is revoked, since its secret is lost, and the request goes back
+// to approved with no attempt. None: back to approved. Several: keydesk
+// cannot tell which is the attempt's, so it revokes none, blocks the
+// request with the candidates named and alerts support. Requests sharing
+// partner, environment and label are never in flight together, and keys
+// of earlier attempts were revoked when those attempts were reconciled.
 func (r *Runner) reconcileOne(ctx context.Context, st *run, api API, req *keydesk.Request) (reconciled, error) {
 	keys, err := api.ListKeys(ctx)
 	if err != nil {
 		return reconciled{}, fmt.Errorf("list keys: %w", err)
 	}
-	since := time.Time{}
+	inv, err := r.inventoryOf(ctx, req.Partner, req.Environment)
+	if err != nil {
+		return reconciled{}, fmt.Errorf("read the key inventory: %w", err)
+	}
+	start := req.UpdatedAt // an attempt is always written with the state; without one, the last change
 	if req.Attempt != nil {
-		since = req.Attempt.StartedAt.Add(-r.o.ClockSkew)
-	} else {
-		// An attempt is always written with the state; without one, take
-		// the last change as the start.
-		since = req.UpdatedAt.Add(-r.o.ClockSkew)
+		start = req.Attempt.StartedAt
+	}
+	cands := r.orphans(st, req, keys, inv, start)
+	if len(cands) > 1 {
+		return r.ambiguous(ctx, st, req, cands)
 	}
 	var revoked []string
-	for _, k := range keys {
-		// The list is of req's partner account in req's environment.
+	for _, k := range cands {
 		ref := keydesk.KeyRef{Partner: req.Partner, Environment: req.Environment, ID: k.ID}
-		// A key without a creation time cannot be placed: it counts as
-		// this attempt's, since two live keys are worse than one lost.
-		if k.Label != req.Label || (!k.CreatedAt.IsZero() && k.CreatedAt.Before(since)) || st.known(ref) {
-			continue
-		}
 		if err := r.revokeKey(ctx, api, k.ID); err != nil {
 			return reconciled{}, fmt.Errorf("revoke orphan %s: %w", ref, err)
 		}
 		st.revoke(ref)
+		r.recordRevoked(ctx, ref, r.clock.Now().UTC(), keydesk.InventoryKey{Label: k.Label, Scopes: k.Scopes, APIKey: k.APIKey,
+			CreatedAt: k.CreatedAt, RequestID: req.ID, MadeBy: keydesk.MadeByKeydesk})
 		revoked = append(revoked, k.ID)
 	}
 	note := "reconciled: no key had been created"
@@ -75,6 +117,54 @@ func (r *Runner) reconcileOne(ctx context.Context, st *run, api API, req *keydes
 	}
 	r.log.Info("attempt reconciled", "batch", st.b.ID, "request", req.ID, "revoked", strings.Join(revoked, ","))
 	return reconciled{note: note, next: next}, nil
+}
+
+// ambiguous blocks req (generating) when several keys could be its
+// attempt's orphan: revoking the wrong one would cut off a working
+// integration, so a person decides. Support is alerted.
+func (r *Runner) ambiguous(ctx context.Context, st *run, req *keydesk.Request, cands []keydesk.Key) (reconciled, error) {
+	var ids []string
+	for _, k := range cands {
+		ids = append(ids, k.ID)
+	}
+	list := strings.Join(ids, ", ")
+	problem := fmt.Sprintf("interrupted attempt: %d keys of %s %s could be its orphan (%s: label %q, same scopes, made since the attempt began); none was revoked. Revoke the one that is not in use (a revoke request), then retry this request",
+		len(ids), req.Partner, req.Environment, list, req.Label)
+	_, err := r.q.Apply(ctx, req.ID, queue.Change{
+		Actor: actor, Action: "reconcile", From: keydesk.StateGenerating, To: keydesk.StateBlocked, Revision: req.Revision, Note: problem,
+		Mutate: func(x *keydesk.Request) error {
+			x.Attempt = nil
+			x.Problem = problem
+			return nil
+		},
+	})
+	if err != nil {
+		if errors.Is(err, keydesk.ErrConflict) {
+			return reconciled{note: "the record changed during reconciliation"}, nil
+		}
+		return reconciled{}, err
+	}
+	r.log.Warn("interrupted attempt ambiguous: request blocked", "batch", st.b.ID, "request", req.ID, "candidates", list)
+	if r.o.SupportAddress != "" {
+		attempt := "none"
+		if req.Attempt != nil {
+			attempt = req.Attempt.ID
+		}
+		out, err := r.o.Templates.AlertMail(req.ID+".alert.ambiguous."+attempt, r.o.SupportAddress, templates.Alert{
+			Title: fmt.Sprintf("Request %s blocked: which key is its orphan?", req.ID),
+			Text: fmt.Sprintf("An attempt to create the key of request %s (%s, %s, label %q) was interrupted. Several keys of that account match it: %s. keydesk revoked none of them, since one may be the partner's own.",
+				req.ID, req.Partner, req.Environment, req.Label, list),
+			Action: "find out from the partner which of these keys they use, revoke the other (a revoke request for that key), then retry the request.",
+		})
+		if err == nil {
+			out.Partner, out.RequestID = req.Partner, req.ID
+			err = r.q.Enqueue(ctx, out)
+		}
+		if err != nil {
+			r.log.Error("alert not queued", "request", req.ID, "err", err)
+		}
+	}
+	return reconciled{note: problem, blocked: true}, nil
 }
 
 // reconcileAll reconciles every request left generating by a crash (no
@@ -101,6 +191,9 @@ func (r *Runner) reconcileAll(ctx context.Context, st *run) error {
 			var rec reconciled
 			rec, err = r.reconcileOne(ctx, st, api, req)
 			out.Detail = rec.note
+			if rec.blocked {
+				out.Outcome = OutcomeBlocked
+			}
 		}
 		if err != nil {
 			out.Outcome, out.Detail = OutcomeError, fmt.Sprintf("interrupted attempt not reconciled: %v; the next batch tries again", err)
@@ -112,7 +205,10 @@ func (r *Runner) reconcileAll(ctx context.Context, st *run) error {
 		return err
 	}
 	for _, b := range batches {
-		if b.State != keydesk.BatchRunning || b.ID == st.b.ID {
+		// A revocation or inventory run holds its own lease: it may run
+		// now, beside this batch. Those left by a dead instance are
+		// closed by the next run of their kind (closeStale).
+		if b.State != keydesk.BatchRunning || b.ID == st.b.ID || lifeTrigger(b.Trigger) {
 			continue
 		}
 		b.State = keydesk.BatchFailed
@@ -206,6 +302,7 @@ func (r *Runner) revokeUndelivered(ctx context.Context, st *run) error {
 // is stable.
 func (r *Runner) revokeFailed(ctx context.Context, st *run, req *keydesk.Request) {
 	out := keydesk.BatchOutcome{RequestID: req.ID, Partner: req.Partner, Outcome: OutcomeRevoked, KeyID: req.KeyID}
+	revokedAt := r.clock.Now().UTC()
 	fail := func(detail string) {
 		out.Outcome, out.Detail = OutcomeError, detail
 		st.add(out)
@@ -231,6 +328,8 @@ func (r *Runner) revokeFailed(ctx context.Context, st *run, req *keydesk.Request
 			fail(fmt.Sprintf("revoking %s failed: %v; the next batch tries again", req.KeyID, err))
 			return
 		}
+		r.recordRevoked(ctx, req.KeyRef(), revokedAt, keydesk.InventoryKey{Label: req.Label, Scopes: req.Scopes, APIKey: req.APIKey,
+			RequestID: req.ID, MadeBy: keydesk.MadeByKeydesk})
 	}
 	reason := req.Problem
 	if reason == "" {
@@ -243,7 +342,8 @@ func (r *Runner) revokeFailed(ctx context.Context, st *run, req *keydesk.Request
 	if req.KeyID != "" {
 		note = req.KeyID + " revoked: " + reason
 	}
-	_, err := r.q.Apply(ctx, req.ID, queue.Change{Actor: actor, Action: "revoke", From: keydesk.StateDeliveryFailed, To: keydesk.StateRevoked, Revision: req.Revision, Note: note})
+	_, err := r.q.Apply(ctx, req.ID, queue.Change{Actor: actor, Action: "revoke", From: keydesk.StateDeliveryFailed, To: keydesk.StateRevoked, Revision: req.Revision, Note: note,
+		Mutate: func(x *keydesk.Request) error { x.RevokedAt = revokedAt; return nil }})
 	if err != nil && !errors.Is(err, keydesk.ErrConflict) {
 		fail(fmt.Sprintf("%s revoked, but the record was not updated (%v): the next batch finishes it", req.KeyID, err))
 		return

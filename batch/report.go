@@ -73,7 +73,9 @@ func (r *Runner) Report(ctx context.Context, b *keydesk.Batch) ReportData {
 // sendReport queues the report of b to support. A scheduled batch that
 // did nothing, with nothing waiting for review or a batch, sends none.
 func (r *Runner) sendReport(ctx context.Context, b *keydesk.Batch) error {
-	if r.o.SupportAddress == "" {
+	if r.o.SupportAddress == "" || lifeTrigger(b.Trigger) {
+		// A revocation or an inventory run is no batch: what needs a
+		// person there is alerted on its own.
 		return nil
 	}
 	d := r.Report(ctx, b)

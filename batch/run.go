@@ -78,7 +78,20 @@ func (r *Runner) runRequested(ctx context.Context, b *keydesk.Batch) error {
 		return err == nil, err
 	}
 	leave := func(context.Context) (bool, error) { return false, nil }
+	switch b.Trigger {
+	case keydesk.TriggerRevoke:
+		return r.executeOn(ctx, b, LeaseRevoke, r.revokeRequested, update, leave)
+	case keydesk.TriggerInventory:
+		return r.executeOn(ctx, b, LeaseInventory, r.inventoryRun, update, leave)
+	}
 	return r.execute(ctx, b, update, leave)
+}
+
+// lifeTrigger reports whether a batch record asks for the key's life
+// (revocations, the inventory) rather than for a batch: those run at once,
+// beside any batch, never generating a key.
+func lifeTrigger(trigger string) bool {
+	return trigger == keydesk.TriggerRevoke || trigger == keydesk.TriggerInventory
 }
 
 // execute runs batch b under the batch lease. claim, called once the lease
@@ -90,10 +103,16 @@ func (r *Runner) runRequested(ctx context.Context, b *keydesk.Batch) error {
 // the lease holder. execute then writes the final record, the audit event
 // and the report.
 func (r *Runner) execute(ctx context.Context, b *keydesk.Batch, claim, refuse func(ctx context.Context) (bool, error)) error {
+	return r.executeOn(ctx, b, LeaseName, r.runLocked, claim, refuse)
+}
+
+// executeOn is execute with the lease and the work of the run: a batch
+// (runLocked under the batch lease), revocations or the inventory.
+func (r *Runner) executeOn(ctx context.Context, b *keydesk.Batch, lease string, work func(context.Context, *run) error, claim, refuse func(ctx context.Context) (bool, error)) error {
 	log := r.log.With("batch", b.ID)
 	st := newRun(r, b)
 	claimed := false
-	err := r.runExclusive(ctx, func(ctx context.Context) error {
+	err := r.runExclusive(ctx, lease, func(ctx context.Context) error {
 		b.State, b.Started = keydesk.BatchRunning, r.clock.Now().UTC()
 		ok, err := claim(ctx)
 		if err != nil || !ok {
@@ -102,7 +121,7 @@ func (r *Runner) execute(ctx context.Context, b *keydesk.Batch, claim, refuse fu
 		claimed = true
 		log.Info("batch starting", "trigger", b.Trigger, "by", b.By)
 		_ = r.audit(ctx, b.ID, "batch-start", fmt.Sprintf("%s batch asked by %s", b.Trigger, b.By))
-		return r.runLocked(ctx, st)
+		return work(ctx, st)
 	})
 	// The record is written even when the run was cancelled: it must not
 	// stay "running".
@@ -114,6 +133,9 @@ func (r *Runner) execute(ctx context.Context, b *keydesk.Batch, claim, refuse fu
 		}
 		b.State, b.Started, b.Ended = keydesk.BatchFailed, time.Time{}, r.clock.Now().UTC()
 		b.Error = "refused: another batch is running (" + err.Error() + "); approved requests wait for the next batch"
+		if lease != LeaseName {
+			b.Error = "refused: another instance holds the " + lease + " lease (" + err.Error() + ")"
+		}
 		failed, rerr := refuse(wctx)
 		switch {
 		case rerr != nil:
@@ -164,10 +186,10 @@ func (r *Runner) execute(ctx context.Context, b *keydesk.Batch, claim, refuse fu
 // it, it tries again for up to LeaseWait: a lease left by an instance that
 // died expires within its TTL, so a batch asked for just after a restart
 // still runs. A lease still held after that refuses the batch.
-func (r *Runner) runExclusive(ctx context.Context, fn func(ctx context.Context) error) error {
+func (r *Runner) runExclusive(ctx context.Context, lease string, fn func(ctx context.Context) error) error {
 	deadline := time.Now().Add(r.o.LeaseWait)
 	for {
-		err := r.q.RunExclusive(ctx, LeaseName, r.o.Holder, r.o.LeaseTTL, fn)
+		err := r.q.RunExclusive(ctx, lease, r.o.Holder, r.o.LeaseTTL, fn)
 		if !errors.Is(err, queue.ErrLeaseHeld) || !time.Now().Before(deadline) {
 			return err
 		}
@@ -223,10 +245,14 @@ type run struct {
 	recorded map[keydesk.KeyRef]bool
 	// revoked holds the keys this run revoked, which an API may go on listing.
 	revoked map[keydesk.KeyRef]bool
+	// unlisted holds the partner/environment pairs whose keys this run
+	// could not list: no key is made there, since a key the partner made
+	// meanwhile would be unknown to a reconciliation.
+	unlisted map[string]string
 }
 
 func newRun(r *Runner, b *keydesk.Batch) *run {
-	return &run{r: r, b: b, counts: map[string]int{}, skip: map[string]string{}, apis: map[string]API{}, recorded: map[keydesk.KeyRef]bool{}, revoked: map[keydesk.KeyRef]bool{}}
+	return &run{r: r, b: b, counts: map[string]int{}, skip: map[string]string{}, apis: map[string]API{}, recorded: map[keydesk.KeyRef]bool{}, revoked: map[keydesk.KeyRef]bool{}, unlisted: map[string]string{}}
 }
 
 func (st *run) add(o keydesk.BatchOutcome) {
@@ -324,13 +350,21 @@ func (st *run) known(k keydesk.KeyRef) bool {
 	return st.recorded[k] || st.revoked[k]
 }
 
-// runLocked is a batch under the lease: reconcile, revoke what was not
-// delivered, generate, then sweep rotations.
+// runLocked is a batch under the lease: list the keys of every account
+// (so that every key that exists before this batch's attempts is known),
+// reconcile, revoke what was asked for and what was not delivered,
+// generate, then sweep rotations.
 func (r *Runner) runLocked(ctx context.Context, st *run) error {
 	if err := r.loadRecorded(ctx, st); err != nil {
 		return err
 	}
+	if err := r.refreshInventories(ctx, st); err != nil {
+		r.log.Warn("inventory incomplete", "batch", st.b.ID, "err", err)
+	}
 	if err := r.reconcileAll(ctx, st); err != nil {
+		return err
+	}
+	if err := r.revokeRequestedIfFree(ctx, st); err != nil {
 		return err
 	}
 	if err := r.revokeUndelivered(ctx, st); err != nil {
@@ -454,6 +488,13 @@ func (r *Runner) handle(ctx context.Context, st *run, req *keydesk.Request) {
 		done(OutcomeSkipped, why)
 		return
 	}
+	st.mu.Lock()
+	why, unlisted := st.unlisted[pairKey(p.ID, req.Environment)]
+	st.mu.Unlock()
+	if unlisted {
+		done(OutcomeRetry, "the account's keys could not be listed ("+why+"); stays approved for the next batch")
+		return
+	}
 	api, err := st.account(p, req.Environment)
 	if err != nil {
 		problem := fmt.Sprintf("no usable API credentials for %s %s: %v", p.ID, req.Environment, err)
@@ -555,6 +596,8 @@ func (r *Runner) attempt(ctx context.Context, st *run, p *keydesk.Partner, api A
 		return r.createFailed(ctx, st, p, api, gen, err)
 	}
 	defer created.APISecret.Wipe()
+	ref := keydesk.KeyRef{Partner: p.ID, Environment: req.Environment, ID: created.ID}
+	r.recordCreated(ctx, ref, created.Key, req.ID)
 	r.o.Failpoint("after-create")
 
 	// A rotation's old key stops working at a time fixed now, so that the
@@ -573,7 +616,7 @@ func (r *Runner) attempt(ctx context.Context, st *run, p *keydesk.Partner, api A
 	created.APISecret.Wipe()
 	if err != nil {
 		problem := fmt.Sprintf("the key could not be encrypted to the technical contact's key: %v", err)
-		return r.abandon(ctx, api, gen, created.ID, keydesk.StateBlocked, problem, OutcomeBlocked)
+		return r.abandon(ctx, api, gen, ref, keydesk.StateBlocked, problem, OutcomeBlocked)
 	}
 	r.o.Failpoint("after-seal")
 
@@ -583,7 +626,7 @@ func (r *Runner) attempt(ctx context.Context, st *run, p *keydesk.Partner, api A
 	}
 	if err := r.q.Enqueue(ctx, msg); err != nil {
 		problem := fmt.Sprintf("the delivery could not be queued: %v", err)
-		res := r.abandon(ctx, api, gen, created.ID, keydesk.StateApproved, problem, "")
+		res := r.abandon(ctx, api, gen, ref, keydesk.StateApproved, problem, "")
 		return res
 	}
 	r.o.Failpoint("after-enqueue")
@@ -608,7 +651,7 @@ func (r *Runner) attempt(ctx context.Context, st *run, p *keydesk.Partner, api A
 		// revokes this key, and delivery drops a delivery of a stale attempt.
 		return attemptResult{outcome: OutcomeError, detail: fmt.Sprintf("%s created but not recorded (%v): the next batch revokes it and makes a new one", created.ID, err)}
 	}
-	st.record(keydesk.KeyRef{Partner: p.ID, Environment: req.Environment, ID: created.ID})
+	st.record(ref)
 	r.o.Failpoint("after-generated")
 	return attemptResult{outcome: OutcomeGenerated, detail: "delivery queued to " + p.TechnicalContact.Email, keyID: created.ID}
 }
@@ -631,6 +674,9 @@ func (r *Runner) createFailed(ctx context.Context, st *run, p *keydesk.Partner, 
 		note, err := r.reconcileOne(ctx, st, api, gen)
 		if err != nil {
 			return attemptResult{outcome: OutcomeError, detail: fmt.Sprintf("the create may have succeeded (%v) and the check failed (%v): the next batch reconciles it", cerr, err)}
+		}
+		if note.blocked {
+			return attemptResult{outcome: OutcomeBlocked, detail: note.note}
 		}
 		if note.next == nil {
 			return attemptResult{outcome: OutcomeConflict, detail: "the record changed during reconciliation"}
@@ -668,11 +714,12 @@ func (r *Runner) leave(ctx context.Context, gen *keydesk.Request, to keydesk.Sta
 // abandon revokes a key just made that cannot go out, and moves the
 // request on. If the revocation fails the request stays generating, for
 // the next reconciliation to finish.
-func (r *Runner) abandon(ctx context.Context, api API, gen *keydesk.Request, keyID string, to keydesk.State, problem, outcome string) attemptResult {
-	if err := r.revokeKey(ctx, api, keyID); err != nil {
-		return attemptResult{outcome: OutcomeError, detail: fmt.Sprintf("%s; revoking %s failed (%v): the next batch revokes it", problem, keyID, err)}
+func (r *Runner) abandon(ctx context.Context, api API, gen *keydesk.Request, ref keydesk.KeyRef, to keydesk.State, problem, outcome string) attemptResult {
+	if err := r.revokeKey(ctx, api, ref.ID); err != nil {
+		return attemptResult{outcome: OutcomeError, detail: fmt.Sprintf("%s; revoking %s failed (%v): the next batch revokes it", problem, ref.ID, err)}
 	}
-	return r.leave(ctx, gen, to, problem+"; "+keyID+" revoked", outcome, "")
+	r.recordRevoked(ctx, ref, r.clock.Now().UTC(), keydesk.InventoryKey{RequestID: gen.ID, MadeBy: keydesk.MadeByKeydesk})
+	return r.leave(ctx, gen, to, problem+"; "+ref.ID+" revoked", outcome, "")
 }
 
 func (r *Runner) revokeKey(ctx context.Context, api API, id string) error {

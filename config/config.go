@@ -216,6 +216,10 @@ type Batch struct {
 	// it while the batch runs). A batch asked for while the lease is held
 	// waits up to this long for it. Default 30s.
 	LeaseTTL time.Duration `yaml:"lease_ttl"`
+	// InventoryInterval is how often the batch role lists every partner
+	// account's keys for the key inventory, beside the list each batch
+	// makes. Default 1h.
+	InventoryInterval time.Duration `yaml:"inventory_interval"`
 }
 
 // Review is the web UI and JSON API.
@@ -379,6 +383,7 @@ func (c *Config) applyDefaults() {
 	}
 	defDur(&c.Batch.LeaseTTL, 30*time.Second)
 	defDur(&c.Notify.LeaseTTL, 30*time.Second)
+	defDur(&c.Batch.InventoryInterval, time.Hour)
 	def(&c.Review.Listen, "127.0.0.1:8080")
 	def(&c.Review.UsersFile, "users.yaml")
 	if c.Review.FourEyes == nil {

@@ -75,6 +75,7 @@ rotation: {max_age: 365d}
 		{"rate_limit", c.API.Sandbox.RateLimit, 10.0},
 		{"production timeout default", c.API.Production.Timeout, 30 * time.Second},
 		{"schedule default", c.Batch.Schedule, "CRON_TZ=UTC 0 10,16 * * 1-5"},
+		{"inventory_interval default", c.Batch.InventoryInterval, time.Hour},
 		{"four_eyes default", strings.Join(c.Review.FourEyes, ","), "production,keys:manage"},
 		{"require_dmarc default", c.SenderAuth.DMARCRequired(), true},
 		{"internal_domains default", strings.Join(c.SenderAuth.InternalDomains, ","), "buildmarkets.ai"},

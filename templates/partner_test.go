@@ -1,8 +1,10 @@
 package templates_test
 
 import (
+	"flag"
 	"io/fs"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -12,6 +14,7 @@ import (
 	"github.com/buildmarkets/keydesk/batch"
 	"github.com/buildmarkets/keydesk/delivery"
 	"github.com/buildmarkets/keydesk/intake/reply"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/templates"
 	"github.com/buildmarkets/keydesk/templates/templatestest"
 )
@@ -101,6 +104,9 @@ var partnerMails = []partnerMail{
 		Changes: []keydesk.FieldChange{{Field: "scopes", From: allScopes, To: "accounts:read"}}}, false},
 	{"staff reply", "staff-reply", templates.StaffReply{Subject: "Re: keys", Text: "Hello Dana,\n\nDone: the request now asks for accounts:read only, as you wrote in your reply this morning.",
 		Request: templates.RequestFacts{ID: "KR-20261127-7QX4", Environment: "sandbox", Scopes: allScopes, Label: longLabel, Status: "waiting for review"}}, false},
+	{"key revoked", "key-revoked", keyRevokedSample, false},
+	{"key revoked, a rotation's old key", "key-revoked", templates.KeyRevoked{RequestID: "KR-20261127-7QX4", Partner: "Acme Capital",
+		Environment: "sandbox", KeyID: "key-001", Label: "sandbox-backend", RevokedAt: when, Rotation: true}, false},
 	{"proposal outcome", "proposal-outcome", templates.ProposalOutcome{Subject: "Re: keys", Accepted: false,
 		Asked:   []templates.Fact{{Name: "Scopes", Value: allScopes}},
 		Request: templates.RequestFacts{ID: "KR-20261127-7QX4", Environment: "sandbox", Scopes: "accounts:read", Label: longLabel, Status: "waiting for review"}}, false},
@@ -156,4 +162,20 @@ func TestPartnerMail(t *testing.T) {
 			t.Errorf("mail template %s is in neither partnerMails nor supportMails", n)
 		}
 	}
+}
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden")
+
+var keyRevokedSample = templates.KeyRevoked{RequestID: "KR-20261127-7QX4", Partner: "Acme Capital Treasury and Settlement Services",
+	Environment: "production", KeyID: "key-1042", Label: longLabel, APIKey: "bm_key_abc123", RevokedAt: when,
+	Reason: "The secret was pasted into a public chat by mistake: " + longToken + " saw it.\nPlease revoke it at once."}
+
+// TestKeyRevokedGolden: the notice of a revoked key reads exactly as its
+// golden file (go test -update rewrites it).
+func TestKeyRevokedGolden(t *testing.T) {
+	m, err := templates.MustLoadEmbedded().RenderPartnerMail("key-revoked", keyRevokedSample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Golden(t, filepath.Join("testdata", "key-revoked.golden"), []byte(m.Subject+"\n\n"+m.Body), *update)
 }

@@ -57,6 +57,7 @@ type FaultsRequest struct {
 	Clear           bool     `json:"clear,omitempty"`
 	FailNext        *int     `json:"fail_next,omitempty"`
 	FailStatus      int      `json:"fail_status,omitempty"`
+	FailMethod      string   `json:"fail_method,omitempty"` // with fail_next: only POST, GET or DELETE
 	Latency         *string  `json:"latency,omitempty"`
 	RateLimit       *float64 `json:"rate_limit,omitempty"`
 	DropAfterCreate *int     `json:"drop_after_create,omitempty"`
@@ -98,6 +99,11 @@ func (s *Server) Apply(req FaultsRequest) error {
 			return fmt.Errorf("status %d: want a 4xx or 5xx status", st)
 		}
 	}
+	switch req.FailMethod {
+	case "", http.MethodPost, http.MethodGet, http.MethodDelete:
+	default:
+		return fmt.Errorf("fail_method %q: want POST, GET or DELETE", req.FailMethod)
+	}
 	if req.RateLimit != nil && (*req.RateLimit < 0 || *req.RateLimit > 1e6) {
 		return fmt.Errorf("rate_limit %v: want 0 (off) to 1000000 requests per second", *req.RateLimit)
 	}
@@ -105,7 +111,7 @@ func (s *Server) Apply(req FaultsRequest) error {
 		s.ClearFaults()
 	}
 	if req.FailNext != nil {
-		s.FailNext(*req.FailNext, req.FailStatus)
+		s.FailNextOf(req.FailMethod, *req.FailNext, req.FailStatus)
 	}
 	if req.Latency != nil {
 		s.Latency(lat)

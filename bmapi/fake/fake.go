@@ -250,7 +250,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, h func(http.Re
 			return writeError(w, http.StatusTooManyRequests, "rate_limited", "too many requests: slow down")
 		}
 	}
-	if s.f.failNext > 0 {
+	if s.f.failNext > 0 && (s.f.failMethod == "" || s.f.failMethod == r.Method) {
 		s.f.failNext--
 		s.stats.Injected++
 		if s.f.failStatus == http.StatusTooManyRequests {

@@ -303,6 +303,17 @@ func TestFaults(t *testing.T) {
 	if r := call(t, srv, "GET", "/v1/keys", acmeKey, acmeSecret, ""); r.status != 200 {
 		t.Fatalf("after the burst: %d", r.status)
 	}
+	// Aimed at one method: the others go through, the fault waits.
+	f.FailNextOf("DELETE", 1, 429)
+	if r := call(t, srv, "GET", "/v1/keys", acmeKey, acmeSecret, ""); r.status != 200 {
+		t.Fatalf("a GET while a DELETE fault waits: %d", r.status)
+	}
+	if r := call(t, srv, "DELETE", "/v1/keys/key-999", acmeKey, acmeSecret, ""); r.status != 429 || r.header.Get("Retry-After") != "1" {
+		t.Fatalf("the DELETE: %d, Retry-After %q; want the injected 429", r.status, r.header.Get("Retry-After"))
+	}
+	if r := call(t, srv, "DELETE", "/v1/keys/key-999", acmeKey, acmeSecret, ""); r.status != 404 {
+		t.Fatalf("the next DELETE: %d, want 404", r.status)
+	}
 
 	f.RateLimit(2)
 	var statuses []int
@@ -340,7 +351,7 @@ func TestFaults(t *testing.T) {
 		t.Fatalf("after the failure: %+v", live)
 	}
 	st := f.Stats()
-	if st.Injected != 3 || st.RateLimited != 1 || st.Dropped != 1 || st.Creates != 2 {
+	if st.Injected != 4 || st.RateLimited != 1 || st.Dropped != 1 || st.Creates != 2 {
 		t.Fatalf("stats = %+v", st)
 	}
 }

@@ -11,6 +11,7 @@ import (
 type faults struct {
 	failNext        int
 	failStatus      int
+	failMethod      string // "": any request
 	latency         time.Duration
 	rateLimit       float64
 	dropAfterCreate int
@@ -24,6 +25,7 @@ type faults struct {
 type Faults struct {
 	FailNext        int     `json:"fail_next"`
 	FailStatus      int     `json:"fail_status,omitempty"`
+	FailMethod      string  `json:"fail_method,omitempty"`
 	Latency         string  `json:"latency"`
 	RateLimit       float64 `json:"rate_limit"`
 	DropAfterCreate int     `json:"drop_after_create"`
@@ -35,13 +37,18 @@ type Faults struct {
 // FailNext answers the next n API requests, whatever they are, with status
 // (503 when 0) before authentication, as a proxy or a failing server
 // would. A 429 carries Retry-After: 1.
-func (s *Server) FailNext(n int, status int) {
+func (s *Server) FailNext(n int, status int) { s.FailNextOf("", n, status) }
+
+// FailNextOf is FailNext for the requests of one method only (POST,
+// GET, DELETE; "" any): a test aims a fault at the create, the list or
+// the revocation while the other calls go through.
+func (s *Server) FailNextOf(method string, n int, status int) {
 	if status == 0 {
 		status = http.StatusServiceUnavailable
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.f.failNext, s.f.failStatus = max(n, 0), status
+	s.f.failNext, s.f.failStatus, s.f.failMethod = max(n, 0), status, method
 }
 
 // Latency delays every API request by d before it is handled.
@@ -105,7 +112,7 @@ func (s *Server) ClearFaults() {
 func (s *Server) Faults() Faults {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Faults{FailNext: s.f.failNext, FailStatus: s.f.failStatus, Latency: s.f.latency.String(), RateLimit: s.f.rateLimit,
+	return Faults{FailNext: s.f.failNext, FailStatus: s.f.failStatus, FailMethod: s.f.failMethod, Latency: s.f.latency.String(), RateLimit: s.f.rateLimit,
 		DropAfterCreate: s.f.dropAfterCreate, FailAfterCreate: s.f.failAfterCreate, FailAfterStatus: s.f.failAfterStatus,
 		ListEnvelope: s.f.listEnvelope}
 }

@@ -41,14 +41,14 @@ func (r *chaosRun) checkDelivered() (delivered int, deliveries map[string]map[st
 	for _, req := range r.reqs {
 		src := strings.Trim(req.SourceMessageID, "<>")
 		bySource[src] = append(bySource[src], req)
-		if req.State == keydesk.StateDelivered {
+		if r.wasDelivered(req) {
 			delivered++
 		}
 	}
 	for _, e := range r.emails {
 		var got []string
 		for _, req := range bySource[strings.Trim(e.messageID, "<>")] {
-			if req.State == keydesk.StateDelivered {
+			if r.wasDelivered(req) {
 				got = append(got, string(req.Environment))
 			}
 		}
@@ -92,7 +92,7 @@ func (r *chaosRun) checkDeliveryPerRequest(deliveries map[string]map[string]int)
 	byID := map[string]*keydesk.Request{}
 	for _, req := range r.reqs {
 		byID[req.ID] = req
-		if req.State != keydesk.StateDelivered {
+		if !r.wasDelivered(req) {
 			if len(deliveries[req.ID]) > 0 {
 				r.t.Errorf("request %s (%s) got a key delivery", req.ID, req.State)
 			}
@@ -124,6 +124,9 @@ func (r *chaosRun) checkKeys() (live, made int) {
 		}
 		byLabel := map[string][]string{}
 		for _, k := range keys {
+			if slices.Contains(r.partnerKeys[env], k.ID) {
+				continue // the partner's own (checkKeyLife)
+			}
 			byLabel[k.Label] = append(byLabel[k.Label], k.ID)
 			ok := slices.ContainsFunc(r.reqs, func(req *keydesk.Request) bool {
 				return req.State == keydesk.StateDelivered && req.Environment == env && req.KeyID == k.ID && req.APIKey == k.APIKey
@@ -243,4 +246,15 @@ func (r *chaosRun) logSummary(s summary) {
 	for _, env := range keydesk.Environments {
 		t.Logf("API %s: %+v", env, st[env])
 	}
+}
+
+// wasDelivered reports whether req is an issue request that was
+// delivered: delivered still, or revoked since by a revocation the test
+// asked for.
+func (r *chaosRun) wasDelivered(req *keydesk.Request) bool {
+	if req.KindOf() == keydesk.KindRevoke {
+		return false
+	}
+	return req.State == keydesk.StateDelivered ||
+		req.State == keydesk.StateRevoked && slices.ContainsFunc(r.revocations, func(rv chaosRevocation) bool { return rv.ref == req.KeyRef() })
 }

@@ -207,11 +207,7 @@ func openChaosBatches(t *testing.T, q *queue.Conn) []*keydesk.Batch {
 // request records as they are.
 func openChaosQueue(t *testing.T, s chaosSetup, embedded string) *queue.Conn {
 	t.Helper()
-	o := queue.Options{URL: "nats://" + embedded, SkipSetup: true, Name: "chaos test"}
-	if s.cluster != nil {
-		o = queue.Options{URL: s.cluster.URLs(), SkipSetup: true, Replicas: 3, Name: "chaos test",
-			TLSCAFile: filepath.Join(s.tlsDir, "ca.pem"), TLSCert: filepath.Join(s.tlsDir, "admin.pem"), TLSKey: filepath.Join(s.tlsDir, "admin-key.pem")}
-	}
+	o := chaosQueueOptions(s, embedded)
 	var q *queue.Conn
 	err := testenv.Poll(30*time.Second, "a connection to NATS", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -276,4 +272,13 @@ func readTree(t *testing.T, root string, places map[string][]byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// chaosQueueOptions are the test's own connection to the scenario's NATS.
+func chaosQueueOptions(s chaosSetup, embedded string) queue.Options {
+	if s.cluster != nil {
+		return queue.Options{URL: s.cluster.URLs(), SkipSetup: true, Replicas: 3, Name: "chaos test",
+			TLSCAFile: filepath.Join(s.tlsDir, "ca.pem"), TLSCert: filepath.Join(s.tlsDir, "admin.pem"), TLSKey: filepath.Join(s.tlsDir, "admin-key.pem")}
+	}
+	return queue.Options{URL: "nats://" + embedded, SkipSetup: true, Name: "chaos test"}
 }

@@ -53,7 +53,11 @@ var failpointSteps = []string{"after-generating", "after-create", "after-seal", 
 // chaos stops and the system has settled, what a partner and an auditor
 // would check must hold: every email filed once, every request delivered
 // once, one live key per request and every live key delivered, and no
-// secret in any store, log or email.
+// secret in any store, log or email. Then revocations are asked for,
+// with an instance killed meanwhile (with a cluster, by a SIGKILL between
+// the API's answer and the record): each revokes its key in its own environment only (a key of the
+// other environment with the same ID lives on), and the partner's own
+// keys, made beside keydesk's with the same label, all survive.
 //
 // Its decisions (kill times, failpoints, faults, new mail) come from one
 // seeded generator; the seed is logged, and -chaos.seed replays the same
@@ -128,6 +132,13 @@ type chaosRun struct {
 	chaosTook, settleTook time.Duration
 	reqs                  []*keydesk.Request
 	batches               []*keydesk.Batch
+
+	// The key's life: the partner's own keys (made before keydesk
+	// starts), the revocations asked for once all is delivered, and the
+	// keys of the other environment that bear a revoked key's ID.
+	partnerKeys map[keydesk.Environment][]string
+	revocations []chaosRevocation
+	twins       []keydesk.KeyRef
 }
 
 // runChaos runs one scenario: the world and its files, the mail, staff at
@@ -135,6 +146,7 @@ type chaosRun struct {
 func runChaos(t *testing.T, s chaosSetup) {
 	r := &chaosRun{t: t, s: s, p: s.p, rng: rand.New(rand.NewPCG(s.seed, 0x6b657964657368)), dir: t.TempDir()}
 	r.startWorld()
+	r.makePartnerKeys()
 	r.writeFiles()
 	r.keepLogs()
 	r.writeMail()
@@ -157,9 +169,11 @@ func runChaos(t *testing.T, s chaosSetup) {
 	r.chaosTook = time.Since(started)
 
 	q := r.settle()
-	// The batch records, read while the instances (and an embedded
-	// server) still run.
+	q = r.revokeSome(q)
+	// The batch records and the inventories, read while the instances
+	// (and an embedded server) still run.
 	r.batches = openChaosBatches(t, q)
+	r.checkKeyLife(q)
 	stopReview()
 	reviewers.Wait()
 	r.stop()

@@ -46,10 +46,10 @@ func TestCheckConnect(t *testing.T) {
 	closed := ln.Addr().String()
 	_ = ln.Close()
 
-	// A key of acme's without keys:manage, made with its manager key: acme
-	// has two keys.
+	// A key of acme's without keys:manage, made with its manager key in
+	// production: acme has two keys there, one in sandbox.
 	mgr := e.SeedAccounts[0].ManagerKeys[0]
-	reader, err := bmapi.New(bmapi.Options{BaseURL: e.APIURL, APIKey: mgr.APIKey, APISecret: keydesk.SecretString(mgr.APISecret)}).
+	reader, err := bmapi.New(bmapi.Options{BaseURL: e.ProdAPIURL, APIKey: mgr.APIKey, APISecret: keydesk.SecretString(mgr.APISecret)}).
 		CreateKey(ctx, "reader", []keydesk.Scope{keydesk.ScopeAccountsRead})
 	if err != nil {
 		t.Fatal(err)
@@ -76,10 +76,10 @@ func TestCheckConnect(t *testing.T) {
 				fmt.Sprintf("ok   imap  %s (INBOX, %d messages)", e.IMAPAddr, len(e.Emails)),
 				fmt.Sprintf("ok   smtp  %s (connected; smtp.auth none: no login)", e.Sink.Addr),
 				fmt.Sprintf("ok   nats  %s (JetStream, 12 streams and buckets)", q.ClientURL()),
-				fmt.Sprintf("ok   api   acme sandbox %s (2 keys)", e.APIURL),
-				fmt.Sprintf("ok   api   acme production %s (2 keys)", e.APIURL),
+				fmt.Sprintf("ok   api   acme sandbox %s (1 keys)", e.APIURL),
+				fmt.Sprintf("ok   api   acme production %s (2 keys)", e.ProdAPIURL),
 				fmt.Sprintf("ok   api   globex sandbox %s (1 keys)", e.APIURL),
-				fmt.Sprintf("ok   api   globex production %s (1 keys)", e.APIURL),
+				fmt.Sprintf("ok   api   globex production %s (1 keys)", e.ProdAPIURL),
 			},
 		},
 		{
@@ -101,9 +101,9 @@ func TestCheckConnect(t *testing.T) {
 				fmt.Sprintf("FAIL smtp  %s: delivery: smtp connect: ", closed),
 				fmt.Sprintf("FAIL nats  %s: queue: 12 of keydesk's streams and buckets do not exist: ", bare.ClientURL()),
 				fmt.Sprintf("FAIL api   acme sandbox %s: bmapi: GET /v1/keys: 401 Unauthorized: ", e.APIURL),
-				fmt.Sprintf("FAIL api   acme production %s: bmapi: GET /v1/keys: 403 Forbidden: ", e.APIURL),
+				fmt.Sprintf("FAIL api   acme production %s: bmapi: GET /v1/keys: 403 Forbidden: ", e.ProdAPIURL),
 				fmt.Sprintf("ok   api   globex sandbox %s (1 keys)", e.APIURL),
-				fmt.Sprintf("ok   api   globex production %s (1 keys)", e.APIURL),
+				fmt.Sprintf("ok   api   globex production %s (1 keys)", e.ProdAPIURL),
 			},
 		},
 	}

@@ -68,7 +68,10 @@ func TestDemoOnce(t *testing.T) {
 func TestDemoOnceFailsWhenSomethingIsWrong(t *testing.T) {
 	var out bytes.Buffer
 	sum, err := demo.Run(context.Background(), demoWiring(demo.Options{Once: true, Timeout: 5 * time.Second, Out: &out,
-		Started: func(e *demo.Env) { e.API.FailNext(1000, http.StatusInternalServerError) }}))
+		Started: func(e *demo.Env) {
+			e.API.FailNext(1000, http.StatusInternalServerError)
+			e.ProdAPI.FailNext(1000, http.StatusInternalServerError)
+		}}))
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}

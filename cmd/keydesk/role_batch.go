@@ -40,6 +40,7 @@ func batchOptions(cfg *config.Config) batch.Options {
 		Schedule: cfg.Batch.Schedule, Concurrency: cfg.Batch.Concurrency, SupportAddress: cfg.SMTP.SupportAddress,
 		RevokeUndeliveredAfter: cfg.Delivery.RevokeUndeliveredAfter, LeaseTTL: cfg.Batch.LeaseTTL,
 		RotationGrace: cfg.Rotation.Grace, RotationMaxAge: cfg.Rotation.MaxAge, RotationRemindBefore: cfg.Rotation.RemindBefore,
+		InventoryInterval: cfg.Batch.InventoryInterval,
 	}
 }
 

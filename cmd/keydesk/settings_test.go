@@ -20,7 +20,7 @@ func TestRoleSettingsReportedOnce(t *testing.T) {
 	cfgPath := cryptotest.WriteFile(t, dir, "keydesk.yaml", `
 imap: {address: imap.example.com, security: plain, username: x, password: y, poll_interval: 500ms, max_attempts: -1, lease_ttl: 100ms}
 smtp: {address: "smtp.example.com:25", security: none, username: x, password: y}
-batch: {schedule: "0 0 30 2 *", concurrency: 1000}
+batch: {schedule: "0 0 30 2 *", concurrency: 1000, inventory_interval: 10s}
 delivery: {ack_wait: 1s}
 `)
 	cryptotest.WriteFile(t, dir, "partners.yaml", "partners: []\n")
@@ -33,6 +33,7 @@ delivery: {ack_wait: 1s}
 		{"imap lease", "keydesk.yaml: imap.lease_ttl: 100ms is out of range 1s..1h"},
 		{"batch schedule", `keydesk.yaml: batch.schedule: batch: schedule "0 0 30 2 *" never fires`},
 		{"batch concurrency", "keydesk.yaml: batch.concurrency: 1000 is out of range"},
+		{"batch inventory interval", "keydesk.yaml: batch.inventory_interval: 10s is out of range 1m..7d"},
 		{"delivery ack wait", "keydesk.yaml: delivery.ack_wait: 1s is out of range 3s..1h"},
 		{"smtp from", "keydesk.yaml: smtp.from: is required"},
 	}

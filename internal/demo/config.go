@@ -60,9 +60,8 @@ func (e *Env) config(listen, schedule string, nats config.NATS) *config.Config {
 	c.SMTP.MailServer = mailauth.MailServer{Address: e.Sink.Addr, Security: mailauth.SecurityNone,
 		Auth: "none", Timeout: 10 * time.Second}
 	c.SMTP.From, c.SMTP.SupportAddress, c.SMTP.HeloName = From, Support, "keydesk.demo"
-	for _, env := range []*config.APIEnv{&c.API.Sandbox, &c.API.Production} {
-		*env = config.APIEnv{BaseURL: e.APIURL, Timeout: 10 * time.Second, RateLimit: 50}
-	}
+	c.API.Sandbox = config.APIEnv{BaseURL: e.APIURL, Timeout: 10 * time.Second, RateLimit: 50}
+	c.API.Production = config.APIEnv{BaseURL: e.ProdAPIURL, Timeout: 10 * time.Second, RateLimit: 50}
 	c.SigningKey.File = "signing.asc"
 	dmarc := true
 	c.SenderAuth.TrustedAuthservIDs = []string{Authserv}

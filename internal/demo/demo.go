@@ -621,7 +621,7 @@ func (e *Env) countState(ctx context.Context, q *queue.Conn, sum *Summary, bad f
 		}
 	}
 	for _, acct := range e.SeedAccounts {
-		sum.KeysCreated += len(e.API.LiveKeys(acct.ID))
+		sum.KeysCreated += len(e.API.LiveKeys(acct.ID)) + len(e.ProdAPI.LiveKeys(acct.ID))
 	}
 	return byAPIKey
 }

@@ -48,19 +48,24 @@ type staffMember struct {
 
 // Env is the running world.
 type Env struct {
-	dir       string
-	IMAPAddr  string
-	IMAPPass  string
-	IMAP      *mailsim.IMAPServer
-	Sink      *mailsim.SMTPServer
-	API       *fake.Server
-	APIURL    string
-	apiSrv    *http.Server
-	contacts  []*contact
-	signerPub string
-	signerFpr string
-	staff     []staffMember
-	Emails    []seedEmail
+	dir      string
+	IMAPAddr string
+	IMAPPass string
+	IMAP     *mailsim.IMAPServer
+	Sink     *mailsim.SMTPServer
+	// API and APIURL are the sandbox's simulator, ProdAPI and
+	// ProdAPIURL production's: two servers, since the API numbers keys
+	// per account and environment (both hold a key-001).
+	API        *fake.Server
+	APIURL     string
+	ProdAPI    *fake.Server
+	ProdAPIURL string
+	apiSrvs    []*http.Server
+	contacts   []*contact
+	signerPub  string
+	signerFpr  string
+	staff      []staffMember
+	Emails     []seedEmail
 	// SeedAccounts are the simulator's partner accounts and manager keys.
 	SeedAccounts []fake.SeedAccount
 }
@@ -135,8 +140,8 @@ func (e *Env) makeStaff() error {
 	return nil
 }
 
-// startAPI starts the Buildmarkets API simulator with each partner's
-// manager keys.
+// startAPI starts the Buildmarkets API simulators, one per environment,
+// with each partner's manager keys.
 func (e *Env) startAPI() error {
 	seed := &fake.Seed{}
 	for _, p := range []string{"acme", "globex"} {
@@ -146,18 +151,27 @@ func (e *Env) startAPI() error {
 		}}})
 	}
 	e.SeedAccounts = seed.Accounts
-	var err error
-	e.API, err = fake.New(fake.Options{Seed: seed})
-	if err != nil {
-		return fmt.Errorf("demo: api simulator: %w", err)
+	start := func() (*fake.Server, string, error) {
+		api, err := fake.New(fake.Options{Seed: seed})
+		if err != nil {
+			return nil, "", fmt.Errorf("demo: api simulator: %w", err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, "", err
+		}
+		srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
+		e.apiSrvs = append(e.apiSrvs, srv)
+		go func() { _ = srv.Serve(ln) }()
+		return api, "http://" + ln.Addr().String(), nil
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	var err error
+	if e.API, e.APIURL, err = start(); err != nil {
 		return err
 	}
-	e.APIURL = "http://" + ln.Addr().String()
-	e.apiSrv = &http.Server{Handler: e.API, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = e.apiSrv.Serve(ln) }()
+	if e.ProdAPI, e.ProdAPIURL, err = start(); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -188,8 +202,8 @@ func (e *Env) Close() {
 	if e.Sink != nil {
 		e.Sink.Close()
 	}
-	if e.apiSrv != nil {
-		_ = e.apiSrv.Close()
+	for _, srv := range e.apiSrvs {
+		_ = srv.Close()
 	}
 }
 
