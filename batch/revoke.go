@@ -98,95 +98,141 @@ func (r *Runner) SweepRevocations(ctx context.Context) (int, error) {
 func (r *Runner) revokeOne(ctx context.Context, st *run, req *keydesk.Request) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.o.RequestTimeout)
 	defer cancel()
-	ref := req.KeyRef()
-	out := keydesk.BatchOutcome{RequestID: req.ID, Partner: req.Partner, KeyID: req.KeyID}
-	done := func(outcome, detail string) {
-		out.Outcome, out.Detail = outcome, detail
-		st.add(out)
+	v := &revocation{r: r, ctx: rctx, st: st, req: req, cur: req, ref: req.KeyRef(),
+		out: keydesk.BatchOutcome{RequestID: req.ID, Partner: req.Partner, KeyID: req.KeyID}}
+	p, api, ok := v.account()
+	if !ok || !v.begin() || !v.call(p, api) {
+		return
 	}
-	cur := req
-	fail := func(to keydesk.State, problem string) {
-		_, err := r.q.Apply(rctx, cur.ID, queue.Change{
-			Actor: actor, Action: "revoke", From: cur.State, To: to, Revision: cur.Revision, Note: problem,
-			Mutate: func(x *keydesk.Request) error { x.Problem = problem; return nil },
-		})
-		switch {
-		case errors.Is(err, keydesk.ErrConflict):
-			done(OutcomeConflict, "the record changed during the revocation: "+err.Error())
-		case err != nil:
-			done(OutcomeError, fmt.Sprintf("%s; and the record could not be updated (%v)", problem, err))
-		default:
-			done(OutcomeFailed, problem)
-		}
+	r.o.Failpoint("after-revoke")
+	v.finish(p)
+}
+
+// revocation is one revoke request on its way through revokeOne.
+type revocation struct {
+	r   *Runner
+	ctx context.Context
+	st  *run
+	req *keydesk.Request
+	cur *keydesk.Request // the record as last written
+	ref keydesk.KeyRef
+	out keydesk.BatchOutcome
+}
+
+func (v *revocation) done(outcome, detail string) {
+	v.out.Outcome, v.out.Detail = outcome, detail
+	v.st.add(v.out)
+}
+
+// fail moves the request to state to, with problem.
+func (v *revocation) fail(to keydesk.State, problem string) {
+	_, err := v.r.q.Apply(v.ctx, v.cur.ID, queue.Change{
+		Actor: actor, Action: "revoke", From: v.cur.State, To: to, Revision: v.cur.Revision, Note: problem,
+		Mutate: func(x *keydesk.Request) error { x.Problem = problem; return nil },
+	})
+	switch {
+	case errors.Is(err, keydesk.ErrConflict):
+		v.done(OutcomeConflict, "the record changed during the revocation: "+err.Error())
+	case err != nil:
+		v.done(OutcomeError, fmt.Sprintf("%s; and the record could not be updated (%v)", problem, err))
+	default:
+		v.done(OutcomeFailed, problem)
 	}
+}
+
+// account finds the partner and the API account the key is in; false
+// when the revocation cannot go on (its outcome is recorded).
+func (v *revocation) account() (*keydesk.Partner, API, bool) {
+	req, r := v.req, v.r
 	p, ok := r.o.Partners().Partner(req.Partner)
 	if !ok {
-		fail(keydesk.StateFailed, fmt.Sprintf("partner %q is not in partners.yaml: add it back and retry, or revoke %s in the Buildmarkets console", req.Partner, req.KeyID))
-		return
+		v.fail(keydesk.StateFailed, fmt.Sprintf("partner %q is not in partners.yaml: add it back and retry, or revoke %s in the Buildmarkets console", req.Partner, req.KeyID))
+		return nil, nil, false
 	}
-	if ref.IsZero() || !req.Environment.Valid() || len(ref.ID) > maxKeyID {
-		fail(keydesk.StateFailed, "the revoke request names no key (an environment and a key ID): correct it and approve it again")
-		return
+	if v.ref.IsZero() || !req.Environment.Valid() || len(v.ref.ID) > maxKeyID {
+		v.fail(keydesk.StateFailed, "the revoke request names no key (an environment and a key ID): correct it and approve it again")
+		return nil, nil, false
 	}
-	if why, skip := st.skipped(p.ID, req.Environment); skip {
-		done(OutcomeSkipped, why)
-		return
+	if why, skip := v.st.skipped(p.ID, req.Environment); skip {
+		v.done(OutcomeSkipped, why)
+		return nil, nil, false
 	}
-	api, err := st.account(p, req.Environment)
+	api, err := v.st.account(p, req.Environment)
 	if err != nil {
 		problem := fmt.Sprintf("no usable API credentials for %s %s: %v", p.ID, req.Environment, err)
 		if errors.Is(err, ErrNoCredentials) {
 			problem = err.Error() + ": give the batch role its api_key and api_secret in partners.yaml, reload with SIGHUP, then retry the request"
 		}
-		r.refused(rctx, st, p, req.Environment, problem)
-		fail(keydesk.StateFailed, problem)
-		return
+		r.refused(v.ctx, v.st, p, req.Environment, problem)
+		v.fail(keydesk.StateFailed, problem)
+		return nil, nil, false
 	}
-	if cur.State == keydesk.StateApproved {
-		att := &keydesk.Attempt{ID: newAttemptID(), StartedAt: r.clock.Now().UTC()}
-		cur, err = r.q.Apply(rctx, req.ID, queue.Change{
-			Actor: actor, Action: "revoke", From: keydesk.StateApproved, To: keydesk.StateRevoking, Revision: req.Revision,
-			Note: fmt.Sprintf("%s: revoking %s (attempt %s)", st.b.ID, ref, att.ID),
-			Mutate: func(x *keydesk.Request) error {
-				x.Attempt, x.Problem = att, ""
-				return nil
-			},
-		})
-		if err != nil {
-			cur = req
-			if errors.Is(err, keydesk.ErrConflict) {
-				done(OutcomeConflict, "the record changed before the revocation: "+err.Error())
-			} else {
-				done(OutcomeError, err.Error())
-			}
-			return
+	return p, api, true
+}
+
+// begin moves an approved request to revoking, with an attempt; a request
+// found revoking (a crash) goes on as it is.
+func (v *revocation) begin() bool {
+	if v.cur.State != keydesk.StateApproved {
+		return true
+	}
+	att := &keydesk.Attempt{ID: newAttemptID(), StartedAt: v.r.clock.Now().UTC()}
+	cur, err := v.r.q.Apply(v.ctx, v.req.ID, queue.Change{
+		Actor: actor, Action: "revoke", From: keydesk.StateApproved, To: keydesk.StateRevoking, Revision: v.req.Revision,
+		Note: fmt.Sprintf("%s: revoking %s (attempt %s)", v.st.b.ID, v.ref, att.ID),
+		Mutate: func(x *keydesk.Request) error {
+			x.Attempt, x.Problem = att, ""
+			return nil
+		},
+	})
+	if err != nil {
+		if errors.Is(err, keydesk.ErrConflict) {
+			v.done(OutcomeConflict, "the record changed before the revocation: "+err.Error())
+		} else {
+			v.done(OutcomeError, err.Error())
 		}
-		r.o.Failpoint("after-revoking")
+		return false
 	}
-	if err := r.revokeKey(rctx, api, ref.ID); err != nil {
-		kind, _ := r.o.Classify(err)
-		switch kind {
-		case Refused:
-			problem := fmt.Sprintf("the Buildmarkets API refused %s's %s credentials while revoking %s: %v; fix them in partners.yaml, reload with SIGHUP, then retry the request", p.ID, req.Environment, ref.ID, err)
-			r.refused(rctx, st, p, req.Environment, problem)
-			fail(keydesk.StateFailed, problem)
-		case Permanent:
-			fail(keydesk.StateFailed, fmt.Sprintf("the Buildmarkets API refused to revoke %s: %v; revoke it in the Buildmarkets console, or correct the request and retry", ref, err))
-		default:
-			// Still revoking: the next sweep (within a minute) tries again
-			// with the same key.
-			done(OutcomeRetry, fmt.Sprintf("revoking %s failed for now (%v): stays revoking, tried again within a minute", ref, err))
-		}
-		return
+	v.cur = cur
+	v.r.o.Failpoint("after-revoking")
+	return true
+}
+
+// call revokes the key at the API; false when it did not (the outcome is
+// recorded: failed, or still revoking for the next sweep).
+func (v *revocation) call(p *keydesk.Partner, api API) bool {
+	req, ref := v.req, v.ref
+	err := v.r.revokeKey(v.ctx, api, ref.ID)
+	if err == nil {
+		return true
 	}
-	r.o.Failpoint("after-revoke")
+	kind, _ := v.r.o.Classify(err)
+	switch kind {
+	case Refused:
+		problem := fmt.Sprintf("the Buildmarkets API refused %s's %s credentials while revoking %s: %v; fix them in partners.yaml, reload with SIGHUP, then retry the request", p.ID, req.Environment, ref.ID, err)
+		v.r.refused(v.ctx, v.st, p, req.Environment, problem)
+		v.fail(keydesk.StateFailed, problem)
+	case Permanent:
+		v.fail(keydesk.StateFailed, fmt.Sprintf("the Buildmarkets API refused to revoke %s: %v; revoke it in the Buildmarkets console, or correct the request and retry", ref, err))
+	default:
+		// Still revoking: the next sweep (within a minute) tries again
+		// with the same key.
+		v.done(OutcomeRetry, fmt.Sprintf("revoking %s failed for now (%v): stays revoking, tried again within a minute", ref, err))
+	}
+	return false
+}
+
+// finish records a key the API has revoked: the inventory, the request
+// that made it, the audit, the notice, and the request revoked.
+func (v *revocation) finish(p *keydesk.Partner) {
+	r, req, ref, ctx := v.r, v.req, v.ref, v.ctx
 	at := r.clock.Now().UTC()
 	// The partner's own words go out in plain text: whatever looks like a
 	// secret in them (a pasted leaked secret) does not.
 	reason := keydesk.RedactSecrets(strings.TrimSpace(req.Reason))
-	r.recordRevoked(rctx, ref, at, keydesk.InventoryKey{})
-	made := r.revokeMaker(rctx, ref, at, req)
-	inv, _ := r.inventoryOf(rctx, ref.Partner, ref.Environment)
+	r.recordRevoked(ctx, ref, at, keydesk.InventoryKey{})
+	made := r.revokeMaker(ctx, ref, at, req)
+	inv, _ := r.inventoryOf(ctx, ref.Partner, ref.Environment)
 	label, apiKey := "", ""
 	if ik := inv.Key(ref.ID); ik != nil {
 		label, apiKey = ik.Label, ik.APIKey
@@ -194,9 +240,9 @@ func (r *Runner) revokeOne(ctx context.Context, st *run, req *keydesk.Request) {
 	if label == "" && made != nil {
 		label, apiKey = made.Label, made.APIKey
 	}
-	_ = r.q.Record(rctx, "batch", keydesk.Event{Ref: req.ID, At: at, Actor: r.o.Holder, Action: "key-revoked",
+	_ = r.q.Record(ctx, "batch", keydesk.Event{Ref: req.ID, At: at, Actor: r.o.Holder, Action: "key-revoked",
 		Change: fmt.Sprintf("%s revoked at the API for %s: %s", ref, req.ID, reasonOr(reason))})
-	if err := r.notifyKeyRevoked(rctx, cur, p, templates.KeyRevoked{
+	if err := r.notifyKeyRevoked(ctx, v.cur, p, templates.KeyRevoked{
 		RequestID: req.ID, Partner: p.Name, Environment: string(req.Environment), KeyID: ref.ID, Label: label, APIKey: apiKey,
 		RevokedAt: at, Reason: reason, Rotation: req.RevokeOf != "",
 	}); err != nil {
@@ -206,22 +252,21 @@ func (r *Runner) revokeOne(ctx context.Context, st *run, req *keydesk.Request) {
 	if made != nil {
 		note += "; the key of " + made.ID
 	}
-	_, err = r.q.Apply(rctx, cur.ID, queue.Change{
-		Actor: actor, Action: "revoked", From: keydesk.StateRevoking, To: keydesk.StateRevoked, Revision: cur.Revision, Note: note,
+	_, err := r.q.Apply(ctx, v.cur.ID, queue.Change{
+		Actor: actor, Action: "revoked", From: keydesk.StateRevoking, To: keydesk.StateRevoked, Revision: v.cur.Revision, Note: note,
 		Mutate: func(x *keydesk.Request) error {
 			x.RevokedAt, x.Problem = at, ""
 			return nil
 		},
 	})
-	if err != nil {
-		if errors.Is(err, keydesk.ErrConflict) {
-			done(OutcomeConflict, note+", but the record changed meanwhile: "+err.Error())
-			return
-		}
-		done(OutcomeError, fmt.Sprintf("%s, but the record was not updated (%v): the next sweep finishes it", note, err))
-		return
+	switch {
+	case errors.Is(err, keydesk.ErrConflict):
+		v.done(OutcomeConflict, note+", but the record changed meanwhile: "+err.Error())
+	case err != nil:
+		v.done(OutcomeError, fmt.Sprintf("%s, but the record was not updated (%v): the next sweep finishes it", note, err))
+	default:
+		v.done(OutcomeRevoked, note)
 	}
-	done(OutcomeRevoked, note)
 }
 
 func reasonOr(s string) string {

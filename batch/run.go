@@ -511,19 +511,22 @@ func (r *Runner) handle(ctx context.Context, st *run, req *keydesk.Request) {
 		r.settle(rctx, req, keydesk.StateBlocked, problem, done, OutcomeBlocked)
 		return
 	}
+	r.attempts(ctx, rctx, st, p, api, req, &out, done)
+}
+
+// attempts makes req's key, trying again after a temporary failure with
+// a growing wait while the batch allows (ctx) and the record (rctx).
+func (r *Runner) attempts(ctx, rctx context.Context, st *run, p *keydesk.Partner, api API, req *keydesk.Request, out *keydesk.BatchOutcome, done func(string, string)) {
 	cur := req
 	for try := 1; ; try++ {
 		res := r.attempt(rctx, st, p, api, cur)
-		if res.outcome != "" {
-			out.KeyID = res.keyID
-			if res.reconciled != "" {
-				st.add(keydesk.BatchOutcome{RequestID: req.ID, Partner: req.Partner, Outcome: OutcomeReconciled, Detail: res.reconciled})
-			}
-			done(res.outcome, res.detail)
-			return
-		}
 		if res.reconciled != "" {
 			st.add(keydesk.BatchOutcome{RequestID: req.ID, Partner: req.Partner, Outcome: OutcomeReconciled, Detail: res.reconciled})
+		}
+		if res.outcome != "" {
+			out.KeyID = res.keyID
+			done(res.outcome, res.detail)
+			return
 		}
 		cur = res.next
 		wait := min(r.o.Backoff<<(try-1), r.o.MaxBackoff)
@@ -573,21 +576,9 @@ type attemptResult struct {
 // attempt is one try at a key: approved → generating → create → seal →
 // outbox → generated.
 func (r *Runner) attempt(ctx context.Context, st *run, p *keydesk.Partner, api API, req *keydesk.Request) attemptResult {
-	att := &keydesk.Attempt{ID: newAttemptID(), StartedAt: r.clock.Now().UTC()}
-	gen, err := r.q.Apply(ctx, req.ID, queue.Change{
-		Actor: actor, Action: "generate", From: keydesk.StateApproved, To: keydesk.StateGenerating, Revision: req.Revision,
-		Note: fmt.Sprintf("batch %s: attempt %s", st.b.ID, att.ID),
-		Mutate: func(x *keydesk.Request) error {
-			x.Attempt = att
-			x.Problem = ""
-			return nil
-		},
-	})
-	if err != nil {
-		if errors.Is(err, keydesk.ErrConflict) {
-			return attemptResult{outcome: OutcomeConflict, detail: "the record changed during the batch: " + err.Error()}
-		}
-		return attemptResult{outcome: OutcomeError, detail: err.Error()}
+	gen, att, failed := r.startAttempt(ctx, st, req)
+	if failed != nil {
+		return *failed
 	}
 	r.o.Failpoint("after-generating")
 
@@ -654,6 +645,28 @@ func (r *Runner) attempt(ctx context.Context, st *run, p *keydesk.Partner, api A
 	st.record(ref)
 	r.o.Failpoint("after-generated")
 	return attemptResult{outcome: OutcomeGenerated, detail: "delivery queued to " + p.TechnicalContact.Email, keyID: created.ID}
+}
+
+// startAttempt moves req from approved to generating with a new attempt,
+// before any key is made: a crash after it is reconciled.
+func (r *Runner) startAttempt(ctx context.Context, st *run, req *keydesk.Request) (*keydesk.Request, *keydesk.Attempt, *attemptResult) {
+	att := &keydesk.Attempt{ID: newAttemptID(), StartedAt: r.clock.Now().UTC()}
+	gen, err := r.q.Apply(ctx, req.ID, queue.Change{
+		Actor: actor, Action: "generate", From: keydesk.StateApproved, To: keydesk.StateGenerating, Revision: req.Revision,
+		Note: fmt.Sprintf("batch %s: attempt %s", st.b.ID, att.ID),
+		Mutate: func(x *keydesk.Request) error {
+			x.Attempt = att
+			x.Problem = ""
+			return nil
+		},
+	})
+	if err != nil {
+		if errors.Is(err, keydesk.ErrConflict) {
+			return nil, nil, &attemptResult{outcome: OutcomeConflict, detail: "the record changed during the batch: " + err.Error()}
+		}
+		return nil, nil, &attemptResult{outcome: OutcomeError, detail: err.Error()}
+	}
+	return gen, att, nil
 }
 
 func deliverySubject(id string) string { return "Your Buildmarkets API key (" + id + ")" }
