@@ -207,12 +207,14 @@ func (a *app) serveWeb(w http.ResponseWriter, r *http.Request) {
 func (a *app) serveReady(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
+	// A copy: a role that stops removes its check meanwhile.
 	a.mu.Lock()
 	names := make([]string, 0, len(a.checks))
-	for n := range a.checks {
+	checks := make(map[string]func(context.Context) error, len(a.checks))
+	for n, c := range a.checks {
 		names = append(names, n)
+		checks[n] = c
 	}
-	checks := a.checks
 	a.mu.Unlock()
 	sort.Strings(names)
 	var b strings.Builder
