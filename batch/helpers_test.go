@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/buildmarkets/keydesk/bmapi/fake"
 	"github.com/buildmarkets/keydesk/crypto"
 	"github.com/buildmarkets/keydesk/crypto/cryptotest"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/queue/queuetest"
 	"github.com/buildmarkets/keydesk/templates"
@@ -186,58 +186,8 @@ func dump(v any) string {
 }
 
 // fakeClock is a Clock a test moves by hand.
-type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	waiters []fakeWaiter
-}
+type fakeClock = testenv.Clock
 
-type fakeWaiter struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func newFakeClock(t time.Time) *fakeClock { return &fakeClock{now: t} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-		return ch
-	}
-	c.waiters = append(c.waiters, fakeWaiter{c.now.Add(d), ch})
-	return ch
-}
-
-// Advance moves the clock on and fires the timers that fall due.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	kept := c.waiters[:0]
-	for _, w := range c.waiters {
-		if !w.at.After(c.now) {
-			w.ch <- c.now
-		} else {
-			kept = append(kept, w)
-		}
-	}
-	c.waiters = kept
-}
-
-// Waiters is how many timers are pending.
-func (c *fakeClock) Waiters() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.waiters)
-}
+func newFakeClock(t time.Time) *fakeClock { return testenv.NewClock(t) }
 
 func newLimiter(rps float64) *rate.Limiter { return rate.NewLimiter(rate.Limit(rps), 1) }

@@ -82,23 +82,18 @@ type thread struct {
 	foreign []string
 }
 
-// resolve finds the requests an email answers: the Message-IDs of its
-// In-Reply-To and References (keydesk's own emails, as delivery indexed
-// them), else the request IDs of its subject, else, for a question that
-// states no fields, those of its own text. Never the quoted history. A
-// request joins only when the email's sender is an authenticated
-// requester of the request's partner.
-func (h *parseHandler) resolve(ctx context.Context, res *parse.Result) (thread, error) {
-	var t thread
-	q := h.o.Threads
+// answered are the requests an email answers by its headers: the
+// Message-IDs of its In-Reply-To and References (keydesk's own emails, as
+// delivery indexed them), else the request IDs of its subject.
+func (h *parseHandler) answered(ctx context.Context, res *parse.Result) ([]string, error) {
 	var ids []string
 	for _, mid := range append(slices.Clone(res.InReplyTo), res.References...) {
-		got, err := q.LookupMessage(ctx, mid)
+		got, err := h.o.Threads.LookupMessage(ctx, mid)
 		if errors.Is(err, keydesk.ErrNotFound) {
 			continue
 		}
 		if err != nil {
-			return t, err
+			return nil, err
 		}
 		for _, id := range got {
 			if !slices.Contains(ids, id) && len(ids) < maxThreadRequests {
@@ -108,6 +103,22 @@ func (h *parseHandler) resolve(ctx context.Context, res *parse.Result) (thread, 
 	}
 	if len(ids) == 0 {
 		ids = res.SubjectIDs
+	}
+	return ids, nil
+}
+
+// resolve finds the requests an email answers: the Message-IDs of its
+// In-Reply-To and References (keydesk's own emails, as delivery indexed
+// them), else the request IDs of its subject, else, for a question that
+// states no fields, those of its own text. Never the quoted history. A
+// request joins only when the email's sender is an authenticated
+// requester of the request's partner.
+func (h *parseHandler) resolve(ctx context.Context, res *parse.Result) (thread, error) {
+	var t thread
+	q := h.o.Threads
+	ids, err := h.answered(ctx, res)
+	if err != nil {
+		return t, err
 	}
 	if len(ids) == 0 && res.Question && !statesFields(res) {
 		ids = res.TextIDs

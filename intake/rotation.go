@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/buildmarkets/keydesk"
@@ -21,23 +20,9 @@ import (
 // threaded as any reply is.
 func (h *parseHandler) rotations(ctx context.Context, res *parse.Result) ([]*keydesk.Request, error) {
 	q := h.o.Threads
-	var ids []string
-	for _, mid := range append(slices.Clone(res.InReplyTo), res.References...) {
-		got, err := q.LookupMessage(ctx, mid)
-		if errors.Is(err, keydesk.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		for _, id := range got {
-			if !slices.Contains(ids, id) && len(ids) < maxThreadRequests {
-				ids = append(ids, id)
-			}
-		}
-	}
-	if len(ids) == 0 {
-		ids = res.SubjectIDs
+	ids, err := h.answered(ctx, res)
+	if err != nil {
+		return nil, err
 	}
 	var out []*keydesk.Request
 	for _, id := range ids {
