@@ -148,8 +148,12 @@ type Inventory struct {
 	Revision uint64 `json:"-"`
 }
 
-// Key returns the inventory's key with the ID id, or nil.
+// Key returns the inventory's key with the ID id, or nil (also for a nil
+// inventory: one never listed).
 func (inv *Inventory) Key(id string) *InventoryKey {
+	if inv == nil {
+		return nil
+	}
 	for i := range inv.Keys {
 		if inv.Keys[i].ID == id {
 			return &inv.Keys[i]
@@ -161,6 +165,9 @@ func (inv *Inventory) Key(id string) *InventoryKey {
 // Live returns the keys that are not revoked, labelled label when label is
 // not empty (compared as partners write it: case and spaces aside).
 func (inv *Inventory) Live(label string) []InventoryKey {
+	if inv == nil {
+		return nil
+	}
 	var out []InventoryKey
 	for _, k := range inv.Keys {
 		if k.Live() && (label == "" || strings.EqualFold(strings.TrimSpace(k.Label), strings.TrimSpace(label))) {

@@ -250,3 +250,11 @@ func TestStateTable(t *testing.T) {
 		t.Error("state table does not match DESIGN.md")
 	}
 }
+
+// TestNilInventory: an inventory never listed (nil) holds no key.
+func TestNilInventory(t *testing.T) {
+	var inv *Inventory
+	if inv.Key("key-001") != nil || inv.Live("") != nil {
+		t.Error("a nil inventory holds keys")
+	}
+}
