@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"mime/quotedprintable"
 	"net/http/httptest"
 	"path/filepath"
 	"slices"
@@ -93,24 +92,6 @@ func partnerEmail(id, subject, extra, contentType, body string) []byte {
 		"From: Ada Lovelace <ada@acme.example>\r\nTo: support@buildmarkets.ai\r\nSubject: " + subject + "\r\n" +
 		"Date: Fri, 27 Nov 2026 08:00:00 +0000\r\nMessage-ID: <" + id + ">\r\n" + extra +
 		"MIME-Version: 1.0\r\nContent-Type: " + contentType + "\r\n\r\n" + body)
-}
-
-func b64Lines(s string) string {
-	enc := base64.StdEncoding.EncodeToString([]byte(s))
-	var b strings.Builder
-	for len(enc) > 76 {
-		b.WriteString(enc[:76] + "\r\n")
-		enc = enc[76:]
-	}
-	return b.String() + enc + "\r\n"
-}
-
-func qpText(s string) string {
-	var b bytes.Buffer
-	w := quotedprintable.NewWriter(&b)
-	_, _ = w.Write([]byte(s))
-	_ = w.Close()
-	return b.String()
 }
 
 // TestExposedSecretEndToEnd: a partner pastes live key pairs into
@@ -211,7 +192,7 @@ func TestExposedSecretEndToEnd(t *testing.T) {
 		{"html", "html@acme.example", partnerEmail("html@acme.example", "Still 401", "", "multipart/alternative; boundary=\"alt\"",
 			"--alt\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nStill 401 with:\r\n"+pairText(prod[1])+
 				"--alt\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"+
-				qpText("<html><body><p>Still 401 with:</p><div>X-API-Key: "+prod[1].apiKey+"</div><div>X-API-Secret: <span>"+
+				testenv.QuotedPrintable("<html><body><p>Still 401 with:</p><div>X-API-Key: "+prod[1].apiKey+"</div><div>X-API-Secret: <span>"+
 					strings.Replace(prod[1].secret, "_", "&#95;", 1)+"</span></div></body></html>")+"\r\n--alt--\r\n"), prod[1]},
 		{"quoted in a reply", "reply@acme.example", partnerEmail("reply@acme.example", "Re: New sandbox key", "In-Reply-To: <"+first.ID+".ack@buildmarkets.ai>\r\n",
 			"text/plain; charset=utf-8", "Please ignore what my colleague wrote below.\r\n\r\nOn Thu, Bob wrote:\r\n> our sandbox pair:\r\n> X-API-Key: "+sb.apiKey+
@@ -219,11 +200,11 @@ func TestExposedSecretEndToEnd(t *testing.T) {
 		{"an attached .env", "env@acme.example", partnerEmail("env@acme.example", "Our config", "", "multipart/mixed; boundary=b1",
 			"--b1\r\nContent-Type: text/plain\r\n\r\nOur config is attached, it fails with 401.\r\n"+
 				"--b1\r\nContent-Type: application/octet-stream; name=\"prod.env\"\r\nContent-Disposition: attachment; filename=\"prod.env\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"+
-				b64Lines("BM_API_KEY="+prod[2].apiKey+"\nBM_API_SECRET="+prod[2].secret+"\n")+"--b1--\r\n"), prod[2]},
+				testenv.Base64Lines("BM_API_KEY="+prod[2].apiKey+"\nBM_API_SECRET="+prod[2].secret+"\n")+"--b1--\r\n"), prod[2]},
 		{"a forwarded message", "fwd@acme.example", partnerEmail("fwd@acme.example", "Fwd: keys", "", "multipart/mixed; boundary=b1",
 			"--b1\r\nContent-Type: text/plain\r\n\r\nForwarding our developer's email, see below.\r\n"+
 				"--b1\r\nContent-Type: message/rfc822\r\n\r\nFrom: dev@acme.example\r\nSubject: keys\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n"+
-				b64Lines(`{"id": "`+prod[3].id+`", "api_key": "`+prod[3].apiKey+`", "api_secret": "`+prod[3].secret+`"}`)+"\r\n--b1--\r\n"), prod[3]},
+				testenv.Base64Lines(`{"id": "`+prod[3].id+`", "api_key": "`+prod[3].apiKey+`", "api_secret": "`+prod[3].secret+`"}`)+"\r\n--b1--\r\n"), prod[3]},
 	}
 	for _, m := range emails {
 		deliver(m.raw)

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 )
 
 // FuzzRedact: any input, however broken, is redacted without a panic,
@@ -16,10 +17,10 @@ import (
 func FuzzRedact(f *testing.F) {
 	for _, s := range []string{
 		head + "Content-Type: text/plain\r\n\r\n" + pair,
-		head + "Content-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n" + qp("<p>X-API-Secret: <b>"+secret+"</b></p>"),
-		head + "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\nContent-Type: application/octet-stream; name=.env\r\nContent-Transfer-Encoding: base64\r\n\r\n" + b64("API_SECRET="+other+"\n") + "--b--\r\n",
+		head + "Content-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n" + testenv.QuotedPrintable("<p>X-API-Secret: <b>"+secret+"</b></p>"),
+		head + "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\nContent-Type: application/octet-stream; name=.env\r\nContent-Transfer-Encoding: base64\r\n\r\n" + testenv.Base64Lines("API_SECRET="+other+"\n") + "--b--\r\n",
 		head + "Content-Type: message/rfc822\r\n\r\nSubject: =?utf-8?Q?bm=5Fsecret=5Fabcdefgh?=\r\n\r\nkey-001 api_secret: " + other + "\r\n",
-		head + "Content-Type: text/plain; charset=utf-16\r\nContent-Transfer-Encoding: base64\r\n\r\n" + b64("\xff\xfe"+utf16le(secret)),
+		head + "Content-Type: text/plain; charset=utf-16\r\nContent-Transfer-Encoding: base64\r\n\r\n" + testenv.Base64Lines("\xff\xfe"+utf16le(secret)),
 	} {
 		f.Add([]byte(s))
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"io"
-	"mime/quotedprintable"
 	"strings"
 	"testing"
 	"unicode/utf16"
@@ -15,6 +14,7 @@ import (
 	_ "github.com/emersion/go-message/charset"
 
 	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 )
 
 const (
@@ -30,24 +30,6 @@ func fp(s string) string {
 
 const head = "From: Ada <ada@acme.example>\r\nTo: support@buildmarkets.ai\r\nSubject: 401 with this pair\r\n" +
 	"Date: Mon, 30 Nov 2026 08:00:00 +0000\r\nMessage-ID: <x@acme.example>\r\nMIME-Version: 1.0\r\n"
-
-func b64(s string) string {
-	enc := base64.StdEncoding.EncodeToString([]byte(s))
-	var b strings.Builder
-	for len(enc) > 76 {
-		b.WriteString(enc[:76] + "\r\n")
-		enc = enc[76:]
-	}
-	return b.String() + enc + "\r\n"
-}
-
-func qp(s string) string {
-	var b bytes.Buffer
-	w := quotedprintable.NewWriter(&b)
-	_, _ = w.Write([]byte(s))
-	_ = w.Close()
-	return b.String()
-}
 
 func utf16le(s string) string {
 	var b []byte
@@ -123,14 +105,14 @@ func TestRedact(t *testing.T) {
 		},
 		{
 			name:    "base64 text",
-			email:   head + "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n" + b64("Our config:\n"+pair),
+			email:   head + "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n" + testenv.Base64Lines("Our config:\n"+pair),
 			secrets: []string{secret}, apiKey: apiKey,
 		},
 		{
 			name: "html, the secret split by markup and entities",
 			email: head + "Content-Type: multipart/alternative; boundary=\"alt\"\r\n\r\n--alt\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nno secret in this one\r\n" +
 				"--alt\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n" +
-				qp("<div>X-API-Key: "+apiKey+"</div><div>X-API-Secret: <span>bm&#95;secret_Q7fK2mZp9XwL4tRb8</span>NcV1yHd6JgS3aUe</div>") + "\r\n--alt--\r\n",
+				testenv.QuotedPrintable("<div>X-API-Key: "+apiKey+"</div><div>X-API-Secret: <span>bm&#95;secret_Q7fK2mZp9XwL4tRb8</span>NcV1yHd6JgS3aUe</div>") + "\r\n--alt--\r\n",
 			secrets: []string{secret}, apiKey: apiKey, where: "part 2 (text/html)",
 			keep: "--alt\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nno secret in this one\r\n--alt\r\n",
 		},
@@ -144,7 +126,7 @@ func TestRedact(t *testing.T) {
 			name: "an attached .env",
 			email: head + "Content-Type: multipart/mixed; boundary=b1\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n" +
 				"--b1\r\nContent-Type: application/octet-stream; name=\"prod.env\"\r\nContent-Disposition: attachment; filename=\"prod.env\"\r\nContent-Transfer-Encoding: base64\r\n\r\n" +
-				b64("BM_API_KEY="+apiKey+"\nBM_API_SECRET="+secret+"\nDB_URL=postgres://x\n") + "--b1--\r\n",
+				testenv.Base64Lines("BM_API_KEY="+apiKey+"\nBM_API_SECRET="+secret+"\nDB_URL=postgres://x\n") + "--b1--\r\n",
 			secrets: []string{secret}, apiKey: apiKey, where: "prod.env",
 			keep: "--b1\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n--b1\r\n",
 		},
@@ -159,7 +141,7 @@ func TestRedact(t *testing.T) {
 			name: "an attached CSV in base64",
 			email: head + "Content-Type: multipart/mixed; boundary=b1\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nkeys\r\n" +
 				"--b1\r\nContent-Type: text/csv; name=keys.csv\r\nContent-Transfer-Encoding: base64\r\n\r\n" +
-				b64("id,api_key,api_secret\nkey-001,"+apiKey+","+secret+"\n") + "--b1--\r\n",
+				testenv.Base64Lines("id,api_key,api_secret\nkey-001,"+apiKey+","+secret+"\n") + "--b1--\r\n",
 			secrets: []string{secret}, apiKey: apiKey, keyID: "key-001",
 		},
 		{
@@ -167,7 +149,7 @@ func TestRedact(t *testing.T) {
 			email: head + "Content-Type: multipart/mixed; boundary=b1\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nForwarding our developer's email.\r\n" +
 				"--b1\r\nContent-Type: message/rfc822\r\n\r\n" +
 				"From: dev@acme.example\r\nSubject: keys\r\nContent-Type: multipart/alternative; boundary=inner\r\n\r\n" +
-				"--inner\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n" + b64("use "+apiKey+" / "+secret) +
+				"--inner\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n" + testenv.Base64Lines("use "+apiKey+" / "+secret) +
 				"--inner\r\nContent-Type: text/html\r\n\r\n<p>use " + apiKey + " / " + secret + "</p>\r\n--inner--\r\n" +
 				"\r\n--b1--\r\n",
 			secrets: []string{secret}, apiKey: apiKey, where: "part 2 > message",
@@ -175,7 +157,7 @@ func TestRedact(t *testing.T) {
 		{
 			name: "UTF-16 text",
 			email: head + "Content-Type: text/plain; charset=utf-16le\r\nContent-Transfer-Encoding: base64\r\n\r\n" +
-				b64(utf16le("Here: "+apiKey+" "+secret+"\n")),
+				testenv.Base64Lines(utf16le("Here: "+apiKey+" "+secret+"\n")),
 			secrets: []string{secret}, apiKey: apiKey,
 		},
 		{
@@ -232,7 +214,7 @@ func TestRedactNoSecret(t *testing.T) {
 		head + "Content-Type: text/plain\r\n\r\nEnvironment: sandbox\r\nScopes: accounts:read\r\nLabel: sandbox-backend\r\n\r\nOur API secret is stored in our vault.\r\n",
 		// A base64 body shorter than a quantum (a fuzzer's find: it panicked).
 		"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\nxx",
-		head + "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\napi_secret: <the one you sent>\r\n--b\r\nContent-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\n" + b64("\x89PNG\r\n\x1a\nsecret") + "--b--\r\n",
+		head + "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\napi_secret: <the one you sent>\r\n--b\r\nContent-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\n" + testenv.Base64Lines("\x89PNG\r\n\x1a\nsecret") + "--b--\r\n",
 	} {
 		out, res := Redact([]byte(email), Limits{})
 		if string(out) != email || len(res.Findings) != 0 {
