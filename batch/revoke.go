@@ -35,6 +35,16 @@ func (r *Runner) revokeRequestedIfFree(ctx context.Context, st *run) error {
 	return err
 }
 
+// revokeNow is a revoke run asked for by a record: the rotations first,
+// so that a rotation just confirmed has its old key's revoke request,
+// then every revocation.
+func (r *Runner) revokeNow(ctx context.Context, st *run) error {
+	if err := r.SweepRotations(ctx); err != nil && ctx.Err() == nil {
+		r.log.Warn("rotation sweep before a revoke run", "batch", st.b.ID, "err", err)
+	}
+	return r.revokeRequested(ctx, st)
+}
+
 // revokeRequested revokes the key of every approved revoke request, and
 // finishes those left revoking by a crash. The revoke lease is held.
 func (r *Runner) revokeRequested(ctx context.Context, st *run) error {

@@ -478,3 +478,47 @@ func TestRunSweepsRotations(t *testing.T) {
 	clock.Advance(batch.SweepInterval)
 	testenv.Eventually(t, 30*time.Second, "the sweep a minute later", func() bool { return revokeOf(soon.ID) })
 }
+
+// TestRotateConfirmedRevokedAtOnce: a revoke run asked for by a record
+// (as review asks when staff confirm a rotation) sweeps the rotations
+// first, so the old key of a rotation just confirmed is revoked in that
+// run, not at the next minute's sweep.
+func TestRotateConfirmedRevokedAtOnce(t *testing.T) {
+	h := newHarness(t)
+	clock := newFakeClock(time.Now().UTC())
+	r := h.runner(func(o *batch.Options) { o.Clock = clock })
+	rt := rotated(t, h, r, clock)
+	h.deliver(rt.rot.ID)
+	ctx, cancel := context.WithCancel(h.ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	// An inventory run done says Run is past its start, and its sweep.
+	list := &keydesk.Batch{ID: h.q.NewBatchID(), Trigger: keydesk.TriggerInventory, By: "alice", State: keydesk.BatchRequested, Requested: time.Now()}
+	if err := h.q.PutBatch(h.ctx, list); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 20*time.Second, "the inventory run done", func() bool {
+		b, err := h.q.GetBatch(h.ctx, list.ID)
+		return err == nil && b.State == keydesk.BatchDone
+	})
+	// The fake clock never reaches the next sweep: only the record can
+	// revoke the old key.
+	if _, err := h.q.Apply(h.ctx, rt.rot.ID, queue.Change{Actor: "alice", Action: "confirm-rotation", Mutate: func(x *keydesk.Request) error {
+		x.Rotation.ConfirmedAt, x.Rotation.ConfirmedBy = clock.Now(), "alice"
+		return nil
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	trigger := &keydesk.Batch{ID: h.q.NewBatchID(), Trigger: keydesk.TriggerRevoke, By: "alice", State: keydesk.BatchRequested, Requested: time.Now()}
+	if err := h.q.PutBatch(h.ctx, trigger); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 20*time.Second, "the old key revoked", func() bool {
+		live := h.liveKeyIDs("acme")
+		return len(live) == 1 && live[0] == h.get(rt.rot.ID).KeyID
+	})
+}

@@ -80,7 +80,7 @@ func (r *Runner) runRequested(ctx context.Context, b *keydesk.Batch) error {
 	leave := func(context.Context) (bool, error) { return false, nil }
 	switch b.Trigger {
 	case keydesk.TriggerRevoke:
-		return r.executeOn(ctx, b, LeaseRevoke, r.revokeRequested, update, leave)
+		return r.executeOn(ctx, b, LeaseRevoke, r.revokeNow, update, leave)
 	case keydesk.TriggerInventory:
 		return r.executeOn(ctx, b, LeaseInventory, r.inventoryRun, update, leave)
 	}

@@ -564,7 +564,14 @@ func (s *Server) confirmRotation(ctx context.Context, a action) (*result, error)
 	}
 	s.actions.Inc("confirm-rotation")
 	s.log.Info("review: rotation confirmed", "request", r.ID, "old_key", r.ReplacesKeyID, "by", a.By.Name)
-	return &result{Request: out, Message: "Rotation confirmed: the batch role revokes the old key " + r.ReplacesKeyID + " on its next pass."}, nil
+	res := &result{Request: out, Message: "Rotation confirmed: the batch role revokes the old key " + r.ReplacesKeyID + " now."}
+	// As for an approved revocation: the batch role takes this record at
+	// once, and its rotation sweep, then its revocation, run.
+	if _, err := s.requestRun(ctx, a.By.Name, keydesk.TriggerRevoke, "revoke the old key "+r.ReplacesKeyID+" of rotation "+r.ID+" now"); err != nil {
+		s.log.Error("review: revoke run not requested", "request", r.ID, "err", err)
+		res.Message = "Rotation confirmed: the batch role revokes the old key " + r.ReplacesKeyID + " on its next pass, within a minute."
+	}
+	return res, nil
 }
 
 // apiConfirmRotation is POST /api/v1/requests/{id}/rotation/confirm.

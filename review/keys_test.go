@@ -364,9 +364,14 @@ func TestAPIConfirmRotation(t *testing.T) {
 			t.Errorf("confirm %s as %s: %d %v", tt.id, tt.user, code, out)
 		}
 	}
+	runs := len(revokeRuns(t, e))
 	code, out := e.api("alice", "POST", "/api/v1/requests/"+rot.ID+"/rotation/confirm", nil)
 	if code != http.StatusOK {
 		t.Fatalf("confirm: %d %v", code, out)
+	}
+	// The old key goes now, not at the batch role's next pass.
+	if n := len(revokeRuns(t, e)); n != runs+1 {
+		t.Errorf("revoke runs after the confirmation: %d, want %d", n, runs+1)
 	}
 	got := e.get(rot.ID)
 	if got.Rotation == nil || got.Rotation.ConfirmedBy != "alice" || !got.Rotation.ConfirmedAt.Equal(e.clock.Now()) || !got.Rotation.Due.Equal(due) || got.State != keydesk.StateDelivered {
