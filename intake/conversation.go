@@ -151,18 +151,26 @@ func statesFields(res *parse.Result) bool {
 
 // reply is the decision for an email that joins requests: it makes none.
 func (h *parseHandler) reply(res *parse.Result, key string, joined []*keydesk.Request) *Decision {
+	return h.joining(res, key, joined, "reply", "a reply about ", (*conversation).run)
+}
+
+// joining is the decision for an email that acts on existing requests
+// (outcome, reason followed by their IDs) and makes none: when it is
+// stored, act runs its conversation.
+func (h *parseHandler) joining(res *parse.Result, key string, rs []*keydesk.Request, outcome, reason string,
+	act func(c *conversation, ctx context.Context) ([]*keydesk.Outgoing, error)) *Decision {
 	var ids []string
-	for _, r := range joined {
+	for _, r := range rs {
 		ids = append(ids, r.ID)
 	}
 	c := &conversation{h: h, res: res, key: key, ref: keydesk.EntryID(key), requests: ids}
 	return &Decision{
-		Outcome: "reply", Disposition: Processed, SourceKey: key,
+		Outcome: outcome, Disposition: Processed, SourceKey: key,
 		MessageID: res.MessageID, From: res.From, Subject: res.Subject,
-		Reason: "a reply about " + strings.Join(ids, ", "),
+		Reason: reason + strings.Join(ids, ", "),
 		Converse: func(ctx context.Context, _ []*keydesk.Request, mailRef string) ([]*keydesk.Outgoing, error) {
 			c.mailRef = mailRef
-			return c.run(ctx)
+			return act(c, ctx)
 		},
 	}
 }

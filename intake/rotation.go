@@ -59,20 +59,10 @@ func (h *parseHandler) speaksFor(res *parse.Result, partner string) bool {
 // that revocation is the partner's answer. A reply of its own would only
 // invite another reply.
 func (h *parseHandler) confirm(res *parse.Result, key string, rs []*keydesk.Request) *Decision {
-	var ids []string
-	for _, r := range rs {
-		ids = append(ids, r.ID)
-	}
-	c := &conversation{h: h, res: res, key: key, ref: keydesk.EntryID(key), requests: ids}
-	return &Decision{
-		Outcome: "confirmation", Disposition: Processed, SourceKey: key,
-		MessageID: res.MessageID, From: res.From, Subject: res.Subject,
-		Reason: "confirms the rotation of " + strings.Join(ids, ", "),
-		Converse: func(ctx context.Context, _ []*keydesk.Request, mailRef string) ([]*keydesk.Outgoing, error) {
-			c.mailRef = mailRef
+	return h.joining(res, key, rs, "confirmation", "confirms the rotation of ",
+		func(c *conversation, ctx context.Context) ([]*keydesk.Outgoing, error) {
 			return nil, c.confirmRotations(ctx)
-		},
-	}
+		})
 }
 
 // confirmRotations sets Rotation.ConfirmedAt and ConfirmedBy on each
