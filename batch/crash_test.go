@@ -122,6 +122,27 @@ func TestCrashRotate(t *testing.T) {
 	}
 }
 
+// crashWorld starts NATS and the simulator in the test process: they
+// outlive the killed keydesk, as a cluster and the real API would. Both
+// stop with the test.
+func crashWorld(ctx context.Context, t *testing.T, dir string) (*queue.Conn, *fake.Server, *httptest.Server) {
+	t.Helper()
+	q, err := queue.Open(ctx, queue.Options{DataDir: filepath.Join(dir, "nats-test"), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
+	api, err := fake.New(fake.Options{Seed: &fake.Seed{Accounts: []fake.SeedAccount{
+		{ID: "acme", ManagerKeys: []fake.SeedKey{{APIKey: managerKey, APISecret: managerSecret, Scopes: []keydesk.Scope{keydesk.ScopeKeysManage}}}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	return q, api, srv
+}
+
 // crashRun kills the batch role at failpoint and checks the restart's
 // outcome. With rotate, each request is a rotation of a key made (through
 // the API, outside keydesk) just before.
@@ -130,21 +151,8 @@ func crashRun(t *testing.T, bin, failpoint string, drop, wantRevoked int, rotate
 	defer cancel()
 	dir := t.TempDir()
 
-	// NATS and the simulator live in the test process: they outlive the
-	// killed keydesk, as a cluster and the real API would.
-	q, err := queue.Open(ctx, queue.Options{DataDir: filepath.Join(dir, "nats-test"), Listen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	api, err := fake.New(fake.Options{Seed: &fake.Seed{Accounts: []fake.SeedAccount{
-		{ID: "acme", ManagerKeys: []fake.SeedKey{{APIKey: managerKey, APISecret: managerSecret, Scopes: []keydesk.Scope{keydesk.ScopeKeysManage}}}},
-	}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(api)
-	defer srv.Close()
+	q, api, srv := crashWorld(ctx, t, dir)
+	var err error
 	labels := []string{"backend", "backend", "reporting"}
 	var old []string // the keys the rotations replace
 	if rotate {
@@ -306,19 +314,8 @@ func crashRevoke(t *testing.T, bin, failpoint string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	dir := t.TempDir()
-	q, err := queue.Open(ctx, queue.Options{DataDir: filepath.Join(dir, "nats-test"), Listen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	api, err := fake.New(fake.Options{Seed: &fake.Seed{Accounts: []fake.SeedAccount{
-		{ID: "acme", ManagerKeys: []fake.SeedKey{{APIKey: managerKey, APISecret: managerSecret, Scopes: []keydesk.Scope{keydesk.ScopeKeysManage}}}},
-	}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(api)
-	defer srv.Close()
+	q, api, srv := crashWorld(ctx, t, dir)
+	var err error
 	cfg := cryptotest.BatchRoleConfig(t, dir, q.ClientURL(), srv.URL, managerKey, managerSecret)
 	client := bmapi.New(bmapi.Options{BaseURL: srv.URL, APIKey: managerKey, APISecret: keydesk.SecretString(managerSecret)})
 
