@@ -299,8 +299,11 @@ func TestRotationConfirmed(t *testing.T) {
 // TestRotationConfirmedByContact: the technical contact, who is no
 // requester, confirms a delivered rotation by replying to the delivery;
 // another partner's "done" to the same delivery confirms nothing.
-func TestRotationConfirmedByContact(t *testing.T) {
-	w := newWorld(t, false)
+// deliveredPartnerRotation makes Initech's rotation of its own key
+// tps-reports (key-001) and brings it to delivered, its delivery email
+// indexed; it returns the request and that email's Message-ID.
+func deliveredPartnerRotation(t *testing.T, w *world) (*keydesk.Request, string) {
+	t.Helper()
 	ctx := context.Background()
 	_, err := w.h.q.UpdateInventory(ctx, "initech", keydesk.Production, func(inv *keydesk.Inventory) error {
 		inv.ListedAt = worldStart
@@ -326,6 +329,12 @@ func TestRotationConfirmedByContact(t *testing.T) {
 	if err := w.h.q.IndexMessage(ctx, delivery, rot.ID); err != nil {
 		t.Fatal(err)
 	}
+	return rot, delivery
+}
+
+func TestRotationConfirmedByContact(t *testing.T) {
+	w := newWorld(t, false)
+	rot, delivery := deliveredPartnerRotation(t, w)
 	n := len(w.h.requests())
 	w.send(msg{from: "ops@globex.example", id: "g-done@globex.example", subject: "Re: key", inReplyTo: delivery, body: "Done.\n"}.raw())
 	if r := w.get(rot.ID); r.Rotation != nil {
@@ -338,5 +347,33 @@ func TestRotationConfirmedByContact(t *testing.T) {
 	}
 	if got := len(w.h.requests()); got != n+1 {
 		t.Errorf("%d requests, want %d: Globex's email is a new review item, the confirmation makes none", got, n+1)
+	}
+}
+
+// TestRotationConfirmedBySubjectID: a fresh email, not a reply (no
+// In-Reply-To, no References), whose subject names the rotation's
+// request ID confirms it when its sender may speak for the partner; the
+// same subject from another partner confirms nothing, and neither does
+// the ID quoted in the body alone.
+func TestRotationConfirmedBySubjectID(t *testing.T) {
+	w := newWorld(t, false)
+	rot, _ := deliveredPartnerRotation(t, w)
+	w.send(msg{from: "ops@globex.example", id: "g-subj@globex.example", subject: "Key " + rot.ID + " done", body: "Done.\n"}.raw())
+	w.send(msg{from: "ops@initech.example", id: "body-only@initech.example", subject: "Our new key",
+		body: "Done, the new key from " + rot.ID + " is in use.\n"}.raw())
+	if r := w.get(rot.ID); r.Rotation != nil {
+		t.Fatalf("rotation confirmed by another partner's subject or by an ID in the body alone: %+v", r.Rotation)
+	}
+	w.send(msg{from: "ops@initech.example", id: "subj@initech.example", subject: "Rotation " + rot.ID + ": done",
+		body: "Hello,\n\nthe new key is in use now.\n"}.raw())
+	r := w.get(rot.ID)
+	if r.Rotation == nil || r.Rotation.ConfirmedBy != "ops@initech.example" || r.State != keydesk.StateDelivered {
+		t.Fatalf("rotation %+v in %s, want confirmed by ops@initech.example through the subject's ID", r.Rotation, r.State)
+	}
+	th := w.thread(rot.ID)
+	if !slices.ContainsFunc(th, func(e keydesk.ThreadEntry) bool {
+		return e.Kind == keydesk.ThreadEmailIn && e.MessageID == "subj@initech.example"
+	}) {
+		t.Errorf("thread %+v lacks the confirming email", th)
 	}
 }
