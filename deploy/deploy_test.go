@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -418,8 +419,10 @@ func TestDockerfile(t *testing.T) {
 	}
 }
 
-// TestSystemdUnits runs systemd-analyze verify on the units, which must
-// print nothing: systemd only warns, and exits 0, on a bad directive.
+// TestSystemdUnits runs systemd-analyze verify on both units, the
+// template as the intake instance and as the batch instance with its
+// drop-in, which must print nothing: systemd only warns, and exits 0, on
+// a bad directive.
 func TestSystemdUnits(t *testing.T) {
 	analyze := testenv.LookPath(t, "systemd-analyze", "systemd")
 	dir := t.TempDir()
@@ -428,27 +431,42 @@ func TestSystemdUnits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, u := range []struct{ src, dst string }{
-		{"keydesk.service", "keydesk.service"},
-		{"keydesk@.service", "keydesk@.service"},
-		{"keydesk@.service", "keydesk@intake.service"},
-	} {
-		b, err := os.ReadFile(filepath.Join("systemd", u.src))
+	files := []string{"keydesk.service", "keydesk@.service", "keydesk@batch.service.d/partner-credentials.conf"}
+	units := map[string]string{}
+	for _, f := range files {
+		b, err := os.ReadFile(filepath.Join("systemd", f))
 		if err != nil {
 			t.Fatal(err)
 		}
+		units[f] = string(b)
 		s := strings.ReplaceAll(string(b), "/usr/local/bin/keydesk", self)
-		for _, want := range []string{"ProtectSystem=strict", "NoNewPrivileges=yes", "PrivateTmp=yes", "User=keydesk"} {
-			if !strings.Contains(s, want) {
-				t.Errorf("%s lacks %s", u.src, want)
-			}
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, f)), 0o755); err != nil {
+			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, u.dst), []byte(s), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(s), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command(analyze, "verify", "--man=no", "./keydesk.service", "./keydesk@intake.service")
+	for _, f := range files[:2] {
+		for _, want := range []string{"ProtectSystem=strict", "NoNewPrivileges=yes", "PrivateTmp=yes", "User=keydesk", "ExecReload=/bin/kill -HUP $MAINPID", "\nLoadCredential=secrets:/etc/keydesk/secrets\n"} {
+			if !strings.Contains(units[f], want) {
+				t.Errorf("%s lacks %s", f, want)
+			}
+		}
+	}
+	// The partners' API secrets: the one-host unit runs batch; of the
+	// template's instances, batch alone, through its drop-in.
+	const partners = "\nLoadCredential=partner-credentials:/etc/keydesk/partner-credentials\n"
+	for f, want := range map[string]bool{files[0]: true, files[1]: false, files[2]: true} {
+		if strings.Contains(units[f], partners) != want {
+			t.Errorf("%s loads the partners' API secrets: %v, want %v", f, !want, want)
+		}
+	}
+	cmd := exec.Command(analyze, "verify", "--man=no", "keydesk.service", "keydesk@intake.service", "keydesk@batch.service")
 	cmd.Dir = dir
+	// The unit search path is the temp dir alone (the trailing colon adds
+	// the built-in ones), so the batch instance is verified with its drop-in.
+	cmd.Env = append(os.Environ(), "SYSTEMD_UNIT_PATH="+dir+":")
 	out, err := cmd.CombinedOutput()
 	if err != nil || len(bytes.TrimSpace(out)) > 0 {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
@@ -479,6 +497,81 @@ func TestDovecotConfig(t *testing.T) {
 	for _, want := range []string{"ssl = required", "mailbox Processed", "mailbox Rejected"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("doveconf -n lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestExamplesFollowSecretsConvention: every secret of the example
+// configs is a file relative to the config's directory, under one of the
+// directories the systemd units load whole (secrets/, partner-credentials/),
+// and exists there, so the examples and the units agree without a line
+// rewritten; no example names systemd's own credential paths.
+func TestExamplesFollowSecretsConvention(t *testing.T) {
+	secretKey := regexp.MustCompile(`^(password|passphrase|api_key|api_secret|token|client_secret|webhook_url)_file$`)
+	loaded := map[string]bool{"secrets": true, "partner-credentials": true}
+	var paths []string
+	var walk func(n any, key string)
+	walk = func(n any, key string) {
+		switch v := n.(type) {
+		case map[string]any:
+			for k, c := range v {
+				walk(c, k)
+			}
+		case []any:
+			for _, c := range v {
+				walk(c, key)
+			}
+		case string:
+			if secretKey.MatchString(key) && !strings.HasPrefix(v, "${") {
+				paths = append(paths, v)
+			}
+		}
+	}
+	configs, _ := filepath.Glob("examples/*.yaml")
+	for _, f := range configs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), "/run/credentials") {
+			t.Errorf("%s names /run/credentials: name the secret relative to the config", f)
+		}
+		walk(yamlDocs(t, f)[0], "")
+	}
+	// partners.yaml names its API secrets through batch.env.
+	b, err := os.ReadFile("examples/batch.env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok && !strings.HasPrefix(k, "#") {
+			paths = append(paths, v)
+		}
+	}
+	if len(paths) < 6 {
+		t.Fatalf("found only %d secret files in the examples: %v", len(paths), paths)
+	}
+	for _, p := range paths {
+		dir, _, _ := strings.Cut(p, "/")
+		if filepath.IsAbs(p) || !filepath.IsLocal(p) || !loaded[dir] {
+			t.Errorf("secret file %s: want a path relative to the config, under secrets/ or partner-credentials/", p)
+		}
+		if _, err := os.Stat(filepath.Join("examples", p)); err != nil {
+			t.Errorf("secret file %s: %v", p, err)
+		}
+	}
+	for _, u := range []string{"systemd/keydesk.service", "systemd/keydesk@batch.service.d/partner-credentials.conf"} {
+		b, err := os.ReadFile(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for dir := range loaded {
+			if dir == "secrets" && strings.Contains(u, ".d/") {
+				continue
+			}
+			if !strings.Contains(string(b), "LoadCredential="+dir+":/etc/keydesk/"+dir+"\n") {
+				t.Errorf("%s does not load /etc/keydesk/%s as the credentials %s_*", u, dir, dir)
+			}
 		}
 	}
 }
