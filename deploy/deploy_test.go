@@ -345,6 +345,23 @@ func TestComposeFile(t *testing.T) {
 			t.Errorf("%s does not wait for setup", role)
 		}
 	}
+	// One image for every keydesk service: the one `make image` builds,
+	// from deploy/Dockerfile with the version stamped from VERSION.
+	for _, name := range append([]string{"setup", "fakeapi"}, roles...) {
+		s := services[name]
+		if get(s, "image") != "keydesk:${VERSION:-local}" {
+			t.Errorf("%s: image %v, want the one built here", name, get(s, "image"))
+		}
+		if name == "fakeapi" {
+			continue
+		}
+		if get(s, "build", "dockerfile") != "deploy/Dockerfile" || get(s, "build", "args", "VERSION") != "${VERSION:-}" {
+			t.Errorf("%s: build %v: want deploy/Dockerfile with the VERSION build argument", name, get(s, "build"))
+		}
+	}
+	if cmd := toStrings(get(services["setup"], "command")); len(cmd) == 0 || cmd[0] != "nats-setup" {
+		t.Errorf("setup runs %v, want keydesk nats-setup", cmd)
+	}
 	if get(services["setup"], "environment", "KEYDESK_NATS_CERT") != "tls/admin.pem" {
 		t.Error("setup must run as the NATS admin")
 	}
