@@ -12,15 +12,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/buildmarkets/keydesk/config"
-	"github.com/buildmarkets/keydesk/crypto"
 	"github.com/buildmarkets/keydesk/internal/testenv"
-	"github.com/buildmarkets/keydesk/mailauth"
-	"github.com/buildmarkets/keydesk/review/users"
 )
 
 var roles = []string{"intake", "review", "batch", "delivery"}
@@ -32,6 +27,12 @@ func yamlDocs(t *testing.T, path string) []map[string]any {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return decodeDocs(t, path, b)
+}
+
+// decodeDocs parses every document of YAML b, read from path.
+func decodeDocs(t *testing.T, path string, b []byte) []map[string]any {
+	t.Helper()
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	var docs []map[string]any
 	for {
@@ -96,107 +97,6 @@ func TestYAMLFilesParse(t *testing.T) {
 	}
 }
 
-// TestKubernetesManifests checks what the kit promises: a Deployment per
-// role, non-root and read-only, with probes and memory limits; a default
-// deny NetworkPolicy; every kustomization resource present.
-func TestKubernetesManifests(t *testing.T) {
-	k := yamlDocs(t, "kubernetes/kustomization.yaml")[0]
-	deployments := map[string]map[string]any{}
-	kinds := map[string]int{}
-	for _, r := range get(k, "resources").([]any) {
-		for _, d := range yamlDocs(t, filepath.Join("kubernetes", r.(string))) {
-			kind, _ := d["kind"].(string)
-			name, _ := get(d, "metadata", "name").(string)
-			if d["apiVersion"] == nil || kind == "" || name == "" {
-				t.Errorf("%s: a document without apiVersion, kind or metadata.name", r)
-				continue
-			}
-			kinds[kind]++
-			if kind == "Deployment" {
-				deployments[name] = d
-			}
-			if kind == "Job" {
-				for _, v := range get(d, "spec", "template", "spec", "volumes").([]any) {
-					if get(v, "secret", "secretName") == "keydesk-partner-credentials" {
-						t.Errorf("the %s Job mounts the partners' API credentials", name)
-					}
-				}
-			}
-			if kind == "NetworkPolicy" && name == "default-deny" {
-				if pt := get(d, "spec", "policyTypes"); !slices.Contains(pt.([]any), "Ingress") || !slices.Contains(pt.([]any), "Egress") {
-					t.Errorf("default-deny does not deny both directions: %v", pt)
-				}
-			}
-		}
-	}
-	if kinds["NetworkPolicy"] < 2 || kinds["Namespace"] != 1 || kinds["ConfigMap"] != 1 || kinds["Job"] != 1 || kinds["Service"] != 1 {
-		t.Errorf("kinds %v: want a Namespace, a ConfigMap, the setup Job, the review Service and NetworkPolicies", kinds)
-	}
-	for _, role := range roles {
-		d := deployments["keydesk-"+role]
-		if d == nil {
-			t.Errorf("no Deployment keydesk-%s", role)
-			continue
-		}
-		pod := get(d, "spec", "template", "spec")
-		if get(pod, "securityContext", "runAsNonRoot") != true || get(pod, "automountServiceAccountToken") != false {
-			t.Errorf("%s: the pod must run as non-root without a service account token", role)
-		}
-		c := get(pod, "containers", 0)
-		args := strings.Join(toStrings(get(c, "args")), " ")
-		if !strings.Contains(args, "--roles "+role) || !strings.Contains(args, "/etc/keydesk/config/"+role+".yaml") {
-			t.Errorf("%s: args %q do not run the role with its own config", role, args)
-		}
-		sc := get(c, "securityContext")
-		if get(sc, "allowPrivilegeEscalation") != false || get(sc, "readOnlyRootFilesystem") != true || !slices.Contains(toStrings(get(sc, "capabilities", "drop")), "ALL") {
-			t.Errorf("%s: container security context %v", role, sc)
-		}
-		if get(c, "resources", "limits", "memory") == nil || get(c, "resources", "requests", "cpu") == nil {
-			t.Errorf("%s: no resource limits", role)
-		}
-		if get(c, "livenessProbe", "httpGet", "path") != "/healthz" || get(c, "readinessProbe", "httpGet", "path") != "/readyz" {
-			t.Errorf("%s: probes must be /healthz (liveness) and /readyz (readiness)", role)
-		}
-		secrets := map[string]bool{}
-		for _, v := range get(pod, "volumes").([]any) {
-			if s, ok := get(v, "secret", "secretName").(string); ok {
-				secrets[s] = true
-			}
-		}
-		// Least exposure: only batch holds the signing key, only review
-		// the staff hashes, each role its own NATS identity.
-		if secrets["keydesk-signing"] != (role == "batch") || secrets["keydesk-users"] != (role == "review") || !secrets["keydesk-nats-"+role] {
-			t.Errorf("%s mounts secrets %v", role, secrets)
-		}
-		// Only batch calls the Buildmarkets API: only it mounts the
-		// partners' credentials and names them to partners.yaml.
-		if secrets["keydesk-partner-credentials"] != (role == "batch") {
-			t.Errorf("%s mounts secrets %v: the partners' API credentials are batch's alone", role, secrets)
-		}
-		var secretVars []string
-		for _, e := range containerEnv(c) {
-			if strings.HasSuffix(e[0], "_SECRET_FILE") {
-				secretVars = append(secretVars, e[0])
-			}
-		}
-		if (len(secretVars) > 0) != (role == "batch") {
-			t.Errorf("%s sets API secret variables %v", role, secretVars)
-		}
-	}
-}
-
-// containerEnv returns a container's env entries as name, value.
-func containerEnv(c any) [][2]string {
-	var out [][2]string
-	env, _ := get(c, "env").([]any)
-	for _, e := range env {
-		n, _ := get(e, "name").(string)
-		v, _ := get(e, "value").(string)
-		out = append(out, [2]string{n, v})
-	}
-	return out
-}
-
 func toStrings(v any) []string {
 	var out []string
 	s, _ := v.([]any)
@@ -204,118 +104,6 @@ func toStrings(v any) []string {
 		out = append(out, x.(string))
 	}
 	return out
-}
-
-// TestKubernetesConfigs loads each role's keydesk.yaml from the ConfigMap
-// as keydesk would, with the files it names put in place (example keys
-// and certificates, stand-in secrets) and the environment of the role's
-// Deployment: every key is known and valid, the contact key matches its
-// pinned fingerprint, batch's signing key opens and batch has every
-// partner's API credentials, which no other role holds.
-func TestKubernetesConfigs(t *testing.T) {
-	cm := yamlDocs(t, "kubernetes/config.yaml")[0]
-	data := get(cm, "data").(map[string]any)
-	root := t.TempDir()
-	re := strings.NewReplacer("/etc/keydesk/", root+"/etc/keydesk/")
-	put := func(p, content string) {
-		p = re.Replace(p)
-		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	read := func(p string) string {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(b)
-	}
-	for _, f := range []string{"ca.crt", "tls.crt", "tls.key"} {
-		src := map[string]string{"ca.crt": "ca.pem", "tls.crt": "intake.pem", "tls.key": "intake-key.pem"}[f]
-		put("/etc/keydesk/nats/"+f, read("examples/tls/"+src))
-	}
-	for _, f := range []string{"imap-password", "smtp-password"} {
-		put("/etc/keydesk/secrets/"+f, "stand-in")
-	}
-	for _, f := range []string{"acme-sandbox-secret", "acme-production-secret"} {
-		put("/etc/keydesk/partner-credentials/"+f, "stand-in")
-	}
-	put("/etc/keydesk/signing/keydesk-signing.asc", read("examples/keys/keydesk-signing.EXAMPLE.asc"))
-	put("/etc/keydesk/signing/passphrase", "example-only-not-secret")
-	put("/etc/keydesk/users/users.yaml", read("examples/users.yaml"))
-	put("/etc/keydesk/contacts/acme.asc", read("examples/keys/acme.asc"))
-	for name, v := range data {
-		put("/etc/keydesk/config/"+name, re.Replace(v.(string)))
-	}
-	for _, role := range append([]string{"admin"}, roles...) {
-		t.Run(role, func(t *testing.T) {
-			if role != "admin" {
-				d := yamlDocs(t, filepath.Join("kubernetes", role+".yaml"))[0]
-				for _, e := range containerEnv(get(d, "spec", "template", "spec", "containers", 0)) {
-					t.Setenv(e[0], re.Replace(e[1]))
-				}
-			}
-			cfg, err := config.Load(re.Replace("/etc/keydesk/config/" + role + ".yaml"))
-			if err != nil {
-				t.Fatalf("%s.yaml: %v", role, err)
-			}
-			if cfg.NATS.SkipSetup != (role != "admin") {
-				t.Errorf("%s.yaml: nats.skip_setup %v: only admin makes streams", role, cfg.NATS.SkipSetup)
-			}
-			// nats/accounts.conf lets each role user subscribe to its own
-			// inbox prefix only.
-			if want := "_INBOX_" + role; cfg.NATS.InboxPrefix != want {
-				t.Errorf("%s.yaml: nats.inbox_prefix %q, want %q", role, cfg.NATS.InboxPrefix, want)
-			}
-			reg, err := config.LoadPartners(cfg.Path(cfg.PartnersFile), crypto.Checker{}, time.Now())
-			if err != nil {
-				t.Fatalf("partners.yaml: %v", err)
-			}
-			if err := config.CheckCredentials(cfg.Path(cfg.PartnersFile), reg); (err == nil) != (role == "batch") {
-				t.Errorf("%s: partners' API credentials: %v; want them all on batch, none elsewhere", role, err)
-			}
-			for _, p := range reg.Partners {
-				for env, pe := range p.Environments {
-					if role != "batch" && !pe.APISecret.IsZero() {
-						t.Errorf("%s holds %s's %s API secret", role, p.ID, env)
-					}
-				}
-			}
-			switch role {
-			case "intake":
-				if cfg.IMAP.Address == "" || cfg.IMAP.Security != mailauth.SecurityTLS {
-					t.Errorf("intake.yaml: imap %+v", cfg.IMAP.MailServer)
-				}
-			case "delivery":
-				if cfg.SMTP.Address == "" || cfg.SMTP.Security == mailauth.SecurityNone {
-					t.Errorf("delivery.yaml: smtp %+v", cfg.SMTP.MailServer)
-				}
-			case "batch":
-				s, err := crypto.LoadSigner(cfg.Path(cfg.SigningKey.File), cfg.SigningKey.Passphrase)
-				if err != nil {
-					t.Fatalf("batch.yaml: signing key: %v", err)
-				}
-				s.Close()
-			case "review":
-				if _, err := users.Load(cfg.Path(cfg.Review.UsersFile)); err != nil {
-					t.Errorf("review.yaml: %v", err)
-				}
-			}
-			// A role's config names only the secrets that role needs.
-			if role != "intake" && !cfg.IMAP.Password.IsZero() {
-				t.Errorf("%s.yaml holds the IMAP password", role)
-			}
-			if role != "delivery" && !cfg.SMTP.Password.IsZero() {
-				t.Errorf("%s.yaml holds the SMTP password", role)
-			}
-			if role != "batch" && cfg.SigningKey.File != "" {
-				t.Errorf("%s.yaml names the signing key", role)
-			}
-		})
-	}
 }
 
 // TestComposeFile checks the local stack: the 3-node cluster, each role as
