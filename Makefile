@@ -1,7 +1,15 @@
 # keydesk: the README's commands, and the checks CI runs.
 GO ?= go
+DOCKER ?= docker
 
-.PHONY: test check fuzz bench chaos demo build
+# The version stamped into the binary (keydesk version) and the image tag:
+# the nearest tag, commits since, and -dirty for uncommitted changes.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS = -X main.version=$(VERSION)
+# The image's name: IMAGE=registry.example.com/team/keydesk make image push
+IMAGE ?= keydesk
+
+.PHONY: test check fuzz bench chaos demo build image push
 
 ## test: the whole suite, race detector on, in random order, then the demo end to end.
 test:
@@ -36,8 +44,18 @@ CHAOS_SEED ?= 0
 chaos:
 	$(GO) test ./cmd/keydesk -run '^TestChaos$$' -count=1 -v -timeout 60m -chaos.long -chaos.seed $(CHAOS_SEED)
 
+## build: a static binary ./keydesk, its version stamped.
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o keydesk ./cmd/keydesk
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o keydesk ./cmd/keydesk
+
+## image: the container image of deploy/Dockerfile, as IMAGE:VERSION, its
+## version stamped (compose builds the same with VERSION in its environment).
+image:
+	$(DOCKER) build -f deploy/Dockerfile --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) .
+
+## push: push IMAGE:VERSION to the registry IMAGE names.
+push: image
+	$(DOCKER) push $(IMAGE):$(VERSION)
 
 demo:
 	$(GO) run ./cmd/keydesk demo

@@ -2,7 +2,11 @@
 //
 // Invariants: ${VAR} is expanded in values only, after parsing, so an
 // environment variable can never change the document's shape; every secret
-// may come from "<name>_file"; secrets are keydesk.Secret from the moment
+// may come from "<name>_file", a relative one found first as systemd names
+// the file of a directory loaded with LoadCredential= (secrets/imap-password
+// as $CREDENTIALS_DIRECTORY/secrets_imap-password), then beside the file
+// that names it, so one config works under systemd and without it;
+// secrets are keydesk.Secret from the moment
 // they are decoded; an unknown key is an error; validation collects every
 // problem, each naming the file and the key, so `keydesk check` can show
 // them all at once.

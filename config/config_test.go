@@ -662,7 +662,7 @@ func TestExampleSecretsWarn(t *testing.T) {
 		want string // empty: no warning
 	}{
 		{"example IMAP password", Config{IMAP: IMAP{MailServer: mailauth.MailServer{Password: keydesk.SecretString("example-imap-password")}}},
-			"keydesk.yaml: imap.password: is the example IMAP password of deploy/examples/keydesk.yaml, published with keydesk: set your own"},
+			"keydesk.yaml: imap.password: is the example IMAP password of deploy/examples/secrets/imap-password, published with keydesk: set your own"},
 		{"example signing passphrase", Config{SigningKey: SigningKey{Passphrase: keydesk.SecretString("example-only-not-secret")}},
 			"keydesk.yaml: signing_key.passphrase: is the example signing key passphrase"},
 		{"example NATS TLS key", Config{NATS: NATS{TLSKey: exampleKey}},

@@ -26,9 +26,9 @@ const ExampleSigningKeyFingerprint = "2635A50210293C7C27A49ECE8950DAFEFABC7EE3"
 // password_hash lines (not secrets, but published) are here as digests of
 // the whole PHC string, and the TLS private keys as digests of their files. TestExampleDigests holds the table to the files.
 var exampleDigests = map[string]string{
-	"2edcad3db66e30d8e128185ea85ba3e74bfe102308401c369e34c6d60b44880b": "the example IMAP password of deploy/examples/keydesk.yaml",
+	"2edcad3db66e30d8e128185ea85ba3e74bfe102308401c369e34c6d60b44880b": "the example IMAP password of deploy/examples/secrets/imap-password",
 	"44bc91b2ab07b57c3828a245087a5bcbb0b2cf2448b1de090fcb4d02383f3af4": "the example SMTP password of deploy/examples/secrets/smtp-password",
-	"a8c608754e6f50d8bddf8421f7e37f61ca16035479675ae9c30f56268e78081c": "the example signing key passphrase of deploy/examples/keydesk.yaml",
+	"a8c608754e6f50d8bddf8421f7e37f61ca16035479675ae9c30f56268e78081c": "the example signing key passphrase of deploy/examples/secrets/signing-passphrase",
 	"6ff6550e5cfa558e9a8a1aee35367df0e05023e0095c1eaaf2934e9e27f03686": "the example API secret of deploy/examples/partner-credentials/acme-sandbox-secret",
 	"5a057c225ef0879378751c182461c116bb3874a7a35f2be017825a80dff71732": "the example API secret of deploy/examples/partner-credentials/acme-production-secret",
 	"e89cb0f7550419d22f2e8fdbde728e039800aa4df28890ce66d1b101c31ee6f3": "the example API secret of deploy/examples/partner-credentials/globex-sandbox-secret",

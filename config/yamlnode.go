@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os"
-	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
@@ -92,15 +90,13 @@ func (pr *preparer) readSecretFile(k, v *yaml.Node, kp, name string) {
 		// file runs without the secret.
 		return
 	}
-	if !filepath.IsAbs(p) {
-		p = filepath.Join(pr.dir, p)
-	}
-	b, err := os.ReadFile(p)
+	b, err := readSecret(p, pr.dir, pr.getenv(credentialsDirEnv))
 	if err != nil {
 		pr.bad(kp, "%v", err)
 		return
 	}
 	v.Value = strings.TrimRight(string(b), "\r\n")
+	clear(b)
 }
 
 // expand replaces ${VAR} and ${VAR:-default} in a scalar.

@@ -8,18 +8,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/buildmarkets/keydesk/config"
-	"github.com/buildmarkets/keydesk/crypto"
 	"github.com/buildmarkets/keydesk/internal/testenv"
-	"github.com/buildmarkets/keydesk/mailauth"
-	"github.com/buildmarkets/keydesk/review/users"
 )
 
 var roles = []string{"intake", "review", "batch", "delivery"}
@@ -31,6 +27,12 @@ func yamlDocs(t *testing.T, path string) []map[string]any {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return decodeDocs(t, path, b)
+}
+
+// decodeDocs parses every document of YAML b, read from path.
+func decodeDocs(t *testing.T, path string, b []byte) []map[string]any {
+	t.Helper()
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	var docs []map[string]any
 	for {
@@ -95,107 +97,6 @@ func TestYAMLFilesParse(t *testing.T) {
 	}
 }
 
-// TestKubernetesManifests checks what the kit promises: a Deployment per
-// role, non-root and read-only, with probes and memory limits; a default
-// deny NetworkPolicy; every kustomization resource present.
-func TestKubernetesManifests(t *testing.T) {
-	k := yamlDocs(t, "kubernetes/kustomization.yaml")[0]
-	deployments := map[string]map[string]any{}
-	kinds := map[string]int{}
-	for _, r := range get(k, "resources").([]any) {
-		for _, d := range yamlDocs(t, filepath.Join("kubernetes", r.(string))) {
-			kind, _ := d["kind"].(string)
-			name, _ := get(d, "metadata", "name").(string)
-			if d["apiVersion"] == nil || kind == "" || name == "" {
-				t.Errorf("%s: a document without apiVersion, kind or metadata.name", r)
-				continue
-			}
-			kinds[kind]++
-			if kind == "Deployment" {
-				deployments[name] = d
-			}
-			if kind == "Job" {
-				for _, v := range get(d, "spec", "template", "spec", "volumes").([]any) {
-					if get(v, "secret", "secretName") == "keydesk-partner-credentials" {
-						t.Errorf("the %s Job mounts the partners' API credentials", name)
-					}
-				}
-			}
-			if kind == "NetworkPolicy" && name == "default-deny" {
-				if pt := get(d, "spec", "policyTypes"); !slices.Contains(pt.([]any), "Ingress") || !slices.Contains(pt.([]any), "Egress") {
-					t.Errorf("default-deny does not deny both directions: %v", pt)
-				}
-			}
-		}
-	}
-	if kinds["NetworkPolicy"] < 2 || kinds["Namespace"] != 1 || kinds["ConfigMap"] != 1 || kinds["Job"] != 1 || kinds["Service"] != 1 {
-		t.Errorf("kinds %v: want a Namespace, a ConfigMap, the setup Job, the review Service and NetworkPolicies", kinds)
-	}
-	for _, role := range roles {
-		d := deployments["keydesk-"+role]
-		if d == nil {
-			t.Errorf("no Deployment keydesk-%s", role)
-			continue
-		}
-		pod := get(d, "spec", "template", "spec")
-		if get(pod, "securityContext", "runAsNonRoot") != true || get(pod, "automountServiceAccountToken") != false {
-			t.Errorf("%s: the pod must run as non-root without a service account token", role)
-		}
-		c := get(pod, "containers", 0)
-		args := strings.Join(toStrings(get(c, "args")), " ")
-		if !strings.Contains(args, "--roles "+role) || !strings.Contains(args, "/etc/keydesk/config/"+role+".yaml") {
-			t.Errorf("%s: args %q do not run the role with its own config", role, args)
-		}
-		sc := get(c, "securityContext")
-		if get(sc, "allowPrivilegeEscalation") != false || get(sc, "readOnlyRootFilesystem") != true || !slices.Contains(toStrings(get(sc, "capabilities", "drop")), "ALL") {
-			t.Errorf("%s: container security context %v", role, sc)
-		}
-		if get(c, "resources", "limits", "memory") == nil || get(c, "resources", "requests", "cpu") == nil {
-			t.Errorf("%s: no resource limits", role)
-		}
-		if get(c, "livenessProbe", "httpGet", "path") != "/healthz" || get(c, "readinessProbe", "httpGet", "path") != "/readyz" {
-			t.Errorf("%s: probes must be /healthz (liveness) and /readyz (readiness)", role)
-		}
-		secrets := map[string]bool{}
-		for _, v := range get(pod, "volumes").([]any) {
-			if s, ok := get(v, "secret", "secretName").(string); ok {
-				secrets[s] = true
-			}
-		}
-		// Least exposure: only batch holds the signing key, only review
-		// the staff hashes, each role its own NATS identity.
-		if secrets["keydesk-signing"] != (role == "batch") || secrets["keydesk-users"] != (role == "review") || !secrets["keydesk-nats-"+role] {
-			t.Errorf("%s mounts secrets %v", role, secrets)
-		}
-		// Only batch calls the Buildmarkets API: only it mounts the
-		// partners' credentials and names them to partners.yaml.
-		if secrets["keydesk-partner-credentials"] != (role == "batch") {
-			t.Errorf("%s mounts secrets %v: the partners' API credentials are batch's alone", role, secrets)
-		}
-		var secretVars []string
-		for _, e := range containerEnv(c) {
-			if strings.HasSuffix(e[0], "_SECRET_FILE") {
-				secretVars = append(secretVars, e[0])
-			}
-		}
-		if (len(secretVars) > 0) != (role == "batch") {
-			t.Errorf("%s sets API secret variables %v", role, secretVars)
-		}
-	}
-}
-
-// containerEnv returns a container's env entries as name, value.
-func containerEnv(c any) [][2]string {
-	var out [][2]string
-	env, _ := get(c, "env").([]any)
-	for _, e := range env {
-		n, _ := get(e, "name").(string)
-		v, _ := get(e, "value").(string)
-		out = append(out, [2]string{n, v})
-	}
-	return out
-}
-
 func toStrings(v any) []string {
 	var out []string
 	s, _ := v.([]any)
@@ -203,118 +104,6 @@ func toStrings(v any) []string {
 		out = append(out, x.(string))
 	}
 	return out
-}
-
-// TestKubernetesConfigs loads each role's keydesk.yaml from the ConfigMap
-// as keydesk would, with the files it names put in place (example keys
-// and certificates, stand-in secrets) and the environment of the role's
-// Deployment: every key is known and valid, the contact key matches its
-// pinned fingerprint, batch's signing key opens and batch has every
-// partner's API credentials, which no other role holds.
-func TestKubernetesConfigs(t *testing.T) {
-	cm := yamlDocs(t, "kubernetes/config.yaml")[0]
-	data := get(cm, "data").(map[string]any)
-	root := t.TempDir()
-	re := strings.NewReplacer("/etc/keydesk/", root+"/etc/keydesk/")
-	put := func(p, content string) {
-		p = re.Replace(p)
-		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	read := func(p string) string {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(b)
-	}
-	for _, f := range []string{"ca.crt", "tls.crt", "tls.key"} {
-		src := map[string]string{"ca.crt": "ca.pem", "tls.crt": "intake.pem", "tls.key": "intake-key.pem"}[f]
-		put("/etc/keydesk/nats/"+f, read("examples/tls/"+src))
-	}
-	for _, f := range []string{"imap-password", "smtp-password"} {
-		put("/etc/keydesk/secrets/"+f, "stand-in")
-	}
-	for _, f := range []string{"acme-sandbox-secret", "acme-production-secret"} {
-		put("/etc/keydesk/partner-credentials/"+f, "stand-in")
-	}
-	put("/etc/keydesk/signing/keydesk-signing.asc", read("examples/keys/keydesk-signing.EXAMPLE.asc"))
-	put("/etc/keydesk/signing/passphrase", "example-only-not-secret")
-	put("/etc/keydesk/users/users.yaml", read("examples/users.yaml"))
-	put("/etc/keydesk/contacts/acme.asc", read("examples/keys/acme.asc"))
-	for name, v := range data {
-		put("/etc/keydesk/config/"+name, re.Replace(v.(string)))
-	}
-	for _, role := range append([]string{"admin"}, roles...) {
-		t.Run(role, func(t *testing.T) {
-			if role != "admin" {
-				d := yamlDocs(t, filepath.Join("kubernetes", role+".yaml"))[0]
-				for _, e := range containerEnv(get(d, "spec", "template", "spec", "containers", 0)) {
-					t.Setenv(e[0], re.Replace(e[1]))
-				}
-			}
-			cfg, err := config.Load(re.Replace("/etc/keydesk/config/" + role + ".yaml"))
-			if err != nil {
-				t.Fatalf("%s.yaml: %v", role, err)
-			}
-			if cfg.NATS.SkipSetup != (role != "admin") {
-				t.Errorf("%s.yaml: nats.skip_setup %v: only admin makes streams", role, cfg.NATS.SkipSetup)
-			}
-			// nats/accounts.conf lets each role user subscribe to its own
-			// inbox prefix only.
-			if want := "_INBOX_" + role; cfg.NATS.InboxPrefix != want {
-				t.Errorf("%s.yaml: nats.inbox_prefix %q, want %q", role, cfg.NATS.InboxPrefix, want)
-			}
-			reg, err := config.LoadPartners(cfg.Path(cfg.PartnersFile), crypto.Checker{}, time.Now())
-			if err != nil {
-				t.Fatalf("partners.yaml: %v", err)
-			}
-			if err := config.CheckCredentials(cfg.Path(cfg.PartnersFile), reg); (err == nil) != (role == "batch") {
-				t.Errorf("%s: partners' API credentials: %v; want them all on batch, none elsewhere", role, err)
-			}
-			for _, p := range reg.Partners {
-				for env, pe := range p.Environments {
-					if role != "batch" && !pe.APISecret.IsZero() {
-						t.Errorf("%s holds %s's %s API secret", role, p.ID, env)
-					}
-				}
-			}
-			switch role {
-			case "intake":
-				if cfg.IMAP.Address == "" || cfg.IMAP.Security != mailauth.SecurityTLS {
-					t.Errorf("intake.yaml: imap %+v", cfg.IMAP.MailServer)
-				}
-			case "delivery":
-				if cfg.SMTP.Address == "" || cfg.SMTP.Security == mailauth.SecurityNone {
-					t.Errorf("delivery.yaml: smtp %+v", cfg.SMTP.MailServer)
-				}
-			case "batch":
-				s, err := crypto.LoadSigner(cfg.Path(cfg.SigningKey.File), cfg.SigningKey.Passphrase)
-				if err != nil {
-					t.Fatalf("batch.yaml: signing key: %v", err)
-				}
-				s.Close()
-			case "review":
-				if _, err := users.Load(cfg.Path(cfg.Review.UsersFile)); err != nil {
-					t.Errorf("review.yaml: %v", err)
-				}
-			}
-			// A role's config names only the secrets that role needs.
-			if role != "intake" && !cfg.IMAP.Password.IsZero() {
-				t.Errorf("%s.yaml holds the IMAP password", role)
-			}
-			if role != "delivery" && !cfg.SMTP.Password.IsZero() {
-				t.Errorf("%s.yaml holds the SMTP password", role)
-			}
-			if role != "batch" && cfg.SigningKey.File != "" {
-				t.Errorf("%s.yaml names the signing key", role)
-			}
-		})
-	}
 }
 
 // TestComposeFile checks the local stack: the 3-node cluster, each role as
@@ -343,6 +132,23 @@ func TestComposeFile(t *testing.T) {
 		if get(s, "depends_on", "setup", "condition") != "service_completed_successfully" {
 			t.Errorf("%s does not wait for setup", role)
 		}
+	}
+	// One image for every keydesk service: the one `make image` builds,
+	// from deploy/Dockerfile with the version stamped from VERSION.
+	for _, name := range append([]string{"setup", "fakeapi"}, roles...) {
+		s := services[name]
+		if get(s, "image") != "keydesk:${VERSION:-local}" {
+			t.Errorf("%s: image %v, want the one built here", name, get(s, "image"))
+		}
+		if name == "fakeapi" {
+			continue
+		}
+		if get(s, "build", "dockerfile") != "deploy/Dockerfile" || get(s, "build", "args", "VERSION") != "${VERSION:-}" {
+			t.Errorf("%s: build %v: want deploy/Dockerfile with the VERSION build argument", name, get(s, "build"))
+		}
+	}
+	if cmd := toStrings(get(services["setup"], "command")); len(cmd) == 0 || cmd[0] != "nats-setup" {
+		t.Errorf("setup runs %v, want keydesk nats-setup", cmd)
 	}
 	if get(services["setup"], "environment", "KEYDESK_NATS_CERT") != "tls/admin.pem" {
 		t.Error("setup must run as the NATS admin")
@@ -418,8 +224,10 @@ func TestDockerfile(t *testing.T) {
 	}
 }
 
-// TestSystemdUnits runs systemd-analyze verify on the units, which must
-// print nothing: systemd only warns, and exits 0, on a bad directive.
+// TestSystemdUnits runs systemd-analyze verify on both units, the
+// template as the intake instance and as the batch instance with its
+// drop-in, which must print nothing: systemd only warns, and exits 0, on
+// a bad directive.
 func TestSystemdUnits(t *testing.T) {
 	analyze := testenv.LookPath(t, "systemd-analyze", "systemd")
 	dir := t.TempDir()
@@ -428,27 +236,42 @@ func TestSystemdUnits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, u := range []struct{ src, dst string }{
-		{"keydesk.service", "keydesk.service"},
-		{"keydesk@.service", "keydesk@.service"},
-		{"keydesk@.service", "keydesk@intake.service"},
-	} {
-		b, err := os.ReadFile(filepath.Join("systemd", u.src))
+	files := []string{"keydesk.service", "keydesk@.service", "keydesk@batch.service.d/partner-credentials.conf"}
+	units := map[string]string{}
+	for _, f := range files {
+		b, err := os.ReadFile(filepath.Join("systemd", f))
 		if err != nil {
 			t.Fatal(err)
 		}
+		units[f] = string(b)
 		s := strings.ReplaceAll(string(b), "/usr/local/bin/keydesk", self)
-		for _, want := range []string{"ProtectSystem=strict", "NoNewPrivileges=yes", "PrivateTmp=yes", "User=keydesk"} {
-			if !strings.Contains(s, want) {
-				t.Errorf("%s lacks %s", u.src, want)
-			}
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, f)), 0o755); err != nil {
+			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, u.dst), []byte(s), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(s), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command(analyze, "verify", "--man=no", "./keydesk.service", "./keydesk@intake.service")
+	for _, f := range files[:2] {
+		for _, want := range []string{"ProtectSystem=strict", "NoNewPrivileges=yes", "PrivateTmp=yes", "User=keydesk", "ExecReload=/bin/kill -HUP $MAINPID", "\nLoadCredential=secrets:/etc/keydesk/secrets\n"} {
+			if !strings.Contains(units[f], want) {
+				t.Errorf("%s lacks %s", f, want)
+			}
+		}
+	}
+	// The partners' API secrets: the one-host unit runs batch; of the
+	// template's instances, batch alone, through its drop-in.
+	const partners = "\nLoadCredential=partner-credentials:/etc/keydesk/partner-credentials\n"
+	for f, want := range map[string]bool{files[0]: true, files[1]: false, files[2]: true} {
+		if strings.Contains(units[f], partners) != want {
+			t.Errorf("%s loads the partners' API secrets: %v, want %v", f, !want, want)
+		}
+	}
+	cmd := exec.Command(analyze, "verify", "--man=no", "keydesk.service", "keydesk@intake.service", "keydesk@batch.service")
 	cmd.Dir = dir
+	// The unit search path is the temp dir alone (the trailing colon adds
+	// the built-in ones), so the batch instance is verified with its drop-in.
+	cmd.Env = append(os.Environ(), "SYSTEMD_UNIT_PATH="+dir+":")
 	out, err := cmd.CombinedOutput()
 	if err != nil || len(bytes.TrimSpace(out)) > 0 {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
@@ -479,6 +302,81 @@ func TestDovecotConfig(t *testing.T) {
 	for _, want := range []string{"ssl = required", "mailbox Processed", "mailbox Rejected"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("doveconf -n lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestExamplesFollowSecretsConvention: every secret of the example
+// configs is a file relative to the config's directory, under one of the
+// directories the systemd units load whole (secrets/, partner-credentials/),
+// and exists there, so the examples and the units agree without a line
+// rewritten; no example names systemd's own credential paths.
+func TestExamplesFollowSecretsConvention(t *testing.T) {
+	secretKey := regexp.MustCompile(`^(password|passphrase|api_key|api_secret|token|client_secret|webhook_url)_file$`)
+	loaded := map[string]bool{"secrets": true, "partner-credentials": true}
+	var paths []string
+	var walk func(n any, key string)
+	walk = func(n any, key string) {
+		switch v := n.(type) {
+		case map[string]any:
+			for k, c := range v {
+				walk(c, k)
+			}
+		case []any:
+			for _, c := range v {
+				walk(c, key)
+			}
+		case string:
+			if secretKey.MatchString(key) && !strings.HasPrefix(v, "${") {
+				paths = append(paths, v)
+			}
+		}
+	}
+	configs, _ := filepath.Glob("examples/*.yaml")
+	for _, f := range configs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), "/run/credentials") {
+			t.Errorf("%s names /run/credentials: name the secret relative to the config", f)
+		}
+		walk(yamlDocs(t, f)[0], "")
+	}
+	// partners.yaml names its API secrets through batch.env.
+	b, err := os.ReadFile("examples/batch.env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok && !strings.HasPrefix(k, "#") {
+			paths = append(paths, v)
+		}
+	}
+	if len(paths) < 6 {
+		t.Fatalf("found only %d secret files in the examples: %v", len(paths), paths)
+	}
+	for _, p := range paths {
+		dir, _, _ := strings.Cut(p, "/")
+		if filepath.IsAbs(p) || !filepath.IsLocal(p) || !loaded[dir] {
+			t.Errorf("secret file %s: want a path relative to the config, under secrets/ or partner-credentials/", p)
+		}
+		if _, err := os.Stat(filepath.Join("examples", p)); err != nil {
+			t.Errorf("secret file %s: %v", p, err)
+		}
+	}
+	for _, u := range []string{"systemd/keydesk.service", "systemd/keydesk@batch.service.d/partner-credentials.conf"} {
+		b, err := os.ReadFile(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for dir := range loaded {
+			if dir == "secrets" && strings.Contains(u, ".d/") {
+				continue
+			}
+			if !strings.Contains(string(b), "LoadCredential="+dir+":/etc/keydesk/"+dir+"\n") {
+				t.Errorf("%s does not load /etc/keydesk/%s as the credentials %s_*", u, dir, dir)
+			}
 		}
 	}
 }

@@ -90,7 +90,9 @@ func replaceExampleMaterial(t *testing.T, dir string) {
 	}
 	files := map[string]string{
 		"keys/keydesk-signing.EXAMPLE.asc":           priv,
+		"secrets/imap-password":                      "own-imap-password",
 		"secrets/smtp-password":                      "own-smtp-password",
+		"secrets/signing-passphrase":                 "own-passphrase",
 		"partner-credentials/acme-sandbox-secret":    "own-acme-sandbox-secret",
 		"partner-credentials/acme-production-secret": "own-acme-production-secret",
 		"partner-credentials/globex-sandbox-secret":  "own-globex-sandbox-secret",
@@ -101,8 +103,6 @@ func replaceExampleMaterial(t *testing.T, dir string) {
 			t.Fatal(err)
 		}
 	}
-	t.Setenv("KEYDESK_IMAP_PASSWORD", "own-imap-password")
-	t.Setenv("KEYDESK_SIGNING_PASSPHRASE", "own-passphrase")
 }
 
 // TestCheckTellsEverythingAtOnce: a typo in keydesk.yaml, a missing

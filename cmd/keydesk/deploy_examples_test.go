@@ -129,7 +129,7 @@ func TestCheckListsEveryProblem(t *testing.T) {
 		{
 			name: "a wrong signing key passphrase",
 			edits: map[string][][2]string{
-				"keydesk.yaml": {{"passphrase: \"${KEYDESK_SIGNING_PASSPHRASE:-example-only-not-secret}\"", "passphrase: wrong-passphrase"}},
+				"secrets/signing-passphrase": {{"example-only-not-secret", "wrong-passphrase"}},
 			},
 			want: []string{"keydesk.yaml: signing_key.file:"},
 		},
