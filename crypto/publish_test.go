@@ -54,7 +54,7 @@ func TestKeyFingerprint(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name, data, want string
-		bad             bool
+		bad              bool
 	}{
 		{name: "armored", data: k.Public, want: k.Fingerprint},
 		{name: "binary", data: string(bin), want: k.Fingerprint},
