@@ -24,6 +24,8 @@ type command struct {
 	name    string
 	args    string // usage after the name
 	summary string
+	// hidden keeps an old name out of the usage: it still runs.
+	hidden bool
 	// run gets the arguments after the name. Returning errUsage prints the
 	// command's usage and exits 2.
 	run func(ctx context.Context, args []string) error
@@ -80,9 +82,12 @@ func commandTable() []command {
 		{name: "serve", args: "--config keydesk.yaml [--roles intake,review,batch,delivery]",
 			summary: "run keydesk's roles",
 			run:     cmdServe},
-		{name: "setup", args: "--config admin.yaml",
+		{name: "nats-setup", args: natsSetupArgs,
 			summary: "create or update keydesk's NATS streams and buckets, then exit",
-			run:     cmdSetup},
+			run:     cmdNATSSetup},
+		{name: "setup", args: natsSetupArgs, hidden: true,
+			summary: "the old name of nats-setup (says so, then runs it)",
+			run:     cmdSetupAlias},
 		{name: "users", args: "add NAME --role viewer|approver|admin [--write users.yaml]",
 			summary: "make a staff account for the review UI and API",
 			run:     cmdUsers},
@@ -93,6 +98,9 @@ func commandTable() []command {
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "keydesk fulfils Buildmarkets API key requests that partners send by email.\n\nUsage:\n")
 	for _, c := range commandTable() {
+		if c.hidden {
+			continue
+		}
 		fmt.Fprintf(w, "  keydesk %-10s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(w, "\nRun 'keydesk COMMAND --help' for a command's options.\n")
