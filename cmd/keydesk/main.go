@@ -58,6 +58,9 @@ func commandTable() []command {
 			run: func(ctx context.Context, args []string) error {
 				return runFakeapi(ctx, os.Stdout, os.Stderr, args)
 			}},
+		{name: "init", args: initArgs,
+			summary: "write a production configuration: keydesk.yaml, partners, staff, signing key, secrets",
+			run:     cmdInit},
 		{name: "keys", args: "list|revoke|rotate|refresh [KEY_ID] [options]",
 			summary: "list the partners' keys; ask to revoke or rotate one (over the JSON API)",
 			run: func(ctx context.Context, args []string) error {
