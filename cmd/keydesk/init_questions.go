@@ -96,7 +96,7 @@ func mailQuestions() []question {
 			check: checkBareAddress},
 		{section: s, name: "internal-domains", prompt: "Your own domains, comma-separated (Relationship Managers forward from there)",
 			help: "your own mail domains, comma-separated",
-			def: func(a *answers, _ initOptions) string { return domainOf(a.get("smtp-from")) }, check: checkList(checkHostName)},
+			def:  func(a *answers, _ initOptions) string { return domainOf(a.get("smtp-from")) }, check: checkList(checkHostName)},
 	}
 }
 
