@@ -88,6 +88,7 @@ type initEnv struct {
 
 func runInit(ctx context.Context, env initEnv, args []string) error {
 	fs := newFlags("init", initArgs, initSummary)
+	fs.SetOutput(env.stderr)
 	var o initOptions
 	fs.BoolVar(&o.yes, "yes", false, "ask nothing: take every answer from flags, files, variables and defaults")
 	fs.BoolVar(&o.force, "force", false, "replace files that exist (default: refuse, naming them)")

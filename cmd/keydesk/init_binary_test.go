@@ -184,3 +184,45 @@ func checkInitDelivery(t *testing.T, dir string, sink *smtptest.Server, api *fak
 		t.Errorf("the delivered pair does not authenticate at the API")
 	}
 }
+
+// TestNATSSetupName: the command that makes NATS streams is called for
+// what it does, nats-setup; keydesk --help lists it and init, and not
+// its old name, which still works for one release after saying so.
+func TestNATSSetupName(t *testing.T) {
+	bin, err := buildKeydesk()
+	if err != nil {
+		t.Fatal(err)
+	}
+	help, err := exec.Command(bin, "--help").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"keydesk nats-setup ", "keydesk init "} {
+		if !strings.Contains(string(help), w) {
+			t.Errorf("keydesk --help lacks %q:\n%s", w, help)
+		}
+	}
+	if strings.Contains(string(help), "keydesk setup ") {
+		t.Errorf("keydesk --help lists the old name setup:\n%s", help)
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "keydesk.yaml")
+	if err := os.WriteFile(cfg, []byte("data_dir: data\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"nats-setup", "setup"} {
+		cmd := exec.Command(bin, name, "--config", cfg)
+		var out, errOut bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("keydesk %s: %v\n%s", name, err, errOut.String())
+		}
+		if !strings.Contains(out.String(), "KV_requests") {
+			t.Errorf("keydesk %s listed no streams:\n%s", name, out.String())
+		}
+		said := strings.Contains(errOut.String(), "'keydesk setup' is now 'keydesk nats-setup'")
+		if said != (name == "setup") {
+			t.Errorf("keydesk %s: stderr %q", name, errOut.String())
+		}
+	}
+}

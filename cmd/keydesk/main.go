@@ -71,6 +71,9 @@ func commandTable() []command {
 			run: func(ctx context.Context, args []string) error {
 				return runMailCmd(ctx, os.Stdout, args, os.Getenv)
 			}},
+		{name: "nats-setup", args: natsSetupArgs,
+			summary: "create or update keydesk's NATS streams and buckets, then exit",
+			run:     cmdNATSSetup},
 		{name: "outbox", args: "dead|retry SEQ [--config keydesk.yaml] [--nats URL] [--json]",
 			summary: "list outgoing mail that could not be sent, and send it again",
 			run:     func(ctx context.Context, args []string) error { return cmdOutbox(ctx, args, os.Stdout) }},
@@ -85,9 +88,6 @@ func commandTable() []command {
 		{name: "serve", args: "--config keydesk.yaml [--roles intake,review,batch,delivery]",
 			summary: "run keydesk's roles",
 			run:     cmdServe},
-		{name: "nats-setup", args: natsSetupArgs,
-			summary: "create or update keydesk's NATS streams and buckets, then exit",
-			run:     cmdNATSSetup},
 		{name: "setup", args: natsSetupArgs, hidden: true,
 			summary: "the old name of nats-setup (says so, then runs it)",
 			run:     cmdSetupAlias},
