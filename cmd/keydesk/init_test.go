@@ -474,3 +474,24 @@ func TestInitHelp(t *testing.T) {
 		t.Errorf("init without DIR: %v, want the usage", err)
 	}
 }
+
+// TestREADMECommands: the README's command list names every command
+// keydesk --help lists, and the old name of nats-setup only as such.
+func TestREADMECommands(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	for _, c := range commandTable() {
+		if !c.hidden && !strings.Contains(readme, "\n    keydesk "+c.name+" ") && !strings.Contains(readme, "\n    keydesk "+c.name+"\n") {
+			t.Errorf("README.md's Commands do not list keydesk %s", c.name)
+		}
+	}
+	if strings.Contains(readme, "\n    keydesk setup ") {
+		t.Error("README.md's Commands still list keydesk setup")
+	}
+	if !strings.Contains(readme, "## From demo to production") {
+		t.Error("README.md has no section From demo to production")
+	}
+}
