@@ -192,6 +192,9 @@ func answer(env initEnv, q question, a *answers, o initOptions, flagSet bool, fl
 				fmt.Fprintf(env.prompter.out, "  %v\n", err)
 				continue
 			}
+			if q.echo != nil {
+				fmt.Fprintln(env.prompter.out, q.echo(a))
+			}
 			return nil
 		}
 		return fmt.Errorf("%s: no usable answer after 5 tries", q.prompt)

@@ -30,6 +30,8 @@ type question struct {
 	// when says whether the question applies, given earlier answers.
 	when  func(a *answers) bool
 	check func(v string, a *answers) error
+	// echo is shown after an answer typed on the terminal.
+	echo func(a *answers) string
 }
 
 func fixed(v string) func(*answers, initOptions) string {
@@ -122,7 +124,10 @@ func partnerQuestions() []question {
 		{section: p, name: "requesters", prompt: "Who may ask for keys: addresses or *@domain, comma-separated", help: "the partner's requesters, comma-separated",
 			check: checkList(checkRequester)},
 		{section: p, name: "contact-email", prompt: "Technical contact's email (receives the keys)", help: "the technical contact's address", check: checkBareAddress},
-		{section: p, name: "contact-key", prompt: "File holding the contact's public key", help: "the contact's armored public key file", check: checkContactKey},
+		{section: p, name: "contact-key", prompt: "File holding the contact's public key", help: "the contact's armored public key file", check: checkContactKey,
+			echo: func(a *answers) string {
+				return "  its fingerprint, to be pinned: " + crypto.FormatFingerprint(a.contactFPR) + "\n  read it to the contact by phone before the first delivery"
+			}},
 	}
 	qs = append(qs, env(keydesk.Sandbox)...)
 	qs = append(qs, question{section: p, name: "sandbox-auto-approve", prompt: "Approve the partner's sandbox requests automatically? (yes/no)",

@@ -436,7 +436,8 @@ func TestInitAsks(t *testing.T) {
 	if err != nil {
 		t.Fatalf("init: %v\nasked:\n%s\n%s", err, asked.String(), stderr)
 	}
-	for _, w := range []string{`"ssl" is not tls`, `"Acme" must be 1-40`, "IMAP password (not shown):", "Address the review UI and API listen on [127.0.0.1:8080]:"} {
+	for _, w := range []string{`"ssl" is not tls`, `"Acme" must be 1-40`, "IMAP password (not shown):", "Address the review UI and API listen on [127.0.0.1:8080]:",
+		"its fingerprint, to be pinned: B9CC B7B4 0795 7889 2000 8F9E 2A8E DAD0 7EB4 FCA7"} {
 		if !strings.Contains(asked.String(), w) {
 			t.Errorf("the dialogue lacks %q:\n%s", w, asked.String())
 		}
