@@ -75,7 +75,7 @@ func cmdInit(ctx context.Context, args []string) error {
 			return b, err
 		}}
 	}
-	return runInit(ctx, initEnv{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, prompter: p, now: time.Now()}, args)
+	return runInit(ctx, initEnv{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, prompter: p, now: time.Now(), euid: os.Geteuid()}, args)
 }
 
 // initEnv is what init talks to: a nil prompter asks nothing.
@@ -84,6 +84,7 @@ type initEnv struct {
 	getenv         func(string) string
 	prompter       *prompter
 	now            time.Time
+	euid           int // whose files init may give away: root's only
 }
 
 func runInit(ctx context.Context, env initEnv, args []string) error {
@@ -102,7 +103,7 @@ func runInit(ctx context.Context, env initEnv, args []string) error {
 	}
 	o.dir = fs.Arg(0)
 	if o.serviceUser != "" {
-		if os.Geteuid() != 0 {
+		if env.euid != 0 {
 			return fmt.Errorf("--service-user %s: giving files to another user needs root: run keydesk init as root, or leave --service-user out and chown the files yourself", o.serviceUser)
 		}
 		own, err := lookupOwner(o.serviceUser)

@@ -69,7 +69,7 @@ func slicesSorted(m map[string]string) []string {
 func runInitTest(t *testing.T, args []string, env map[string]string, p *prompter) (stdout, stderr *bytes.Buffer, err error) {
 	t.Helper()
 	stdout, stderr = &bytes.Buffer{}, &bytes.Buffer{}
-	err = runInit(context.Background(), initEnv{stdout: stdout, stderr: stderr, getenv: func(k string) string { return env[k] }, prompter: p, now: time.Now()}, args)
+	err = runInit(context.Background(), initEnv{stdout: stdout, stderr: stderr, getenv: func(k string) string { return env[k] }, prompter: p, now: time.Now(), euid: os.Geteuid()}, args)
 	return stdout, stderr, err
 }
 
@@ -431,7 +431,7 @@ func TestInitAsks(t *testing.T) {
 	}}
 	dir := filepath.Join(t.TempDir(), "kd")
 	stdout, stderr := &bytes.Buffer{}, &bytes.Buffer{}
-	err := runInit(context.Background(), initEnv{stdout: stdout, stderr: stderr, getenv: func(string) string { return "" }, prompter: p, now: time.Now()},
+	err := runInit(context.Background(), initEnv{stdout: stdout, stderr: stderr, getenv: func(string) string { return "" }, prompter: p, now: time.Now(), euid: os.Geteuid()},
 		[]string{dir, "--partner-name", "ignored-if-asked"})
 	if err != nil {
 		t.Fatalf("init: %v\nasked:\n%s\n%s", err, asked.String(), stderr)
@@ -494,5 +494,27 @@ func TestREADMECommands(t *testing.T) {
 	}
 	if !strings.Contains(readme, "## From demo to production") {
 		t.Error("README.md has no section From demo to production")
+	}
+}
+
+// TestInitServiceUserNeedsRoot: only root may give files to the service
+// user; anyone else is told so before a question is asked.
+func TestInitServiceUserNeedsRoot(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "kd")
+	var out bytes.Buffer
+	err := runInit(context.Background(), initEnv{stdout: &out, stderr: &out, getenv: func(string) string { return "" }, now: time.Now(), euid: 1000},
+		initArgv(dir, initFlags(), "--service-user", "nobody"))
+	if err == nil || !strings.Contains(err.Error(), "--service-user nobody: giving files to another user needs root") {
+		t.Fatalf("init --service-user as uid 1000: %v", err)
+	}
+	if exists(dir) {
+		t.Errorf("init made %s", dir)
+	}
+	if os.Geteuid() != 0 {
+		return
+	}
+	if _, _, err := runInitTest(t, initArgv(dir, initFlags(), "--service-user", "no-such-user-kd"), initSecretsEnv, nil); err == nil ||
+		!strings.Contains(err.Error(), `--service-user: user "no-such-user-kd": no such user`) {
+		t.Errorf("init --service-user with an unknown user: %v", err)
 	}
 }
