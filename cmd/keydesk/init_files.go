@@ -55,7 +55,8 @@ type plannedDir struct {
 	secret bool
 }
 
-// initDirs are made before the files, DIR itself first.
+// initDirs are made before the files, DIR itself first (left as it is
+// when it exists).
 var initDirs = []plannedDir{
 	{rel: ".", mode: 0o750},
 	{rel: "keys", mode: 0o750},
@@ -230,8 +231,12 @@ func writePlan(o initOptions, files []plannedFile) error {
 		}
 		return group
 	}
+	dirExisted := exists(o.dir)
 	for _, d := range initDirs {
 		p := filepath.Join(o.dir, d.rel)
+		if d.rel == "." && dirExisted {
+			continue // the operator's own directory keeps its mode and owner
+		}
 		if err := os.MkdirAll(p, d.mode); err != nil {
 			return err
 		}
