@@ -95,10 +95,10 @@ func printNextSteps(w io.Writer, o initOptions, a *answers, cfgPath string) {
 		n++
 	}
 	step("set -a; . %s; set +a   # the batch role's environment (systemd: EnvironmentFile=)", filepath.Join(o.dir, initBatchEnv))
-	step("keydesk check --config %s --connect   # logs in to IMAP, SMTP and each partner environment's API", cfgPath)
 	if a.has("nats-url") {
 		step("keydesk nats-setup --config %s   # as the NATS admin: creates the streams and buckets", cfgPath)
 	}
+	step("keydesk check --config %s --connect   # logs in to IMAP, SMTP, NATS and each partner environment's API", cfgPath)
 	step("keydesk serve --config %s   # or under systemd or in containers: docs/operations.md", cfgPath)
 	step("open %s and sign in; add staff with 'keydesk users add NAME --role approver --write %s'",
 		a.get("base-url"), filepath.Join(o.dir, initUsers))
