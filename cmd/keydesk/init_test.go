@@ -518,3 +518,28 @@ func TestInitServiceUserNeedsRoot(t *testing.T) {
 		t.Errorf("init --service-user with an unknown user: %v", err)
 	}
 }
+
+// TestInitCluster: with a NATS cluster's URL, keydesk.yaml asks for three
+// replicas and the next steps start with nats-setup, before check
+// --connect looks for the streams.
+func TestInitCluster(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "kd")
+	f := initFlags()
+	f["nats-url"] = "tls://nats-1.buildmarkets.example:4222,tls://nats-2.buildmarkets.example:4222"
+	stdout, stderr, err := runInitTest(t, initArgv(dir, f), initSecretsEnv, nil)
+	if err != nil {
+		t.Fatalf("init: %v\n%s\n%s", err, stdout, stderr)
+	}
+	cfg, err := config.Load(filepath.Join(dir, "keydesk.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.NATS.URL != f["nats-url"] || cfg.NATS.Replicas != 3 {
+		t.Errorf("nats in keydesk.yaml: %+v", cfg.NATS)
+	}
+	out := stdout.String()
+	setup, connect := strings.Index(out, "keydesk nats-setup --config"), strings.Index(out, "--connect")
+	if setup < 0 || connect < setup {
+		t.Errorf("the next steps do not run nats-setup before check --connect:\n%s", out)
+	}
+}
