@@ -91,7 +91,7 @@ func commandTable() []command {
 		{name: "setup", args: natsSetupArgs, hidden: true,
 			summary: "the old name of nats-setup (says so, then runs it)",
 			run:     cmdSetupAlias},
-		{name: "users", args: "add NAME --role viewer|approver|admin [--write users.yaml]",
+		{name: "users", args: "add NAME --role viewer|approver|admin [--write users.yaml [--owner USER[:GROUP]]]",
 			summary: "make a staff account for the review UI and API",
 			run:     cmdUsers},
 		{name: "version", summary: "print the version", run: cmdVersion},
