@@ -86,7 +86,7 @@ type NATS struct {
 	TLSKey    string `yaml:"tls_key"`
 	// SkipSetup leaves streams and buckets as they are instead of creating
 	// or updating them at start: for roles whose NATS user may not (the
-	// least-privilege users of deploy/nats); `keydesk setup` makes them
+	// least-privilege users of deploy/nats); `keydesk nats-setup` makes them
 	// with the admin user. Default false.
 	SkipSetup bool `yaml:"skip_setup"`
 	// AuditMaxBytes bounds the AUDIT stream: when full it drops its oldest

@@ -159,7 +159,7 @@ func probeNATS(ctx context.Context, cfg *config.Config, timeout time.Duration) p
 	res, err := queue.Probe(ctx, o)
 	if err != nil {
 		if res != nil && len(res.Missing) > 0 {
-			return l.fail(err, "run 'keydesk setup' with a NATS user that may create them")
+			return l.fail(err, "run 'keydesk nats-setup' with a NATS user that may create them")
 		}
 		return l.fail(err, "check nats.url, nats.creds_file and the nats TLS files, and that the server is reachable from here")
 	}

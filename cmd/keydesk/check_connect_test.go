@@ -111,7 +111,7 @@ func TestCheckConnect(t *testing.T) {
 	todo := []string{
 		"; check imap.username and imap.password",
 		"; check smtp.address and that the server is reachable from here",
-		"; run 'keydesk setup'",
+		"; run 'keydesk nats-setup'",
 		"; the credentials are wrong: check acme's sandbox api_key and api_secret in partners.yaml",
 		"; the key lacks keys:manage: ask for a production key of acme with that scope",
 	}

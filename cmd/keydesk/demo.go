@@ -38,7 +38,7 @@ func cmdDemo(ctx context.Context, args []string) error {
 }
 
 // demoWiring gives the demo this command's wiring: it runs the
-// production roles through serveRoles and runSetup.
+// production roles through serveRoles and runNATSSetup.
 func demoWiring(o demo.Options) demo.Options {
 	o.Roles = roleOrder
 	o.Serve = func(ctx context.Context, cfg *config.Config, log *slog.Logger, roles []string, ready func(*queue.Conn) error) error {
@@ -48,6 +48,6 @@ func demoWiring(o demo.Options) demo.Options {
 		}
 		return serveRoles(ctx, cfg, log, roles, onReady)
 	}
-	o.Setup = func(ctx context.Context, cfg *config.Config) error { return runSetup(ctx, io.Discard, cfg) }
+	o.Setup = func(ctx context.Context, cfg *config.Config) error { return runNATSSetup(ctx, io.Discard, cfg) }
 	return o
 }

@@ -24,6 +24,8 @@ type command struct {
 	name    string
 	args    string // usage after the name
 	summary string
+	// hidden keeps an old name out of the usage: it still runs.
+	hidden bool
 	// run gets the arguments after the name. Returning errUsage prints the
 	// command's usage and exits 2.
 	run func(ctx context.Context, args []string) error
@@ -56,6 +58,9 @@ func commandTable() []command {
 			run: func(ctx context.Context, args []string) error {
 				return runFakeapi(ctx, os.Stdout, os.Stderr, args)
 			}},
+		{name: "init", args: initArgs,
+			summary: "write a production configuration: keydesk.yaml, partners, staff, signing key, secrets",
+			run:     cmdInit},
 		{name: "keys", args: "list|revoke|rotate|refresh [KEY_ID] [options]",
 			summary: "list the partners' keys; ask to revoke or rotate one (over the JSON API)",
 			run: func(ctx context.Context, args []string) error {
@@ -66,6 +71,9 @@ func commandTable() []command {
 			run: func(ctx context.Context, args []string) error {
 				return runMailCmd(ctx, os.Stdout, args, os.Getenv)
 			}},
+		{name: "nats-setup", args: natsSetupArgs,
+			summary: "create or update keydesk's NATS streams and buckets, then exit",
+			run:     cmdNATSSetup},
 		{name: "outbox", args: "dead|retry SEQ [--config keydesk.yaml] [--nats URL] [--json]",
 			summary: "list outgoing mail that could not be sent, and send it again",
 			run:     func(ctx context.Context, args []string) error { return cmdOutbox(ctx, args, os.Stdout) }},
@@ -80,10 +88,10 @@ func commandTable() []command {
 		{name: "serve", args: "--config keydesk.yaml [--roles intake,review,batch,delivery]",
 			summary: "run keydesk's roles",
 			run:     cmdServe},
-		{name: "setup", args: "--config admin.yaml",
-			summary: "create or update keydesk's NATS streams and buckets, then exit",
-			run:     cmdSetup},
-		{name: "users", args: "add NAME --role viewer|approver|admin [--write users.yaml]",
+		{name: "setup", args: natsSetupArgs, hidden: true,
+			summary: "the old name of nats-setup (says so, then runs it)",
+			run:     cmdSetupAlias},
+		{name: "users", args: "add NAME --role viewer|approver|admin [--write users.yaml [--owner USER[:GROUP]]]",
 			summary: "make a staff account for the review UI and API",
 			run:     cmdUsers},
 		{name: "version", summary: "print the version", run: cmdVersion},
@@ -93,6 +101,9 @@ func commandTable() []command {
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "keydesk fulfils Buildmarkets API key requests that partners send by email.\n\nUsage:\n")
 	for _, c := range commandTable() {
+		if c.hidden {
+			continue
+		}
 		fmt.Fprintf(w, "  keydesk %-10s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(w, "\nRun 'keydesk COMMAND --help' for a command's options.\n")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"go.yaml.in/yaml/v3"
 
@@ -16,7 +17,7 @@ import (
 func cmdUsers(_ context.Context, args []string) error {
 	if len(args) == 0 || args[0] != "add" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			fmt.Fprintln(os.Stdout, "usage: keydesk users add NAME --role viewer|approver|admin [--write users.yaml]")
+			fmt.Fprintln(os.Stdout, "usage: keydesk users add NAME --role viewer|approver|admin [--write users.yaml [--owner USER[:GROUP]]]")
 			return nil
 		}
 		return errUsage
@@ -25,18 +26,30 @@ func cmdUsers(_ context.Context, args []string) error {
 }
 
 func runUsersAdd(stdout io.Writer, args []string) error {
-	fs := newFlags("users add", "NAME --role viewer|approver|admin [--write users.yaml]",
+	fs := newFlags("users add", "NAME --role viewer|approver|admin [--write users.yaml [--owner USER[:GROUP]]]",
 		"Generate a password (for the web UI) and an API token (for the CLI and scripts) for a new staff\n"+
 			"member, print both once, and print the users.yaml entry holding only their hashes. With --write,\n"+
 			"the entry is added to that file too (the review role picks the change up within seconds).\n"+
+			"The file is replaced whole (a new file, then a rename): it keeps its owner, group and mode, so\n"+
+			"that root running this leaves a file the service user still reads; a new file takes the owner\n"+
+			"and group of its directory, mode 0640; --owner sets them.\n"+
 			"Hand the password and token over through a channel you trust; keydesk cannot show them again.")
 	role := fs.String("role", "", "viewer (reads), approver (approves, rejects, corrects, cancels) or admin (also runs batches)")
 	write := fs.String("write", "", "add the entry to this users.yaml (created if missing)")
+	ownerFlag := fs.String("owner", "", "with --write: give the file to `USER[:GROUP]` (default: as it was, or as its directory)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 || *role == "" {
+	if fs.NArg() != 1 || *role == "" || *ownerFlag != "" && *write == "" {
 		return errUsage
+	}
+	var owner *fileOwner
+	if *ownerFlag != "" {
+		o, err := lookupOwner(*ownerFlag)
+		if err != nil {
+			return fmt.Errorf("--owner: %w", err)
+		}
+		owner = o
 	}
 	name := fs.Arg(0)
 	r := users.Role(*role)
@@ -57,7 +70,7 @@ func runUsersAdd(stdout io.Writer, args []string) error {
 		return err
 	}
 	if *write != "" {
-		if err := appendUser(*write, u); err != nil {
+		if err := appendUser(*write, u, owner); err != nil {
 			return err
 		}
 	}
@@ -86,8 +99,9 @@ func indentLines(s, pad string) string {
 }
 
 // appendUser adds u to a users file, keeping its comments, refusing a
-// name already present and a file that would not load afterwards.
-func appendUser(path string, u users.User) error {
+// name already present and a file that would not load afterwards. The
+// file is given owner, or keeps its own (usersFileOwner).
+func appendUser(path string, u users.User, owner *fileOwner) error {
 	data, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
@@ -139,9 +153,39 @@ func appendUser(path string, u users.User) error {
 	if _, err := users.Parse(path, out.Bytes()); err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, out.Bytes(), 0o600); err != nil {
+	own, mode, err := usersFileOwner(path, owner)
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	return writeFileAtomic(path, out.Bytes(), mode, own)
+}
+
+// usersFileOwner is who a rewritten users file belongs to, and its mode:
+// an existing file keeps its mode and its owner (or is given explicit);
+// a new one is mode 0640 (the group, the service's in the documented
+// layout, reads it) and belongs to explicit or, when run as root, to the
+// owner and group of its directory. Without this, root adding a user
+// would leave a root-owned file the service user cannot read.
+func usersFileOwner(path string, explicit *fileOwner) (*fileOwner, os.FileMode, error) {
+	own, mode, err := statOwner(path)
+	switch {
+	case err == nil:
+		if explicit != nil {
+			own = explicit
+		}
+		return own, mode, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, 0, err
+	case explicit != nil:
+		return explicit, 0o640, nil
+	case os.Geteuid() != 0:
+		// Only root can give a file away: it is the caller's, as any
+		// file they make.
+		return nil, 0o640, nil
+	}
+	own, _, err = statOwner(filepath.Dir(path))
+	if err != nil {
+		return nil, 0, err
+	}
+	return own, 0o640, nil
 }

@@ -40,7 +40,7 @@ type Options struct {
 	// role runs. The command passes its own wiring: the demo runs the
 	// production roles, not a copy of them.
 	Serve func(ctx context.Context, cfg *config.Config, log *slog.Logger, roles []string, ready func(*queue.Conn) error) error
-	// Setup makes the streams and buckets, as 'keydesk setup' does (only
+	// Setup makes the streams and buckets, as 'keydesk nats-setup' does (only
 	// the cluster run needs it).
 	Setup func(ctx context.Context, cfg *config.Config) error
 	// Roles are every role, in start order.
