@@ -174,9 +174,11 @@ func (s *Server) approve(ctx context.Context, a action) (*result, error) {
 	}
 	need := s.approvalsNeeded(r)
 	after := approvedWords(r)
-	var others []string
+	// Four eyes counts people: the names shown are the first of each.
+	var others, seen []string
 	for _, ap := range r.Approvals {
-		if !slices.Contains(others, ap.By) {
+		if !slices.Contains(seen, ap.PersonKey()) {
+			seen = append(seen, ap.PersonKey())
 			others = append(others, ap.By)
 		}
 	}
@@ -197,10 +199,10 @@ func (s *Server) approve(ctx context.Context, a action) (*result, error) {
 		msg = fmt.Sprintf("Approval %d of %d recorded: four eyes needs a second approver.", n, need)
 	}
 	out, err := s.o.Queue.Apply(ctx, r.ID, queue.Change{
-		Actor: a.By.Name, Action: "approve", From: keydesk.StatePendingReview, To: to,
+		Actor: a.By.Name, Subject: a.By.Subject, Action: "approve", From: keydesk.StatePendingReview, To: to,
 		Revision: r.Revision, Note: s.note(a, note),
 		Mutate: func(x *keydesk.Request) error {
-			x.Approvals = append(x.Approvals, keydesk.Approval{By: a.By.Name, At: s.now().UTC()})
+			x.Approvals = append(x.Approvals, keydesk.Approval{By: a.By.Name, Person: a.By.person(), At: s.now().UTC()})
 			return nil
 		},
 	})
@@ -299,16 +301,51 @@ func (s *Server) approveRefusal(r *keydesk.Request, by staff) *refusal {
 		return &refusal{"a proposed change waits for a decision",
 			errConflict("proposal_pending", "request %s has a change proposed by the partner waiting for a decision: accept or refuse it first", r.ID)}
 	}
-	if slices.Contains(r.WidenedBy, by.Name) {
+	if s.widenedBy(r, by) {
 		return &refusal{"you widened it: another approver must approve",
 			&Error{Status: http.StatusForbidden, Code: "own_widening",
 				Msg: fmt.Sprintf("you widened request %s with a correction (a scope, keys:manage or production added), so you cannot approve it: another approver must", r.ID)}}
 	}
-	if r.ApprovedBy(by.Name) {
+	if r.ApprovedByPerson(by.person()) {
 		return &refusal{"you approved it: four eyes needs someone else",
-			errConflict("already_approved", "you have already approved %s: four eyes needs a second approval from someone else", r.ID)}
+			errConflict("already_approved", "you have already approved %s (as %s): four eyes needs a second approval from someone else", r.ID, approverName(r, by.person()))}
+	}
+	if s.needsReauth(by) {
+		return &refusal{"your sign-in is older than " + s.rp.o.ReauthAfter.String() + ": sign in again to approve",
+			&Error{Status: http.StatusForbidden, Code: "reauth_required",
+				Msg: fmt.Sprintf("you signed in at the identity provider more than %s ago: approving needs a fresh sign-in. Sign in again (the link on the request page) and approve %s then; nothing was changed", s.rp.o.ReauthAfter, r.ID)}}
 	}
 	return nil
+}
+
+// approverName is the name under which person approved r.
+func approverName(r *keydesk.Request, person string) string {
+	for _, ap := range r.Approvals {
+		if ap.PersonKey() == person {
+			return ap.By
+		}
+	}
+	return person
+}
+
+// widenedBy reports whether the person of by widened r by a correction.
+// WidenedBy holds names: each is taken as its users.yaml account's person
+// (a token tied to someone), or else as itself (a single sign-on email).
+func (s *Server) widenedBy(r *keydesk.Request, by staff) bool {
+	for _, name := range r.WidenedBy {
+		if name == by.Name || s.personOf(name) == by.person() {
+			return true
+		}
+	}
+	return false
+}
+
+// personOf is the person key of the staff member named name.
+func (s *Server) personOf(name string) string {
+	if u, ok := s.o.Users().Lookup(name); ok {
+		return u.PersonKey()
+	}
+	return strings.ToLower(name)
 }
 
 // begin starts an approver's action: it checks the role, cleans the
