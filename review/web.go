@@ -266,8 +266,8 @@ type requestView struct {
 	WidenedByYou bool
 	// Reauth: the person signed in at the identity provider too long ago
 	// to approve (review.oidc.reauth_after).
-	Reauth bool
-	ScopesText   string
+	Reauth     bool
+	ScopesText string
 	// The conversation: its thread, oldest first; the partner's proposed
 	// change as a diff; the staff a request can be assigned to.
 	Thread      []keydesk.ThreadEntry
