@@ -17,6 +17,7 @@ import (
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/queue/queuetest"
 	"github.com/buildmarkets/keydesk/review/users"
+	"github.com/chromedp/chromedp"
 )
 
 // The people of the test identity provider: two approvers, an admin who
@@ -457,7 +458,7 @@ func TestSSOPasswordsOff(t *testing.T) {
 	e, _ := ssoEnv(t, oidctest.Options{}, func(o *Options) { o.PasswordLoginOff = true })
 	b := e.browser()
 	_, _, body := b.get("/login")
-	if strings.Contains(body, `name="password"`) || !strings.Contains(body, `id="sso">Sign in with single sign-on</button>`) {
+	if strings.Contains(body, `name="password"`) || !strings.Contains(body, `id="sso" href="/login/oidc?next=%2fqueue">Sign in with single sign-on</a>`) {
 		t.Fatalf("login page:\n%s", body)
 	}
 	code, _, body := b.post("/login", url.Values{"username": {"alice"}, "password": {password("alice")}})
@@ -498,4 +499,84 @@ func TestSSOProviderDownAtStart(t *testing.T) {
 	e.login("ada")
 	idp.SetDown(false)
 	e.ssoLogin("alice", "/queue")
+}
+
+// TestBrowserSSO drives single sign-on in a real headless Chromium: sign
+// in through the provider's login page as approver A, approve a
+// production request (four eyes: one of two), sign out; sign in as B and
+// approve again: approved. A third person, whose groups map to no role,
+// is refused with the page that says to ask an admin.
+func TestBrowserSSO(t *testing.T) {
+	e, _ := ssoEnv(t, oidctest.Options{}, nil)
+	r := e.productionRequest()
+	c := startChromium(t, e.ts.URL+"/requests/"+r.ID)
+	ctx, shot, text := c.ctx, c.shot, c.text
+
+	signIn := func(user string) {
+		t.Helper()
+		if err := chromedp.Do(ctx,
+			chromedp.WaitVisible(chromedp.CSS(`a#sso`)),
+			chromedp.Click(chromedp.CSS(`a#sso`)),
+			chromedp.WaitVisible(chromedp.CSS(`input#username`)),
+			chromedp.SendKeys(chromedp.CSS(`input#username`), user),
+			chromedp.SendKeys(chromedp.CSS(`input#password`), idpPassword(user)),
+			chromedp.Click(chromedp.CSS(`button#submit`)),
+		); err != nil {
+			loc, _ := chromedp.Run(c.ctx, chromedp.Location())
+			html, _ := chromedp.Run(c.ctx, chromedp.OuterHTML(chromedp.CSS("html")))
+			t.Fatalf("sign in as %s: %v at %s\n%s", user, err, loc, html)
+		}
+	}
+	approve := func(user, wantNotice string) {
+		t.Helper()
+		signIn(user)
+		if err := chromedp.Do(ctx,
+			chromedp.WaitVisible(chromedp.CSS(`form[action$="/approve"] button`)),
+			chromedp.Click(chromedp.CSS(`form[action$="/approve"] button`)),
+			chromedp.WaitVisible(chromedp.CSS(`p.notice`)),
+		); err != nil {
+			t.Fatalf("approve as %s: %v", user, err)
+		}
+		if n := text(`p.notice`); !strings.Contains(n, wantNotice) {
+			t.Fatalf("%s approving: notice %q, want %q", user, n, wantNotice)
+		}
+		if who := text(`header .who .user`); who != user+"@corp.example" {
+			t.Fatalf("signed in as %q, want %s@corp.example", who, user)
+		}
+	}
+	signOut := func() {
+		t.Helper()
+		if err := chromedp.Do(ctx,
+			chromedp.Click(chromedp.CSS(`form[action="/logout"] button`)),
+			chromedp.WaitVisible(chromedp.CSS(`a#sso`)),
+			chromedp.Navigate(e.ts.URL+"/requests/"+r.ID),
+		); err != nil {
+			t.Fatalf("sign out: %v", err)
+		}
+	}
+
+	shot("sso-login.png")
+	approve("alice", "Your approval is recorded: four eyes needs a second approver.")
+	shot("sso-first-approval.png")
+	signOut()
+	approve("bob", "Approved.")
+	if st := text(`h1 .state`); st != "approved" {
+		t.Fatalf("state after the second person = %q", st)
+	}
+	got := e.get(r.ID)
+	if len(got.Approvals) != 2 || got.Approvals[0].Person != "alice@corp.example" || got.Approvals[1].Person != "bob@corp.example" {
+		t.Fatalf("approvals: %+v", got.Approvals)
+	}
+	signOut()
+	signIn("eve")
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`p.error`))); err != nil {
+		t.Fatalf("eve's refusal: %v", err)
+	}
+	if msg := text(`p.error`); !strings.Contains(msg, "none of your groups at the identity provider gives a role in keydesk. Ask an admin") {
+		t.Fatalf("eve sees %q", msg)
+	}
+	shot("sso-no-role.png")
+	if err := chromedp.Do(ctx, chromedp.Navigate(e.ts.URL+"/queue"), chromedp.WaitVisible(chromedp.CSS(`a#sso`))); err != nil {
+		t.Fatalf("eve is signed in: %v", err)
+	}
 }
