@@ -244,10 +244,10 @@ type Review struct {
 	// LocalLogin keeps the users.yaml passwords as a way to sign in (the
 	// break-glass accounts beside single sign-on). Default true; false
 	// refuses every password sign-in, and needs oidc.
-	LocalLogin *bool `yaml:"local_login"`
+	LocalLogin *bool `yaml:"local_login,omitempty"`
 	// OIDC is single sign-on through the company's identity provider.
 	// Absent, or an empty issuer: none.
-	OIDC OIDC `yaml:"oidc"`
+	OIDC OIDC `yaml:"oidc,omitempty"`
 }
 
 // PasswordLogin reports whether review.local_login lets staff sign in

@@ -490,3 +490,31 @@ func (s *Server) needsReauth(st staff) bool {
 	}
 	return s.now().Sub(st.sess.AuthAt) > s.rp.o.ReauthAfter
 }
+
+// ProviderInfo is what a provider's discovery document says, for
+// `keydesk check --connect`.
+type ProviderInfo struct {
+	AuthURL, TokenURL string
+	// PKCE lists code_challenge_methods_supported (empty: not said).
+	PKCE []string
+	// Claims lists claims_supported (empty: not said).
+	Claims []string
+}
+
+// ProbeProvider fetches the provider's discovery document as the first
+// sign-in would, and checks that the issuer it names is the one set.
+func ProbeProvider(ctx context.Context, o OIDCOptions) (*ProviderInfo, error) {
+	rp := newRelyingParty(o)
+	p, err := rp.discover(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var doc struct {
+		PKCE   []string `json:"code_challenge_methods_supported"`
+		Claims []string `json:"claims_supported"`
+	}
+	if err := p.Claims(&doc); err != nil {
+		return nil, fmt.Errorf("review: discovery document of %s: %w", o.Issuer, err)
+	}
+	return &ProviderInfo{AuthURL: p.Endpoint().AuthURL, TokenURL: p.Endpoint().TokenURL, PKCE: doc.PKCE, Claims: doc.Claims}, nil
+}
