@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -64,6 +63,7 @@ func ssoEnv(t *testing.T, po oidctest.Options, mod func(*Options)) (*env, *oidct
 	// request has been served yet.
 	e.srv.rp.o.RedirectURL = e.ts.URL + "/login/oidc/callback"
 	idp.SetRedirectURIs(e.srv.rp.o.RedirectURL)
+	e.idp = idp
 	return e, idp
 }
 
@@ -93,43 +93,16 @@ func (b *browser) toIdP(path string) string {
 	return h.Get("Location")
 }
 
-var idRE = regexp.MustCompile(`name="id" value="([^"]+)"`)
-
 // atIdP follows the authorization URL to the provider's login form,
 // signs in as user and returns the callback URL the provider sends the
 // browser back to (not yet followed).
 func (b *browser) atIdP(authURL, user string) string {
 	b.e.t.Helper()
-	u := authURL
-	var page string
-	for range 5 {
-		code, h, body := b.fetch("GET", u, nil)
-		if code == http.StatusOK {
-			page = body
-			break
-		}
-		if code != http.StatusFound && code != http.StatusSeeOther {
-			b.e.t.Fatalf("provider at %s: %d\n%s", u, code, body)
-		}
-		next, _ := url.Parse(u)
-		u = next.ResolveReference(mustURL(h.Get("Location"))).String()
+	cb, err := b.e.idp.SignIn(b.c, authURL, user, idpPassword(user))
+	if err != nil {
+		b.e.t.Fatal(err)
 	}
-	m := idRE.FindStringSubmatch(page)
-	if m == nil {
-		b.e.t.Fatalf("no login form at the provider:\n%s", page)
-	}
-	base, _ := url.Parse(u)
-	code, h, body := b.fetch("POST", base.ResolveReference(mustURL("/login/username")).String(),
-		url.Values{"id": {m[1]}, "username": {user}, "password": {idpPassword(user)}})
-	if code != http.StatusFound {
-		b.e.t.Fatalf("sign in at the provider as %s: %d\n%s", user, code, body)
-	}
-	// The provider's own callback issues the code.
-	code, h, body = b.fetch("GET", base.ResolveReference(mustURL(h.Get("Location"))).String(), nil)
-	if code != http.StatusFound && code != http.StatusSeeOther {
-		b.e.t.Fatalf("provider callback: %d\n%s", code, body)
-	}
-	return h.Get("Location")
+	return cb
 }
 
 func mustURL(s string) *url.URL {
@@ -484,6 +457,7 @@ func TestSSOProviderDownAtStart(t *testing.T) {
 	})
 	e.srv.rp.o.RedirectURL = e.ts.URL + "/login/oidc/callback"
 	idp.SetRedirectURIs(e.srv.rp.o.RedirectURL)
+	e.idp = idp
 	if err := e.srv.Discover(context.Background()); err == nil {
 		t.Fatal("discovery of a provider that is down succeeded")
 	}

@@ -74,7 +74,7 @@ func startReview(ctx context.Context, a *app) (func(context.Context) error, erro
 		Metrics:        a.metrics, Logger: log,
 		Mail:           mailLog(a),
 		RotationMaxAge: cfg.Rotation.MaxAge, RotationRemindBefore: cfg.Rotation.RemindBefore,
-		OIDC:           oidcOptions(cfg.Review.OIDC), PasswordLoginOff: !cfg.Review.PasswordLogin(),
+		OIDC: oidcOptions(cfg.Review.OIDC), PasswordLoginOff: !cfg.Review.PasswordLogin(),
 	})
 	if err != nil {
 		return nil, err
@@ -160,7 +160,7 @@ func checkUsersFile(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	if set.Len() == 0 {
+	if set.Len() == 0 && !cfg.Review.OIDC.Enabled() {
 		return fmt.Errorf("%s: lists nobody: add someone with 'keydesk users add NAME --role admin'", p)
 	}
 	// The example users' credentials are published: a users.yaml that

@@ -11,8 +11,11 @@ import (
 	"crypto/rand"
 	"fmt"
 	"html/template"
+	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -260,4 +263,72 @@ func (l *loginPage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.Redirect(w, r, l.callback(r.Context(), id), http.StatusFound)
+}
+
+var authRequestRE = regexp.MustCompile(`name="id" value="([^"]+)"`)
+
+// SignIn walks the provider's side of a sign-in as a browser would: from
+// the authorization URL the relying party sent it to, through the login
+// form as user, to the callback URL on the relying party, which it
+// returns without following. c must keep cookies and not follow
+// redirects.
+func (p *Provider) SignIn(c *http.Client, authURL, user, password string) (string, error) {
+	u, err := url.Parse(authURL)
+	if err != nil {
+		return "", err
+	}
+	var page string
+	for range 5 {
+		code, loc, body, err := send(c, "GET", u.String(), nil)
+		if err != nil {
+			return "", err
+		}
+		if code == http.StatusOK {
+			page = body
+			break
+		}
+		if code != http.StatusFound && code != http.StatusSeeOther {
+			return "", fmt.Errorf("oidctest: provider at %s: %d %s", u, code, body)
+		}
+		if u, err = u.Parse(loc); err != nil {
+			return "", err
+		}
+	}
+	m := authRequestRE.FindStringSubmatch(page)
+	if m == nil {
+		return "", fmt.Errorf("oidctest: no login form at %s: %s", u, page)
+	}
+	login, _ := u.Parse("/login/username")
+	code, loc, body, err := send(c, "POST", login.String(), url.Values{"id": {m[1]}, "username": {user}, "password": {password}})
+	if err != nil || code != http.StatusFound {
+		return "", fmt.Errorf("oidctest: sign in as %s: %d %v %s", user, code, err, body)
+	}
+	// The provider's own callback issues the code.
+	next, _ := u.Parse(loc)
+	code, loc, body, err = send(c, "GET", next.String(), nil)
+	if err != nil || (code != http.StatusFound && code != http.StatusSeeOther) {
+		return "", fmt.Errorf("oidctest: provider callback: %d %v %s", code, err, body)
+	}
+	return loc, nil
+}
+
+func send(c *http.Client, method, u string, form url.Values) (int, string, string, error) {
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequest(method, u, body)
+	if err != nil {
+		return 0, "", "", err
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, "", "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, resp.Header.Get("Location"), string(b), err
 }
