@@ -152,8 +152,18 @@ func (s *Server) load(ctx context.Context, a action) (*keydesk.Request, error) {
 }
 
 func (s *Server) note(a action, text string) string {
-	if a.Via == "api" {
+	// An account tied to a person (users.yaml person:) says whom it acts for.
+	var forWhom string
+	if a.By.Subject == "" && a.By.Person != "" && a.By.Person != a.By.Name {
+		forWhom = "for " + a.By.Person
+	}
+	switch {
+	case a.Via == "api" && forWhom != "":
+		return text + " (via API, " + forWhom + ")"
+	case a.Via == "api":
 		return text + " (via API)"
+	case forWhom != "":
+		return text + " (" + forWhom + ")"
 	}
 	return text
 }

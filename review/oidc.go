@@ -197,6 +197,12 @@ func (s *Server) getOIDCLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
+	// Each start writes a pending login: bounded per client address.
+	if !s.ssoStarts.allow("", clientIP(r), s.now()) {
+		w.Header().Set("Retry-After", "10")
+		s.renderLogin(w, http.StatusTooManyRequests, pageData{Next: next, Error: "Too many sign-in attempts from this address. Wait a minute and try again."})
+		return
+	}
 	p, err := s.rp.discover(ctx)
 	if err != nil {
 		s.log.Warn("review: single sign-on unavailable", "issuer", s.rp.o.Issuer, "err", err)
@@ -260,6 +266,11 @@ func (s *Server) getOIDCCallback(w http.ResponseWriter, r *http.Request) {
 		}
 		s.renderLogin(w, f.Status, pageData{Next: next, Error: f.Msg})
 		return
+	}
+	// A sign-in again (re-authentication, or after a session ended)
+	// replaces the session the browser had.
+	if c, err := r.Cookie(s.cookieName()); err == nil && c.Value != "" && len(c.Value) <= 128 {
+		_ = s.sessions().Purge(r.Context(), sessionKey(c.Value))
 	}
 	if err := s.newSSOSession(r.Context(), w, id); err != nil {
 		s.renderError(w, r, nil, asError("", err))
@@ -391,7 +402,9 @@ func (s *Server) identityOf(idt *oidc.IDToken, claims map[string]any) (*identity
 	if len(email) > 254 || strings.ContainsAny(email, " \t\r\n<>") {
 		email = ""
 	}
-	id.Email, id.Name = email, clip(idt.Subject, 128)
+	// Without an email the person is named by the subject, prefixed so
+	// that it can never be taken for a users.yaml name (which has no ':').
+	id.Email, id.Name = email, "oidc:"+clip(idt.Subject, 128)
 	if email != "" {
 		id.Name = email
 	}

@@ -554,3 +554,32 @@ func TestBrowserSSO(t *testing.T) {
 		t.Fatalf("eve is signed in: %v", err)
 	}
 }
+
+// TestSSOStartsBounded: each sign-in begun writes a pending login, so one
+// address may begin 30 at once and then one a second.
+func TestSSOStartsBounded(t *testing.T) {
+	e, _ := ssoEnv(t, oidctest.Options{}, nil)
+	b := e.browser()
+	for i := range 30 {
+		if code, _, body := b.get("/login/oidc"); code != http.StatusSeeOther {
+			t.Fatalf("start %d: %d\n%s", i+1, code, body)
+		}
+	}
+	code, h, body := b.get("/login/oidc")
+	if code != http.StatusTooManyRequests || h.Get("Retry-After") == "" || !strings.Contains(body, "Too many sign-in attempts from this address") {
+		t.Fatalf("start 31: %d\n%s", code, body)
+	}
+	e.clock.Add(2 * time.Second)
+	if code, _, _ := b.get("/login/oidc"); code != http.StatusSeeOther {
+		t.Fatalf("a start after the wait: %d", code)
+	}
+	// The pending logins of abandoned starts are swept once expired.
+	e.clock.Add(loginTTL + time.Minute)
+	if _, err := e.srv.sweepSessions(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	left, err := e.srv.pendingLogins().Scan(context.Background(), oidcPrefix)
+	if err != nil || len(left) != 0 {
+		t.Fatalf("pending logins after the sweep: %d, %v", len(left), err)
+	}
+}

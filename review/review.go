@@ -115,9 +115,11 @@ type Server struct {
 	logins  *loginLimiter
 	// loginAudit rolls up failed sign-ins for the audit trail.
 	loginAudit *loginAudit
-	// rp is the single sign-on relying party; nil: none.
-	rp      *relyingParty
-	handler http.Handler
+	// rp is the single sign-on relying party; nil: none. ssoStarts
+	// bounds the sign-ins begun per client address.
+	rp        *relyingParty
+	ssoStarts *loginLimiter
+	handler   http.Handler
 }
 
 // page names: each is templates/web/<name>.html over layout.html.
@@ -156,7 +158,7 @@ func New(o Options) (*Server, error) {
 	s := &Server{
 		o: o, log: o.Logger,
 		actions: o.Metrics.Counter("keydesk_review_actions_total", "Staff actions taken in the review UI and API, by action.", "action"),
-		logins:  newLoginLimiter(), loginAudit: newLoginAudit(),
+		logins:  newLoginLimiter(), loginAudit: newLoginAudit(), ssoStarts: newSSOLimiter(),
 		pages: map[string]*template.Template{},
 	}
 	if o.OIDC != nil && o.OIDC.Issuer != "" {

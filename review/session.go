@@ -295,6 +295,13 @@ const (
 	ipEvery     = 6 * time.Second
 )
 
+// newSSOLimiter bounds the single sign-ons begun per client address:
+// each writes a pending login to the sessions bucket. 30 at once, then
+// one a second.
+func newSSOLimiter() *loginLimiter {
+	return &loginLimiter{byName: newLimiterSet(time.Second, 1, 1), byIP: newLimiterSet(time.Second, 30, maxLimiters)}
+}
+
 func newLoginLimiter() *loginLimiter {
 	return &loginLimiter{
 		byName: newLimiterSet(nameEvery, nameBurst, maxLimiters),
