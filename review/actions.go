@@ -386,7 +386,7 @@ func (s *Server) reject(ctx context.Context, a action) (*result, error) {
 		return nil, errConflict("invalid_state", "request %s is %s: only a request awaiting review can be rejected (cancel it instead)", r.ID, r.State)
 	}
 	out, err := s.o.Queue.Apply(ctx, r.ID, queue.Change{
-		Actor: a.By.Name, Action: "reject", From: r.State, To: keydesk.StateRejected,
+		Actor: a.By.Name, Subject: a.By.Subject, Action: "reject", From: r.State, To: keydesk.StateRejected,
 		Revision: r.Revision, Note: s.note(a, "rejected: "+reason),
 		Mutate: func(x *keydesk.Request) error { x.Problem = reason; return nil },
 	})
@@ -449,7 +449,7 @@ func (s *Server) cancel(ctx context.Context, a action) (*result, error) {
 		note += ": " + reason
 	}
 	out, err := s.o.Queue.Apply(ctx, r.ID, queue.Change{
-		Actor: a.By.Name, Action: "cancel", From: r.State, To: keydesk.StateCancelled,
+		Actor: a.By.Name, Subject: a.By.Subject, Action: "cancel", From: r.State, To: keydesk.StateCancelled,
 		Revision: r.Revision, Note: s.note(a, note),
 		Mutate: func(x *keydesk.Request) error {
 			if reason != "" {
@@ -481,7 +481,7 @@ func (s *Server) retry(ctx context.Context, a action) (*result, error) {
 		note += ": " + reason
 	}
 	out, err := s.o.Queue.Apply(ctx, r.ID, queue.Change{
-		Actor: a.By.Name, Action: "retry", From: r.State, To: keydesk.StateApproved,
+		Actor: a.By.Name, Subject: a.By.Subject, Action: "retry", From: r.State, To: keydesk.StateApproved,
 		Revision: r.Revision, Note: s.note(a, note),
 	})
 	if err != nil {
@@ -544,7 +544,7 @@ func (s *Server) rewrite(ctx context.Context, a action, r *keydesk.Request, act,
 	}
 	reg := s.o.Partners()
 	out, err := s.o.Queue.Apply(ctx, r.ID, queue.Change{
-		Actor: a.By.Name, Action: act, From: r.State, Revision: r.Revision, Note: s.note(a, note),
+		Actor: a.By.Name, Subject: a.By.Subject, Action: act, From: r.State, Revision: r.Revision, Note: s.note(a, note),
 		Mutate: func(x *keydesk.Request) error {
 			mutate(x)
 			x.Approvals = nil
@@ -667,7 +667,7 @@ func (s *Server) runBatch(ctx context.Context, by staff) (*result, *keydesk.Batc
 	}
 	// The request and its audit event land together or not at all: an
 	// event that cannot be written takes the request back.
-	ev := keydesk.Event{Ref: b.ID, Actor: by.Name, Action: "run-batch", Change: "asked for a batch run now"}
+	ev := keydesk.Event{Ref: b.ID, Actor: by.Name, Subject: by.Subject, Action: "run-batch", Change: "asked for a batch run now"}
 	if err := s.o.Queue.Record(ctx, "staff", ev); err != nil {
 		if werr := s.o.Queue.WithdrawBatch(context.WithoutCancel(ctx), b); werr != nil {
 			// Taken already by a batch role, whose own audit events name the person.

@@ -353,6 +353,13 @@ func TestSSOFourEyesCountsPeople(t *testing.T) {
 	if got.State != keydesk.StateApproved || got.LastEvent.Actor != "bob@corp.example" || got.LastEvent.Subject != "sub-bob" {
 		t.Fatalf("after bob: %s, last event %+v", got.State, got.LastEvent)
 	}
+	// The request's history names each person with the provider's subject.
+	_, _, body = b.get(page)
+	for _, who := range []string{"alice@corp.example <span class=\"muted small\" title=\"the identity provider's subject\">sub-alice</span>", ">sub-bob</span>"} {
+		if !strings.Contains(body, who) {
+			t.Fatalf("the history lacks %q:\n%s", who, body)
+		}
+	}
 }
 
 func revOf(e *env, id string) string { return strconv.FormatUint(e.get(id).Revision, 10) }
