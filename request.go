@@ -77,6 +77,18 @@ type Reason struct {
 type Approval struct {
 	By string    `json:"by"`
 	At time.Time `json:"at"`
+	// Person is who approved, for four eyes: the same person through two
+	// sessions, or through single sign-on and an API token tied to them,
+	// counts once. Empty in approvals from before it: By stands for it.
+	Person string `json:"person,omitempty"`
+}
+
+// PersonKey is the person who gave the approval.
+func (a Approval) PersonKey() string {
+	if a.Person != "" {
+		return a.Person
+	}
+	return a.By
 }
 
 // Attempt is one try at creating the request's key. It is written before
@@ -100,6 +112,9 @@ type Event struct {
 	// ones are rolled up (failed sign-ins: one event per name, address and
 	// minute); 0 means one.
 	Count int `json:"count,omitempty"`
+	// Subject is the identity provider's subject (its stable ID) of a
+	// person signed in by single sign-on; Actor is then their email.
+	Subject string `json:"subject,omitempty"`
 }
 
 // Request is one key request: one environment, its scopes and a label, from
@@ -190,6 +205,12 @@ func (r *Request) AddFlag(f Flag) {
 // ApprovedBy reports whether name has approved the request already.
 func (r *Request) ApprovedBy(name string) bool {
 	return slices.ContainsFunc(r.Approvals, func(a Approval) bool { return a.By == name })
+}
+
+// ApprovedByPerson reports whether the person (an Approval's PersonKey)
+// has approved the request already.
+func (r *Request) ApprovedByPerson(person string) bool {
+	return slices.ContainsFunc(r.Approvals, func(a Approval) bool { return a.PersonKey() == person })
 }
 
 // Clone returns a deep copy, so that a change function can be retried.

@@ -245,7 +245,63 @@ type Review struct {
 	// AgeTarget is how long a request should wait for review: the queue
 	// shows an age past it in amber, past twice it in red. Default 4h.
 	AgeTarget time.Duration `yaml:"age_target"`
+	// LocalLogin keeps the users.yaml passwords as a way to sign in (the
+	// break-glass accounts beside single sign-on). Default true; false
+	// refuses every password sign-in, and needs oidc.
+	LocalLogin *bool `yaml:"local_login,omitempty"`
+	// OIDC is single sign-on through the company's identity provider.
+	// Absent, or an empty issuer: none.
+	OIDC OIDC `yaml:"oidc,omitempty"`
 }
+
+// PasswordLogin reports whether review.local_login lets staff sign in
+// with a users.yaml password (the default).
+func (r Review) PasswordLogin() bool { return r.LocalLogin == nil || *r.LocalLogin }
+
+// OIDC is the OpenID Connect relying party of the review UI.
+type OIDC struct {
+	// Issuer is the identity provider's issuer URL (its discovery document
+	// is Issuer + /.well-known/openid-configuration). https://, or http://
+	// to a loopback host. Empty: no single sign-on.
+	Issuer string `yaml:"issuer"`
+	// ClientID is keydesk's client (application) ID at the provider.
+	ClientID string `yaml:"client_id"`
+	// ClientSecret is the client's secret (or client_secret_file).
+	ClientSecret keydesk.Secret `yaml:"client_secret"`
+	// RedirectURL is where the provider sends the browser back; register
+	// it there. Default review.base_url + /login/oidc/callback.
+	RedirectURL string `yaml:"redirect_url"`
+	// Scopes asked for. Default [openid, email, profile]; add "groups"
+	// where the provider needs it for the groups claim.
+	Scopes []string `yaml:"scopes"`
+	// RolesClaim is the claim of the ID token (or, if the ID token lacks
+	// it, of userinfo) that lists the person's groups: a string or a list;
+	// a dotted path reaches a nested claim (realm_access.roles). Default groups.
+	RolesClaim string `yaml:"roles_claim"`
+	// Roles maps each role to the groups (values of RolesClaim) that give
+	// it; the highest role a person's groups give wins.
+	Roles OIDCRoles `yaml:"roles"`
+	// ReauthAfter: an approval needs a sign-in at the provider newer than
+	// this; an older one sends the person through the provider again.
+	// 0 (default): never asks.
+	ReauthAfter time.Duration `yaml:"reauth_after"`
+	// DisplayName is the words on the sign-in button. Default "Sign in
+	// with single sign-on".
+	DisplayName string `yaml:"display_name"`
+}
+
+// Enabled reports whether single sign-on is configured.
+func (o OIDC) Enabled() bool { return o.Issuer != "" }
+
+// OIDCRoles lists, per role, the groups that give it.
+type OIDCRoles struct {
+	Viewer   []string `yaml:"viewer"`
+	Approver []string `yaml:"approver"`
+	Admin    []string `yaml:"admin"`
+}
+
+// Count is the number of groups mapped to any role.
+func (r OIDCRoles) Count() int { return len(r.Viewer) + len(r.Approver) + len(r.Admin) }
 
 // Delivery is the outgoing mail policy.
 type Delivery struct {
@@ -395,6 +451,7 @@ func (c *Config) applyDefaults() {
 	}
 	defDur(&c.Review.SessionIdle, 30*time.Minute)
 	defDur(&c.Review.AgeTarget, 4*time.Hour)
+	c.Review.OIDC.applyDefaults(c.Review.BaseURL)
 	defDur(&c.Rotation.RemindBefore, 30*24*time.Hour)
 	defDur(&c.Rotation.Grace, 7*24*time.Hour)
 	defDur(&c.Delivery.RetryFor, 48*time.Hour)
@@ -575,6 +632,7 @@ func (v *validator) review() {
 	if r.AgeTarget < time.Minute || r.AgeTarget > 30*24*time.Hour {
 		v.bad("review.age_target", "%s is out of range 1m..720h (default 4h)", r.AgeTarget)
 	}
+	v.oidc()
 }
 
 func (v *validator) notify() {

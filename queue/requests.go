@@ -130,6 +130,9 @@ type Change struct {
 	Revision uint64
 	// Note says what changed, for people reading the audit trail.
 	Note string
+	// Subject is the identity provider's subject of an Actor signed in by
+	// single sign-on, for the audit trail.
+	Subject string
 	// Mutate edits the record; an error aborts the change and is returned.
 	Mutate func(r *keydesk.Request) error
 }
@@ -166,7 +169,7 @@ func (c *Conn) Apply(ctx context.Context, id string, ch Change) (*keydesk.Reques
 	}
 	now := c.Now().UTC()
 	next.UpdatedAt = now
-	next.LastEvent = &keydesk.Event{Ref: id, At: now, Actor: ch.Actor, Action: ch.Action, From: from, To: next.State, Change: ch.Note}
+	next.LastEvent = &keydesk.Event{Ref: id, At: now, Actor: ch.Actor, Action: ch.Action, From: from, To: next.State, Change: ch.Note, Subject: ch.Subject}
 	rev, err := c.requests.retrying().Update(ctx, id, next, cur.Revision)
 	if err != nil {
 		if errors.Is(err, keydesk.ErrConflict) {

@@ -152,8 +152,18 @@ func (s *Server) load(ctx context.Context, a action) (*keydesk.Request, error) {
 }
 
 func (s *Server) note(a action, text string) string {
-	if a.Via == "api" {
+	// An account tied to a person (users.yaml person:) says whom it acts for.
+	var forWhom string
+	if a.By.Subject == "" && a.By.Person != "" && a.By.Person != a.By.Name {
+		forWhom = "for " + a.By.Person
+	}
+	switch {
+	case a.Via == "api" && forWhom != "":
+		return text + " (via API, " + forWhom + ")"
+	case a.Via == "api":
 		return text + " (via API)"
+	case forWhom != "":
+		return text + " (" + forWhom + ")"
 	}
 	return text
 }
@@ -174,9 +184,11 @@ func (s *Server) approve(ctx context.Context, a action) (*result, error) {
 	}
 	need := s.approvalsNeeded(r)
 	after := approvedWords(r)
-	var others []string
+	// Four eyes counts people: the names shown are the first of each.
+	var others, seen []string
 	for _, ap := range r.Approvals {
-		if !slices.Contains(others, ap.By) {
+		if !slices.Contains(seen, ap.PersonKey()) {
+			seen = append(seen, ap.PersonKey())
 			others = append(others, ap.By)
 		}
 	}
@@ -197,10 +209,10 @@ func (s *Server) approve(ctx context.Context, a action) (*result, error) {
 		msg = fmt.Sprintf("Approval %d of %d recorded: four eyes needs a second approver.", n, need)
 	}
 	out, err := s.o.Queue.Apply(ctx, r.ID, queue.Change{
-		Actor: a.By.Name, Action: "approve", From: keydesk.StatePendingReview, To: to,
+		Actor: a.By.Name, Subject: a.By.Subject, Action: "approve", From: keydesk.StatePendingReview, To: to,
 		Revision: r.Revision, Note: s.note(a, note),
 		Mutate: func(x *keydesk.Request) error {
-			x.Approvals = append(x.Approvals, keydesk.Approval{By: a.By.Name, At: s.now().UTC()})
+			x.Approvals = append(x.Approvals, keydesk.Approval{By: a.By.Name, Person: a.By.person(), At: s.now().UTC()})
 			return nil
 		},
 	})
@@ -299,16 +311,51 @@ func (s *Server) approveRefusal(r *keydesk.Request, by staff) *refusal {
 		return &refusal{"a proposed change waits for a decision",
 			errConflict("proposal_pending", "request %s has a change proposed by the partner waiting for a decision: accept or refuse it first", r.ID)}
 	}
-	if slices.Contains(r.WidenedBy, by.Name) {
+	if s.widenedBy(r, by) {
 		return &refusal{"you widened it: another approver must approve",
 			&Error{Status: http.StatusForbidden, Code: "own_widening",
 				Msg: fmt.Sprintf("you widened request %s with a correction (a scope, keys:manage or production added), so you cannot approve it: another approver must", r.ID)}}
 	}
-	if r.ApprovedBy(by.Name) {
+	if r.ApprovedByPerson(by.person()) {
 		return &refusal{"you approved it: four eyes needs someone else",
-			errConflict("already_approved", "you have already approved %s: four eyes needs a second approval from someone else", r.ID)}
+			errConflict("already_approved", "you have already approved %s (as %s): four eyes needs a second approval from someone else", r.ID, approverName(r, by.person()))}
+	}
+	if s.needsReauth(by) {
+		return &refusal{"your sign-in is older than " + s.rp.o.ReauthAfter.String() + ": sign in again to approve",
+			&Error{Status: http.StatusForbidden, Code: "reauth_required",
+				Msg: fmt.Sprintf("you signed in at the identity provider more than %s ago: approving needs a fresh sign-in. Sign in again (the link on the request page) and approve %s then; nothing was changed", s.rp.o.ReauthAfter, r.ID)}}
 	}
 	return nil
+}
+
+// approverName is the name under which person approved r.
+func approverName(r *keydesk.Request, person string) string {
+	for _, ap := range r.Approvals {
+		if ap.PersonKey() == person {
+			return ap.By
+		}
+	}
+	return person
+}
+
+// widenedBy reports whether the person of by widened r by a correction.
+// WidenedBy holds names: each is taken as its users.yaml account's person
+// (a token tied to someone), or else as itself (a single sign-on email).
+func (s *Server) widenedBy(r *keydesk.Request, by staff) bool {
+	for _, name := range r.WidenedBy {
+		if name == by.Name || s.personOf(name) == by.person() {
+			return true
+		}
+	}
+	return false
+}
+
+// personOf is the person key of the staff member named name.
+func (s *Server) personOf(name string) string {
+	if u, ok := s.o.Users().Lookup(name); ok {
+		return u.PersonKey()
+	}
+	return strings.ToLower(name)
 }
 
 // begin starts an approver's action: it checks the role, cleans the
@@ -339,7 +386,7 @@ func (s *Server) reject(ctx context.Context, a action) (*result, error) {
 		return nil, errConflict("invalid_state", "request %s is %s: only a request awaiting review can be rejected (cancel it instead)", r.ID, r.State)
 	}
 	out, err := s.o.Queue.Apply(ctx, r.ID, queue.Change{
-		Actor: a.By.Name, Action: "reject", From: r.State, To: keydesk.StateRejected,
+		Actor: a.By.Name, Subject: a.By.Subject, Action: "reject", From: r.State, To: keydesk.StateRejected,
 		Revision: r.Revision, Note: s.note(a, "rejected: "+reason),
 		Mutate: func(x *keydesk.Request) error { x.Problem = reason; return nil },
 	})
@@ -402,7 +449,7 @@ func (s *Server) cancel(ctx context.Context, a action) (*result, error) {
 		note += ": " + reason
 	}
 	out, err := s.o.Queue.Apply(ctx, r.ID, queue.Change{
-		Actor: a.By.Name, Action: "cancel", From: r.State, To: keydesk.StateCancelled,
+		Actor: a.By.Name, Subject: a.By.Subject, Action: "cancel", From: r.State, To: keydesk.StateCancelled,
 		Revision: r.Revision, Note: s.note(a, note),
 		Mutate: func(x *keydesk.Request) error {
 			if reason != "" {
@@ -434,7 +481,7 @@ func (s *Server) retry(ctx context.Context, a action) (*result, error) {
 		note += ": " + reason
 	}
 	out, err := s.o.Queue.Apply(ctx, r.ID, queue.Change{
-		Actor: a.By.Name, Action: "retry", From: r.State, To: keydesk.StateApproved,
+		Actor: a.By.Name, Subject: a.By.Subject, Action: "retry", From: r.State, To: keydesk.StateApproved,
 		Revision: r.Revision, Note: s.note(a, note),
 	})
 	if err != nil {
@@ -497,7 +544,7 @@ func (s *Server) rewrite(ctx context.Context, a action, r *keydesk.Request, act,
 	}
 	reg := s.o.Partners()
 	out, err := s.o.Queue.Apply(ctx, r.ID, queue.Change{
-		Actor: a.By.Name, Action: act, From: r.State, Revision: r.Revision, Note: s.note(a, note),
+		Actor: a.By.Name, Subject: a.By.Subject, Action: act, From: r.State, Revision: r.Revision, Note: s.note(a, note),
 		Mutate: func(x *keydesk.Request) error {
 			mutate(x)
 			x.Approvals = nil
@@ -620,7 +667,7 @@ func (s *Server) runBatch(ctx context.Context, by staff) (*result, *keydesk.Batc
 	}
 	// The request and its audit event land together or not at all: an
 	// event that cannot be written takes the request back.
-	ev := keydesk.Event{Ref: b.ID, Actor: by.Name, Action: "run-batch", Change: "asked for a batch run now"}
+	ev := keydesk.Event{Ref: b.ID, Actor: by.Name, Subject: by.Subject, Action: "run-batch", Change: "asked for a batch run now"}
 	if err := s.o.Queue.Record(ctx, "staff", ev); err != nil {
 		if werr := s.o.Queue.WithdrawBatch(context.WithoutCancel(ctx), b); werr != nil {
 			// Taken already by a batch role, whose own audit events name the person.

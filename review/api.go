@@ -158,7 +158,7 @@ func (s *Server) api(h func(w http.ResponseWriter, r *http.Request, st *staff) e
 			writeJSONError(w, &Error{Status: http.StatusUnauthorized, Code: "unauthorized", Msg: "the token is not valid: check KEYDESK_TOKEN, or ask an admin for a new one"})
 			return
 		}
-		st := &staff{Name: u.Name, Role: u.Role}
+		st := staffOf(u)
 		if err := h(w, r, st); err != nil {
 			e := asError(r.PathValue("id"), err)
 			if e.Err != nil || e.Status >= 500 {

@@ -204,7 +204,7 @@ func (s *Server) assign(ctx context.Context, a action, user string) (*result, er
 		note += " (was " + r.Assignee + ")"
 	}
 	out, err := s.o.Queue.Apply(ctx, r.ID, queue.Change{
-		Actor: a.By.Name, Action: "assign", Revision: r.Revision, Note: s.note(a, note),
+		Actor: a.By.Name, Subject: a.By.Subject, Action: "assign", Revision: r.Revision, Note: s.note(a, note),
 		Mutate: func(x *keydesk.Request) error { x.Assignee = user; return nil },
 	})
 	if err != nil {
@@ -298,7 +298,7 @@ func (s *Server) refuseProposal(ctx context.Context, a action) (*result, error) 
 	}
 	diff := p.Diff(r)
 	out, err := s.o.Queue.Apply(ctx, r.ID, queue.Change{
-		Actor: a.By.Name, Action: "refuse-proposal", From: r.State, Revision: r.Revision,
+		Actor: a.By.Name, Subject: a.By.Subject, Action: "refuse-proposal", From: r.State, Revision: r.Revision,
 		Note: s.note(a, "refused the change proposed by "+p.From+": the fields are kept"),
 		Mutate: func(x *keydesk.Request) error {
 			x.Proposal = nil

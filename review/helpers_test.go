@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/buildmarkets/keydesk"
+	"github.com/buildmarkets/keydesk/internal/oidctest"
 	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/queue"
 	"github.com/buildmarkets/keydesk/queue/queuetest"
@@ -44,7 +45,8 @@ type env struct {
 	clock  *clock
 	tokens map[string]string // user name → API token
 	reg    *keydesk.Registry
-	logs   *testenv.Buffer // the server's log, at debug level
+	logs   *testenv.Buffer    // the server's log, at debug level
+	idp    *oidctest.Provider // single sign-on's provider, if any
 }
 
 var staffRoles = map[string]users.Role{"viv": users.Viewer, "alice": users.Approver, "bob": users.Approver, "ada": users.Admin}

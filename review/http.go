@@ -20,6 +20,8 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/queue", http.StatusSeeOther) })
 	mux.HandleFunc("GET /login", s.getLogin)
 	mux.HandleFunc("POST /login", s.postLogin)
+	mux.HandleFunc("GET /login/oidc", s.getOIDCLogin)
+	mux.HandleFunc("GET /login/oidc/callback", s.getOIDCCallback)
 	mux.HandleFunc("POST /logout", s.web(s.postLogout))
 	mux.HandleFunc("GET /queue", s.web(s.getQueue))
 	mux.HandleFunc("GET /requests/{id}", s.web(s.getRequest))
@@ -108,6 +110,17 @@ func (s *Server) headers(next http.Handler) http.Handler {
 func (s *Server) web(h func(w http.ResponseWriter, r *http.Request, st *staff) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		st, err := s.sessionStaff(r)
+		if errors.Is(err, errSSOEnded) {
+			// The provider says how long a sign-in lasts: a page load goes
+			// back through it (without a word from the person while their
+			// session there lasts); a form is not replayed.
+			if r.Method == http.MethodGet {
+				http.Redirect(w, r, "/login/oidc?next="+url.QueryEscape(safeNext(r.URL.RequestURI())), http.StatusSeeOther)
+				return
+			}
+			s.renderError(w, r, nil, &Error{Status: http.StatusUnauthorized, Code: "sign_in_expired", Msg: "Your sign-in has expired, so nothing was changed. Sign in again and repeat the action."})
+			return
+		}
 		if err != nil {
 			s.renderError(w, r, nil, asError("", err))
 			return

@@ -495,7 +495,7 @@ func (s *Server) pickKey(ctx context.Context, a action, keyID string) (*result, 
 	}
 	note := fmt.Sprintf("picked key %s of %s", ref, strings.Join(r.KeyCandidates, ", "))
 	out, err := s.o.Queue.Apply(ctx, r.ID, queue.Change{
-		Actor: a.By.Name, Action: "pick-key", From: r.State, Revision: r.Revision, Note: s.note(a, note),
+		Actor: a.By.Name, Subject: a.By.Subject, Action: "pick-key", From: r.State, Revision: r.Revision, Note: s.note(a, note),
 		Mutate: func(x *keydesk.Request) error {
 			x.Environment = ref.Environment
 			if kind == keydesk.KindRotate {
@@ -549,7 +549,7 @@ func (s *Server) confirmRotation(ctx context.Context, a action) (*result, error)
 	}
 	now := s.now().UTC()
 	out, err := s.o.Queue.Apply(ctx, r.ID, queue.Change{
-		Actor: a.By.Name, Action: "confirm-rotation", From: r.State, Revision: r.Revision,
+		Actor: a.By.Name, Subject: a.By.Subject, Action: "confirm-rotation", From: r.State, Revision: r.Revision,
 		Note: s.note(a, "confirmed the new key is in use: the old key "+r.ReplacesKeyID+" is revoked now"),
 		Mutate: func(x *keydesk.Request) error {
 			if x.Rotation == nil {

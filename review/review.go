@@ -98,6 +98,12 @@ type Options struct {
 	// (rotation.max_age, rotation.remind_before): keys older than their
 	// difference show as due for rotation. A max age of 0: no policy.
 	RotationMaxAge, RotationRemindBefore time.Duration
+	// OIDC is single sign-on through the company's identity provider
+	// (review.oidc); nil: none.
+	OIDC *OIDCOptions
+	// PasswordLoginOff refuses every password sign-in (review.local_login:
+	// false): staff sign in by single sign-on only.
+	PasswordLoginOff bool
 }
 
 // Server serves the UI and the API.
@@ -109,7 +115,11 @@ type Server struct {
 	logins  *loginLimiter
 	// loginAudit rolls up failed sign-ins for the audit trail.
 	loginAudit *loginAudit
-	handler    http.Handler
+	// rp is the single sign-on relying party; nil: none. ssoStarts
+	// bounds the sign-ins begun per client address.
+	rp        *relyingParty
+	ssoStarts *loginLimiter
+	handler   http.Handler
 }
 
 // page names: each is templates/web/<name>.html over layout.html.
@@ -148,8 +158,11 @@ func New(o Options) (*Server, error) {
 	s := &Server{
 		o: o, log: o.Logger,
 		actions: o.Metrics.Counter("keydesk_review_actions_total", "Staff actions taken in the review UI and API, by action.", "action"),
-		logins:  newLoginLimiter(), loginAudit: newLoginAudit(),
+		logins:  newLoginLimiter(), loginAudit: newLoginAudit(), ssoStarts: newSSOLimiter(),
 		pages: map[string]*template.Template{},
+	}
+	if o.OIDC != nil && o.OIDC.Issuer != "" {
+		s.rp = newRelyingParty(*o.OIDC)
 	}
 	for _, n := range pageNames {
 		t, err := o.Templates.ParseWeb(s.funcs(), "web/layout.html", "web/"+n+".html")
@@ -167,7 +180,14 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // Run sweeps expired sessions and writes out the rolled-up failed
 // sign-ins of each minute until ctx ends, then writes out the last.
+//
+// It first fetches the identity provider's discovery document, if single
+// sign-on is set up: a provider that does not answer is logged, and the
+// first sign-in tries again.
 func (s *Server) Run(ctx context.Context) error {
+	if err := s.Discover(ctx); err != nil {
+		s.log.Warn("review: single sign-on unavailable until the identity provider answers", "err", err)
+	}
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +30,19 @@ type session struct {
 	Created time.Time `json:"created"`
 	Seen    time.Time `json:"seen"`
 
+	// A person signed in by single sign-on: the provider's issuer and
+	// subject, their email, the role their groups gave, the person key
+	// four eyes counts, when they signed in at the provider and when
+	// their ID token ends (both on this server's clock). No provider
+	// token is kept.
+	Issuer  string     `json:"issuer,omitempty"`
+	Subject string     `json:"subject,omitempty"`
+	Email   string     `json:"email,omitempty"`
+	Role    users.Role `json:"role,omitempty"`
+	Person  string     `json:"person,omitempty"`
+	AuthAt  time.Time  `json:"auth_at,omitzero"`
+	Expires time.Time  `json:"expires,omitzero"`
+
 	key string
 	rev uint64
 }
@@ -37,8 +51,30 @@ type session struct {
 type staff struct {
 	Name string
 	Role users.Role
-	sess *session // nil for API tokens
+	// Person is who the staff member is for four eyes (an approval's
+	// person key); Subject is the provider's ID of a person signed in by
+	// single sign-on.
+	Person  string
+	Subject string
+	sess    *session // nil for API tokens
 }
+
+// person is the staff member's person key.
+func (st staff) person() string {
+	if st.Person != "" {
+		return st.Person
+	}
+	return st.Name
+}
+
+// staffOf is a users.yaml account as staff.
+func staffOf(u users.User) *staff {
+	return &staff{Name: u.Name, Role: u.Role, Person: u.PersonKey()}
+}
+
+// errSSOEnded says the request's session was a single sign-on one that
+// has ended: a page load goes back through the provider.
+var errSSOEnded = errors.New("review: single sign-on session ended")
 
 // maxSessionLife ends even a busy session: a stolen cookie is not good
 // forever.
@@ -72,10 +108,23 @@ func (s *Server) sessions() *queue.Bucket[session] {
 
 // newSession stores a session for user and sets its cookie.
 func (s *Server) newSession(ctx context.Context, w http.ResponseWriter, user string) error {
-	cookie := randomToken()
 	now := s.now().UTC()
-	se := session{User: user, CSRF: randomToken(), Created: now, Seen: now}
-	if _, err := s.sessions().Create(ctx, sessionKey(cookie), &se); err != nil {
+	return s.storeSession(ctx, w, &session{User: user, CSRF: randomToken(), Created: now, Seen: now})
+}
+
+// newSSOSession stores a session for a person the provider vouched for.
+func (s *Server) newSSOSession(ctx context.Context, w http.ResponseWriter, id *identity) error {
+	now := s.now().UTC()
+	return s.storeSession(ctx, w, &session{
+		User: id.Name, CSRF: randomToken(), Created: now, Seen: now,
+		Issuer: s.rp.o.Issuer, Subject: id.Subject, Email: id.Email, Role: id.Role,
+		Person: id.Person, AuthAt: id.AuthAt, Expires: id.Expires,
+	})
+}
+
+func (s *Server) storeSession(ctx context.Context, w http.ResponseWriter, se *session) error {
+	cookie := randomToken()
+	if _, err := s.sessions().Create(ctx, sessionKey(cookie), se); err != nil {
 		return fmt.Errorf("review: store session: %w", err)
 	}
 	http.SetCookie(w, &http.Cookie{
@@ -116,20 +165,53 @@ func (s *Server) sessionStaff(r *http.Request) (*staff, error) {
 	}
 	se.key, se.rev = key, rev
 	now := s.now().UTC()
+	if se.Issuer != "" {
+		return s.ssoStaff(ctx, se, now)
+	}
 	u, ok := s.o.Users().Lookup(se.User)
-	if now.Sub(se.Seen) > s.o.SessionIdle || now.Sub(se.Created) > maxSessionLife || !ok || u.PasswordHash == "" {
+	if s.ended(se, now) || !ok || u.PasswordHash == "" || s.o.PasswordLoginOff {
 		_ = s.sessions().Purge(ctx, key)
 		return nil, nil
 	}
-	// Touch at most once a minute (or a tenth of the idle time): a page
-	// load should not cost a write.
+	s.touch(ctx, se, now)
+	st := staffOf(u)
+	st.sess = se
+	return st, nil
+}
+
+// ended reports whether a session is past its idle time or its life, or
+// (single sign-on) past its ID token's end.
+func (s *Server) ended(se *session, now time.Time) bool {
+	return now.Sub(se.Seen) > s.o.SessionIdle || now.Sub(se.Created) > maxSessionLife ||
+		(!se.Expires.IsZero() && !now.Before(se.Expires))
+}
+
+// ssoStaff is the person of a single sign-on session, whose role came
+// from the provider at sign-in. A session of another issuer (the config
+// changed) ends; one whose ID token has ended says so, so that a page
+// load goes back through the provider.
+func (s *Server) ssoStaff(ctx context.Context, se *session, now time.Time) (*staff, error) {
+	if s.rp == nil || se.Issuer != s.rp.o.Issuer {
+		_ = s.sessions().Purge(ctx, se.key)
+		return nil, nil
+	}
+	if s.ended(se, now) {
+		_ = s.sessions().Purge(ctx, se.key)
+		return nil, errSSOEnded
+	}
+	s.touch(ctx, se, now)
+	return &staff{Name: se.User, Role: se.Role, Person: se.Person, Subject: se.Subject, sess: se}, nil
+}
+
+// touch marks a session used, at most once a minute (or a tenth of the
+// idle time): a page load should not cost a write.
+func (s *Server) touch(ctx context.Context, se *session, now time.Time) {
 	if now.Sub(se.Seen) > min(time.Minute, s.o.SessionIdle/10) {
 		se.Seen = now
-		if rev, err := s.sessions().Update(ctx, key, se, se.rev); err == nil {
+		if rev, err := s.sessions().Update(ctx, se.key, se, se.rev); err == nil {
 			se.rev = rev
 		}
 	}
-	return &staff{Name: u.Name, Role: u.Role, sess: se}, nil
 }
 
 // endSession removes the session of the request.
@@ -160,13 +242,33 @@ func (s *Server) sweepSessions(ctx context.Context) (int, error) {
 	n := 0
 	for _, e := range entries {
 		se := e.Value
-		if e.Err != nil || now.Sub(se.Seen) > s.o.SessionIdle || now.Sub(se.Created) > maxSessionLife {
+		if strings.HasPrefix(e.Key, oidcPrefix) {
+			continue // pending logins: swept below
+		}
+		if e.Err != nil || s.ended(se, now) {
 			if b.Purge(ctx, e.Key) == nil {
 				n++
 			}
 		}
 	}
+	logins, err := s.pendingLogins().Scan(ctx, oidcPrefix)
+	if err != nil {
+		return n, err
+	}
+	for _, e := range logins {
+		if e.Err != nil || now.After(e.Value.Expires) {
+			if s.pendingLogins().Purge(ctx, e.Key) == nil {
+				n++
+			}
+		}
+	}
 	return n, nil
+}
+
+// pendingLogins is the sessions bucket's pending single sign-on logins,
+// under oidcPrefix.
+func (s *Server) pendingLogins() *queue.Bucket[pendingLogin] {
+	return queue.NewBucket[pendingLogin](s.o.Queue, queue.BucketSessions)
 }
 
 // loginLimiter bounds login attempts per name and per client address,
@@ -192,6 +294,13 @@ const (
 	ipBurst     = 10
 	ipEvery     = 6 * time.Second
 )
+
+// newSSOLimiter bounds the single sign-ons begun per client address:
+// each writes a pending login to the sessions bucket. 30 at once, then
+// one a second.
+func newSSOLimiter() *loginLimiter {
+	return &loginLimiter{byName: newLimiterSet(time.Second, 1, 1), byIP: newLimiterSet(time.Second, 30, maxLimiters)}
+}
 
 func newLoginLimiter() *loginLimiter {
 	return &loginLimiter{

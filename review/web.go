@@ -31,6 +31,14 @@ type pageData struct {
 	// login
 	Next     string
 	Username string
+	// SSO is the single sign-on button's words ("": none); SSODown says
+	// the provider did not answer the last try; Passwords shows the
+	// password form (review.local_login); Continue, once signed in by
+	// single sign-on, is the page to move on to.
+	SSO       string
+	SSODown   bool
+	Passwords bool
+	Continue  string
 
 	// queue
 	Queue *queueView
@@ -157,7 +165,24 @@ func (s *Server) getLogin(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, safeNext(r.URL.Query().Get("next")), http.StatusSeeOther)
 		return
 	}
-	s.render(w, http.StatusOK, "login", pageData{Title: "Sign in", Next: safeNext(r.URL.Query().Get("next"))})
+	d := pageData{Next: safeNext(r.URL.Query().Get("next"))}
+	if s.rp != nil && s.rp.down() {
+		d.Error = s.ssoDownText()
+	}
+	s.renderLogin(w, http.StatusOK, d)
+}
+
+// renderLogin shows the sign-in page: the single sign-on button, and
+// the password form unless review.local_login is false.
+func (s *Server) renderLogin(w http.ResponseWriter, status int, d pageData) {
+	if d.Title == "" {
+		d.Title = "Sign in"
+	}
+	if s.rp != nil {
+		d.SSO, d.SSODown = s.rp.o.DisplayName, s.rp.down()
+	}
+	d.Passwords = !s.o.PasswordLoginOff
+	s.render(w, status, "login", d)
 }
 
 func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) {
@@ -165,6 +190,12 @@ func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) {
 	password := r.PostFormValue("password")
 	next := safeNext(r.PostFormValue("next"))
 	d := pageData{Title: "Sign in", Next: next, Username: clip(name, 64)}
+	if s.o.PasswordLoginOff {
+		s.actions.Inc("login-failed")
+		d.Error = "Password sign-in is off here (review.local_login: false): sign in with single sign-on."
+		s.renderLogin(w, http.StatusForbidden, d)
+		return
+	}
 	if len(name) > 64 {
 		name = name[:64]
 	}
@@ -173,7 +204,7 @@ func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) {
 		s.loginAttempt(r.Context(), name, clientIP(r), true)
 		w.Header().Set("Retry-After", strconv.Itoa(int(nameEvery.Seconds())))
 		d.Error = "Too many sign-in attempts. Wait a minute and try again."
-		s.render(w, http.StatusTooManyRequests, "login", d)
+		s.renderLogin(w, http.StatusTooManyRequests, d)
 		return
 	}
 	u, err := s.o.Users().Authenticate(name, password)
@@ -184,7 +215,7 @@ func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) {
 		rec, _ := s.recordName(name)
 		s.log.Debug("review: login failed", "user", rec, "ip", clientIP(r))
 		d.Error = "Wrong name or password."
-		s.render(w, http.StatusUnauthorized, "login", d)
+		s.renderLogin(w, http.StatusUnauthorized, d)
 		return
 	}
 	if err := s.newSession(r.Context(), w, u.Name); err != nil {
@@ -200,7 +231,11 @@ func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) {
 func (s *Server) postLogout(w http.ResponseWriter, r *http.Request, st *staff) error {
 	s.endSession(r.Context(), st)
 	s.clearCookie(w)
-	s.audit(r.Context(), st.Name, "logout", st.Name, "")
+	if st.Subject != "" {
+		s.auditSSO(r.Context(), &identity{Name: st.Name, Subject: st.Subject}, "logout", "")
+	} else {
+		s.audit(r.Context(), st.Name, "logout", st.Name, "")
+	}
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 	return nil
 }
@@ -229,7 +264,10 @@ type requestView struct {
 	// WidenedByYou: the signed-in person widened the request by a
 	// correction, so cannot approve it.
 	WidenedByYou bool
-	ScopesText   string
+	// Reauth: the person signed in at the identity provider too long ago
+	// to approve (review.oidc.reauth_after).
+	Reauth     bool
+	ScopesText string
 	// The conversation: its thread, oldest first; the partner's proposed
 	// change as a diff; the staff a request can be assigned to.
 	Thread      []keydesk.ThreadEntry
@@ -312,7 +350,8 @@ func (s *Server) requestView(ctx context.Context, st *staff, req *keydesk.Reques
 	v := &requestView{
 		R: req, Flags: riskFlags(req, reg, now), FourEyes: s.fourEyes(req), Need: s.approvalsNeeded(req),
 		ScopesText: scopeList(req.Scopes), AllScopes: keydesk.Scopes, Envs: keydesk.Environments,
-		ApprovedBy: req.ApprovedBy(st.Name), WidenedByYou: slices.Contains(req.WidenedBy, st.Name),
+		ApprovedBy: req.ApprovedByPerson(st.person()), WidenedByYou: s.widenedBy(req, *st),
+		Reauth: s.needsReauth(*st),
 	}
 	if p, ok := reg.Partner(req.Partner); ok {
 		v.Partner = p

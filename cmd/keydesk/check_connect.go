@@ -15,6 +15,7 @@ import (
 	"github.com/buildmarkets/keydesk/delivery"
 	"github.com/buildmarkets/keydesk/intake"
 	"github.com/buildmarkets/keydesk/queue"
+	"github.com/buildmarkets/keydesk/review"
 )
 
 // probeLine is the outcome of one `keydesk check --connect` check.
@@ -69,6 +70,9 @@ func runProbes(ctx context.Context, w io.Writer, cfg *config.Config, reg *keydes
 		lines = append(lines, probeSMTP(ctx, cfg, o.timeout))
 	}
 	lines = append(lines, probeNATS(ctx, cfg, o.timeout))
+	if slices.Contains(o.roles, "review") && cfg.Review.OIDC.Enabled() {
+		lines = append(lines, probeOIDC(ctx, cfg, o.timeout))
+	}
 	if slices.Contains(o.roles, "batch") {
 		lines = append(lines, probeAPIs(ctx, cfg, reg, o.timeout)...)
 	}
@@ -165,6 +169,27 @@ func probeNATS(ctx context.Context, cfg *config.Config, timeout time.Duration) p
 	}
 	l.target = res.Server
 	return l.ok("(JetStream, %d streams and buckets)", res.Streams)
+}
+
+// probeOIDC fetches the identity provider's discovery document, as the
+// first single sign-on does.
+func probeOIDC(ctx context.Context, cfg *config.Config, timeout time.Duration) probeLine {
+	oc := cfg.Review.OIDC
+	l := probeLine{kind: "oidc", target: oc.Issuer}
+	o := oidcOptions(oc)
+	o.DiscoveryTimeout = timeout
+	info, err := review.ProbeProvider(ctx, *o)
+	if err != nil {
+		return l.fail(err, "check review.oidc.issuer (the provider's issuer URL, as its /.well-known/openid-configuration names it) and that the provider is reachable from here")
+	}
+	if len(info.PKCE) > 0 && !slices.Contains(info.PKCE, "S256") {
+		return l.fail(fmt.Errorf("the provider offers PKCE %v, not S256", info.PKCE), "enable PKCE (S256) for keydesk's client at the provider")
+	}
+	claim, _, _ := strings.Cut(oc.RolesClaim, ".")
+	if len(info.Claims) > 0 && !slices.Contains(info.Claims, claim) && !slices.Contains(info.Claims, oc.RolesClaim) {
+		return l.ok("(discovery: sign-in at %s; %s is not among the claims it lists: check that the provider sends it, see docs/operations.md)", info.AuthURL, oc.RolesClaim)
+	}
+	return l.ok("(discovery: sign-in at %s)", info.AuthURL)
 }
 
 // probeAPIs lists the keys of each partner environment, as the batch role

@@ -39,7 +39,8 @@ func startReview(ctx context.Context, a *app) (func(context.Context) error, erro
 	src.OnError = func(err error) {
 		log.Error("users file changed but has problems: keeping the users in force", "file", usersPath, "err", err)
 	}
-	if src.Current().Len() == 0 {
+	sso := cfg.Review.OIDC.Enabled()
+	if src.Current().Len() == 0 && !sso {
 		log.Warn("users file lists nobody: no one can sign in", "file", usersPath)
 	}
 	tlsOn := cfg.Review.TLSCert != ""
@@ -73,6 +74,7 @@ func startReview(ctx context.Context, a *app) (func(context.Context) error, erro
 		Metrics:        a.metrics, Logger: log,
 		Mail:           mailLog(a),
 		RotationMaxAge: cfg.Rotation.MaxAge, RotationRemindBefore: cfg.Rotation.RemindBefore,
+		OIDC: oidcOptions(cfg.Review.OIDC), PasswordLoginOff: !cfg.Review.PasswordLogin(),
 	})
 	if err != nil {
 		return nil, err
@@ -80,16 +82,29 @@ func startReview(ctx context.Context, a *app) (func(context.Context) error, erro
 	h := srv.Handler()
 	a.web.Store(&h)
 	a.addCheck("review-users", func(context.Context) error {
-		if src.Current().Len() == 0 {
+		if src.Current().Len() == 0 && !sso {
 			return fmt.Errorf("%s lists nobody: no one can sign in", usersPath)
 		}
 		return nil
 	})
-	log.Info("review UI and API ready", "listen", cfg.Review.Listen, "tls", tlsOn, "users", src.Current().Len())
+	log.Info("review UI and API ready", "listen", cfg.Review.Listen, "tls", tlsOn, "users", src.Current().Len(), "sso", cfg.Review.OIDC.Issuer)
 	if nt.Enabled() {
 		return runTogether(srv.Run, nt.Run), nil
 	}
 	return srv.Run, nil
+}
+
+// oidcOptions is review.oidc as the review package takes it; nil
+// without single sign-on.
+func oidcOptions(o config.OIDC) *review.OIDCOptions {
+	if !o.Enabled() {
+		return nil
+	}
+	return &review.OIDCOptions{
+		Issuer: o.Issuer, ClientID: o.ClientID, ClientSecret: o.ClientSecret, RedirectURL: o.RedirectURL,
+		Scopes: o.Scopes, RolesClaim: o.RolesClaim, ReauthAfter: o.ReauthAfter, DisplayName: o.DisplayName,
+		Roles: map[users.Role][]string{users.Viewer: o.Roles.Viewer, users.Approver: o.Roles.Approver, users.Admin: o.Roles.Admin},
+	}
 }
 
 // mailLog reads intake's records of the emails it took out of the inbox
@@ -145,7 +160,7 @@ func checkUsersFile(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	if set.Len() == 0 {
+	if set.Len() == 0 && !cfg.Review.OIDC.Enabled() {
 		return fmt.Errorf("%s: lists nobody: add someone with 'keydesk users add NAME --role admin'", p)
 	}
 	// The example users' credentials are published: a users.yaml that

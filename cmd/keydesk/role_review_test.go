@@ -34,6 +34,15 @@ func TestCheckUsersFile(t *testing.T) {
 			}
 		})
 	}
+	// With single sign-on, staff come from the identity provider: a users
+	// file without break-glass accounts or tokens is allowed.
+	if err := os.WriteFile(p, []byte("users: []\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Review.OIDC.Issuer = "https://idp.example.com"
+	if err := checkUsersFile(cfg); err != nil {
+		t.Fatalf("an empty users file with single sign-on: %v", err)
+	}
 }
 
 func TestScheduleLocation(t *testing.T) {

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/mail"
 	"os"
 	"regexp"
 	"slices"
@@ -68,6 +69,21 @@ type User struct {
 	Role         Role   `yaml:"role"`
 	PasswordHash string `yaml:"password_hash,omitempty"`
 	TokenSHA256  string `yaml:"token_sha256,omitempty"`
+	// Person is the email, at the identity provider, of the person this
+	// account (an API token, a break-glass password) acts for: four eyes
+	// counts it as that person, and the audit trail names them. Empty:
+	// the account is a person of its own.
+	Person string `yaml:"person,omitempty"`
+}
+
+// PersonKey is who the user is for four eyes: the person it is tied to
+// (their email, lower-cased, as single sign-on records it), or else the
+// account itself. Account names cannot hold an "@", so the two never meet.
+func (u User) PersonKey() string {
+	if u.Person != "" {
+		return strings.ToLower(u.Person)
+	}
+	return u.Name
 }
 
 // File is users.yaml.
@@ -120,6 +136,11 @@ func Parse(name string, data []byte) (*Set, error) {
 		if u.PasswordHash != "" {
 			if err := checkHash(u.PasswordHash); err != nil {
 				bad(i, "password_hash: %v", err)
+			}
+		}
+		if u.Person != "" {
+			if a, err := mail.ParseAddress(u.Person); err != nil || a.Address != u.Person || len(u.Person) > 254 {
+				bad(i, "person %q: write the person's email at the identity provider (one address, no name)", u.Person)
 			}
 		}
 		var tok []byte

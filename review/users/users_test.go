@@ -89,6 +89,7 @@ func TestParseErrors(t *testing.T) {
 		{"plain password", "users:\n  - {name: a, role: viewer, password_hash: hunter2}\n", "not a PHC"},
 		{"duplicate", "users:\n  - {name: a, role: viewer, token_sha256: " + strings.Repeat("a", 64) + "}\n  - {name: a, role: viewer, token_sha256: " + strings.Repeat("b", 64) + "}\n", "twice"},
 		{"unknown key", "users:\n  - {name: a, role: viewer, password: x}\n", "password"},
+		{"bad person", "users:\n  - {name: a, role: viewer, person: \"Alice <alice@corp.example>\", token_sha256: " + strings.Repeat("a", 64) + "}\n", `users[0]: person "Alice <alice@corp.example>": write the person's email`},
 		{"bad name", "users:\n  - {name: \"A B\", role: viewer, token_sha256: " + strings.Repeat("a", 64) + "}\n", "name"},
 	}
 	for _, tt := range tests {
@@ -98,6 +99,20 @@ func TestParseErrors(t *testing.T) {
 				t.Fatalf("err = %v, want one containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestPersonKey: a token tied to a person counts as that person (by the
+// email single sign-on records, in lower case); one not tied is its own.
+func TestPersonKey(t *testing.T) {
+	s, err := Parse("users.yaml", []byte("users:\n  - {name: ci-alice, role: approver, person: Alice@Corp.example, token_sha256: "+strings.Repeat("a", 64)+"}\n  - {name: bob, role: approver, token_sha256: "+strings.Repeat("b", 64)+"}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := s.Lookup("ci-alice")
+	b, _ := s.Lookup("bob")
+	if a.PersonKey() != "alice@corp.example" || b.PersonKey() != "bob" {
+		t.Fatalf("person keys %q, %q", a.PersonKey(), b.PersonKey())
 	}
 }
 
