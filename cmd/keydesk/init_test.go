@@ -335,11 +335,18 @@ func TestInitOIDC(t *testing.T) {
 	f["admin"] = ""
 	f["oidc-issuer"], f["oidc-client-id"], f["oidc-admin-group"] = "https://idp.example.com/realms/corp", "keydesk", "keydesk-admins"
 	stdout, stderr, err := runInitTest(t, initArgv(dir, f), initSecretsEnv, nil)
-	var ee exitError
-	if err != nil && !errors.As(err, &ee) {
-		// The check may fail (a config without the single sign-on
-		// keys); writing must not.
+	if err != nil {
+		// The closing check passes too: with single sign-on, an empty
+		// users.yaml is a valid start.
 		t.Fatalf("init: %v\n%s\n%s", err, stdout, stderr)
+	}
+	cfg, err := config.Load(filepath.Join(dir, "keydesk.yaml"))
+	if err != nil {
+		t.Fatalf("keydesk.yaml does not load: %v", err)
+	}
+	if cfg.Review.PasswordLogin() || cfg.Review.OIDC.Issuer != f["oidc-issuer"] || cfg.Review.OIDC.ClientSecret.Reveal() != "oidc-secret-5" ||
+		cfg.Review.OIDC.RedirectURL != cfg.Review.BaseURL+"/login/oidc/callback" {
+		t.Errorf("loaded review: password login %v, oidc issuer %q, redirect %q", cfg.Review.PasswordLogin(), cfg.Review.OIDC.Issuer, cfg.Review.OIDC.RedirectURL)
 	}
 	data, err := os.ReadFile(filepath.Join(dir, "keydesk.yaml"))
 	if err != nil {
