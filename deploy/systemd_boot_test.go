@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -61,7 +60,7 @@ func TestSystemdBoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(smtpSrv.Close)
-	listen := freeAddr(t)
+	listen := testenv.FreeAddr(t)
 	writeBootEtc(t, root, imapSrv.Addr, smtpSrv.Addr, listen, hex.EncodeToString(pass), smtpPass)
 	writeBootUnits(t, root, bin)
 
@@ -213,16 +212,6 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func mkdirs(t *testing.T, mode os.FileMode, dirs ...string) {

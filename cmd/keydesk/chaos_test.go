@@ -240,9 +240,9 @@ func (r *chaosRun) writeFiles() {
 	// Production needs two approvers (review.four_eyes).
 	r.approvers = []string{addUser(t, filepath.Join(dir, "users.yaml"), "alice", "approver"),
 		addUser(t, filepath.Join(dir, "users.yaml"), "bob", "approver")}
-	r.embeddedNATS = freeAddr(t)
+	r.embeddedNATS = testenv.FreeAddr(t)
 	for i := range s.instances {
-		in := &chaosInstance{name: fmt.Sprintf("keydesk-%d", i+1), listen: freeAddr(t), logs: &testenv.Buffer{}}
+		in := &chaosInstance{name: fmt.Sprintf("keydesk-%d", i+1), listen: testenv.FreeAddr(t), logs: &testenv.Buffer{}}
 		in.dataDir = filepath.Join(dir, in.name+"-data")
 		nats := fmt.Sprintf("{url: \"\", listen: %q}", r.embeddedNATS)
 		if s.cluster != nil {

@@ -235,7 +235,7 @@ func newConvWorld(t *testing.T, bin string) *convWorld {
 	for _, u := range [][2]string{{"alice", "approver"}, {"bob", "approver"}, {"ada", "admin"}} {
 		w.tokens[u[0]] = addUser(t, filepath.Join(dir, "users.yaml"), u[0], u[1])
 	}
-	w.listen = freeAddr(t)
+	w.listen = testenv.FreeAddr(t)
 	// The leases are short, so that the instance started after the kill
 	// takes the mailbox, the batch and the notifications within seconds;
 	// the schedule never comes, so that only the batch support asks for

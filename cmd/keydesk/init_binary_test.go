@@ -63,7 +63,7 @@ func TestInitThenServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "keydesk")
-	listen := freeAddr(t)
+	listen := testenv.FreeAddr(t)
 	initCmd := exec.Command(bin, "init", dir, "--yes", "--listen", listen,
 		"--imap-address", imap.Addr, "--imap-security", "none", "--imap-username", imap.User,
 		"--authserv-id", demo.Authserv,

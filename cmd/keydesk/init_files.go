@@ -136,17 +136,9 @@ func (m *made) makeAdmin(a *answers) error {
 	if !a.has("admin") {
 		return nil
 	}
-	password, token, err := users.NewCredentials()
-	if err != nil {
-		return err
-	}
-	hash, err := users.HashPassword(password, users.DefaultParams)
-	if err != nil {
-		return err
-	}
-	m.password, m.token = password, token
-	m.admin = users.User{Name: a.get("admin"), Role: users.Admin, PasswordHash: hash, TokenSHA256: users.TokenDigest(token)}
-	return nil
+	var err error
+	m.admin, m.password, m.token, err = users.NewAccount(a.get("admin"), users.Admin)
+	return err
 }
 
 // renderFiles lays out every file init writes.

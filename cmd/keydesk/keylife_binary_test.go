@@ -244,7 +244,7 @@ func newKeyLifeWorld(t *testing.T, bin string) (*convWorld, map[keydesk.Environm
 	for _, u := range [][2]string{{"alice", "approver"}, {"bob", "approver"}, {"ada", "admin"}} {
 		w.tokens[u[0]] = addUser(t, filepath.Join(dir, "users.yaml"), u[0], u[1])
 	}
-	w.listen = freeAddr(t)
+	w.listen = testenv.FreeAddr(t)
 	// The schedule is once a year: whatever happens within the test
 	// happens because of an approval, a reply or a batch asked for.
 	w.cfg = cryptotest.WriteFile(t, dir, "keydesk.yaml", fmt.Sprintf(`data_dir: data

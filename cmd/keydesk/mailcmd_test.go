@@ -37,7 +37,7 @@ func TestMailCLIEndToEnd(t *testing.T) {
 	cfg := config.Default()
 	cfg.File = filepath.Join(dir, "keydesk.yaml")
 	cfg.DataDir = filepath.Join(dir, "data")
-	cfg.Review.Listen = freeAddr(t)
+	cfg.Review.Listen = testenv.FreeAddr(t)
 	cfg.Review.UsersFile = "users.yaml"
 	cfg.IMAP.ProcessedMailbox, cfg.IMAP.RejectedMailbox = "Done", "Set-aside"
 	a := startServe(t, cfg, "http://"+cfg.Review.Listen, nil)

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -41,16 +40,6 @@ func addUser(t *testing.T, file, name, role string) string {
 	return m[1]
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // cliWorld is 'keydesk serve --roles review' with four staff (alice and
 // bob approvers, ada admin, viv viewer), and the queue and batch commands
 // to drive it.
@@ -80,7 +69,7 @@ func newCLIWorld(t *testing.T, mods ...func(*config.Config)) *cliWorld {
 	cfg := config.Default()
 	cfg.File = filepath.Join(dir, "keydesk.yaml")
 	cfg.DataDir = filepath.Join(dir, "data")
-	cfg.Review.Listen = freeAddr(t)
+	cfg.Review.Listen = testenv.FreeAddr(t)
 	cfg.Review.UsersFile = "users.yaml"
 	w.base = "http://" + cfg.Review.Listen
 	for _, mod := range mods {
@@ -212,7 +201,7 @@ func TestQueueCLIEndToEnd(t *testing.T) {
 	tokens["mallory"] = "kd_wrong"
 	_, err = cli("mallory", "queue", "list")
 	wantAPIError(t, err, 401, "unauthorized")
-	env := map[string]string{"KEYDESK_URL": "http://" + freeAddr(t), "KEYDESK_TOKEN": "x"}
+	env := map[string]string{"KEYDESK_URL": "http://" + testenv.FreeAddr(t), "KEYDESK_TOKEN": "x"}
 	err = runQueueCmd(context.Background(), io.Discard, io.Discard, []string{"list"}, func(k string) string { return env[k] })
 	if err == nil || !strings.Contains(err.Error(), "cannot reach keydesk") {
 		t.Fatalf("unreachable server: %v", err)

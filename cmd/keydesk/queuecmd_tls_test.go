@@ -31,7 +31,7 @@ func TestQueueCLIOverTLS(t *testing.T) {
 	cfg := config.Default()
 	cfg.File = filepath.Join(dir, "keydesk.yaml")
 	cfg.DataDir = filepath.Join(dir, "data")
-	cfg.Review.Listen = freeAddr(t)
+	cfg.Review.Listen = testenv.FreeAddr(t)
 	cfg.Review.TLSCert, cfg.Review.TLSKey = "cert.pem", "key.pem"
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(certPEM)

@@ -56,7 +56,7 @@ func TestReviewRoleNotifiesOnceAcrossRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfgPath := filepath.Join(dir, "keydesk.yaml")
-	if err := os.WriteFile(cfgPath, []byte("data_dir: data\nreview: {listen: \""+freeAddr(t)+"\", base_url: \"https://keydesk.example\"}\n"+
+	if err := os.WriteFile(cfgPath, []byte("data_dir: data\nreview: {listen: \""+testenv.FreeAddr(t)+"\", base_url: \"https://keydesk.example\"}\n"+
 		"notify: {webhook_url_file: hook.url}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}

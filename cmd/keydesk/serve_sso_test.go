@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/buildmarkets/keydesk/crypto"
 	"github.com/buildmarkets/keydesk/crypto/cryptotest"
 	"github.com/buildmarkets/keydesk/internal/oidctest"
+	"github.com/buildmarkets/keydesk/internal/testenv"
 )
 
 // TestServeSSO runs `keydesk serve --roles review` with review.oidc and
@@ -31,19 +31,12 @@ func TestServeSSO(t *testing.T) {
 	}})
 	idp.SetDown(true)
 	dir := t.TempDir()
-	key := cryptotest.Contact(t, crypto.Curve25519)
-	cryptotest.WriteFile(t, dir, "acme.asc", key.Public)
-	cryptotest.WriteFile(t, dir, "partners.yaml", `partners:
-  - id: acme
-    requesters: ["*@acme.example"]
-    technical_contact: {email: sec@acme.example, pgp_key_file: acme.asc, fingerprint: "`+key.Fingerprint+`"}
-    environments: {sandbox: {auto_approve: true}}`)
-	addUser(t, filepath.Join(dir, "users.yaml"), "ada", "admin")
+	writeAcmeAndAda(t, dir)
 	if err := os.MkdirAll(filepath.Join(dir, "secrets"), 0o700); err != nil {
 		t.Fatal(err)
 	}
 	cryptotest.WriteFile(t, dir, "secrets/oidc-client-secret", idp.ClientSecret()+"\n")
-	listen := freeAddr(t)
+	listen := testenv.FreeAddr(t)
 	base := "http://" + listen
 	idp.SetRedirectURIs(base + "/login/oidc/callback")
 	cfgPath := cryptotest.WriteFile(t, dir, "keydesk.yaml", `data_dir: data

@@ -68,7 +68,7 @@ func TestServeBinary(t *testing.T) {
 	}
 	pf := cryptotest.WriteFile(t, dir, "partners.yaml", "partners:"+partner("acme"))
 	addUser(t, filepath.Join(dir, "users.yaml"), "ada", "admin")
-	listen := freeAddr(t)
+	listen := testenv.FreeAddr(t)
 	cfgPath := cryptotest.WriteFile(t, dir, "keydesk.yaml", "data_dir: data\nreview: {listen: \""+listen+"\"}\nlog: {format: json}\n")
 
 	start := func() (*exec.Cmd, *testenv.Buffer, <-chan error) {

@@ -18,15 +18,8 @@ import (
 func natsLaterConfig(t *testing.T) (cfgPath, listen, natsAddr string) {
 	t.Helper()
 	dir := t.TempDir()
-	key := cryptotest.Contact(t, crypto.Curve25519)
-	cryptotest.WriteFile(t, dir, "acme.asc", key.Public)
-	cryptotest.WriteFile(t, dir, "partners.yaml", `partners:
-  - id: acme
-    requesters: ["*@acme.example"]
-    technical_contact: {email: sec@acme.example, pgp_key_file: acme.asc, fingerprint: "`+key.Fingerprint+`"}
-    environments: {sandbox: {auto_approve: true}}`)
-	addUser(t, filepath.Join(dir, "users.yaml"), "ada", "admin")
-	listen, natsAddr = freeAddr(t), freeAddr(t)
+	writeAcmeAndAda(t, dir)
+	listen, natsAddr = testenv.FreeAddr(t), testenv.FreeAddr(t)
 	cfgPath = cryptotest.WriteFile(t, dir, "keydesk.yaml", "data_dir: data\nnats: {url: \"nats://"+natsAddr+"\"}\nreview: {listen: \""+listen+"\"}\nlog: {format: json}\n")
 	return cfgPath, listen, natsAddr
 }
@@ -94,4 +87,19 @@ func TestServeWaitsForNATS(t *testing.T) {
 		t.Fatalf("review API after NATS came up: %d %v", code, err)
 	}
 	p.stop(t, 60*time.Second)
+}
+
+// writeAcmeAndAda writes into dir a partners.yaml of one partner, acme
+// (sandbox auto-approved, a fresh contact key), and a users.yaml with
+// one admin, ada.
+func writeAcmeAndAda(t *testing.T, dir string) {
+	t.Helper()
+	key := cryptotest.Contact(t, crypto.Curve25519)
+	cryptotest.WriteFile(t, dir, "acme.asc", key.Public)
+	cryptotest.WriteFile(t, dir, "partners.yaml", `partners:
+  - id: acme
+    requesters: ["*@acme.example"]
+    technical_contact: {email: sec@acme.example, pgp_key_file: acme.asc, fingerprint: "`+key.Fingerprint+`"}
+    environments: {sandbox: {auto_approve: true}}`)
+	addUser(t, filepath.Join(dir, "users.yaml"), "ada", "admin")
 }

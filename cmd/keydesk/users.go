@@ -56,15 +56,10 @@ func runUsersAdd(stdout io.Writer, args []string) error {
 	if !r.Valid() {
 		return fmt.Errorf("--role %q: use viewer, approver or admin", *role)
 	}
-	password, token, err := users.NewCredentials()
+	u, password, token, err := users.NewAccount(name, r)
 	if err != nil {
 		return err
 	}
-	hash, err := users.HashPassword(password, users.DefaultParams)
-	if err != nil {
-		return err
-	}
-	u := users.User{Name: name, Role: r, PasswordHash: hash, TokenSHA256: users.TokenDigest(token)}
 	// Validate the entry as the server will.
 	if _, err := users.Parse("entry", []byte("users:\n"+indentLines(users.Entry(u), "  "))); err != nil {
 		return err

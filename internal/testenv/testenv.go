@@ -5,6 +5,7 @@
 package testenv
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"testing"
@@ -34,4 +35,16 @@ func Short(t testing.TB) {
 	if testing.Short() && !InCI() {
 		t.Skip("slow test skipped with -short")
 	}
+}
+
+// FreeAddr returns a loopback address with a port free a moment ago, for
+// a server a test starts in another process.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }

@@ -398,6 +398,20 @@ func NewCredentials() (password, token string, err error) {
 	return b.String(), "kd_" + base64.RawURLEncoding.EncodeToString(tk), nil
 }
 
+// NewAccount makes a staff account with fresh credentials: the User to
+// store (hashes only), and the password and token to hand over once.
+func NewAccount(name string, role Role) (u User, password, token string, err error) {
+	password, token, err = NewCredentials()
+	if err != nil {
+		return User{}, "", "", err
+	}
+	hash, err := HashPassword(password, DefaultParams)
+	if err != nil {
+		return User{}, "", "", err
+	}
+	return User{Name: name, Role: role, PasswordHash: hash, TokenSHA256: TokenDigest(token)}, password, token, nil
+}
+
 func base32NoPad(b []byte) string {
 	const alphabet = "abcdefghijkmnpqrstuvwxyz23456789" // no l, o, 0, 1
 	var out []byte
