@@ -17,7 +17,7 @@ import (
 func cmdUsers(_ context.Context, args []string) error {
 	if len(args) == 0 || args[0] != "add" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			fmt.Fprintln(os.Stdout, "usage: keydesk users add NAME --role viewer|approver|admin [--write users.yaml [--owner USER[:GROUP]]]")
+			fmt.Fprintln(os.Stdout, "usage: keydesk users add NAME --role viewer|approver|admin [--person EMAIL] [--write users.yaml [--owner USER[:GROUP]]]")
 			return nil
 		}
 		return errUsage
@@ -26,7 +26,7 @@ func cmdUsers(_ context.Context, args []string) error {
 }
 
 func runUsersAdd(stdout io.Writer, args []string) error {
-	fs := newFlags("users add", "NAME --role viewer|approver|admin [--write users.yaml [--owner USER[:GROUP]]]",
+	fs := newFlags("users add", "NAME --role viewer|approver|admin [--person EMAIL] [--write users.yaml [--owner USER[:GROUP]]]",
 		"Generate a password (for the web UI) and an API token (for the CLI and scripts) for a new staff\n"+
 			"member, print both once, and print the users.yaml entry holding only their hashes. With --write,\n"+
 			"the entry is added to that file too (the review role picks the change up within seconds).\n"+
@@ -37,6 +37,7 @@ func runUsersAdd(stdout io.Writer, args []string) error {
 	role := fs.String("role", "", "viewer (reads), approver (approves, rejects, corrects, cancels) or admin (also runs batches)")
 	write := fs.String("write", "", "add the entry to this users.yaml (created if missing)")
 	ownerFlag := fs.String("owner", "", "with --write: give the file to `USER[:GROUP]` (default: as it was, or as its directory)")
+	person := fs.String("person", "", "tie the account to the person with this `EMAIL` at the identity provider: under single sign-on, four eyes counts its token as that person")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -60,6 +61,7 @@ func runUsersAdd(stdout io.Writer, args []string) error {
 	if err != nil {
 		return err
 	}
+	u.Person = *person
 	// Validate the entry as the server will.
 	if _, err := users.Parse("entry", []byte("users:\n"+indentLines(users.Entry(u), "  "))); err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -105,5 +106,31 @@ func TestUsersAddOwnerErrors(t *testing.T) {
 	}
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Errorf("a refused add wrote %s", path)
+	}
+}
+
+// TestUsersAddPerson: --person ties the account to a person at the
+// identity provider, and users.yaml then says so; an address that is not
+// one email is refused and nothing is written.
+func TestUsersAddPerson(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "users.yaml")
+	var out bytes.Buffer
+	if err := runUsersAdd(&out, []string{"deploy-bot", "--role", "approver", "--person", "ann@corp.example", "--write", path}); err != nil {
+		t.Fatal(err)
+	}
+	set, err := users.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, ok := set.Lookup("deploy-bot")
+	if !ok || u.Person != "ann@corp.example" || u.PersonKey() != "ann@corp.example" {
+		t.Fatalf("deploy-bot in users.yaml: %+v (found %v), want tied to ann@corp.example", u, ok)
+	}
+	err = runUsersAdd(&out, []string{"other", "--role", "viewer", "--person", "Ann <ann@corp.example>", "--write", path})
+	if err == nil || !strings.Contains(err.Error(), "person") {
+		t.Fatalf("--person with a display name: %v, want an error naming person", err)
+	}
+	if set, _ := users.Load(path); set.Len() != 1 {
+		t.Errorf("users.yaml has %d users after a refused add, want 1", set.Len())
 	}
 }
