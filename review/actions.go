@@ -226,7 +226,7 @@ func (s *Server) approve(ctx context.Context, a action) (*result, error) {
 		// Revocation is the safe direction: it never waits for the
 		// schedule. The batch role, which alone holds API credentials,
 		// takes this record at once.
-		if _, err := s.requestRun(ctx, a.By.Name, keydesk.TriggerRevoke, "revoke "+out.KeyRef().String()+" ("+out.ID+") now"); err != nil {
+		if _, err := s.requestRun(ctx, a.By, keydesk.TriggerRevoke, "revoke "+out.KeyRef().String()+" ("+out.ID+") now"); err != nil {
 			s.log.Error("review: revoke run not requested", "request", out.ID, "err", err)
 			res.Message += " But the immediate run could not be requested (the log has the cause): the next batch revokes it, or ask for a run now on the Batches page."
 			res.Unsent = true
@@ -684,17 +684,19 @@ func (s *Server) runBatch(ctx context.Context, by staff) (*result, *keydesk.Batc
 }
 
 // audit records a staff event; a failure is logged, never shown.
-func (s *Server) audit(ctx context.Context, who, what, ref, change string) {
+// A person signed in by single sign-on is recorded with the provider's
+// subject beside the email.
+func (s *Server) audit(ctx context.Context, by staff, what, ref, change string) {
 	if ref == "" {
-		ref = who
+		ref = by.Name
 	}
 	// Bounded: the store is tried again while it cannot answer, and a
 	// request whose own context has ended must not wait for it forever.
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.o.RequestTimeout)
 	defer cancel()
-	err := s.o.Queue.Record(actx, "staff", keydesk.Event{Ref: ref, Actor: who, Action: what, Change: change})
+	err := s.o.Queue.Record(actx, "staff", keydesk.Event{Ref: ref, Actor: by.Name, Subject: by.Subject, Action: what, Change: change})
 	if err != nil {
-		s.log.Error("review: audit", "action", what, "by", who, "err", err)
+		s.log.Error("review: audit", "action", what, "by", by.Name, "err", err)
 	}
 }
 

@@ -68,7 +68,7 @@ func (s *Server) addNote(ctx context.Context, a action, text string) (*result, e
 	if _, err := s.o.Queue.AppendThread(ctx, e); err != nil {
 		return nil, asError(r.ID, err)
 	}
-	s.audit(ctx, a.By.Name, "note", r.ID, s.note(a, "note added: "+clip(keydesk.SafeLine(text, 0), 200)))
+	s.audit(ctx, a.By, "note", r.ID, s.note(a, "note added: "+clip(keydesk.SafeLine(text, 0), 200)))
 	s.actions.Inc("note")
 	s.log.Info("review: note", "request", r.ID, "by", a.By.Name)
 	return &result{Request: r, Message: "Note added."}, nil
@@ -116,7 +116,7 @@ func (s *Server) sendReply(ctx context.Context, a action, text string) (*result,
 	if err := s.o.Queue.Enqueue(ctx, out); err != nil {
 		return nil, asError(r.ID, err)
 	}
-	s.audit(ctx, a.By.Name, "reply", r.ID, s.note(a, fmt.Sprintf("reply to %s queued (%s)", r.Requester, out.ID)))
+	s.audit(ctx, a.By, "reply", r.ID, s.note(a, fmt.Sprintf("reply to %s queued (%s)", r.Requester, out.ID)))
 	s.actions.Inc("reply")
 	s.log.Info("review: reply", "request", r.ID, "by", a.By.Name, "outbox", out.ID)
 	return &result{Request: r, Message: "Reply to " + r.Requester + " queued: it is sent within a minute and then shows in the thread."}, nil

@@ -49,7 +49,7 @@ func (s *Server) revokeAndReplace(ctx context.Context, a action) (*result, error
 	if err != nil {
 		return nil, err
 	}
-	s.audit(ctx, a.By.Name, "revoke-replace", r.ID, "replacement "+made.ID+" for "+r.KeyRef().String())
+	s.audit(ctx, a.By, "revoke-replace", r.ID, "replacement "+made.ID+" for "+r.KeyRef().String())
 	res.Message += " The replacement is request " + made.ID + ": it waits for approval like any new key."
 	return res, nil
 }

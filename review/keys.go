@@ -385,7 +385,7 @@ func (s *Server) askKey(ctx context.Context, kr keyRequest) (*keydesk.Request, e
 	if kr.Via == "api" {
 		note += " (via API)"
 	}
-	s.audit(ctx, kr.By.Name, "ask-"+string(kr.Kind), out.ID, note)
+	s.audit(ctx, kr.By, "ask-"+string(kr.Kind), out.ID, note)
 	s.actions.Inc("ask-" + string(kr.Kind))
 	s.log.Info("review: key request", "request", out.ID, "kind", kr.Kind, "key", ref.String(), "by", kr.By.Name)
 	return out, nil
@@ -433,7 +433,7 @@ func (s *Server) refreshKeys(ctx context.Context, by staff) (*keydesk.Batch, err
 	if !by.Role.Can(users.Approver) {
 		return nil, errForbidden(users.Approver)
 	}
-	b, err := s.requestRun(ctx, by.Name, keydesk.TriggerInventory, "asked for the partners' keys to be listed now")
+	b, err := s.requestRun(ctx, by, keydesk.TriggerInventory, "asked for the partners' keys to be listed now")
 	if err != nil {
 		return nil, err
 	}
@@ -443,8 +443,8 @@ func (s *Server) refreshKeys(ctx context.Context, by staff) (*keydesk.Batch, err
 
 // requestRun writes a batch record in state requested with trigger, which
 // a batch role takes, and its audit event.
-func (s *Server) requestRun(ctx context.Context, by, trigger, change string) (*keydesk.Batch, error) {
-	b := &keydesk.Batch{ID: s.o.Queue.NewBatchID(), Trigger: trigger, By: by, State: keydesk.BatchRequested, Requested: s.now().UTC()}
+func (s *Server) requestRun(ctx context.Context, by staff, trigger, change string) (*keydesk.Batch, error) {
+	b := &keydesk.Batch{ID: s.o.Queue.NewBatchID(), Trigger: trigger, By: by.Name, State: keydesk.BatchRequested, Requested: s.now().UTC()}
 	if err := s.o.Queue.PutBatch(ctx, b); err != nil {
 		if queue.Unavailable(err) {
 			return nil, errUnavailable(err)
@@ -452,7 +452,7 @@ func (s *Server) requestRun(ctx context.Context, by, trigger, change string) (*k
 		return nil, &Error{Status: http.StatusInternalServerError, Code: "internal", Msg: "the batch run could not be requested; the log has the cause", Err: err}
 	}
 	s.audit(ctx, by, "request-run", b.ID, trigger+": "+change)
-	s.log.Info("review: batch run requested", "batch", b.ID, "trigger", trigger, "by", by)
+	s.log.Info("review: batch run requested", "batch", b.ID, "trigger", trigger, "by", by.Name)
 	return b, nil
 }
 
@@ -567,7 +567,7 @@ func (s *Server) confirmRotation(ctx context.Context, a action) (*result, error)
 	res := &result{Request: out, Message: "Rotation confirmed: the batch role revokes the old key " + r.ReplacesKeyID + " now."}
 	// As for an approved revocation: the batch role takes this record at
 	// once, and its rotation sweep, then its revocation, run.
-	if _, err := s.requestRun(ctx, a.By.Name, keydesk.TriggerRevoke, "revoke the old key "+r.ReplacesKeyID+" of rotation "+r.ID+" now"); err != nil {
+	if _, err := s.requestRun(ctx, a.By, keydesk.TriggerRevoke, "revoke the old key "+r.ReplacesKeyID+" of rotation "+r.ID+" now"); err != nil {
 		s.log.Error("review: revoke run not requested", "request", r.ID, "err", err)
 		res.Message = "Rotation confirmed: the batch role revokes the old key " + r.ReplacesKeyID + " on its next pass, within a minute."
 	}

@@ -262,7 +262,7 @@ func (s *Server) getOIDCCallback(w http.ResponseWriter, r *http.Request) {
 		s.actions.Inc("login-refused")
 		s.log.Warn("review: single sign-on refused", "why", f.Why, "err", f.err, "ip", clientIP(r))
 		if id != nil {
-			s.auditSSO(r.Context(), id, "login-refused", f.Why+" from "+clientIP(r))
+			s.audit(r.Context(), staff{Name: id.Name, Subject: id.Subject}, "login-refused", "", f.Why+" from "+clientIP(r))
 		}
 		s.renderLogin(w, f.Status, pageData{Next: next, Error: f.Msg})
 		return
@@ -277,7 +277,7 @@ func (s *Server) getOIDCCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.actions.Inc("login")
-	s.auditSSO(r.Context(), id, "login", fmt.Sprintf("single sign-on as %s (%s) from %s", id.Role, id.Subject, clientIP(r)))
+	s.audit(r.Context(), staff{Name: id.Name, Subject: id.Subject}, "login", "", fmt.Sprintf("single sign-on as %s (%s) from %s", id.Role, id.Subject, clientIP(r)))
 	s.log.Info("review: login", "user", id.Name, "subject", id.Subject, "role", id.Role, "ip", clientIP(r))
 	// The session cookie is SameSite=Strict, and browsers withhold it on
 	// the rest of a redirect chain that began at the provider's site: a
@@ -482,17 +482,6 @@ func (s *Server) allGroups() []string {
 		out = append(out, s.rp.o.Roles[role]...)
 	}
 	return out
-}
-
-// auditSSO writes an event about a person of the provider: the actor is
-// their email, the subject the provider's ID for them.
-func (s *Server) auditSSO(ctx context.Context, id *identity, what, change string) {
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.o.RequestTimeout)
-	defer cancel()
-	e := keydesk.Event{Ref: id.Name, Actor: id.Name, Subject: id.Subject, Action: what, Change: change}
-	if err := s.o.Queue.Record(actx, "staff", e); err != nil {
-		s.log.Error("review: audit", "action", what, "by", id.Name, "err", err)
-	}
 }
 
 // needsReauth reports whether st signed in at the provider too long ago

@@ -353,6 +353,14 @@ func TestSSOFourEyesCountsPeople(t *testing.T) {
 	if got.State != keydesk.StateApproved || got.LastEvent.Actor != "bob@corp.example" || got.LastEvent.Subject != "sub-bob" {
 		t.Fatalf("after bob: %s, last event %+v", got.State, got.LastEvent)
 	}
+	// A note is a staff event of its own: it names the person with the
+	// provider's subject too.
+	if code, _, body := b.post(page+"/notes", url.Values{"text": {"called the partner back"}}); code != http.StatusSeeOther {
+		t.Fatalf("bob's note: %d\n%s", code, body)
+	}
+	if notes := e.staffEvents(r.ID, "note"); len(notes) != 1 || notes[0].Actor != "bob@corp.example" || notes[0].Subject != "sub-bob" {
+		t.Fatalf("the note in the audit trail: %+v", notes)
+	}
 	// The request's history names each person with the provider's subject.
 	_, _, body = b.get(page)
 	for _, who := range []string{"alice@corp.example <span class=\"muted small\" title=\"the identity provider's subject\">sub-alice</span>", ">sub-bob</span>"} {

@@ -223,7 +223,7 @@ func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.actions.Inc("login")
-	s.audit(r.Context(), u.Name, "login", u.Name, "from "+clientIP(r))
+	s.audit(r.Context(), staff{Name: u.Name}, "login", u.Name, "from "+clientIP(r))
 	s.log.Info("review: login", "user", u.Name, "ip", clientIP(r))
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
@@ -231,11 +231,7 @@ func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) {
 func (s *Server) postLogout(w http.ResponseWriter, r *http.Request, st *staff) error {
 	s.endSession(r.Context(), st)
 	s.clearCookie(w)
-	if st.Subject != "" {
-		s.auditSSO(r.Context(), &identity{Name: st.Name, Subject: st.Subject}, "logout", "")
-	} else {
-		s.audit(r.Context(), st.Name, "logout", st.Name, "")
-	}
+	s.audit(r.Context(), *st, "logout", "", "")
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 	return nil
 }
@@ -741,6 +737,6 @@ func (s *Server) getAuditExport(w http.ResponseWriter, r *http.Request, st *staf
 		}
 		aq.After = page[len(page)-1].Seq
 	}
-	s.audit(ctx, st.Name, "audit-export", st.Name, fmt.Sprintf("%d events", n))
+	s.audit(ctx, *st, "audit-export", st.Name, fmt.Sprintf("%d events", n))
 	return nil
 }
