@@ -40,7 +40,7 @@ func idpPassword(user string) string {
 
 // ssoEnv is a review server whose single sign-on goes to a real
 // in-process OpenID Provider; mod changes the review options further.
-func ssoEnv(t *testing.T, po oidctest.Options, mod func(*Options)) (*env, *oidctest.Provider) {
+func ssoEnv(t testing.TB, po oidctest.Options, mod func(*Options)) (*env, *oidctest.Provider) {
 	t.Helper()
 	if po.People == nil {
 		po.People = idpPeople
