@@ -204,11 +204,7 @@ type convRequest struct {
 }
 
 func newConvWorld(t *testing.T, bin string) *convWorld {
-	w := &convWorld{t: t, bin: bin, tokens: map[string]string{}}
-	dir := t.TempDir()
-	pass := demo.RandHex(12)
-	w.imap = imaptest.Start(t, demo.Mailbox, pass, imaptest.Options{Mailboxes: []string{"Processed", "Rejected"}})
-	w.sink = smtptest.Start(t, smtptest.Options{})
+	w, dir, pass := newWorldServers(t, bin)
 	mgr := fake.SeedKey{APIKey: "bm_key_acme_manager", APISecret: "bm_secret_acme_" + demo.RandHex(8), Scopes: []keydesk.Scope{keydesk.ScopeKeysManage}}
 	var err error
 	w.api, err = fake.New(fake.Options{Seed: &fake.Seed{Accounts: []fake.SeedAccount{{ID: "acme", ManagerKeys: []fake.SeedKey{mgr}}}}})
@@ -217,11 +213,48 @@ func newConvWorld(t *testing.T, bin string) *convWorld {
 	}
 	apiSrv := httptest.NewServer(w.api)
 	t.Cleanup(apiSrv.Close)
-	w.hook = startHookSink(t)
+	w.configure(dir, pass, map[keydesk.Environment]worldAPI{
+		keydesk.Sandbox:    {url: apiSrv.URL},
+		keydesk.Production: {url: apiSrv.URL, key: mgr.APIKey, secret: mgr.APISecret},
+	})
+	return w
+}
 
+// newWorldServers starts what a whole-binary world talks to besides the
+// API (the IMAP and SMTP servers, the chat webhook) and returns the world
+// with its folder and the mailbox password.
+func newWorldServers(t *testing.T, bin string) (w *convWorld, dir, imapPass string) {
+	w = &convWorld{t: t, bin: bin, tokens: map[string]string{}}
+	dir, imapPass = t.TempDir(), demo.RandHex(12)
+	w.imap = imaptest.Start(t, demo.Mailbox, imapPass, imaptest.Options{Mailboxes: []string{"Processed", "Rejected"}})
+	w.sink = smtptest.Start(t, smtptest.Options{})
+	w.hook = startHookSink(t)
+	return w, dir, imapPass
+}
+
+// worldAPI is one environment's API as a world's keydesk sees it: its
+// address and, when the partner has credentials there, keydesk's
+// keys:manage key.
+type worldAPI struct{ url, key, secret string }
+
+// configure writes the keys, partners.yaml (acme, with credentials in
+// the environments that have a key), users.yaml (two approvers and an
+// admin: production needs four eyes) and keydesk.yaml into dir. The
+// leases are short, so that an instance started after a kill takes the
+// mailbox, the batch and the notifications within seconds; the schedule
+// is once a year, so that whatever happens within a test happens
+// because of an approval, a reply or a batch asked for.
+func (w *convWorld) configure(dir, imapPass string, apis map[keydesk.Environment]worldAPI) {
+	t := w.t
 	w.contact, w.signer = cryptotest.Contact(t, crypto.Curve25519), cryptotest.SigningKey(t)
 	cryptotest.WriteFile(t, dir, "acme.asc", w.contact.Public)
 	cryptotest.WriteFile(t, dir, "signing.asc", w.signer.Private)
+	var envs strings.Builder
+	for _, env := range keydesk.Environments {
+		if a := apis[env]; a.key != "" {
+			fmt.Fprintf(&envs, "      %s: {api_key: %q, api_secret: %q}\n", env, a.key, a.secret)
+		}
+	}
 	cryptotest.WriteFile(t, dir, "partners.yaml", fmt.Sprintf(`partners:
   - id: acme
     name: Acme Capital
@@ -229,17 +262,11 @@ func newConvWorld(t *testing.T, bin string) *convWorld {
     technical_contact: {email: sec@acme.example, pgp_key_file: acme.asc, fingerprint: %q}
     allowed_scopes: [accounts:read, trading:read, trading:write, marketdata:read]
     environments:
-      production: {api_key: %q, api_secret: %q}
-`, w.contact.Fingerprint, mgr.APIKey, mgr.APISecret))
-	// Production needs two approvers (review.four_eyes by default).
+%s`, w.contact.Fingerprint, envs.String()))
 	for _, u := range [][2]string{{"alice", "approver"}, {"bob", "approver"}, {"ada", "admin"}} {
 		w.tokens[u[0]] = addUser(t, filepath.Join(dir, "users.yaml"), u[0], u[1])
 	}
 	w.listen = testenv.FreeAddr(t)
-	// The leases are short, so that the instance started after the kill
-	// takes the mailbox, the batch and the notifications within seconds;
-	// the schedule never comes, so that only the batch support asks for
-	// runs.
 	w.cfg = cryptotest.WriteFile(t, dir, "keydesk.yaml", fmt.Sprintf(`data_dir: data
 imap: {address: %q, security: none, username: %q, password: %q, poll_interval: 1s, timeout: 10s, lease_ttl: 2s}
 smtp: {address: %q, security: none, auth: none, from: %q, support_address: %s, helo_name: keydesk.test, timeout: 10s}
@@ -253,7 +280,7 @@ review: {listen: %q, users_file: users.yaml, base_url: "https://keydesk.example"
 notify: {webhook_url: %q, lease_ttl: 2s}
 log: {level: info, format: json}
 partners_file: partners.yaml
-`, w.imap.Addr, demo.Mailbox, pass, w.sink.Addr, demo.From, demo.Support, apiSrv.URL, apiSrv.URL,
+`, w.imap.Addr, demo.Mailbox, imapPass, w.sink.Addr, demo.From, demo.Support, apis[keydesk.Sandbox].url, apis[keydesk.Production].url,
 		cryptotest.Passphrase, demo.Authserv, demo.Domain, w.listen, w.hook.url))
 
 	t.Cleanup(func() {
@@ -265,7 +292,6 @@ partners_file: partners.yaml
 			t.Logf("--- keydesk start %d, log (last 24 KiB):\n%s", i+1, l[max(0, len(l)-24<<10):])
 		}
 	})
-	return w
 }
 
 // start starts `keydesk serve` with every role and waits until it is ready.

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -20,11 +19,7 @@ import (
 	"github.com/buildmarkets/keydesk"
 	"github.com/buildmarkets/keydesk/bmapi"
 	"github.com/buildmarkets/keydesk/bmapi/fake"
-	"github.com/buildmarkets/keydesk/crypto"
-	"github.com/buildmarkets/keydesk/crypto/cryptotest"
 	"github.com/buildmarkets/keydesk/internal/demo"
-	"github.com/buildmarkets/keydesk/internal/imaptest"
-	"github.com/buildmarkets/keydesk/internal/smtptest"
 	"github.com/buildmarkets/keydesk/internal/testenv"
 	"github.com/buildmarkets/keydesk/review"
 )
@@ -180,12 +175,7 @@ func TestKeyLifeBinary(t *testing.T) {
 // key-000, so that the partner's own keys, made through the API, are
 // key-001 onwards, as on an account where the partner made them first.
 func newKeyLifeWorld(t *testing.T, bin string) (*convWorld, map[keydesk.Environment]*fake.Server) {
-	w := &convWorld{t: t, bin: bin, tokens: map[string]string{}}
-	dir := t.TempDir()
-	pass := demo.RandHex(12)
-	w.imap = imaptest.Start(t, demo.Mailbox, pass, imaptest.Options{Mailboxes: []string{"Processed", "Rejected"}})
-	w.sink = smtptest.Start(t, smtptest.Options{})
-	w.hook = startHookSink(t)
+	w, dir, pass := newWorldServers(t, bin)
 
 	own := map[keydesk.Environment][]struct {
 		label  string
@@ -195,7 +185,7 @@ func newKeyLifeWorld(t *testing.T, bin string) (*convWorld, map[keydesk.Environm
 		keydesk.Production: {{"prod-engine", []keydesk.Scope{"trading:write", "accounts:read"}}, {"prod-md", []keydesk.Scope{"marketdata:read", "accounts:read"}}},
 	}
 	apis := map[keydesk.Environment]*fake.Server{}
-	urls, creds := map[keydesk.Environment]string{}, map[keydesk.Environment][2]string{}
+	world := map[keydesk.Environment]worldAPI{}
 	for _, env := range keydesk.Environments {
 		key, secret := "bm_key_acme_"+string(env), "bm_secret_acme_"+demo.RandHex(8)
 		sum := sha256.Sum256([]byte(secret))
@@ -216,7 +206,7 @@ func newKeyLifeWorld(t *testing.T, bin string) (*convWorld, map[keydesk.Environm
 		}
 		srv := httptest.NewServer(api)
 		t.Cleanup(srv.Close)
-		apis[env], urls[env], creds[env] = api, srv.URL, [2]string{key, secret}
+		apis[env], world[env] = api, worldAPI{url: srv.URL, key: key, secret: secret}
 		c := bmapi.New(bmapi.Options{BaseURL: srv.URL, APIKey: key, APISecret: keydesk.SecretString(secret)})
 		for _, k := range own[env] {
 			made, err := c.CreateKey(context.Background(), k.label, k.scopes)
@@ -227,51 +217,7 @@ func newKeyLifeWorld(t *testing.T, bin string) (*convWorld, map[keydesk.Environm
 		}
 	}
 	w.api = apis[keydesk.Production]
-
-	w.contact, w.signer = cryptotest.Contact(t, crypto.Curve25519), cryptotest.SigningKey(t)
-	cryptotest.WriteFile(t, dir, "acme.asc", w.contact.Public)
-	cryptotest.WriteFile(t, dir, "signing.asc", w.signer.Private)
-	cryptotest.WriteFile(t, dir, "partners.yaml", fmt.Sprintf(`partners:
-  - id: acme
-    name: Acme Capital
-    requesters: ["*@acme.example"]
-    technical_contact: {email: sec@acme.example, pgp_key_file: acme.asc, fingerprint: %q}
-    allowed_scopes: [accounts:read, trading:read, trading:write, marketdata:read]
-    environments:
-      sandbox: {api_key: %q, api_secret: %q}
-      production: {api_key: %q, api_secret: %q}
-`, w.contact.Fingerprint, creds[keydesk.Sandbox][0], creds[keydesk.Sandbox][1], creds[keydesk.Production][0], creds[keydesk.Production][1]))
-	for _, u := range [][2]string{{"alice", "approver"}, {"bob", "approver"}, {"ada", "admin"}} {
-		w.tokens[u[0]] = addUser(t, filepath.Join(dir, "users.yaml"), u[0], u[1])
-	}
-	w.listen = testenv.FreeAddr(t)
-	// The schedule is once a year: whatever happens within the test
-	// happens because of an approval, a reply or a batch asked for.
-	w.cfg = cryptotest.WriteFile(t, dir, "keydesk.yaml", fmt.Sprintf(`data_dir: data
-imap: {address: %q, security: none, username: %q, password: %q, poll_interval: 1s, timeout: 10s, lease_ttl: 2s}
-smtp: {address: %q, security: none, auth: none, from: %q, support_address: %s, helo_name: keydesk.test, timeout: 10s}
-api:
-  sandbox: {base_url: %q, timeout: 5s, rate_limit: 100}
-  production: {base_url: %q, timeout: 5s, rate_limit: 100}
-signing_key: {file: signing.asc, passphrase: %q}
-sender_auth: {trusted_authserv_ids: [%s], require_dmarc: true, internal_domains: [%s]}
-batch: {schedule: "CRON_TZ=UTC 0 3 1 1 *", lease_ttl: 2s}
-review: {listen: %q, users_file: users.yaml, base_url: "https://keydesk.example"}
-notify: {webhook_url: %q, lease_ttl: 2s}
-log: {level: info, format: json}
-partners_file: partners.yaml
-`, w.imap.Addr, demo.Mailbox, pass, w.sink.Addr, demo.From, demo.Support, urls[keydesk.Sandbox], urls[keydesk.Production],
-		cryptotest.Passphrase, demo.Authserv, demo.Domain, w.listen, w.hook.url))
-
-	t.Cleanup(func() {
-		if !t.Failed() {
-			return
-		}
-		for i, p := range w.procs {
-			l := p.logs.String()
-			t.Logf("--- keydesk start %d, log (last 24 KiB):\n%s", i+1, l[max(0, len(l)-24<<10):])
-		}
-	})
+	w.configure(dir, pass, world)
 	return w, apis
 }
 
