@@ -89,6 +89,21 @@ func (h *harness) options() batch.Options {
 	}
 }
 
+// run runs r until the test ends, and then expects it to stop because
+// it was cancelled.
+func (h *harness) run(r *batch.Runner) {
+	h.t.Helper()
+	ctx, cancel := context.WithCancel(h.ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	h.t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != context.Canceled {
+			h.t.Errorf("Run returned %v, want it cancelled", err)
+		}
+	})
+}
+
 func (h *harness) runner(mod func(*batch.Options)) *batch.Runner {
 	h.t.Helper()
 	o := h.options()

@@ -1,7 +1,6 @@
 package batch_test
 
 import (
-	"context"
 	"maps"
 	"net/http"
 	"slices"
@@ -108,13 +107,7 @@ func TestRevokeAtOnce(t *testing.T) {
 	h.delivered(keydesk.Sandbox, other)
 	waiting := h.request("new-service", nil) // approved issue request: waits for its batch
 	r := h.runner(func(o *batch.Options) { o.SweepInterval = time.Hour })
-	ctx, cancel := context.WithCancel(h.ctx)
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	h.run(r)
 	testenv.Eventually(t, 20*time.Second, "the inventory listed at start", func() bool {
 		inv, err := h.q.Inventory(h.ctx, "acme", keydesk.Sandbox)
 		return err == nil && !inv.ListedAt.IsZero()
@@ -364,13 +357,7 @@ func TestInventoryJoin(t *testing.T) {
 func TestInventoryTrigger(t *testing.T) {
 	h := newHarness(t)
 	r := h.runner(nil)
-	ctx, cancel := context.WithCancel(h.ctx)
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	h.run(r)
 	testenv.Eventually(t, 20*time.Second, "the inventory listed at start", func() bool {
 		inv, err := h.q.Inventory(h.ctx, "acme", keydesk.Sandbox)
 		return err == nil && !inv.ListedAt.IsZero()

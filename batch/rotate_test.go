@@ -1,7 +1,6 @@
 package batch_test
 
 import (
-	"context"
 	"slices"
 	"strings"
 	"testing"
@@ -458,15 +457,7 @@ func TestRunSweepsRotations(t *testing.T) {
 	past := rotation("backend", "key-001", clock.Now().Add(-time.Minute))
 	soon := rotation("reporting", "key-002", clock.Now().Add(30*time.Second))
 	r := h.runner(func(o *batch.Options) { o.Clock = clock })
-	ctx, cancel := context.WithCancel(h.ctx)
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != context.Canceled {
-			t.Errorf("Run returned %v", err)
-		}
-	}()
+	h.run(r)
 	revokeOf := func(id string) bool {
 		return slices.ContainsFunc(h.requestsOfKind(keydesk.KindRevoke), func(c *keydesk.Request) bool { return c.RevokeOf == id })
 	}
@@ -489,13 +480,7 @@ func TestRotateConfirmedRevokedAtOnce(t *testing.T) {
 	r := h.runner(func(o *batch.Options) { o.Clock = clock })
 	rt := rotated(t, h, r, clock)
 	h.deliver(rt.rot.ID)
-	ctx, cancel := context.WithCancel(h.ctx)
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	h.run(r)
 	// An inventory run done says Run is past its start, and its sweep.
 	list := &keydesk.Batch{ID: h.q.NewBatchID(), Trigger: keydesk.TriggerInventory, By: "alice", State: keydesk.BatchRequested, Requested: time.Now()}
 	if err := h.q.PutBatch(h.ctx, list); err != nil {

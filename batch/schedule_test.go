@@ -185,15 +185,7 @@ func TestRequestedBatchWaitsForLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := h.runner(func(o *batch.Options) { o.LeaseWait = 200 * time.Millisecond })
-	ctx, cancel := context.WithCancel(h.ctx)
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != context.Canceled {
-			t.Errorf("Run returned %v", err)
-		}
-	}()
+	h.run(r)
 	asked, err := h.q.RequestBatch(h.ctx, "alice")
 	if err != nil {
 		t.Fatal(err)
