@@ -190,15 +190,7 @@ func crashRun(t *testing.T, bin, failpoint string, drop, wantRevoked int, rotate
 	if _, err := q.RequestBatch(ctx, "crash-test"); err != nil {
 		t.Fatal(err)
 	}
-	var log1 bytes.Buffer
-	cmd := exec.CommandContext(ctx, bin, "serve", "--roles", "batch", "--config", cfg)
-	cmd.Env = append(os.Environ(), "KEYDESK_FAILPOINT="+failpoint)
-	cmd.Stdout, cmd.Stderr = &log1, &log1
-	err = cmd.Run()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("keydesk did not die by SIGKILL at %s: %v\n%s", failpoint, err, log1.String())
-	}
+	log1 := runToFailpoint(t, ctx, bin, cfg, failpoint)
 	if !slices.ContainsFunc(mustList(t, ctx, q), func(r *keydesk.Request) bool {
 		return r.State == keydesk.StateGenerating || r.State == keydesk.StateApproved
 	}) {
@@ -206,14 +198,7 @@ func crashRun(t *testing.T, bin, failpoint string, drop, wantRevoked int, rotate
 	}
 
 	// Second run: reconciles on start, then runs a batch asked for.
-	var log2 bytes.Buffer
-	cmd = exec.CommandContext(ctx, bin, "serve", "--roles", "batch", "--config", cfg)
-	cmd.Stdout, cmd.Stderr = &log2, &log2
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	log2, stop := startBatchRole(t, ctx, bin, cfg)
 	b, err := q.RequestBatch(ctx, "crash-test")
 	if err != nil {
 		t.Fatal(err)
@@ -223,10 +208,7 @@ func crashRun(t *testing.T, bin, failpoint string, drop, wantRevoked int, rotate
 		final, err = q.GetBatch(ctx, b.ID)
 		return err == nil && (final.State == keydesk.BatchDone || final.State == keydesk.BatchFailed)
 	})
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	if err := <-exited; err != nil {
-		t.Errorf("keydesk did not stop cleanly: %v\n%s", err, log2.String())
-	}
+	stop()
 	if final.State != keydesk.BatchDone {
 		t.Fatalf("batch after restart = %s\n%s", dump(final), log2.String())
 	}
@@ -348,35 +330,17 @@ func crashRevoke(t *testing.T, bin, failpoint string) {
 		t.Fatal(err)
 	}
 
-	var log1 bytes.Buffer
-	cmd := exec.CommandContext(ctx, bin, "serve", "--roles", "batch", "--config", cfg)
-	cmd.Env = append(os.Environ(), "KEYDESK_FAILPOINT="+failpoint)
-	cmd.Stdout, cmd.Stderr = &log1, &log1
-	err = cmd.Run()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("keydesk did not die by SIGKILL at %s: %v\n%s", failpoint, err, log1.String())
-	}
+	log1 := runToFailpoint(t, ctx, bin, cfg, failpoint)
 	if got, _ := q.Get(ctx, rev.ID); got.State != keydesk.StateRevoking {
 		t.Fatalf("after the kill the revoke request is %s, want revoking\n%s", got.State, log1.String())
 	}
 
-	var log2 bytes.Buffer
-	cmd = exec.CommandContext(ctx, bin, "serve", "--roles", "batch", "--config", cfg)
-	cmd.Stdout, cmd.Stderr = &log2, &log2
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	_, stop := startBatchRole(t, ctx, bin, cfg)
 	testenv.Eventually(t, 30*time.Second, "the revocation finished after the restart", func() bool {
 		got, err := q.Get(ctx, rev.ID)
 		return err == nil && got.State == keydesk.StateRevoked
 	})
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	if err := <-exited; err != nil {
-		t.Errorf("keydesk did not stop cleanly: %v\n%s", err, log2.String())
-	}
+	stop()
 	if got, _ := q.Get(ctx, makers[0].ID); got.State != keydesk.StateRevoked || got.RevokedAt.IsZero() {
 		t.Errorf("the leaked key's request: %s", dump(got))
 	}
@@ -396,5 +360,42 @@ func crashRevoke(t *testing.T, bin, failpoint string) {
 	h := &harness{t: t, ctx: ctx, q: q}
 	if n := len(kind(h.outbox(), keydesk.KindKeyRevoked)); n != 1 {
 		t.Errorf("%d key-revoked notices, want 1", n)
+	}
+}
+
+// runToFailpoint runs the batch role of the binary with the failpoint
+// armed and expects it to die there by SIGKILL; it returns its log.
+func runToFailpoint(t *testing.T, ctx context.Context, bin, cfg, failpoint string) *bytes.Buffer {
+	t.Helper()
+	var log bytes.Buffer
+	cmd := exec.CommandContext(ctx, bin, "serve", "--roles", "batch", "--config", cfg)
+	cmd.Env = append(os.Environ(), "KEYDESK_FAILPOINT="+failpoint)
+	cmd.Stdout, cmd.Stderr = &log, &log
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("keydesk did not die by SIGKILL at %s: %v\n%s", failpoint, err, log.String())
+	}
+	return &log
+}
+
+// startBatchRole starts the batch role of the binary; stop ends it with
+// SIGTERM and expects a clean exit. The log is the role's output.
+func startBatchRole(t *testing.T, ctx context.Context, bin, cfg string) (log *bytes.Buffer, stop func()) {
+	t.Helper()
+	log = &bytes.Buffer{}
+	cmd := exec.CommandContext(ctx, bin, "serve", "--roles", "batch", "--config", cfg)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	return log, func() {
+		t.Helper()
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		if err := <-exited; err != nil {
+			t.Errorf("keydesk did not stop cleanly: %v\n%s", err, log.String())
+		}
 	}
 }
