@@ -118,11 +118,8 @@ func keyAsks(lines []string) []KeyAsk {
 		b.WriteByte('\n')
 	}
 	text := b.String()
-	low := strings.ToLower(text)
-	for _, m := range keydeskMarkers {
-		if strings.Contains(low, m) {
-			return nil
-		}
+	if holdsKeydeskMarker(text) {
+		return nil
 	}
 	var out []KeyAsk
 	last := 0

@@ -60,6 +60,17 @@ var proseNotLabel = map[string]bool{"for": true, "and": true, "with": true, "ple
 // keydesk's words quoted back, never a partner's prose.
 var keydeskMarkers = []string{"buildmarkets api key desk", "buildmarkets partner support", "this is what we understood", "we could not accept your request", "we received your request for buildmarkets"}
 
+// holdsKeydeskMarker reports whether text holds one of keydeskMarkers.
+func holdsKeydeskMarker(text string) bool {
+	low := strings.ToLower(text)
+	for _, m := range keydeskMarkers {
+		if strings.Contains(low, m) {
+			return true
+		}
+	}
+	return false
+}
+
 // proseSuggestion reads a suggestion from the sender's own lines, or
 // reports none. All three must be named: one environment (a second one
 // makes it unclear which), valid scopes and a label; what a clause
@@ -81,11 +92,8 @@ func proseSuggestion(lines []string) (suggestion, bool) {
 		b.WriteByte(' ')
 	}
 	text := b.String()
-	low := strings.ToLower(text)
-	for _, m := range keydeskMarkers {
-		if strings.Contains(low, m) {
-			return suggestion{}, false
-		}
+	if holdsKeydeskMarker(text) {
+		return suggestion{}, false
 	}
 	var s suggestion
 	var envs []keydesk.Environment
